@@ -1,0 +1,44 @@
+"""Agent <-> supervisor wire protocol (SPEC section 4): pure codec and typed messages."""
+
+from halswarm.protocol.codec import MAX_FRAME_BYTES, PROTOCOL_VERSION, decode, encode
+from halswarm.protocol.errors import ProtocolError
+from halswarm.protocol.messages import (
+    Ack,
+    AuthState,
+    AuthStateEntry,
+    Command,
+    CommandResult,
+    CommandTarget,
+    CredentialSync,
+    Envelope,
+    ErrorMsg,
+    Event,
+    Heartbeat,
+    Message,
+    ProjectRef,
+    Register,
+    Registered,
+)
+
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "AuthState",
+    "AuthStateEntry",
+    "Command",
+    "CommandResult",
+    "CommandTarget",
+    "CredentialSync",
+    "Envelope",
+    "ErrorMsg",
+    "Event",
+    "Heartbeat",
+    "Message",
+    "ProjectRef",
+    "ProtocolError",
+    "Register",
+    "Registered",
+    "decode",
+    "encode",
+]

@@ -1,0 +1,1 @@
+"""SQLite storage for the supervisor: connections, migrations, the batching writer and queries."""

@@ -1,0 +1,52 @@
+"""Opening SQLite connections with the pragmas every supervisor connection needs."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+BUSY_TIMEOUT_MS = 5000
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be opened or used; the message is one line for the operator."""
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open `path` with WAL, foreign keys and a busy timeout.
+
+    synchronous=FULL: an `ack` promises the event survives a crash of the whole machine, so
+    every commit of the (batched) writer is fsynced.
+    """
+    p = Path(path)
+    if not readonly:
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create database directory {p.parent}: {exc.strerror}") from None
+    try:
+        if readonly:
+            conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
+        else:
+            conn = sqlite3.connect(p, check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if not readonly:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise DatabaseError(f"{p}: could not enable WAL journal mode (got {mode})")
+            conn.execute("PRAGMA synchronous=FULL")
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"{p}: {exc}") from None
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def quick_check(conn: sqlite3.Connection) -> str | None:
+    """Return None when `PRAGMA quick_check` passes, else its first complaint."""
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    first = rows[0][0] if rows else "no result"
+    return None if first == "ok" else str(first)

@@ -1,0 +1,1 @@
+"""hal-supervisor: the hub agents connect to, and the HTTP API operators use."""

@@ -1,0 +1,439 @@
+"""HTTP API (SPEC section 6) on FastAPI: envelopes, error codes, auth, and the routes of the core."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from halswarm import __version__
+from halswarm.protocol import CommandTarget
+from halswarm.store import queries
+from halswarm.supervisor.auth import bearer, token_matches
+from halswarm.supervisor.dispatcher import CommandError, Result
+from halswarm.supervisor.timeutil import parse_ts
+
+if TYPE_CHECKING:
+    from halswarm.supervisor.app import Supervisor
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_CODE = {
+    "AUTH_REQUIRED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404, "BAD_REQUEST": 400, "VALIDATION_ERROR": 400,
+    "CONFLICT": 409, "RATE_LIMITED": 429, "INTERNAL_ERROR": 500, "SERVICE_UNAVAILABLE": 503,
+    "DISPATCH_ERROR": 502, "TIMEOUT": 504, "PAYLOAD_TOO_LARGE": 413,
+}
+MAX_LIMIT = 10_000
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or STATUS_BY_CODE[code]
+
+
+def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"data": data, "meta": meta or {}}
+    return JSONResponse(body, status_code=status)
+
+
+def err(code: str, message: str, status: int | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "code": code}, status_code=status or STATUS_BY_CODE[code])
+
+
+# ----- request bodies -----
+
+class CreateSessionBody(BaseModel):
+    project: str = Field(min_length=1)
+    prompt: str | None = None
+    model: str | None = None
+    node_id: str | None = None
+    idempotency_key: str | None = None
+
+
+class PromptBody(BaseModel):
+    message: str = Field(min_length=1)
+    idempotency_key: str | None = None
+
+
+class CommandBody(BaseModel):
+    type: str = Field(min_length=1)
+    target: str | dict[str, str] | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    timeout: float | None = Field(default=None, gt=0, description="seconds (Go-compatible)")
+    timeout_ms: int | None = Field(default=None, gt=0)
+    wait: bool = True
+
+
+def _target(t: str | dict[str, str] | None) -> CommandTarget:
+    if t is None:
+        return CommandTarget()
+    if isinstance(t, str):
+        return CommandTarget(project=t)
+    unknown = set(t) - {"node_id", "project", "session_id"}
+    if unknown:
+        raise ApiError("VALIDATION_ERROR", f"target: unknown keys {sorted(unknown)}")
+    return CommandTarget(node_id=t.get("node_id"), project=t.get("project"), session_id=t.get("session_id"))
+
+
+def _page(limit: int, offset: int) -> tuple[int, int]:
+    if limit < 1 or limit > MAX_LIMIT:
+        raise ApiError("VALIDATION_ERROR", f"limit must be between 1 and {MAX_LIMIT}")
+    if offset < 0:
+        raise ApiError("VALIDATION_ERROR", "offset must be >= 0")
+    return limit, offset
+
+
+def _since(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    ts = parse_ts(value)
+    if ts is None:
+        raise ApiError("VALIDATION_ERROR", f"since: not a timestamp: {value!r} (use ISO-8601 or unix seconds)")
+    return ts
+
+
+def build_app(sup: Supervisor) -> FastAPI:
+    app = FastAPI(title="hal-supervisor", version=__version__, openapi_url="/openapi.json", docs_url="/docs",
+                  redoc_url=None)
+    max_body = sup.config.max_body_bytes
+
+    # ----- errors -----
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return err(exc.code, exc.message, exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {401: "AUTH_REQUIRED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "BAD_REQUEST"}.get(
+            exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR")
+        msg = "not found" if exc.status_code == 404 else str(exc.detail)
+        return err(code, msg, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in exc.errors()[:5]:
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path"))
+            parts.append(f"{loc or 'body'}: {e.get('msg')}")
+        return err("VALIDATION_ERROR", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error: %s", exc)
+        sup.metrics.errors_total.labels("api", "internal").inc()
+        return err("INTERNAL_ERROR", "internal error; see the supervisor log")
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > max_body
+            except ValueError:
+                return err("BAD_REQUEST", "invalid Content-Length")
+            if too_big:
+                return err("PAYLOAD_TOO_LARGE", f"request body exceeds {max_body} bytes")
+        elif request.method in ("POST", "PUT", "PATCH") and request.headers.get("transfer-encoding"):
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_body:
+                    return err("PAYLOAD_TOO_LARGE", f"request body exceeds {max_body} bytes")
+            request._body = body  # starlette caches the consumed body here
+        return await call_next(request)
+
+    # ----- auth -----
+
+    async def require_auth(request: Request) -> str:
+        addr = request.client.host if request.client else "?"
+        if sup.api_throttle.blocked(addr):
+            raise ApiError("RATE_LIMITED", "too many failed authentications; retry later")
+        token = bearer(request.headers.get("authorization"))
+        if not token_matches(token, sup.operator_token):
+            sup.api_throttle.failed(addr)
+            raise ApiError("AUTH_REQUIRED", "missing or invalid bearer token")
+        actor = request.headers.get("x-hal-actor") or "api"
+        return actor[:100]
+
+    auth = [Depends(require_auth)]
+
+    def actor_of(request: Request) -> tuple[str, str | None]:
+        return (request.headers.get("x-hal-actor") or "api")[:100], request.client.host if request.client else None
+
+    # ----- health -----
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, Any]:
+        return {"status": "alive", "version": __version__}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        components = await sup.readiness()
+        failing = [k for k, v in components.items() if v["status"] != "ok"]
+        body: dict[str, Any] = {"status": "ok" if not failing else "unavailable", "components": components}
+        if failing:
+            body |= {"error": f"not ready: {', '.join(failing)}", "code": "SERVICE_UNAVAILABLE"}
+        return JSONResponse(body, status_code=200 if not failing else 503)
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        sup.refresh_gauges()
+        return PlainTextResponse(generate_latest(sup.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # ----- nodes -----
+
+    @app.get("/api/v1/nodes", dependencies=auth, tags=["nodes"])
+    async def list_nodes(status: str | None = None, project: str | None = None, limit: int = 100,
+                         offset: int = 0) -> JSONResponse:
+        limit, offset = _page(limit, offset)
+        nodes = sorted(sup.nodes.values(), key=lambda n: n.id)
+        if status:
+            nodes = [n for n in nodes if n.status == status]
+        if project:
+            nodes = [n for n in nodes if project in n.project_names]
+        page = nodes[offset:offset + limit]
+        return ok([n.to_api() for n in page], meta={"total": len(nodes), "limit": limit, "offset": offset})
+
+    def node_or_404(node_id: str) -> Any:
+        node = sup.nodes.get(node_id)
+        if node is None:
+            raise ApiError("NOT_FOUND", f"node {node_id} not found")
+        return node
+
+    @app.get("/api/v1/nodes/{node_id}", dependencies=auth, tags=["nodes"])
+    async def get_node(node_id: str) -> JSONResponse:
+        node = node_or_404(node_id)
+        data = node.to_api()
+        data["sessions"] = [s.id for s in sup.tracker.list(node_id=node_id)]
+        return ok(data)
+
+    @app.get("/api/v1/nodes/{node_id}/auth", dependencies=auth, tags=["nodes"])
+    async def node_auth(node_id: str) -> JSONResponse:
+        node = node_or_404(node_id)
+        expected = sup.config.raw.get("credentials", {}).get("version") if isinstance(
+            sup.config.raw.get("credentials"), dict) else None
+        if node.credential_version is None or expected is None:
+            sync = "unknown"
+        else:
+            sync = "in_sync" if node.credential_version == expected else "drift_detected"
+        return ok({"node_id": node.id, "auth_states": node.auth_states, "credential_sync": sync,
+                   "credential_version": node.credential_version})
+
+    # ----- sessions -----
+
+    @app.get("/api/v1/sessions", dependencies=auth, tags=["sessions"])
+    async def list_sessions(project: str | None = None, status: str | None = None, node_id: str | None = None,
+                            limit: int = 100, offset: int = 0) -> JSONResponse:
+        limit, offset = _page(limit, offset)
+        items = sup.tracker.list(project=project or None, status=status or None, node_id=node_id or None)
+        return ok([s.to_api() for s in items[offset:offset + limit]],
+                  meta={"total": len(items), "limit": limit, "offset": offset})
+
+    def session_or_404(session_id: str) -> Any:
+        s = sup.tracker.get(session_id)
+        if s is None:
+            raise ApiError("NOT_FOUND", f"session {session_id} not found")
+        return s
+
+    @app.get("/api/v1/sessions/{session_id}", dependencies=auth, tags=["sessions"])
+    async def get_session(session_id: str) -> JSONResponse:
+        return ok(session_or_404(session_id).to_api())
+
+    async def run_command(request: Request, ctype: str, target: CommandTarget, args: dict[str, Any],
+                          idem: str | None = None, timeout: float | None = None) -> Result:
+        actor, ip = actor_of(request)
+        try:
+            res = await sup.dispatcher.dispatch(ctype, target, args, actor=actor, ip=ip, idempotency_key=idem,
+                                                timeout=timeout)
+        except CommandError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        return res
+
+    def raise_for(res: Result) -> None:
+        if res.status == "timeout":
+            raise ApiError("TIMEOUT", f"{res.type}: {res.error or 'timed out'} (command {res.command_id})")
+        if res.status != "success":
+            raise ApiError("DISPATCH_ERROR",
+                           f"{res.type} failed on {res.node_id}: {res.error or 'no detail'} (command {res.command_id})")
+
+    @app.post("/api/v1/sessions", dependencies=auth, tags=["sessions"], status_code=201)
+    async def create_session(body: CreateSessionBody, request: Request) -> JSONResponse:
+        args = {"project": body.project}
+        if body.prompt:
+            args["prompt"] = body.prompt
+        if body.model:
+            args["model"] = body.model
+        res = await run_command(request, "create_session", CommandTarget(project=body.project, node_id=body.node_id),
+                                args, body.idempotency_key)
+        raise_for(res)
+        session = await sup.apply_command_output(res)
+        if session is None:
+            raise ApiError("DISPATCH_ERROR", f"agent {res.node_id} created no session it could describe")
+        return ok(session.to_api() | {"command_id": res.command_id}, status=201)
+
+    @app.post("/api/v1/sessions/{session_id}/prompt", dependencies=auth, tags=["sessions"])
+    async def prompt_session(session_id: str, body: PromptBody, request: Request) -> JSONResponse:
+        session_or_404(session_id)
+        res = await run_command(request, "prompt_session", CommandTarget(session_id=session_id),
+                                {"session_id": session_id, "message": body.message}, body.idempotency_key)
+        raise_for(res)
+        await sup.apply_command_output(res)
+        return ok(res.to_api())
+
+    async def session_action(session_id: str, ctype: str, request: Request) -> JSONResponse:
+        session_or_404(session_id)
+        res = await run_command(request, ctype, CommandTarget(session_id=session_id), {"session_id": session_id})
+        raise_for(res)
+        await sup.apply_command_output(res)
+        return ok(res.to_api())
+
+    @app.post("/api/v1/sessions/{session_id}/resume", dependencies=auth, tags=["sessions"])
+    async def resume(session_id: str, request: Request) -> JSONResponse:
+        return await session_action(session_id, "resume", request)
+
+    @app.post("/api/v1/sessions/{session_id}/restart", dependencies=auth, tags=["sessions"])
+    async def restart(session_id: str, request: Request) -> JSONResponse:
+        return await session_action(session_id, "restart_session", request)
+
+    @app.post("/api/v1/sessions/{session_id}/handover", dependencies=auth, tags=["sessions"])
+    async def handover(session_id: str, request: Request) -> JSONResponse:
+        return await session_action(session_id, "handover", request)
+
+    @app.delete("/api/v1/sessions/{session_id}", dependencies=auth, tags=["sessions"])
+    async def kill(session_id: str, request: Request) -> JSONResponse:
+        return await session_action(session_id, "kill_session", request)
+
+    # ----- events -----
+
+    def event_filters(session_id: str | None, project: str | None, node_id: str | None, type: str | None,
+                      since: str | None) -> dict[str, Any]:
+        return {"session_id": session_id, "project": project, "node_id": node_id, "type": type,
+                "since": _since(since)}
+
+    @app.get("/api/v1/events", dependencies=auth, tags=["events"])
+    async def list_events(session_id: str | None = None, project: str | None = None, node_id: str | None = None,
+                          type: str | None = None, since: str | None = None, limit: int = 100, offset: int = 0,
+                          order: str = Query("asc", pattern="^(asc|desc)$")) -> JSONResponse:
+        limit, offset = _page(limit, offset)
+        f = event_filters(session_id, project, node_id, type, since)
+        items, total = await sup.reader.run(lambda c: queries.query_events(c, f, limit, offset, order))
+        return ok(items, meta={"total": total, "limit": limit, "offset": offset})
+
+    @app.get("/api/v1/events/stream", dependencies=auth, tags=["events"])
+    async def stream_events(request: Request, session_id: str | None = None, project: str | None = None,
+                            node_id: str | None = None, type: str | None = None,
+                            since: str | None = None) -> StreamingResponse:
+        f = event_filters(session_id, project, node_id, type, since)
+        return StreamingResponse(_sse(sup, request, f), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # ----- commands -----
+
+    @app.post("/api/v1/commands", dependencies=auth, tags=["commands"])
+    async def post_command(body: CommandBody, request: Request) -> JSONResponse:
+        target = _target(body.target)
+        if not (target.node_id or target.project or target.session_id):
+            sid = body.args.get("session_id")
+            if isinstance(sid, str) and sid:
+                target = CommandTarget(session_id=sid)
+        timeout = body.timeout_ms / 1000 if body.timeout_ms else body.timeout
+        if not body.wait:
+            actor, ip = actor_of(request)
+            try:
+                command_id = await sup.dispatch_background(body.type, target, body.args, actor=actor, ip=ip,
+                                                           idempotency_key=body.idempotency_key, timeout=timeout)
+            except CommandError as exc:
+                raise ApiError(exc.code, exc.message) from None
+            return ok({"command_id": command_id, "status": "pending"}, status=202)
+        res = await run_command(request, body.type, target, body.args, body.idempotency_key, timeout)
+        if res.status == "success":
+            await sup.apply_command_output(res)
+        return ok(res.to_api())
+
+    @app.get("/api/v1/commands/{command_id}", dependencies=auth, tags=["commands"])
+    async def get_command(command_id: str) -> JSONResponse:
+        row = await sup.reader.run(lambda c: c.execute("SELECT * FROM commands WHERE command_id=?",
+                                                       (command_id,)).fetchone())
+        if row is None:
+            raise ApiError("NOT_FOUND", f"command {command_id} not found")
+        return ok(_command_row(row))
+
+    # ----- audit -----
+
+    @app.get("/api/v1/audit", dependencies=auth, tags=["audit"])
+    async def audit(actor: str | None = None, action: str | None = None, since: str | None = None,
+                    limit: int = 100, offset: int = 0) -> JSONResponse:
+        limit, offset = _page(limit, offset)
+        f = {"actor": actor, "action": action, "since": _since(since)}
+        items, total = await sup.reader.run(lambda c: queries.query_audit(c, f, limit, offset))
+        return ok(items, meta={"total": total, "limit": limit, "offset": offset})
+
+    return app
+
+
+def _command_row(row: Any) -> dict[str, Any]:
+    from halswarm.supervisor.timeutil import iso
+
+    def j(v: Any) -> Any:
+        try:
+            return json.loads(v) if v is not None else None
+        except ValueError:
+            return v
+
+    return {"command_id": row["command_id"], "type": row["type"], "target": j(row["target"]),
+            "args": j(row["args"]), "node_id": row["node_id"], "status": row["status"], "output": j(row["output"]),
+            "error": row["error"], "actor": row["actor"], "created_at": iso(row["created_at"]),
+            "finished_at": iso(row["finished_at"])}
+
+
+def _matches(ev: dict[str, Any], f: dict[str, Any]) -> bool:
+    for key in ("session_id", "project", "node_id"):
+        if f.get(key) and ev.get(key) != f[key]:
+            return False
+    t = f.get("type")
+    if t:
+        if t.endswith("*"):
+            if not str(ev.get("type", "")).startswith(t[:-1]):
+                return False
+        elif ev.get("type") != t:
+            return False
+    return True
+
+
+async def _sse(sup: Supervisor, request: Request, f: dict[str, Any]) -> AsyncIterator[bytes]:
+    q = sup.ingestor.subscribe()
+    try:
+        last_id = 0
+        if f.get("since") is not None:
+            items, _ = await sup.reader.run(lambda c: queries.query_events(c, f, 1000, 0, "asc"))
+            for ev in items:
+                last_id = max(last_id, ev["id"])
+                yield f"data: {json.dumps(ev, default=str)}\n\n".encode()
+        yield b": connected\n\n"
+        while True:
+            if await request.is_disconnected() or not sup.ingestor.is_subscribed(q):
+                return
+            try:
+                ev = await asyncio.wait_for(q.get(), 15.0)
+            except TimeoutError:
+                yield b": keepalive\n\n"
+                continue
+            if ev["id"] <= last_id or not _matches(ev, f):
+                continue
+            yield f"data: {json.dumps(ev, default=str)}\n\n".encode()
+    finally:
+        sup.ingestor.unsubscribe(q)

@@ -1,0 +1,249 @@
+"""The supervisor process: wires store, hub, dispatcher and API together and runs them on one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+import uuid
+from typing import Any
+
+import uvicorn
+
+from halswarm.config.supervisor import SupervisorConfig
+from halswarm.protocol import CommandTarget
+from halswarm.store import queries
+from halswarm.store.db import DatabaseError, connect, quick_check
+from halswarm.store.migrations import migrate
+from halswarm.store.reader import Reader
+from halswarm.store.writer import Writer
+from halswarm.supervisor.auth import FailureThrottle
+from halswarm.supervisor.dispatcher import Dispatcher, Result
+from halswarm.supervisor.hub import Hub, HubSettings
+from halswarm.supervisor.ingest import Ingestor
+from halswarm.supervisor.metrics import Metrics
+from halswarm.supervisor.model import SESSION_STATUSES, Node, Session
+from halswarm.supervisor.retention import RetentionJob
+from halswarm.supervisor.tracker import SessionTracker
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The supervisor cannot start; the message is one line for the operator."""
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the supervisor owns SIGTERM and shuts down in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+class Supervisor:
+    def __init__(self, config: SupervisorConfig) -> None:
+        self.config = config
+        self.operator_token = config.operator_token
+        self.metrics = Metrics()
+        self.nodes: dict[str, Node] = {}
+        self.tracker = SessionTracker()
+        self.api_throttle = FailureThrottle()
+        self.recovery_errors: list[str] = []
+        self._stop = asyncio.Event()
+        self._api: _ApiServer | None = None
+        self._api_task: asyncio.Task[None] | None = None
+        self._bg: set[asyncio.Task[Any]] = set()
+        self.writer: Writer
+        self.reader: Reader
+        self.hub: Hub
+        self.ingestor: Ingestor
+        self.dispatcher: Dispatcher
+        self.retention: RetentionJob
+
+    # ----- start-up -----
+
+    def open_database(self) -> None:
+        """Open, check and migrate the database; raises DatabaseError with an operator-facing line."""
+        path = self.config.database_path
+        conn = connect(path)
+        problem = quick_check(conn)
+        if problem is not None:
+            conn.close()
+            raise DatabaseError(
+                f"database {path} failed its integrity check ({problem}); restore a backup with "
+                "`halctl restore BACKUP` or run `halctl remediate supervisor-db-corruption`"
+            )
+        applied = migrate(conn)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        report = queries.load_state(conn)
+        for n in report.nodes:
+            self.nodes[n.id] = n
+        self.tracker.load(report.sessions)
+        self.recovery_errors = report.bad_rows
+        for bad in report.bad_rows:
+            log.warning("skipped unreadable row at start-up: %s", bad)
+        self._conn = conn
+        self.writer = Writer(conn)
+        self.reader = Reader(path)
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.open_database()
+        loop = asyncio.get_running_loop()
+        self.writer.start(loop)
+        # Persist the restart verdict: every node offline, live sessions unreachable.
+        nodes = list(self.nodes.values())
+        sessions = [s for s in self.tracker.sessions.values() if s.status == "unreachable"]
+
+        def job(c: Any) -> None:
+            c.execute("UPDATE nodes SET status='offline'")
+            queries.upsert_sessions(c, sessions)
+
+        if nodes or sessions:
+            await self.writer.run(job)
+        self.ingestor = Ingestor(self.writer, self.tracker, self.metrics, self._send_ack)
+        for n in nodes:
+            self.ingestor.reset_node(n.id, n.last_seq)
+        ssl_ctx = self._ssl_context()
+        credentials = cfg.raw.get("credentials") if isinstance(cfg.raw.get("credentials"), dict) else {}
+        self.hub = Hub(
+            HubSettings(
+                host=cfg.host, port=cfg.port, token=cfg.auth_token, agent_tokens=dict(cfg.agent_tokens),
+                heartbeat_interval_sec=cfg.heartbeat_interval_sec,
+                heartbeat_timeout_count=cfg.heartbeat_timeout_count, max_frame_bytes=cfg.max_frame_bytes,
+                origin_allowlist=list(cfg.origin_allowlist or cfg.allowed_origins), ssl=ssl_ctx,
+                credential_version=credentials.get("version") if isinstance(credentials, dict) else None,
+            ),
+            self.nodes, self.tracker, self.ingestor, self.writer, self.metrics,
+        )
+        self.dispatcher = Dispatcher(self.hub, self.nodes, self.tracker, self.writer, self.metrics,
+                                     default_timeout=float(cfg.command_timeout_sec))
+        self.hub.dispatcher = self.dispatcher
+        await self.hub.start()
+        self.retention = RetentionJob(self.writer, cfg.events_retention_days, cfg.audit_retention_days)
+        self.retention.start()
+        if cfg.http_port:
+            from halswarm.supervisor.api import build_app
+
+            uv = uvicorn.Config(
+                build_app(self), host=cfg.host, port=cfg.http_port, log_config=None, access_log=False,
+                lifespan="off", ssl_certfile=cfg.tls_cert if cfg.tls_enabled else None,
+                ssl_keyfile=cfg.tls_key if cfg.tls_enabled else None, timeout_graceful_shutdown=5,
+                server_header=False,
+            )
+            self._api = _ApiServer(uv)
+            self._api_task = asyncio.create_task(self._api.serve())
+            while not self._api.started:
+                if self._api_task.done():
+                    self._api_task.result()
+                    raise OSError(f"HTTP API could not listen on {cfg.host}:{cfg.http_port}")
+                await asyncio.sleep(0.02)
+            log.info("HTTP API listening on %s:%d", cfg.host, cfg.http_port)
+        self.refresh_gauges()
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        cfg = self.config
+        if not cfg.tls_enabled:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            raise StartupError(f"cannot load TLS certificate/key: {exc}") from None
+        return ctx
+
+    # ----- running -----
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        """Graceful stop: refuse new work, flush what was received, close everything."""
+        log.info("shutting down: no new connections, flushing events")
+        self.hub.stop_accepting()
+        if self._api is not None:
+            self._api.should_exit = True
+        self.dispatcher.running = False
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ingestor.drain(), 10)
+        await self.hub.close()
+        if self._api_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._api_task, 10)
+        self.retention.stop()
+        await self.writer.stop()
+        self.reader.close()
+        self._conn.close()
+        log.info("supervisor stopped")
+
+    # ----- helpers used by the API -----
+
+    def _send_ack(self, node_id: str, seq: int) -> None:
+        self.hub.send_ack(node_id, seq)
+
+    def refresh_gauges(self) -> None:
+        counts = self.tracker.counts()
+        for status in SESSION_STATUSES:
+            self.metrics.sessions_active.labels(status).set(counts.get(status, 0))
+        self.metrics.nodes_online.set(sum(1 for n in self.nodes.values() if n.status == "online"))
+
+    async def readiness(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            if not self.writer.alive:
+                raise RuntimeError("writer stopped")
+            await asyncio.wait_for(self.reader.run(lambda c: c.execute("SELECT 1").fetchone()), 2)
+            out["database"] = {"status": "ok"}
+            if self.writer.last_error:
+                out["database"] = {"status": "error", "error": self.writer.last_error}
+        except Exception as exc:
+            out["database"] = {"status": "error", "error": str(exc) or type(exc).__name__}
+        out["websocket_hub"] = {"status": "ok"} if self.hub.serving else {"status": "error", "error": "not serving"}
+        out["command_dispatcher"] = (
+            {"status": "ok"} if self.dispatcher.running else {"status": "error", "error": "stopped"}
+        )
+        return out
+
+    async def apply_command_output(self, res: Result) -> Session | None:
+        """Fold a session object returned by a command into the tracker right away."""
+        out = res.output
+        if not isinstance(out, dict) or res.node_id is None:
+            return None
+        state = out.get("session") if isinstance(out.get("session"), dict) else out
+        if not isinstance(state.get("id"), str):
+            return None
+        changed = []
+        old = out.get("old_session")
+        if isinstance(old, dict) and isinstance(old.get("id"), str):
+            s_old = self.tracker.apply_state(res.node_id, old, at=time.time())
+            if s_old is not None:
+                changed.append(s_old)
+        s = self.tracker.apply_state(res.node_id, state, at=time.time())
+        if s is not None:
+            changed.append(s)
+        if changed:
+            await self.writer.run(lambda c: queries.upsert_sessions(c, changed))
+        return self.tracker.get(state["id"])
+
+    async def dispatch_background(self, ctype: str, target: CommandTarget, args: dict[str, Any], **kw: Any) -> str:
+        """Start a command without waiting (HTTP 202); its outcome lands in the commands table."""
+        self.dispatcher.resolve(ctype, target)  # a bad target is an error now, not later in the background
+        command_id = str(uuid.uuid4())
+
+        async def run() -> None:
+            res = await self.dispatcher.dispatch(ctype, target, args, command_id=command_id, **kw)
+            if res.status == "success":
+                await self.apply_command_output(res)
+
+        task = asyncio.create_task(run())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        return command_id

@@ -1,0 +1,388 @@
+"""The agents' WebSocket hub: authentication, registration, liveness and frame routing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from halswarm.protocol import (
+    Ack,
+    AuthState,
+    CommandResult,
+    CredentialSync,
+    ErrorMsg,
+    Event,
+    Heartbeat,
+    ProtocolError,
+    Register,
+    Registered,
+    decode,
+    encode,
+)
+from halswarm.protocol import errors as perr
+from halswarm.protocol.codec import encode_raw
+from halswarm.store import queries
+from halswarm.store.writer import Writer
+from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, token_matches
+from halswarm.supervisor.ingest import DUPLICATE, GAP, Ingestor
+from halswarm.supervisor.metrics import Metrics
+from halswarm.supervisor.model import Node
+from halswarm.supervisor.tracker import SessionTracker
+
+log = logging.getLogger(__name__)
+
+REGISTER_TIMEOUT = 10.0
+# websockets refuses frames above this outright; between max_frame_bytes and this we answer with
+# an `error` frame and keep the connection, as the protocol asks.
+HARD_FRAME_LIMIT = 16 * 1024 * 1024
+
+
+@dataclass
+class HubSettings:
+    host: str
+    port: int
+    token: str
+    agent_tokens: dict[str, str] = field(default_factory=dict)
+    heartbeat_interval_sec: int = 30
+    heartbeat_timeout_count: int = 3
+    max_frame_bytes: int = 1024 * 1024
+    origin_allowlist: list[str] = field(default_factory=list)
+    ssl: ssl.SSLContext | None = None
+    credential_version: int | None = None
+
+
+@dataclass
+class AgentLink:
+    node_id: str
+    ws: ServerConnection
+    last_frame: float = field(default_factory=time.monotonic)
+
+
+class Hub:
+    def __init__(self, settings: HubSettings, nodes: dict[str, Node], tracker: SessionTracker, ingestor: Ingestor,
+                 writer: Writer, metrics: Metrics) -> None:
+        self.s = settings
+        self.nodes = nodes
+        self.tracker = tracker
+        self.ingestor = ingestor
+        self.writer = writer
+        self.metrics = metrics
+        self.links: dict[str, AgentLink] = {}
+        self.throttle = FailureThrottle()
+        self.dispatcher: Any = None  # set by the app (command results are routed to it)
+        self._server: Server | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._bg: set[asyncio.Task[Any]] = set()
+        self.frames_rejected = 0
+
+    # ----- lifecycle -----
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle,
+            self.s.host,
+            self.s.port,
+            process_request=self._process_request,
+            max_size=HARD_FRAME_LIMIT,
+            ssl=self.s.ssl,
+            ping_interval=20,
+            ping_timeout=20,
+            server_header="hal-supervisor",
+        )
+        self._monitor = asyncio.create_task(self._liveness_loop())
+        log.info("agent hub listening on %s:%d%s", self.s.host, self.bound_port, " (wss)" if self.s.ssl else "")
+
+    def stop_accepting(self) -> None:
+        """Stop taking new agent connections; existing ones keep flowing until close()."""
+        if self._server is not None:
+            self._server.close(close_connections=False)
+
+    async def close(self) -> None:
+        if self._monitor:
+            self._monitor.cancel()
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        for t in list(self._bg):
+            t.cancel()
+
+    # ----- upgrade: auth and origin -----
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        addr = _peer(conn)
+        if self.throttle.blocked(addr):
+            self.metrics.connections_total.labels("throttled").inc()
+            return _plain(HTTPStatus.TOO_MANY_REQUESTS, "too many failed authentications; retry later")
+        if not origin_allowed(request.headers.get("Origin"), self.s.origin_allowlist):
+            self.metrics.connections_total.labels("forbidden").inc()
+            return _plain(HTTPStatus.FORBIDDEN, "origin not allowed")
+        token = bearer(request.headers.get("Authorization"))
+        if token is None:
+            token = (parse_qs(urlsplit(request.path).query).get("token") or [None])[0]
+        owner = self._token_owner(token)
+        if owner is None:
+            self.throttle.failed(addr)
+            self.metrics.connections_total.labels("unauthorized").inc()
+            log.warning("agent connection from %s refused: bad or missing token", addr)
+            return _plain(HTTPStatus.UNAUTHORIZED, "unauthorized")
+        self.throttle.succeeded(addr)
+        conn.token_owner = owner  # type: ignore[attr-defined]
+        return None
+
+    def _token_owner(self, token: str | None) -> str | None:
+        """'*' for the shared token, the node id for a per-node token, None when invalid."""
+        if token_matches(token, self.s.token):
+            return "*"
+        for node_id, t in self.s.agent_tokens.items():
+            if token_matches(token, t):
+                return node_id
+        return None
+
+    # ----- connection -----
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.metrics.connections_total.labels("accepted").inc()
+        self.metrics.connections_active.inc()
+        link: AgentLink | None = None
+        try:
+            link = await self._await_register(ws)
+            if link is None:
+                return
+            async for frame in ws:
+                link.last_frame = time.monotonic()
+                await self._on_frame(link, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.metrics.connections_active.dec()
+            if link is not None and self.links.get(link.node_id) is link:
+                await self._mark_offline(link.node_id, "connection closed")
+
+    async def _await_register(self, ws: ServerConnection) -> AgentLink | None:
+        deadline = time.monotonic() + REGISTER_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await self._send_error(ws, perr.NOT_REGISTERED, "no register frame within 10 s")
+                await ws.close(1008, "register timeout")
+                return None
+            try:
+                frame = await asyncio.wait_for(ws.recv(), remaining)
+            except TimeoutError:
+                continue
+            try:
+                env = decode(frame, max_bytes=self.s.max_frame_bytes)
+            except ProtocolError as exc:
+                await self._reject(ws, exc)
+                continue
+            if not isinstance(env.payload, Register):
+                await self._send_error(ws, perr.NOT_REGISTERED, f"first frame must be register, got {env.type}",
+                                       env.request_id)
+                continue
+            reg = env.payload
+            owner = getattr(ws, "token_owner", "*")
+            if owner != "*" and owner != reg.node_id:
+                await self._send_error(ws, perr.NOT_REGISTERED, "this token belongs to another node")
+                await ws.close(1008, "token does not match node_id")
+                return None
+            return await self._register(ws, reg, env.request_id)
+
+    async def _register(self, ws: ServerConnection, reg: Register, request_id: str | None) -> AgentLink:
+        now = time.time()
+        old = self.links.get(reg.node_id)
+        link = AgentLink(reg.node_id, ws)
+        self.links[reg.node_id] = link
+        if old is not None and old.ws is not ws:
+            log.info("node %s reconnected; closing its previous connection", reg.node_id)
+            self._spawn(old.ws.close(4000, "replaced by a newer connection"))
+        node = self.nodes.get(reg.node_id)
+        if node is None:
+            node = self.nodes[reg.node_id] = Node(id=reg.node_id, first_seen_at=now)
+        node.hostname = reg.hostname or node.hostname or reg.node_id
+        node.version = reg.version
+        node.projects = [{"name": p.name, "directory": p.directory} for p in reg.projects]
+        node.capabilities = reg.capabilities
+        if reg.resources:
+            node.resources = reg.resources
+        node.connected_at = now
+        node.last_heartbeat = now
+        came_online = node.set_status("online")
+        changed = self.tracker.apply_snapshot(reg.node_id, reg.sessions, at=now)
+
+        def job(conn: Any) -> int:
+            queries.upsert_node(conn, node)
+            if changed:
+                queries.upsert_sessions(conn, changed)
+            return queries.max_seq(conn, node.id)
+
+        stored = await self.writer.run(job)
+        st = self.ingestor.reset_node(node.id, stored)
+        node.last_seq = st.committed
+        self.metrics.nodes_online.set(sum(1 for n in self.nodes.values() if n.status == "online"))
+        await ws.send(encode(Registered(node.id, st.committed, self.s.heartbeat_interval_sec,
+                                        self.s.credential_version), request_id=request_id))
+        if came_online:
+            self.ingestor.emit(node.id, "node.online", {"hostname": node.hostname, "projects": node.project_names})
+        log.info("node %s registered (%d projects, resume_from_seq=%d)", node.id, len(node.projects), st.committed)
+        return link
+
+    async def _on_frame(self, link: AgentLink, frame: str | bytes) -> None:
+        try:
+            env = decode(frame, max_bytes=self.s.max_frame_bytes)
+        except ProtocolError as exc:
+            await self._reject(link.ws, exc)
+            return
+        msg = env.payload
+        node = self.nodes[link.node_id]
+        if isinstance(msg, Event):
+            verdict, seq = self.ingestor.offer(link.node_id, msg, link.last_frame)
+            if verdict == DUPLICATE and seq >= msg.seq:
+                self._send(link, encode_raw("ack", {"seq": seq}))
+            elif verdict == GAP:
+                self.metrics.errors_total.labels("hub", perr.SEQ_GAP).inc()
+                await self._send_error(link.ws, perr.SEQ_GAP, f"seq gap: expected seq {seq}, got {msg.seq}",
+                                       env.request_id)
+        elif isinstance(msg, Heartbeat):
+            node.last_heartbeat = time.time()
+            if msg.resources:
+                node.resources = msg.resources
+            self._spawn(self.writer.run(lambda c: queries.update_node_liveness(
+                c, node.id, node.status, node.last_heartbeat, node.resources)))
+        elif isinstance(msg, CommandResult):
+            if self.dispatcher is not None:
+                self.dispatcher.on_result(link.node_id, msg)
+        elif isinstance(msg, AuthState):
+            changed = False
+            for st in msg.states:
+                entry = {"tool": st.tool, "status": st.status, "reason": st.reason, "checked_at": st.checked_at}
+                if node.auth_states.get(st.tool, {}).get("status") != st.status:
+                    changed = True
+                node.auth_states[st.tool] = entry
+            self._spawn(self.writer.run(lambda c: queries.update_node_auth(c, node)))
+            if changed:
+                self.ingestor.emit(node.id, "auth.changed", {"auth": node.auth_summary()})
+        elif isinstance(msg, CredentialSync):
+            node.credential_version = msg.credential_version
+            self._spawn(self.writer.run(lambda c: queries.update_node_auth(c, node)))
+        elif isinstance(msg, Register):
+            # A re-register on a live connection refreshes projects and the session snapshot.
+            await self._register(link.ws, msg, env.request_id)
+        elif isinstance(msg, ErrorMsg):
+            log.warning("node %s reported error %s: %s", link.node_id, msg.code, msg.message)
+        else:
+            self.metrics.errors_total.labels("hub", perr.UNEXPECTED_TYPE).inc()
+            await self._send_error(link.ws, perr.UNEXPECTED_TYPE, f"{env.type} is not sent by agents",
+                                   env.request_id)
+
+    # ----- liveness -----
+
+    async def _liveness_loop(self) -> None:
+        timeout = self.s.heartbeat_interval_sec * self.s.heartbeat_timeout_count
+        tick = min(1.0, self.s.heartbeat_interval_sec / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for node_id, link in list(self.links.items()):
+                if now - link.last_frame > timeout:
+                    log.warning("node %s silent for %.0f s: marking offline", node_id, now - link.last_frame)
+                    await self._mark_offline(node_id, f"no frame for {timeout} s")
+                    self._spawn(link.ws.close(4001, "heartbeat timeout"))
+
+    async def _mark_offline(self, node_id: str, reason: str) -> None:
+        self.links.pop(node_id, None)
+        node = self.nodes.get(node_id)
+        if node is None or node.status == "offline":
+            return
+        node.set_status("offline")
+        if self.dispatcher is not None:
+            self.dispatcher.node_gone(node_id)
+        sessions = self.tracker.mark_node_unreachable(node_id)
+        self.metrics.nodes_online.set(sum(1 for n in self.nodes.values() if n.status == "online"))
+
+        def job(conn: Any) -> None:
+            queries.update_node_liveness(conn, node_id, "offline", node.last_heartbeat, None)
+            if sessions:
+                queries.upsert_sessions(conn, sessions)
+
+        try:
+            await self.writer.run(job)
+        except Exception as exc:
+            log.error("could not persist offline state of %s: %s", node_id, exc)
+        gone = [s.id for s in sessions]
+        self.ingestor.emit(node_id, "node.offline", {"reason": reason, "unreachable_sessions": gone})
+
+    # ----- sending -----
+
+    def send_ack(self, node_id: str, seq: int) -> None:
+        link = self.links.get(node_id)
+        if link is not None:
+            self._send(link, encode(Ack(seq)))
+
+    async def send_command(self, node_id: str, frame: str) -> bool:
+        link = self.links.get(node_id)
+        if link is None:
+            return False
+        try:
+            await link.ws.send(frame)
+        except ConnectionClosed:
+            return False
+        return True
+
+    def _send(self, link: AgentLink, frame: str) -> None:
+        self._spawn(link.ws.send(frame))
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.ensure_future(coro)
+        self._bg.add(t)
+        t.add_done_callback(_reap(self._bg))
+
+    async def _reject(self, ws: ServerConnection, exc: ProtocolError) -> None:
+        self.frames_rejected += 1
+        self.metrics.errors_total.labels("hub", exc.code).inc()
+        log.warning("rejected frame from %s: %s", _peer(ws), exc.message[:200])
+        await self._send_error(ws, exc.code, exc.message[:500], exc.request_id)
+
+    async def _send_error(self, ws: ServerConnection, code: str, message: str, request_id: str | None = None) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode(ErrorMsg(code, message, request_id), request_id=request_id))
+
+
+def _reap(bg: set[asyncio.Task[Any]]):  # type: ignore[no-untyped-def]
+    def done(t: asyncio.Task[Any]) -> None:
+        bg.discard(t)
+        if not t.cancelled() and t.exception() is not None and not isinstance(t.exception(), ConnectionClosed):
+            log.debug("background send failed: %s", t.exception())
+    return done
+
+
+def _peer(conn: ServerConnection) -> str:
+    addr = conn.remote_address
+    return str(addr[0]) if addr else "?"
+
+
+def _plain(status: HTTPStatus, text: str) -> Response:
+    body = (text + "\n").encode()
+    headers = Headers([("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return Response(status.value, status.phrase, headers, body)

@@ -1,0 +1,189 @@
+"""Event ingestion: per-node seq bookkeeping, batched durable commits, then acks.
+
+The ordering rule: an `ack` for seq N is sent only after the transaction holding N committed.
+Events accepted while a commit is in flight wait for the next one, so each commit carries every
+event that arrived during the previous fsync (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from halswarm.protocol import Event
+from halswarm.store import queries
+from halswarm.store.writer import Writer
+from halswarm.supervisor.metrics import Metrics
+from halswarm.supervisor.model import Session
+from halswarm.supervisor.tracker import SessionTracker
+
+log = logging.getLogger(__name__)
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+@dataclass
+class SeqState:
+    committed: int = 0  # highest seq durably stored
+    accepted: int = 0  # highest seq queued for storage (>= committed)
+
+
+ACCEPTED, DUPLICATE, GAP = "accepted", "duplicate", "gap"
+
+
+class Ingestor:
+    def __init__(
+        self,
+        writer: Writer,
+        tracker: SessionTracker,
+        metrics: Metrics,
+        send_ack: Callable[[str, int], Awaitable[None] | None],
+    ) -> None:
+        self._writer = writer
+        self._tracker = tracker
+        self._metrics = metrics
+        self._send_ack = send_ack
+        self.seqs: dict[str, SeqState] = {}
+        self._pending: list[tuple[queries.EventRow, float, tuple[str, str, str | None, str | None, Any, float]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stored_total = 0
+
+    # ----- per-node seq -----
+
+    def seq_state(self, node_id: str) -> SeqState:
+        st = self.seqs.get(node_id)
+        if st is None:
+            st = self.seqs[node_id] = SeqState()
+        return st
+
+    def reset_node(self, node_id: str, stored: int) -> SeqState:
+        """Called at registration: what is durably stored is the new base; anything queued stays queued."""
+        st = self.seq_state(node_id)
+        st.committed = max(st.committed, stored)
+        st.accepted = max(st.accepted, st.committed)
+        return st
+
+    def offer(self, node_id: str, ev: Event, received_mono: float) -> tuple[str, int]:
+        """Decide what to do with an agent event: (ACCEPTED, seq) | (DUPLICATE, committed) | (GAP, expected)."""
+        st = self.seq_state(node_id)
+        if ev.seq <= st.accepted:
+            return DUPLICATE, st.committed
+        if ev.seq != st.accepted + 1:
+            return GAP, st.accepted + 1
+        st.accepted = ev.seq
+        ts = ev.timestamp if ev.timestamp > 0 else time.time()
+        row = (node_id, ev.seq, ev.event_id, ev.session_id, ev.project, ev.type, _dumps(ev.data), ts, time.time())
+        self._pending.append((row, received_mono, (node_id, ev.type, ev.session_id, ev.project, ev.data, ts)))
+        self._kick()
+        return ACCEPTED, ev.seq
+
+    def emit(self, node_id: str | None, ev_type: str, data: Any = None, *, session_id: str | None = None,
+             project: str | None = None) -> None:
+        """Store an event the supervisor makes itself (seq NULL), e.g. node.offline."""
+        ts = time.time()
+        row = (node_id, None, f"sup-{uuid.uuid4().hex}", session_id, project, ev_type, _dumps(data), ts, ts)
+        self._pending.append((row, time.monotonic(), ("", ev_type, None, None, None, ts)))
+        self._kick()
+
+    async def drain(self) -> None:
+        """Wait until everything offered so far is committed (used at shutdown and in tests)."""
+        while self._pending or (self._flushing and not self._flushing.done()):
+            await self._idle.wait()
+            await asyncio.sleep(0)
+
+    # ----- live subscribers (SSE) -----
+
+    def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[dict[str, Any]]:
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=maxsize)
+        self._subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(q)
+
+    def is_subscribed(self, q: asyncio.Queue[dict[str, Any]]) -> bool:
+        return q in self._subscribers
+
+    # ----- flushing -----
+
+    def _kick(self) -> None:
+        if self._flushing is None or self._flushing.done():
+            self._idle.clear()
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._flush(batch)
+        finally:
+            self._idle.set()
+
+    async def _flush(self, batch: list) -> None:
+        rows = [item[0] for item in batch]
+        changed: dict[str, Session] = {}
+        for _, _, (node_id, ev_type, session_id, project, data, ts) in batch:
+            if node_id:
+                s = self._tracker.apply_event(node_id, ev_type, session_id, project, data, ts)
+                if s is not None:
+                    changed[s.id] = s
+        # Node high-water marks to persist with the events (same transaction).
+        highs: dict[str, int] = {}
+        for r in rows:
+            if r[1] is not None and r[0] is not None:
+                highs[r[0]] = max(highs.get(r[0], 0), r[1])
+        sessions = list(changed.values())
+        want_rows = bool(self._subscribers)
+
+        def job(conn: Any) -> list[dict[str, Any]]:
+            first_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0] if want_rows else 0
+            queries.insert_events(conn, rows)
+            for node_id, seq in highs.items():
+                queries.set_node_last_seq(conn, node_id, seq)
+            if sessions:
+                queries.upsert_sessions(conn, sessions)
+            if want_rows:
+                return [queries.event_to_api(r) for r in conn.execute(
+                    "SELECT * FROM events WHERE id > ? ORDER BY id", (first_id,))]
+            return []
+
+        try:
+            stored = await self._writer.run(job)
+        except Exception as exc:
+            # Nothing was committed: roll the accepted marks back so the agents' resends are taken.
+            log.error("storing %d events failed: %s", len(rows), exc)
+            self._metrics.errors_total.labels("ingest", "db_write").inc()
+            for node_id in highs:
+                st = self.seq_state(node_id)
+                st.accepted = st.committed
+            return
+        now = time.monotonic()
+        for row, received, _ in batch:
+            self._metrics.events_total.labels(row[5]).inc()
+            self._metrics.event_processing.labels(row[5]).observe(now - received)
+        self.stored_total += len(rows)
+        for node_id, seq in highs.items():
+            st = self.seq_state(node_id)
+            st.committed = max(st.committed, seq)
+            try:
+                res = self._send_ack(node_id, st.committed)
+                if asyncio.iscoroutine(res):
+                    await res
+            except Exception as exc:  # a closed socket must not stop the others' acks
+                log.debug("ack to %s not sent: %s", node_id, exc)
+        for ev in stored:
+            for q in list(self._subscribers):
+                try:
+                    q.put_nowait(ev)
+                except asyncio.QueueFull:
+                    self._subscribers.discard(q)
+                    log.warning("dropping a slow event-stream subscriber")

@@ -1,0 +1,162 @@
+"""`hal-supervisor` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("halswarm.supervisor")
+
+DEFAULT_CONFIG = "/etc/hal-o-swarm/supervisor.config.json"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hal-supervisor", description="HAL-O-SWARM supervisor (agent hub + HTTP API)")
+    p.add_argument("--config", "-c", help=f"config file (JSON, or YAML by extension); default {DEFAULT_CONFIG}")
+    p.add_argument("--validate", action="store_true", help="check the config file and exit 0 (valid) or 1")
+    p.add_argument("--strict", action="store_true", help="with --validate: unknown keys are errors")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides log.level")
+    p.add_argument("--log-format", choices=["json", "text"], help="overrides log.format")
+    p.add_argument("--local", action="store_true",
+                   help="run on embedded defaults: loopback, SQLite and a generated token under --state-dir")
+    p.add_argument("--state-dir", default=os.environ.get("HAL_STATE_DIR", ".state"),
+                   help="with --local: where the token and database live (default ./.state)")
+    p.add_argument("--host", help="bind address (overrides server.host)")
+    p.add_argument("--port", type=int, help="agent WebSocket port (overrides server.port)")
+    p.add_argument("--http-port", type=int, help="HTTP API port (overrides server.http_port)")
+    p.add_argument("--database", help="SQLite file (overrides database.path)")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    return p
+
+
+def local_token(state_dir: Path) -> Path:
+    """The generated token of --local mode, created once (0600) and reused."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    server: dict[str, Any] = {}
+    if args.host:
+        server["host"] = args.host
+    if args.port is not None:
+        server["port"] = args.port
+    if args.http_port is not None:
+        server["http_port"] = args.http_port
+    out: dict[str, Any] = {"server": server} if server else {}
+    if args.database:
+        out["database"] = {"path": args.database}
+    log_over = {}
+    if args.log_level:
+        log_over["level"] = args.log_level
+    if args.log_format:
+        log_over["format"] = args.log_format
+    if log_over:
+        out["log"] = log_over
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        from halswarm import __version__
+
+        print(f"hal-supervisor {__version__}")
+        return 0
+    from halswarm.config.errors import ConfigError
+
+    if args.validate:
+        from halswarm.config.report import run_validate
+
+        return run_validate(args.config or DEFAULT_CONFIG, "supervisor", strict=args.strict)
+
+    from halswarm.config.loader import deep_merge
+    from halswarm.config.supervisor import load_supervisor_config, parse_supervisor_config
+
+    try:
+        if args.local:
+            state = Path(args.state_dir).resolve()
+            token_file = local_token(state)
+            doc: dict[str, Any] = {
+                "server": {"host": "127.0.0.1", "port": 8420, "http_port": 8421, "auth_token_file": str(token_file)},
+                "database": {"path": str(state / "supervisor.db")},
+                "log": {"format": "text"},
+            }
+            if args.config:
+                from halswarm.config.loader import read_config_file
+
+                doc = deep_merge(doc, read_config_file(args.config))
+            doc = deep_merge(doc, _overrides(args))
+            cfg, warnings = parse_supervisor_config(doc, source_path=args.config)
+        else:
+            cfg, warnings = load_supervisor_config(args.config or DEFAULT_CONFIG, overrides=_overrides(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(str(problem), file=sys.stderr)
+        print(f"error: invalid configuration ({args.config or DEFAULT_CONFIG if not args.local else 'local'})",
+              file=sys.stderr)
+        return 1
+
+    from halswarm.logsetup import setup_logging
+
+    setup_logging(cfg.log_level, cfg.log_format)
+    for w in warnings:
+        log.warning("config: %s", w)
+    return asyncio.run(_serve(cfg, local=args.local, state_dir=Path(args.state_dir).resolve()))
+
+
+async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
+    from halswarm.store.db import DatabaseError
+    from halswarm.supervisor.app import StartupError, Supervisor
+
+    sup = Supervisor(cfg)
+    try:
+        await sup.start()
+    except (DatabaseError, StartupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot listen on {cfg.host} ports {cfg.port}/{cfg.http_port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, sup.request_stop)
+    if local:
+        _print_local_banner(cfg, state_dir)
+    await sup.wait_stopped()
+    await sup.shutdown()
+    return 0
+
+
+def _print_local_banner(cfg: Any, state_dir: Path) -> None:
+    url = f"http://{cfg.host}:{cfg.http_port}"
+    print(
+        "\nhal-supervisor is running on embedded defaults\n"
+        f"  agents connect to  ws://{cfg.host}:{cfg.port}/ws/agent\n"
+        f"  HTTP API           {url}  (OpenAPI: {url}/docs)\n"
+        f"  database           {cfg.database_path}\n"
+        f"  token              {state_dir / 'token'} (0600)\n\n"
+        "Point halctl at it from another shell:\n"
+        f"  export HALCTL_SUPERVISOR_URL={url}\n"
+        f"  export HALCTL_AUTH_TOKEN=\"$(cat {state_dir / 'token'})\"\n"
+        "  .venv/bin/halctl nodes list\n\n"
+        "Stop with Ctrl-C.\n",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Periodic retention: old events and audit rows, expired idempotency entries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from halswarm.store import queries
+from halswarm.store.writer import Writer
+
+log = logging.getLogger(__name__)
+DAY = 86400.0
+
+
+class RetentionJob:
+    def __init__(self, writer: Writer, events_days: int, audit_days: int, *, interval: float = 3600.0) -> None:
+        self.writer = writer
+        self.events_days = events_days
+        self.audit_days = audit_days
+        self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self.last_result: dict[str, int] | None = None
+
+    async def run_once(self, now: float | None = None) -> dict[str, int]:
+        now = time.time() if now is None else now
+        ev_before = now - self.events_days * DAY
+        au_before = now - self.audit_days * DAY
+        result = await self.writer.run(lambda c: queries.purge_older_than(c, ev_before, au_before, now))
+        self.last_result = result
+        if any(result.values()):
+            log.info("retention removed %s", ", ".join(f"{v} {k}" for k, v in result.items() if v))
+        return result
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+    async def _loop(self) -> None:
+        await asyncio.sleep(60)  # let start-up settle before the first purge
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:
+                log.error("retention run failed: %s", exc)
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,135 @@
+"""Session tracker: folds agents' session reports and snapshots into the session table."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from halswarm.supervisor.model import SESSION_STATUSES, TERMINAL_SESSION_STATUSES, Session
+from halswarm.supervisor.timeutil import parse_ts
+
+# Statuses an agent may report; `unreachable` is the supervisor's own verdict.
+AGENT_STATUSES = frozenset(SESSION_STATUSES) - {"unreachable"}
+STATE_EVENT = "session.state"
+
+
+def _int(v: Any, default: int = 0) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else default
+
+
+class SessionTracker:
+    def __init__(self) -> None:
+        self.sessions: dict[str, Session] = {}
+
+    def load(self, sessions: list[Session]) -> None:
+        """Restore from the database: nodes are offline after a restart, so live sessions are unreachable."""
+        for s in sessions:
+            if s.status not in TERMINAL_SESSION_STATUSES:
+                s.set_status("unreachable")
+            self.sessions[s.id] = s
+
+    def get(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id)
+
+    def list(self, *, project: str | None = None, status: str | None = None, node_id: str | None = None
+             ) -> list[Session]:
+        out = [
+            s for s in self.sessions.values()
+            if (project is None or s.project == project)
+            and (status is None or s.status == status)
+            and (node_id is None or s.node_id == node_id)
+        ]
+        out.sort(key=lambda s: (s.started_at or 0, s.id), reverse=True)
+        return out
+
+    def counts(self) -> Counter[str]:
+        return Counter(s.status for s in self.sessions.values())
+
+    def apply_state(self, node_id: str, state: dict[str, Any], *, at: float | None = None) -> Session | None:
+        """Merge a session object reported by an agent; returns the session if anything changed."""
+        sid = state.get("id", state.get("session_id"))
+        if not isinstance(sid, str) or not sid:
+            return None
+        s = self.sessions.get(sid)
+        created = s is None
+        if s is None:
+            s = Session(id=sid, node_id=node_id, started_at=at)
+            self.sessions[sid] = s
+        before = s.to_api()
+        s.node_id = node_id
+        if isinstance(state.get("project"), str) and state["project"]:
+            s.project = state["project"]
+        status = state.get("status")
+        if isinstance(status, str) and status in AGENT_STATUSES:
+            s.set_status(status)
+        elif s.status == "unreachable":
+            # The node is talking to us again; without a status we assume it is alive and idle.
+            s.set_status("idle")
+        for key in ("model", "current_task", "error", "title"):
+            if key in state and (state[key] is None or isinstance(state[key], str)):
+                setattr(s, key, state[key])
+        tokens = state.get("tokens")
+        if isinstance(tokens, dict):
+            s.tokens_input = _int(tokens.get("input"), s.tokens_input)
+            s.tokens_output = _int(tokens.get("output"), s.tokens_output)
+            s.tokens_total = _int(tokens.get("total"), s.tokens_input + s.tokens_output)
+        elif isinstance(tokens, int) and not isinstance(tokens, bool):
+            s.tokens_total = _int(tokens, s.tokens_total)
+        s.compaction_count = _int(state.get("compaction_count"), s.compaction_count)
+        cost = state.get("cost_usd", state.get("cost"))
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
+            s.cost_usd = float(cost)
+        started = parse_ts(state.get("started_at"))
+        if started is not None:
+            s.started_at = started
+        last = parse_ts(state.get("last_activity"))
+        if last is not None:
+            s.last_activity = last
+        elif at is not None:
+            s.last_activity = max(s.last_activity or 0, at)
+        return s if created or s.to_api() != before else None
+
+    def apply_event(self, node_id: str, ev_type: str, session_id: str | None, project: str | None, data: Any,
+                    timestamp: float) -> Session | None:
+        """Update the tracker from one stored event."""
+        if ev_type == STATE_EVENT and isinstance(data, dict):
+            state = dict(data)
+            state.setdefault("id", session_id)
+            if project and not state.get("project"):
+                state["project"] = project
+            return self.apply_state(node_id, state, at=timestamp)
+        if not session_id:
+            return None
+        s = self.sessions.get(session_id)
+        if s is None:
+            return self.apply_state(node_id, {"id": session_id, "project": project or "", "status": "running"},
+                                    at=timestamp)
+        before = (s.last_activity, s.status)
+        s.last_activity = max(s.last_activity or 0, timestamp)
+        if s.status == "unreachable":
+            s.set_status("running")
+        return s if (s.last_activity, s.status) != before else None
+
+    def apply_snapshot(self, node_id: str, states: list[dict[str, Any]], *, at: float) -> list[Session]:
+        changed = []
+        seen = set()
+        for st in states:
+            s = self.apply_state(node_id, st, at=at)
+            sid = st.get("id", st.get("session_id"))
+            seen.add(sid)
+            if s is not None:
+                changed.append(s)
+        for s in self.sessions.values():
+            if s.node_id == node_id and s.id not in seen and s.status == "unreachable":
+                msg = "not reported by its node after it registered again"
+                if s.error != msg:
+                    s.error = msg
+                    changed.append(s)
+        return changed
+
+    def mark_node_unreachable(self, node_id: str) -> list[Session]:
+        changed = []
+        for s in self.sessions.values():
+            if s.node_id == node_id and not s.terminal and s.set_status("unreachable"):
+                changed.append(s)
+        return changed
