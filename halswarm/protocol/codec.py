@@ -49,9 +49,7 @@ def decode(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Envelope:
         raise ProtocolError(BAD_ENVELOPE, "'request_id' must be a string or null")
     version = doc.get("version")
     if version != PROTOCOL_VERSION or isinstance(version, bool):
-        raise ProtocolError(
-            UNSUPPORTED_VERSION, f"unsupported protocol version {version!r} (expected 1)", request_id
-        )
+        raise ProtocolError(UNSUPPORTED_VERSION, f"unsupported protocol version {version!r} (expected 1)", request_id)
     msg_type = doc.get("type")
     if not isinstance(msg_type, str) or not msg_type:
         raise ProtocolError(BAD_ENVELOPE, "'type' must be a non-empty string", request_id)
@@ -74,9 +72,7 @@ def encode(message: Message, *, request_id: str | None = None, timestamp: float 
     return encode_raw(type(message).TYPE, message.to_payload(), request_id=request_id, timestamp=timestamp)
 
 
-def encode_raw(
-    msg_type: str, payload: Any, *, request_id: str | None = None, timestamp: float | None = None
-) -> str:
+def encode_raw(msg_type: str, payload: Any, *, request_id: str | None = None, timestamp: float | None = None) -> str:
     """Serialize an already JSON-ready payload (used on hot paths and by test clients)."""
     return _dumps(
         {

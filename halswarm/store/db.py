@@ -12,6 +12,13 @@ class DatabaseError(RuntimeError):
     """The database cannot be opened or used; the message is one line for the operator."""
 
 
+class CorruptDatabase(DatabaseError):
+    """The file is there but SQLite cannot read it as a sound database."""
+
+
+_CORRUPT_MARKERS = ("not a database", "malformed", "corrupt")
+
+
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open `path` with WAL, foreign keys and a busy timeout.
 
@@ -37,7 +44,8 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
                 raise DatabaseError(f"{p}: could not enable WAL journal mode (got {mode})")
             conn.execute("PRAGMA synchronous=FULL")
     except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"{p}: {exc}") from None
+        kind = CorruptDatabase if any(m in str(exc) for m in _CORRUPT_MARKERS) else DatabaseError
+        raise kind(f"{p}: {exc}") from None
     conn.row_factory = sqlite3.Row
     return conn
 

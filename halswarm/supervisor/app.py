@@ -15,7 +15,7 @@ import uvicorn
 from halswarm.config.supervisor import SupervisorConfig
 from halswarm.protocol import CommandTarget
 from halswarm.store import queries
-from halswarm.store.db import DatabaseError, connect, quick_check
+from halswarm.store.db import CorruptDatabase, DatabaseError, connect, quick_check
 from halswarm.store.migrations import migrate
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
@@ -68,10 +68,14 @@ class Supervisor:
     def open_database(self) -> None:
         """Open, check and migrate the database; raises DatabaseError with an operator-facing line."""
         path = self.config.database_path
-        conn = connect(path)
-        problem = quick_check(conn)
+        try:
+            conn = connect(path)
+            problem = quick_check(conn)
+        except CorruptDatabase as exc:
+            conn, problem = None, str(exc).split(": ", 1)[-1]
         if problem is not None:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise DatabaseError(
                 f"database {path} failed its integrity check ({problem}); restore a backup with "
                 "`halctl restore BACKUP` or run `halctl remediate supervisor-db-corruption`"

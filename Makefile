@@ -1,0 +1,46 @@
+# The two commands the README promises, plus the pieces they are made of.
+# Every target installs what it needs itself (venv, Python packages, pinned npm CLIs).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint unit integration e2e bench clis clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Main job on embedded defaults: supervisor (+ local agent) on loopback, SQLite and a token in ./.state
+run: $(STAMP)
+	$(BIN)/hal-supervisor --local --state-dir .state
+
+## Whole test suite (what CI runs)
+test: $(STAMP) clis lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+clis:
+	bash scripts/install-test-clis.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+
+e2e: $(STAMP) clis
+	$(BIN)/pytest -q tests/e2e
+
+bench: $(STAMP)
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) .tools .state

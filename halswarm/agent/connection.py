@@ -1,0 +1,617 @@
+"""The agent's WebSocket link to the supervisor (SPEC 4).
+
+One ``SupervisorConnection`` per agent. ``run()`` (or ``start()``) connects, registers, replays
+the outbox from ``resume_from_seq``, streams new events, answers commands and sends heartbeats;
+it reconnects forever with full-jitter backoff until ``close()``.
+
+State machine (every change goes through ``_set_state``, which rejects illegal transitions)::
+
+    disconnected -> connecting -> registering -> ready -> disconnected -> ...
+    (connecting | registering) -> disconnected     failed attempt
+    any -> closed                                   close(); terminal
+
+Per connection a few tasks run side by side: the reader (acks, commands, errors), the event
+sender (windowed: at most ``max_in_flight`` unacked events on the wire), the acker (applies the
+highest cumulative ack to the outbox; acks arriving in bursts coalesce into one delete), the
+heartbeat and the drain of queued frames (``send_frame``, command results). Commands run as
+their own tasks and survive a reconnect: their result is queued and sent once ready again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import json
+import logging
+import re
+import ssl as ssl_mod
+from collections import deque
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from halswarm.agent.backoff import Backoff
+from halswarm.agent.outbox import AsyncOutbox
+from halswarm.agent.resources import sample_resources
+from halswarm.protocol import (
+    MAX_FRAME_BYTES,
+    Ack,
+    Command,
+    CommandResult,
+    ErrorMsg,
+    Event,
+    Heartbeat,
+    Message,
+    ProtocolError,
+    Register,
+    Registered,
+    decode,
+    encode,
+)
+from halswarm.protocol.errors import SEQ_GAP, UNEXPECTED_TYPE
+from halswarm.protocol.messages import COMMAND_STATUSES
+
+log = logging.getLogger(__name__)
+
+CommandHandler = Callable[[Command], Awaitable[Any]]
+RegisterBuilder = Callable[[], Register | dict[str, Any] | Awaitable[Register | dict[str, Any]]]
+ReadyCallback = Callable[[Registered], Awaitable[None] | None]
+
+_AUTH_STATUSES = frozenset({401, 403})
+_THROTTLE_STATUSES = frozenset({429})
+_EXPECTED_RE = re.compile(r"expected\D{0,20}?(\d+)", re.IGNORECASE)
+_PREVIEW_CHARS = 16 * 1024
+_GAP_REWIND_HOLDOFF = 1.0  # seconds before the same seq_gap may trigger another rewind
+
+
+class ConnState(StrEnum):
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    REGISTERING = "registering"
+    READY = "ready"
+    CLOSED = "closed"
+
+
+_TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
+    ConnState.DISCONNECTED: frozenset({ConnState.CONNECTING, ConnState.CLOSED}),
+    ConnState.CONNECTING: frozenset({ConnState.REGISTERING, ConnState.DISCONNECTED, ConnState.CLOSED}),
+    ConnState.REGISTERING: frozenset({ConnState.READY, ConnState.DISCONNECTED, ConnState.CLOSED}),
+    ConnState.READY: frozenset({ConnState.DISCONNECTED, ConnState.CLOSED}),
+    ConnState.CLOSED: frozenset(),
+}
+
+
+class RegistrationError(Exception):
+    """The supervisor did not answer ``register`` with ``registered``."""
+
+
+class _Resync(Exception):
+    """The supervisor expects a seq this outbox no longer holds: re-register to renumber."""
+
+
+def parse_expected_seq(message: str) -> int | None:
+    """Pull the expected seq out of a ``seq_gap`` message ("... expected seq 42 ...")."""
+    m = _EXPECTED_RE.search(message or "")
+    if m is None:
+        m = re.search(r"\d+", message or "")
+        return int(m.group(0)) if m else None
+    return int(m.group(1))
+
+
+class SupervisorConnection:
+    """Client side of the agent <-> supervisor protocol. Use from one event loop only."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        outbox: AsyncOutbox,
+        *,
+        register_builder: RegisterBuilder,
+        command_handler: CommandHandler | None = None,
+        on_ready: ReadyCallback | None = None,
+        resources_fn: Callable[[], dict[str, float]] = sample_resources,
+        backoff: Backoff | None = None,
+        auth_backoff: Backoff | None = None,
+        open_timeout: float = 10.0,
+        registered_timeout: float = 10.0,
+        close_timeout: float = 2.0,
+        max_in_flight: int = 1000,
+        batch_size: int = 200,
+        max_queued_frames: int = 1000,
+        max_frame_bytes: int = MAX_FRAME_BYTES,
+        ssl: ssl_mod.SSLContext | None = None,
+        proxy: str | bool | None = None,
+    ) -> None:
+        if max_in_flight < 1 or batch_size < 1:
+            raise ValueError("max_in_flight and batch_size must be >= 1")
+        self.url = url
+        self._token = token
+        self._outbox = outbox
+        self._register_builder = register_builder
+        self._command_handler = command_handler
+        self._on_ready = on_ready
+        self._resources_fn = resources_fn
+        self._backoff = backoff or Backoff(0.1, 60.0)
+        # 401/403/429 are not going to heal in 100 ms; retry slowly (but forever, never spin).
+        self._auth_backoff = auth_backoff or Backoff(1.0, 300.0, floor=1.0)
+        self.open_timeout = open_timeout
+        self.registered_timeout = registered_timeout
+        self.close_timeout = close_timeout
+        self.max_in_flight = max_in_flight
+        self.batch_size = batch_size
+        self.max_frame_bytes = max_frame_bytes
+        self._ssl = ssl
+        self._proxy = proxy
+
+        self._state = ConnState.DISCONNECTED
+        self._closing = False
+        self._run_task: asyncio.Task[None] | None = None
+        self._ws: ClientConnection | None = None
+        self._ready = asyncio.Event()
+        self.registered: Registered | None = None
+
+        # Per-session sender state.
+        self._wake = asyncio.Event()  # sender: new event, ack, rewind
+        self._ack_wake = asyncio.Event()
+        self._next_to_send = 1
+        self._acked = 0
+        self._gen = 0  # bumped when _next_to_send is moved by someone other than the sender
+        self._gap_rewind: int | None = None
+        self._gap_rewind_at = 0.0
+
+        self._queue: deque[str] = deque()
+        self._max_queued = max_queued_frames
+        self._queue_wake = asyncio.Event()
+        self._commands: dict[str, asyncio.Task[None]] = {}
+
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "connect_attempts",
+                "connect_failures",
+                "auth_failures",
+                "registrations",
+                "reconnects",
+                "events_sent",
+                "acks",
+                "commands",
+                "commands_failed",
+                "commands_timed_out",
+                "heartbeats_sent",
+                "errors_received",
+                "bad_frames",
+                "seq_gap_rewinds",
+                "frames_queued",
+                "frames_dropped",
+            ),
+            0,
+        )
+        outbox.on_append(self._on_append)
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> ConnState:
+        return self._state
+
+    def _set_state(self, new: ConnState) -> None:
+        if new not in _TRANSITIONS[self._state]:
+            raise RuntimeError(f"illegal connection state transition {self._state} -> {new}")
+        log.debug("connection state %s -> %s", self._state, new)
+        self._state = new
+        if new is ConnState.READY:
+            self._ready.set()
+        else:
+            self._ready.clear()
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until registered (raises TimeoutError)."""
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the connection in a background task."""
+        if self._run_task is None or self._run_task.done():
+            self._run_task = asyncio.create_task(self.run(), name="supervisor-connection")
+        return self._run_task
+
+    async def run(self) -> None:
+        """Connect and stay connected until ``close()``."""
+        if self._state is ConnState.CLOSED:
+            raise RuntimeError("connection is closed")
+        if self._run_task is None:
+            self._run_task = asyncio.current_task()
+        while not self._closing:
+            delay = await self._attempt()
+            if self._closing:
+                break
+            await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        """Stop reconnecting, cancel commands and tasks, close the socket. Idempotent."""
+        if self._state is ConnState.CLOSED:
+            return
+        self._closing = True
+        task = self._run_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        commands = list(self._commands.values())
+        for t in commands:
+            t.cancel()
+        await asyncio.gather(*commands, return_exceptions=True)
+        self._outbox.remove_on_append(self._on_append)
+        self._set_state(ConnState.CLOSED)
+
+    # ------------------------------------------------------------------ one connection
+
+    async def _attempt(self) -> float:
+        """One connect/register/serve cycle. Returns the delay before the next attempt."""
+        self._set_state(ConnState.CONNECTING)
+        self.counters["connect_attempts"] += 1
+        kwargs: dict[str, Any] = {
+            "additional_headers": {"Authorization": f"Bearer {self._token}"},
+            "open_timeout": self.open_timeout,
+            "close_timeout": self.close_timeout,
+            # Oversized frames are the codec's business (error frame, connection survives);
+            # websockets only stops the truly absurd ones.
+            "max_size": 4 * self.max_frame_bytes,
+            "proxy": self._proxy,
+        }
+        if self._ssl is not None:
+            kwargs["ssl"] = self._ssl
+        try:
+            async with connect(self.url, **kwargs) as ws:
+                self._ws = ws
+                self._set_state(ConnState.REGISTERING)
+                reg = await self._register(ws)
+                self._became_ready(reg)
+                await self._serve(ws)
+            log.info("supervisor connection closed")
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            self.counters["connect_failures"] += 1
+            if status in _AUTH_STATUSES or status in _THROTTLE_STATUSES:
+                delay = self._auth_backoff.next_delay()
+                if status in _AUTH_STATUSES:
+                    self.counters["auth_failures"] += 1
+                    log.error(
+                        "supervisor %s rejected the agent token (HTTP %d): check auth_token; retrying in %.1f s",
+                        self.url,
+                        status,
+                        delay,
+                    )
+                else:
+                    log.warning(
+                        "supervisor %s is throttling this agent (HTTP %d); retrying in %.1f s", self.url, status, delay
+                    )
+                return delay
+            log.warning("supervisor %s refused the WebSocket upgrade (HTTP %d)", self.url, status)
+        except ConnectionClosed as exc:
+            log.warning("supervisor connection lost: %s", exc)
+        except _Resync as exc:
+            log.warning("re-registering to resynchronise seqs: %s", exc)
+        except (OSError, TimeoutError, RegistrationError, ProtocolError) as exc:
+            self.counters["connect_failures"] += 1
+            log.warning("cannot connect to supervisor %s: %s", self.url, str(exc) or type(exc).__name__)
+        except Exception as exc:  # any other failure must not kill the reconnect loop
+            self.counters["connect_failures"] += 1
+            log.exception("supervisor connection failed: %s", exc)
+        finally:
+            self._ws = None
+            if self._state not in (ConnState.DISCONNECTED, ConnState.CLOSED):
+                self._set_state(ConnState.DISCONNECTED)
+        return self._backoff.next_delay()
+
+    async def _register(self, ws: ClientConnection) -> Registered:
+        built = self._register_builder()
+        if inspect.isawaitable(built):
+            built = await built
+        reg = Register.from_payload(built) if isinstance(built, dict) else built
+        if not reg.resources:
+            reg = dataclasses.replace(reg, resources=await asyncio.to_thread(self._resources_fn))
+        # The outbox, not the caller, is the authority on what was acknowledged.
+        reg = dataclasses.replace(reg, last_acked_seq=self._outbox.last_acked_seq)
+        await ws.send(encode(reg))
+        try:
+            async with asyncio.timeout(self.registered_timeout):
+                while True:
+                    env = await self._recv(ws)
+                    if env is None:
+                        continue
+                    if env.type == Registered.TYPE:
+                        registered: Registered = env.payload
+                        break
+                    if env.type == ErrorMsg.TYPE:
+                        err: ErrorMsg = env.payload
+                        raise RegistrationError(f"supervisor refused register: {err.code}: {err.message}")
+                    if env.type != "heartbeat":
+                        raise RegistrationError(f"expected 'registered', got {env.type!r}")
+        except TimeoutError:
+            raise RegistrationError(f"no 'registered' within {self.registered_timeout} s") from None
+        await self._outbox.resume_from(registered.resume_from_seq)
+        return registered
+
+    def _became_ready(self, reg: Registered) -> None:
+        self.registered = reg
+        self._acked = max(reg.resume_from_seq, self._outbox.last_acked_seq)
+        self._next_to_send = self._acked + 1
+        self._gen += 1
+        self._gap_rewind = None
+        self._backoff.reset()
+        self._auth_backoff.reset()
+        if self.counters["registrations"]:
+            self.counters["reconnects"] += 1
+        self.counters["registrations"] += 1
+        self._set_state(ConnState.READY)
+        self._wake.set()
+        self._queue_wake.set()
+        log.info(
+            "registered with supervisor %s as %s (resume_from_seq=%d, %d pending)",
+            self.url,
+            reg.node_id,
+            reg.resume_from_seq,
+            self._outbox.core.size(),
+        )
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        assert self.registered is not None
+        tasks = [
+            asyncio.create_task(self._reader(ws), name="conn-reader"),
+            asyncio.create_task(self._sender(ws), name="conn-sender"),
+            asyncio.create_task(self._acker(), name="conn-acker"),
+            asyncio.create_task(self._heartbeat(ws, self.registered.heartbeat_interval_sec), name="conn-heartbeat"),
+            asyncio.create_task(self._drain(ws), name="conn-drain"),
+        ]
+        if self._on_ready is not None:
+            tasks.append(asyncio.create_task(self._call_on_ready(self.registered), name="conn-on-ready"))
+        try:
+            done, _ = await asyncio.wait(tasks[:5], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Persist the last ack heard, so last_acked_seq is exact in the next register.
+            with contextlib.suppress(Exception):
+                await self._outbox.ack(self._acked)
+        for t in done:
+            exc = t.exception()
+            if exc is not None:
+                raise exc
+
+    async def _call_on_ready(self, reg: Registered) -> None:
+        try:
+            res = self._on_ready(reg)  # type: ignore[misc]
+            if inspect.isawaitable(res):
+                await res
+        except Exception:
+            log.exception("on_ready callback failed")
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _recv(self, ws: ClientConnection) -> Any:
+        """Next decoded envelope, or None after answering a bad frame with an ``error`` frame."""
+        raw = await ws.recv()
+        return await self._decode_or_reply(ws, raw)
+
+    async def _decode_or_reply(self, ws: ClientConnection, raw: str | bytes) -> Any:
+        try:
+            return decode(raw, max_bytes=self.max_frame_bytes)
+        except ProtocolError as exc:
+            self.counters["bad_frames"] += 1
+            log.warning("bad frame from supervisor (%s): %s", exc.code, exc.message)
+            await ws.send(encode(ErrorMsg(exc.code, exc.message, exc.request_id), request_id=exc.request_id))
+            return None
+
+    async def _reader(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            env = await self._decode_or_reply(ws, raw)
+            if env is None:
+                continue
+            msg = env.payload
+            if isinstance(msg, Ack):
+                self._on_ack(msg.seq)
+            elif isinstance(msg, Command):
+                self._spawn_command(msg, env.request_id)
+            elif isinstance(msg, ErrorMsg):
+                self._on_error(msg)
+            elif env.type in ("heartbeat", "registered"):
+                continue
+            else:
+                self.counters["bad_frames"] += 1
+                text = f"agent does not accept {env.type!r} frames"
+                await ws.send(encode(ErrorMsg(UNEXPECTED_TYPE, text, env.request_id), request_id=env.request_id))
+
+    def _on_ack(self, seq: int) -> None:
+        self.counters["acks"] += 1
+        if seq <= self._acked:
+            return
+        self._acked = seq
+        if seq >= self._next_to_send:
+            # The supervisor already has these (e.g. acked before we resent them): skip ahead.
+            self._next_to_send = seq + 1
+            self._gen += 1
+        self._ack_wake.set()
+        self._wake.set()
+
+    def _on_error(self, err: ErrorMsg) -> None:
+        self.counters["errors_received"] += 1
+        if err.code != SEQ_GAP:
+            log.warning("supervisor error %s: %s", err.code, err.message)
+            return
+        expected = parse_expected_seq(err.message)
+        if expected is None:
+            expected = self._acked + 1
+        if expected >= self._next_to_send:
+            return  # not sent (again) yet: nothing to do
+        now = asyncio.get_running_loop().time()
+        if expected == self._gap_rewind and now - self._gap_rewind_at < _GAP_REWIND_HOLDOFF:
+            # Every frame sent behind a hole earns its own seq_gap; rewind once per burst,
+            # not once per error (that would resend the window quadratically).
+            return
+        if expected <= self._acked:
+            # It acked that seq already, so it lost events; we may no longer hold them.
+            # Re-register: resume_from() renumbers what we still have to follow its state.
+            raise _Resync(f"supervisor expects seq {expected} but acked up to {self._acked}")
+        log.warning("seq_gap from supervisor: resending from seq %d", expected)
+        self.counters["seq_gap_rewinds"] += 1
+        self._gap_rewind = expected
+        self._gap_rewind_at = now
+        self._next_to_send = expected
+        self._gen += 1
+        self._wake.set()
+
+    # ------------------------------------------------------------------ sending
+
+    def _on_append(self, _event: Event) -> None:
+        self._wake.set()
+
+    async def _sender(self, ws: ClientConnection) -> None:
+        while True:
+            self._wake.clear()
+            in_flight = self._next_to_send - 1 - self._acked
+            room = self.max_in_flight - in_flight
+            if room <= 0:
+                await self._wake.wait()
+                continue
+            gen = self._gen
+            events = await self._outbox.pending(self._next_to_send - 1, min(room, self.batch_size))
+            if gen != self._gen:
+                continue
+            if not events:
+                await self._wake.wait()
+                continue
+            for ev in events:
+                if gen != self._gen:
+                    break
+                await ws.send(encode(ev))
+                self.counters["events_sent"] += 1
+                if gen == self._gen:
+                    self._next_to_send = ev.seq + 1
+
+    async def _acker(self) -> None:
+        applied = self._outbox.last_acked_seq
+        while True:
+            self._ack_wake.clear()
+            target = self._acked
+            if target > applied:
+                await self._outbox.ack(target)
+                applied = target
+            else:
+                await self._ack_wake.wait()
+
+    async def _heartbeat(self, ws: ClientConnection, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            resources = await asyncio.to_thread(self._resources_fn)
+            await ws.send(encode(Heartbeat(resources=resources)))
+            self.counters["heartbeats_sent"] += 1
+
+    async def _drain(self, ws: ClientConnection) -> None:
+        while True:
+            self._queue_wake.clear()
+            while self._queue:
+                frame = self._queue.popleft()
+                try:
+                    await ws.send(frame)
+                except BaseException:
+                    self._queue.appendleft(frame)
+                    raise
+            await self._queue_wake.wait()
+
+    def _enqueue(self, frame: str) -> None:
+        if len(self._queue) >= self._max_queued:
+            self._queue.popleft()
+            self.counters["frames_dropped"] += 1
+            log.warning("outgoing frame queue full (%d); dropped the oldest frame", self._max_queued)
+        self._queue.append(frame)
+        self.counters["frames_queued"] += 1
+        self._queue_wake.set()
+
+    def send_frame(self, msg: Message, *, request_id: str | None = None) -> None:
+        """Queue a frame (``auth_state``, ``credential_sync``, ...); sent in order once ready.
+
+        Events must go through the outbox and ``register`` is the connection's own job.
+        """
+        if isinstance(msg, Event | Register):
+            raise TypeError(f"{type(msg).TYPE} frames cannot be sent with send_frame")
+        if self._state is ConnState.CLOSED:
+            raise RuntimeError("connection is closed")
+        self._enqueue(encode(msg, request_id=request_id))
+
+    # ------------------------------------------------------------------ commands
+
+    def _spawn_command(self, cmd: Command, request_id: str | None) -> None:
+        if cmd.command_id in self._commands:
+            log.info("command %s is already running; ignoring the duplicate", cmd.command_id)
+            return
+        self.counters["commands"] += 1
+        task = asyncio.create_task(self._run_command(cmd, request_id), name=f"command-{cmd.command_id}")
+        self._commands[cmd.command_id] = task
+        task.add_done_callback(lambda _t, cid=cmd.command_id: self._commands.pop(cid, None))
+
+    async def _run_command(self, cmd: Command, request_id: str | None) -> None:
+        result = await self._execute(cmd)
+        self._enqueue(self._encode_result(result, request_id or cmd.command_id))
+
+    async def _execute(self, cmd: Command) -> CommandResult:
+        if self._command_handler is None:
+            self.counters["commands_failed"] += 1
+            return CommandResult(cmd.command_id, "failure", error="this agent has no command handler")
+        inner = asyncio.ensure_future(self._command_handler(cmd))
+        try:
+            done, _ = await asyncio.wait({inner}, timeout=cmd.timeout_ms / 1000)
+        except asyncio.CancelledError:
+            inner.cancel()
+            raise
+        if not done:
+            inner.cancel()  # not awaited: a handler that swallows cancellation must not delay the result
+            self.counters["commands_timed_out"] += 1
+            log.warning("command %s (%s) timed out after %d ms", cmd.command_id, cmd.type, cmd.timeout_ms)
+            return CommandResult(cmd.command_id, "timeout", error=f"command timed out after {cmd.timeout_ms} ms")
+        exc = inner.exception()
+        if exc is not None:
+            self.counters["commands_failed"] += 1
+            log.error("command %s (%s) failed: %s: %s", cmd.command_id, cmd.type, type(exc).__name__, exc, exc_info=exc)
+            return CommandResult(cmd.command_id, "failure", error=f"{type(exc).__name__}: {exc}")
+        result = inner.result()
+        if not isinstance(result, CommandResult):
+            return CommandResult(cmd.command_id, "success", output=result)
+        if result.status not in COMMAND_STATUSES:
+            self.counters["commands_failed"] += 1
+            return CommandResult(
+                cmd.command_id,
+                "failure",
+                output=result.output,
+                error=f"handler returned invalid status {result.status!r}",
+            )
+        if result.command_id != cmd.command_id:
+            result = dataclasses.replace(result, command_id=cmd.command_id)
+        if result.status == "failure":
+            self.counters["commands_failed"] += 1
+        return result
+
+    def _encode_result(self, result: CommandResult, request_id: str) -> str:
+        try:
+            frame = encode(result, request_id=request_id)
+        except (TypeError, ValueError) as exc:  # output not JSON-serialisable
+            result = CommandResult(result.command_id, "failure", error=f"result not serialisable: {exc}")
+            return encode(result, request_id=request_id)
+        size = len(frame.encode("utf-8"))
+        if size <= self.max_frame_bytes - 1024:
+            return frame
+        # The supervisor would reject the frame and the command would only time out there.
+        text = result.output if isinstance(result.output, str) else json.dumps(result.output, default=str)
+        result = dataclasses.replace(
+            result,
+            output={"truncated": True, "original_bytes": size, "preview": text[:_PREVIEW_CHARS]},
+            error=result.error or "output truncated: result exceeded the frame size limit",
+        )
+        return encode(result, request_id=request_id)

@@ -1,0 +1,1 @@
+"""halctl, the operator CLI (one module per command group)."""

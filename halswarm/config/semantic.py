@@ -1,0 +1,259 @@
+"""Checks the JSON Schema cannot express: secrets, cross-field rules, uniqueness and cycles.
+
+Every check tolerates ill-typed input (the schema pass reports that) and only inspects what it can.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from halswarm.config.problems import Problem, format_path, join_path
+from halswarm.config.schemas import defaults
+from halswarm.config.secrets import (
+    ENV_TOKEN,
+    SecretResult,
+    check_token,
+    resolve_secret,
+    token_weakness,
+)
+
+CLI_ENV_TOKEN = "HALCTL_AUTH_TOKEN"
+
+Secrets = dict[str, SecretResult]
+SourcePath = str | os.PathLike[str] | None
+Result = tuple[list[Problem], Secrets]
+
+
+def _obj(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _nonempty(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _required_token(result: SecretResult, path: str, alternatives: str) -> list[Problem]:
+    if result.value is None and not result.problems:
+        return [Problem(path, f"is required (set {alternatives})")]
+    return result.problems + check_token(result)
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+def supervisor_checks(data: Mapping[str, Any], env: Mapping[str, str], source: SourcePath) -> Result:
+    server = _obj(data.get("server"))
+    security = _obj(data.get("security"))
+    problems: list[Problem] = []
+
+    token = resolve_secret(
+        data, inline=("server.auth_token", "auth_token"), files=("server.auth_token_file", "auth_token_file"),
+        env_var=ENV_TOKEN, env=env, source_path=source,
+    )
+    problems += _required_token(
+        token, "server.auth_token", f"server.auth_token, server.auth_token_file or env {ENV_TOKEN}"
+    )
+    inline, top = server.get("auth_token"), data.get("auth_token")
+    if _nonempty(inline) and _nonempty(top) and inline.strip() != top.strip():
+        problems.append(Problem("auth_token", "ignored: server.auth_token is also set", "warning"))
+
+    operator = resolve_secret(
+        data, inline=("security.operator_token",), files=("security.operator_token_file",),
+        env_var=None, env=env, source_path=source,
+    )
+    problems += operator.problems + check_token(operator)
+
+    agent_tokens = security.get("agent_tokens")
+    if isinstance(agent_tokens, Mapping):
+        for node_id, value in agent_tokens.items():
+            why = token_weakness(value) if isinstance(value, str) else None
+            if why:
+                problems.append(Problem(format_path(["security", "agent_tokens", node_id]), f"token {why}"))
+
+    tls = _obj(security.get("tls"))
+    if tls.get("enabled") is True:
+        for key in ("cert_path", "key_path"):
+            if not _nonempty(tls.get(key)):
+                problems.append(Problem(f"security.tls.{key}", "is required when security.tls.enabled is true"))
+
+    server_defaults = defaults("supervisor")["server"]
+    port = server.get("port", server_defaults["port"])
+    http_port = server.get("http_port", server_defaults["http_port"])
+    if isinstance(port, int) and isinstance(http_port, int) and http_port and port == http_port:
+        problems.append(Problem("server.http_port", f"must differ from server.port (both are {port})"))
+
+    problems += _cost_checks(_obj(_obj(data.get("cost")).get("providers")))
+    problems += dependency_cycles(data.get("dependencies"))
+
+    if isinstance(data.get("auto_intervention"), Mapping) and isinstance(data.get("policies"), Mapping):
+        problems.append(Problem("auto_intervention", "ignored: policies is also set (same settings)", "warning"))
+
+    return problems, {"auth_token": token, "operator_token": operator}
+
+
+def _cost_checks(providers: Mapping[str, Any]) -> list[Problem]:
+    """Go rule: a provider is enabled by its explicit flag, else by having a key; enabled needs a key."""
+    problems = []
+    for name, provider in providers.items():
+        if not isinstance(provider, Mapping):
+            continue
+        has_key = any(_nonempty(provider.get(k)) for k in ("api_key", "admin_api_key", "org_api_key"))
+        enabled = provider.get("enabled")
+        if (enabled if isinstance(enabled, bool) else has_key) and not has_key:
+            path = format_path(["cost", "providers", name, "api_key"])
+            problems.append(Problem(path, "is required when the provider is enabled (or admin_api_key/org_api_key)"))
+    return problems
+
+
+def dependency_edges(deps: Any) -> dict[str, list[str]]:
+    """`{project: [deps]}` or `{project: {depends_on: [deps]}}` (Go `null` = none) -> adjacency lists."""
+    edges: dict[str, list[str]] = {}
+    if not isinstance(deps, Mapping):
+        return edges
+    for project, value in deps.items():
+        if isinstance(value, Mapping):
+            value = value.get("depends_on")
+        edges[project] = [d for d in value if isinstance(d, str)] if isinstance(value, list) else []
+    return edges
+
+
+def dependency_cycles(deps: Any) -> list[Problem]:
+    """One problem per distinct cycle, reported at the cycle's alphabetically first project."""
+    edges = dependency_edges(deps)
+    state: dict[str, int] = {}  # 1 = on the DFS stack, 2 = done
+    stack: list[str] = []
+    seen: set[frozenset[str]] = set()
+    problems: list[Problem] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in edges.get(node, []):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):]
+                if frozenset(cycle) not in seen:
+                    seen.add(frozenset(cycle))
+                    start = cycle.index(min(cycle))
+                    ordered = cycle[start:] + cycle[:start]
+                    chain = " -> ".join([*ordered, ordered[0]])
+                    problems.append(Problem(format_path(["dependencies", ordered[0]]), f"cycle detected: {chain}"))
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for project in sorted(edges):
+        if project not in state:
+            visit(project)
+    return problems
+
+
+# --------------------------------------------------------------------------- agent
+
+
+def agent_checks(data: Mapping[str, Any], env: Mapping[str, str], source: SourcePath) -> Result:
+    problems: list[Problem] = []
+    token = resolve_secret(
+        data, inline=("auth_token",), files=("auth_token_file",), env_var=ENV_TOKEN, env=env, source_path=source,
+    )
+    problems += _required_token(token, "auth_token", f"auth_token, auth_token_file or env {ENV_TOKEN}")
+
+    password = resolve_secret(
+        data, inline=("opencode.password",), files=("opencode.password_file",), env_var=None, env=env,
+        source_path=source,
+    )
+    problems += password.problems
+
+    opencode = _obj(data.get("opencode"))
+    if "port" in opencode and "opencode_port" in data and opencode["port"] != data["opencode_port"]:
+        problems.append(Problem("opencode_port", "ignored: opencode.port is also set", "warning"))
+
+    for tool, path in _obj(data.get("tool_paths")).items():
+        if _nonempty(path) and not os.path.isabs(path):
+            problems.append(Problem(format_path(["tool_paths", tool]), "should be an absolute path", "warning"))
+
+    problems += _project_checks(data.get("projects"))
+    return problems, {"auth_token": token, "opencode_password": password}
+
+
+def _project_checks(projects: Any) -> list[Problem]:
+    if not isinstance(projects, list):
+        return []
+    problems = []
+    first_seen: dict[str, int] = {}
+    for index, project in enumerate(projects):
+        if not isinstance(project, Mapping):
+            continue
+        name, directory = project.get("name"), project.get("directory")
+        if _nonempty(name):
+            if name in first_seen:
+                problems.append(Problem(
+                    format_path(["projects", index, "name"]),
+                    f"duplicate project name {name!r} (also projects[{first_seen[name]}])",
+                ))
+            else:
+                first_seen[name] = index
+        if _nonempty(directory):
+            where = format_path(["projects", index, "directory"])
+            if not os.path.isabs(os.path.expanduser(directory)):
+                problems.append(Problem(where, "should be an absolute path", "warning"))
+            elif not Path(os.path.expanduser(directory)).is_dir():
+                problems.append(Problem(where, "is not a directory on this host", "warning"))
+    return problems
+
+
+# --------------------------------------------------------------------------- cli
+
+
+def cli_checks(data: Mapping[str, Any], env: Mapping[str, str], source: SourcePath) -> Result:
+    token = resolve_secret(
+        data, inline=("auth_token",), files=("auth_token_file",), env_var=CLI_ENV_TOKEN, env=env, source_path=source,
+    )
+    # The supervisor is the judge of the operator token; here a weak one is only a warning.
+    problems = token.problems + check_token(token, "warning")
+    if "output" in data and "format" in data and data["output"] != data["format"]:
+        problems.append(Problem("format", "ignored: output is also set", "warning"))
+    return problems, {"auth_token": token}
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def manifest_checks(data: Mapping[str, Any], env: Mapping[str, str], source: SourcePath) -> Result:
+    """Go format rules of go-original 5.3 that need 'at least one of' across two lists."""
+    problems: list[Problem] = []
+    if "requirements" in data:
+        problems += _requirement_checks(data.get("requirements"), "requirements")
+        for name, project in _obj(data.get("projects")).items():
+            if isinstance(project, Mapping):
+                base = format_path(["projects", name, "requirements"])
+                problems += _requirement_checks(project.get("requirements"), base)
+    return problems, {}
+
+
+def _requirement_checks(req: Any, base: str) -> list[Problem]:
+    if not isinstance(req, Mapping):
+        return []
+    problems = []
+    rules = (
+        ("context", ("files", "directories"), "must have at least one file or directory"),
+        ("docs", ("required", "recommended"), "must have at least one required or recommended document"),
+    )
+    for key, lists, message in rules:
+        section = req.get(key)
+        if isinstance(section, Mapping):
+            count = sum(len(section[k]) for k in lists if isinstance(section.get(k), list))
+            if count == 0:
+                problems.append(Problem(join_path(base, key), message))
+    return problems
+
+
+CHECKS = {
+    "supervisor": supervisor_checks,
+    "agent": agent_checks,
+    "cli": cli_checks,
+    "manifest": manifest_checks,
+}

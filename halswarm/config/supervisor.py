@@ -1,0 +1,157 @@
+"""Typed hal-supervisor configuration."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from halswarm.config.errors import ConfigError
+from halswarm.config.loader import deep_merge, read_config_file
+from halswarm.config.problems import Problem
+from halswarm.config.schemas import apply_defaults, load_schema
+from halswarm.config.semantic import Secrets
+from halswarm.config.validate import check_document
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """Effective supervisor settings. `raw` is the whole document with defaults applied and
+    `auto_intervention` folded into `policies`, for subsystems that read their own sections
+    (cost, policies, routes, channels, credentials, dependencies)."""
+
+    host: str
+    port: int
+    http_port: int
+    auth_token: str = field(repr=False)
+    operator_token: str = field(repr=False)
+    heartbeat_interval_sec: int = 30
+    heartbeat_timeout_count: int = 3
+    allowed_origins: tuple[str, ...] = ()
+    origin_allowlist: tuple[str, ...] = ()
+    database_path: str = "/var/lib/hal-o-swarm/supervisor.db"
+    events_retention_days: int = 30
+    audit_retention_days: int = 90
+    tls_enabled: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    agent_tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    log_level: str = "info"
+    log_format: str = "text"
+    max_frame_bytes: int = 1048576
+    max_body_bytes: int = 1048576
+    command_timeout_sec: int = 30
+    remediation_inventory: str | None = None
+    remediation_auto: tuple[str, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    source_path: str | None = None
+
+    @property
+    def offline_after_sec(self) -> int:
+        """Silence after which a node is offline (interval x count)."""
+        return self.heartbeat_interval_sec * self.heartbeat_timeout_count
+
+
+def normalize_supervisor(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy of `data` with defaults applied, the `auto_intervention` alias folded into `policies`
+    and the spec's `idle_threshold_minutes` turned into `idle_threshold_seconds` (when that is unset),
+    so consumers read one key. `compaction_threshold` and `daily_limit_usd` mean other things than
+    the Go keys and stay as they are."""
+    doc = copy.deepcopy(dict(data))
+    alias = doc.pop("auto_intervention", None)
+    if isinstance(alias, Mapping) and not isinstance(doc.get("policies"), Mapping):
+        doc["policies"] = alias
+    policies = doc.get("policies")
+    idle = policies.get("resume_on_idle") if isinstance(policies, Mapping) else None
+    if isinstance(idle, dict) and "idle_threshold_minutes" in idle and "idle_threshold_seconds" not in idle:
+        idle["idle_threshold_seconds"] = max(1, round(idle["idle_threshold_minutes"] * 60))
+    return apply_defaults(load_schema("supervisor"), doc)
+
+
+def _audit_days(data: Mapping[str, Any], doc: Mapping[str, Any]) -> int:
+    """`retention.audit_days`, else the Go key `security.audit.retention_days`, else the default."""
+    given = data.get("retention")
+    if isinstance(given, Mapping) and "audit_days" in given:
+        return int(given["audit_days"])
+    security = data.get("security")
+    audit = security.get("audit") if isinstance(security, Mapping) else None
+    if isinstance(audit, Mapping) and isinstance(audit.get("retention_days"), int):
+        return audit["retention_days"]
+    return int(doc["retention"]["audit_days"])
+
+
+def _opt(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def build_supervisor_config(
+    data: Mapping[str, Any], secrets: Secrets, source_path: str | os.PathLike[str] | None = None
+) -> SupervisorConfig:
+    """Typed config from an already validated document and its resolved secrets."""
+    doc = normalize_supervisor(data)
+    server, security, remediation = doc["server"], doc["security"], doc["remediation"]
+    token = secrets["auth_token"].value
+    if token is None:  # validation guarantees a token; keep the invariant explicit
+        raise ConfigError.single("server.auth_token", "is required")
+    return SupervisorConfig(
+        host=server["host"],
+        port=server["port"],
+        http_port=server["http_port"],
+        auth_token=token,
+        operator_token=secrets["operator_token"].value or token,
+        heartbeat_interval_sec=server["heartbeat_interval_sec"],
+        heartbeat_timeout_count=server["heartbeat_timeout_count"],
+        allowed_origins=tuple(server["allowed_origins"]),
+        origin_allowlist=tuple(security["origin_allowlist"]),
+        database_path=doc["database"]["path"],
+        events_retention_days=doc["retention"]["events_days"],
+        audit_retention_days=_audit_days(data, doc),
+        tls_enabled=security["tls"]["enabled"],
+        tls_cert=_opt(security["tls"].get("cert_path")),
+        tls_key=_opt(security["tls"].get("key_path")),
+        agent_tokens={k: v.strip() for k, v in security["agent_tokens"].items()},
+        log_level=doc["log"]["level"],
+        log_format=doc["log"]["format"],
+        max_frame_bytes=server["max_frame_bytes"],
+        max_body_bytes=server["max_body_bytes"],
+        command_timeout_sec=doc["commands"]["default_timeout_sec"],
+        remediation_inventory=_opt(remediation.get("inventory")),
+        remediation_auto=tuple(remediation["auto"]),
+        raw=doc,
+        source_path=os.fspath(source_path) if source_path is not None else None,
+    )
+
+
+def parse_supervisor_config(
+    data: Mapping[str, Any],
+    *,
+    strict: bool = False,
+    env: Mapping[str, str] | None = None,
+    source_path: str | os.PathLike[str] | None = None,
+) -> tuple[SupervisorConfig, list[Problem]]:
+    """Validate an in-memory document; `ConfigError` on any error, else (config, warnings)."""
+    problems, secrets = check_document("supervisor", data, strict=strict, source_path=source_path, env=env)
+    if any(p.is_error for p in problems):
+        raise ConfigError(problems)
+    return build_supervisor_config(data, secrets, source_path), problems
+
+
+def load_supervisor_config(
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = False,
+    env: Mapping[str, str] = os.environ,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[SupervisorConfig, list[Problem]]:
+    """Read, validate and type a supervisor config file.
+
+    `overrides` (e.g. from command-line flags) is deep-merged over the file before validation.
+    The shared token comes from env `HAL_AUTH_TOKEN`, else `server.auth_token_file` /
+    `auth_token_file`, else `server.auth_token` / `auth_token`.
+    """
+    data = read_config_file(path)
+    if overrides:
+        data = deep_merge(data, overrides)
+    return parse_supervisor_config(data, strict=strict, env=env, source_path=path)

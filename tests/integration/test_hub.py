@@ -1,0 +1,170 @@
+"""The real supervisor process against protocol-speaking test agents: registration and liveness."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.support.agentsim import SimAgent, session_state
+
+
+def api_get(sup, path: str, **params):  # type: ignore[no-untyped-def]
+    with sup.client() as c:
+        r = c.get(path, params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def wait_for(pred, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(pred)
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_register_exposes_node_projects_and_resources(supervisor):
+    agent = SimAgent(supervisor.ws_url, supervisor.token, "node-a", [("alpha", "/srv/alpha"), ("beta", "/srv/beta")])
+    reg = await agent.connect(sessions=[session_state("ses_1", "alpha", "idle", model="fake/m")])
+    try:
+        assert reg.node_id == "node-a"
+        assert reg.resume_from_seq == 0
+        assert reg.heartbeat_interval_sec == 30
+        node = api_get(supervisor, "/api/v1/nodes/node-a")["data"]
+        assert node["status"] == "online"
+        assert node["projects"] == ["alpha", "beta"]
+        assert node["hostname"] == "node-a.test"
+        assert node["resources"]["ram_total_mb"] == 1000
+        assert node["connected_at"] and node["last_heartbeat"]
+        s = api_get(supervisor, "/api/v1/sessions/ses_1")["data"]
+        assert (s["node_id"], s["project"], s["status"], s["model"]) == ("node-a", "alpha", "idle", "fake/m")
+        listing = api_get(supervisor, "/api/v1/nodes")
+        assert listing["meta"]["total"] == 1
+        online = await wait_for(lambda: api_get(supervisor, "/api/v1/events", type="node.online")["data"],
+                                what="node.online event")
+        assert online[0]["node_id"] == "node-a" and online[0]["seq"] is None
+    finally:
+        await agent.close()
+
+
+async def test_closed_connection_marks_offline_and_sessions_unreachable(supervisor):
+    agent = SimAgent(supervisor.ws_url, supervisor.token, "node-b", [("alpha", "/srv/alpha")])
+    await agent.connect(sessions=[session_state("ses_b1", "alpha", "running")])
+    await agent.close()
+    await wait_for(lambda: api_get(supervisor, "/api/v1/nodes/node-b")["data"]["status"] == "offline",
+                   what="node offline")
+    s = api_get(supervisor, "/api/v1/sessions/ses_b1")["data"]
+    assert s["status"] == "unreachable"
+    ev = await wait_for(lambda: api_get(supervisor, "/api/v1/events", type="node.offline", node_id="node-b")["data"],
+                        what="node.offline event")
+    assert ev[0]["data"]["unreachable_sessions"] == ["ses_b1"]
+
+
+async def test_heartbeat_timeout_marks_silent_node_offline(make_supervisor):
+    sup = make_supervisor(server={"heartbeat_interval_sec": 1, "heartbeat_timeout_count": 2}).start()
+    chatty = SimAgent(sup.ws_url, sup.token, "chatty")
+    silent = SimAgent(sup.ws_url, sup.token, "silent", [("p", "/p")])
+    await chatty.connect()
+    await silent.connect(sessions=[session_state("ses_s", "p", "running")])
+    try:
+        started = time.monotonic()
+        # WebSocket pings keep flowing underneath (library keepalive), but they do not count as liveness.
+        for _ in range(12):
+            await chatty.heartbeat()
+            await asyncio.sleep(0.25)
+            if api_get(sup, "/api/v1/nodes/silent")["data"]["status"] == "offline":
+                break
+        assert api_get(sup, "/api/v1/nodes/silent")["data"]["status"] == "offline"
+        assert 1.5 < time.monotonic() - started < 3.5
+        assert api_get(sup, "/api/v1/nodes/chatty")["data"]["status"] == "online"
+        assert api_get(sup, "/api/v1/sessions/ses_s")["data"]["status"] == "unreachable"
+        with pytest.raises(ConnectionClosed):  # the supervisor closed the silent link
+            for _ in range(50):
+                await silent.heartbeat()
+                await asyncio.sleep(0.1)
+    finally:
+        await chatty.close()
+        await silent.close()
+
+
+async def test_reregister_replaces_old_connection(supervisor):
+    first = SimAgent(supervisor.ws_url, supervisor.token, "node-r", [("p1", "/p1")])
+    second = SimAgent(supervisor.ws_url, supervisor.token, "node-r", [("p1", "/p1"), ("p2", "/p2")])
+    await first.connect()
+    await second.connect()
+    try:
+        assert first.ws is not None
+        await asyncio.wait_for(first.ws.wait_closed(), 5)
+        assert first.ws.close_code == 4000
+        await asyncio.sleep(0.3)
+        node = api_get(supervisor, "/api/v1/nodes/node-r")["data"]
+        assert node["status"] == "online"  # the old link closing must not take the node offline
+        assert node["projects"] == ["p1", "p2"]
+        await second.send_event(1)
+        await second.wait_acked(1)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_wrong_token_is_refused_and_stores_nothing(supervisor):
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(supervisor.ws_url, additional_headers={"Authorization": "Bearer " + "x" * 64}):
+            pass
+    assert info.value.response.status_code == 401
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(supervisor.ws_url):
+            pass
+    assert info.value.response.status_code == 401
+    assert api_get(supervisor, "/api/v1/nodes")["meta"]["total"] == 0
+    db = sqlite3.connect(supervisor.db_path)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+    finally:
+        db.close()
+    metrics = (await asyncio.to_thread(httpx.get, supervisor.api + "/metrics")).text
+    assert 'hal_o_swarm_connections_total{status="unauthorized"} 2.0' in metrics
+
+
+async def test_repeated_auth_failures_are_throttled(supervisor):
+    statuses = []
+    for _ in range(22):
+        try:
+            async with connect(supervisor.ws_url, additional_headers={"Authorization": "Bearer nope"}):
+                pass
+        except InvalidStatus as exc:
+            statuses.append(exc.response.status_code)
+    assert statuses[:20] == [401] * 20
+    assert statuses[20:] == [429, 429]
+
+
+async def test_first_frame_must_be_register(supervisor):
+    async with connect(supervisor.ws_url, additional_headers={"Authorization": f"Bearer {supervisor.token}"}) as ws:
+        from halswarm.protocol import Heartbeat, decode, encode
+
+        await ws.send(encode(Heartbeat({})))
+        env = decode(await asyncio.wait_for(ws.recv(), 5))
+        assert env.type == "error" and env.payload.code == "not_registered"
+    assert api_get(supervisor, "/api/v1/nodes")["meta"]["total"] == 0
+
+
+async def test_per_node_token_only_registers_its_node(make_supervisor):
+    node_token = "n" * 40
+    sup = make_supervisor(security={"agent_tokens": {"owner": node_token}}).start()
+    good = SimAgent(sup.ws_url, node_token, "owner")
+    await good.connect()
+    await good.close()
+    thief = SimAgent(sup.ws_url, node_token, "other")
+    with pytest.raises((AssertionError, ConnectionClosed)):
+        await thief.connect()
+    await thief.close()
+    assert [n["id"] for n in api_get(sup, "/api/v1/nodes")["data"]] == ["owner"]

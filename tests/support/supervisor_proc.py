@@ -1,0 +1,120 @@
+"""Run the real `hal-supervisor` as a child process on loopback, for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.ports import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class SupervisorProc:
+    workdir: Path
+    token: str = field(default_factory=lambda: secrets.token_hex(32))
+    ws_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    extra: dict[str, Any] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.workdir / "supervisor.db"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "supervisor.config.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "supervisor.log"
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/ws/agent"
+
+    def write_config(self) -> None:
+        cfg: dict[str, Any] = {
+            "server": {
+                "host": "127.0.0.1", "port": self.ws_port, "http_port": self.http_port, "auth_token": self.token,
+                "heartbeat_interval_sec": 30, "heartbeat_timeout_count": 3,
+            },
+            "database": {"path": str(self.db_path)},
+            "log": {"level": "debug", "format": "json"},
+        }
+        for key, value in self.extra.items():
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                cfg[key] = {**cfg[key], **value}
+            else:
+                cfg[key] = value
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps(cfg, indent=2))
+        self.config_path.chmod(0o600)
+
+    def start(self, timeout: float = 20.0) -> SupervisorProc:
+        self.write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        env = dict(os.environ)
+        env.pop("HAL_AUTH_TOKEN", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "halswarm.supervisor.main", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+        )
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"supervisor exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.api + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"supervisor not ready within {timeout} s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)

@@ -1,0 +1,198 @@
+"""Store: migrations with checksums, the batching writer, retention and restart loading."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from halswarm.store import queries
+from halswarm.store.db import DatabaseError, connect, quick_check
+from halswarm.store.migrations import Migration, bundled_migrations, migrate
+from halswarm.store.writer import Writer
+from halswarm.supervisor.model import Node, Session
+from halswarm.supervisor.retention import DAY, RetentionJob
+
+
+def test_fresh_migrate_then_idempotent_rerun(tmp_path):
+    conn = connect(tmp_path / "a.db")
+    assert migrate(conn) == [m.name for m in bundled_migrations()]
+    assert migrate(conn) == []
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+
+
+def test_changed_migration_is_refused(tmp_path):
+    conn = connect(tmp_path / "b.db")
+    m1 = Migration("001", "001_x.sql", "CREATE TABLE t (a INTEGER);")
+    migrate(conn, [m1])
+    with pytest.raises(DatabaseError, match="checksum mismatch"):
+        migrate(conn, [Migration("001", "001_x.sql", "CREATE TABLE t (a INTEGER, b TEXT);")])
+
+
+def test_failed_migration_rolls_back_entirely(tmp_path):
+    conn = connect(tmp_path / "c.db")
+    bad = Migration("001", "001_bad.sql", "CREATE TABLE ok (a INTEGER);\nCREATE TABLE ok (a INTEGER);\n")
+    with pytest.raises(DatabaseError, match=r"001_bad\.sql failed"):
+        migrate(conn, [bad])
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "ok" not in tables
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == 0
+
+
+def test_database_from_a_newer_version_is_refused(tmp_path):
+    conn = connect(tmp_path / "d.db")
+    migrate(conn)
+    conn.execute("INSERT INTO schema_migrations VALUES ('999', '999_future.sql', 'x', 0)")
+    with pytest.raises(DatabaseError, match="newer hal-supervisor"):
+        migrate(conn)
+
+
+def test_quick_check_reports_a_corrupt_file(tmp_path):
+    path = tmp_path / "e.db"
+    conn = connect(path)
+    migrate(conn)
+    conn.executemany("INSERT INTO events(node_id, seq, event_id, type, data, timestamp, received_at)"
+                     " VALUES ('n', ?, 'e', 't', ?, 1, 1)", [(i, "x" * 500) for i in range(1, 2000)])
+    assert quick_check(conn) is None
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(path.read_bytes())
+    for off in range(4096 * 3, 4096 * 6):
+        data[off] = 0xA5
+    path.write_bytes(bytes(data))
+    try:
+        conn = sqlite3.connect(path)
+        problem = quick_check(conn)
+    except sqlite3.DatabaseError as exc:  # header damage can fail even earlier
+        problem = str(exc)
+    assert problem is not None
+
+
+async def test_writer_groups_jobs_and_resolves_after_commit(tmp_path):
+    conn = connect(tmp_path / "w.db")
+    migrate(conn)
+    writer = Writer(conn)
+    writer.start(asyncio.get_running_loop())
+    seen_committed = []
+
+    def job(i: int):  # type: ignore[no-untyped-def]
+        def run(c: sqlite3.Connection) -> int:
+            c.execute("INSERT INTO audit_log(timestamp, actor, action, target, result) VALUES (?, 'a', 'x', 't', 'ok')",
+                      (i,))
+            return i
+        return run
+
+    futs = [writer.submit(job(i)) for i in range(300)]
+    results = await asyncio.gather(*futs)
+    assert results == list(range(300))
+    # Once a future resolved, another connection must see the row: the ack-after-commit rule.
+    other = sqlite3.connect(tmp_path / "w.db")
+    seen_committed.append(other.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0])
+    other.close()
+    assert seen_committed == [300]
+    assert writer.batches < 300  # grouped
+    await writer.stop()
+
+
+async def test_writer_failed_job_does_not_poison_its_batch(tmp_path):
+    conn = connect(tmp_path / "w2.db")
+    migrate(conn)
+    writer = Writer(conn)
+    writer.start(asyncio.get_running_loop())
+
+    def good(c):  # type: ignore[no-untyped-def]
+        c.execute("INSERT INTO audit_log(timestamp, actor, action, target, result) VALUES (1,'a','x','t','ok')")
+
+    def bad(c):  # type: ignore[no-untyped-def]
+        c.execute("INSERT INTO audit_log(timestamp, actor, action, target, result) VALUES (1,'a','x','t','ok')")
+        c.execute("INSERT INTO nowhere VALUES (1)")
+
+    futs = [writer.submit(good), writer.submit(bad), writer.submit(good)]
+    res = await asyncio.gather(*futs, return_exceptions=True)
+    assert res[0] is None and res[2] is None and isinstance(res[1], sqlite3.OperationalError)
+    assert conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] == 2
+    await writer.stop()
+
+
+async def test_writer_does_not_block_the_event_loop(tmp_path):
+    conn = connect(tmp_path / "w3.db")
+    migrate(conn)
+    writer = Writer(conn)
+    writer.start(asyncio.get_running_loop())
+    ticks = 0
+    stop = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    t = asyncio.create_task(ticker())
+
+    def slow(c):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)  # a slow fsync, say
+
+    await writer.run(slow)
+    stop = True
+    await t
+    assert ticks >= 20
+    await writer.stop()
+
+
+async def test_writer_stop_flushes_queued_jobs(tmp_path):
+    conn = connect(tmp_path / "w4.db")
+    migrate(conn)
+    writer = Writer(conn)
+    writer.start(asyncio.get_running_loop())
+    futs = [writer.submit(lambda c: c.execute(
+        "INSERT INTO audit_log(timestamp, actor, action, target, result) VALUES (1,'a','x','t','ok')"))
+        for _ in range(50)]
+    await writer.stop()
+    await asyncio.gather(*futs)
+    assert conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] == 50
+    assert threading.active_count() >= 1
+
+
+async def test_retention_purges_old_rows_but_keeps_seq_high_water(tmp_path):
+    conn = connect(tmp_path / "r.db")
+    migrate(conn)
+    now = 1_800_000_000.0
+    queries.upsert_node(conn, Node(id="n", status="offline"))
+    rows = [("n", i, f"e{i}", None, None, "t", "{}", now - 40 * DAY if i <= 5 else now - DAY, now) for i in
+            range(1, 9)]
+    queries.insert_events(conn, rows)
+    queries.set_node_last_seq(conn, "n", 8)
+    queries.insert_audit(conn, {"timestamp": now - 100 * DAY, "actor": "a", "action": "x", "target": "t",
+                                "result": "ok"})
+    queries.insert_audit(conn, {"timestamp": now - 10 * DAY, "actor": "a", "action": "x", "target": "t",
+                                "result": "ok"})
+    queries.put_idempotent(conn, "old", "c", {}, now - 1)
+    queries.put_idempotent(conn, "new", "c", {}, now + 100)
+    writer = Writer(conn)
+    writer.start(asyncio.get_running_loop())
+    job = RetentionJob(writer, events_days=30, audit_days=90)
+    result = await job.run_once(now=now)
+    await writer.stop()
+    assert result == {"events": 5, "audit": 1, "idempotency": 1, "commands": 0}
+    assert [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")] == [6, 7, 8]
+    assert queries.max_seq(conn, "n") == 8
+
+
+def test_load_state_marks_everything_offline_and_skips_bad_rows(tmp_path):
+    conn = connect(tmp_path / "l.db")
+    migrate(conn)
+    queries.upsert_node(conn, Node(id="n1", status="online", last_heartbeat=1.0,
+                                   projects=[{"name": "p", "directory": "/p"}]))
+    conn.execute("INSERT INTO nodes(id, status, connected_at) VALUES ('n2', 'online', 'garbage')")
+    queries.upsert_sessions(conn, [Session(id="s1", node_id="n1", project="p", status="running")])
+    rep = queries.load_state(conn)
+    assert [n.id for n in rep.nodes] == ["n1"] and rep.nodes[0].status == "offline"
+    assert rep.nodes[0].project_names == ["p"]
+    assert [s.id for s in rep.sessions] == ["s1"]
+    assert len(rep.bad_rows) == 1 and "n2" in rep.bad_rows[0]
