@@ -196,7 +196,8 @@ async def _raw_server(port: int) -> None:
             if n % 50 == 0:
                 await ws.send(f'{{"version":1,"type":"ack","request_id":null,"timestamp":1,"payload":{{"seq":{n}}}}}')
 
-    async with serve(handler, "127.0.0.1", port, max_size=None, ping_interval=None):
+    # Same transport settings as the supervisor's hub (no permessage-deflate).
+    async with serve(handler, "127.0.0.1", port, max_size=None, ping_interval=None, compression=None):
         await asyncio.Future()
 
 

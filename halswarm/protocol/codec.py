@@ -28,16 +28,28 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _utf8_size(frame: str | bytes, limit: int) -> int:
+    if isinstance(frame, bytes):
+        return len(frame)
+    if len(frame) * 4 <= limit:  # cannot exceed the limit whatever the characters: skip encoding
+        return len(frame)
+    return len(frame.encode("utf-8", "surrogatepass"))
+
+
 def decode(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Envelope:
     """Parse one text frame into an Envelope whose payload is the typed message.
 
     Raises ProtocolError with the code to send back in an `error` frame.
     """
-    size = len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8", "surrogatepass"))
+    size = _utf8_size(frame, max_bytes)
     if size > max_bytes:
         raise ProtocolError(FRAME_TOO_LARGE, f"frame of {size} bytes exceeds the {max_bytes}-byte limit")
     try:
-        doc = json.loads(frame, parse_constant=_reject_constant)
+        text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
+        doc = _decoder.decode(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(BAD_JSON, f"frame is not valid JSON: {exc}") from None
     except RecursionError:  # pathologically deep nesting ("[[[[...") must not escape as a non-protocol error

@@ -192,6 +192,21 @@ class Event:
 
     @classmethod
     def from_payload(cls, payload: Any) -> Event:
+        # Hot path (every agent event): one pass of plain type checks, the general helpers only
+        # when something is off, so their error messages stay the same.
+        if type(payload) is dict:
+            seq = payload.get("seq")
+            eid = payload.get("event_id")
+            typ = payload.get("type")
+            sid = payload.get("session_id")
+            proj = payload.get("project")
+            ts = payload.get("timestamp", 0.0)
+            if (
+                type(seq) is int and seq >= 1 and type(eid) is str and eid and type(typ) is str and typ
+                and (sid is None or type(sid) is str) and (proj is None or type(proj) is str)
+                and (type(ts) is float or type(ts) is int)
+            ):
+                return cls(seq, eid, typ, sid, proj, payload.get("data"), float(ts))
         d = _obj(payload, cls.TYPE)
         ts = _num(d, "timestamp", cls.TYPE, default=0.0)
         return cls(

@@ -108,6 +108,8 @@ class Hub:
             ssl=self.s.ssl,
             ping_interval=20,
             ping_timeout=20,
+            # Event frames are small and many: deflate costs more supervisor CPU than it saves.
+            compression=None,
             server_header="hal-supervisor",
         )
         self._monitor = asyncio.create_task(self._liveness_loop())

@@ -56,6 +56,16 @@ class Ingestor:
         self._idle = asyncio.Event()
         self._idle.set()
         self.stored_total = 0
+        self._metric_cache: dict[str, tuple[Any, Any]] = {}
+
+    def _children(self, ev_type: str) -> tuple[Any, Any]:
+        """Metric children per event type, cached: labels() lookups cost more than the increments."""
+        pair = self._metric_cache.get(ev_type)
+        if pair is None:
+            pair = (self._metrics.events_total.labels(ev_type), self._metrics.event_processing.labels(ev_type))
+            if len(self._metric_cache) < 1000:
+                self._metric_cache[ev_type] = pair
+        return pair
 
     # ----- per-node seq -----
 
@@ -168,8 +178,9 @@ class Ingestor:
             return
         now = time.monotonic()
         for row, received, _ in batch:
-            self._metrics.events_total.labels(row[5]).inc()
-            self._metrics.event_processing.labels(row[5]).observe(now - received)
+            counter, hist = self._children(row[5])
+            counter.inc()
+            hist.observe(now - received)
         self.stored_total += len(rows)
         for node_id, seq in highs.items():
             st = self.seq_state(node_id)
