@@ -173,9 +173,12 @@ class Dispatcher:
                     time.time() + IDEMPOTENCY_TTL))
             fut.set_result(res)
             return res
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except Exception as exc:
             fut.set_exception(exc)
-            fut.exception()  # mark retrieved
+            fut.exception()  # mark retrieved: joiners re-raise it, nobody else must
             raise
         finally:
             if key_hash:
