@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import ssl
 import subprocess
 
 import httpx
@@ -29,32 +28,18 @@ def cert(tmp_path):  # type: ignore[no-untyped-def]
 async def test_tls_on_agent_and_api_ports(make_supervisor, cert):
     crt, key = cert
     sup = make_supervisor(security={"tls": {"enabled": True, "cert_path": str(crt), "key_path": str(key)}})
-    sup.write_config()
-    # SupervisorProc polls http://; point it at https for this test.
-    import sys
-
-    proc = subprocess.Popen([sys.executable, "-m", "halswarm.supervisor.main", "--config", str(sup.config_path)],
-                            stdout=open(sup.log_path, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
-    sup.proc = proc
-    ctx = ssl.create_default_context(cafile=str(crt))
-    base = f"https://127.0.0.1:{sup.http_port}"
-    for _ in range(100):
-        try:
-            r = await asyncio.to_thread(httpx.get, base + "/readyz", verify=ctx, timeout=1)
-            if r.status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(sup.log_tail())
+    sup.tls_ca = crt
+    await asyncio.to_thread(sup.start)
+    ctx = sup.verify
+    base = sup.api
+    assert base.startswith("https://")
     r = await asyncio.to_thread(httpx.get, base + "/api/v1/nodes", verify=ctx,
                                 headers={"Authorization": f"Bearer {sup.token}"})
     assert r.status_code == 200
     # Plain http on the TLS port does not work.
     with pytest.raises(httpx.HTTPError):
         await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{sup.http_port}/healthz", timeout=2)
-    async with connect(f"wss://127.0.0.1:{sup.ws_port}/ws/agent", ssl=ctx,
+    async with connect(sup.ws_url, ssl=ctx,
                        additional_headers={"Authorization": f"Bearer {sup.token}"}) as ws:
         from halswarm.protocol import Register, decode, encode
 

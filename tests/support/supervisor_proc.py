@@ -28,6 +28,7 @@ class SupervisorProc:
     http_port: int = field(default_factory=free_port)
     extra: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    tls_ca: Path | None = None  # set when the config serves TLS: the API is https and verified with it
 
     @property
     def db_path(self) -> Path:
@@ -43,11 +44,19 @@ class SupervisorProc:
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.http_port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}/ws/agent"
+        return f"{'wss' if self.tls_ca else 'ws'}://127.0.0.1:{self.ws_port}/ws/agent"
+
+    @property
+    def verify(self) -> Any:
+        if self.tls_ca is None:
+            return True
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.tls_ca))
 
     def write_config(self) -> None:
         cfg: dict[str, Any] = {
@@ -86,7 +95,7 @@ class SupervisorProc:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"supervisor exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if httpx.get(self.api + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.api + "/readyz", timeout=1, verify=self.verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -117,4 +126,5 @@ class SupervisorProc:
         return self.proc.returncode
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {self.token}"}, timeout=30)
+        return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {self.token}"}, timeout=30,
+                            verify=self.verify)
