@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import click
 
 from halswarm.cli.audit import audit
+from halswarm.cli.auth_cmd import auth
 from halswarm.cli.config_cmd import config
 from halswarm.cli.context import (
     DEFAULT_SUPERVISOR_URL,
@@ -22,6 +23,7 @@ from halswarm.cli.context import (
     app,
     normalize_supervisor_url,
 )
+from halswarm.cli.cost_cmd import cost
 from halswarm.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HalctlError
 from halswarm.cli.nodes import nodes
 from halswarm.cli.sessions import sessions
@@ -82,7 +84,7 @@ def cli(
 
 
 # One module per command group; register new groups here (before add_output_option below).
-for _command in (nodes, sessions, status, audit, config):
+for _command in (nodes, sessions, status, audit, config, auth, cost):
     cli.add_command(_command)
 
 

@@ -186,6 +186,20 @@ def max_seq(conn: sqlite3.Connection, node_id: str) -> int:
     return int(row[0] or 0)
 
 
+def last_event_id(conn: sqlite3.Connection) -> int:
+    """The last id AUTOINCREMENT handed out (not MAX(id): retention may have deleted the newest)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def row_to_api(event_db_id: int, r: EventRow) -> dict[str, Any]:
+    """API shape of an event row still in memory (same fields as event_to_api)."""
+    from halswarm.supervisor.timeutil import iso
+
+    return {"id": event_db_id, "node_id": r[0], "seq": r[1], "event_id": r[2], "session_id": r[3],
+            "project": r[4], "type": r[5], "data": _load_json(r[6], None), "timestamp": iso(r[7])}
+
+
 def event_to_api(row: sqlite3.Row) -> dict[str, Any]:
     from halswarm.supervisor.timeutil import iso
 

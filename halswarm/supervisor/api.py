@@ -382,7 +382,41 @@ def build_app(sup: Supervisor) -> FastAPI:
         items, total = await sup.reader.run(lambda c: queries.query_audit(c, f, limit, offset))
         return ok(items, meta={"total": total, "limit": limit, "offset": offset})
 
+    # ----- cost, policies, dependencies (issue 8) -----
+
+    @app.get("/api/v1/cost", dependencies=auth, tags=["cost"])
+    async def cost(period: str = "today") -> JSONResponse:
+        return await _cost_report(sup, period)
+
+    @app.get("/api/v1/cost/{period}", dependencies=auth, tags=["cost"])
+    async def cost_period(period: str) -> JSONResponse:
+        return await _cost_report(sup, period)
+
+    @app.get("/api/v1/policies", dependencies=auth, tags=["policies"])
+    async def policies() -> JSONResponse:
+        return ok(sup.policies.snapshot())
+
+    @app.get("/api/v1/dependencies", dependencies=auth, tags=["dependencies"])
+    async def dependencies() -> JSONResponse:
+        return ok(await sup.dependencies.snapshot())
+
+    # Auth routes live in their own module, which imports ApiError/ok from here.
+    from halswarm.supervisor.auth_api import include_auth_routes
+
+    include_auth_routes(app, sup)
+
     return app
+
+
+async def _cost_report(sup: Supervisor, period: str) -> JSONResponse:
+    """`data` is exactly the report (SPEC 6); `meta.providers` tells each provider's poll state."""
+    from halswarm.supervisor.costs import BadPeriod
+
+    try:
+        report = await sup.costs.report(period.strip().lower())
+    except BadPeriod as exc:
+        raise ApiError("VALIDATION_ERROR", str(exc)) from None
+    return ok(report, meta={"providers": sup.costs.status()})
 
 
 def _command_row(row: Any) -> dict[str, Any]:

@@ -20,12 +20,16 @@ from halswarm.store.migrations import migrate
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
 from halswarm.supervisor.auth import FailureThrottle
+from halswarm.supervisor.costs import CostAggregator
+from halswarm.supervisor.dependencies import DependencyManager
 from halswarm.supervisor.dispatcher import Dispatcher, Result
 from halswarm.supervisor.hub import Hub, HubSettings
 from halswarm.supervisor.ingest import Ingestor
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.model import SESSION_STATUSES, Node, Session
+from halswarm.supervisor.policies import PolicyEngine
 from halswarm.supervisor.retention import RetentionJob
+from halswarm.supervisor.routes import EventFeed, Router
 from halswarm.supervisor.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
@@ -130,6 +134,7 @@ class Supervisor:
         await self.hub.start()
         self.retention = RetentionJob(self.writer, cfg.events_retention_days, cfg.audit_retention_days)
         self.retention.start()
+        await self._start_automation()
         if cfg.http_port:
             from halswarm.supervisor.api import build_app
 
@@ -161,6 +166,29 @@ class Supervisor:
             raise StartupError(f"cannot load TLS certificate/key: {exc}") from None
         return ctx
 
+    # ----- cost, routing, dependencies, policies (issue 8) -----
+
+    async def _start_automation(self) -> None:
+        raw, registry = self.config.raw, self.metrics.registry
+        self.costs = CostAggregator(raw, self.tracker, self.writer, self.reader, registry)
+        self.router = Router(raw, self.tracker, registry, daily_cost=lambda: self.costs.today_cost,
+                             session_cost=self.costs.session_cost)
+        self.dependencies = DependencyManager(raw, self.tracker, self.dispatcher, self.ingestor, self.writer,
+                                              self.reader, apply_output=self.apply_command_output)
+        self.policies = PolicyEngine(raw, self.tracker, self.dispatcher, self.ingestor, self.writer, self.reader,
+                                     session_cost=self.costs.session_cost, daily_cost=self.costs.daily_cost,
+                                     apply_output=self.apply_command_output)
+        self.feed = EventFeed(self.ingestor, registry)  # subscribes only when someone consumes
+        if self.router.active:
+            self.feed.add(self.router.on_event)
+        if self.dependencies.wants_events:
+            self.feed.add(self.dependencies.on_event)
+        await self.costs.start()
+        self.router.start()
+        self.feed.start()
+        await self.dependencies.start()
+        await self.policies.start()
+
     # ----- running -----
 
     def request_stop(self) -> None:
@@ -175,6 +203,8 @@ class Supervisor:
         self.hub.stop_accepting()
         if self._api is not None:
             self._api.should_exit = True
+        await self.policies.stop()  # no new interventions (commands in flight may finish)
+        await self.dependencies.stop()
         self.dispatcher.running = False
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ingestor.drain(), 10)
@@ -182,6 +212,9 @@ class Supervisor:
         if self._api_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._api_task, 10)
+        await self.feed.stop()
+        await self.router.stop()  # short flush of queued notifications
+        await self.costs.stop()  # last sample of reported usage
         self.retention.stop()
         await self.writer.stop()
         self.reader.close()

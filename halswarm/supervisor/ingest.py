@@ -155,16 +155,19 @@ class Ingestor:
         want_rows = bool(self._subscribers)
 
         def job(conn: Any) -> list[dict[str, Any]]:
-            first_id = conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0] if want_rows else 0
-            queries.insert_events(conn, rows)
+            last_id = queries.last_event_id(conn) if want_rows else 0
+            inserted = queries.insert_events(conn, rows)
             for node_id, seq in highs.items():
                 queries.set_node_last_seq(conn, node_id, seq)
             if sessions:
                 queries.upsert_sessions(conn, sessions)
-            if want_rows:
-                return [queries.event_to_api(r) for r in conn.execute(
-                    "SELECT * FROM events WHERE id > ? ORDER BY id", (first_id,))]
-            return []
+            if not want_rows:
+                return []
+            if inserted == len(rows):
+                # Single writer + AUTOINCREMENT: this batch got the ids right after last_id, in order.
+                return [queries.row_to_api(last_id + i, row) for i, row in enumerate(rows, 1)]
+            return [queries.event_to_api(r) for r in conn.execute(
+                "SELECT * FROM events WHERE id > ? ORDER BY id", (last_id,))]
 
         try:
             stored = await self._writer.run(job)

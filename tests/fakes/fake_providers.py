@@ -154,7 +154,7 @@ class FakeProviders:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 u = urlparse(self.path)
                 status, headers, body = fake.answer(u.path, parse_qs(u.query),
                                                     {k.lower(): v for k, v in self.headers.items()})

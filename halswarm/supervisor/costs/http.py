@@ -1,0 +1,105 @@
+"""HTTP for the provider reports: retries on 429/5xx/network errors with backoff (honouring
+`Retry-After`), a request timeout from the client, and cursor paging (`has_more` / `next_page`)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER_S = 60.0
+MAX_PAGES = 200
+
+
+class ProviderError(Exception):
+    """A provider request failed for good (after its retries, or a non-retryable answer)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 3
+    backoff_base_s: float = 0.5
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+
+    def backoff(self, attempt: int) -> float:
+        base = self.backoff_base_s * (2 ** attempt)
+        return base + random.uniform(0, base / 4)
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a `Retry-After` header: delta-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _short(text: str, n: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n] + "..."
+
+
+async def get_json(client: httpx.AsyncClient, url: str, params: list[tuple[str, str]], headers: dict[str, str],
+                   retry: RetryPolicy) -> dict[str, Any]:
+    """GET one JSON object. Raises ProviderError with a one-line reason (never the key)."""
+    last = ""
+    for attempt in range(retry.max_retries + 1):
+        wait: float | None = None
+        try:
+            resp = await client.get(url, params=params, headers=headers)
+        except httpx.TransportError as exc:
+            last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        else:
+            if resp.status_code == 200:
+                try:
+                    body = resp.json()
+                except ValueError:
+                    raise ProviderError(f"GET {url}: response is not JSON") from None
+                if not isinstance(body, dict):
+                    raise ProviderError(f"GET {url}: response is not a JSON object")
+                return body
+            last = f"HTTP {resp.status_code}: {_short(resp.text)}"
+            if resp.status_code != 429 and resp.status_code < 500:
+                raise ProviderError(f"GET {url}: {last}")
+            wait = retry_after(resp.headers.get("retry-after"))
+        if attempt == retry.max_retries:
+            break
+        delay = min(MAX_RETRY_AFTER_S, wait) if wait is not None else retry.backoff(attempt)
+        log.info("cost: GET %s failed (%s); retry %d/%d in %.2f s", url, last, attempt + 1, retry.max_retries, delay)
+        await retry.sleep(delay)
+    raise ProviderError(f"GET {url}: {last} (after {retry.max_retries + 1} attempts)")
+
+
+async def get_pages(client: httpx.AsyncClient, url: str, params: list[tuple[str, str]], headers: dict[str, str],
+                    retry: RetryPolicy) -> list[dict[str, Any]]:
+    """Every `data[]` bucket of a paged report: follows `has_more` / `next_page` via the `page` parameter."""
+    buckets: list[dict[str, Any]] = []
+    page: str | None = None
+    for _ in range(MAX_PAGES):
+        body = await get_json(client, url, params + ([("page", page)] if page else []), headers, retry)
+        data = body.get("data")
+        if not isinstance(data, list):
+            raise ProviderError(f"GET {url}: response has no data[] list")
+        buckets.extend(b for b in data if isinstance(b, dict))
+        nxt = body.get("next_page")
+        if not body.get("has_more") or not isinstance(nxt, str) or not nxt or nxt == page:
+            return buckets
+        page = nxt
+    raise ProviderError(f"GET {url}: more than {MAX_PAGES} pages")

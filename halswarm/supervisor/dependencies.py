@@ -1,0 +1,313 @@
+"""Project dependencies (`dependencies`: project -> [projects it depends on], or {depends_on: [...]}).
+
+The graph is validated at config load (cycles are rejected with their path, config/semantic.py).
+
+A project is *completed* when its latest completion signal says so. Signals:
+- one of its sessions reaches status `completed` (agents report it in `session.state`), or
+- a `project.status` event with `data.status` = `completed` (for agents or hooks that track the
+  project's `.context/PROGRESS.md`: `{"status": "completed"|"in_progress"|..., "source": "..."}`);
+  the newest signal wins, so a later `project.status` `in_progress` reopens a project.
+A project is *ready* when every project it depends on is completed, *blocked* otherwise.
+
+With `dependencies_autostart: true`, when an upstream project completes (a completion signal not seen
+before), each dependent that is now ready and has no live session is started with `create_session`
+(actor `dependencies`, audited), and a routed `dependency.started` / `dependency.start_failed` event
+is stored. Completions the supervisor already knew when autostart was first enabled start nothing;
+a completion that arrives while the supervisor is down is acted on after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from halswarm.config.semantic import dependency_edges
+from halswarm.protocol import CommandTarget
+from halswarm.supervisor.dispatcher import CommandError
+from halswarm.supervisor.timeutil import iso, parse_ts
+
+log = logging.getLogger(__name__)
+
+STATUS_EVENT = "project.status"
+DONE_WORDS = frozenset({"completed", "complete", "done"})
+ACTIVE = frozenset({"running", "idle", "waiting_input", "unreachable"})
+CHECK_INTERVAL_S = 2.0
+RETRY_FAILED_S = 60.0
+PROMPT = ("The upstream project(s) {upstream} of this project are complete. Read .context/ (CURRENT_TASK.md, "
+          "PROGRESS.md) and continue the work of this project.")
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+class Graph:
+    def __init__(self, edges: Mapping[str, Iterable[str]]) -> None:
+        self.edges = {p: sorted(set(d)) for p, d in edges.items()}
+        self.projects = sorted(set(self.edges) | {d for deps in self.edges.values() for d in deps})
+        self._dependents: dict[str, list[str]] = {p: [] for p in self.projects}
+        for p, deps in self.edges.items():
+            for d in deps:
+                self._dependents[d].append(p)
+        for v in self._dependents.values():
+            v.sort()
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> Graph:
+        return cls(dependency_edges(raw.get("dependencies")))
+
+    def deps(self, project: str) -> list[str]:
+        return self.edges.get(project, [])
+
+    def dependents(self, project: str) -> list[str]:
+        return self._dependents.get(project, [])
+
+
+@dataclass(frozen=True)
+class Signal:
+    """The newest completion-relevant fact about a project."""
+
+    completed: bool
+    marker: str  # identifies this completion ("session:<id>" / "event:<event_id>")
+    at: float
+
+
+def latest_signal(project: str, sessions: Iterable[Any], status_event: Signal | None) -> Signal | None:
+    best: Signal | None = None
+    for s in sessions:
+        if s.project == project and s.status == "completed":
+            at = s.last_activity or s.started_at or 0.0
+            if best is None or at > best.at:
+                best = Signal(True, f"session:{s.id}", at)
+    if status_event is not None and (best is None or status_event.at >= best.at):
+        return status_event
+    return best
+
+
+def completion_marker(sig: Signal | None) -> str | None:
+    return sig.marker if sig is not None and sig.completed else None
+
+
+def project_states(graph: Graph, done: Mapping[str, bool], active: Mapping[str, int]) -> list[dict[str, Any]]:
+    out = []
+    for p in graph.projects:
+        blocked_by = [d for d in graph.deps(p) if not done.get(d)]
+        if done.get(p):
+            state = "completed"
+        elif active.get(p):
+            state = "running"
+        else:
+            state = "blocked" if blocked_by else "ready"
+        out.append({"project": p, "depends_on": graph.deps(p), "dependents": graph.dependents(p),
+                    "state": state, "completed": bool(done.get(p)), "ready": not blocked_by,
+                    "blocked_by": blocked_by, "active_sessions": int(active.get(p, 0))})
+    return out
+
+
+def to_start(graph: Graph, markers: Mapping[str, str | None], handled: Mapping[str, str],
+             active: Mapping[str, int]) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """(dependents to start as (project, upstream, marker), upstream marks to record).
+
+    An upstream whose completion marker differs from the one already handled is acted on: each of
+    its dependents that is ready (all its dependencies completed) and has no live session starts.
+    """
+    starts: list[tuple[str, str, str]] = []
+    marks: dict[str, str] = {}
+    for upstream in graph.projects:
+        marker = markers.get(upstream)
+        current = marker or ""
+        if handled.get(upstream, "") == current:
+            continue
+        marks[upstream] = current
+        if marker is None:
+            continue  # reopened or never completed: nothing to start
+        for dep in graph.dependents(upstream):
+            ready = all(markers.get(d) for d in graph.deps(dep))
+            if ready and not active.get(dep) and dep not in {s[0] for s in starts}:
+                starts.append((dep, upstream, marker))
+    return starts, marks
+
+
+# --------------------------------------------------------------------------- the manager
+
+
+class DependencyManager:
+    def __init__(self, raw: Mapping[str, Any], tracker: Any, dispatcher: Any, ingestor: Any, writer: Any,
+                 reader: Any, *, apply_output: Callable[[Any], Awaitable[Any]] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.graph = Graph.from_raw(raw)
+        self.autostart = raw.get("dependencies_autostart") is True
+        self.tracker = tracker
+        self.dispatcher = dispatcher
+        self.ingestor = ingestor
+        self.writer = writer
+        self.reader = reader
+        self.apply_output = apply_output
+        self.clock = clock
+        self.status_events: dict[str, Signal] = {}
+        self.handled: dict[str, str] = {}
+        self.recent: list[dict[str, Any]] = []
+        self._retry_at: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def wants_events(self) -> bool:
+        """Live `project.status` events are needed only for autostart; the API reads them from the store."""
+        return self.autostart and bool(self.graph.projects)
+
+    async def _load_status_events(self) -> None:
+        projects = self.graph.projects
+        qs = ",".join("?" * len(projects))
+        events = await self.reader.run(lambda c: c.execute(
+            f"SELECT project, event_id, data, timestamp FROM events WHERE type=? AND project IN ({qs}) ORDER BY id",
+            [STATUS_EVENT, *projects]).fetchall())
+        for project, event_id, data, ts in events:
+            with contextlib.suppress(ValueError, TypeError):
+                self._note_status(project, event_id, json.loads(data) if data else None, float(ts))
+
+    async def start(self) -> None:
+        if not self.graph.projects:
+            return
+        projects = self.graph.projects
+
+        def load(c: Any) -> tuple[dict[str, str], list[Any]]:
+            marks = {r[0]: r[1] for r in c.execute("SELECT project, marker FROM dependency_marks")}
+            starts = c.execute("SELECT project, upstream, marker, session_id, command_id, result, error, started_at"
+                               " FROM dependency_starts ORDER BY id DESC LIMIT 20").fetchall()
+            return marks, list(starts)
+
+        marks, starts = await self.reader.run(load)
+        await self._load_status_events()
+        self.handled = marks
+        self.recent = [{"project": r[0], "upstream": r[1], "marker": r[2], "session_id": r[3], "command_id": r[4],
+                        "result": r[5], "error": r[6], "started_at": iso(r[7])} for r in starts]
+        if self.autostart:
+            # Completions known before autostart was enabled start nothing: record them as handled.
+            seed = {p: completion_marker(self._signal(p)) or "" for p in projects if p not in self.handled}
+            if seed:
+                now = time.time()
+                await self.writer.run(lambda c: c.executemany(
+                    "INSERT OR REPLACE INTO dependency_marks(project, marker, updated_at) VALUES (?,?,?)",
+                    [(p, m, now) for p, m in seed.items()]))
+                self.handled.update(seed)
+            self._task = asyncio.create_task(self._loop(), name="dependencies")
+            log.info("dependencies: autostart on for %d projects", len(projects))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+
+    # ----- signals -----
+
+    def _note_status(self, project: str | None, event_id: str | None, data: Any, ts: float) -> None:
+        if not project or not isinstance(data, dict) or not isinstance(data.get("status"), str):
+            return
+        done = data["status"].strip().lower() in DONE_WORDS
+        sig = Signal(done, f"event:{event_id}", ts)
+        old = self.status_events.get(project)
+        if old is None or ts >= old.at:
+            self.status_events[project] = sig
+
+    def on_event(self, ev: dict[str, Any]) -> None:
+        """Feed consumer: remembers `project.status` events (PROGRESS.md status changes)."""
+        if ev.get("type") == STATUS_EVENT:
+            self._note_status(ev.get("project"), ev.get("event_id"), ev.get("data"),
+                              parse_ts(ev.get("timestamp")) or self.clock())
+
+    def _signal(self, project: str) -> Signal | None:
+        return latest_signal(project, list(self.tracker.sessions.values()), self.status_events.get(project))
+
+    def _active(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for s in list(self.tracker.sessions.values()):
+            if s.status in ACTIVE:
+                counts[s.project] = counts.get(s.project, 0) + 1
+        return counts
+
+    # ----- autostart -----
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL_S)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("dependencies: check failed")
+
+    async def check(self) -> list[tuple[str, str, str]]:
+        markers = {p: completion_marker(self._signal(p)) for p in self.graph.projects}
+        now = self.clock()
+        handled = {p: m for p, m in self.handled.items() if self._retry_at.get(p, 0) <= now}
+        handled.update({p: markers.get(p) or "" for p, t in self._retry_at.items() if t > now})
+        starts, marks = to_start(self.graph, markers, handled, self._active())
+        failed_upstreams = set()
+        for project, upstream, marker in starts:
+            if not await self._start(project, upstream, marker):
+                failed_upstreams.add(upstream)
+        for up in failed_upstreams:
+            marks.pop(up, None)
+            self._retry_at[up] = now + RETRY_FAILED_S
+        for up in marks:
+            self._retry_at.pop(up, None)
+        if marks:
+            await self.writer.run(lambda c: c.executemany(
+                "INSERT OR REPLACE INTO dependency_marks(project, marker, updated_at) VALUES (?,?,?)",
+                [(p, m, time.time()) for p, m in marks.items()]))
+            self.handled.update(marks)
+        return starts
+
+    async def _start(self, project: str, upstream: str, marker: str) -> bool:
+        deps = self.graph.deps(project)
+        args = {"project": project, "prompt": PROMPT.format(upstream=", ".join(deps))}
+        session_id = command_id = error = None
+        result = "failure"
+        try:
+            res = await self.dispatcher.dispatch("create_session", CommandTarget(project=project), args,
+                                                 actor="dependencies")
+            command_id, result, error = res.command_id, res.status, res.error
+            if res.status == "success":
+                if self.apply_output is not None:
+                    s = await self.apply_output(res)
+                    session_id = getattr(s, "id", None)
+                if session_id is None and isinstance(res.output, dict):
+                    session_id = res.output.get("id")
+        except CommandError as exc:
+            error = exc.message
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        now = time.time()
+        row = {"project": project, "upstream": upstream, "marker": marker, "session_id": session_id,
+               "command_id": command_id, "result": result, "error": error, "started_at": iso(now)}
+        self.recent = [row, *self.recent][:20]
+        await self.writer.run(lambda c: c.execute(
+            "INSERT INTO dependency_starts(project, upstream, marker, session_id, command_id, result, error,"
+            " started_at) VALUES (?,?,?,?,?,?,?,?)",
+            (project, upstream, marker, session_id, command_id, result, error, now)))
+        ok = result == "success"
+        etype = "dependency.started" if ok else "dependency.start_failed"
+        data = {"project": project, "upstream": upstream, "depends_on": deps, "session_id": session_id,
+                "command_id": command_id, "result": result}
+        if error:
+            data["error"] = error
+        s = self.tracker.get(session_id) if session_id else None
+        self.ingestor.emit(s.node_id if s else None, etype, data, session_id=session_id, project=project)
+        (log.info if ok else log.warning)("dependencies: %s completed -> start %s: %s%s", upstream, project, result,
+                                          f" ({error})" if error else "")
+        return ok
+
+    # ----- API -----
+
+    async def snapshot(self) -> dict[str, Any]:
+        if self.graph.projects and not self.wants_events:
+            await self._load_status_events()
+        done = {p: completion_marker(self._signal(p)) is not None for p in self.graph.projects}
+        return {"autostart": self.autostart, "projects": project_states(self.graph, done, self._active()),
+                "recent_starts": list(self.recent)}

@@ -1,0 +1,409 @@
+"""Auto-intervention policies (`policies.*`, alias `auto_intervention`): decisions are pure functions
+(facts in, actions out); the engine feeds them every `check_interval_seconds`, dispatches the actions
+as commands (actor `policy`, so each one is audited), persists the retry state, and emits the routed
+`policy.action` / `policy.retry_cap` events.
+
+- resume_on_idle: a session `idle` (not `waiting_input`) for `idle_threshold_seconds` gets the `resume`
+  command (with `message` when configured, else the agent's own continue prompt). A successful
+  resume restarts the idle clock, so it fires again only after another full threshold.
+- restart_on_compaction: `compaction_count >= compaction_threshold` (when set) or
+  `tokens.total >= token_threshold` -> the `handover` command (spec 7.2).
+- kill_on_cost: session cost >= `cost_threshold_usd`, or today's fleet cost >= `daily_limit_usd`
+  (then every live session is killed and no resume/handover is started) -> `kill_session`.
+At most one action per session per check (kill, then handover, then resume), never two at once.
+
+Retries: `retry_count` counts consecutive attempts that did not help (failures; for resume also
+successes after which the session stayed silent). At `max_retries` the policy stops for that session,
+emits `policy.retry_cap` once, and tries again `retry_reset_seconds` after its last attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from halswarm.protocol import CommandTarget
+from halswarm.supervisor.dispatcher import CommandError
+from halswarm.supervisor.timeutil import iso
+
+log = logging.getLogger(__name__)
+
+RESUME, COMPACTION, COST = "resume_on_idle", "restart_on_compaction", "kill_on_cost"
+POLICIES = (COST, COMPACTION, RESUME)  # precedence
+COMMANDS = {RESUME: "resume", COMPACTION: "handover", COST: "kill_session"}
+LIVE = frozenset({"running", "idle", "waiting_input", "error"})
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    enabled: bool = False
+    max_retries: int = 3
+    retry_reset_seconds: float = 3600.0
+    idle_threshold_seconds: float = 300.0
+    message: str | None = None
+    compaction_threshold: int | None = None
+    token_threshold: int | None = None
+    cost_threshold_usd: float | None = None
+    daily_limit_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    check_interval_seconds: float = 30.0
+    resume: PolicySettings = PolicySettings(max_retries=3)
+    compaction: PolicySettings = PolicySettings(max_retries=2)
+    cost: PolicySettings = PolicySettings(max_retries=1, retry_reset_seconds=86400.0)
+
+    def of(self, policy: str) -> PolicySettings:
+        return {RESUME: self.resume, COMPACTION: self.compaction, COST: self.cost}[policy]
+
+    @property
+    def any_enabled(self) -> bool:
+        return self.resume.enabled or self.compaction.enabled or self.cost.enabled
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> PolicyConfig:
+        """From the normalized config (`auto_intervention` already folded into `policies`)."""
+        p = raw.get("policies") if isinstance(raw.get("policies"), Mapping) else {}
+
+        def sec(name: str) -> Mapping[str, Any]:
+            v = p.get(name)
+            return v if isinstance(v, Mapping) else {}
+
+        def num(m: Mapping[str, Any], key: str, default: Any = None) -> Any:
+            v = m.get(key)
+            return v if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 else default
+
+        def base(m: Mapping[str, Any], retries: int, reset: float) -> dict[str, Any]:
+            return {"enabled": m.get("enabled") is True, "max_retries": int(num(m, "max_retries", retries)),
+                    "retry_reset_seconds": float(num(m, "retry_reset_seconds", reset))}
+
+        r, c, k = sec(RESUME), sec(COMPACTION), sec(COST)
+        msg = r.get("message")
+        return cls(
+            check_interval_seconds=float(num(p, "check_interval_seconds", 30)),
+            resume=PolicySettings(**base(r, 3, 3600), idle_threshold_seconds=float(num(r, "idle_threshold_seconds",
+                                                                                         300)),
+                                  message=msg.strip() if isinstance(msg, str) and msg.strip() else None),
+            compaction=PolicySettings(**base(c, 2, 3600), compaction_threshold=num(c, "compaction_threshold"),
+                                      token_threshold=num(c, "token_threshold")),
+            cost=PolicySettings(**base(k, 1, 86400), cost_threshold_usd=num(k, "cost_threshold_usd"),
+                                daily_limit_usd=num(k, "daily_limit_usd")),
+        )
+
+    def to_api(self) -> dict[str, Any]:
+        def clean(s: PolicySettings, keys: Iterable[str]) -> dict[str, Any]:
+            d = asdict(s)
+            return {k: d[k] for k in ("enabled", *keys, "max_retries", "retry_reset_seconds")}
+
+        return {RESUME: clean(self.resume, ("idle_threshold_seconds", "message")),
+                COMPACTION: clean(self.compaction, ("compaction_threshold", "token_threshold")),
+                COST: clean(self.cost, ("cost_threshold_usd", "daily_limit_usd"))}
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    id: str
+    node_id: str
+    project: str
+    status: str
+    last_activity: float | None
+    compaction_count: int = 0
+    tokens_total: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetryState:
+    retry_count: int = 0
+    last_attempt: float | None = None
+    last_success: float | None = None
+    last_result: str | None = None
+    last_error: str | None = None
+    capped_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    policy: str
+    session_id: str
+    command: str
+    args: dict[str, Any]
+    reason: str
+    retry_count: int = 0  # the count before this attempt (after any reset)
+
+
+def gate(st: RetryState, ps: PolicySettings, now: float) -> tuple[bool, RetryState]:
+    """May the policy act now? Returns the state to act from (the count reset after `retry_reset_seconds`)."""
+    if st.retry_count < ps.max_retries:
+        return True, st
+    if st.last_attempt is not None and now - st.last_attempt >= ps.retry_reset_seconds:
+        return True, replace(st, retry_count=0, capped_at=None)
+    return False, st
+
+
+def _want(policy: str, cfg: PolicyConfig, s: SessionFacts, st: RetryState, now: float, daily_cost: float
+          ) -> str | None:
+    """The reason this policy applies to this session now, or None."""
+    if policy == COST:
+        ps = cfg.cost
+        if ps.daily_limit_usd is not None and daily_cost >= ps.daily_limit_usd:
+            return f"daily cost ${daily_cost:.2f} >= limit ${ps.daily_limit_usd:.2f}"
+        if ps.cost_threshold_usd is not None and s.cost_usd >= ps.cost_threshold_usd:
+            return f"session cost ${s.cost_usd:.2f} >= ${ps.cost_threshold_usd:.2f}"
+        return None
+    if policy == COMPACTION:
+        ps = cfg.compaction
+        if s.status not in ("running", "idle"):
+            return None
+        if ps.compaction_threshold is not None and s.compaction_count >= ps.compaction_threshold:
+            return f"compacted {s.compaction_count} times (threshold {ps.compaction_threshold})"
+        if ps.token_threshold is not None and s.tokens_total >= ps.token_threshold:
+            return f"{s.tokens_total} tokens (threshold {ps.token_threshold})"
+        return None
+    ps = cfg.resume
+    if s.status != "idle" or s.last_activity is None:
+        return None
+    quiet_since = max(s.last_activity, st.last_success or 0.0)
+    idle = now - quiet_since
+    return f"idle for {idle:.0f} s (threshold {ps.idle_threshold_seconds:g} s)" if idle >= ps.idle_threshold_seconds \
+        else None
+
+
+def progressed(st: RetryState, s: SessionFacts) -> RetryState:
+    """resume_on_idle: activity after our last attempt means the nudge worked; the count starts over."""
+    if st.retry_count and st.last_attempt is not None and (s.last_activity or 0) > st.last_attempt:
+        return replace(st, retry_count=0, capped_at=None)
+    return st
+
+
+def decide(now: float, cfg: PolicyConfig, sessions: Iterable[SessionFacts],
+           states: Mapping[tuple[str, str], RetryState], daily_cost: float = 0.0,
+           busy: Iterable[str] = ()) -> list[Action]:
+    """Actions for this check. Pure: same facts, same actions."""
+    busy = set(busy)
+    over_daily = cfg.cost.enabled and cfg.cost.daily_limit_usd is not None and daily_cost >= cfg.cost.daily_limit_usd
+    out: list[Action] = []
+    for s in sessions:
+        if s.id in busy or s.status not in LIVE:
+            continue
+        for policy in POLICIES:
+            ps = cfg.of(policy)
+            if not ps.enabled or (over_daily and policy != COST):
+                continue
+            st = states.get((s.id, policy), RetryState())
+            if policy == RESUME:
+                st = progressed(st, s)
+            reason = _want(policy, cfg, s, st, now, daily_cost)
+            if reason is None:
+                continue
+            allowed, st = gate(st, ps, now)
+            if not allowed:
+                if policy == COST:
+                    break  # a session over its cost that could not be killed is not resumed either
+                continue
+            args: dict[str, Any] = {"session_id": s.id, "policy": policy}
+            if policy == RESUME and cfg.resume.message:
+                args["message"] = cfg.resume.message
+            out.append(Action(policy, s.id, COMMANDS[policy], args, reason, st.retry_count))
+            break
+    return out
+
+
+def record(st: RetryState, action: Action, ps: PolicySettings, status: str, error: str | None, now: float
+           ) -> tuple[RetryState, list[tuple[str, dict[str, Any]]]]:
+    """New retry state after an attempt, and the events to emit (type, data)."""
+    ok = status == "success"
+    # The action was allowed, so the count it started from is below the cap (maybe after a reset).
+    base = replace(st, retry_count=action.retry_count, capped_at=None)
+    if ok and action.policy != RESUME:
+        new = replace(base, retry_count=0, last_attempt=now, last_success=now, last_result=status, last_error=None,
+                      capped_at=None)
+    elif ok:
+        # A resume that was accepted still counts until the session shows activity (see progressed()).
+        new = replace(base, retry_count=base.retry_count + 1, last_attempt=now, last_success=now,
+                      last_result=status, last_error=None)
+    else:
+        new = replace(base, retry_count=base.retry_count + 1, last_attempt=now, last_result=status, last_error=error)
+    data = {"policy": action.policy, "session_id": action.session_id, "action": action.command, "result": status,
+            "reason": action.reason, "retry_count": new.retry_count, "max_retries": ps.max_retries}
+    if error:
+        data["error"] = error
+    events = [("policy.action", data)]
+    if new.retry_count >= ps.max_retries and new.capped_at is None and not (ok and action.policy != RESUME):
+        new = replace(new, capped_at=now)
+        events.append(("policy.retry_cap", {
+            "policy": action.policy, "session_id": action.session_id, "reason": "max_retries_reached",
+            "retry_count": new.retry_count, "max_retries": ps.max_retries,
+            "last_error": new.last_error or ("no activity after the intervention" if ok else None),
+            "retry_after": iso(now + ps.retry_reset_seconds)}))
+    return new, events
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def _load_states(conn: Any) -> dict[tuple[str, str], RetryState]:
+    return {(r[0], r[1]): RetryState(r[2], r[3], r[4], r[5], r[6], r[7]) for r in conn.execute(
+        "SELECT session_id, policy, retry_count, last_attempt, last_success, last_result, last_error, capped_at"
+        " FROM policy_state")}
+
+
+def _save_state(conn: Any, session_id: str, policy: str, st: RetryState) -> None:
+    conn.execute(
+        "INSERT INTO policy_state(session_id, policy, retry_count, last_attempt, last_success, last_result,"
+        " last_error, capped_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(session_id, policy) DO UPDATE"
+        " SET retry_count=excluded.retry_count, last_attempt=excluded.last_attempt,"
+        " last_success=excluded.last_success, last_result=excluded.last_result, last_error=excluded.last_error,"
+        " capped_at=excluded.capped_at, updated_at=excluded.updated_at",
+        (session_id, policy, st.retry_count, st.last_attempt, st.last_success, st.last_result, st.last_error,
+         st.capped_at, time.time()))
+
+
+@dataclass
+class _Stats:
+    checks: int = 0
+    last_check: float | None = None
+    actions: dict[str, int] = field(default_factory=dict)
+
+
+class PolicyEngine:
+    def __init__(self, raw: Mapping[str, Any], tracker: Any, dispatcher: Any, ingestor: Any, writer: Any,
+                 reader: Any, *, session_cost: Callable[[Any], float] | None = None,
+                 daily_cost: Callable[[], Awaitable[float]] | None = None,
+                 apply_output: Callable[[Any], Awaitable[Any]] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.cfg = PolicyConfig.from_raw(raw)
+        self.tracker = tracker
+        self.dispatcher = dispatcher
+        self.ingestor = ingestor
+        self.writer = writer
+        self.reader = reader
+        self.session_cost = session_cost or (lambda s: float(s.cost_usd or 0.0))
+        self.daily_cost = daily_cost
+        self.apply_output = apply_output
+        self.clock = clock
+        self.states: dict[tuple[str, str], RetryState] = {}
+        self.inflight: dict[str, Action] = {}
+        self.stats = _Stats()
+        self.last_daily_cost = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self.states = await self.reader.run(_load_states)
+        if self.cfg.any_enabled:
+            self._task = asyncio.create_task(self._loop(), name="policy-engine")
+            enabled = [p for p in POLICIES if self.cfg.of(p).enabled]
+            log.info("policies: %s every %g s", ", ".join(enabled), self.cfg.check_interval_seconds)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+        if self._running:
+            # Let commands already sent finish (their outcome is recorded), within a bound.
+            await asyncio.wait(self._running, timeout=5)
+            for t in self._running:
+                t.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.check_interval_seconds)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("policies: check failed")
+
+    def facts(self) -> list[SessionFacts]:
+        return [SessionFacts(s.id, s.node_id, s.project, s.status, s.last_activity, s.compaction_count,
+                             s.tokens_total, self.session_cost(s))
+                for s in list(self.tracker.sessions.values()) if s.status in LIVE]
+
+    async def check(self) -> list[Action]:
+        """One evaluation: decide, then start the actions (each in its own task)."""
+        now = self.clock()
+        daily = 0.0
+        if self.cfg.cost.enabled and self.cfg.cost.daily_limit_usd is not None and self.daily_cost is not None:
+            try:
+                daily = await self.daily_cost()
+            except Exception as exc:
+                log.warning("policies: today's cost unavailable: %s", exc)
+        self.last_daily_cost = daily
+        actions = decide(now, self.cfg, self.facts(), self.states, daily, self.inflight)
+        self.stats.checks += 1
+        self.stats.last_check = now
+        for a in actions:
+            self.inflight[a.session_id] = a
+            task = asyncio.create_task(self._act(a))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return actions
+
+    async def _act(self, a: Action) -> None:
+        try:
+            status, error, node_id = "failure", None, None
+            try:
+                res = await self.dispatcher.dispatch(a.command, CommandTarget(session_id=a.session_id), a.args,
+                                                     actor="policy")
+                status, error, node_id = res.status, res.error, res.node_id
+                if res.status == "success" and self.apply_output is not None:
+                    await self.apply_output(res)
+            except CommandError as exc:
+                error = exc.message
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            ps = self.cfg.of(a.policy)
+            key = (a.session_id, a.policy)
+            new, events = record(self.states.get(key, RetryState()), a, ps, status, error, self.clock())
+            self.states[key] = new
+            self.stats.actions[a.policy] = self.stats.actions.get(a.policy, 0) + 1
+            await self.writer.run(lambda c: _save_state(c, a.session_id, a.policy, new))
+            s = self.tracker.get(a.session_id)
+            for etype, data in events:
+                self.ingestor.emit(node_id or (s.node_id if s else None), etype, data, session_id=a.session_id,
+                                   project=s.project if s else None)
+            level = logging.INFO if status == "success" else logging.WARNING
+            log.log(level, "policy %s: %s %s -> %s%s", a.policy, a.command, a.session_id, status,
+                    f" ({error})" if error else "")
+        finally:
+            self.inflight.pop(a.session_id, None)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self.clock()
+        rows = []
+        for (sid, policy), st in sorted(self.states.items()):
+            ps = self.cfg.of(policy) if policy in COMMANDS else None
+            blocked = None
+            if ps is not None and st.retry_count >= ps.max_retries and st.last_attempt is not None:
+                until = st.last_attempt + ps.retry_reset_seconds
+                blocked = iso(until) if until > now else None
+            rows.append({"session_id": sid, "policy": policy, "retry_count": st.retry_count,
+                         "max_retries": ps.max_retries if ps else None, "last_attempt": iso(st.last_attempt),
+                         "last_success": iso(st.last_success), "last_result": st.last_result,
+                         "last_error": st.last_error, "capped": st.capped_at is not None, "blocked_until": blocked})
+        return {
+            "enabled": self.cfg.any_enabled,
+            "running": self._task is not None and not self._task.done(),
+            "check_interval_seconds": self.cfg.check_interval_seconds,
+            "policies": self.cfg.to_api(),
+            "last_check": iso(self.stats.last_check),
+            "checks": self.stats.checks,
+            "actions": dict(self.stats.actions),
+            "daily_cost_usd": round(self.last_daily_cost, 6),
+            "inflight": [{"session_id": a.session_id, "policy": a.policy, "action": a.command}
+                         for a in self.inflight.values()],
+            "state": rows,
+        }

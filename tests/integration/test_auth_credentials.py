@@ -1,0 +1,197 @@
+"""Real supervisor process + real agent-side AuthService over SupervisorConnection:
+drift, push -> sync -> drift cleared, auto-push, OAuth trigger (manual_required JSON, device flow),
+and no secret value anywhere the supervisor or the agent keeps or says things."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.unit.auth.harness import AgentSide, AuthSupervisorProc, aclient, halctl, stand_in_tools, wait_api
+
+SECRET = "sk-ant-api03-LEAKCHECK-9f8e7d6c5b4a"
+SECRET2 = "ghp_LEAKCHECK2_0a1b2c3d4e5f6a7b"
+MANUAL_JSON = {
+    "status": "manual_required",
+    "reason": "Tool 'claude_code' does not support remote OAuth flows",
+    "manual_guidance": {
+        "tool": "claude_code",
+        "reason_code": "no_remote_oauth",
+        "reason": "Tool 'claude_code' does not support remote OAuth flows",
+        "steps": [
+            "SSH into the agent server: ssh user@agent-node-1",
+            "Run the login command: claude auth login",
+            "Follow the browser-based authentication flow",
+            "Verify auth status: claude auth status",
+        ],
+        "login_command": "claude auth login",
+        "node_id": "agent-node-1",
+    },
+}
+
+
+@pytest_asyncio.fixture
+async def make_env(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    sups: list[AuthSupervisorProc] = []
+    agents: list[AgentSide] = []
+
+    async def factory(node_id: str = "agent-node-1", **extra: Any) -> tuple[AuthSupervisorProc, AgentSide]:
+        sup = AuthSupervisorProc(tmp_path / f"sup-{len(sups)}", extra=extra)
+        sups.append(sup)
+        sup.start()
+        agent = AgentSide(sup, node_id, tmp_path / f"agent-{node_id}",
+                          service_kwargs={"base_env": stand_in_tools(tmp_path / f"tools-{node_id}")})
+        agents.append(agent)
+        await agent.start()
+        return sup, agent
+
+    yield factory
+    for a in agents:
+        await a.stop()
+    for s in sups:
+        s.stop()
+
+
+async def test_push_sync_drift_cleared(make_env: Callable[..., Any]) -> None:
+    sup, _ = await make_env(credentials={"version": 2, "auto_push": False})
+    node = await wait_api(sup, "/nodes/agent-node-1/auth", lambda d: d["credential_sync"] == "drift_detected")
+    assert node["credential_version"] == 0
+    assert node["auth_states"]["claude_code"]["status"] == "unauthenticated"
+    drift = await wait_api(sup, "/auth/drift", lambda d: len(d) == 1)
+    assert drift[0]["node_id"] == "agent-node-1" and drift[0]["credential_sync"] == "drift_detected"
+
+    async with aclient(sup) as c:
+        r = await c.post("/api/v1/commands/credentials/push", json={
+            "target_node": "agent-node-1", "env_vars": {"ANTHROPIC_API_KEY": SECRET, "GITHUB_TOKEN": SECRET2},
+            "version": 2})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["status"] == "success" and data["credential_sync"] == "in_sync"
+    assert data["output"]["applied"] == ["ANTHROPIC_API_KEY", "GITHUB_TOKEN"]
+    assert SECRET not in r.text
+    # drift cleared, and the pushed key really reached the tools (claude now sees ANTHROPIC_API_KEY)
+    assert await wait_api(sup, "/auth/drift", lambda d: d == []) == []
+    node = await wait_api(sup, "/nodes/agent-node-1/auth",
+                          lambda d: d["auth_states"]["claude_code"]["status"] == "authenticated")
+    assert node["credential_sync"] == "in_sync" and node["credential_version"] == 2
+
+    # halctl shows the runbook's layout
+    out = await halctl(sup, "auth", "status", "agent-node-1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Node: agent-node-1\nCredential Sync: in_sync\nCredential Version: 2\n\n"
+                                 "Tool            Status              Reason\n")
+    assert "claude_code     authenticated       API key from ANTHROPIC_API_KEY" in out.stdout
+    out = await halctl(sup, "auth", "drift")
+    assert out.returncode == 0 and "Total: 0 nodes with credential drift" in out.stdout
+
+    # validation: Go's 400s
+    async with aclient(sup) as c:
+        push = "/api/v1/commands/credentials/push"
+        assert (await c.post(push, json={"target_node": "agent-node-1", "env_vars": {}})).status_code == 400
+        assert (await c.post(push, json={"target_node": "agent-node-1", "env_vars": {"A": ""}})).status_code == 400
+        assert (await c.post(push, json={"target_node": "nope", "env_vars": {"A": "b"}})).status_code == 404
+        bad = await c.post("/api/v1/commands/credentials/push", json={"target_node": "agent-node-1",
+                                                                "env_vars": {"PATH": "/evil"}})
+        assert bad.status_code == 502 and "may not be pushed" in bad.json()["error"]
+
+
+async def test_configured_credentials_are_pushed_to_drifting_nodes(make_env: Callable[..., Any]) -> None:
+    sup, agent = await make_env(credentials={"version": 3, "defaults": {"env": {"ANTHROPIC_API_KEY": SECRET}},
+                                             "agents": {"agent-node-1": {"env": {"GITHUB_TOKEN": SECRET2}}}})
+    node = await wait_api(sup, "/nodes/agent-node-1/auth", lambda d: d["credential_sync"] == "in_sync")
+    assert node["credential_version"] == 3
+    assert agent.auth is not None and sorted(agent.auth.toolenv.pushed) == ["ANTHROPIC_API_KEY", "GITHUB_TOKEN"]
+    events = await wait_api(sup, "/events?node_id=agent-node-1&type=credential.*",
+                            lambda d: {"credential.drift_detected", "credential.pushed", "credential.in_sync"}
+                            <= {e["type"] for e in d})
+    pushed = next(e for e in events if e["type"] == "credential.pushed")
+    assert pushed["data"]["names"] == ["ANTHROPIC_API_KEY", "GITHUB_TOKEN"]
+    assert pushed["data"]["actor"] == "supervisor:auto-push"
+    # POST push without env_vars: the configured section (idempotent re-push)
+    async with aclient(sup) as c:
+        r = await c.post("/api/v1/commands/credentials/push", json={"target_node": "agent-node-1"})
+        assert r.status_code == 200 and r.json()["data"]["output"]["credential_version"] == 3
+        r = await c.post("/api/v1/commands/credentials/push", json={})  # nobody drifts: nothing to do
+        assert r.status_code == 200 and r.json()["data"] == []
+
+
+async def test_oauth_trigger(make_env: Callable[..., Any]) -> None:
+    sup, _ = await make_env()
+    async with aclient(sup) as c:
+        r = await c.post("/api/v1/oauth/trigger", json={"node_id": "agent-node-1", "tool": "claude_code"})
+        assert r.status_code == 200 and r.json()["data"] == MANUAL_JSON
+        assert (await c.post("/api/v1/oauth/trigger", json={"node_id": "nope", "tool": "codex"})).status_code == 404
+        assert (await c.post("/api/v1/oauth/trigger", json={"tool": "codex"})).status_code == 400
+        r = await c.post("/api/v1/oauth/trigger", json={"node_id": "agent-node-1", "tool": "codex"})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["status"] == "challenge" and data["user_code"] == "K7QH-2XWPM"
+    assert data["challenge_url"] == "https://auth.openai.com/codex/device"
+    # the flow ends on the agent (the stand-in "logs in" after 1 s): event + fresh state, no polling of the agent
+    ev = await wait_api(sup, "/events?node_id=agent-node-1&type=auth.oauth_completed", lambda d: len(d) == 1)
+    assert ev[0]["data"]["status"] == "success" and ev[0]["data"]["flow_id"] == data["flow_id"]
+    await wait_api(sup, "/nodes/agent-node-1/auth", lambda d: d["auth_states"]["codex"]["status"] == "authenticated")
+    # halctl --output json prints the runbook's guidance for claude_code
+    out = await halctl(sup, "auth", "login", "agent-node-1", "claude_code", "--output", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == MANUAL_JSON
+
+
+async def test_secrets_never_leak(make_env: Callable[..., Any], tmp_path: Path,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    for name in ("websockets", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    sup, agent = await make_env(credentials={"version": 5, "defaults": {"env": {"ANTHROPIC_API_KEY": SECRET}}})
+    await wait_api(sup, "/nodes/agent-node-1/auth", lambda d: d["credential_sync"] == "in_sync")
+    said: list[str] = []
+    async with aclient(sup) as c:
+        r = await c.post("/api/v1/commands/credentials/push", json={
+            "target_node": "agent-node-1", "env_vars": {"ANTHROPIC_API_KEY": SECRET, "DEPLOY_TOKEN": SECRET2},
+            "version": 5, "idempotency_key": "k1"})
+        assert r.status_code == 200, r.text
+        said.append(r.text)
+        command_id = r.json()["data"]["command_id"]
+        r = await c.post("/api/v1/commands", json={"type": "auth_refresh", "target": {"node_id": "agent-node-1"}})
+        said.append(r.text)
+        for path in ("/api/v1/nodes", "/api/v1/nodes/agent-node-1", "/api/v1/nodes/agent-node-1/auth",
+                     "/api/v1/auth/drift?all=true", "/api/v1/audit?limit=1000", "/api/v1/events?limit=10000",
+                     f"/api/v1/commands/{command_id}", "/metrics"):
+            said.append((await c.get(path)).text)
+        audit = json.loads(said[-4])["data"]
+        assert any(a["action"] == "credential_push" for a in audit)
+        # the SSE stream too (events replayed since the start)
+        async with c.stream("GET", "/api/v1/events/stream?since=0", timeout=10) as resp:
+            async for line in resp.aiter_lines():
+                said.append(line)
+                if line.startswith(": connected"):
+                    break
+    await agent.stop()
+    sup.stop()
+    # everything the supervisor and the agent wrote (DB, WAL, log), except the config file it was given
+    stores = [p for p in sup.workdir.rglob("*") if p.is_file() and p != sup.config_path]
+    stores += [p for p in agent.data_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "supervisor.db" for p in stores) and any(p.name == "credentials.json" for p in stores)
+    rows = _dump_db(sup.db_path)
+    for secret in (SECRET, SECRET2):
+        for text in said:
+            assert secret not in text
+        for p in stores:
+            assert secret.encode() not in p.read_bytes(), f"secret found in {p}"
+        assert secret not in rows
+        assert secret not in caplog.text, "secret in the agent-side logs"
+
+
+def _dump_db(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return "\n".join(conn.iterdump())
+    finally:
+        conn.close()

@@ -1,0 +1,194 @@
+"""Policies in the real supervisor process, with a protocol-speaking agent answering the commands.
+
+The scenario drives a `Fleet`: something that can put sessions into the states the policies act on
+and answers resume / handover / kill_session like hal-agent does (docs/protocol.md). `SimFleet` uses
+tests/support/agentsim.py; a fleet backed by the real hal-agent + opencode + fake LLM can implement
+the same four methods and run the same scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, Protocol
+
+from halswarm.protocol import Command, CommandResult
+from tests.support.agentsim import SimAgent
+
+POLICIES = {
+    "check_interval_seconds": 1,
+    "resume_on_idle": {"enabled": True, "idle_threshold_seconds": 4, "max_retries": 2, "retry_reset_seconds": 3600,
+                       "message": "Continue with the next step of .context/CURRENT_TASK.md"},
+    "restart_on_compaction": {"enabled": True, "compaction_threshold": 2, "max_retries": 2},
+    "kill_on_cost": {"enabled": True, "cost_threshold_usd": 5.0, "max_retries": 1},
+}
+
+
+class Fleet(Protocol):
+    commands: list[Command]
+
+    async def idle_session(self) -> str: ...
+    async def compacted_session(self) -> str: ...
+    async def costly_session(self) -> str: ...
+    async def unresponsive_session(self) -> str: ...
+
+
+class SimFleet:
+    """One simulated node, project `alpha`, answering like hal-agent (docs/protocol.md)."""
+
+    def __init__(self, sup: Any, node_id: str = "policy-node") -> None:
+        self.sup = sup
+        self.agent = SimAgent(sup.ws_url, sup.token, node_id, [("alpha", "/srv/alpha")])
+        self.agent.handler = self.handle
+        self.seq = 0
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.refuse: set[str] = set()
+        self.commands = self.agent.commands
+
+    async def connect(self) -> None:
+        reg = await self.agent.connect(sessions=list(self.sessions.values()), last_acked_seq=self.seq)
+        self.seq = max(self.seq, reg.resume_from_seq)
+
+    async def close(self) -> None:
+        await self.agent.close()
+
+    async def report(self, state: dict[str, Any]) -> None:
+        self.sessions[state["id"]] = state
+        self.seq += 1
+        await self.agent.send_event(self.seq, "session.state", session_id=state["id"], project="alpha", data=state)
+        await self.agent.wait_acked(self.seq)
+
+    def _new(self, status: str, **kw: Any) -> dict[str, Any]:
+        now = time.time()
+        return {"id": "ses_" + uuid.uuid4().hex[:12], "project": "alpha", "directory": "/srv/alpha",
+                "status": status, "model": "fake/fake-model", "tokens": {"input": 10, "output": 5, "total": 15},
+                "cost_usd": 0.01, "compaction_count": 0, "started_at": now - 600, "last_activity": now} | kw
+
+    async def idle_session(self) -> str:
+        s = self._new("idle", last_activity=time.time() - 120)
+        await self.report(s)
+        return s["id"]
+
+    async def compacted_session(self) -> str:
+        s = self._new("running", compaction_count=3)
+        await self.report(s)
+        return s["id"]
+
+    async def costly_session(self) -> str:
+        s = self._new("running", cost_usd=7.5)
+        await self.report(s)
+        return s["id"]
+
+    async def unresponsive_session(self) -> str:
+        s = self._new("idle", last_activity=time.time() - 120)
+        self.refuse.add(s["id"])
+        await self.report(s)
+        return s["id"]
+
+    async def handle(self, cmd: Command) -> CommandResult:
+        sid = cmd.target.session_id or cmd.args.get("session_id")
+        s = self.sessions.get(sid)
+        if s is None:
+            return CommandResult(cmd.command_id, "failure", None, f"session {sid} not found on this node")
+        if sid in self.refuse:
+            return CommandResult(cmd.command_id, "failure", None, "opencode did not accept the prompt")
+        if cmd.type == "resume":
+            # The session works on the prompt for a moment and goes idle again (fresh activity).
+            asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(
+                self.report(s | {"status": "idle", "last_activity": time.time()})))
+            return CommandResult(cmd.command_id, "success", {"session_id": sid, "accepted": True})
+        if cmd.type == "kill_session":
+            killed = s | {"status": "killed", "last_activity": time.time()}
+            self.sessions[sid] = killed
+            return CommandResult(cmd.command_id, "success", killed)
+        if cmd.type == "handover":
+            old = s | {"status": "killed", "last_activity": time.time()}
+            new = self._new("running")
+            self.sessions[sid], self.sessions[new["id"]] = old, new
+            return CommandResult(cmd.command_id, "success", {"old_session": old, "session": new})
+        return CommandResult(cmd.command_id, "failure", None, f"unexpected command {cmd.type}")
+
+    def sent(self, ctype: str, sid: str) -> int:
+        return sum(1 for c in self.commands if c.type == ctype and (c.target.session_id or c.args.get("session_id"))
+                   == sid)
+
+
+async def until(pred: Any, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.1)
+
+
+def events(c: Any, etype: str) -> list[dict[str, Any]]:
+    return c.get("/api/v1/events", params={"type": etype, "limit": 1000}).json()["data"]
+
+
+async def test_policies_act_once_audit_route_and_survive_restart(make_supervisor: Any) -> None:
+    sup = make_supervisor(policies=POLICIES).start()
+    fleet = SimFleet(sup)
+    await fleet.connect()
+    try:
+        idle = await fleet.idle_session()
+        compacted = await fleet.compacted_session()
+        costly = await fleet.costly_session()
+        stubborn = await fleet.unresponsive_session()
+
+        # Idle: resumed once with the configured prompt, not on every 1 s check.
+        await until(lambda: fleet.sent("resume", idle) == 1)
+        first = next(c for c in fleet.commands if c.type == "resume" and c.target.session_id == idle)
+        assert first.args["message"].startswith("Continue with the next step")
+        await asyncio.sleep(2.5)
+        assert fleet.sent("resume", idle) == 1
+        # Compacted: handed over once; the new session replaces it. Costly: killed once.
+        await until(lambda: fleet.sent("handover", compacted) == 1 and fleet.sent("kill_session", costly) == 1)
+        # Unresponsive: two failed resumes, then the cap; nothing more until retry_reset_seconds.
+        await until(lambda: fleet.sent("resume", stubborn) == 2)
+        with sup.client() as c:
+            caps = await until(lambda: events(c, "policy.retry_cap"))
+            assert [e["session_id"] for e in caps] == [stubborn]
+            assert caps[0]["data"]["reason"] == "max_retries_reached"
+            assert caps[0]["data"]["last_error"] == "opencode did not accept the prompt"
+            actions = events(c, "policy.action")
+            by = {(e["session_id"], e["data"]["action"], e["data"]["result"]) for e in actions}
+            assert {(idle, "resume", "success"), (compacted, "handover", "success"),
+                    (costly, "kill_session", "success"), (stubborn, "resume", "failure")} <= by
+            assert all(e["node_id"] == "policy-node" and e["project"] == "alpha" for e in actions)
+            sessions = {s["id"]: s for s in c.get("/api/v1/sessions").json()["data"]}
+            assert sessions[compacted]["status"] == "killed" and sessions[costly]["status"] == "killed"
+            assert len([s for s in sessions.values() if s["status"] == "running"]) == 1  # the handover's successor
+            audit = c.get("/api/v1/audit", params={"actor": "policy", "limit": 100}).json()["data"]
+            assert {a["action"] for a in audit} >= {"resume", "handover", "kill_session"}
+            assert all(a["args"]["policy"] in ("resume_on_idle", "restart_on_compaction", "kill_on_cost")
+                       for a in audit)
+            state = {(r["session_id"], r["policy"]): r for r in c.get("/api/v1/policies").json()["data"]["state"]}
+            assert state[(stubborn, "resume_on_idle")]["retry_count"] == 2 and state[(stubborn, "resume_on_idle")][
+                "capped"]
+        await asyncio.sleep(1.5)
+        assert fleet.sent("resume", stubborn) == 2
+        assert fleet.sent("handover", compacted) == 1 and fleet.sent("kill_session", costly) == 1
+
+        # Restart: the retry state comes back from the database.
+        await fleet.close()
+        assert sup.stop() == 0
+        sup.start()
+        fleet.agent = SimAgent(sup.ws_url, sup.token, "policy-node", [("alpha", "/srv/alpha")])
+        fleet.agent.handler = fleet.handle
+        fleet.commands = fleet.agent.commands
+        await fleet.connect()
+        with sup.client() as c:
+            data = c.get("/api/v1/policies").json()["data"]
+            assert data["enabled"] and data["running"] and data["check_interval_seconds"] == 1
+            assert data["policies"]["resume_on_idle"]["idle_threshold_seconds"] == 4
+            row = next(r for r in data["state"] if r["session_id"] == stubborn)
+            assert row["retry_count"] == 2 and row["capped"] and row["blocked_until"]
+            await asyncio.sleep(2.5)
+            assert fleet.sent("resume", stubborn) == 0  # still capped after the restart
+            assert len(events(c, "policy.retry_cap")) == 1
+    finally:
+        await fleet.close()

@@ -1,0 +1,264 @@
+"""AuthService with stand-in CLIs (shell scripts): reporting, the three commands, persistence, no leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from halswarm.agent.auth import AuthService
+from halswarm.protocol import AuthState, Command, CredentialSync
+
+REC = Path(__file__).parent / "recorded"
+SECRET = "sk-ant-api03-UNITSECRET-7f3a9c"
+SECRET2 = "ghp_UNITSECRET2_d41d8cd98f"
+
+CLAUDE = """#!/bin/sh
+[ "$1" = --version ] && { echo "2.1.197 (Claude Code)"; exit 0; }
+if [ -n "$ANTHROPIC_API_KEY" ]; then
+  echo '{"loggedIn": true, "authMethod": "api_key", "apiProvider": "firstParty", "apiKeySource": "ANTHROPIC_API_KEY"}'
+  exit 0
+fi
+echo '{"loggedIn": false, "authMethod": "none", "apiProvider": "firstParty"}'; exit 1
+"""
+CODEX = """#!/bin/sh
+[ "$1" = --version ] && { echo "codex-cli 0.171.0"; exit 0; }
+if [ "$1 $2" = "login status" ]; then
+  [ -f "$HOME/.codex/auth.json" ] && { echo "API key configured - sk-***abcde" >&2; exit 0; }
+  echo "Not logged in" >&2; exit 1
+fi
+if [ "$1 $2" = "login --device-auth" ]; then
+  cat "$REC/codex_device_auth_challenge.stdout.txt"; sleep 0.5
+  mkdir -p "$HOME/.codex"; echo '{"OPENAI_API_KEY": "sk-from-device"}' > "$HOME/.codex/auth.json"; exit 0
+fi
+exit 2
+"""
+OPENCODE = """#!/bin/sh
+[ "$1" = --version ] && { echo "1.18.33"; exit 0; }
+[ "$1 $2" = "auth list" ] && { cat "$REC/opencode_auth_list_empty.txt"; exit 0; }
+exit 2
+"""
+
+
+@pytest.fixture
+def tools(tmp_path: Path) -> dict[str, Any]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("claude", CLAUDE), ("codex", CODEX), ("opencode", OPENCODE)):
+        p = bin_dir / name
+        p.write_text(body)
+        p.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "REC": str(REC)}
+    return {"env": env, "home": home, "data": tmp_path / "data"}
+
+
+class FakeOpencode:
+    """The two routes the service uses, recording calls (values kept only to assert on them)."""
+
+    def __init__(self) -> None:
+        self.connected = ["opencode"]
+        self.calls: list[tuple[str, str, Any]] = []
+
+    async def _request(self, method: str, path: str, *, json_body: Any = None, **_: Any) -> Any:
+        self.calls.append((method, path, json_body))
+        if (method, path) == ("GET", "/provider"):
+            return {"all": [], "connected": list(self.connected)}
+        if method == "PUT" and path.startswith("/auth/"):
+            self.connected.append(path.rsplit("/", 1)[1])
+            return True
+        raise AssertionError(path)
+
+
+def make(tools: dict[str, Any], frames: list[Any], **kw: Any) -> AuthService:
+    return AuthService(None, frames.append, kw.pop("client", None), node_id="agent-node-1",
+                       data_dir=str(tools["data"]), tool_paths=kw.pop("tool_paths", {}), base_env=tools["env"],
+                       interval=kw.pop("interval", 60), **kw)
+
+
+def states(frames: list[Any]) -> dict[str, tuple[str, str]]:
+    last = [f for f in frames if isinstance(f, AuthState)][-1]
+    return {e.tool: (e.status, e.reason) for e in last.states}
+
+
+async def wait_for(pred: Any, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met")
+
+
+async def test_first_report_and_change_detection(tools: dict[str, Any]) -> None:
+    frames: list[Any] = []
+    svc = make(tools, frames, interval=0.2)
+    svc.start()
+    try:
+        await asyncio.wait_for(svc.first_report.wait(), 20)
+        assert states(frames) == {"claude_code": ("unauthenticated", "not logged in"),
+                                  "codex": ("unauthenticated", "Not logged in"),
+                                  "opencode": ("unauthenticated", "no credentials")}
+        assert [f.credential_version for f in frames if isinstance(f, CredentialSync)] == [0]
+        n = len([f for f in frames if isinstance(f, AuthState)])
+        (tools["home"] / ".codex").mkdir()
+        (tools["home"] / ".codex" / "auth.json").write_text('{"OPENAI_API_KEY": "k"}')
+        await wait_for(lambda: len([f for f in frames if isinstance(f, AuthState)]) > n)
+        assert states(frames)["codex"] == ("authenticated", "API key configured (codex login)")
+        snap = svc.snapshot()
+        assert snap["tools"]["codex"]["version"] == "codex-cli 0.171.0"
+        assert snap["tools"]["claude_code"]["remote_oauth"] is False
+        assert snap["tools"]["codex"]["path"].endswith("/bin/codex")
+    finally:
+        await svc.stop()
+
+
+async def test_auth_refresh_command(tools: dict[str, Any]) -> None:
+    frames: list[Any] = []
+    svc = make(tools, frames)
+    res = await svc.handlers()["auth_refresh"](Command("c1", "auth_refresh"))
+    assert res.status == "success"
+    assert res.output["auth_states"]["opencode"]["status"] == "unauthenticated"
+    assert res.output["auth_states"]["opencode"]["version"] == "1.18.33"
+    assert isinstance(frames[0], AuthState) and isinstance(frames[1], CredentialSync)
+    bad = await svc.handle_auth_refresh(Command("c2", "auth_refresh", args={"tool": "vim"}))
+    assert bad.status == "failure"
+
+
+async def test_not_installed(tools: dict[str, Any], tmp_path: Path) -> None:
+    frames: list[Any] = []
+    tools["env"]["PATH"] = "/nonexistent"
+    svc = make(tools, frames, tool_paths={"claude": str(tmp_path / "missing" / "claude")})
+    await svc.refresh()
+    st = svc.states["claude_code"]
+    assert st.status == "not_installed" and st.installed is False and "missing/claude" in st.reason
+
+
+async def test_credential_push_applies_persists_and_never_leaks(
+        tools: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    frames: list[Any] = []
+    restarts: list[list[str]] = []
+
+    async def restart(env: dict[str, str]) -> None:
+        restarts.append(sorted(env))
+
+    client = FakeOpencode()
+    svc = make(tools, frames, client=lambda: client, restart_opencode=restart)
+    cmd = Command("push-1", "credential_push", args={"env_vars": {"ANTHROPIC_API_KEY": SECRET,
+                                                                  "GITHUB_TOKEN": SECRET2}, "version": 3})
+    res = await svc.handlers()["credential_push"](cmd)
+    assert res.status == "success", res.error
+    assert res.output["credential_version"] == 3
+    assert res.output["applied"] == ["ANTHROPIC_API_KEY", "GITHUB_TOKEN"]
+    assert res.output["opencode"] == {"providers": ["anthropic"], "restarted": True}
+    assert restarts == [["ANTHROPIC_API_KEY", "GITHUB_TOKEN"]]
+    assert ("PUT", "/auth/anthropic", {"type": "api", "key": SECRET}) in client.calls
+    assert [f.credential_version for f in frames if isinstance(f, CredentialSync)] == [3]
+    assert states(frames)["claude_code"] == ("authenticated", "API key from ANTHROPIC_API_KEY")
+    assert states(frames)["opencode"] == ("authenticated", "providers connected: anthropic")
+    # persisted: 0600, version and names only
+    state_file = tools["data"] / "credentials.json"
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    doc = json.loads(state_file.read_text())
+    assert doc["version"] == 3 and doc["names"] == ["ANTHROPIC_API_KEY", "GITHUB_TOKEN"]
+    # duplicate delivery: same answer, applied once
+    again = await svc.handle_credential_push(cmd)
+    assert again is res and len(restarts) == 1
+    # never a value in the result, the frames, the state dir or the logs
+    blob = json.dumps(res.output) + repr(frames) + caplog.text
+    blob += "".join(p.read_text(errors="replace") for p in tools["data"].rglob("*") if p.is_file())
+    assert SECRET not in blob and SECRET2 not in blob
+
+
+@pytest.mark.parametrize(("args", "why"), [
+    ({"env_vars": {}}, "non-empty"),
+    ({"env_vars": {"1BAD": "v"}}, "invalid variable name"),
+    ({"env_vars": {"PATH": "/evil"}}, "may not be pushed"),
+    ({"env_vars": {"A": ""}}, "non-empty string"),
+    ({"env_vars": {"A": "v"}, "version": -1}, "version"),
+])
+async def test_credential_push_rejected(tools: dict[str, Any], args: dict[str, Any], why: str) -> None:
+    frames: list[Any] = []
+    res = await make(tools, frames).handle_credential_push(Command("p", "credential_push", args=args))
+    assert res.status == "failure" and why in (res.error or "")
+    assert not frames
+
+
+async def test_restart_reports_version_zero_when_values_were_lost(tools: dict[str, Any]) -> None:
+    frames: list[Any] = []
+    svc = make(tools, frames)
+    await svc.handle_credential_push(Command("p", "credential_push", args={"env_vars": {"X_TOKEN": SECRET},
+                                                                           "version": 5}))
+    assert svc.credential_version == 5
+    svc2 = make(tools, [])
+    svc2.start()
+    await svc2.stop()
+    assert svc2.credential_version == 0 and svc2.credentials.names == ["X_TOKEN"]
+
+
+async def test_oauth_trigger_claude_is_manual_required(tools: dict[str, Any]) -> None:
+    frames: list[Any] = []
+    svc = make(tools, frames)
+    await svc.refresh()
+    res = await svc.handlers()["oauth_trigger"](Command("o1", "oauth_trigger", args={"tool": "claude_code"}))
+    assert res.status == "success"
+    assert res.output == {
+        "status": "manual_required",
+        "reason": "Tool 'claude_code' does not support remote OAuth flows",
+        "manual_guidance": {
+            "tool": "claude_code",
+            "reason_code": "no_remote_oauth",
+            "reason": "Tool 'claude_code' does not support remote OAuth flows",
+            "steps": [
+                "SSH into the agent server: ssh user@agent-node-1",
+                "Run the login command: claude auth login",
+                "Follow the browser-based authentication flow",
+                "Verify auth status: claude auth status",
+            ],
+            "login_command": "claude auth login",
+            "node_id": "agent-node-1",
+        },
+    }
+    await wait_for(lambda: svc.states["claude_code"].status == "manual_required")
+    # once logged in (here: a pushed key) the override is gone
+    await svc.handle_credential_push(Command("p", "credential_push", args={"env_vars": {"ANTHROPIC_API_KEY": SECRET},
+                                                                           "version": 1}))
+    assert svc.states["claude_code"].status == "authenticated"
+    assert "claude_code" not in svc._manual
+
+
+async def test_oauth_trigger_codex_device_flow(tools: dict[str, Any]) -> None:
+    frames: list[Any] = []
+    events: list[tuple[str, dict[str, Any]]] = []
+    svc = make(tools, frames, emit_event=lambda t, d: events.append((t, d)))
+    await svc.refresh()
+    res = await svc.handle_oauth_trigger(Command("o2", "oauth_trigger", args={"tool": "codex"}))
+    assert res.status == "success"
+    assert res.output["status"] == "challenge"
+    assert res.output["challenge_url"] == "https://auth.openai.com/codex/device"
+    assert res.output["user_code"] == "K7QH-2XWPM"
+    # a second trigger while it runs answers with the same challenge
+    again = await svc.handle_oauth_trigger(Command("o3", "oauth_trigger", args={"tool": "codex"}))
+    assert again.output["flow_id"] == res.output["flow_id"]
+    await wait_for(lambda: events)
+    assert events[0][0] == "auth.oauth_completed" and events[0][1]["status"] == "success"
+    await wait_for(lambda: states(frames).get("codex", ("",))[0] == "authenticated")
+    await svc.stop()
+
+
+async def test_oauth_trigger_unknown_tool_and_opencode_provider(tools: dict[str, Any]) -> None:
+    svc = make(tools, [])
+    res = await svc.handle_oauth_trigger(Command("o", "oauth_trigger", args={"tool": "vim"}))
+    assert res.output["status"] == "manual_required"
+    assert res.output["manual_guidance"]["reason_code"] == "provider_unsupported"
+    assert res.output["manual_guidance"]["login_command"] == "vim auth login"
+    res = await svc.handle_oauth_trigger(Command("o", "oauth_trigger", args={"tool": "opencode",
+                                                                             "provider": "anthropic"}))
+    assert res.output["status"] == "manual_required" and "no device-code flow" in res.output["reason"]
+    assert (await svc.handle_oauth_trigger(Command("o", "oauth_trigger"))).status == "failure"
