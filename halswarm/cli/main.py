@@ -26,6 +26,7 @@ from halswarm.cli.context import (
 from halswarm.cli.cost_cmd import cost
 from halswarm.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HalctlError
 from halswarm.cli.nodes import nodes
+from halswarm.cli.remediate_cmd import remediate
 from halswarm.cli.sessions import sessions
 from halswarm.cli.status import status
 
@@ -84,7 +85,7 @@ def cli(
 
 
 # One module per command group; register new groups here (before add_output_option below).
-for _command in (nodes, sessions, status, audit, config, auth, cost):
+for _command in (nodes, sessions, status, audit, config, auth, cost, remediate):
     cli.add_command(_command)
 
 

@@ -1,0 +1,250 @@
+"""`halctl remediate list|show ID|ID [-i INV] [--limit] [--check] [-e K=V]|history` (SPEC 7/8).
+
+``halctl remediate ID`` runs the collection playbook ``halswarm.ops.remediate_<id>`` through
+halswarm.ops.runner (live per-task progress). The playbook writes its facts, decision, actions and
+verification per host to ``hal_remediation_result_file``; halctl turns that into the JSON report
+(halswarm.ops.remediation.report), saves it under ``<state dir>/remediations/`` and POSTs it to the
+supervisor (``/api/v1/remediations``; a supervisor that cannot be reached only warns). Exit 0 when the
+repair is verified, the symptom is not present, or ``--check`` showed the plan; 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from halswarm.cli.context import app
+from halswarm.cli.errors import HalctlError, UsageProblem
+from halswarm.cli.ops_cmd import parse_extra_vars
+from halswarm.ops.remediation import catalog
+
+
+class _RemediateGroup(click.Group):
+    """``halctl remediate INCIDENT ...`` is ``halctl remediate run INCIDENT ...``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group("remediate", cls=_RemediateGroup)
+def remediate() -> None:
+    """Runbook remediations: diagnose, decide, resolve, verify (one playbook per incident).
+
+    \b
+    halctl remediate list | show INCIDENT | history
+    halctl remediate INCIDENT [-i INVENTORY] [--limit HOSTS] [--check] [-e K=V]
+    """
+
+
+def _incident(incident_id: str) -> catalog.Incident:
+    try:
+        return catalog.get(incident_id)
+    except catalog.UnknownIncident as exc:
+        raise UsageProblem(str(exc)) from None
+
+
+@remediate.command("list")
+def list_cmd() -> None:
+    """Incidents with severity and response time (runbook classification)."""
+    from halswarm.cli.output import emit, print_table
+
+    rows = catalog.listing()
+    emit(app().output, rows, lambda: print_table(
+        ("ID", "SEVERITY", "RESPONSE TIME", "RUNBOOK SECTION"),
+        ((r["id"], r["severity"], r["response_time"], r["section"]) for r in rows)))
+
+
+@remediate.command("show")
+@click.argument("incident_id", metavar="INCIDENT")
+def show_cmd(incident_id: str) -> None:
+    """One incident: runbook section, severity, response time, playbook, what it does."""
+    from halswarm.cli.output import emit, print_fields
+
+    d = _incident(incident_id).to_dict()
+    d["playbook_available"] = playbook_path(d["id"]) is not None
+    emit(app().output, d, lambda: print_fields([
+        ("ID", d["id"]), ("Section", d["section"]), ("Severity", d["severity"]),
+        ("Response time", f"{d['response']} ({d['response_time']})"), ("Hosts", d["hosts"]),
+        ("Playbook", d["playbook"] + ("" if d["playbook_available"] else " (not available yet)")),
+        ("Automatic fix", "yes" if d["auto_fixable"] else "no (prints the runbook's guidance)"),
+        ("Description", d["description"])]))
+
+
+@remediate.command("history")
+@click.option("--incident", help="Only this incident id.")
+@click.option("--status", type=click.Choice(("verified", "not_present", "failed", "escalated", "check")))
+@click.option("--host", help="Only runs that touched this host.")
+@click.option("--limit", type=click.IntRange(1, 10_000), help="At most this many (server default 100).")
+def history_cmd(incident: str | None, status: str | None, host: str | None, limit: int | None) -> None:
+    """Remediation runs recorded in the supervisor, newest first."""
+    from halswarm.cli.output import emit, fmt_time, fmt_value, note, print_table
+
+    ctx = app()
+    params = {"incident": _incident(incident).id if incident else None, "status": status, "host": host,
+              "limit": limit}
+    env = ctx.client().get("/remediations", params)
+    items = env.data or []
+
+    def table() -> None:
+        print_table(("FINISHED", "INCIDENT", "SEVERITY", "STATUS", "HOSTS", "DURATION"),
+                    ((fmt_time(r.get("finished_at")), fmt_value(r.get("incident")), fmt_value(r.get("severity")),
+                      fmt_value(r.get("status")), ",".join(r.get("hosts") or []), f"{r.get('duration_s', 0):.1f}s")
+                     for r in items))
+        total = env.meta.get("total")
+        if isinstance(total, int) and total > len(items):
+            note(f"showing {len(items)} of {total} runs (use --limit)")
+
+    emit(ctx.output, items, table)
+
+
+# ----- running one remediation -----
+
+def playbook_path(incident_id: str) -> Path | None:
+    """The playbook file of an incident in the collection, if it exists (checkout or collections path)."""
+    from halswarm.ops.runner import collections_paths
+
+    name = catalog.get(incident_id).playbook + ".yml"
+    for base in collections_paths():
+        p = Path(base) / "ansible_collections" / "halswarm" / "ops" / "playbooks" / name
+        if p.is_file():
+            return p
+    return None
+
+
+def report_from_result(incident_id: str, result: Mapping[str, Any] | None, *, check: bool, started: float,
+                       finished: float, run_ok: bool, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Aggregate the playbook's per-host results into one report (pure; tested without Ansible)."""
+    from halswarm.ops.remediation.report import build_report, decide_status
+
+    hosts_res: Mapping[str, Any] = (result or {}).get("hosts") or {}
+    facts = {h: r.get("facts", {}) for h, r in hosts_res.items()}
+    plans = {h: r.get("plan", {}) for h, r in hosts_res.items()}
+    present_hosts = [h for h, p in plans.items() if p.get("present")]
+    decisions = {str(p.get("decision", "unknown")) for p in plans.values()}
+    decision = ("present" if present_hosts else
+                "not_present" if decisions == {"not_present"} else "unknown")
+    manual = any(p.get("decision") in ("manual", "escalate") for p in plans.values())
+    actions = [dict(a) | {"host": h, "result": a.get("result", "planned" if check else "done")}
+               for h, r in hosts_res.items() for a in (r.get("actions") or plans[h].get("actions") or [])]
+    verified = bool(present_hosts) and all(hosts_res[h].get("verified") is True for h in present_hosts)
+    error = None
+    if not run_ok:
+        error = "the playbook failed (see the run artifacts)"
+    elif not hosts_res:
+        error = "the playbook reported no result"
+    elif decision == "unknown":
+        error = "facts incomplete: could not decide whether the symptom is present"
+    elif manual:
+        error = "manual action required (see guidance)"
+    present = decision != "not_present" or error is not None
+    status = decide_status(check=check and error is None, present=present, resolve_ok=run_ok and not manual,
+                           verified=verified and error is None)
+    plan = {"decision": decision,
+            "reasons": [f"{h}: {r}" for h, p in plans.items() for r in p.get("reasons", [])],
+            "guidance": [g for p in plans.values() for g in p.get("guidance", [])],
+            "verify": sorted({v for p in plans.values() for v in p.get("verify", [])})}
+    verification = {"checks": plan["verify"], "passed": verified if present_hosts and not check else None,
+                    "hosts": {h: hosts_res[h].get("verified") for h in present_hosts}}
+    return build_report(incident_id, hosts=list(hosts_res) or [], facts=facts, plan=plan, status=status,
+                        started=started, finished=finished, check=check, actions_done=actions,
+                        verification=verification, error=error, run=run_info)
+
+
+def save_report(report: Mapping[str, Any], state_dir: Path | None) -> Path:
+    from halswarm.ops.runner import default_state_dir
+
+    d = (state_dir or default_state_dir()).expanduser() / "remediations"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{time.strftime('%Y%m%dT%H%M%S')}-{report['incident']}-{report['id'][:8]}.json"
+    path.write_text(json.dumps(report, indent=2, sort_keys=True))
+    path.chmod(0o600)
+    return path
+
+
+def send_report(report: Mapping[str, Any]) -> str | None:
+    """POST the report; return a warning instead of failing the run when the supervisor is unreachable."""
+    try:
+        app().client().post("/remediations", dict(report), what="remediation report")
+    except HalctlError as exc:
+        return f"report not recorded in the supervisor: {exc}"
+    return None
+
+
+def _print_summary(report: Mapping[str, Any], saved: Path) -> None:
+    click.echo(f"{report['incident']} [{report['severity']}, respond {report['response_time']}]: "
+               f"{report['status']} (decision: {report['decision']}, {report['duration_s']:.1f}s)")
+    for r in report.get("reasons", []):
+        click.echo(f"  why: {r}")
+    for a in report.get("actions", []):
+        click.echo(f"  {a.get('result', '?'):8} {a.get('host', '')}: {a.get('name')}: {a.get('description', '')}")
+    for g in report.get("guidance", []):
+        click.echo(f"  guide: {g}")
+    if report.get("error"):
+        click.echo(f"  error: {report['error']}")
+    click.echo(f"report: {saved}")
+
+
+@remediate.command("run")
+@click.argument("incident_id", metavar="INCIDENT")
+@click.option("-i", "--inventory", "inventories", multiple=True, metavar="INVENTORY",
+              help="Inventory file or directory (repeatable) [default: ansible.cfg's].")
+@click.option("--limit", "-l", metavar="HOSTS", help="Only these hosts or groups (Ansible pattern).")
+@click.option("--check", is_flag=True, help="Diagnose and print the plan; change nothing.")
+@click.option("-e", "--extra-vars", "extra_vars", multiple=True, metavar="K=V|@FILE",
+              help="Extra variables (repeatable): KEY=VALUE, @vars.yml or inline JSON.")
+@click.option("-v", "--verbose", count=True, help="More output.")
+@click.option("--timeout", type=click.IntRange(min=1), metavar="SECONDS", help="Stop the run after this long.")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="HALCTL_STATE_DIR",
+              help="Where reports and run artifacts are kept [env HALCTL_STATE_DIR].")
+@click.option("--no-send", is_flag=True, help="Do not POST the report to the supervisor.")
+def run_cmd(incident_id: str, inventories: tuple[str, ...], limit: str | None, check: bool,
+            extra_vars: tuple[str, ...], verbose: int, timeout: int | None, state_dir: Path | None,
+            no_send: bool) -> None:
+    """Run the remediation of INCIDENT (diagnose, decide, resolve unless --check, verify)."""
+    from halswarm.ops.remediation.report import exit_code
+
+    inc = _incident(incident_id)
+    extravars = parse_extra_vars(extra_vars)
+    book = playbook_path(inc.id)
+    if book is None:
+        raise HalctlError(f"no playbook for {inc.id} yet ({inc.fqcn}); see `halctl remediate show {inc.id}`")
+    try:
+        from halswarm.ops.runner import PlaybookRun, default_state_dir, run_playbook
+    except ImportError as exc:
+        raise HalctlError(f"remediate needs ansible-runner and ansible-core (pip install 'hal-o-swarm[ops]'): "
+                          f"{exc}") from None
+    sdir = (state_dir or default_state_dir()).expanduser()
+    result_file = sdir / "remediations" / f".result-{inc.id}-{time.time_ns()}.json"
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    extravars["hal_remediation_result_file"] = str(result_file)
+    started = time.time()
+    res = run_playbook(PlaybookRun(playbook=str(book), inventories=inventories, limit=limit, check=check,
+                                   diff=check, extravars=extravars, verbosity=verbose, timeout=timeout,
+                                   state_dir=sdir))
+    try:
+        result = json.loads(result_file.read_text())
+    except (OSError, ValueError):
+        result = None
+    finally:
+        result_file.unlink(missing_ok=True)
+    report = report_from_result(inc.id, result, check=check, started=started, finished=time.time(),
+                                run_ok=res.exit_code == 0,
+                                run_info={"ident": res.ident, "rc": res.rc, "status": res.status,
+                                          "artifacts": str(res.artifact_dir)})
+    saved = save_report(report, sdir)
+    if app().output == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_summary(report, saved)
+    if not no_send:
+        warning = send_report(report)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
+    raise click.exceptions.Exit(exit_code(report))
