@@ -1,0 +1,414 @@
+"""Run the `halswarm.ops` playbooks through ansible-runner, off the caller's thread.
+
+- The playbook runs in ansible-runner's own worker thread (``run_async``); the caller's thread only
+  drains a queue of ready-made progress lines, so an asyncio loop is never blocked
+  (``arun_playbook`` wraps the whole thing in ``asyncio.to_thread``) and Ctrl-C in a CLI is
+  handled in the main thread: it sets a cancel flag that runner polls, and runner kills
+  ansible-playbook's process group.
+- Progress: one line per task start and per host result (ok/changed/failed/unreachable,
+  skipped only when verbose), retries, check-mode diffs, then a recap per host.
+- Every run keeps its artifacts (job events, stdout, rc, command) under
+  ``<state_dir>/runs/<ident>/``; the oldest runs beyond ``keep_runs`` are removed.
+- The outcome is the playbook's: ``RunResult.exit_code`` is 0 when it succeeded, 1 when a host
+  failed or was unreachable (or the run timed out), 130 when it was cancelled.
+
+ansible-runner (and through it Ansible) is imported only when a playbook actually runs, so the
+remote halctl commands never pay for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+COLLECTION = "halswarm.ops"
+PLAYBOOKS = ("deploy", "upgrade", "rollback", "uninstall", "firewall", "backup", "restore")
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CANCELLED = 130
+
+Emit = Callable[[str], None]
+
+
+@dataclass
+class PlaybookRun:
+    """What to run. ``playbook`` is a name of the collection (``deploy``), a FQCN or a file path."""
+
+    playbook: str
+    inventories: Sequence[str] = ()
+    limit: str | None = None
+    check: bool = False
+    diff: bool = False
+    extravars: Mapping[str, Any] = field(default_factory=dict)
+    tags: str | None = None
+    verbosity: int = 0
+    timeout: int | None = None  # seconds for the whole run; None: no limit
+    state_dir: Path | None = None
+    keep_runs: int = 50
+
+
+@dataclass
+class HostStats:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+@dataclass
+class RunResult:
+    status: str  # successful | failed | timeout | canceled
+    rc: int
+    ident: str
+    artifact_dir: Path
+    stats: dict[str, HostStats]
+    failures: list[tuple[str, str, str]]  # (host, task, message)
+    duration: float
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "successful" and self.rc == 0:
+            return EXIT_OK
+        if self.status == "canceled":
+            return EXIT_CANCELLED
+        return EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def default_state_dir() -> Path:
+    """``$HALCTL_STATE_DIR``, else ``$XDG_STATE_HOME/halctl``, else ``~/.local/state/halctl``."""
+    env = os.environ.get("HALCTL_STATE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "halctl"
+
+
+def repo_root() -> Path | None:
+    """The checkout this package runs from (editable installs), if it holds the collection."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "collections" / "ansible_collections" / "halswarm" / "ops" / "galaxy.yml").is_file():
+        return root
+    return None
+
+
+def collections_paths() -> list[str]:
+    """Where ansible looks for halswarm.ops: ``$HALCTL_COLLECTIONS_PATH``, the checkout's
+    ``collections/``, then whatever ANSIBLE_COLLECTIONS_PATH / ansible's defaults give."""
+    paths: list[str] = []
+    env = os.environ.get("HALCTL_COLLECTIONS_PATH")
+    if env:
+        paths.extend(p for p in env.split(os.pathsep) if p)
+    root = repo_root()
+    if root is not None:
+        paths.append(str(root / "collections"))
+    existing = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or os.environ.get("ANSIBLE_COLLECTIONS_PATHS")
+    if existing:
+        paths.extend(p for p in existing.split(os.pathsep) if p)
+    else:
+        paths.extend([str(Path.home() / ".ansible" / "collections"), "/usr/share/ansible/collections"])
+    return list(dict.fromkeys(paths))
+
+
+def resolve_playbook(name: str) -> str:
+    """``deploy`` or ``deploy.yml`` -> ``halswarm.ops.deploy``; a FQCN or an existing file is used as given."""
+    path = Path(name).expanduser()
+    if path.suffix in (".yml", ".yaml"):
+        if path.exists():
+            return str(path.resolve())
+        name = path.stem if "/" not in name else name
+    if name.count(".") >= 2:
+        return name
+    return f"{COLLECTION}.{name}"
+
+
+# --------------------------------------------------------------------------- progress lines
+
+
+def _stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _result_message(res: Mapping[str, Any]) -> str:
+    for key in ("msg", "stderr", "reason"):
+        value = res.get(key)
+        if isinstance(value, str) and value.strip():
+            return " ".join(value.split())[:500]
+    if res.get("results"):  # a loop: the first failed item tells most
+        for item in res["results"]:
+            if isinstance(item, Mapping) and item.get("failed"):
+                return _result_message(item)
+    return ""
+
+
+def _render_diff(diff: Any) -> list[str]:
+    items = diff if isinstance(diff, list) else [diff]
+    out: list[str] = []
+    for d in items:
+        if not isinstance(d, Mapping):
+            continue
+        if "prepared" in d and isinstance(d["prepared"], str):
+            out.extend(d["prepared"].splitlines())
+            continue
+        before, after = d.get("before"), d.get("after")
+        if not isinstance(before, str) or not isinstance(after, str):
+            continue
+        out.extend(
+            difflib.unified_diff(
+                before.splitlines(), after.splitlines(),
+                fromfile=str(d.get("before_header", "before")), tofile=str(d.get("after_header", "after")),
+                lineterm="",
+            )
+        )
+    return out
+
+
+class ProgressFormatter:
+    """Turns ansible-runner events into progress lines. Called in runner's thread: O(1), no I/O."""
+
+    def __init__(self, emit: Emit, *, verbose: bool = False, diff: bool = False) -> None:
+        self.emit = emit
+        self.verbose = verbose
+        self.diff = diff
+        self.stats: dict[str, HostStats] = {}
+        self.failures: list[tuple[str, str, str]] = []
+
+    def __call__(self, event: Mapping[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        host = data.get("host") or data.get("remote_addr") or "?"
+        task = data.get("task") or ""
+        res = data.get("res") or {}
+        if kind == "playbook_on_play_start":
+            self.emit(f"{_stamp()} PLAY {data.get('play') or data.get('name') or ''}".rstrip())
+        elif kind == "playbook_on_task_start":
+            self.emit(f"{_stamp()}   TASK {task}")
+        elif kind == "runner_on_ok":
+            status = "changed" if res.get("changed") else "ok"
+            if status == "changed" or self.verbose:
+                self.emit(f"{_stamp()}     {status:<11} {host}")
+            if self.diff and res.get("diff"):
+                for line in _render_diff(res["diff"]):
+                    self.emit(f"             {line}")
+        elif kind == "runner_on_failed":
+            msg = _result_message(res)
+            if data.get("ignore_errors"):
+                self.emit(f"{_stamp()}     failed (ignored) {host}: {msg}")
+            else:
+                self.emit(f"{_stamp()}     FAILED      {host}: {msg}")
+                self.failures.append((host, task, msg))
+        elif kind == "runner_on_unreachable":
+            msg = _result_message(res)
+            self.emit(f"{_stamp()}     UNREACHABLE {host}: {msg}")
+            self.failures.append((host, task, f"unreachable: {msg}"))
+        elif kind == "runner_on_skipped":
+            if self.verbose:
+                self.emit(f"{_stamp()}     skipped     {host}")
+        elif kind == "runner_retry":
+            attempt, total = res.get("attempts", "?"), res.get("retries", "?")
+            self.emit(f"{_stamp()}     retrying    {host} (attempt {attempt} of {total}): {task}")
+        elif kind == "runner_on_async_poll":
+            self.emit(f"{_stamp()}     waiting     {host}")
+        elif kind == "playbook_on_stats":
+            self._stats(data)
+        elif kind == "warning" or (kind == "verbose" and self.verbose):
+            text = (event.get("stdout") or "").strip()
+            if text:
+                self.emit(text)
+        return True  # keep the event on disk (artifacts)
+
+    def _stats(self, data: Mapping[str, Any]) -> None:
+        keys = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable",
+                "skipped": "skipped", "rescued": "rescued", "ignored": "ignored"}
+        for src, dst in keys.items():
+            for host, count in (data.get(src) or {}).items():
+                setattr(self.stats.setdefault(host, HostStats()), dst, int(count))
+
+    def recap(self) -> list[str]:
+        lines = ["RECAP"]
+        for host in sorted(self.stats):
+            s = self.stats[host]
+            lines.append(
+                f"  {host:<24} ok={s.ok:<4} changed={s.changed:<4} failed={s.failed:<3} "
+                f"unreachable={s.unreachable:<3} skipped={s.skipped:<4} rescued={s.rescued:<3} ignored={s.ignored}"
+            )
+        return lines
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _prune_runs(runs_dir: Path, keep: int) -> None:
+    if keep <= 0 or not runs_dir.is_dir():
+        return
+    dirs = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for old in dirs[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _envvars(extra: Mapping[str, str] | None) -> dict[str, str]:
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    env = {
+        # ansible-runner finds ansible-playbook on PATH: the interpreter's own bin first.
+        "PATH": path if path.split(os.pathsep)[0] == bin_dir else f"{bin_dir}{os.pathsep}{path}",
+        "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(collections_paths()),
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_playbook(
+    spec: PlaybookRun,
+    *,
+    emit: Emit | None = None,
+    cancel: threading.Event | None = None,
+    envvars: Mapping[str, str] | None = None,
+) -> RunResult:
+    """Run one playbook and block until it ends; progress goes to ``emit`` from this thread.
+
+    ansible-playbook runs under ansible-runner in a worker thread. A KeyboardInterrupt in this
+    thread (or ``cancel`` being set) cancels the run: runner kills the playbook's process group
+    and the result's status is ``canceled``.
+    """
+    import ansible_runner  # lazy: Ansible only loads when a playbook runs
+
+    out: Emit = emit or (lambda line: print(line, flush=True))
+    cancel = cancel or threading.Event()
+    state_dir = (spec.state_dir or default_state_dir()).expanduser()
+    runs_dir = state_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        state_dir.chmod(0o700)
+    name = Path(spec.playbook).stem if spec.playbook.endswith((".yml", ".yaml")) else spec.playbook.split(".")[-1]
+    ident = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{name}"
+    private = runs_dir / ident
+    private.mkdir(mode=0o700)
+
+    lines: queue.SimpleQueue[str] = queue.SimpleQueue()
+    fmt = ProgressFormatter(lines.put, verbose=spec.verbosity > 0, diff=spec.diff or spec.check)
+    cmdline: list[str] = []
+    if spec.check:
+        cmdline.append("--check")
+    if spec.diff or spec.check:
+        cmdline.append("--diff")
+    root = repo_root()
+    settings: dict[str, Any] = {"suppress_ansible_output": True, "pexpect_use_poll": True}
+    if spec.timeout:
+        settings["job_timeout"] = int(spec.timeout)
+    kwargs: dict[str, Any] = dict(
+        private_data_dir=str(private),
+        ident="run",
+        playbook=resolve_playbook(spec.playbook),
+        inventory=[str(Path(i).expanduser().resolve()) if Path(i).expanduser().exists() else i
+                   for i in spec.inventories] or None,
+        limit=spec.limit,
+        extravars=dict(spec.extravars) or None,
+        tags=spec.tags,
+        verbosity=spec.verbosity or None,
+        cmdline=" ".join(cmdline) or None,
+        envvars=_envvars(envvars),
+        settings=settings,
+        event_handler=fmt,
+        cancel_callback=cancel.is_set,
+        quiet=True,
+        suppress_env_files=True,
+    )
+    if root is not None:
+        kwargs["project_dir"] = str(root)  # its ansible.cfg (collections_path, interpreter) applies
+    started = time.monotonic()
+    thread, runner = ansible_runner.run_async(**kwargs)
+
+    def drain() -> None:
+        while True:
+            try:
+                out(lines.get_nowait())
+            except queue.Empty:
+                return
+
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+            drain()
+    except KeyboardInterrupt:
+        cancel.set()
+        out(f"{_stamp()} cancelling ...")
+        while thread.is_alive():
+            with contextlib.suppress(KeyboardInterrupt):
+                thread.join(0.2)
+            drain()
+    drain()
+    for line in fmt.recap():
+        out(line)
+    status = "canceled" if cancel.is_set() else (runner.status or "failed")
+    rc = runner.rc if runner.rc is not None else 1
+    result = RunResult(
+        status=status, rc=rc, ident=ident, artifact_dir=private / "artifacts" / "run",
+        stats=fmt.stats, failures=fmt.failures, duration=time.monotonic() - started,
+    )
+    _prune_runs(runs_dir, spec.keep_runs)
+    return result
+
+
+def run_collection_playbook(
+    playbook: str,
+    *,
+    inventory: str | Sequence[str] | None = None,
+    extravars: Mapping[str, Any] | None = None,
+    limit: str | None = None,
+    check: bool = False,
+    diff: bool = False,
+    verbosity: int = 0,
+    state_dir: Path | None = None,
+    emit: Emit | None = None,
+) -> int:
+    """Run a playbook of the collection (``backup.yml``, ``deploy``...) with progress on stdout and
+    return the exit code halctl should end with (0 only when every host succeeded)."""
+    inventories = [inventory] if isinstance(inventory, str) else list(inventory or [])
+    result = run_playbook(
+        PlaybookRun(playbook=playbook, inventories=inventories, limit=limit, check=check, diff=diff,
+                    extravars=dict(extravars or {}), verbosity=verbosity, state_dir=state_dir),
+        emit=emit,
+    )
+    return result.exit_code
+
+
+async def arun_playbook(
+    spec: PlaybookRun,
+    *,
+    emit: Emit | None = None,
+    envvars: Mapping[str, str] | None = None,
+) -> RunResult:
+    """``run_playbook`` for asyncio callers: runs in a worker thread; cancelling the awaiting task
+    cancels the playbook (and waits for runner to stop it)."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(
+        asyncio.to_thread(run_playbook, spec, emit=emit, cancel=cancel, envvars=envvars)
+    )
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        cancel.set()
+        with contextlib.suppress(Exception):
+            await task
+        raise
