@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 import click
 
+from halswarm.cli.agentmd_cmd import agentmd
 from halswarm.cli.audit import audit
 from halswarm.cli.auth_cmd import auth
+from halswarm.cli.backup_cmd import backup, restore
 from halswarm.cli.config_cmd import config
 from halswarm.cli.context import (
     DEFAULT_SUPERVISOR_URL,
@@ -24,6 +26,7 @@ from halswarm.cli.context import (
     normalize_supervisor_url,
 )
 from halswarm.cli.cost_cmd import cost
+from halswarm.cli.env_cmd import env
 from halswarm.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HalctlError
 from halswarm.cli.nodes import nodes
 from halswarm.cli.remediate_cmd import remediate
@@ -85,7 +88,7 @@ def cli(
 
 
 # One module per command group; register new groups here (before add_output_option below).
-for _command in (nodes, sessions, status, audit, config, auth, cost, remediate):
+for _command in (nodes, sessions, status, audit, config, auth, cost, remediate, backup, restore, env, agentmd):
     cli.add_command(_command)
 
 

@@ -405,6 +405,10 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     include_auth_routes(app, sup)
 
+    from halswarm.supervisor.env_api import include_env_routes
+
+    include_env_routes(app, sup)
+
     from halswarm.supervisor.remediations_api import include_remediation_routes
 
     include_remediation_routes(app, sup)

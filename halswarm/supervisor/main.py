@@ -134,11 +134,85 @@ async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sup.request_stop)
+    agent = None
     if local:
         _print_local_banner(cfg, state_dir)
+        agent = _start_local_agent(state_dir, sup.hub.bound_port)
     await sup.wait_stopped()
+    if agent is not None:
+        await asyncio.to_thread(_stop_local_agent, agent)
     await sup.shutdown()
     return 0
+
+
+# ----- --local: a local agent beside the supervisor -----------------------------------------------
+
+REPO_OPENCODE = Path(__file__).resolve().parents[2] / ".tools" / "npm" / "node_modules" / ".bin" / "opencode"
+
+
+def _local_opencode() -> str | None:
+    """opencode on PATH, else the pinned test install of this checkout (scripts/install-test-clis.sh)."""
+    import shutil
+
+    found = shutil.which("opencode")
+    if found:
+        return found
+    if REPO_OPENCODE.is_file() and os.access(REPO_OPENCODE, os.X_OK):
+        return str(REPO_OPENCODE)
+    return None
+
+
+def _start_local_agent(state_dir: Path, ws_port: int) -> Any:
+    """Start `hal-agent` as a child: loopback, the state dir's token file, data and a demo project under
+    the state dir. `HAL_LOCAL_AGENT=0` turns it off. Returns the Popen (or None)."""
+    import json
+    import socket
+    import subprocess
+
+    if os.environ.get("HAL_LOCAL_AGENT", "1").lower() in ("0", "false", "no", "off"):
+        return None
+    demo = state_dir / "projects" / "demo"
+    demo.mkdir(parents=True, exist_ok=True)
+    opencode = _local_opencode()
+    with socket.socket() as s:  # a free loopback port for opencode serve (4096 may be the operator's own)
+        s.bind(("127.0.0.1", 0))
+        opencode_port = s.getsockname()[1]
+    doc = {
+        "supervisor_url": f"ws://127.0.0.1:{ws_port}/ws/agent",
+        "auth_token_file": str(state_dir / "token"),
+        "data_dir": str(state_dir / "agent"),
+        "opencode_port": opencode_port,
+        "opencode": {"manage": True, "binary": opencode or "opencode"},
+        "projects": [{"name": "demo", "directory": str(demo)}],
+        "log": {"format": "text"},
+    }
+    path = state_dir / "agent.config.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=2)
+    # The agent inherits the environment: HAL_AUTH_TOKEN, when set, overrides the token file for both.
+    proc = subprocess.Popen([sys.executable, "-m", "halswarm.agent.main", "--config", str(path)],
+                            stdin=subprocess.DEVNULL)
+    where = opencode or "not found: the node registers and reports why it has no sessions"
+    print(f"  local agent        pid {proc.pid}, project demo at {demo}\n"
+          f"  opencode           {where}\n", flush=True)
+    log.info("local agent started (pid %d, config %s)", proc.pid, path)
+    return proc
+
+
+def _stop_local_agent(proc: Any, grace: float = 15.0) -> None:
+    """SIGTERM the local agent by PID, SIGKILL after `grace` seconds."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            log.warning("local agent pid %d ignored SIGTERM; killing it", proc.pid)
+            proc.kill()
+            proc.wait(5)
+    log.info("local agent exited with %s", proc.returncode)
 
 
 def _print_local_banner(cfg: Any, state_dir: Path) -> None:

@@ -1,0 +1,78 @@
+"""`hal-supervisor --local` also runs a local hal-agent (the README's run command)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.test_agent_harness import wait_for
+from tests.support.ports import free_port
+from tests.support.supervisor_proc import REPO
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return b"halswarm.agent.main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_local_mode_starts_and_stops_a_local_agent(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    home = tmp_path / "home"
+    home.mkdir()
+    ws, http = free_port(), free_port()
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache"),
+           "XDG_STATE_HOME": str(home / ".local/state")}
+    env.pop("HAL_AUTH_TOKEN", None)
+    env.pop("HAL_LOCAL_AGENT", None)
+    out_path = tmp_path / "out.log"
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "halswarm.supervisor.main", "--local", "--state-dir",
+                                 str(state), "--port", str(ws), "--http-port", str(http)],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    agent_pid = None
+    try:
+        m = wait_for(lambda: re.search(r"local agent\s+pid (\d+)", out_path.read_text()), "banner", 20)
+        agent_pid = int(m.group(1))
+        token = (state / "token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def node() -> dict | None:
+            nodes = httpx.get(f"http://127.0.0.1:{http}/api/v1/nodes", headers=headers).json()["data"]
+            return nodes[0] if nodes and nodes[0]["status"] == "online" else None
+
+        n = wait_for(node, "the local node online", 45)
+        assert n["projects"] == ["demo"]
+        assert n["project_directories"]["demo"] == str(state / "projects" / "demo")
+        sessions = n["capabilities"]["sessions"]
+        if n["capabilities"]["opencode"]:
+            assert "opencode" in out_path.read_text()
+        else:  # no opencode on this machine: the node says why it has no sessions
+            assert sessions["available"] is False and sessions["reason"]
+        cfg = state / "agent.config.json"
+        assert cfg.stat().st_mode & 0o777 == 0o600
+        assert token not in cfg.read_text()  # it points at the token file
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if agent_pid is not None and _alive(agent_pid):
+            os.kill(agent_pid, signal.SIGKILL)
+    assert proc.returncode == 0, out_path.read_text()[-3000:]
+    assert agent_pid is not None and not _alive(agent_pid)
+    assert not (state / "agent" / "opencode.pid").exists()  # the agent stopped its opencode
+    assert "local agent exited with 0" in out_path.read_text()

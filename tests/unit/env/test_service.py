@@ -1,0 +1,137 @@
+"""EnvService on real directories (git repos in tmp), without a supervisor: fact gathering, the Go
+fallback manifest, timeouts of version probes, the AGENT.md commands, failures as one-line errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from halswarm.agent.env import EnvService
+from halswarm.agent.env.facts import ndk_probe, probe_version, run
+from halswarm.agent.env.manifest import VersionReq
+from halswarm.protocol import Command, CommandTarget
+from tests.unit.env.harness import make_repo, stand_in_tool, tool_env
+
+
+def cmd(ctype: str, project: str | None = None, **args: object) -> Command:
+    return Command(f"c-{ctype}-{time.monotonic_ns()}", ctype, CommandTarget(project=project), dict(args))
+
+
+async def test_probe_timeout_kills_the_process(tmp_path: Path) -> None:
+    env = tool_env(tmp_path)
+    slow = tmp_path / "bin" / "slowtool"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    started = time.monotonic()
+    probe = await probe_version(VersionReq("tools", "slowtool", ">=1"), env, timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert not probe.found and probe.error == "slowtool: timed out after 0.5 s"
+    rc, out = await run(["definitely-not-a-program-xyz"], env=env)
+    assert rc == 127 and "not found" in out
+
+
+async def test_probe_custom_command_and_exit_status(tmp_path: Path) -> None:
+    env = tool_env(tmp_path)
+    stand_in_tool(tmp_path / "bin", "mytool", "3.2.1")
+    p = await probe_version(VersionReq("tools", "mytool", command=("mytool", "--version")), env, 5)
+    assert p.found and p.version == "3.2.1"
+    failing = tmp_path / "bin" / "broken"
+    failing.write_text("#!/bin/sh\necho 'broken 1.0'\nexit 2\n")
+    failing.chmod(0o755)
+    p = await probe_version(VersionReq("tools", "broken"), env, 5)
+    assert p.found and p.version == "1.0.0" and p.error is not None and "exited 2" in p.error
+
+
+def test_ndk_probe(tmp_path: Path) -> None:
+    sdk = tmp_path / "sdk"
+    for version in ("25.2.9519653", "26.1.10909125"):
+        d = sdk / "ndk" / version
+        d.mkdir(parents=True)
+        (d / "source.properties").write_text(f"Pkg.Desc = Android NDK\nPkg.Revision = {version}\n")
+    p = ndk_probe({"ANDROID_HOME": str(sdk)})
+    assert p.found and p.version == "26.1.10909125" and p.output.endswith("26.1.10909125")
+    assert not ndk_probe({}).found
+
+
+async def test_check_provision_and_agent_md_commands(tmp_path: Path) -> None:
+    env = tool_env(tmp_path / "tools")
+    repo = make_repo(tmp_path / "alpha", env)
+    other = make_repo(tmp_path / "beta", env)
+    # the Go fallback: a manifest in the project directory (no supervisor manifest yet)
+    (other / "env-manifest.json").write_text(json.dumps({"version": "1.0", "requirements": {
+        "docs": {"required": ["CONTRIBUTING.md"]}}}))
+    svc = EnvService(projects=lambda: {"alpha": str(repo), "beta": str(other)}, data_dir=tmp_path / "data",
+                     node_id="n1", base_env=env)
+    h = svc.handlers()
+    assert set(h) >= {"env_check", "check_env", "env_provision", "provision_env", "agentmd_show", "agentmd_diff",
+                      "agentmd_sync", "sync_agentmd", "diff_agentmd", "show_agentmd"}
+    r = await h["check_env"](cmd("check_env"))
+    assert r.status == "success"
+    by = {x["project"]: x for x in r.output["results"]}
+    assert by["alpha"]["source"] == "none" and by["alpha"]["status"] == "ready" and not by["alpha"]["managed"]
+    assert by["beta"]["source"] == "project_file" and by["beta"]["status"] == "missing"
+    assert "project" not in r.output  # several projects: no Go single-project shape
+
+    doc = {"version": "1.0", "templates": {"AGENT.md": "# {{project}}\n"}, "projects": {"alpha": {
+        "agent_config": {"context_dir": ".ctx"}, "env_vars": {"HAL_X": "1"}}}}
+    r = await h["env_check"](cmd("env_check", "alpha", manifest=doc, manifest_version=7))
+    assert r.output["project"] == "alpha" and r.output["status"] == "missing" and r.output["manifest_version"] == 7
+    saved = json.loads((tmp_path / "data" / "env" / "manifest.json").read_text())
+    assert saved["version"] == 7 and saved["manifest"] == doc
+    # a fresh service picks the kept manifest up
+    svc2 = EnvService(projects=lambda: {"alpha": str(repo)}, data_dir=tmp_path / "data", base_env=env)
+    assert svc2.manifest_version == 7 and svc2.manifest == doc
+
+    r = await h["env_provision"](cmd("env_provision", "alpha", dry_run="true"))
+    assert r.output["status"] == "planned" and not (repo / "AGENT.md").exists()
+    r = await h["env_provision"](cmd("env_provision", "alpha"))
+    assert r.output["status"] == "completed", r.output
+    assert (repo / "AGENT.md").read_text() == "# alpha\n" and (repo / ".ctx" / "PROGRESS.md").is_file()
+    assert r.output["check"]["status"] == "ready" and svc.managed_env() == {"HAL_X": "1"}
+    assert svc.snapshot()["status"]["alpha"] == "ready"
+
+    show = (await h["agentmd_show"](cmd("agentmd_show", "alpha"))).output
+    assert show["in_sync"] and show["content"] == "# alpha\n" and show["sha256"] == show["template_sha256"]
+    (repo / "AGENT.md").write_text("# alpha\nmine\n")
+    diff = (await h["agentmd_diff"](cmd("agentmd_diff", "alpha"))).output
+    assert diff["status"] == "modified" and "-mine\n" in diff["diff"]
+    sync = (await h["agentmd_sync"](cmd("agentmd_sync", "alpha"))).output
+    assert sync["status"] == "modified" and (repo / "AGENT.md").read_text() == "# alpha\nmine\n"
+    sync = (await h["agentmd_sync"](cmd("agentmd_sync", "alpha", force=True))).output
+    assert sync["status"] == "synced" and (repo / "AGENT.md").read_text() == "# alpha\n"
+    sync = (await h["agentmd_sync"](cmd("agentmd_sync", "alpha"))).output
+    assert sync["status"] == "already_synced"
+
+
+@pytest.mark.parametrize(("ctype", "project", "error"), [
+    ("agentmd_diff", None, "agentmd_diff: a project is required (target.project or args.project)"),
+    ("env_check", "nope", "project nope is not configured on this node"),
+    ("env_provision", "nope", "project nope is not configured on this node"),
+])
+async def test_failures_are_one_line(tmp_path: Path, ctype: str, project: str | None, error: str) -> None:
+    svc = EnvService(projects=lambda: {}, data_dir=tmp_path, base_env={})
+    r = await svc.handlers()[ctype](cmd(ctype, project))
+    assert r.status == "failure" and r.error == error
+
+
+async def test_missing_directory_is_reported(tmp_path: Path) -> None:
+    svc = EnvService(projects=lambda: {"gone": str(tmp_path / "gone")}, data_dir=tmp_path, base_env={})
+    r = await svc.handlers()["env_check"](cmd("env_check"))
+    assert r.output["results"][0]["status"] == "missing" and "does not exist" in r.output["results"][0]["error"]
+    r = await svc.handlers()["env_provision"](cmd("env_provision", "gone"))
+    assert r.status == "failure" and "does not exist" in (r.error or "")
+
+
+async def test_manifest_outdated_when_the_kept_manifest_differs(tmp_path: Path) -> None:
+    svc = EnvService(projects=lambda: {"a": str(tmp_path)}, data_dir=tmp_path / "data", base_env={})
+    h = svc.handlers()
+    r = await h["env_check"](cmd("env_check", "a", manifest_digest="abc", manifest_version=3))
+    assert r.status == "failure" and (r.error or "").startswith("manifest_outdated: this node has manifest none")
+    doc = {"version": "1.0", "projects": {"a": {}}}
+    r = await h["env_check"](cmd("env_check", "a", manifest=doc, manifest_version=3))
+    assert r.status == "success" and r.output["manifest_digest"] == svc.manifest_digest
+    r = await h["env_check"](cmd("env_check", "a", manifest_digest=svc.manifest_digest, manifest_version=3))
+    assert r.status == "success" and svc.snapshot()["manifest_digest"] == svc.manifest_digest
