@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit integration e2e bench clis clean
+.PHONY: run test lint unit integration e2e bench clis ops-setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,15 @@ run: $(STAMP)
 	$(BIN)/hal-supervisor --local --state-dir .state
 
 ## Whole test suite (what CI runs)
-test: $(STAMP) clis lint
+test: $(STAMP) clis ops-setup lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 clis:
 	bash scripts/install-test-clis.sh
+
+## apt packages, podman config, the systemd test image, wheelhouse, ansible-test stand-in (root)
+ops-setup: $(STAMP)
+	bash scripts/ci-setup.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -29,6 +29,7 @@ from halswarm.cli.cost_cmd import cost
 from halswarm.cli.env_cmd import env
 from halswarm.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HalctlError
 from halswarm.cli.nodes import nodes
+from halswarm.cli.ops_cmd import COMMANDS as OPS_COMMANDS
 from halswarm.cli.remediate_cmd import remediate
 from halswarm.cli.sessions import sessions
 from halswarm.cli.status import status
@@ -88,7 +89,8 @@ def cli(
 
 
 # One module per command group; register new groups here (before add_output_option below).
-for _command in (nodes, sessions, status, audit, config, auth, cost, remediate, backup, restore, env, agentmd):
+for _command in (nodes, sessions, status, audit, config, auth, cost, remediate, backup, restore, env, agentmd,
+                 *OPS_COMMANDS):
     cli.add_command(_command)
 
 

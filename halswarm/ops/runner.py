@@ -278,6 +278,41 @@ def _envvars(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
+def _playbook_tree(known: set[int]) -> list[Any]:
+    """ansible-playbook processes started by this run (children of ours that were not there before)
+    and all their descendants: the module processes may sit in other sessions or process groups,
+    where runner's killpg does not reach them."""
+    import psutil
+
+    procs: list[Any] = []
+    try:
+        for child in psutil.Process().children():
+            if child.pid in known:
+                continue
+            try:
+                if any("ansible-playbook" in part for part in child.cmdline()):
+                    procs.append(child)
+                    procs.extend(child.children(recursive=True))
+            except psutil.Error:
+                continue
+    except psutil.Error:
+        pass
+    return procs
+
+
+def _reap(procs: list[Any]) -> None:
+    import psutil
+
+    alive = [p for p in procs if p.is_running()]
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _gone, alive = psutil.wait_procs(alive, timeout=3)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
 def run_playbook(
     spec: PlaybookRun,
     *,
@@ -336,8 +371,12 @@ def run_playbook(
     )
     if root is not None:
         kwargs["project_dir"] = str(root)  # its ansible.cfg (collections_path, interpreter) applies
+    import psutil
+
     started = time.monotonic()
+    before = {p.pid for p in psutil.Process().children()}
     thread, runner = ansible_runner.run_async(**kwargs)
+    tree: list[Any] = []
 
     def drain() -> None:
         while True:
@@ -348,15 +387,21 @@ def run_playbook(
 
     try:
         while thread.is_alive():
+            if cancel.is_set() and not tree:
+                tree = _playbook_tree(before) or [None]
+                out(f"{_stamp()} cancelling ...")
             thread.join(0.2)
             drain()
     except KeyboardInterrupt:
+        tree = tree or _playbook_tree(before)
         cancel.set()
         out(f"{_stamp()} cancelling ...")
         while thread.is_alive():
             with contextlib.suppress(KeyboardInterrupt):
                 thread.join(0.2)
             drain()
+    if cancel.is_set():
+        _reap([p for p in tree if p is not None])  # what runner's killpg left behind
     drain()
     for line in fmt.recap():
         out(line)

@@ -1,0 +1,1 @@
+"""Helpers for the ops tests: host set-up, wheels, Molecule and podman/netns plumbing."""
