@@ -157,8 +157,7 @@ class Ingestor:
         def job(conn: Any) -> list[dict[str, Any]]:
             last_id = queries.last_event_id(conn) if want_rows else 0
             inserted = queries.insert_events(conn, rows)
-            for node_id, seq in highs.items():
-                queries.set_node_last_seq(conn, node_id, seq)
+            queries.set_nodes_last_seq(conn, highs)
             if sessions:
                 queries.upsert_sessions(conn, sessions)
             if not want_rows:

@@ -196,3 +196,25 @@ def test_load_state_marks_everything_offline_and_skips_bad_rows(tmp_path):
     assert rep.nodes[0].project_names == ["p"]
     assert [s.id for s in rep.sessions] == ["s1"]
     assert len(rep.bad_rows) == 1 and "n2" in rep.bad_rows[0]
+
+
+def test_bulk_insert_and_last_seq_update_match_row_by_row(tmp_path):
+    conn = connect(tmp_path / "bulk.db")
+    migrate(conn)
+    for n in ("a", "b", "c"):
+        queries.upsert_node(conn, Node(id=n))
+    rows = [(n, i, f"{n}{i}", None, None, "t", "{}", 1.0, 1.0) for n in ("a", "b") for i in range(1, 901)]
+    assert queries.insert_events(conn, rows) == 1800
+    assert [r[0] for r in conn.execute("SELECT id FROM events ORDER BY id")] == list(range(1, 1801))
+    assert queries.insert_events(conn, [*rows[:10], ("c", 1, "c1", None, None, "t", "{}", 1.0, 1.0)]) == 1
+    # A batch with nothing ignored gets the ids right after last_event_id, in row order: the
+    # ingestor builds its live-stream dicts from that (and re-reads when something was ignored).
+    last = queries.last_event_id(conn)
+    fresh = [("c", i, f"c{i}", None, None, "t", "{}", 1.0, 1.0) for i in range(2, 12)]
+    assert queries.insert_events(conn, fresh) == 10
+    got = conn.execute("SELECT id, event_id FROM events WHERE id > ? ORDER BY id", (last,)).fetchall()
+    assert [tuple(r) for r in got] == [(last + k, f"c{k + 1}") for k in range(1, 11)]
+    queries.set_nodes_last_seq(conn, {"a": 900, "b": 5, "ghost": 7})
+    queries.set_nodes_last_seq(conn, {"a": 3})  # never lowers
+    got = dict(conn.execute("SELECT id, last_seq FROM nodes"))
+    assert got == {"a": 900, "b": 5, "c": 0}
