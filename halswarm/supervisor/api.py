@@ -105,6 +105,44 @@ def _since(value: str | None) -> float | None:
     return ts
 
 
+# ----- helpers shared by every route module (auth, env, remediations...) -----
+
+def auth_dependency(sup: Supervisor) -> list[Any]:
+    """FastAPI dependency list: bearer operator token, constant-time, failures throttled per address."""
+
+    async def require_auth(request: Request) -> str:
+        addr = request.client.host if request.client else "?"
+        if sup.api_throttle.blocked(addr):
+            raise ApiError("RATE_LIMITED", "too many failed authentications; retry later")
+        if not token_matches(bearer(request.headers.get("authorization")), sup.operator_token):
+            sup.api_throttle.failed(addr)
+            raise ApiError("AUTH_REQUIRED", "missing or invalid bearer token")
+        return actor_of(request)[0]
+
+    return [Depends(require_auth)]
+
+
+def actor_of(request: Request) -> tuple[str, str | None]:
+    """(actor for the audit log from X-HAL-Actor, client address)."""
+    return (request.headers.get("x-hal-actor") or "api")[:100], request.client.host if request.client else None
+
+
+def find_node(sup: Supervisor, node_id: str) -> Any:
+    node = sup.nodes.get(node_id)
+    if node is None:
+        raise ApiError("NOT_FOUND", f"node {node_id} not found")
+    return node
+
+
+def raise_for(res: Result) -> None:
+    """Map a command that did not succeed to TIMEOUT (504) or DISPATCH_ERROR (502)."""
+    if res.status == "timeout":
+        raise ApiError("TIMEOUT", f"{res.type}: {res.error or 'timed out'} (command {res.command_id})")
+    if res.status != "success":
+        raise ApiError("DISPATCH_ERROR",
+                       f"{res.type} failed on {res.node_id}: {res.error or 'no detail'} (command {res.command_id})")
+
+
 def build_app(sup: Supervisor) -> FastAPI:
     app = FastAPI(title="hal-supervisor", version=__version__, openapi_url="/openapi.json", docs_url="/docs",
                   redoc_url=None)
@@ -158,21 +196,7 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     # ----- auth -----
 
-    async def require_auth(request: Request) -> str:
-        addr = request.client.host if request.client else "?"
-        if sup.api_throttle.blocked(addr):
-            raise ApiError("RATE_LIMITED", "too many failed authentications; retry later")
-        token = bearer(request.headers.get("authorization"))
-        if not token_matches(token, sup.operator_token):
-            sup.api_throttle.failed(addr)
-            raise ApiError("AUTH_REQUIRED", "missing or invalid bearer token")
-        actor = request.headers.get("x-hal-actor") or "api"
-        return actor[:100]
-
-    auth = [Depends(require_auth)]
-
-    def actor_of(request: Request) -> tuple[str, str | None]:
-        return (request.headers.get("x-hal-actor") or "api")[:100], request.client.host if request.client else None
+    auth = auth_dependency(sup)
 
     # ----- health -----
 
@@ -209,10 +233,7 @@ def build_app(sup: Supervisor) -> FastAPI:
         return ok([n.to_api() for n in page], meta={"total": len(nodes), "limit": limit, "offset": offset})
 
     def node_or_404(node_id: str) -> Any:
-        node = sup.nodes.get(node_id)
-        if node is None:
-            raise ApiError("NOT_FOUND", f"node {node_id} not found")
-        return node
+        return find_node(sup, node_id)
 
     @app.get("/api/v1/nodes/{node_id}", dependencies=auth, tags=["nodes"])
     async def get_node(node_id: str) -> JSONResponse:
@@ -262,13 +283,6 @@ def build_app(sup: Supervisor) -> FastAPI:
         except CommandError as exc:
             raise ApiError(exc.code, exc.message) from None
         return res
-
-    def raise_for(res: Result) -> None:
-        if res.status == "timeout":
-            raise ApiError("TIMEOUT", f"{res.type}: {res.error or 'timed out'} (command {res.command_id})")
-        if res.status != "success":
-            raise ApiError("DISPATCH_ERROR",
-                           f"{res.type} failed on {res.node_id}: {res.error or 'no detail'} (command {res.command_id})")
 
     @app.post("/api/v1/sessions", dependencies=auth, tags=["sessions"], status_code=201)
     async def create_session(body: CreateSessionBody, request: Request) -> JSONResponse:

@@ -26,13 +26,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
 from halswarm.agent.auth.capability import CAPABILITIES, FAILURE, SUCCESS, manual_required
 from halswarm.protocol import CommandTarget
-from halswarm.supervisor.api import ApiError, ok
-from halswarm.supervisor.auth import bearer, token_matches
+from halswarm.supervisor.api import ApiError, actor_of, auth_dependency, find_node, ok
 from halswarm.supervisor.dispatcher import CommandError, Result
 
 if TYPE_CHECKING:
@@ -214,24 +213,10 @@ def include_auth_routes(app: FastAPI, sup: Supervisor) -> None:
         return
     app.state.auth_routes_included = True
 
-    async def require_auth(request: Request) -> None:
-        addr = request.client.host if request.client else "?"
-        if sup.api_throttle.blocked(addr):
-            raise ApiError("RATE_LIMITED", "too many failed authentications; retry later")
-        if not token_matches(bearer(request.headers.get("authorization")), sup.operator_token):
-            sup.api_throttle.failed(addr)
-            raise ApiError("AUTH_REQUIRED", "missing or invalid bearer token")
-
-    auth = [Depends(require_auth)]
-
-    def actor_of(request: Request) -> tuple[str, str | None]:
-        return (request.headers.get("x-hal-actor") or "api")[:100], request.client.host if request.client else None
+    auth = auth_dependency(sup)
 
     def node_or_404(node_id: str) -> Node:
-        node = sup.nodes.get(node_id)
-        if node is None:
-            raise ApiError("NOT_FOUND", f"node {node_id} not found")
-        return node
+        return find_node(sup, node_id)
 
     @app.get("/api/v1/auth/drift", dependencies=auth, tags=["auth"])
     async def auth_drift(include_all: bool = Query(False, alias="all")) -> Any:

@@ -35,14 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from halswarm.agent.env.manifest import detect_format, digest, project_names, requirements_for, template_refs
 from halswarm.protocol import CommandTarget
-from halswarm.supervisor.api import ApiError, ok
-from halswarm.supervisor.auth import bearer, token_matches
+from halswarm.supervisor.api import ApiError, actor_of, auth_dependency, find_node, ok, raise_for
 from halswarm.supervisor.dispatcher import CommandError, Result
 from halswarm.supervisor.timeutil import iso
 
@@ -656,31 +655,10 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
     mgr = EnvManager(sup)
     app.state.env_manager = mgr
 
-    async def require_auth(request: Request) -> None:
-        addr = request.client.host if request.client else "?"
-        if sup.api_throttle.blocked(addr):
-            raise ApiError("RATE_LIMITED", "too many failed authentications; retry later")
-        if not token_matches(bearer(request.headers.get("authorization")), sup.operator_token):
-            sup.api_throttle.failed(addr)
-            raise ApiError("AUTH_REQUIRED", "missing or invalid bearer token")
-
-    auth = [Depends(require_auth)]
-
-    def actor_of(request: Request) -> tuple[str, str | None]:
-        return (request.headers.get("x-hal-actor") or "api")[:100], request.client.host if request.client else None
+    auth = auth_dependency(sup)
 
     def node_or_404(node_id: str) -> Any:
-        node = sup.nodes.get(node_id)
-        if node is None:
-            raise ApiError("NOT_FOUND", f"node {node_id} not found")
-        return node
-
-    def raise_for(res: Result) -> None:
-        if res.status == "timeout":
-            raise ApiError("TIMEOUT", f"{res.type}: {res.error or 'timed out'} (command {res.command_id})")
-        if res.status != "success":
-            raise ApiError("DISPATCH_ERROR", f"{res.type} failed on {res.node_id}: {res.error or 'no detail'} "
-                                             f"(command {res.command_id})")
+        return find_node(sup, node_id)
 
     # ----- manifest -----
 

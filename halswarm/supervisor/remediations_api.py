@@ -16,13 +16,12 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from halswarm.ops.remediation.report import STATUSES, redact, validate_report
 from halswarm.store import queries
-from halswarm.supervisor.api import ApiError, _page, _since, ok
-from halswarm.supervisor.auth import bearer, token_matches
+from halswarm.supervisor.api import ApiError, _page, _since, auth_dependency, ok
 
 if TYPE_CHECKING:
     from halswarm.supervisor.app import Supervisor
@@ -63,15 +62,7 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
         return
     app.state.remediation_routes_included = True
 
-    async def require_auth(request: Request) -> None:
-        addr = request.client.host if request.client else "?"
-        if sup.api_throttle.blocked(addr):
-            raise ApiError("RATE_LIMITED", "too many failed authentications; retry later")
-        if not token_matches(bearer(request.headers.get("authorization")), sup.operator_token):
-            sup.api_throttle.failed(addr)
-            raise ApiError("AUTH_REQUIRED", "missing or invalid bearer token")
-
-    auth = [Depends(require_auth)]
+    auth = auth_dependency(sup)
 
     @app.get("/api/v1/remediations", dependencies=auth, tags=["remediations"])
     async def list_remediations(incident: str | None = None, status: str | None = None, host: str | None = None,
