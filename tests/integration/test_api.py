@@ -78,6 +78,13 @@ AUTH_ROUTES = [
     ("POST", "/api/v1/sessions/x/restart"), ("POST", "/api/v1/sessions/x/handover"),
     ("DELETE", "/api/v1/sessions/x"), ("GET", "/api/v1/events"), ("GET", "/api/v1/events/stream"),
     ("POST", "/api/v1/commands"), ("GET", "/api/v1/commands/x"), ("GET", "/api/v1/audit"),
+    ("GET", "/api/v1/cost"), ("GET", "/api/v1/cost/week"), ("GET", "/api/v1/policies"),
+    ("GET", "/api/v1/dependencies"), ("GET", "/api/v1/auth/drift"), ("POST", "/api/v1/oauth/trigger"),
+    ("POST", "/api/v1/commands/credentials/push"), ("GET", "/api/v1/env/manifest"), ("PUT", "/api/v1/env/manifest"),
+    ("GET", "/api/v1/env/status"), ("GET", "/api/v1/env/status/x"), ("GET", "/api/v1/env/drift"),
+    ("POST", "/api/v1/env/check/x"), ("POST", "/api/v1/env/provision/x"), ("POST", "/api/v1/env/approve/x"),
+    ("GET", "/api/v1/agent-md/x"), ("GET", "/api/v1/agent-md/x/diff"), ("POST", "/api/v1/agent-md/sync"),
+    ("GET", "/api/v1/remediations"), ("POST", "/api/v1/remediations"),
 ]
 
 
