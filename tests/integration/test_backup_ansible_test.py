@@ -37,7 +37,8 @@ def collection_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ignore = dest / "tests/sanity/ignore-2.19.txt"
     ignore.parent.mkdir(parents=True, exist_ok=True)
     lines = ignore.read_text().splitlines() if ignore.exists() else []
-    ignore.write_text("\n".join(lines + [line for line in IGNORES if line not in lines]) + "\n")
+    present = {ln.split("#", 1)[0].strip() for ln in lines}  # entries may carry a trailing comment
+    ignore.write_text("\n".join(lines + [line for line in IGNORES if line not in present]) + "\n")
     yield dest
 
 
