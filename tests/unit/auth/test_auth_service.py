@@ -237,19 +237,22 @@ async def test_oauth_trigger_codex_device_flow(tools: dict[str, Any]) -> None:
     frames: list[Any] = []
     events: list[tuple[str, dict[str, Any]]] = []
     svc = make(tools, frames, emit_event=lambda t, d: events.append((t, d)))
-    await svc.refresh()
-    res = await svc.handle_oauth_trigger(Command("o2", "oauth_trigger", args={"tool": "codex"}))
-    assert res.status == "success"
-    assert res.output["status"] == "challenge"
-    assert res.output["challenge_url"] == "https://auth.openai.com/codex/device"
-    assert res.output["user_code"] == "K7QH-2XWPM"
-    # a second trigger while it runs answers with the same challenge
-    again = await svc.handle_oauth_trigger(Command("o3", "oauth_trigger", args={"tool": "codex"}))
-    assert again.output["flow_id"] == res.output["flow_id"]
-    await wait_for(lambda: events)
-    assert events[0][0] == "auth.oauth_completed" and events[0][1]["status"] == "success"
-    await wait_for(lambda: states(frames).get("codex", ("",))[0] == "authenticated")
-    await svc.stop()
+    try:
+        await svc.refresh()
+        res = await svc.handle_oauth_trigger(Command("o2", "oauth_trigger", args={"tool": "codex"}))
+        assert res.status == "success"
+        assert res.output["status"] == "challenge"
+        assert res.output["challenge_url"] == "https://auth.openai.com/codex/device"
+        assert res.output["user_code"] == "K7QH-2XWPM"
+        # a second trigger while it runs answers with the same challenge
+        again = await svc.handle_oauth_trigger(Command("o3", "oauth_trigger", args={"tool": "codex"}))
+        assert again.output["flow_id"] == res.output["flow_id"]
+        await wait_for(lambda: events)
+        assert events[0][0] == "auth.oauth_completed" and events[0][1]["status"] == "success"
+        await wait_for(lambda: states(frames).get("codex", ("",))[0] == "authenticated")
+    finally:
+        # Always stop: a device flow left running would keep the event loop from closing.
+        await asyncio.wait_for(svc.stop(), 10)
 
 
 async def test_oauth_trigger_unknown_tool_and_opencode_provider(tools: dict[str, Any]) -> None:
