@@ -77,13 +77,15 @@ async def test_heartbeat_timeout_marks_silent_node_offline(make_supervisor):
     try:
         started = time.monotonic()
         # WebSocket pings keep flowing underneath (library keepalive), but they do not count as liveness.
-        for _ in range(12):
+        while time.monotonic() - started < 8:
             await chatty.heartbeat()
             await asyncio.sleep(0.25)
             if api_get(sup, "/api/v1/nodes/silent")["data"]["status"] == "offline":
                 break
+        elapsed = time.monotonic() - started
         assert api_get(sup, "/api/v1/nodes/silent")["data"]["status"] == "offline"
-        assert 1.5 < time.monotonic() - started < 3.5
+        # Timeout is 1 s x 2: not before ~2 s of silence, and promptly after (slack for a loaded CI box).
+        assert 1.5 < elapsed < 6
         assert api_get(sup, "/api/v1/nodes/chatty")["data"]["status"] == "online"
         assert api_get(sup, "/api/v1/sessions/ses_s")["data"]["status"] == "unreachable"
         with pytest.raises(ConnectionClosed):  # the supervisor closed the silent link
