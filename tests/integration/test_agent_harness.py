@@ -442,15 +442,14 @@ class FakeOpencode:
         h.send_header("Cache-Control", "no-cache")
         h.end_headers()
         hello = {"payload": {"id": f"evt_hello{next(self._ids)}", "type": "server.connected", "properties": {}}}
-        try:
-            h.wfile.write(b"data: " + json.dumps(hello).encode() + b"\n\n")
-            h.wfile.flush()
-        except OSError:
-            return
+        # Subscribe before saying hello, as opencode does: an event emitted the moment a client sees
+        # server.connected must reach that client.
         with self._lock:
             self._streams.append(q)
             self.stream_connects += 1
         try:
+            h.wfile.write(b"data: " + json.dumps(hello).encode() + b"\n\n")
+            h.wfile.flush()
             while True:
                 try:
                     line = q.get(timeout=5.0)

@@ -83,8 +83,9 @@ def make(tools: dict[str, Any], frames: list[Any], **kw: Any) -> AuthService:
 
 
 def states(frames: list[Any]) -> dict[str, tuple[str, str]]:
-    last = [f for f in frames if isinstance(f, AuthState)][-1]
-    return {e.tool: (e.status, e.reason) for e in last.states}
+    reports = [f for f in frames if isinstance(f, AuthState)]
+    # No report yet (the flow's end is emitted before the fresh state is probed): nothing known.
+    return {e.tool: (e.status, e.reason) for e in reports[-1].states} if reports else {}
 
 
 async def wait_for(pred: Any, timeout: float = 10.0) -> None:

@@ -102,7 +102,8 @@ async def test_poll_follows_pages_and_stores_daily_buckets(fake: FakeProviders, 
     assert fake.count("anthropic", "usage") == 16 and fake.count("openai", "cost") == 16
     pages = [r["query"].get("page") for r in fake.requests if r["provider"] == "anthropic" and r["kind"] == "usage"]
     assert pages[0] is None and all(pages[1:])
-    first = fake.requests[0]["query"]
+    # Providers are polled concurrently: take the first request of Anthropic's usage report, not of the run.
+    first = next(r["query"] for r in fake.requests if r["provider"] == "anthropic" and r["kind"] == "usage")
     assert first["bucket_width"] == ["1d"] and first["group_by[]"] == ["model", "workspace_id"]
     oa = next(r["query"] for r in fake.requests if r["provider"] == "openai" and r["kind"] == "usage")
     assert oa["group_by"] == ["model", "project_id"] and int(oa["end_time"][0]) == int(day_start(TODAY) + 86400)
