@@ -138,11 +138,15 @@ def report_from_result(incident_id: str, result: Mapping[str, Any] | None, *, ch
     if not run_ok:
         error = "the playbook failed (see the run artifacts)"
     elif not hosts_res:
-        error = "the playbook reported no result"
+        error = (f"no result: no host of the inventory is in group {catalog.get(incident_id).hosts!r} "
+                 "(or the playbook stopped before its report)")
     elif decision == "unknown":
         error = "facts incomplete: could not decide whether the symptom is present"
     elif manual:
         error = "manual action required (see guidance)"
+    host_errors = [f"{h}: {r['error']}" for h, r in hosts_res.items() if r.get("error")]
+    if host_errors:
+        error = "; ".join(([error] if error else []) + host_errors)
     present = decision != "not_present" or error is not None
     status = decide_status(check=check and error is None, present=present, resolve_ok=run_ok and not manual,
                            verified=verified and error is None)
@@ -151,7 +155,9 @@ def report_from_result(incident_id: str, result: Mapping[str, Any] | None, *, ch
             "guidance": [g for p in plans.values() for g in p.get("guidance", [])],
             "verify": sorted({v for p in plans.values() for v in p.get("verify", [])})}
     verification = {"checks": plan["verify"], "passed": verified if present_hosts and not check else None,
-                    "hosts": {h: hosts_res[h].get("verified") for h in present_hosts}}
+                    "hosts": {h: hosts_res[h].get("verified") for h in present_hosts},
+                    "details": {h: hosts_res[h]["verification"] for h in present_hosts
+                                if hosts_res[h].get("verification")}}
     return build_report(incident_id, hosts=list(hosts_res) or [], facts=facts, plan=plan, status=status,
                         started=started, finished=finished, check=check, actions_done=actions,
                         verification=verification, error=error, run=run_info)

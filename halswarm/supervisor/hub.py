@@ -123,6 +123,11 @@ class Hub:
     async def close(self) -> None:
         if self._monitor:
             self._monitor.cancel()
+        # Persist every node as offline now, while the writer still runs: a connection handler that
+        # finishes its closing handshake later (an agent slow to answer the close frame) would find the
+        # writer stopped and lose the state.
+        for node_id in list(self.links):
+            await self._mark_offline(node_id, "supervisor shutting down")
         if self._server is not None:
             self._server.close(close_connections=True)
             with contextlib.suppress(Exception):

@@ -71,40 +71,40 @@ class Incident:
 INCIDENTS: tuple[Incident, ...] = (
     Incident("supervisor-crashed", "Supervisor Process Crashed", "Supervisor Incidents", CRITICAL,
              "hal-supervisor.service is inactive/failed or crash-looping; restart it, restoring the config "
-             "from the newest valid backup when the current one does not validate.", "supervisors"),
+             "from the newest valid backup when the current one does not validate.", "hal_supervisors"),
     Incident("supervisor-high-memory", "Supervisor High Memory Usage", "Supervisor Incidents", HIGH,
              "Supervisor memory above 80% of MemoryMax (or > 2 GB without a limit); archive old events, "
-             "raise MemoryMax and restart.", "supervisors"),
+             "raise MemoryMax and restart.", "hal_supervisors"),
     Incident("supervisor-db-corruption", "Supervisor Database Corruption", "Supervisor Incidents", CRITICAL,
              "PRAGMA integrity_check fails; stop, keep the corrupt file, recover (.recover) or restore the "
-             "newest valid backup, start, verify.", "supervisors"),
+             "newest valid backup, start, verify.", "hal_supervisors"),
     Incident("agent-cannot-connect", "Agent Can't Connect to Supervisor", "Agent Incidents", HIGH,
              "hal-agent runs but its node is offline; fix what blocks it (supervisor down, token mismatch, "
-             "firewall on 8420) and restart the agent.", "agents"),
+             "firewall on 8420) and restart the agent.", "hal_agents"),
     Incident("agent-high-memory", "Agent High Memory Usage", "Agent Incidents", HIGH,
              "Agent memory above 80% of MemoryMax (or > 4 GB without a limit); kill idle sessions and raise "
-             "MemoryMax.", "agents"),
+             "MemoryMax.", "hal_agents"),
     Incident("agent-crashed", "Agent Process Crashed", "Agent Incidents", HIGH,
              "hal-agent.service is inactive/failed or crash-looping; restart it, restoring the config from "
-             "the newest valid backup when needed.", "agents"),
+             "the newest valid backup when needed.", "hal_agents"),
     Incident("supervisor-unreachable", "Supervisor Unreachable from Agents", "Network Incidents", CRITICAL,
              "Supervisor runs but agents cannot reach port 8420 (not listening, firewall); fix and restart "
              "the offline agents.", "all"),
     Incident("high-latency", "High Latency / Slow Responses", "Network Incidents", HIGH,
              "API or database queries slower than the threshold; archive old events, VACUUM/ANALYZE, "
-             "restart the supervisor.", "supervisors"),
+             "restart the supervisor.", "hal_supervisors"),
     Incident("lost-session-data", "Lost Session Data", "Data Incidents", CRITICAL,
              "Rows present in the newest valid backup are missing from the live DB; stop, keep the current "
-             "file, merge the missing rows back from the backup, start.", "supervisors"),
+             "file, merge the missing rows back from the backup, start.", "hal_supervisors"),
     Incident("cost-data-discrepancy", "Cost Data Discrepancy", "Data Incidents", MEDIUM,
              "Cost data stale, missing dates or degraded providers; force a re-poll and back-fill.",
-             "supervisors"),
+             "hal_supervisors"),
     Incident("manual-auth-required", "Manual Authentication Procedures (per tool)", "Manual Authentication", MEDIUM,
              "A tool on a node is unauthenticated; print the runbook's per-tool login guidance (manual "
-             "login over SSH).", "agents", auto_fixable=False),
+             "login over SSH).", "hal_agents", auto_fixable=False),
     Incident("credential-drift", '"credential drift detected" after manual login', "Manual Authentication", LOW,
              "Node credential version differs from the supervisor's; push the configured credentials, or "
-             "report that the drift is informational.", "supervisors"),
+             "report that the drift is informational.", "hal_supervisors"),
     Incident("collect-diagnostics", "Escalation: document the incident", "Escalation", NA,
              "Collect the escalation bundle: journals of both services, system info, redacted config, DB "
              "integrity, recent events, the failed report.", "all"),
