@@ -1860,6 +1860,406 @@ def _decoded(pager, pgno, keep_bad=False):
 
 
 # --------------------------------------------------------------------------------------------
+# data remediations: read-only facts, newest valid backup, rows missing by key, merge, archive
+
+DAY_SECONDS = 86400.0
+# The page the supervisor's API serves by default (GET /api/v1/events: total + first 100, oldest first).
+EVENTS_PAGE_QUERIES = (
+    "SELECT COUNT(*) FROM events",
+    "SELECT * FROM events ORDER BY timestamp ASC, id ASC LIMIT 100",
+)
+
+
+def _median(values):
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def time_query(conn, sql, args=(), samples=3):
+    """Median wall time (ms) of running `sql` and fetching every row, over `samples` runs."""
+    times = []
+    for _run in range(max(1, int(samples))):
+        started = time.perf_counter()
+        conn.execute(sql, args).fetchall()
+        times.append((time.perf_counter() - started) * 1000.0)
+    return round(_median(times), 3)
+
+
+def _columns(conn, table, schema="main"):
+    return [r[1] for r in conn.execute(f"PRAGMA {schema}.table_info({_quote_ident(table)})").fetchall()]
+
+
+def _has_column(conn, table, column, schema="main"):
+    return column in _columns(conn, table, schema)
+
+
+def table_keys(conn, table, schema="main"):
+    """The column sets that identify a row of `table`: its primary key (or rowid) and each UNIQUE index."""
+    info = conn.execute(f"PRAGMA {schema}.table_info({_quote_ident(table)})").fetchall()
+    pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+    keys = [pk or ["_rowid_"]]
+    for idx in conn.execute(f"PRAGMA {schema}.index_list({_quote_ident(table)})").fetchall():
+        if not idx[2]:  # not unique
+            continue
+        cols = [r[2] for r in conn.execute(f"PRAGMA {schema}.index_info({_quote_ident(idx[1])})").fetchall()]
+        if cols and None not in cols and cols not in keys:
+            keys.append(cols)
+    return keys
+
+
+def _absent_clause(keys, live="main", alias="b"):
+    """SQL: the row `alias` matches no row of `live` on any key (what INSERT OR IGNORE would insert)."""
+    parts = []
+    for key in keys:
+        match = " AND ".join(f"l.{_quote_ident(c)} = {alias}.{_quote_ident(c)}" for c in key)
+        parts.append(f"NOT EXISTS (SELECT 1 FROM {live}.{{table}} AS l WHERE {match})")
+    return " AND ".join(parts)
+
+
+def newest_valid_backup(directory, prefix=None, quick=False, limit=10):
+    """The newest backup in `directory` that passes verify_backup (sha256 sidecar + integrity).
+
+    Returns (path or None, checked) where checked lists {path, ok, problems} newest first; stops at
+    the first valid one and after `limit` files.
+    """
+    checked = []
+    for entry in list_backups(directory, prefix)[:max(1, int(limit))]:
+        res = verify_backup(entry["path"], require_checksum=True, quick=quick)
+        checked.append({"path": entry["path"], "created": entry["created"], "ok": res["ok"],
+                        "problems": res["problems"]})
+        if res["ok"]:
+            return entry["path"], checked
+    return None, checked
+
+
+def _open_pair(db, backup, write=False):
+    """A connection to `db` (read-only unless `write`) with `backup` attached read-only as `bk`."""
+    if write:
+        conn = sqlite3.connect(db, isolation_level=None, uri=True, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    else:
+        conn = sqlite3.connect(_uri(db, mode="ro"), uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("ATTACH DATABASE ? AS bk", (_uri(backup, mode="ro"),))
+    return conn
+
+
+def _merge_tables(conn, tables):
+    live = set(user_tables(conn))
+    theirs = {r[0] for r in conn.execute(
+        "SELECT name FROM bk.sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'").fetchall()}
+    chosen = sorted(live & theirs) if not tables else list(tables)
+    return [t for t in chosen if t in live and t in theirs and t != "schema_migrations"]
+
+
+def _missing_in(conn, tables):
+    out = {}
+    for table in tables:
+        clause = _absent_clause(table_keys(conn, table)).replace("{table}", _quote_ident(table))
+        out[table] = conn.execute(f"SELECT count(*) FROM bk.{_quote_ident(table)} AS b WHERE {clause}").fetchone()[0]
+    return out
+
+
+def missing_rows(db, backup, tables=None):
+    """{table: rows of `backup` that match no row of `db` on the primary key or any UNIQUE key}.
+
+    Read-only on both files. `tables` defaults to every table they share (schema_migrations aside).
+    """
+    for path in (db, backup):
+        check_sqlite_file(path)
+    existed = {p: wal_files(p) for p in (db, backup)}
+    try:
+        conn = _open_pair(db, backup)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(exc, db, "open") from None
+    try:
+        return _missing_in(conn, _merge_tables(conn, tables))
+    except sqlite3.Error as exc:
+        raise _sqlite_error(exc, db, "compare with " + backup) from None
+    finally:
+        conn.close()
+        for path, was in existed.items():
+            tidy_wal_files(path, was)
+
+
+def _match_owner(paths, like):
+    """Give files created by a root process (e.g. -wal/-shm, an archive) the owner of `like`."""
+    if os.geteuid() != 0:
+        return
+    try:
+        ref = os.stat(like)
+    except OSError:
+        return
+    for path in paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if (st.st_uid, st.st_gid) != (ref.st_uid, ref.st_gid):
+                os.chown(path, ref.st_uid, ref.st_gid)
+
+
+def _db_side_files(db):
+    return [db + s for s in ("-wal", "-shm", "-journal") if os.path.exists(db + s)]
+
+
+def merge_from_backup(backup, db, tables=None, check_mode=False, require_checksum=True, online=False):
+    """Copy the rows of `backup` that `db` lacks back into `db` (INSERT OR IGNORE by every key: rows
+    present in `db`, newer ones included, are never overwritten). One transaction.
+
+    `backup` is verified first (sha256 sidecar + integrity). Refuses a database held open by
+    another process unless `online`. Returns missing (before), inserted, missing_after, skipped
+    (rows whose columns do not fit), tables, quick_check.
+    """
+    backup = os.path.abspath(backup)
+    db = os.path.abspath(db)
+    verification = verify_backup(backup, require_checksum=require_checksum)
+    if not verification["ok"]:
+        raise DataSafetyError(f"refusing to merge from {backup}: {verification['problems'][0]}",
+                              verification["kind"] or "corrupt", {"verification": verification})
+    check_sqlite_file(db)
+    if not online and not check_mode:
+        ensure_not_in_use(db)
+    before = missing_rows(db, backup, tables)
+    result = {"db": db, "backup": backup, "missing": before, "inserted": {}, "skipped": {},
+              "missing_after": dict(before), "tables": sorted(before), "quick_check": None,
+              "changed": any(before.values())}
+    if check_mode or not result["changed"]:
+        return result
+    existed = set(_db_side_files(db))
+    try:
+        conn = _open_pair(db, backup, write=True)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(exc, db, "open") from None
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in result["tables"]:
+                if not before[table]:
+                    continue
+                live_cols = conn.execute(f"PRAGMA main.table_info({_quote_ident(table)})").fetchall()
+                theirs = set(_columns(conn, table, "bk"))
+                cols = [r[1] for r in live_cols if r[1] in theirs]
+                lacking = [r[1] for r in live_cols if r[1] not in theirs and r[3] and r[4] is None and not r[5]]
+                if lacking:
+                    result["skipped"][table] = before[table]
+                    continue
+                names = ", ".join(_quote_ident(c) for c in cols)
+                clause = _absent_clause(table_keys(conn, table)).replace("{table}", _quote_ident(table))
+                cur = conn.execute(f"INSERT OR IGNORE INTO main.{_quote_ident(table)} ({names}) "
+                                   f"SELECT {names} FROM bk.{_quote_ident(table)} AS b WHERE {clause}")
+                result["inserted"][table] = cur.rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        result["missing_after"] = _missing_in(conn, result["tables"])
+        problems = integrity_problems(conn, quick=True)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(exc, db, "merge from " + backup) from None
+    finally:
+        conn.close()
+        _match_owner([p for p in _db_side_files(db) if p not in existed], db)
+    result["quick_check"] = problems if problems else "ok"
+    if problems:
+        raise DataSafetyError(f"{db}: fails PRAGMA quick_check after the merge: {problems[0]}", "corrupt", result)
+    return result
+
+
+def _create_like(conn, table, schema):
+    sql = conn.execute("SELECT sql FROM main.sqlite_master WHERE type='table' AND name=?", (table,)).fetchone()
+    if not sql or not sql[0]:
+        raise DataSafetyError(f"no table {table} in the database", "invalid")
+    body = re.sub(r"^\s*CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?(\"[^\"]+\"|\S+)\s*",
+                  f"CREATE TABLE IF NOT EXISTS {schema}.{_quote_ident(table)} ", sql[0], count=1, flags=re.I)
+    conn.execute(body)
+
+
+def archive_rows(db, archive, table="events", column="timestamp", older_than_days=30, now=None,
+                 vacuum=False, analyze=False, check_mode=False, online=False):
+    """Move the rows of `table` whose `column` (epoch seconds) is older than `older_than_days` into
+    the side database `archive`, then optionally VACUUM / ANALYZE `db`.
+
+    Never a blind DELETE: the rows are first copied (INSERT OR IGNORE by key) and committed in the
+    archive, then only rows whose key is found in the archive are deleted from `db`. A crash between
+    the two leaves rows in both places, never in neither; running it again finishes the move.
+    Refuses a database held open by another process unless `online`. Returns old_rows, archived,
+    deleted, archive_rows, size_before/size_after, vacuumed, analyzed, quick_check, integrity of
+    the archive, cutoff.
+    """
+    db = os.path.abspath(db)
+    archive = os.path.abspath(archive)
+    if archive == db:
+        raise DataSafetyError("the archive must be another file than the database", "invalid")
+    if older_than_days < 0:
+        raise DataSafetyError("older_than_days must be >= 0", "invalid")
+    check_sqlite_file(db)
+    if not online and not check_mode:
+        ensure_not_in_use(db)
+    now = time.time() if now is None else now
+    cutoff = now - older_than_days * DAY_SECONDS
+    result = {"db": db, "archive": archive, "table": table, "column": column, "cutoff": _iso(cutoff),
+              "cutoff_ts": cutoff, "old_rows": 0, "archived": 0, "deleted": 0, "archive_rows": None,
+              "size_before": os.path.getsize(db), "size_after": None, "vacuumed": False, "analyzed": False,
+              "quick_check": None, "archive_integrity": None, "changed": False}
+    existed = wal_files(db)
+    side_before = set(_db_side_files(db))
+    try:
+        ro = connect_ro(db)
+        try:
+            if table not in user_tables(ro) or not _has_column(ro, table, column):
+                raise DataSafetyError(f"{db}: no table {table} with a column {column}", "invalid")
+            qt, qc = _quote_ident(table), _quote_ident(column)
+            result["old_rows"] = ro.execute(f"SELECT count(*) FROM {qt} WHERE {qc} < ?", (cutoff,)).fetchone()[0]
+        finally:
+            ro.close()
+            tidy_wal_files(db, existed)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(exc, db, "read") from None
+    result["changed"] = bool(result["old_rows"]) or vacuum or analyze
+    if check_mode or not result["changed"]:
+        result["size_after"] = result["size_before"]
+        return result
+    arc_dir = os.path.dirname(archive)
+    try:
+        if not os.path.isdir(arc_dir):
+            os.makedirs(arc_dir, mode=DIR_MODE)
+            _match_owner([arc_dir], os.path.dirname(db))
+        new_archive = not os.path.exists(archive)
+        if new_archive:
+            os.close(os.open(archive, os.O_CREAT | os.O_WRONLY, FILE_MODE))
+            _match_owner([archive], db)
+    except OSError as exc:
+        raise os_error(exc, archive, "create") from None
+    try:
+        conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, uri=True)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(exc, db, "open") from None
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("ATTACH DATABASE ? AS arc", (archive,))
+        if result["old_rows"]:
+            _create_like(conn, table, "arc")
+            theirs = set(_columns(conn, table, "arc"))
+            cols = [c for c in _columns(conn, table) if c in theirs]
+            names = ", ".join(_quote_ident(c) for c in cols)
+            key = table_keys(conn, table)[0]
+            match = " AND ".join(f"a.{_quote_ident(c)} = m.{_quote_ident(c)}" for c in key)
+            # 1. copy, committed in the archive on its own
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(f"INSERT OR IGNORE INTO arc.{qt} ({names}) SELECT {names} FROM main.{qt} "
+                                   f"WHERE {qc} < ?", (cutoff,))
+                result["archived"] = cur.rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            # 2. delete only what the archive holds
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(f"DELETE FROM main.{qt} AS m WHERE m.{qc} < ? AND EXISTS "
+                                   f"(SELECT 1 FROM arc.{qt} AS a WHERE {match})", (cutoff,))
+                result["deleted"] = cur.rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            result["archive_rows"] = conn.execute(f"SELECT count(*) FROM arc.{qt}").fetchone()[0]
+            rows = [str(r[0]) for r in conn.execute("PRAGMA arc.integrity_check(20)").fetchall()]
+            result["archive_integrity"] = "ok" if rows == ["ok"] else rows
+        conn.execute("DETACH DATABASE arc")
+        if vacuum:
+            conn.execute("VACUUM")
+            result["vacuumed"] = True
+        if analyze:
+            conn.execute("ANALYZE")
+            result["analyzed"] = True
+        problems = integrity_problems(conn, quick=True)
+    except sqlite3.Error as exc:
+        raise _sqlite_error(exc, db, "archive") from None
+    finally:
+        conn.close()
+        _match_owner([p for p in _db_side_files(db) if p not in side_before], db)
+        _match_owner(list(_db_side_files(archive)), db)
+    result["size_after"] = os.path.getsize(db)
+    result["quick_check"] = problems if problems else "ok"
+    if problems:
+        raise DataSafetyError(f"{db}: fails PRAGMA quick_check after archiving: {problems[0]}", "corrupt", result)
+    return result
+
+
+def database_facts(path, quick=False, table="events", column="timestamp", older_than_days=None, queries=(),
+                   samples=3, now=None):
+    """Read-only facts about the database at `path`; never raises for a damaged or missing file.
+
+    Returns exists, size, wal_size, integrity ("ok" or the first complaints joined), problems,
+    tables {name: rows or None}, old_rows (rows of `table` whose `column` is older than
+    `older_than_days`, when given), queries [{sql, ms}] (median of `samples` runs each), query_ms
+    (their sum) and error (why something could not be read).
+    """
+    path = os.path.abspath(path)
+    out = {"path": path, "exists": os.path.exists(path), "size": None, "wal_size": None, "integrity": None,
+           "problems": [], "tables": None, "old_rows": None, "cutoff": None, "queries": [], "query_ms": None,
+           "error": None}
+    if not out["exists"]:
+        out["error"] = f"{path}: no such file"
+        return out
+    out["size"] = os.path.getsize(path)
+    if os.path.exists(path + "-wal"):
+        out["wal_size"] = os.path.getsize(path + "-wal")
+    try:
+        check_sqlite_file(path)
+    except DataSafetyError as exc:
+        out["integrity"] = exc.message
+        out["problems"] = [exc.message]
+        out["error"] = exc.message
+        return out
+    existed = wal_files(path)
+    try:
+        conn = connect_ro(path)
+    except sqlite3.Error as exc:
+        tidy_wal_files(path, existed)
+        out["error"] = _sqlite_error(exc, path, "open").message
+        out["integrity"] = out["error"]
+        out["problems"] = [out["error"]]
+        return out
+    try:
+        problems = integrity_problems(conn, quick=quick)
+        out["problems"] = problems
+        out["integrity"] = "ok" if not problems else "; ".join(problems[:3])
+        try:
+            out["tables"] = row_counts(conn, tolerant=True)
+        except sqlite3.DatabaseError as exc:
+            out["error"] = f"cannot list tables: {exc}"
+        if older_than_days is not None and out["tables"] and table in out["tables"]:
+            cutoff = (time.time() if now is None else now) - float(older_than_days) * DAY_SECONDS
+            out["cutoff"] = _iso(cutoff)
+            try:
+                out["old_rows"] = conn.execute(f"SELECT count(*) FROM {_quote_ident(table)} "
+                                               f"WHERE {_quote_ident(column)} < ?", (cutoff,)).fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                out["error"] = f"cannot count old rows of {table}: {exc}"
+        if queries and not problems:
+            total = 0.0
+            for sql in queries:
+                try:
+                    ms = time_query(conn, sql, samples=samples)
+                except sqlite3.Error as exc:
+                    out["queries"].append({"sql": sql, "ms": None, "error": str(exc)})
+                    continue
+                out["queries"].append({"sql": sql, "ms": ms})
+                total += ms
+            out["query_ms"] = round(total, 3)
+    finally:
+        conn.close()
+        tidy_wal_files(path, existed)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # command line (the supervisor role's backup timer runs this file with the host's python3)
 
 

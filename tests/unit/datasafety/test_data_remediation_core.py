@@ -1,0 +1,192 @@
+"""The data-remediation helpers of module_utils hal_sqlite.py (as halctl loads it): read-only facts,
+newest valid backup, rows missing by key, merge from a backup, archive of old events. Real SQLite
+databases with the supervisor's real schema (halswarm.store.migrations)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from halswarm.ops import datasafety
+from halswarm.store.db import connect
+from halswarm.store.migrations import migrate
+
+H = datasafety.core()
+DAY = 86400.0
+NOW = 1_800_000_000.0
+HOLD = ("import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1])\nc.execute('PRAGMA journal_mode=WAL')\n"
+        "c.execute('SELECT count(*) FROM events').fetchone()\nprint('open', flush=True)\ntime.sleep(60)\n")
+
+
+def make_db(path: Path, events: int = 50, old: int = 0, sessions: int = 3) -> None:
+    conn = connect(path)
+    migrate(conn)
+    conn.execute("INSERT INTO nodes(id) VALUES ('n1')")
+    conn.execute("BEGIN")
+    for i in range(1, sessions + 1):
+        conn.execute("INSERT INTO sessions(id, node_id, status) VALUES (?, 'n1', 'running')", (f"s{i}",))
+    for i in range(1, events + 1):
+        ts = NOW - 40 * DAY - i if i <= old else NOW - 3600 + i
+        conn.execute("INSERT INTO events(node_id, seq, event_id, type, data, timestamp, received_at)"
+                     " VALUES ('n1', ?, ?, 't', ?, ?, ?)", (i, f"e{i}", '"' + "x" * 50 + '"', ts, ts))
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def q(path: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def backup_of(db: Path, dest: Path) -> Path:
+    return Path(H.backup_database(str(db), str(dest))["path"])
+
+
+def test_facts_of_a_healthy_database_are_read_only(tmp_path: Path) -> None:
+    db = tmp_path / "supervisor.db"
+    make_db(db, events=30, old=10)
+    before = db.read_bytes()
+    facts = H.database_facts(str(db), older_than_days=30, queries=H.EVENTS_PAGE_QUERIES, samples=2, now=NOW)
+    assert facts["integrity"] == "ok" and facts["problems"] == []
+    assert facts["tables"]["events"] == 30 and facts["tables"]["sessions"] == 3
+    assert facts["old_rows"] == 10
+    assert [x["sql"] for x in facts["queries"]] == list(H.EVENTS_PAGE_QUERIES)
+    assert facts["query_ms"] is not None and facts["query_ms"] >= 0
+    assert db.read_bytes() == before
+    assert not any(os.path.exists(str(db) + s) for s in ("-wal", "-shm"))
+
+
+def test_facts_of_missing_and_damaged_files(tmp_path: Path) -> None:
+    assert H.database_facts(str(tmp_path / "nope.db"))["exists"] is False
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all" * 100)
+    facts = H.database_facts(str(junk))
+    assert facts["integrity"] != "ok" and "not an SQLite database" in facts["error"]
+    db = tmp_path / "supervisor.db"
+    make_db(db, events=2000)
+    conn = sqlite3.connect(db)
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name='idx_events_ts'").fetchone()[0]
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as fh:  # trash the index's root page: tables read, integrity fails
+        fh.seek((root - 1) * page + 8)
+        fh.write(os.urandom(page - 8))
+    facts = H.database_facts(str(db))
+    assert facts["integrity"] != "ok" and facts["problems"]
+
+
+def test_newest_valid_backup_skips_a_tampered_one(tmp_path: Path) -> None:
+    db = tmp_path / "supervisor.db"
+    make_db(db)
+    backups = tmp_path / "backups"
+    older = H.backup_database(str(db), str(backups), now=H.utcnow().replace(year=2030))["path"]
+    newer = H.backup_database(str(db), str(backups), now=H.utcnow().replace(year=2031))["path"]
+    path, checked = H.newest_valid_backup(str(backups), "supervisor")
+    assert path == newer and len(checked) == 1
+    with open(newer, "r+b") as fh:
+        fh.seek(200)
+        fh.write(b"\xff")
+    path, checked = H.newest_valid_backup(str(backups), "supervisor")
+    assert path == older
+    assert checked[0]["ok"] is False and "checksum mismatch" in checked[0]["problems"][0]
+    assert H.newest_valid_backup(str(tmp_path / "none"), "supervisor") == (None, [])
+
+
+def test_missing_rows_and_merge_keep_newer_rows(tmp_path: Path) -> None:
+    db = tmp_path / "supervisor.db"
+    make_db(db, events=40)
+    bk = backup_of(db, tmp_path / "b")
+    conn = connect(db)
+    conn.execute("DELETE FROM events WHERE seq <= 15")
+    conn.execute("DELETE FROM sessions WHERE id = 's2'")
+    conn.execute("UPDATE sessions SET status='done' WHERE id='s1'")  # newer than the backup: kept
+    conn.execute("INSERT INTO events(node_id, seq, event_id, type, timestamp, received_at)"
+                 " VALUES ('n1', 41, 'e41', 't', 1, 1)")  # newer row: kept
+    # same (node_id, seq) as a deleted row under another id: the UNIQUE key says it is not missing
+    conn.execute("INSERT INTO events(node_id, seq, event_id, type, timestamp, received_at)"
+                 " VALUES ('n1', 15, 'again', 't', 1, 1)")
+    conn.close()
+    missing = H.missing_rows(str(db), str(bk), ["sessions", "events"])
+    assert missing == {"sessions": 1, "events": 14}
+    preview = H.merge_from_backup(str(bk), str(db), ["sessions", "events"], check_mode=True)
+    assert preview["changed"] and preview["inserted"] == {}
+    assert q(db, "SELECT count(*) FROM events") == [(27,)]
+    res = H.merge_from_backup(str(bk), str(db), ["sessions", "events"])
+    assert res["inserted"] == {"sessions": 1, "events": 14}
+    assert res["missing_after"] == {"sessions": 0, "events": 0} and res["quick_check"] == "ok"
+    assert q(db, "SELECT status FROM sessions WHERE id='s1'") == [("done",)]
+    assert q(db, "SELECT count(*) FROM events") == [(41,)]
+    assert q(db, "SELECT event_id FROM events WHERE seq=15") == [("again",)]
+    again = H.merge_from_backup(str(bk), str(db), ["sessions", "events"])
+    assert again["changed"] is False and again["inserted"] == {}
+
+
+def test_merge_refuses_a_bad_backup_and_a_database_in_use(tmp_path: Path) -> None:
+    db = tmp_path / "supervisor.db"
+    make_db(db)
+    bk = backup_of(db, tmp_path / "b")
+    Path(str(bk) + ".sha256").write_text("0" * 64 + "  x.db\n")
+    with pytest.raises(H.DataSafetyError, match="checksum mismatch"):
+        H.merge_from_backup(str(bk), str(db))
+    bk2 = backup_of(db, tmp_path / "c")
+    # another process holding the database open in WAL mode, like the running supervisor
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(H.DataSafetyError, match="in use"):
+            H.merge_from_backup(str(bk2), str(db))
+        with pytest.raises(H.DataSafetyError, match="in use"):
+            H.archive_rows(str(db), str(tmp_path / "arc.db"), older_than_days=0)
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_archive_moves_old_rows_then_vacuums(tmp_path: Path) -> None:
+    db = tmp_path / "supervisor.db"
+    make_db(db, events=300, old=200)
+    arc = tmp_path / "archive" / "events-archive.db"
+    preview = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW, check_mode=True)
+    assert preview["old_rows"] == 200 and preview["changed"] and not arc.exists()
+    ids = {r[0] for r in q(db, f"SELECT id FROM events WHERE timestamp < {NOW - 30 * DAY}")}
+    res = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW, vacuum=True, analyze=True)
+    assert res["archived"] == 200 and res["deleted"] == 200 and res["archive_rows"] == 200
+    assert res["quick_check"] == "ok" and res["archive_integrity"] == "ok"
+    assert res["vacuumed"] and res["analyzed"] and res["size_after"] < res["size_before"]
+    assert q(db, "SELECT count(*) FROM events") == [(100,)]
+    assert {r[0] for r in q(arc, "SELECT id FROM events")} == ids
+    assert oct(arc.stat().st_mode & 0o777) == "0o600"
+    again = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)
+    assert again["changed"] is False and again["archived"] == 0
+
+
+def test_archive_finishes_an_interrupted_move_without_duplicates(tmp_path: Path) -> None:
+    db = tmp_path / "supervisor.db"
+    make_db(db, events=50, old=20)
+    arc = tmp_path / "events-archive.db"
+    H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)
+    # put 5 archived rows back as if step 2 (delete) had not run for them
+    conn = connect(db)
+    conn.execute(f"ATTACH DATABASE '{arc}' AS a")
+    conn.execute("INSERT INTO main.events SELECT * FROM a.events ORDER BY id LIMIT 5")
+    conn.close()
+    res = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)
+    assert res["old_rows"] == 5 and res["archived"] == 0 and res["deleted"] == 5 and res["archive_rows"] == 20
+    assert q(db, "SELECT count(*) FROM events") == [(30,)]
+
+
+def test_archive_rejects_bad_arguments(tmp_path: Path) -> None:
+    db = tmp_path / "supervisor.db"
+    make_db(db)
+    with pytest.raises(H.DataSafetyError, match="another file"):
+        H.archive_rows(str(db), str(db))
+    with pytest.raises(H.DataSafetyError, match="no table nope"):
+        H.archive_rows(str(db), str(tmp_path / "a.db"), table="nope")
