@@ -22,9 +22,9 @@ PY="$VENV/bin/python"
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Keep in sync with tests/molecule_support/env.py (IMAGE, WHEELHOUSE).
-IMAGE="${HAL_CI_IMAGE:-localhost/halswarm-ops-systemd:bookworm-3}"
+IMAGE="${HAL_CI_IMAGE:-localhost/halswarm-ops-systemd:bookworm-4}"
 WHEELHOUSE="${HAL_CI_WHEELHOUSE:-/var/cache/halswarm-ci/wheelhouse}"
-IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,procps,sqlite3,sudo,ca-certificates"
+IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables,procps,sqlite3,sudo,ca-certificates"
 APT_PACKAGES=(openssh-server openssh-client iproute2 iptables nftables ufw sqlite3 curl
   podman runc uidmap debootstrap)
 

@@ -13,6 +13,7 @@ modules need the same wheels and the same host set-up:
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import re
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 COLLECTION = ROOT / "collections" / "ansible_collections" / "halswarm" / "ops"
 # Keep in sync with scripts/ci-setup.sh.
-IMAGE = os.environ.get("HAL_CI_IMAGE", "localhost/halswarm-ops-systemd:bookworm-3")
+IMAGE = os.environ.get("HAL_CI_IMAGE", "localhost/halswarm-ops-systemd:bookworm-4")
 WHEELHOUSE = Path(os.environ.get("HAL_CI_WHEELHOUSE", "/var/cache/halswarm-ci/wheelhouse"))
 ARTIFACTS = Path(os.environ.get("HAL_CI_ARTIFACTS", "/var/tmp/halswarm-ops-ci"))
 # A test token (>= 32 chars, not a placeholder); fixed per session.
@@ -115,8 +116,11 @@ def _pip_wheel(src: Path, out: Path) -> Path:
 @functools.cache
 def wheels() -> Wheels:
     """Build the release wheel from this checkout and a version-bumped one from a temporary copy."""
-    out = ARTIFACTS / "wheels"
+    # Per process: parallel runs (pytest workers, a benchmark next to the suite) must not delete each
+    # other's wheels in the middle of a deploy.
+    out = ARTIFACTS / f"wheels.{os.getpid()}"
     shutil.rmtree(out, ignore_errors=True)
+    atexit.register(shutil.rmtree, out, True)
     current = _pip_wheel(ROOT, out / "current")
     version = wheel_version(current)
     bumped_version = _bump(version)
