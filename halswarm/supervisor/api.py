@@ -402,6 +402,11 @@ def build_app(sup: Supervisor) -> FastAPI:
     async def cost(period: str = "today") -> JSONResponse:
         return await _cost_report(sup, period)
 
+    # status/refresh (remediation cost-data-discrepancy) must precede /cost/{period}
+    from halswarm.supervisor.cost_api import include_cost_routes
+
+    include_cost_routes(app, sup)
+
     @app.get("/api/v1/cost/{period}", dependencies=auth, tags=["cost"])
     async def cost_period(period: str) -> JSONResponse:
         return await _cost_report(sup, period)

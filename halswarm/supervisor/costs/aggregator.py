@@ -94,6 +94,7 @@ class CostAggregator:
         self._sources = sources
         self._marks: dict[str, store.Mark] = {}
         self._sample_lock = asyncio.Lock()
+        self._poll_locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
         self.today_cost = 0.0
@@ -140,6 +141,11 @@ class CostAggregator:
         return SOURCES[p.name](p, self._client, retry)
 
     async def poll_provider(self, p: ProviderSettings) -> bool:
+        # One poll per provider at a time: a forced refresh never races the poll loop.
+        async with self._poll_locks.setdefault(p.name, asyncio.Lock()):
+            return await self._poll_provider(p)
+
+    async def _poll_provider(self, p: ProviderSettings) -> bool:
         st = self.state.setdefault(p.name, ProviderState())
         now = self.clock()
         today = utc_day(now)
@@ -192,6 +198,50 @@ class CostAggregator:
             else:
                 delay, retry_in = interval, first_retry
             await asyncio.sleep(delay)
+
+    async def refresh(self, names: list[str] | None = None) -> dict[str, bool]:
+        """Poll the enabled providers (or only ``names``) now, back-filling every day of the window that
+        was never covered; provider -> success. The regular schedule is not changed."""
+        chosen = [p for p in self.settings.enabled if names is None or p.name in names]
+        results = await asyncio.gather(*(self.poll_provider(p) for p in chosen))
+        return {p.name: ok for p, ok in zip(chosen, results, strict=True)}
+
+    def running(self) -> bool:
+        """The provider poll loop is alive (False when no provider is enabled: nothing to poll)."""
+        return any(t.get_name() == "cost-poller" and not t.done() for t in self._tasks)
+
+    async def health(self) -> dict[str, Any]:
+        """What the runbook's "Cost Data Discrepancy" diagnosis asks: is the aggregator polling, when did
+        each provider's data last update, which days of the back-fill window (today excluded: it is
+        polled again all day) were never covered, which providers are degraded."""
+        now = self.clock()
+        today = utc_day(now)
+        first = today - dt.timedelta(days=BACKFILL_DAYS - 1)
+        window = [d.isoformat() for d in days_between(first, today - dt.timedelta(days=1))]
+        polled = await self.reader.run(lambda c: store.polled_days(c, first.isoformat()))
+        providers: dict[str, Any] = {}
+        missing_all: set[str] = set()
+        ages: list[float | None] = []
+        for p in self.settings.enabled:
+            st = self.state.setdefault(p.name, ProviderState())
+            have = polled.get(p.name, {})
+            last = max([t for t in (st.last_success, *have.values()) if t is not None], default=None)
+            missing = [d for d in window if d not in have]
+            missing_all.update(missing)
+            age = None if last is None else round(max(0.0, now - last), 1)
+            ages.append(age)
+            providers[p.name] = st.to_api() | {"last_update": iso(last), "last_update_age_s": age,
+                                               "missing_dates": missing}
+        return {
+            "running": self.running(),
+            "poll_interval_s": self.settings.poll_interval_s,
+            "providers_configured": [p.name for p in self.settings.enabled],
+            "window": [window[0], window[-1]] if window else [],
+            "last_update_age_s": None if not ages or None in ages else max(a for a in ages if a is not None),
+            "missing_dates": sorted(missing_all),
+            "degraded_providers": self.degraded(),
+            "providers": providers,
+        }
 
     def degraded(self) -> list[str]:
         return sorted(n for n, st in self.state.items() if st.degraded_since is not None)
