@@ -26,6 +26,7 @@ from halswarm.cli.context import (
     normalize_supervisor_url,
 )
 from halswarm.cli.cost_cmd import cost
+from halswarm.cli.diagnostics_cmd import diagnostics
 from halswarm.cli.env_cmd import env
 from halswarm.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HalctlError
 from halswarm.cli.nodes import nodes
@@ -90,7 +91,7 @@ def cli(
 
 # One module per command group; register new groups here (before add_output_option below).
 for _command in (nodes, sessions, status, audit, config, auth, cost, remediate, backup, restore, env, agentmd,
-                 *OPS_COMMANDS):
+                 diagnostics, *OPS_COMMANDS):
     cli.add_command(_command)
 
 

@@ -94,16 +94,7 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
         rid = str(report["id"])[:100]
 
         def write(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO remediations(id, incident, severity, status, decision, hosts, check_mode,"
-                " duration_s, actor, received_at, report) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (rid, report["incident"], report["severity"], report["status"], report["decision"], json.dumps(hosts),
-                 int(bool(report["check"])), float(report["duration_s"]), actor, now, json.dumps(report)))
-            if cur.rowcount:
-                queries.insert_audit(conn, {"timestamp": now, "actor": actor, "action": "remediation",
-                                            "target": report["incident"], "args": {"id": rid, "hosts": hosts},
-                                            "result": report["status"], "ip_address": ip})
-            return bool(cur.rowcount)
+            return queries.insert_remediation(conn, report, actor=actor, now=now, ip_address=ip)
 
         if not await sup.writer.run(write):
             raise ApiError("CONFLICT", f"remediation {rid} already recorded")
@@ -112,5 +103,8 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
             "id": rid, "incident": report["incident"], "severity": report["severity"], "status": report["status"],
             "decision": report["decision"], "hosts": hosts, "check": report["check"],
             "duration_s": report["duration_s"], "error": report.get("error"),
+            **({"escalation": {k: report["escalation"].get(k) for k in ("bundle", "sha256", "size", "collected_at",
+                                                                        "error")}}
+               if isinstance(report.get("escalation"), dict) else {}),
         })
         return ok(report | {"id": rid, "received_at": now, "actor": actor}, status=201)

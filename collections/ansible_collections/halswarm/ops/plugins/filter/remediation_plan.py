@@ -1,5 +1,5 @@
-# Copyright: (c) 2026, HAL-O-SWARM developers
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: HAL-O-SWARM contributors
+# MIT License (see the collection's galaxy.yml)
 """Filter ``halswarm.ops.remediation_plan``: the decide phase of every remediation playbook.
 
 The rules live in one place, the pure planners of the hal-o-swarm package
@@ -30,11 +30,11 @@ def remediation_plan(facts, incident):
         raise AnsibleFilterError("halswarm.ops.remediation_plan needs the hal-o-swarm package on the controller "
                                  "(pip install 'hal-o-swarm[ops]'): " + _IMPORT_ERROR)
     if not isinstance(facts, dict):
-        raise AnsibleFilterError("remediation_plan expects a dict of facts, got %s" % type(facts).__name__)
+        raise AnsibleFilterError(f"remediation_plan expects a dict of facts, got {type(facts).__name__}")
     try:
         return _plan(str(incident), facts).to_dict()
     except UnknownIncident as exc:
-        raise AnsibleFilterError(to_native(exc))
+        raise AnsibleFilterError(to_native(exc)) from None
 
 
 class FilterModule:
