@@ -91,6 +91,11 @@ def supervisor_checks(data: Mapping[str, Any], env: Mapping[str, str], source: S
     if isinstance(data.get("auto_intervention"), Mapping) and isinstance(data.get("policies"), Mapping):
         problems.append(Problem("auto_intervention", "ignored: policies is also set (same settings)", "warning"))
 
+    remediation = _obj(data.get("remediation"))
+    if remediation.get("auto") and not _nonempty(remediation.get("inventory")):
+        problems.append(Problem("remediation.inventory", "is not set: the automatic runs of remediation.auto "
+                                "will fail until it is", "warning"))
+
     return problems, {"auth_token": token, "operator_token": operator}
 
 

@@ -45,6 +45,10 @@ class SupervisorConfig:
     command_timeout_sec: int = 30
     remediation_inventory: str | None = None
     remediation_auto: tuple[str, ...] = ()
+    remediation_window_minutes: int = 60
+    remediation_offline_minutes: float = 2.0
+    remediation_timeout_minutes: float = 15.0
+    remediation_supervisor_host: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     source_path: str | None = None
 
@@ -119,6 +123,10 @@ def build_supervisor_config(
         command_timeout_sec=doc["commands"]["default_timeout_sec"],
         remediation_inventory=_opt(remediation.get("inventory")),
         remediation_auto=tuple(remediation["auto"]),
+        remediation_window_minutes=int(remediation["window_minutes"]),
+        remediation_offline_minutes=float(remediation["offline_minutes"]),
+        remediation_timeout_minutes=float(remediation["timeout_minutes"]),
+        remediation_supervisor_host=_opt(remediation.get("supervisor_host")),
         raw=doc,
         source_path=os.fspath(source_path) if source_path is not None else None,
     )

@@ -369,3 +369,23 @@ def purge_older_than(conn: sqlite3.Connection, events_before: float, audit_befor
     out["idempotency"] = conn.execute("DELETE FROM command_idempotency WHERE expires_at <= ?", (now,)).rowcount
     out["commands"] = conn.execute("DELETE FROM commands WHERE created_at < ?", (audit_before,)).rowcount
     return out
+
+
+def insert_remediation(conn: sqlite3.Connection, report: dict[str, Any], *, actor: str, now: float,
+                       audit_args: dict[str, Any] | None = None, ip_address: str | None = None) -> bool:
+    """Store one remediation report (validated and redacted by the caller) with its audit row; False when
+    a report with this id is already recorded (nothing written)."""
+    hosts = [str(h) for h in report["hosts"]]
+    rid = str(report["id"])[:100]
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO remediations(id, incident, severity, status, decision, hosts, check_mode,"
+        " duration_s, actor, received_at, report) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (rid, report["incident"], report["severity"], report["status"], report["decision"], json.dumps(hosts),
+         int(bool(report["check"])), float(report["duration_s"]), actor, now, json.dumps(report)))
+    if cur.rowcount:
+        insert_audit(conn, {"timestamp": now, "actor": actor, "action": "remediation", "target": report["incident"],
+                            "args": {"id": rid, "hosts": hosts, **(audit_args or {})}, "result": report["status"],
+                            "error": report.get("error"), "duration_ms": round(float(report["duration_s"]) * 1000),
+                            "ip_address": ip_address})
+    return bool(cur.rowcount)
+

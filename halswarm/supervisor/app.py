@@ -20,6 +20,7 @@ from halswarm.store.migrations import migrate
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
 from halswarm.supervisor.auth import FailureThrottle
+from halswarm.supervisor.auto_remediation import AutoConfig, AutoRemediation
 from halswarm.supervisor.costs import CostAggregator
 from halswarm.supervisor.dependencies import DependencyManager
 from halswarm.supervisor.dispatcher import Dispatcher, Result
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 class StartupError(RuntimeError):
     """The supervisor cannot start; the message is one line for the operator."""
+
+
+class DatabaseIntegrityError(DatabaseError):
+    """The database failed its integrity check at start (incident supervisor-db-corruption)."""
 
 
 class _ApiServer(uvicorn.Server):
@@ -80,7 +85,7 @@ class Supervisor:
         if problem is not None:
             if conn is not None:
                 conn.close()
-            raise DatabaseError(
+            raise DatabaseIntegrityError(
                 f"database {path} failed its integrity check ({problem}); restore a backup with "
                 "`halctl restore BACKUP` or run `halctl remediate supervisor-db-corruption`"
             )
@@ -188,6 +193,9 @@ class Supervisor:
         self.feed.start()
         await self.dependencies.start()
         await self.policies.start()
+        self.auto_remediation = AutoRemediation(AutoConfig.from_config(self.config), self.nodes, self.ingestor,
+                                                self.writer, self.reader)
+        await self.auto_remediation.start()
 
     # ----- running -----
 
@@ -204,6 +212,7 @@ class Supervisor:
         if self._api is not None:
             self._api.should_exit = True
         await self.policies.stop()  # no new interventions (commands in flight may finish)
+        await self.auto_remediation.stop()  # runs in flight are stopped and recorded
         await self.dependencies.stop()
         self.dispatcher.running = False
         with contextlib.suppress(Exception):

@@ -119,11 +119,17 @@ def main(argv: list[str] | None = None) -> int:
 
 async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
     from halswarm.store.db import DatabaseError
-    from halswarm.supervisor.app import StartupError, Supervisor
+    from halswarm.supervisor.app import DatabaseIntegrityError, StartupError, Supervisor
 
     sup = Supervisor(cfg)
     try:
         await sup.start()
+    except DatabaseIntegrityError as exc:
+        from halswarm.supervisor.auto_remediation import DB_CORRUPTION, launch_db_remediation
+
+        note = await asyncio.to_thread(launch_db_remediation, cfg) if DB_CORRUPTION in cfg.remediation_auto else None
+        print(f"error: {exc}" + (f"; {note}" if note else ""), file=sys.stderr)
+        return 1
     except (DatabaseError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -29,7 +29,9 @@ def test_minimal_supervisor_gets_every_default(write) -> None:
         "database_path": "/var/lib/hal-o-swarm/supervisor.db", "events_retention_days": 30,
         "audit_retention_days": 90, "tls_enabled": False, "tls_cert": None, "tls_key": None, "agent_tokens": {},
         "log_level": "info", "log_format": "text", "max_frame_bytes": 1048576, "max_body_bytes": 1048576,
-        "command_timeout_sec": 30, "remediation_inventory": None, "remediation_auto": (), "raw": None,
+        "command_timeout_sec": 30, "remediation_inventory": None, "remediation_auto": (),
+        "remediation_window_minutes": 60, "remediation_offline_minutes": 2.0, "remediation_timeout_minutes": 15.0,
+        "remediation_supervisor_host": None, "raw": None,
         "source_path": str(write("s.json", {"auth_token": TOKEN})),
     }
     assert cfg.offline_after_sec == 90
@@ -52,6 +54,7 @@ def test_full_python_supervisor_config(copy_fixture, write) -> None:
     )
     assert cfg.remediation_auto == ("agent-crashed", "supervisor-high-memory")
     assert cfg.remediation_inventory == "/etc/hal-o-swarm/inventory/hosts.yml"
+    assert (cfg.remediation_window_minutes, cfg.remediation_offline_minutes) == (30, 2.0)
     assert (cfg.max_frame_bytes, cfg.max_body_bytes) == (2097152, 65536)
     # auto_intervention is folded into policies, and Go defaults fill what the spec form leaves out
     assert "auto_intervention" not in cfg.raw
