@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit integration e2e bench clis ops-setup clean
+.PHONY: run test lint unit integration e2e bench bench-drills clis ops-setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ run: $(STAMP)
 
 ## Whole test suite (what CI runs)
 test: $(STAMP) clis ops-setup lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=30
 
 clis:
 	bash scripts/install-test-clis.sh
@@ -45,6 +45,10 @@ e2e: $(STAMP) clis
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+## MTTR per incident and halctl's overhead over plain ansible-playbook (root: podman fleet)
+bench-drills: $(STAMP) ops-setup
+	$(BIN)/python bench/drills.py
 
 clean:
 	rm -rf $(VENV) .tools .state

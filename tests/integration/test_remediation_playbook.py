@@ -30,7 +30,8 @@ CODE = (
 @pytest.mark.timeout(300)
 def test_check_mode_on_host_without_service(tmp_path: Path) -> None:
     inv = tmp_path / "hosts.ini"
-    inv.write_text(f"[hal_supervisors]\nlocalhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    inv.write_text("[hal_supervisors]\n"
+                   f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
     env = dict(os.environ, HOME=str(tmp_path), HALCTL_AUTH_TOKEN="x")
     out = subprocess.run(
         [sys.executable, "-c", CODE, "--output", "json", "remediate", "supervisor-crashed", "-i", str(inv),

@@ -138,6 +138,7 @@ class DrillFleet:
     workdir: Path
     extra_vars: dict[str, Any] = field(default_factory=dict)
     proxy: ApiProxy | None = None
+    _runs: int = 0
 
     @property
     def sup(self) -> str:
@@ -267,18 +268,34 @@ class DrillFleet:
                    timeout=timeout, log=ARTIFACTS / log, check=False, cwd=ROOT)
 
     def remediate(self, incident: str, *args: str, timeout: float = 600, **env: str) -> tuple[int, dict[str, Any]]:
-        """``halctl --output json remediate INCIDENT -i INV --state-dir S ARGS``: (exit code, report)."""
-        proc = self.halctl("--output", "json", "remediate", incident, "-i", str(self.inventory),
-                           "--state-dir", str(self.state_dir), *args, log=f"drill-{self.prefix}-{incident}.log",
-                           timeout=timeout, **env)
-        return proc.returncode, parse_report(proc.stdout)
+        """``halctl --output json remediate INCIDENT -i INV --state-dir S ARGS``: (exit code, report).
+
+        stdout (progress, then the JSON report) and stderr (warnings, e.g. a supervisor that is down) are
+        kept apart so a warning never spoils the report; both go to a log named after the run."""
+        self._runs += 1
+        log = ARTIFACTS / f"drill-{self.prefix}-{self._runs:03d}-{incident}.log"
+        cmd = [sys.executable, "-m", "tests.molecule_support.halctl", "--output", "json", "remediate", incident,
+               "-i", str(self.inventory), "--state-dir", str(self.state_dir), *args]
+        try:
+            proc = subprocess.run(cmd, env=self.env(**env), cwd=ROOT, text=True, capture_output=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"halctl remediate {incident} timed out after {timeout:.0f}s") from exc
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"$ {' '.join(cmd)}\nrc={proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        return proc.returncode, parse_report(proc.stdout, proc.stderr)
 
 
-def parse_report(stdout: str) -> dict[str, Any]:
-    """The JSON report halctl prints last (after the live progress lines)."""
-    start = stdout.find("\n{")
-    text = stdout if stdout.startswith("{") else stdout[start + 1:] if start >= 0 else ""
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise AssertionError(f"no JSON report in halctl output:\n{stdout[-3000:]}") from None
+def parse_report(stdout: str, stderr: str = "") -> dict[str, Any]:
+    """The JSON report halctl prints last, after the live progress lines (which may hold JSON-looking
+    diff lines): the last line that opens a document from which the rest of stdout parses."""
+    lines = stdout.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("{"):
+            try:
+                doc = json.loads("\n".join(lines[i:]))
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and "incident" in doc:
+                return doc
+    raise AssertionError(f"no JSON report in halctl output:\n{stdout[-3000:]}\n{stderr[-2000:]}")
