@@ -129,6 +129,75 @@ def test_missing_rows_and_merge_keep_newer_rows(tmp_path: Path) -> None:
     assert again["changed"] is False and again["inserted"] == {}
 
 
+def test_rows_removed_by_retention_are_not_missing_nor_merged(tmp_path: Path) -> None:
+    db = tmp_path / "supervisor.db"
+    make_db(db, events=50, old=20)
+    bk = backup_of(db, tmp_path / "b")
+    cutoff = NOW - 30 * DAY
+    conn = connect(db)
+    conn.execute("DELETE FROM events WHERE timestamp < ?", (cutoff,))  # the retention job, on purpose
+    conn.execute("DELETE FROM events WHERE seq IN (30, 31, 32)")        # recent rows really lost
+    conn.execute("DELETE FROM sessions WHERE id = 's3'")
+    conn.close()
+    exclude = {"events": ["timestamp", cutoff], "audit_log": ["timestamp", NOW - 90 * DAY]}
+    # old behaviour without the option: the purged rows count as lost
+    assert H.missing_rows(str(db), str(bk), ["sessions", "events"]) == {"sessions": 1, "events": 23}
+    missing = H.missing_rows(str(db), str(bk), ["sessions", "events"], exclude_older_than=exclude)
+    assert missing == {"sessions": 1, "events": 3}
+    res = H.merge_from_backup(str(bk), str(db), ["sessions", "events"], exclude_older_than=exclude)
+    assert res["missing"] == {"sessions": 1, "events": 3}
+    assert res["inserted"] == {"sessions": 1, "events": 3}
+    assert res["missing_after"] == {"sessions": 0, "events": 0} and res["quick_check"] == "ok"
+    assert res["exclude_older_than"]["events"] == ["timestamp", cutoff]
+    assert q(db, f"SELECT count(*) FROM events WHERE timestamp < {cutoff!r}") == [(0,)]
+    assert q(db, "SELECT count(*) FROM events") == [(30,)]
+    again = H.merge_from_backup(str(bk), str(db), ["sessions", "events"], exclude_older_than=exclude)
+    assert again["changed"] is False
+
+
+def test_archived_rows_are_not_missing_nor_merged(tmp_path: Path) -> None:
+    db = tmp_path / "supervisor.db"
+    make_db(db, events=50, old=20)
+    bk = backup_of(db, tmp_path / "b")
+    arc = tmp_path / "archive" / "events-archive.db"
+    assert H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)["deleted"] == 20
+    conn = connect(db)
+    conn.execute("DELETE FROM events WHERE seq IN (40, 41)")  # recent rows really lost
+    conn.close()
+    arc_bytes = arc.read_bytes()
+    assert H.missing_rows(str(db), str(bk), ["events"]) == {"events": 22}
+    assert H.missing_rows(str(db), str(bk), ["events"], archive=str(arc)) == {"events": 2}
+    preview = H.merge_from_backup(str(bk), str(db), ["events"], archive=str(arc), check_mode=True)
+    assert preview["missing"] == {"events": 2} and preview["inserted"] == {}
+    res = H.merge_from_backup(str(bk), str(db), ["events"], archive=str(arc))
+    assert res["inserted"] == {"events": 2} and res["missing_after"] == {"events": 0}
+    assert res["archive"] == str(arc)
+    assert q(db, "SELECT count(*) FROM events") == [(30,)]
+    assert q(db, "SELECT count(*) FROM events WHERE seq IN (40, 41)") == [(2,)]
+    # the archive was only read
+    assert arc.read_bytes() == arc_bytes
+    assert not Path(str(arc) + "-wal").exists() and not Path(str(arc) + "-shm").exists()
+    # both at once: an archive without the table and a cutoff change nothing for the other table
+    both = H.missing_rows(str(db), str(bk), ["sessions", "events"], archive=str(arc),
+                          exclude_older_than={"events": ["timestamp", NOW - 30 * DAY]})
+    assert both == {"sessions": 0, "events": 0}
+
+
+def test_exclusions_are_checked(tmp_path: Path) -> None:
+    db = tmp_path / "supervisor.db"
+    make_db(db, events=5)
+    bk = backup_of(db, tmp_path / "b")
+    with pytest.raises(H.DataSafetyError, match="exclude_older_than"):
+        H.missing_rows(str(db), str(bk), ["events"], exclude_older_than={"events": "timestamp"})
+    with pytest.raises(H.DataSafetyError, match="no column nope"):
+        H.missing_rows(str(db), str(bk), ["events"], exclude_older_than={"events": ["nope", NOW]})
+    with pytest.raises(H.DataSafetyError):
+        H.missing_rows(str(db), str(bk), ["events"], archive=str(tmp_path / "no-such-archive.db"))
+    # a table not compared is ignored
+    assert H.missing_rows(str(db), str(bk), ["events"], exclude_older_than={"audit_log": ["nope", 1]}) == {
+        "events": 0}
+
+
 def test_merge_refuses_a_bad_backup_and_a_database_in_use(tmp_path: Path) -> None:
     db = tmp_path / "supervisor.db"
     make_db(db)

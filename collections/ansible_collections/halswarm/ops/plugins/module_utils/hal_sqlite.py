@@ -1953,28 +1953,83 @@ def _merge_tables(conn, tables):
     return [t for t in chosen if t in live and t in theirs and t != "schema_migrations"]
 
 
-def _missing_in(conn, tables):
+def _check_exclusions(exclude_older_than):
+    """{table: (column, cutoff)} from {table: [column, cutoff_epoch_seconds]} (None: {})."""
     out = {}
-    for table in tables:
-        clause = _absent_clause(table_keys(conn, table)).replace("{table}", _quote_ident(table))
-        out[table] = conn.execute(f"SELECT count(*) FROM bk.{_quote_ident(table)} AS b WHERE {clause}").fetchone()[0]
+    for table, spec in (exclude_older_than or {}).items():
+        try:
+            column, cutoff = spec
+            cutoff = float(cutoff)
+        except (TypeError, ValueError):
+            raise DataSafetyError(f"exclude_older_than[{table}] must be [column, cutoff epoch seconds], "
+                                  f"not {spec!r}", "invalid") from None
+        if not isinstance(column, str) or not column:
+            raise DataSafetyError(f"exclude_older_than[{table}]: the column must be a name", "invalid")
+        out[str(table)] = (column, cutoff)
     return out
 
 
-def missing_rows(db, backup, tables=None):
+def _attach_archive(conn, archive):
+    """Attach `archive` read-only as `arc` (a no-op without one)."""
+    if archive:
+        conn.execute("ATTACH DATABASE ? AS arc", (_uri(archive, mode="ro"),))
+
+
+def _excluded_clause(conn, table, exclude, archive, alias="b"):
+    """(SQL, params): AND-terms leaving out the rows of `alias` that were removed on purpose, i.e. whose
+    exclusion column is older than its cutoff (retention; NULL is never old, as in its DELETE ... WHERE
+    col < cutoff) or whose key is found in the archive's table of the same name (archiving)."""
+    sql, params = "", []
+    if table in exclude:
+        column, cutoff = exclude[table]
+        if not _has_column(conn, table, column, "bk"):
+            raise DataSafetyError(f"exclude_older_than: the backup's table {table} has no column {column}",
+                                  "invalid")
+        qc = _quote_ident(column)
+        sql += f" AND ({alias}.{qc} IS NULL OR NOT ({alias}.{qc} < ?))"
+        params.append(cutoff)
+    if archive and conn.execute("SELECT 1 FROM arc.sqlite_master WHERE type='table' AND name=?",
+                                (table,)).fetchone():
+        theirs = set(_columns(conn, table, "arc"))
+        keys = [k for k in table_keys(conn, table, "bk") if k != ["_rowid_"] and set(k) <= theirs]
+        if keys:
+            match = " OR ".join("(" + " AND ".join(f"a.{_quote_ident(c)} = {alias}.{_quote_ident(c)}" for c in key)
+                                + ")" for key in keys)
+            sql += f" AND NOT EXISTS (SELECT 1 FROM arc.{_quote_ident(table)} AS a WHERE {match})"
+    return sql, params
+
+
+def _missing_in(conn, tables, exclude=None, archive=None):
+    exclude = _check_exclusions(exclude)
+    out = {}
+    for table in tables:
+        clause = _absent_clause(table_keys(conn, table)).replace("{table}", _quote_ident(table))
+        extra, params = _excluded_clause(conn, table, exclude, archive)
+        out[table] = conn.execute(f"SELECT count(*) FROM bk.{_quote_ident(table)} AS b WHERE {clause}{extra}",
+                                  params).fetchone()[0]
+    return out
+
+
+def missing_rows(db, backup, tables=None, exclude_older_than=None, archive=None):
     """{table: rows of `backup` that match no row of `db` on the primary key or any UNIQUE key}.
 
     Read-only on both files. `tables` defaults to every table they share (schema_migrations aside).
+    Rows removed on purpose are not missing: with `exclude_older_than` ({table: [column, cutoff]},
+    cutoff in epoch seconds) those whose column is older than the cutoff (what retention deletes),
+    with `archive` (a side database, attached read-only) those whose key its same-named table holds.
     """
-    for path in (db, backup):
+    exclude = _check_exclusions(exclude_older_than)
+    paths = (db, backup, archive) if archive else (db, backup)
+    for path in paths:
         check_sqlite_file(path)
-    existed = {p: wal_files(p) for p in (db, backup)}
+    existed = {p: wal_files(p) for p in paths}
     try:
         conn = _open_pair(db, backup)
+        _attach_archive(conn, archive)
     except sqlite3.Error as exc:
         raise _sqlite_error(exc, db, "open") from None
     try:
-        return _missing_in(conn, _merge_tables(conn, tables))
+        return _missing_in(conn, _merge_tables(conn, tables), exclude, archive)
     except sqlite3.Error as exc:
         raise _sqlite_error(exc, db, "compare with " + backup) from None
     finally:
@@ -2002,13 +2057,17 @@ def _db_side_files(db):
     return [db + s for s in ("-wal", "-shm", "-journal") if os.path.exists(db + s)]
 
 
-def merge_from_backup(backup, db, tables=None, check_mode=False, require_checksum=True, online=False):
+def merge_from_backup(backup, db, tables=None, check_mode=False, require_checksum=True, online=False,
+                      exclude_older_than=None, archive=None):
     """Copy the rows of `backup` that `db` lacks back into `db` (INSERT OR IGNORE by every key: rows
     present in `db`, newer ones included, are never overwritten). One transaction.
 
+    Rows removed on purpose are not copied back (see missing_rows): `exclude_older_than`
+    ({table: [column, cutoff epoch seconds]}, retention) and `archive` (side database, read-only).
+
     `backup` is verified first (sha256 sidecar + integrity). Refuses a database held open by
     another process unless `online`. Returns missing (before), inserted, missing_after, skipped
-    (rows whose columns do not fit), tables, quick_check.
+    (rows whose columns do not fit), tables, quick_check, archive, exclude_older_than.
     """
     backup = os.path.abspath(backup)
     db = os.path.abspath(db)
@@ -2017,17 +2076,22 @@ def merge_from_backup(backup, db, tables=None, check_mode=False, require_checksu
         raise DataSafetyError(f"refusing to merge from {backup}: {verification['problems'][0]}",
                               verification["kind"] or "corrupt", {"verification": verification})
     check_sqlite_file(db)
+    archive = os.path.abspath(archive) if archive else None
+    exclude = _check_exclusions(exclude_older_than)
     if not online and not check_mode:
         ensure_not_in_use(db)
-    before = missing_rows(db, backup, tables)
+    before = missing_rows(db, backup, tables, exclude, archive)
     result = {"db": db, "backup": backup, "missing": before, "inserted": {}, "skipped": {},
               "missing_after": dict(before), "tables": sorted(before), "quick_check": None,
-              "changed": any(before.values())}
+              "changed": any(before.values()), "archive": archive,
+              "exclude_older_than": {t: [c, v] for t, (c, v) in sorted(exclude.items())}}
     if check_mode or not result["changed"]:
         return result
     existed = set(_db_side_files(db))
+    arc_existed = wal_files(archive) if archive else None
     try:
         conn = _open_pair(db, backup, write=True)
+        _attach_archive(conn, archive)
     except sqlite3.Error as exc:
         raise _sqlite_error(exc, db, "open") from None
     try:
@@ -2045,21 +2109,25 @@ def merge_from_backup(backup, db, tables=None, check_mode=False, require_checksu
                     continue
                 names = ", ".join(_quote_ident(c) for c in cols)
                 clause = _absent_clause(table_keys(conn, table)).replace("{table}", _quote_ident(table))
+                extra, params = _excluded_clause(conn, table, exclude, archive)
                 cur = conn.execute(f"INSERT OR IGNORE INTO main.{_quote_ident(table)} ({names}) "
-                                   f"SELECT {names} FROM bk.{_quote_ident(table)} AS b WHERE {clause}")
+                                   f"SELECT {names} FROM bk.{_quote_ident(table)} AS b WHERE {clause}{extra}",
+                                   params)
                 result["inserted"][table] = cur.rowcount
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
-        result["missing_after"] = _missing_in(conn, result["tables"])
+        result["missing_after"] = _missing_in(conn, result["tables"], exclude, archive)
         problems = integrity_problems(conn, quick=True)
     except sqlite3.Error as exc:
         raise _sqlite_error(exc, db, "merge from " + backup) from None
     finally:
         conn.close()
         _match_owner([p for p in _db_side_files(db) if p not in existed], db)
+        if archive:
+            tidy_wal_files(archive, arc_existed)
     result["quick_check"] = problems if problems else "ok"
     if problems:
         raise DataSafetyError(f"{db}: fails PRAGMA quick_check after the merge: {problems[0]}", "corrupt", result)

@@ -69,6 +69,20 @@ options:
     description: Tables to compare; by default every table both databases have (C(schema_migrations) aside).
     type: list
     elements: str
+  exclude_older_than:
+    description:
+      - Rows removed on purpose by retention are not missing. Per table, V([column, cutoff]) where cutoff is in
+        epoch seconds; rows of the backup whose column is older than the cutoff are left out of RV(missing)
+        (a NULL is never old). Tables not compared are ignored.
+      - "For example V({events: [timestamp, 1767225600], audit_log: [timestamp, 1761955200]})."
+    type: dict
+    version_added: 0.2.0
+  archive:
+    description:
+      - A side database rows were archived into (M(halswarm.ops.hal_sqlite_archive)); it is attached read-only.
+        Rows of the backup whose key its table of the same name holds are not missing.
+    type: path
+    version_added: 0.2.0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -102,6 +116,17 @@ EXAMPLES = r"""
     compare_tables: [sessions, events]
     time_queries: []
 
+- name: The same, leaving out rows removed by retention or archived on purpose
+  halswarm.ops.hal_sqlite_facts:
+    path: /var/lib/hal-o-swarm/supervisor/supervisor.db
+    backup_dir: /var/backups/hal-o-swarm
+    compare_with_newest_backup: true
+    compare_tables: [sessions, events]
+    exclude_older_than:
+      events: [timestamp, "{{ now().timestamp() - 30 * 86400 }}"]
+    archive: /var/lib/hal-o-swarm/supervisor/archive/events-archive.db
+    time_queries: []
+
 - name: Old events and the time of the default events page
   halswarm.ops.hal_sqlite_facts:
     path: /var/lib/hal-o-swarm/supervisor/supervisor.db
@@ -133,7 +158,9 @@ compared_with:
   returned: when O(compare_with) or O(compare_with_newest_backup) is set
   type: str
 missing:
-  description: Per table, the rows of the compared backup that the database lacks (by primary or UNIQUE key).
+  description:
+    - Per table, the rows of the compared backup that the database lacks (by primary or UNIQUE key).
+    - Without the rows left out by O(exclude_older_than) and O(archive).
   returned: when a backup was compared
   type: dict
   sample: {"events": 120, "sessions": 2}
@@ -168,6 +195,8 @@ def main():
             compare_with=dict(type="path"),
             compare_with_newest_backup=dict(type="bool", default=False),
             compare_tables=dict(type="list", elements="str"),
+            exclude_older_than=dict(type="dict"),
+            archive=dict(type="path"),
         ),
         mutually_exclusive=[("compare_with", "compare_with_newest_backup")],
         supports_check_mode=True,
@@ -188,7 +217,8 @@ def main():
         if p["compare_with"] or p["compare_with_newest_backup"]:
             result["compared_with"] = compare
         if compare and result["db"]["integrity"] == "ok":
-            result["missing"] = missing_rows(p["path"], compare, p["compare_tables"])
+            result["missing"] = missing_rows(p["path"], compare, p["compare_tables"],
+                                             exclude_older_than=p["exclude_older_than"], archive=p["archive"])
             result["missing_total"] = sum(result["missing"].values())
     except DataSafetyError as exc:
         module.fail_json(msg=exc.message, kind=exc.kind, **result)

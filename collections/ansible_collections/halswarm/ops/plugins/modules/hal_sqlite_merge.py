@@ -34,6 +34,19 @@ options:
     description: Refuse a backup without a C(.sha256) sidecar. A sidecar that does not match is always refused.
     type: bool
     default: true
+  exclude_older_than:
+    description:
+      - Rows removed on purpose by retention are not copied back. Per table, V([column, cutoff]) where cutoff is
+        in epoch seconds; rows of the backup whose column is older than the cutoff are neither counted missing
+        nor merged (a NULL is never old). Tables not merged are ignored.
+    type: dict
+    version_added: 0.2.0
+  archive:
+    description:
+      - A side database rows were archived into (M(halswarm.ops.hal_sqlite_archive)); it is attached read-only.
+        Rows of the backup whose key its table of the same name holds are neither counted missing nor merged.
+    type: path
+    version_added: 0.2.0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -67,6 +80,15 @@ EXAMPLES = r"""
     dest: /var/lib/hal-o-swarm/supervisor/supervisor.db
     tables: [sessions, events]
   register: merged
+
+- name: The same, without undoing retention (events older than 30 days) and archiving
+  halswarm.ops.hal_sqlite_merge:
+    src: /var/backups/hal-o-swarm/supervisor-20260101T020000Z.db
+    dest: /var/lib/hal-o-swarm/supervisor/supervisor.db
+    tables: [sessions, events]
+    exclude_older_than:
+      events: [timestamp, "{{ now().timestamp() - 30 * 86400 }}"]
+    archive: /var/lib/hal-o-swarm/supervisor/archive/events-archive.db
 """
 
 RETURN = r"""
@@ -96,6 +118,16 @@ quick_check:
   description: C(ok) after a merge that changed something, else null.
   returned: success
   type: str
+archive:
+  description: The archive rows were looked up in (O(archive)), null without one.
+  returned: success
+  type: str
+  version_added: 0.2.0
+exclude_older_than:
+  description: The cutoffs applied, per table V([column, cutoff]) (empty without O(exclude_older_than)).
+  returned: success
+  type: dict
+  version_added: 0.2.0
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
@@ -116,13 +148,16 @@ def main():
             dest=dict(type="path", required=True),
             tables=dict(type="list", elements="str"),
             require_checksum=dict(type="bool", default=True),
+            exclude_older_than=dict(type="dict"),
+            archive=dict(type="path"),
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
         result = merge_from_backup(p["src"], p["dest"], tables=p["tables"], check_mode=module.check_mode,
-                                   require_checksum=p["require_checksum"])
+                                   require_checksum=p["require_checksum"],
+                                   exclude_older_than=p["exclude_older_than"], archive=p["archive"])
     except DataSafetyError as exc:
         module.fail_json(msg=exc.message, kind=exc.kind)
     after = {t: 0 for t in result["missing"]} if module.check_mode else result["missing_after"]
