@@ -3,7 +3,8 @@
 Drills inject a real fault, run the real ``halctl remediate``, assert the verified recovery and the
 report, and must leave the fleet healthy: the ``fleet`` fixture checks that before each drill and
 fails it loudly (instead of letting the next drill inherit a broken fleet) when it is not.
-``HAL_DRILL_PREFIX`` names the instances (default ``hal-drill``) so that several runs can coexist.
+``HAL_DRILL_PREFIX`` names the instances (default ``hal-drill``, plus ``-wN`` under pytest-xdist) so that
+several runs can coexist.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ def drill_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DrillFleet
     reason = host_ready()
     if reason:
         pytest.skip(reason)
-    fleet = DrillFleet(os.environ.get("HAL_DRILL_PREFIX", "hal-drill"), tmp_path_factory.mktemp("drill-fleet"))
+    # One fleet per pytest-xdist worker (drill modules may land on different workers).
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "").replace("gw", "-w")
+    prefix = os.environ.get("HAL_DRILL_PREFIX", "hal-drill") + worker
+    fleet = DrillFleet(prefix, tmp_path_factory.mktemp("drill-fleet"))
     try:
         fleet.create()
         fleet.deploy()
@@ -33,7 +37,12 @@ def drill_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DrillFleet
 
 @pytest.fixture
 def fleet(drill_fleet: DrillFleet) -> Iterator[DrillFleet]:
-    """The shared fleet, healthy before the drill; after it, restarted when a drill left it broken."""
+    """The shared fleet, healthy before the drill; after it, restarted when a drill left it broken.
+
+    The units' start-rate counters are reset first: drills restart daemons often, and systemd's
+    StartLimitBurst (5 starts in 300 s) would otherwise refuse a start a later drill relies on."""
+    for host, unit in ((drill_fleet.sup, SUP_UNIT), (drill_fleet.agent, AGENT_UNIT)):
+        drill_fleet.exec(host, "systemctl", "reset-failed", unit, check=False)
     _ensure_healthy(drill_fleet)
     yield drill_fleet
     if not _healthy(drill_fleet):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -201,6 +201,18 @@ def assert_check_changes_nothing(fleet: DrillFleet, incident: str, *extra: str, 
     assert fleet.exec(fleet.sup, "sh", "-c", f"ls -1 {BACKUP_DIR} /var/lib/hal-o-swarm/supervisor 2>/dev/null; true") \
         == files, "--check created or removed files"
     return report
+
+
+@pytest.fixture(autouse=True)
+def _drop_drill_backups(fleet: DrillFleet) -> Iterator[None]:
+    """Backups a drill takes hold its drill rows; left behind, they would make the next drill's healthy
+    fleet look like it lost data. Remove the files a drill added to the backup directory."""
+    ls = f"ls -1 {BACKUP_DIR} 2>/dev/null; true"
+    before = set(fleet.sh(fleet.sup, ls).split())
+    yield
+    added = set(fleet.sh(fleet.sup, ls).split()) - before
+    if added:
+        fleet.sh(fleet.sup, "rm -f " + " ".join(f"{BACKUP_DIR}/{n}" for n in sorted(added)), check=False)
 
 
 # ----- drills -----
