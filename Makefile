@@ -22,7 +22,7 @@ run: $(STAMP)
 
 ## Whole test suite (what CI runs)
 test: $(STAMP) clis ops-setup lint
-	$(BIN)/pytest -q -p no:cacheprovider --durations=30
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=30
 
 clis:
 	bash scripts/install-test-clis.sh
