@@ -3,9 +3,10 @@
 Each incident of the catalog (but the escalation step collect-diagnostics, which always collects) runs for
 real, without --check, through `halctl remediate`. Before and after the whole sequence the fleet's
 observable state is fingerprinted: configs, tokens, unit files with their drop-ins, the daemons' main PIDs
-and restart counts (no restart happened), firewall rules of the shared namespace, and the row counts of
-every supervisor table but `nodes` (whose heartbeat columns move by design). The reports are not sent,
-so the supervisor's database sees nothing from the drill itself.
+and restart counts (no restart happened), firewall rules of the shared namespace, the row counts of
+every supervisor table but `nodes` (heartbeat columns move by design) and `events`, and no event the
+supervisor records itself (node offline/online, pushes, re-polls, ...) may appear; the agent's own
+forwarded events flow on. The reports are not sent, so the database sees nothing from the drill itself.
 """
 
 from __future__ import annotations
@@ -26,7 +27,18 @@ _COUNTS = """
 import json, sqlite3, sys
 c = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
 names = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
-print(json.dumps({n: c.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in sorted(names) if n != "nodes"}))
+print(json.dumps({n: c.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in sorted(names)
+                  if n not in ("nodes", "events")}))
+"""
+# Events since a rowid: (type, origin). Agents forward their own events all the time (origin "agent",
+# a per-node seq); what the supervisor records itself (origin "supervisor": node.offline/online,
+# credential.pushed, cost.refreshed, auth.*, remediation.*) is what a remediation would cause.
+_EVENTS = """
+import json, sqlite3, sys
+c = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+rows = c.execute("SELECT type, seq IS NULL FROM events WHERE rowid > ? ORDER BY rowid", (int(sys.argv[2]),))
+print(json.dumps({"max": c.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0],
+                  "added": [[t, "supervisor" if s else "agent"] for t, s in rows]}))
 """
 
 
@@ -44,8 +56,13 @@ def fingerprint(fleet: DrillFleet) -> dict[str, Any]:
     return {"files": files, "units": units, "iptables": rules, "rows": counts}
 
 
+def events_since(fleet: DrillFleet, rowid: int) -> dict[str, Any]:
+    return json.loads(fleet.exec(fleet.sup, "python3", "-c", _EVENTS, SUP_DB, str(rowid)))
+
+
 def test_healthy_fleet_reports_not_present_for_every_incident(fleet: DrillFleet) -> None:
     before = fingerprint(fleet)
+    mark = events_since(fleet, 0)["max"]
     assert before["units"][SUP_UNIT]["ActiveState"] == "active" and before["units"][AGENT_UNIT]["MainPID"] != "0"
     outcomes = {}
     for incident in HEALTHY_IDS:
@@ -58,3 +75,5 @@ def test_healthy_fleet_reports_not_present_for_every_incident(fleet: DrillFleet)
     assert not wrong, f"a healthy fleet must report 'not present' everywhere: {wrong}"
     after = fingerprint(fleet)
     assert after == before
+    added = events_since(fleet, mark)["added"]
+    assert [e for e in added if e[1] == "supervisor"] == [], added
