@@ -86,23 +86,29 @@ def core_path() -> Path:
         raise
 
 
-def core() -> ModuleType:
-    """The collection's hal_sqlite module_utils file, loaded once from its path."""
-    loaded = sys.modules.get(_CORE_NAME)
+def load_file_module(name: str, path: Path) -> ModuleType:
+    """Load a standard-library-only module_utils file of the collection by path, once per process
+    (registered as ``name``), so halctl and the collection's modules share one implementation."""
+    loaded = sys.modules.get(name)
     if loaded is not None:
         return loaded
-    path = core_path()
-    spec = importlib.util.spec_from_file_location(_CORE_NAME, path)
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:  # pragma: no cover - the file exists
         raise DataSafetyFailure(f"cannot load {path}", "missing")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[_CORE_NAME] = module
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        sys.modules.pop(_CORE_NAME, None)
+        sys.modules.pop(name, None)
         raise
     return module
+
+
+def core() -> ModuleType:
+    """The collection's hal_sqlite module_utils file, loaded once from its path."""
+    loaded = sys.modules.get(_CORE_NAME)
+    return loaded if loaded is not None else load_file_module(_CORE_NAME, core_path())
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ layout as halctl reads it back and the ``escalation`` block of a report.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import sys
 import tarfile
@@ -42,21 +41,10 @@ def core_path() -> Path:
 
 def core() -> ModuleType:
     """The collection's hal_diagnostics module_utils file, loaded once from its path."""
+    from halswarm.ops.datasafety import load_file_module
+
     loaded = sys.modules.get(_CORE_NAME)
-    if loaded is not None:
-        return loaded
-    path = core_path()
-    spec = importlib.util.spec_from_file_location(_CORE_NAME, path)
-    if spec is None or spec.loader is None:  # pragma: no cover - the file exists
-        raise DiagnosticsError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_CORE_NAME] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(_CORE_NAME, None)
-        raise
-    return module
+    return loaded if loaded is not None else load_file_module(_CORE_NAME, core_path())
 
 
 # ----- redaction (the core's rules) -----
