@@ -165,18 +165,49 @@ class Registered:
         }
 
 
+@dataclass(slots=True, frozen=True)
+class OutboxStats:
+    """The agent's outbox in a heartbeat: events waiting for an ack, the bound, events refused so far
+    (since the agent started; refused = never stored, never sent)."""
+
+    pending: int
+    max_events: int
+    refused_total: int = 0
+
+    @classmethod
+    def from_payload(cls, value: Any) -> OutboxStats:
+        where = "heartbeat.outbox"
+        if not isinstance(value, dict):
+            raise ProtocolError(BAD_PAYLOAD, "heartbeat: 'outbox' must be an object")
+        return cls(
+            pending=_int(value, "pending", where),
+            max_events=_int(value, "max_events", where, minimum=1),
+            refused_total=_int(value, "refused_total", where, default=0),
+        )
+
+    def to_payload(self) -> dict[str, int]:
+        return {"pending": self.pending, "max_events": self.max_events, "refused_total": self.refused_total}
+
+
 @dataclass(slots=True)
 class Heartbeat:
     TYPE: ClassVar[str] = "heartbeat"
     resources: dict[str, float] = field(default_factory=dict)
+    outbox: OutboxStats | None = None  # optional: agents before it send none
 
     @classmethod
     def from_payload(cls, payload: Any) -> Heartbeat:
         d = _obj(payload if payload is not None else {}, cls.TYPE)
-        return cls(resources=_resources(d.get("resources"), cls.TYPE))
+        ob = d.get("outbox")
+        return cls(
+            resources=_resources(d.get("resources"), cls.TYPE),
+            outbox=OutboxStats.from_payload(ob) if ob is not None else None,
+        )
 
     def to_payload(self) -> dict[str, Any]:
-        return {"resources": self.resources}
+        if self.outbox is None:
+            return {"resources": self.resources}
+        return {"resources": self.resources, "outbox": self.outbox.to_payload()}
 
 
 @dataclass(slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -27,20 +27,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Exactly the codes of SPEC 6; nothing else goes on the wire.
 STATUS_BY_CODE = {
     "AUTH_REQUIRED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404, "BAD_REQUEST": 400, "VALIDATION_ERROR": 400,
     "CONFLICT": 409, "RATE_LIMITED": 429, "INTERNAL_ERROR": 500, "SERVICE_UNAVAILABLE": 503,
-    "DISPATCH_ERROR": 502, "TIMEOUT": 504, "PAYLOAD_TOO_LARGE": 413,
+    "DISPATCH_ERROR": 502, "TIMEOUT": 504,
 }
+# Codes some route modules still raise, folded into the SPEC list.
+CODE_ALIASES = {"PAYLOAD_TOO_LARGE": "BAD_REQUEST"}
 MAX_LIMIT = 10_000
 
 
 class ApiError(Exception):
     def __init__(self, code: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        code = CODE_ALIASES.get(code, code)
+        self.code = code if code in STATUS_BY_CODE else "INTERNAL_ERROR"
         self.message = message
-        self.status = status or STATUS_BY_CODE[code]
+        self.status = STATUS_BY_CODE[self.code]  # `status` is kept for callers; the code decides (SPEC 6)
 
 
 def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> JSONResponse:
@@ -143,23 +147,23 @@ def raise_for(res: Result) -> None:
                        f"{res.type} failed on {res.node_id}: {res.error or 'no detail'} (command {res.command_id})")
 
 
-def build_app(sup: Supervisor) -> FastAPI:
-    app = FastAPI(title="hal-supervisor", version=__version__, openapi_url="/openapi.json", docs_url="/docs",
-                  redoc_url=None)
-    max_body = sup.config.max_body_bytes
-
-    # ----- errors -----
+def install_error_handling(app: FastAPI, max_body: int, on_internal: Callable[[], None] | None = None) -> None:
+    """Every error as `{"error", "code"}` with a SPEC 6 code, including framework errors and crashes."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return err(exc.code, exc.message, exc.status)
+        return err(exc.code, exc.message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {401: "AUTH_REQUIRED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "BAD_REQUEST"}.get(
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 405:
+            return err("BAD_REQUEST", f"method {request.method} is not allowed on {request.url.path}")
+        if exc.status_code == 404:
+            return err("NOT_FOUND", "not found")
+        code = {401: "AUTH_REQUIRED", 403: "FORBIDDEN", 409: "CONFLICT", 429: "RATE_LIMITED", 502: "DISPATCH_ERROR",
+                503: "SERVICE_UNAVAILABLE", 504: "TIMEOUT"}.get(
             exc.status_code, "BAD_REQUEST" if exc.status_code < 500 else "INTERNAL_ERROR")
-        msg = "not found" if exc.status_code == 404 else str(exc.detail)
-        return err(code, msg, exc.status_code)
+        return err(code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -172,8 +176,12 @@ def build_app(sup: Supervisor) -> FastAPI:
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error: %s", exc)
-        sup.metrics.errors_total.labels("api", "internal").inc()
+        if on_internal is not None:
+            on_internal()
         return err("INTERNAL_ERROR", "internal error; see the supervisor log")
+
+    def too_large() -> JSONResponse:
+        return err("BAD_REQUEST", f"request body too large: the limit is {max_body} bytes (server.max_body_bytes)")
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Any) -> Response:
@@ -184,15 +192,22 @@ def build_app(sup: Supervisor) -> FastAPI:
             except ValueError:
                 return err("BAD_REQUEST", "invalid Content-Length")
             if too_big:
-                return err("PAYLOAD_TOO_LARGE", f"request body exceeds {max_body} bytes")
+                return too_large()
         elif request.method in ("POST", "PUT", "PATCH") and request.headers.get("transfer-encoding"):
             body = b""
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > max_body:
-                    return err("PAYLOAD_TOO_LARGE", f"request body exceeds {max_body} bytes")
+                    return too_large()
             request._body = body  # starlette caches the consumed body here
         return await call_next(request)
+
+
+def build_app(sup: Supervisor) -> FastAPI:
+    app = FastAPI(title="hal-supervisor", version=__version__, openapi_url="/openapi.json", docs_url="/docs",
+                  redoc_url=None)
+    install_error_handling(app, sup.config.max_body_bytes,
+                           on_internal=lambda: sup.metrics.errors_total.labels("api", "internal").inc())
 
     # ----- auth -----
 

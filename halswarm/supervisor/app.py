@@ -118,7 +118,8 @@ class Supervisor:
 
         if nodes or sessions:
             await self.writer.run(job)
-        self.ingestor = Ingestor(self.writer, self.tracker, self.metrics, self._send_ack)
+        self.ingestor = Ingestor(self.writer, self.tracker, self.metrics, self._send_ack,
+                                 lambda node_id, seq: self.hub.send_rewind(node_id, seq))
         for n in nodes:
             self.ingestor.reset_node(n.id, n.last_seq)
         ssl_ctx = self._ssl_context()

@@ -26,6 +26,10 @@ from halswarm.supervisor.tracker import SessionTracker
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL = 24 * 3600
+# The agent gets a slightly shorter deadline than the caller, so its own `timeout` result (with whatever
+# detail it has) can still arrive before the supervisor's deadline, which is the command's timeout itself.
+AGENT_MARGIN_MAX = 0.5
+AGENT_MARGIN_FRACTION = 0.1
 
 CANONICAL = (
     "create_session", "prompt_session", "resume", "kill_session", "restart_session", "handover",
@@ -157,9 +161,12 @@ class Dispatcher:
                 res = Result(**{k: cached.get(k) for k in ("command_id", "status", "output", "error", "node_id",
                                                            "type", "duration_ms")})
                 res.replayed = True
+                await self._audit_replay(actor, ctype, target, args, res, ip)
                 return res
             if key_hash in self._inflight:
-                return await asyncio.shield(self._inflight[key_hash])
+                joined = await asyncio.shield(self._inflight[key_hash])
+                await self._audit_replay(actor, ctype, target, args, joined, ip)
+                return joined
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         if key_hash:
             self._inflight[key_hash] = fut
@@ -194,7 +201,9 @@ class Dispatcher:
             self.metrics.commands_total.labels(ctype, "rejected").inc()
             await self._audit(actor, ctype, target_desc, args, "rejected", exc.message, started, ip, command_id)
             raise
-        cmd = Command(command_id, ctype, target, args, timeout_ms=int(timeout * 1000))
+        deadline = started + timeout
+        agent_timeout = timeout - min(AGENT_MARGIN_MAX, timeout * AGENT_MARGIN_FRACTION)
+        cmd = Command(command_id, ctype, target, args, timeout_ms=max(1, int(agent_timeout * 1000)))
         fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = _Pending(node_id, fut)
         record = {"command_id": command_id, "type": ctype, "target": target.to_payload(), "args": redact(args),
@@ -207,8 +216,8 @@ class Dispatcher:
                 result = CommandResult(command_id, "failure", None, f"node {node_id} disconnected before send")
             else:
                 try:
-                    # A little grace beyond the agent's own deadline, so its `timeout` result can arrive.
-                    result = await asyncio.wait_for(asyncio.shield(fut), timeout + 2.0)
+                    # The caller's deadline is the command's timeout, counted from the request (SPEC 5).
+                    result = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
                     result = CommandResult(command_id, "timeout", None, f"no result within {timeout:g} s")
         finally:
@@ -228,6 +237,16 @@ class Dispatcher:
 
         await self.writer.run(job)
         return res
+
+    async def _audit_replay(self, actor: str, ctype: str, target: CommandTarget, args: dict[str, Any],
+                            res: Result, ip: str | None) -> None:
+        """An idempotent replay runs nothing, but it is still an operator action: audit it as such."""
+        target_desc = target.session_id or target.project or target.node_id or "unknown"
+        if res.node_id:
+            target_desc += f"@{res.node_id}"
+        row = _audit_row(actor, ctype, target_desc, args, "replayed", f"idempotent replay of command {res.command_id}"
+                         f" ({res.status})", 0, ip, res.command_id)
+        await self.writer.run(lambda c: queries.insert_audit(c, row))
 
     async def _audit(self, actor: str, action: str, target: str, args: dict[str, Any], result: str,
                      error: str | None, started: float, ip: str | None, command_id: str | None) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -82,6 +83,7 @@ class Hub:
         self.links: dict[str, AgentLink] = {}
         self.throttle = FailureThrottle()
         self.dispatcher: Any = None  # set by the app (command results are routed to it)
+        self.on_credential_sync: Callable[[str], None] | None = None  # the auth drift watcher, when mounted
         self._server: Server | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
@@ -130,6 +132,12 @@ class Hub:
             await self._mark_offline(node_id, "supervisor shutting down")
         if self._server is not None:
             self._server.close(close_connections=True)
+            # Server.close() is idempotent: after stop_accepting() the call above closes nothing, and
+            # wait_closed() would wait out its timeout for the open agent links. Close them here.
+            conns = list(self._server.connections)
+            if conns:
+                await asyncio.wait([asyncio.ensure_future(c.close(1001, "supervisor shutting down"))
+                                    for c in conns], timeout=5)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
         for t in list(self._bg):
@@ -216,10 +224,12 @@ class Hub:
                 return None
             return await self._register(ws, reg, env.request_id)
 
-    async def _register(self, ws: ServerConnection, reg: Register, request_id: str | None) -> AgentLink:
+    async def _register(self, ws: ServerConnection, reg: Register, request_id: str | None,
+                        current: AgentLink | None = None) -> AgentLink:
+        """Register a node; `current` is the link of a re-register on an open connection (kept, not replaced)."""
         now = time.time()
         old = self.links.get(reg.node_id)
-        link = AgentLink(reg.node_id, ws)
+        link = current if current is not None else AgentLink(reg.node_id, ws)
         self.links[reg.node_id] = link
         if old is not None and old.ws is not ws:
             log.info("node %s reconnected; closing its previous connection", reg.node_id)
@@ -275,6 +285,12 @@ class Hub:
             node.last_heartbeat = time.time()
             if msg.resources:
                 node.resources = msg.resources
+            if msg.outbox is not None:  # optional (older agents): shown as resources.outbox_*
+                ob = msg.outbox
+                node.resources = {**node.resources, "outbox_pending": float(ob.pending),
+                                  "outbox_max_events": float(ob.max_events),
+                                  "outbox_refused_total": float(ob.refused_total)}
+                self.metrics.set_agent_outbox(node.id, ob.pending, ob.max_events, ob.refused_total)
             self._spawn(self.writer.run(lambda c: queries.update_node_liveness(
                 c, node.id, node.status, node.last_heartbeat, node.resources)))
         elif isinstance(msg, CommandResult):
@@ -293,9 +309,19 @@ class Hub:
         elif isinstance(msg, CredentialSync):
             node.credential_version = msg.credential_version
             self._spawn(self.writer.run(lambda c: queries.update_node_auth(c, node)))
+            if self.on_credential_sync is not None:
+                self.on_credential_sync(node.id)
         elif isinstance(msg, Register):
-            # A re-register on a live connection refreshes projects and the session snapshot.
-            await self._register(link.ws, msg, env.request_id)
+            # A re-register on a live connection refreshes projects and the session snapshot on the same
+            # link (the connection loop keeps its liveness). Another node_id on this connection is refused
+            # with an `error` frame; the connection stays open for the node it registered as.
+            if msg.node_id != link.node_id:
+                self.metrics.errors_total.labels("hub", perr.BAD_PAYLOAD).inc()
+                await self._send_error(link.ws, perr.BAD_PAYLOAD,
+                                       f"this connection is registered as {link.node_id}; register as "
+                                       f"{msg.node_id} on a new connection", env.request_id)
+                return
+            await self._register(link.ws, msg, env.request_id, current=link)
         elif isinstance(msg, ErrorMsg):
             log.warning("node %s reported error %s: %s", link.node_id, msg.code, msg.message)
         else:
@@ -346,6 +372,13 @@ class Hub:
         link = self.links.get(node_id)
         if link is not None:
             self._send(link, encode(Ack(seq)))
+
+    def send_rewind(self, node_id: str, expected: int) -> None:
+        """Ask an agent to resend from `expected` (after the supervisor failed to store its events)."""
+        link = self.links.get(node_id)
+        if link is not None:
+            msg = f"seq gap: expected seq {expected} (events after it were not stored)"
+            self._spawn(self._send_error(link.ws, perr.SEQ_GAP, msg))
 
     async def send_command(self, node_id: str, frame: str) -> bool:
         link = self.links.get(node_id)

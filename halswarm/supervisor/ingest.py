@@ -44,11 +44,13 @@ class Ingestor:
         tracker: SessionTracker,
         metrics: Metrics,
         send_ack: Callable[[str, int], Awaitable[None] | None],
+        send_rewind: Callable[[str, int], None] | None = None,
     ) -> None:
         self._writer = writer
         self._tracker = tracker
         self._metrics = metrics
         self._send_ack = send_ack
+        self._send_rewind = send_rewind
         self.seqs: dict[str, SeqState] = {}
         self._pending: list[tuple[queries.EventRow, float, tuple[str, str, str | None, str | None, Any, float]]] = []
         self._flushing: asyncio.Task[None] | None = None
@@ -109,6 +111,28 @@ class Ingestor:
         while self._pending or (self._flushing and not self._flushing.done()):
             await self._idle.wait()
             await asyncio.sleep(0)
+
+    def _forget_uncommitted(self, nodes: set[str]) -> None:
+        """After a failed commit: nothing of those nodes above `committed` may be stored or acked.
+
+        Events of the same nodes that arrived while the commit ran are still queued; storing them
+        would put a hole in the node's seq and the cumulative ack that followed would tell the agent
+        to delete the lost events. So they are dropped too, the accepted marks roll back, and the
+        agents are told where to resend from (the same `seq_gap` they get for any hole).
+        """
+        if not nodes:
+            return
+        self._pending = [item for item in self._pending
+                         if item[0][1] is None or item[0][0] not in nodes
+                         or item[0][1] <= self.seq_state(item[0][0]).committed]
+        for node_id in nodes:
+            st = self.seq_state(node_id)
+            st.accepted = st.committed
+            if self._send_rewind is not None:
+                try:
+                    self._send_rewind(node_id, st.committed + 1)
+                except Exception as exc:  # a closed socket: the agent resends after reconnecting
+                    log.debug("rewind to %s not sent: %s", node_id, exc)
 
     # ----- live subscribers (SSE) -----
 
@@ -171,12 +195,9 @@ class Ingestor:
         try:
             stored = await self._writer.run(job)
         except Exception as exc:
-            # Nothing was committed: roll the accepted marks back so the agents' resends are taken.
             log.error("storing %d events failed: %s", len(rows), exc)
             self._metrics.errors_total.labels("ingest", "db_write").inc()
-            for node_id in highs:
-                st = self.seq_state(node_id)
-                st.accepted = st.committed
+            self._forget_uncommitted(set(highs))
             return
         now = time.monotonic()
         for row, received, _ in batch:

@@ -30,6 +30,19 @@ class Metrics:
         self.connections_active = Gauge(P + "connections_active", "Open agent connections", registry=r)
         self.sessions_active = Gauge(P + "sessions_active", "Sessions by status", ["status"], registry=r)
         self.nodes_online = Gauge(P + "nodes_online", "Nodes currently online", registry=r)
+        # Reported by each agent in its heartbeats (the outbox lives on the agent).
+        self.agent_outbox_pending = Gauge(
+            P + "agent_outbox_pending", "Events in the agent's outbox waiting for an ack", ["node"], registry=r
+        )
+        self.agent_outbox_max_events = Gauge(
+            P + "agent_outbox_max_events", "Bound of the agent's outbox (outbox.max_events)", ["node"], registry=r
+        )
+        self.agent_outbox_refused_total = Gauge(
+            P + "agent_outbox_refused_total",
+            "Events the agent refused because its outbox was full (since the agent started)",
+            ["node"],
+            registry=r,
+        )
         self.event_processing = Histogram(
             P + "event_processing_duration_seconds",
             "Time from receiving an event frame to its durable commit",
@@ -37,3 +50,8 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+
+    def set_agent_outbox(self, node: str, pending: int, max_events: int, refused_total: int) -> None:
+        self.agent_outbox_pending.labels(node).set(pending)
+        self.agent_outbox_max_events.labels(node).set(max_events)
+        self.agent_outbox_refused_total.labels(node).set(refused_total)

@@ -113,6 +113,80 @@ async def test_health_ready_metrics_openapi_without_auth(supervisor):
         assert "/api/v1/sessions" in spec["paths"] and "/api/v1/events/stream" in spec["paths"]
 
 
+def metric_samples(text: str) -> dict[str, float]:
+    """{'name{label="v",...}': value} of a Prometheus text page (sample names include _count/_sum)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+def metric_total(samples: dict[str, float], name: str) -> float:
+    return sum(v for k, v in samples.items() if k.split("{", 1)[0] == name)
+
+
+async def test_metrics_values_move_with_real_traffic(live):
+    sup, agent, _ = live
+    for seq in range(1, 6):
+        await agent.send_event(seq, "message.updated", session_id="ses_old", project="alpha")
+    await agent.wait_acked(5)
+    r = await call(sup, "POST", "/api/v1/sessions/ses_old/prompt", json={"message": "count me"})
+    assert r.status_code == 200, r.text
+    async with httpx.AsyncClient(base_url=sup.api) as c:
+        samples = metric_samples((await c.get("/metrics")).text)
+    p = "hal_o_swarm_"
+    assert samples[p + 'events_total{type="message.updated"}'] == 5
+    assert samples[p + 'event_processing_duration_seconds_count{type="message.updated"}'] == 5
+    assert samples[p + 'commands_total{status="success",type="prompt_session"}'] == 1
+    assert samples[p + 'command_duration_seconds_count{type="prompt_session"}'] == 1
+    assert samples[p + "nodes_online{}"] == 1
+    assert samples[p + "connections_active{}"] == 1
+    assert samples[p + 'sessions_active{status="idle"}'] == 1
+    assert metric_total(samples, p + "event_processing_duration_seconds_sum") > 0
+    assert samples[p + 'connections_total{status="accepted"}'] >= 1
+
+
+async def test_readyz_names_the_failing_component_and_recovers(live):
+    """Another process holds the database's write lock (an operator's sqlite3 shell, a stuck backup):
+    the supervisor's writes fail after the busy timeout, /readyz answers 503 naming the database, and
+    200 again once a write succeeds."""
+    sup, agent, _ = live
+    async with httpx.AsyncClient(base_url=sup.api, timeout=10) as c:
+        r = await c.get("/readyz")
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        holder = sqlite3.connect(sup.db_path, timeout=1, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            await agent.heartbeat()  # the supervisor persists liveness: that write now fails
+            body = None
+            for _ in range(150):
+                r = await c.get("/readyz")
+                if r.status_code == 503:
+                    body = r.json()
+                    break
+                await asyncio.sleep(0.1)
+            assert body is not None, "readyz never reported the locked database"
+            assert body["code"] == "SERVICE_UNAVAILABLE" and body["status"] == "unavailable"
+            assert body["error"] == "not ready: database"
+            assert body["components"]["database"]["status"] == "error"
+            assert "locked" in body["components"]["database"]["error"]
+            assert body["components"]["websocket_hub"] == {"status": "ok"}
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        for _ in range(100):
+            await agent.heartbeat()  # the next write succeeds and clears the error
+            r = await c.get("/readyz")
+            if r.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
 async def test_unknown_route_and_bad_params_use_the_error_envelope(supervisor):
     r = await call(supervisor, "GET", "/api/v1/nope")
     assert (r.status_code, r.json()["code"]) == (404, "NOT_FOUND")
@@ -132,9 +206,57 @@ async def test_unknown_route_and_bad_params_use_the_error_envelope(supervisor):
     assert r.status_code == 400 and "project" in r.json()["error"]
     r = await call(supervisor, "POST", "/api/v1/commands", json={"type": "make_coffee", "target": "alpha"})
     assert (r.status_code, r.json()["code"]) == (400, "BAD_REQUEST")
+    # SPEC 6 has no 413/405: an oversized body and a wrong method are BAD_REQUEST with a clear message.
     r = await call(supervisor, "POST", "/api/v1/sessions", content=b"x" * (1024 * 1024 + 1),
                    headers={"content-type": "application/json"})
-    assert r.status_code == 413
+    assert (r.status_code, r.json()["code"]) == (400, "BAD_REQUEST")
+    assert "1048576 bytes" in r.json()["error"] and "too large" in r.json()["error"]
+    for method, path in (("PUT", "/api/v1/nodes"), ("DELETE", "/api/v1/audit"), ("PATCH", "/healthz")):
+        r = await call(supervisor, method, path)
+        assert (r.status_code, r.json()["code"]) == (400, "BAD_REQUEST"), (method, path, r.text)
+        assert r.json()["error"] == f"method {method} is not allowed on {path}"
+
+
+async def test_repeated_bad_tokens_are_rate_limited(supervisor):
+    for _ in range(20):
+        r = await call(supervisor, "GET", "/api/v1/nodes", token="wrong-" + "x" * 40)
+        assert (r.status_code, r.json()["code"]) == (401, "AUTH_REQUIRED")
+    for token in ("wrong-" + "x" * 40, "default"):  # the address is throttled, whatever it sends now
+        r = await call(supervisor, "GET", "/api/v1/nodes", token=token)
+        assert r.status_code == 429, r.text
+        assert r.json() == {"error": "too many failed authentications; retry later", "code": "RATE_LIMITED"}
+    async with httpx.AsyncClient(base_url=supervisor.api) as c:  # health stays reachable
+        assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_unhandled_exception_is_internal_error_with_the_envelope():
+    """In-process: no route of the real API is known to crash, so a route that raises stands in."""
+    from fastapi import FastAPI
+
+    from halswarm.supervisor.api import ApiError, install_error_handling
+
+    crashes: list[int] = []
+    app = FastAPI()
+    install_error_handling(app, 100, on_internal=lambda: crashes.append(1))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("kaboom: secret detail")
+
+    @app.get("/legacy")
+    async def legacy() -> None:
+        raise ApiError("PAYLOAD_TOO_LARGE", "report exceeds 10 bytes")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
+        r = await c.get("/boom")
+        assert r.status_code == 500
+        assert r.json() == {"error": "internal error; see the supervisor log", "code": "INTERNAL_ERROR"}
+        assert crashes == [1]
+        r = await c.get("/legacy")  # a non-SPEC code raised by a route module is folded into the SPEC list
+        assert (r.status_code, r.json()) == (400, {"error": "report exceeds 10 bytes", "code": "BAD_REQUEST"})
+        r = await c.post("/boom", content=b"y" * 101)
+        assert (r.status_code, r.json()["code"]) == (400, "BAD_REQUEST")
 
 
 async def test_session_lifecycle_through_the_api(live):
@@ -180,8 +302,13 @@ async def test_failures_timeouts_and_offline_targets_map_to_error_codes(make_sup
         r = await call(sup, "POST", "/api/v1/sessions/ses_1/prompt", json={"message": "please fail"})
         assert (r.status_code, r.json()["code"]) == (502, "DISPATCH_ERROR")
         assert "opencode said no" in r.json()["error"]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         r = await call(sup, "POST", "/api/v1/sessions/ses_1/prompt", json={"message": "never answer"})
+        elapsed = loop.time() - started
         assert (r.status_code, r.json()["code"]) == (504, "TIMEOUT")
+        # The command's timeout (1 s here) is the API's deadline, not timeout + grace (was 3 s).
+        assert elapsed < 2.5, elapsed
         r = await call(sup, "POST", "/api/v1/sessions", json={"project": "no-such-project"})
         assert (r.status_code, r.json()["code"]) == (404, "NOT_FOUND")
         # Generic Go-compatible route: results (also failures) come back as data.status.

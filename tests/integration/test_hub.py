@@ -12,6 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.support.agentsim import SimAgent, session_state
+from tests.support.waiting import until
 
 
 def api_get(sup, path: str, **params):  # type: ignore[no-untyped-def]
@@ -19,16 +20,6 @@ def api_get(sup, path: str, **params):  # type: ignore[no-untyped-def]
         r = c.get(path, params=params)
     assert r.status_code == 200, r.text
     return r.json()
-
-
-async def wait_for(pred, timeout: float = 10.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(pred)
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_register_exposes_node_projects_and_resources(supervisor):
@@ -48,7 +39,7 @@ async def test_register_exposes_node_projects_and_resources(supervisor):
         assert (s["node_id"], s["project"], s["status"], s["model"]) == ("node-a", "alpha", "idle", "fake/m")
         listing = api_get(supervisor, "/api/v1/nodes")
         assert listing["meta"]["total"] == 1
-        online = await wait_for(lambda: api_get(supervisor, "/api/v1/events", type="node.online")["data"],
+        online = await until(lambda: api_get(supervisor, "/api/v1/events", type="node.online")["data"],
                                 what="node.online event")
         assert online[0]["node_id"] == "node-a" and online[0]["seq"] is None
     finally:
@@ -59,11 +50,11 @@ async def test_closed_connection_marks_offline_and_sessions_unreachable(supervis
     agent = SimAgent(supervisor.ws_url, supervisor.token, "node-b", [("alpha", "/srv/alpha")])
     await agent.connect(sessions=[session_state("ses_b1", "alpha", "running")])
     await agent.close()
-    await wait_for(lambda: api_get(supervisor, "/api/v1/nodes/node-b")["data"]["status"] == "offline",
+    await until(lambda: api_get(supervisor, "/api/v1/nodes/node-b")["data"]["status"] == "offline",
                    what="node offline")
     s = api_get(supervisor, "/api/v1/sessions/ses_b1")["data"]
     assert s["status"] == "unreachable"
-    ev = await wait_for(lambda: api_get(supervisor, "/api/v1/events", type="node.offline", node_id="node-b")["data"],
+    ev = await until(lambda: api_get(supervisor, "/api/v1/events", type="node.offline", node_id="node-b")["data"],
                         what="node.offline event")
     assert ev[0]["data"]["unreachable_sessions"] == ["ses_b1"]
 
@@ -88,6 +79,11 @@ async def test_heartbeat_timeout_marks_silent_node_offline(make_supervisor):
         assert 1.5 < elapsed < 6
         assert api_get(sup, "/api/v1/nodes/chatty")["data"]["status"] == "online"
         assert api_get(sup, "/api/v1/sessions/ses_s")["data"]["status"] == "unreachable"
+        offline = await until(lambda: api_get(sup, "/api/v1/events", type="node.offline", node_id="silent")["data"],
+                                 what="node.offline event of the silent node")
+        assert offline[0]["data"]["unreachable_sessions"] == ["ses_s"]
+        assert "no frame for" in offline[0]["data"]["reason"]
+        assert api_get(sup, "/api/v1/events", type="node.offline", node_id="chatty")["meta"]["total"] == 0
         with pytest.raises(ConnectionClosed):  # the supervisor closed the silent link
             for _ in range(50):
                 await silent.heartbeat()
@@ -95,6 +91,42 @@ async def test_heartbeat_timeout_marks_silent_node_offline(make_supervisor):
     finally:
         await chatty.close()
         await silent.close()
+
+
+async def test_in_band_reregister_keeps_the_link_alive(make_supervisor):
+    """A register frame on an open connection updates that link: heartbeats on it keep the node online."""
+    from halswarm.protocol import ProjectRef, Register, encode
+
+    sup = make_supervisor(server={"heartbeat_interval_sec": 1, "heartbeat_timeout_count": 2}).start()
+    agent = SimAgent(sup.ws_url, sup.token, "rereg", [("p1", "/p1")])
+    await agent.connect()
+    try:
+        assert agent.ws is not None
+        again = Register(node_id="rereg", hostname="rereg.test", version="test",
+                         projects=[ProjectRef("p1", "/p1"), ProjectRef("p2", "/p2")],
+                         sessions=[session_state("ses_rr", "p2", "idle")], last_acked_seq=0)
+        await agent.ws.send(encode(again))
+        assert (await agent.next_frame("registered")).payload.node_id == "rereg"
+        # Another node_id on the same connection is refused; the connection stays usable.
+        await agent.ws.send(encode(Register(node_id="someone-else", hostname="x", version="test")))
+        err = await agent.next_frame("error")
+        assert err.payload.code == "bad_payload" and "registered as rereg" in err.payload.message
+        # Heartbeats for well over the 2 s timeout: the node must stay online throughout.
+        started = time.monotonic()
+        while time.monotonic() - started < 5:
+            await agent.heartbeat()
+            await asyncio.sleep(0.25)
+            assert api_get(sup, "/api/v1/nodes/rereg")["data"]["status"] == "online", \
+                f"went offline {time.monotonic() - started:.1f} s after an in-band re-register"
+        node = api_get(sup, "/api/v1/nodes/rereg")["data"]
+        assert node["projects"] == ["p1", "p2"]
+        assert api_get(sup, "/api/v1/sessions/ses_rr")["data"]["status"] == "idle"
+        assert api_get(sup, "/api/v1/nodes")["meta"]["total"] == 1  # no node "someone-else"
+        assert api_get(sup, "/api/v1/events", type="node.offline")["meta"]["total"] == 0
+        await agent.send_event(1)
+        await agent.wait_acked(1)
+    finally:
+        await agent.close()
 
 
 async def test_reregister_replaces_old_connection(supervisor):

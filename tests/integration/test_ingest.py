@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
+import time
 
 import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from tests.support.agentsim import SimAgent, raw_frame, session_state
 
@@ -25,17 +29,25 @@ async def test_events_stored_once_and_acked_in_order(supervisor):
         for seq in range(1, 201):
             await agent.send_event(seq, "message.part.delta", session_id="ses_x", project="p")
         await agent.wait_acked(200)
+        first_pass = len(agent.ack_log)
         # Resend a window that is already stored: acknowledged again, not stored twice.
         agent.acked = 0
         for seq in range(150, 201):
             await agent.send_event(seq, "message.part.delta", session_id="ses_x", project="p")
         await agent.wait_acked(200)
+        # Out of order and duplicated inside the already-stored range, then new events.
+        for seq in (120, 5, 200, 201, 201, 202):
+            await agent.send_event(seq, "message.part.delta", session_id="ses_x", project="p")
+        await agent.wait_acked(202)
+        agent.assert_acks_monotonic()
+        assert agent.ack_log[first_pass - 1] == 200 and agent.ack_log[-1] == 202
+        assert len(agent.ack_log) > first_pass  # the resent window was acknowledged again
         got = rows(supervisor.db_path, "SELECT seq FROM events WHERE node_id='n1' AND seq IS NOT NULL ORDER BY seq")
-        assert [r[0] for r in got] == list(range(1, 201))
+        assert [r[0] for r in got] == list(range(1, 203))
         with supervisor.client() as c:
             r = c.get("/api/v1/events", params={"node_id": "n1", "type": "message.part.*", "limit": 5, "offset": 10})
         body = r.json()
-        assert body["meta"] == {"total": 200, "limit": 5, "offset": 10}
+        assert body["meta"] == {"total": 202, "limit": 5, "offset": 10}
         assert [e["seq"] for e in body["data"]] == [11, 12, 13, 14, 15]
         assert set(body["data"][0]) >= {"node_id", "seq", "event_id", "session_id", "project", "type", "data",
                                          "timestamp"}
@@ -56,6 +68,7 @@ async def test_gap_is_refused_with_seq_gap_error(supervisor):
         await agent.send_event(2)
         await agent.send_event(3)
         await agent.wait_acked(3)
+        agent.assert_acks_monotonic()
         got = rows(supervisor.db_path, "SELECT seq FROM events WHERE node_id='gappy' AND seq IS NOT NULL"
                                        " ORDER BY seq")
         assert [r[0] for r in got] == [1, 2, 3]
@@ -199,14 +212,37 @@ async def test_session_state_events_drive_the_tracker(supervisor):
 
 
 async def test_sigterm_flushes_and_exits_cleanly(make_supervisor):
+    """SIGTERM right after a burst, acks not awaited: every ack the agent got is stored, none twice, and
+    the supervisor refuses new agent connections while it shuts down."""
     sup = make_supervisor().start()
     agent = SimAgent(sup.ws_url, sup.token, "term")
     await agent.connect()
-    for seq in range(1, 301):
+    for seq in range(1, 2001):
         await agent.send_event(seq)
-    await agent.wait_acked(300)
+    assert sup.proc is not None
+    sup.proc.send_signal(signal.SIGTERM)
+    refused_while_running = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            async with connect(sup.ws_url, additional_headers={"Authorization": f"Bearer {sup.token}"},
+                               open_timeout=2):
+                pass  # shutdown not started yet
+        except (OSError, InvalidStatus, InvalidHandshake, TimeoutError):
+            refused_while_running = sup.proc.poll() is None
+            break
+        await asyncio.sleep(0.01)
     rc = await asyncio.to_thread(sup.stop)
+    assert agent.ws is not None
+    await asyncio.wait_for(agent.ws.wait_closed(), 10)  # the supervisor closed the agent's link itself
+    assert agent.ws.close_code == 1001, agent.ws.close_code  # going away, not 1011 from a killed handler
+    acked = agent.acked
     await agent.close()
     assert rc == 0
-    assert rows(sup.db_path, "SELECT COUNT(*) FROM events WHERE node_id='term' AND seq IS NOT NULL")[0][0] == 300
+    assert refused_while_running is True, "a new connection was not refused while the supervisor shut down"
+    stored = [r[0] for r in rows(sup.db_path, "SELECT seq FROM events WHERE node_id='term' AND seq IS NOT NULL")]
+    assert len(stored) == len(set(stored)), "an event was stored twice"
+    assert set(range(1, acked + 1)) <= set(stored), f"acked up to {acked}, but not all of it is stored"
+    assert acked > 0
+    agent.assert_acks_monotonic()
     assert "supervisor stopped" in sup.log_path.read_text()

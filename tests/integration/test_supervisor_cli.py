@@ -126,3 +126,49 @@ def _wait_http(url: str, timeout: float = 20) -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(url)
+
+
+def test_json_logs_and_log_level_flags_override_the_config(tmp_path):
+    """--log-level debug --log-format json beat the config's warning/text: every stderr line is one JSON
+    object with level and message, and debug lines are there."""
+    http_port = free_port()
+    cfg = write(tmp_path / "s.json", {"server": {"auth_token": "a" * 40, "port": free_port(), "http_port": http_port},
+                                      "database": {"path": str(tmp_path / "s.db")},
+                                      "log": {"level": "warning", "format": "text"}})
+    err_path = tmp_path / "stderr.log"
+    base = {k: v for k, v in os.environ.items() if k != "HAL_AUTH_TOKEN"}
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "halswarm.supervisor.main", "--config", str(cfg),
+                                 "--log-level", "debug", "--log-format", "json"],
+                                stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=base)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, err_path.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "supervisor not ready"
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{http_port}/api/v1/nodes", timeout=5).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0
+    lines = err_path.read_text().splitlines()
+    assert len(lines) > 3
+    docs = []
+    for line in lines:
+        doc = json.loads(line)  # a non-JSON line fails here
+        assert isinstance(doc, dict) and isinstance(doc.get("level"), str) and isinstance(doc.get("msg"), str), line
+        docs.append(doc)
+    levels = {d["level"] for d in docs}
+    assert "debug" in levels and "info" in levels, levels
+    assert any(d["msg"] == "supervisor stopped" for d in docs)
+    assert all({"ts", "time", "logger"} <= set(d) for d in docs)

@@ -35,6 +35,7 @@ class SimAgent:
         self.projects = projects or []
         self.ws: ClientConnection | None = None
         self.acked = 0
+        self.ack_log: list[int] = []  # every ack in arrival order (acks must never go backwards)
         self.errors: list[dict[str, Any]] = []
         self.commands: list[Command] = []
         self.frames: asyncio.Queue[Envelope] = asyncio.Queue()
@@ -66,6 +67,7 @@ class SimAgent:
             async for frame in self.ws:
                 env = decode(frame, max_bytes=1 << 30)
                 if env.type == "ack":
+                    self.ack_log.append(env.payload.seq)
                     self.acked = max(self.acked, env.payload.seq)
                     self._ack_event.set()
                 elif env.type == "error":
@@ -112,6 +114,11 @@ class SimAgent:
             self._ack_event.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ack_event.wait(), remaining)
+
+    def assert_acks_monotonic(self) -> None:
+        """Acks arrive in order: each one is >= the one before (a repeat of a duplicate is fine)."""
+        back = [(a, b) for a, b in zip(self.ack_log, self.ack_log[1:], strict=False) if b < a]
+        assert not back, f"{self.node_id}: ack went backwards: {back[:5]} (of {len(self.ack_log)} acks)"
 
     async def next_frame(self, type_: str, timeout: float = 10.0) -> Envelope:
         deadline = time.monotonic() + timeout

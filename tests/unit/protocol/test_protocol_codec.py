@@ -37,6 +37,7 @@ from halswarm.protocol.errors import (
     UNKNOWN_TYPE,
     UNSUPPORTED_VERSION,
 )
+from halswarm.protocol.messages import OutboxStats
 
 RESOURCES = {
     "cpu_percent": 12.5,
@@ -61,6 +62,7 @@ SAMPLES: list[Any] = [
     Registered(node_id="node-1", resume_from_seq=0, heartbeat_interval_sec=1, credential_version=None),
     Heartbeat(resources=RESOURCES),
     Heartbeat(),
+    Heartbeat(resources=RESOURCES, outbox=OutboxStats(pending=7, max_events=100, refused_total=3)),
     Event(
         seq=42,
         event_id="evt_1",
@@ -173,7 +175,7 @@ def test_exact_wire_field_names() -> None:
         "heartbeat_interval_sec",
         "credential_version",
     }
-    assert set(json.loads(encode(SAMPLES[5]))["payload"]) == {
+    assert set(json.loads(encode(SAMPLES[6]))["payload"]) == {
         "seq",
         "event_id",
         "session_id",
@@ -182,9 +184,9 @@ def test_exact_wire_field_names() -> None:
         "data",
         "timestamp",
     }
-    assert set(json.loads(encode(SAMPLES[9]))["payload"]) == {"command_id", "type", "target", "args", "timeout_ms"}
-    assert set(json.loads(encode(SAMPLES[11]))["payload"]) == {"command_id", "status", "output", "error"}
-    auth = json.loads(encode(SAMPLES[14]))["payload"]
+    assert set(json.loads(encode(SAMPLES[10]))["payload"]) == {"command_id", "type", "target", "args", "timeout_ms"}
+    assert set(json.loads(encode(SAMPLES[12]))["payload"]) == {"command_id", "status", "output", "error"}
+    auth = json.loads(encode(SAMPLES[15]))["payload"]
     assert isinstance(auth, list) and set(auth[0]) == {"tool", "status", "reason", "checked_at"}
     assert set(json.loads(encode(SAMPLES[-2]))["payload"]) == {"code", "message", "request_id"}
 
@@ -402,6 +404,15 @@ BAD_PAYLOADS: list[tuple[str, Any]] = [
     ("heartbeat", {"resources": {"cpu_percent": "high"}}),
     ("heartbeat", {"resources": {"ram_used_mb": True}}),
     ("heartbeat", [1]),
+    ("heartbeat", {"outbox": 5}),
+    ("heartbeat", {"outbox": {}}),
+    ("heartbeat", {"outbox": {"pending": 1}}),
+    ("heartbeat", {"outbox": {"pending": -1, "max_events": 10}}),
+    ("heartbeat", {"outbox": {"pending": 1, "max_events": 0}}),
+    ("heartbeat", {"outbox": {"pending": 1.5, "max_events": 10}}),
+    ("heartbeat", {"outbox": {"pending": True, "max_events": 10}}),
+    ("heartbeat", {"outbox": {"pending": 1, "max_events": 10, "refused_total": "2"}}),
+    ("heartbeat", {"outbox": {"pending": 1, "max_events": 10, "refused_total": -2}}),
     # command
     ("command", {"command_id": "c", "type": "t", "target": ["n"]}),
     ("command", {"command_id": "c", "type": "t", "args": ["x"]}),
@@ -437,3 +448,23 @@ def test_protocol_error_is_a_value_error_with_fields() -> None:
     assert isinstance(err, ValueError)
     assert (err.code, err.message, err.request_id, str(err)) == ("seq_gap", "expected seq 5", "r1", "expected seq 5")
     assert "seq_gap" in repr(err)
+
+
+def test_heartbeat_outbox_is_optional_and_exact_on_the_wire() -> None:
+    # An agent from before the field: valid, no outbox; and none is written when there is none.
+    old = decode(encode_raw("heartbeat", {"resources": RESOURCES})).payload
+    assert old == Heartbeat(resources=RESOURCES) and old.outbox is None
+    assert set(json.loads(encode(Heartbeat()))["payload"]) == {"resources"}
+    assert decode(encode_raw("heartbeat", {"outbox": None})).payload.outbox is None
+    hb = Heartbeat(outbox=OutboxStats(pending=2, max_events=10, refused_total=1))
+    assert json.loads(encode(hb))["payload"]["outbox"] == {"pending": 2, "max_events": 10, "refused_total": 1}
+    # refused_total defaults to 0; unknown keys are ignored like elsewhere.
+    ob = decode(encode_raw("heartbeat", {"outbox": {"pending": 0, "max_events": 1, "x": 1}})).payload.outbox
+    assert ob == OutboxStats(pending=0, max_events=1, refused_total=0)
+
+
+def test_heartbeat_outbox_errors_name_the_field() -> None:
+    err = reject(encode_raw("heartbeat", {"outbox": {"pending": 1}}), BAD_PAYLOAD)
+    assert err.message == "heartbeat.outbox: 'max_events' is required"
+    err = reject(encode_raw("heartbeat", {"outbox": []}), BAD_PAYLOAD)
+    assert err.message == "heartbeat: 'outbox' must be an object"

@@ -141,3 +141,32 @@ async def test_idempotency_caches_success_only_and_joins_in_flight(env):
     await d.dispatch("env_check", t, idempotency_key="f")
     again = await d.dispatch("env_check", t, idempotency_key="f")
     assert not again.replayed and len(hub.sent) == 3
+
+
+async def test_replays_are_audited_as_replays(env):
+    d, _hub, conn = env
+    t = CommandTarget(node_id="b")
+    first = await d.dispatch("auth_refresh", t, idempotency_key="r", actor="carol")
+    again = await d.dispatch("auth_refresh", t, idempotency_key="r", actor="dave", ip="10.0.0.9")
+    assert again.replayed
+    rows = [tuple(r) for r in conn.execute(
+        "SELECT actor, action, result, command_id, ip_address, error FROM audit_log ORDER BY id").fetchall()]
+    assert rows[0][:4] == ("carol", "auth_refresh", "success", first.command_id)
+    actor, action, result, command_id, ip, error = rows[1]
+    assert (actor, action, result, command_id, ip) == ("dave", "auth_refresh", "replayed", first.command_id,
+                                                        "10.0.0.9")
+    assert "idempotent replay" in error and len(rows) == 2
+
+
+async def test_timeout_is_the_callers_deadline_and_the_agent_gets_less(env):
+    d, hub, _ = env
+    hub.reply["prompt_session"] = None  # the agent never answers
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    res = await d.dispatch("prompt_session", CommandTarget(session_id="s-a"), {"message": "x"}, timeout=1.0)
+    elapsed = loop.time() - started
+    assert res.status == "timeout"
+    # No grace period beyond the command's own timeout (the old code waited timeout + 2 s).
+    assert 0.9 <= elapsed < 2.5, elapsed
+    # The agent's own deadline is a little shorter, so its `timeout` result can arrive in time.
+    assert 0 < hub.sent[-1][1]["timeout_ms"] < 1000
