@@ -86,6 +86,17 @@ def render_provision(data: Mapping[str, Any]) -> str:
     return "\n".join(lines) or f"{node}: no projects"
 
 
+def render_run(run: Mapping[str, Any], item: str) -> str:
+    """``running ITEM on HOST ...: `COMMAND```: the exact command and its target."""
+    if not run:
+        return f"running {item}"
+    who = "as root (become)" if run.get("become") else "as the connecting user"
+    extra = f", skipped when `{' '.join(run['check'])}` succeeds" if run.get("check") else ""
+    extra += f", in {run['chdir']}" if run.get("chdir") else ""
+    return (f"running {item} on host {run.get('host')} (inventory {run.get('inventory')}, {run.get('module')}) "
+            f"{who}{extra}: {run.get('command')}")
+
+
 # ----- commands -----
 
 @click.group("env")
@@ -214,12 +225,18 @@ def approve(node_id: str, item: str) -> None:
     from halswarm.cli.output import emit
 
     ctx = app()
-    data = _post(f"/env/approve/{path_id(node_id)}", {"item": item}, f"node {node_id}", APPROVE_WAIT) or {}
+    path = f"/env/approve/{path_id(node_id)}"
+    if ctx.output == "table":
+        # what runs where, from the supervisor's own manifest, shown before it runs
+        preview = _post(path, {"item": item, "dry_run": True}, f"node {node_id}", LONG_WAIT) or {}
+        click.echo(render_run(preview.get("run") or {}, item), nl=True)
+    data = _post(path, {"item": item}, f"node {node_id}", APPROVE_WAIT) or {}
     res = data.get("result") or {}
 
     def table() -> None:
         replay = " (already done earlier)" if data.get("replayed") else ""
-        click.echo(f"{item} on {node_id}: {data.get('status')}{replay} (rc {res.get('rc')}, "
+        via = f" via {res['address']}" if res.get("address") and res.get("address") != node_id else ""
+        click.echo(f"{item} on {node_id}{via}: {data.get('status')}{replay} (rc {res.get('rc')}, "
                    f"changed {str(bool(res.get('changed'))).lower()})")
         for key in ("stdout", "stderr"):
             text = str(res.get(key) or "").rstrip()

@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import json
 import os
 import queue
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -272,6 +274,9 @@ def _envvars(extra: Mapping[str, str] | None) -> dict[str, str]:
         "ANSIBLE_RETRY_FILES_ENABLED": "0",
         "ANSIBLE_NOCOLOR": "1",
         "PYTHONUNBUFFERED": "1",
+        # ansible-runner turns host key checking off unless told; halctl keeps ansible-playbook's
+        # default (on) so a deploy never talks to an unverified host, unless the operator says so.
+        "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
     }
     if extra:
         env.update(extra)
@@ -457,3 +462,24 @@ async def arun_playbook(
         with contextlib.suppress(Exception):
             await task
         raise
+
+
+def host_address(inventory: str, host: str, timeout: float = 60) -> str | None:
+    """Where ``inventory`` sends Ansible for ``host``, as ``[user@]address[:port]`` from its resolved vars
+    (``ansible-inventory --host``: group_vars and host_vars included); None when it cannot tell.
+    Blocking: call it off the event loop."""
+    env = {**os.environ, **_envvars(None)}
+    exe = shutil.which("ansible-inventory", path=env["PATH"])
+    if exe is None:
+        return None
+    try:
+        proc = subprocess.run([exe, "-i", inventory, "--host", host], capture_output=True, text=True, env=env,
+                              timeout=timeout, check=False)
+        hostvars = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    if not isinstance(hostvars, dict):
+        return None
+    user, port = hostvars.get("ansible_user"), hostvars.get("ansible_port")
+    address = str(hostvars.get("ansible_host") or host)
+    return f"{f'{user}@' if user else ''}{address}{f':{port}' if port else ''}"

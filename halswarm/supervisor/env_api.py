@@ -16,8 +16,11 @@ routed events: ``env.check.fail`` (a project's failing items changed and it is `
 
 Approved risky items (``POST /api/v1/env/approve/{node}`` {item}) run on the node through the Ansible
 collection (module ``halswarm.ops.hal_env_item``) with ansible-runner in a worker thread, against the
-inventory ``remediation.inventory`` (host = node id); the result is stored and reported, and the
-node's project is checked again.
+inventory ``remediation.inventory`` (host = node id; how it is reached, e.g. ``ansible_connection: ssh`` with
+``ansible_host``/``ansible_user``/a key, comes from the inventory); the result is stored and reported, and
+the node's project is checked again. SSH host keys are checked (ansible-runner turns that off unless
+``ANSIBLE_HOST_KEY_CHECKING`` is set; we set it unless the supervisor's environment does): an inventory host
+opts out explicitly with ``ansible_host_key_checking: false``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from halswarm.agent.env.manifest import detect_format, digest, project_names, requirements_for, template_refs
+from halswarm.agent.env.plan import RiskyCommand, approval_token, risky_command
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.api import ApiError, actor_of, auth_dependency, find_node, ok, raise_for
 from halswarm.supervisor.dispatcher import CommandError, Result
@@ -138,6 +142,8 @@ def _pending_row(r: Any) -> dict[str, Any]:
             "category": r["category"], "item": r["item"], "command": r["command"], "status": r["status"],
             "reason": detail.get("reason"), "become": bool(detail.get("become")), "check": detail.get("check") or [],
             "chdir": detail.get("chdir") or "", "result": _load(r["result"]),
+            "approvable": not detail.get("untrusted") and bool(r["command"]),
+            "reported_command": detail.get("reported_command"),
             "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"])}
 
 
@@ -352,9 +358,46 @@ class EnvManager:
             self.sup.ingestor.emit(node_id, "env.drift.detected", base | {"items": items}, project=project)
         seen[(node_id, project)] = _Seen(status, set(np), failing)
 
+    async def rebuild(self, node_id: str, project: str, category: str, item: str, *,
+                      missing: bool) -> RiskyCommand | None:
+        """The command for a risky item from the supervisor's OWN stored manifest (never the agent's text)."""
+        man = await self.manifest()
+        if man is None or not isinstance(man.get("document"), dict):
+            return None
+        node = self.sup.nodes.get(node_id)
+        directory = next((str(p.get("directory") or "") for p in (node.projects if node else [])
+                          if p.get("name") == project), "")
+        return risky_command(requirements_for(man["document"], project), category, item, directory=directory,
+                             missing=missing)
+
+    async def _trusted_pending(self, node_id: str, project: str, p: dict[str, Any]) -> dict[str, Any]:
+        """A reported pending item with its command, become, check and chdir replaced by the rebuilt ones."""
+        category, item = str(p.get("category")), str(p.get("item"))
+        built = await self.rebuild(node_id, project, category, item, missing=bool(p.get("check")))
+        reported = str(p.get("command") or "")
+        out = {**p, "project": project, "category": category, "item": item}
+        if built is None:
+            log.warning("env item %s reported by %s is not in the supervisor's manifest; it cannot be approved",
+                        p.get("id"), node_id)
+            return out | {"command": "", "become": False, "check": [], "chdir": "", "untrusted": True,
+                          "reported_command": reported,
+                          "reason": f"{p.get('reason')} (not in the supervisor's manifest: cannot be approved)"}
+        if reported != built.command or bool(p.get("become")) != built.become:
+            log.warning("env item %s: %s reported command %r (become %s); the manifest's is %r (become %s)",
+                        p.get("id"), node_id, reported, p.get("become"), built.command, built.become)
+            out["reported_command"] = reported
+        return out | {"command": built.command, "become": built.become, "check": built.check, "chdir": built.chdir,
+                      "token": approval_token(project, category, item, built.command)}
+
     async def record_provision(self, node_id: str, output: dict[str, Any], actor: str, command_id: str | None) -> None:
         results = [r for r in output.get("results") or [] if isinstance(r, dict) and isinstance(r.get("project"), str)]
         dry = bool(output.get("dry_run"))
+        trusted: dict[tuple[str, str], dict[str, Any]] = {}
+        if not dry:
+            for r in results:
+                for p in (r.get("details") or {}).get("pending") or []:
+                    if isinstance(p, dict) and isinstance(p.get("id"), str):
+                        trusted[(r["project"], p["id"])] = await self._trusted_pending(node_id, r["project"], p)
         checks = [{"project": r["project"], "manifest_version": r.get("manifest_version"), **r["check"]}
                   for r in results if isinstance(r.get("check"), dict)]
         now = time.time()
@@ -366,14 +409,16 @@ class EnvManager:
                             str(r.get("status")), r, actor, command_id)
                 if dry:
                     continue
-                pending = [p for p in (r.get("details") or {}).get("pending") or [] if isinstance(p, dict)]
+                pending = [trusted[(r["project"], p["id"])] for p in (r.get("details") or {}).get("pending") or []
+                           if isinstance(p, dict) and (r["project"], p.get("id")) in trusted]
                 ids = {p.get("id") for p in pending}
                 for p in pending:
                     old = c.execute("SELECT status FROM env_pending WHERE node_id=? AND item_id=?",
                                     (node_id, p["id"])).fetchone()
                     if old is not None and old["status"] in ("pending", "running"):
                         continue
-                    detail = {k: p.get(k) for k in ("reason", "become", "check", "chdir")}
+                    detail = {k: p.get(k) for k in ("reason", "become", "check", "chdir", "untrusted",
+                                                      "reported_command") if k in p}
                     c.execute("INSERT INTO env_pending(node_id, item_id, token, project, category, item, command, "
                               "detail, status, result, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                               "ON CONFLICT(node_id, item_id) DO UPDATE SET token=excluded.token, "
@@ -481,26 +526,40 @@ class EnvManager:
         base = Path(db).parent if db and db != ":memory:" else Path.cwd()
         return base / "env-approvals"
 
-    async def approve(self, node_id: str, ref: str, actor: str) -> dict[str, Any]:
+    async def approve(self, node_id: str, ref: str, actor: str, *, dry_run: bool = False) -> dict[str, Any]:
+        """Run an approved item (``dry_run``: only show what would run where). The command, ``become`` and
+        ``check`` are rebuilt from the supervisor's current manifest; what the agent reported is ignored."""
         rows = await self.sup.reader.run(lambda c: q_pending(c, node_id))
         row = next((r for r in rows if ref in (r["id"], r["token"])), None)
         if row is None:
             raise ApiError("NOT_FOUND", f"no pending env item {ref!r} on node {node_id} (see `halctl env drift`)")
-        if row["status"] == "succeeded":
-            return {"node_id": node_id, "item": row, "status": "succeeded", "result": row["result"], "replayed": True}
-        if row["status"] not in ("pending", "failed") or (node_id, row["id"]) in self._approving:
+        if row["status"] == "succeeded" and not dry_run:
+            return {"node_id": node_id, "item": row, "status": "succeeded", "result": row["result"], "replayed": True,
+                    "run": (row["result"] or {}).get("run")}
+        if row["status"] not in ("pending", "failed", "succeeded") or (node_id, row["id"]) in self._approving:
             raise ApiError("CONFLICT", f"env item {row['id']} on {node_id} is {row['status']}")
+        built = await self.rebuild(node_id, row["project"], row["category"], row["item"], missing=bool(row["check"]))
+        if built is None:
+            raise ApiError("CONFLICT", f"env item {row['id']} is not in the supervisor's manifest: nothing to run "
+                                       "(the supervisor runs only commands its own manifest defines)")
+        row = row | {"command": built.command, "become": built.become, "check": built.check, "chdir": built.chdir}
         inventory = _inventory(self.sup)
         if inventory is None:
             raise ApiError("CONFLICT", "no Ansible inventory configured (remediation.inventory): approved env items "
                                        "run on the node through the halswarm.ops collection")
+        run = {"command": built.command, "become": built.become, "check": built.check, "chdir": built.chdir,
+               "host": node_id, "inventory": inventory, "module": MODULE}
+        if dry_run:
+            return {"node_id": node_id, "item": row, "status": "dry_run", "run": run}
         self._approving.add((node_id, row["id"]))
         try:
             await self._set_pending(node_id, row["id"], "running", None)
             self.sup.ingestor.emit(node_id, "env.approval.started", {"item": row["id"], "project": row["project"],
-                                                                    "command": row["command"], "actor": actor},
+                                                                    "command": row["command"], "become": row["become"],
+                                                                    "host": node_id, "actor": actor},
                                    project=row["project"])
             result = await self._run_item(node_id, row, inventory)
+            result["run"] = run
         finally:
             self._approving.discard((node_id, row["id"]))
         status = "succeeded" if result.get("ok") else "failed"
@@ -520,7 +579,7 @@ class EnvManager:
                     check = {k: res.output.get(k) for k in ("project", "status", "summary")}
         item = next((r for r in await self.sup.reader.run(lambda c: q_pending(c, node_id)) if r["id"] == row["id"]),
                     row)
-        return {"node_id": node_id, "item": item, "status": status, "result": result, "check": check}
+        return {"node_id": node_id, "item": item, "status": status, "result": result, "check": check, "run": run}
 
     async def _set_pending(self, node_id: str, item_id: str, status: str, result: Any) -> None:
         now = time.time()
@@ -529,7 +588,7 @@ class EnvManager:
             (status, _j(result) if result is not None else None, now, node_id, item_id)))
 
     async def _run_item(self, node_id: str, row: dict[str, Any], inventory: str) -> dict[str, Any]:
-        from halswarm.ops.runner import PlaybookRun, arun_playbook
+        from halswarm.ops.runner import PlaybookRun, arun_playbook, host_address
 
         state = self.state_dir()
         plays = state / "plays"
@@ -542,7 +601,8 @@ class EnvManager:
         try:
             run = await arun_playbook(PlaybookRun(playbook=str(play), inventories=[inventory],
                                                   extravars={"hal_env_target": node_id}, timeout=APPROVAL_TIMEOUT,
-                                                  state_dir=state, keep_runs=100), emit=lines.append)
+                                                  state_dir=state, keep_runs=100), emit=lines.append,
+                                      envvars=approval_envvars())
         except Exception as exc:
             log.exception("approval run of %s on %s failed to start", row["id"], node_id)
             return {"ok": False, "msg": f"ansible-runner: {type(exc).__name__}: {exc}", "rc": None}
@@ -554,7 +614,8 @@ class EnvManager:
                 f"host {node_id} is not in the inventory {inventory}" if run.status == "successful" else run.status)
             return out | {"ok": False, "msg": why, "rc": None}
         host, event, res = task
-        out |= {"host": host, "rc": res.get("rc"), "changed": bool(res.get("changed")),
+        address = await asyncio.to_thread(host_address, inventory, host)
+        out |= {"host": host, "address": address, "rc": res.get("rc"), "changed": bool(res.get("changed")),
                 "skipped_reason": res.get("skipped_reason"), "stdout": str(res.get("stdout") or "")[-OUTPUT_TAIL:],
                 "stderr": str(res.get("stderr") or "")[-OUTPUT_TAIL:], "msg": res.get("msg") or ""}
         out["ok"] = event == "runner_on_ok" and run.status == "successful"
@@ -569,6 +630,13 @@ def _inventory(sup: Supervisor) -> str | None:
     if not os.path.isabs(inv) and sup.config.source_path:
         inv = os.path.join(os.path.dirname(sup.config.source_path), inv)
     return inv
+
+
+def approval_envvars() -> dict[str, str]:
+    """ansible-runner disables SSH host key checking unless told otherwise: approved commands must not run on
+    a host that merely claims to be the node, so checking stays on unless the supervisor's environment
+    says otherwise (per host: ``ansible_host_key_checking: false`` in the inventory)."""
+    return {"ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING") or "True"}
 
 
 def approval_play(row: Mapping[str, Any]) -> str:
@@ -637,6 +705,7 @@ class CheckBody(BaseModel):
 
 class ApproveBody(BaseModel):
     item: str = Field(min_length=1)
+    dry_run: bool = False
 
 
 class SyncBody(BaseModel):
@@ -772,7 +841,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
     async def env_approve(node_id: str, body: ApproveBody, request: Request) -> Any:
         node_or_404(node_id)
         actor, _ = actor_of(request)
-        return ok(await mgr.approve(node_id, body.item, actor))
+        return ok(await mgr.approve(node_id, body.item, actor, dry_run=body.dry_run))
 
     # ----- AGENT.md -----
 

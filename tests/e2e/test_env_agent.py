@@ -1,6 +1,6 @@
 """The env manifest through the REAL hal-agent process (halswarm.agent.main) and the real supervisor: a git
 project checked, provisioned (idempotent) and its AGENT.md drift reported. The agent runs without opencode
-(none is needed for env commands). Skipped while the agent app does not serve the env commands yet."""
+(none is needed for env commands)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_agent_harness import AgentProc
+from tests.fakes.fake_llm import FakeLLM, opencode_config
+from tests.integration.test_agent_harness import AgentProc, api_get, opencode_env, reply_text, wait_for, wait_status
 from tests.unit.env.harness import EnvSupervisorProc, make_repo, tool_env, tree_digest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 NODE = "env-e2e-node"
 MANIFEST = {"version": "1.0", "templates": {"AGENT.md": "# {{project}} (managed)\n"}, "projects": {"demo": {
@@ -46,8 +47,6 @@ def test_env_check_provision_and_drift_through_the_real_agent(
     with sup.client() as c:
         assert c.put("/api/v1/env/manifest", json=MANIFEST).status_code == 201
         r = c.post(f"/api/v1/env/check/{NODE}", json={"project": "demo"})
-        if r.status_code == 502 and "unsupported command" in r.text:
-            pytest.skip("hal-agent does not serve env commands yet (EnvService not wired in halswarm/agent/app.py)")
         assert r.status_code == 200, r.text
         assert r.json()["data"]["results"][0]["status"] == "missing"
 
@@ -74,3 +73,78 @@ def test_env_check_provision_and_drift_through_the_real_agent(
             time.sleep(0.2)
         else:
             raise AssertionError("no env.drift.detected event for AGENT.md")
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv)
+
+
+def _opencode_pid(agent: AgentProc) -> int | None:
+    try:
+        return int((agent.data_dir / "opencode.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_provisioned_env_vars_reach_the_real_opencode_at_a_safe_point(tmp_path: Path, opencode_bin: str) -> None:
+    """Provisioned env vars land in the REAL opencode's environment (/proc/PID/environ): while a session is
+    busy the restart is only reported as pending (the session is not killed), it happens once the session
+    is idle; a var two projects set to different values is reported and not passed at all."""
+    fake = FakeLLM(slow_seconds=15).start()
+    git_env = tool_env(tmp_path / "tools")
+    demo = make_repo(tmp_path / "projects" / "demo", git_env)
+    beta = make_repo(tmp_path / "projects" / "beta", git_env)
+    sup = EnvSupervisorProc(tmp_path / "sup").start()
+    env = opencode_env(tmp_path / "home", json.dumps(opencode_config(fake.base_url))) | {"npm_config_offline": "true"}
+    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.token, node_id=NODE,
+                      projects=[("demo", str(demo)), ("beta", str(beta))], manage=True, binary=opencode_bin, env=env,
+                      clean_env=True)
+    manifest = {"version": "1.0", "projects": {
+        "demo": {"env_vars": {"HAL_E2E_VAR": "visible-in-opencode", "HAL_SHARED": "from-demo"}},
+        "beta": {"env_vars": {"HAL_SHARED": "from-beta"}}}}
+    try:
+        agent.start()
+        agent.wait_online(sup, timeout=90, sessions_available=True)
+        first_pid = wait_for(lambda: _opencode_pid(agent), "opencode.pid", 30)
+        assert "HAL_E2E_VAR" not in _environ(first_pid)
+        with sup.client() as c:
+            assert c.put("/api/v1/env/manifest", json=manifest).status_code == 201
+            r = c.post("/api/v1/sessions", json={"project": "demo", "prompt": "SLOW keep working"})
+            assert r.status_code == 201, r.text
+            sid = r.json()["data"]["id"]
+            wait_status(sup, sid, "running", timeout=30)
+            wait_for(lambda: any(r.body.get("tools") and "SLOW" in r.last_user_text for r in fake.chat_requests()),
+                     "the session's turn at the fake LLM", 30)
+
+            r = c.post(f"/api/v1/env/provision/{NODE}", json={"project": "demo"})
+            assert r.status_code == 200, r.text
+            res = r.json()["data"]["results"][0]
+            assert res["status"] == "completed", json.dumps(res, indent=1)
+            assert res["opencode"]["restart"] == "pending" and res["opencode"]["busy_sessions"], (
+                res["opencode"], agent.log_tail(60))
+            # not restarted under the busy session
+            assert _opencode_pid(agent) == first_pid and "HAL_E2E_VAR" not in _environ(first_pid)
+
+            wait_status(sup, sid, "idle", timeout=60)
+            assert "FAKE-REPLY" in reply_text(sup, sid)  # the turn finished, it was not killed
+            pid = wait_for(lambda: (p := _opencode_pid(agent)) != first_pid and p and "HAL_E2E_VAR" in _environ(p)
+                           and p, "opencode restarted with the provisioned env vars", 60)
+            seen = _environ(pid)
+            assert seen["HAL_E2E_VAR"] == "visible-in-opencode" and seen["HAL_SHARED"] == "from-demo"
+            wait_for(lambda: api_get(sup, "/api/v1/events", type="env.opencode.restarted", node_id=NODE),
+                     "env.opencode.restarted event", 15)
+
+            # beta sets HAL_SHARED to another value: reported, and no project's value is passed
+            r = c.post(f"/api/v1/env/provision/{NODE}", json={"project": "beta"})
+            res = r.json()["data"]["results"][0]
+            assert res["env_conflicts"][0]["name"] == "HAL_SHARED", json.dumps(res, indent=1)
+            assert res["env_conflicts"][0]["projects"] == ["beta", "demo"]
+            assert res["opencode"]["restart"] == "done", res["opencode"]
+            pid2 = wait_for(lambda: (p := _opencode_pid(agent)) != pid and p, "opencode restarted again", 30)
+            seen = _environ(pid2)
+            assert "HAL_SHARED" not in seen and seen["HAL_E2E_VAR"] == "visible-in-opencode"
+    finally:
+        agent.cleanup()
+        sup.stop()
+        fake.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+from dataclasses import dataclass, field
 
 from halswarm.agent.env.facts import Facts
 from halswarm.agent.env.manifest import APT_NAMES, Requirements
@@ -20,6 +21,54 @@ def pending_id(project: str, category: str, item: str) -> str:
 def approval_token(project: str, category: str, item: str, command: str) -> str:
     raw = "\0".join((project, category, item, command)).encode()
     return "prov_" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RiskyCommand:
+    command: str
+    become: bool
+    check: list[str] = field(default_factory=list)
+    chdir: str = ""
+
+
+def risky_command(req: Requirements, category: str, item: str, *, directory: str,
+                  missing: bool = False) -> RiskyCommand | None:
+    """The command that fixes a risky item, derived from the manifest's requirements only.
+
+    The agent's planner suggests it and the supervisor rebuilds it from its own stored manifest before an
+    approved item runs (it never runs command text an agent reported). ``missing``: the tool is not
+    installed at all (then its probe is the idempotence ``check``); ``directory``: the project dir."""
+    if category in ("runtime", "tools"):
+        r = next((r for r in [*req.runtime, *req.tools] if r.category == category and r.name == item), None)
+        if r is None:
+            return None
+        command = r.install or f"apt-get install -y {APT_NAMES.get(r.name, r.name)}"
+        return RiskyCommand(command, r.become if r.install else True, list(r.probe) if missing else [])
+    if category == "native_libs":
+        lib = next((x for x in req.native_libs if x.name == item), None)
+        if lib is None:
+            return None
+        command = lib.install or f"apt-get install -y lib{lib.name.removeprefix('lib')}-dev"
+        return RiskyCommand(command, lib.become if lib.install else True)
+    if category == "android_sdk":
+        a = req.android
+        if a is None:
+            return None
+        if a.install:
+            command = a.install
+        elif item == "sdk_root":
+            pkgs = [f"platforms;{p}" for p in a.platforms] + [f"build-tools;{b}" for b in a.build_tools]
+            command = "sdkmanager " + " ".join(shlex.quote(x) for x in pkgs or ["platform-tools"])
+        else:
+            command = "sdkmanager " + shlex.quote(item.replace("/", ";"))
+        return RiskyCommand(command, False)
+    if category == "disk":
+        d = req.disk
+        if d is None or item != "free_space":
+            return None
+        command = d.cleanup or f"git -C {shlex.quote(directory)} gc --prune=now --quiet"
+        return RiskyCommand(command, False, chdir=directory)
+    return None
 
 
 class Planner:
@@ -57,44 +106,26 @@ class Planner:
             project=p, category=it.category, item=it.item, command=command, reason=reason, become=become,
             check=check or [], chdir=chdir))
 
-    def _version(self, it: Item) -> None:
-        r = next((r for r in [*self.req.runtime, *self.req.tools] if r.category == it.category and r.name == it.item),
-                 None)
-        if r is None:
-            return
-        command = r.install or f"apt-get install -y {APT_NAMES.get(r.name, r.name)}"
+    def _risky(self, it: Item, reason: str) -> None:
         missing = it.actual.startswith("not found")
-        reason = f"{it.item} {'is not installed' if missing else 'is ' + it.actual}; wanted {it.expected}"
-        self._pending(it, command, reason, become=r.become if r.install else True,
-                      check=list(r.probe) if missing else None)
+        cmd = risky_command(self.req, it.category, it.item, directory=self.facts.directory, missing=missing)
+        if cmd is not None:
+            self._pending(it, cmd.command, reason, become=cmd.become, check=cmd.check, chdir=cmd.chdir)
+
+    def _version(self, it: Item) -> None:
+        missing = it.actual.startswith("not found")
+        self._risky(it, f"{it.item} {'is not installed' if missing else 'is ' + it.actual}; wanted {it.expected}")
 
     def _lib(self, it: Item) -> None:
-        lib = next((x for x in self.req.native_libs if x.name == it.item), None)
-        if lib is None:
-            return
-        base = lib.name.removeprefix("lib")
-        command = lib.install or f"apt-get install -y lib{base}-dev"
-        self._pending(it, command, f"native library {lib.name} not found", become=lib.become if lib.install else True)
+        self._risky(it, f"native library {it.item} not found")
 
     def _android(self, it: Item) -> None:
-        a = self.req.android
-        if a is None:
-            return
-        if a.install:
-            command = a.install
-        elif it.item == "sdk_root":
-            pkgs = [f"platforms;{p}" for p in a.platforms] + [f"build-tools;{b}" for b in a.build_tools]
-            command = "sdkmanager " + " ".join(shlex.quote(x) for x in pkgs or ["platform-tools"])
-        else:
-            command = "sdkmanager " + shlex.quote(it.item.replace("/", ";"))
-        self._pending(it, command, f"Android SDK: {it.item} {it.actual}", become=False)
+        self._risky(it, f"Android SDK: {it.item} {it.actual}")
 
     def _disk(self, it: Item) -> None:
-        d = self.req.disk
-        if d is None or it.item != "free_space" or it.actual == "unknown":
+        if it.item != "free_space" or it.actual == "unknown":
             return
-        command = d.cleanup or f"git -C {shlex.quote(self.facts.directory)} gc --prune=now --quiet"
-        self._pending(it, command, f"{it.actual}; wanted {it.expected}", become=False, chdir=self.facts.directory)
+        self._risky(it, f"{it.actual}; wanted {it.expected}")
 
     # ----- safe fixes -----
 

@@ -20,7 +20,6 @@ one; a command whose ``manifest_digest`` differs from the kept one fails with ``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from halswarm.agent.env.facts import effective_env, file_fact, gather
 from halswarm.agent.env.manifest import ManifestError, Requirements, digest, requirements_for
 from halswarm.agent.env.model import FAIL, PASS, WARN, overall
 from halswarm.agent.env.plan import build_plan
+from halswarm.agent.env.procenv import OpencodeEnvSync, merge_project_env
 from halswarm.agent.env.templates import AGENT_MD, sha256_text, unified_diff
 from halswarm.protocol import Command, CommandResult
 
@@ -60,6 +60,10 @@ def _is_dir(path: str) -> bool:
     return os.path.isdir(path)
 
 
+def _exists_not_file(path: str) -> bool:
+    return os.path.lexists(path) and not os.path.isfile(path)
+
+
 def _bool(args: Mapping[str, Any], name: str) -> bool:
     v = args.get(name)
     if isinstance(v, str):
@@ -77,8 +81,10 @@ class EnvService:
         base_env: Mapping[str, str] | None = None,
         extra_env: Callable[[], Mapping[str, str]] | None = None,
         probe_timeout: float = 10.0,
+        opencode_env: OpencodeEnvSync | None = None,
     ) -> None:
         self._projects = projects
+        self.opencode_env = opencode_env
         self.dir = Path(data_dir) / "env"
         self.node_id = node_id
         self._base_env = base_env
@@ -104,13 +110,21 @@ class EnvService:
         out |= {alias: out[name] for alias, name in aliases.items()}
         return out
 
+    def env_conflicts(self) -> dict[str, list[str]]:
+        """Provisioned vars that projects set to different values (name -> projects): not passed on."""
+        return merge_project_env({name: self.env_file(name).load() for name in self._projects()})[1]
+
     def managed_env(self) -> dict[str, str]:
-        """Provisioned env vars of every project (for the processes the agent starts; first project wins)."""
-        out: dict[str, str] = {}
-        for name in sorted(self._projects()):
-            for k, v in self.env_file(name).load().items():
-                out.setdefault(k, v)
-        return out
+        """Provisioned env vars of every project for the processes the agent starts (merge rule: see
+        ``procenv``: a var with conflicting values is left out and reported)."""
+        return merge_project_env({name: self.env_file(name).load() for name in self._projects()})[0]
+
+    def process_env(self) -> dict[str, str]:
+        """``managed_env()`` for starting opencode, remembered as what the process runs with."""
+        env = self.managed_env()
+        if self.opencode_env is not None:
+            self.opencode_env.started_with(env)
+        return env
 
     def snapshot(self) -> dict[str, Any]:
         """For the register frame's ``capabilities``."""
@@ -265,6 +279,8 @@ class EnvService:
             applied, errors = await apply_actions(plan.actions, env_file=env_file, env=env,
                                                   timeout=max(self.probe_timeout, 30.0))
         after = await self.check_project(project, directory)
+        opencode = await self._env_to_opencode() if any(a.get("action") == "env_set" for a in applied) else None
+        conflicts = {k: v for k, v in self.env_conflicts().items() if project in v}
         if errors:
             status = "failed"
         elif plan.pending or plan.conflicts or plan.manual:
@@ -278,7 +294,20 @@ class EnvService:
                         "conflicts": [c.to_dict() for c in plan.conflicts],
                         "manual": [m.to_dict() for m in plan.manual], "errors": errors, "timestamp": _now_iso()},
             "check": {k: after[k] for k in ("status", "summary", "details") if k in after},
-        }
+        } | ({"opencode": opencode} if opencode else {}) | ({"env_conflicts": [
+            {"name": k, "projects": v, "message": f"{k} is set to different values by {', '.join(v)}: not passed to "
+                                                  "opencode (set one value in the manifest)"}
+            for k, v in sorted(conflicts.items())]} if conflicts else {})
+
+    async def _env_to_opencode(self) -> dict[str, Any]:
+        """After provisioning changed env vars: put them into the managed opencode (see ``procenv``)."""
+        if self.opencode_env is None:
+            return {"restart": "needed", "message": "restart the agent's processes to pick up the env vars"}
+        conflicts = self.env_conflicts()
+        report = await self.opencode_env.update(self.managed_env())
+        if conflicts:
+            report["conflicts"] = conflicts
+        return report
 
     async def env_provision(self, cmd: Command) -> dict[str, Any]:
         self.adopt(cmd.args)
@@ -327,8 +356,15 @@ class EnvService:
         async with self._lock(project):
             path, local, template = self._agent_md(project, directory)
             base = {"project": project, "path": path, "template_sha256": sha256_text(template)}
+            if local is None and _exists_not_file(path):
+                raise EnvCommandError(f"project {project}: {path} is not a regular file; AGENT.md not written")
             if local is None:
-                if not _write_new(path, template, 0o644):
+                try:
+                    created = _write_new(path, template, 0o644)
+                except OSError as exc:
+                    raise EnvCommandError(f"project {project}: cannot write {path}: "
+                                          f"{exc.strerror or exc}") from None
+                if not created:
                     raise EnvCommandError(f"{path} appeared while syncing; run sync again")
                 return base | {"status": "synced", "message": "AGENT.md created", "changed": True}
             if local == template:
@@ -338,8 +374,11 @@ class EnvService:
             if not force:
                 return base | {"status": "modified", "changed": False, "diff": diff,
                                "message": "AGENT.md was modified locally; not overwritten (use force)"}
-            with contextlib.suppress(OSError):
+            try:
                 _replace(path, template)
+            except OSError as exc:
+                raise EnvCommandError(f"project {project}: cannot write {path}: "
+                                      f"{exc.strerror or exc}") from None
             return base | {"status": "synced", "message": "AGENT.md replaced by the template (force)",
                            "changed": True, "diff": diff}
 

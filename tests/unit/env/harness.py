@@ -1,11 +1,11 @@
 """Test harness for the env integration tests (imported by tests/integration/test_env_*.py).
 
-- ``EnvSupervisorProc``: the real ``hal-supervisor`` process with the env routes mounted the way
-  ``build_app`` mounts them once wired (``include_env_routes`` is idempotent, so this stays valid after).
+- ``EnvSupervisorProc``: the real ``hal-supervisor`` process (its ``build_app`` mounts the env routes).
 - ``EnvAgent``: a real agent-side ``EnvService`` behind a real ``SupervisorConnection`` (outbox,
   register with projects, commands), the way the agent app wires it.
 - ``make_repo``: a real project directory (git repo with a commit, hooks, config, remote).
-- ``halctl``: halctl with the env and agent-md groups mounted, run in a thread.
+- ``halctl``: the real ``halctl`` entry point, run in a thread.
+- ``ssh_inventory``: an Ansible inventory reaching a node over real SSH (an ``SshHost`` of the auth harness).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from halswarm.agent.connection import SupervisorConnection
 from halswarm.agent.env import EnvService
@@ -29,40 +30,19 @@ from halswarm.agent.outbox import AsyncOutbox
 from halswarm.protocol import Command, CommandResult, ProjectRef, Register
 from tests.support.supervisor_proc import REPO, SupervisorProc
 
-LAUNCHER = """
-import sys
-import halswarm.supervisor.api as api
-from halswarm.supervisor.env_api import include_env_routes
-_build = api.build_app
-def build_app(sup):
-    app = _build(sup)
-    include_env_routes(app, sup)
-    return app
-api.build_app = build_app
-from halswarm.supervisor.main import main
-sys.exit(main())
-"""
-
-HALCTL = """
-import sys
-from halswarm.cli.main import add_output_option, cli, run
-from halswarm.cli.env_cmd import env
-from halswarm.cli.agentmd_cmd import agentmd
-for group in (env, agentmd):
-    if group.name not in cli.commands:
-        cli.add_command(group)
-        add_output_option(group)
-sys.exit(run(sys.argv[1:]))
-"""
+BIN = Path(sys.executable).parent
 
 
 class EnvSupervisorProc(SupervisorProc):
+    """The real ``hal-supervisor`` entry point (``build_app`` mounts the env routes)."""
+
     def start(self, timeout: float = 20.0) -> EnvSupervisorProc:
         self.write_config()
         env = dict(os.environ)
         env.pop("HAL_AUTH_TOKEN", None)
+        env.pop("ANSIBLE_HOST_KEY_CHECKING", None)  # approvals check SSH host keys unless this says otherwise
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "--config", str(self.config_path)],
+            self.proc = subprocess.Popen([str(BIN / "hal-supervisor"), "--config", str(self.config_path)],
                                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         self.wait_ready(timeout)
         return self
@@ -142,6 +122,8 @@ class EnvAgent:
     conn: SupervisorConnection | None = None
     outbox: AsyncOutbox | None = None
     commands: list[Command] = field(default_factory=list)
+    # rewrites a command's result before it is sent (a compromised agent lying to the supervisor)
+    tamper: Callable[[Command, CommandResult], CommandResult] | None = None
 
     async def start(self) -> EnvAgent:
         self.outbox = await AsyncOutbox.open(self.data_dir)
@@ -154,7 +136,8 @@ class EnvAgent:
             h = handlers.get(cmd.type)
             if h is None:
                 return CommandResult(cmd.command_id, "failure", error=f"unsupported command {cmd.type}")
-            return await h(cmd)
+            res = await h(cmd)
+            return self.tamper(cmd, res) if self.tamper is not None else res
 
         async def register() -> Register:
             assert self.service is not None
@@ -180,13 +163,30 @@ class EnvAgent:
         return [c for c in self.commands if c.type == ctype]
 
 
+REMOTE_PYTHON = "/usr/bin/python3"  # the venv's interpreter lives under /root, unreadable to the SSH user
+
+
+def ssh_inventory(path: Path, node_id: str, *, host: str, port: int, user: str, key: Path, known_hosts: Path,
+                  python: str = REMOTE_PYTHON) -> Path:
+    """Write an inventory with ``node_id`` reached over SSH: key login, the host key checked strictly against
+    ``known_hosts`` only, no ControlMaster (no ssh process outlives the run)."""
+    path.write_text(yaml.safe_dump({"all": {"hosts": {node_id: {
+        "ansible_connection": "ssh", "ansible_host": host, "ansible_port": port, "ansible_user": user,
+        "ansible_ssh_private_key_file": str(key), "ansible_python_interpreter": python,
+        "ansible_ssh_args": "-o ControlMaster=no -o BatchMode=yes",
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o GlobalKnownHostsFile=/dev/null "
+                                   "-o StrictHostKeyChecking=yes",
+    }}}}))
+    return path
+
+
 def aclient(sup: SupervisorProc, timeout: float = 120.0) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=sup.api + "/api/v1", headers={"Authorization": f"Bearer {sup.token}"},
                              timeout=timeout)
 
 
 def halctl_argv(sup: SupervisorProc, *args: str) -> list[str]:
-    return [sys.executable, "-c", HALCTL, "--supervisor-url", sup.api, "--auth-token", sup.token, *args]
+    return [str(BIN / "halctl"), "--supervisor-url", sup.api, "--auth-token", sup.token, *args]
 
 
 async def halctl(sup: SupervisorProc, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:

@@ -135,3 +135,54 @@ async def test_manifest_outdated_when_the_kept_manifest_differs(tmp_path: Path) 
     assert r.status == "success" and r.output["manifest_digest"] == svc.manifest_digest
     r = await h["env_check"](cmd("env_check", "a", manifest_digest=svc.manifest_digest, manifest_version=3))
     assert r.status == "success" and svc.snapshot()["manifest_digest"] == svc.manifest_digest
+
+
+SYNC_CHILD = """
+import asyncio, json, resource, signal, sys, time
+from halswarm.agent.env import EnvService
+from halswarm.protocol import Command, CommandTarget
+repo, data = sys.argv[1], sys.argv[2]
+doc = {"version": "1.0", "templates": {"AGENT.md": "# alpha\\n" + "x" * 4096}, "projects": {"alpha": {}}}
+svc = EnvService(projects=lambda: {"alpha": repo}, data_dir=data, base_env={})
+svc.adopt({"manifest": doc, "manifest_version": 1})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))  # writes past 1 KiB fail with EFBIG, even as root
+cmd = Command("c1", "agentmd_sync", CommandTarget(project="alpha"), {"force": True})
+r = asyncio.run(svc.handlers()["agentmd_sync"](cmd))
+print(json.dumps({"status": r.status, "error": r.error, "output": r.output}))
+"""
+
+
+def test_forced_sync_that_cannot_write_fails(tmp_path: Path) -> None:
+    """A failed write is a command failure with a one-line reason, never ``synced`` (a real EFBIG from a
+    file size limit in a child process: works as root, where a read-only directory would not stop it)."""
+    import subprocess
+    import sys
+
+    from tests.support.supervisor_proc import REPO
+
+    repo = tmp_path / "alpha"
+    repo.mkdir()
+    (repo / "AGENT.md").write_text("# alpha\nmine\n")
+    out = subprocess.run([sys.executable, "-c", SYNC_CHILD, str(repo), str(tmp_path / "data")], capture_output=True,
+                         text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["status"] == "failure" and res["output"] is None, res
+    assert res["error"].startswith(f"project alpha: cannot write {repo / 'AGENT.md'}: File too large")
+    assert "\n" not in res["error"]
+    assert (repo / "AGENT.md").read_text() == "# alpha\nmine\n"  # untouched
+    assert [p.name for p in repo.iterdir()] == ["AGENT.md"]  # no temporary file left behind
+
+
+async def test_sync_onto_a_directory_fails(tmp_path: Path) -> None:
+    repo = tmp_path / "alpha"
+    (repo / "AGENT.md").mkdir(parents=True)
+    svc = EnvService(projects=lambda: {"alpha": str(repo)}, data_dir=tmp_path / "data", base_env={})
+    h = svc.handlers()
+    doc = {"version": "1.0", "templates": {"AGENT.md": "# alpha\n"}, "projects": {"alpha": {}}}
+    for force in (False, True):
+        r = await h["agentmd_sync"](cmd("agentmd_sync", "alpha", force=force, manifest=doc, manifest_version=1))
+        assert r.status == "failure" and r.output is None
+        assert r.error == f"project alpha: {repo / 'AGENT.md'} is not a regular file; AGENT.md not written"
+    assert (repo / "AGENT.md").is_dir()

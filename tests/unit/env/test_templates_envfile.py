@@ -39,3 +39,12 @@ def test_env_file_roundtrip(tmp_path: Path) -> None:
     assert 'MODE="ci"' in text and "\\$HOME" in text
     with pytest.raises(ValueError):
         f.set("BAD NAME", "x")
+
+
+def test_merge_rule_for_several_projects() -> None:
+    from halswarm.agent.env.procenv import merge_project_env
+
+    merged, conflicts = merge_project_env({"b": {"X": "1", "S": "b", "SAME": "v"}, "a": {"S": "a", "SAME": "v"},
+                                           "c": {}})
+    assert merged == {"X": "1", "SAME": "v"}  # a conflicting var is passed for no project
+    assert conflicts == {"S": ["a", "b"]}
