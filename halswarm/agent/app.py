@@ -4,7 +4,8 @@ Start-up order (``Agent.start``):
 
 1. open the durable outbox in ``data_dir`` (fails fast: unwritable dir, another agent holds it);
 2. check project directories (missing ones are reported, not offered);
-3. opencode: ``opencode.manage: true`` starts ``opencode serve`` on ``opencode_port`` (binary from
+3. opencode: ``opencode.manage: true`` starts ``opencode serve`` on ``opencode_port`` (0: a free port,
+   read from its stdout; binary from
    ``tool_paths.opencode``, else ``opencode.binary``) and restarts it when it dies; ``false``
    watches an already running server on that port. A binary that is not installed means no
    sessions on this node: an ``agent.warning`` event, capability ``opencode: false`` with the
@@ -43,10 +44,14 @@ from halswarm.agent.capabilities import ToolInfo, detect_tools, resolve_binary
 from halswarm.agent.commands import AgentCommands
 from halswarm.agent.connection import ConnState, SupervisorConnection
 from halswarm.agent.env import EnvService
+from halswarm.agent.env.procenv import OpencodeEnvSync
 from halswarm.agent.opencode_client import OpencodeClient, OpencodeError, OpencodeNotFound
 from halswarm.agent.opencode_events import GlobalEventStream
 from halswarm.agent.opencode_process import OpencodeNotice, OpencodeProcess, ProcessState
 from halswarm.agent.outbox import AsyncOutbox, OutboxLockedError
+from halswarm.agent.progress import EVENT_TYPE as PROJECT_STATUS_EVENT
+from halswarm.agent.progress import STATE_FILE as PROGRESS_STATE_FILE
+from halswarm.agent.progress import ProgressWatcher
 from halswarm.agent.projects import ProjectCheck, check_projects, project_map, warning_text
 from halswarm.agent.resources import sample_resources
 from halswarm.agent.session_state import SessionTracker, read_current_task
@@ -141,8 +146,19 @@ class Agent:
             projects=lambda: {c.name: c.directory for c in check_projects(cfg.projects) if c.ok},
             data_dir=cfg.data_dir,
             node_id=cfg.node_id,
+            # provisioned env vars reach the managed opencode: restarted at a safe point (no busy session)
+            opencode_env=OpencodeEnvSync(
+                lambda: self.opencode, lambda: list(self.tracker.sessions.values()),
+                emit=lambda etype, data: self._append(None, etype, None, None, data), client=self._current_client,
+                directories=lambda: [c.directory for c in check_projects(cfg.projects) if c.ok]),
         )
         self.commands.add_handlers(self.env.handlers())
+        # PROGRESS.md status changes -> `project.status` events (dependencies autostart, issue 8).
+        self.progress = ProgressWatcher(
+            lambda: {c.name: c.directory for c in check_projects(cfg.projects) if c.ok},
+            lambda project, data: self._append(None, PROJECT_STATUS_EVENT, None, project, data),
+            self.data_dir / PROGRESS_STATE_FILE,
+        )
         self.outbox: AsyncOutbox | None = None
         self.connection: SupervisorConnection | None = None
         self.opencode: OpencodeProcess | None = None
@@ -183,6 +199,7 @@ class Agent:
         self.connection.start()
         self.auth.start()
         self._spawn(self._ticker(), "agent-ticker")
+        self._spawn(self.progress.run(), "agent-progress")
         log.info(
             "hal-agent %s started as node %s (data_dir %s, %d project(s))",
             __version__,
@@ -205,6 +222,8 @@ class Agent:
         if still:
             log.warning("%d command(s) still running at shutdown; they are cancelled", still)
         await self.auth.stop()
+        if self.env.opencode_env is not None:
+            await self.env.opencode_env.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -286,7 +305,7 @@ class Agent:
                 port=cfg.opencode_port,
                 cwd=str(self.data_dir),
                 password=cfg.opencode_password,
-                env=self.env.managed_env() or None,  # provisioned project env vars (spec 8.4)
+                env=self.env.process_env() or None,  # provisioned project env vars (spec 8.4)
             )
         else:
             self.opencode = OpencodeProcess(

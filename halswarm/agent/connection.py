@@ -1,7 +1,8 @@
 """The agent's WebSocket link to the supervisor (SPEC 4).
 
 One ``SupervisorConnection`` per agent. ``run()`` (or ``start()``) connects, registers, replays
-the outbox from ``resume_from_seq``, streams new events, answers commands and sends heartbeats;
+the outbox from ``resume_from_seq``, streams new events, answers commands and sends heartbeats
+(the first right after registration; each carries the outbox's pending/refused counts);
 it reconnects forever with full-jitter backoff until ``close()``.
 
 State machine (every change goes through ``_set_state``, which rejects illegal transitions)::
@@ -508,11 +509,13 @@ class SupervisorConnection:
                 await self._ack_wake.wait()
 
     async def _heartbeat(self, ws: ClientConnection, interval: float) -> None:
+        # The first one goes right after registration: the supervisor sees the outbox backlog
+        # (and a refused count from the time it was unreachable) without waiting an interval.
         while True:
-            await asyncio.sleep(interval)
             resources = await asyncio.to_thread(self._resources_fn)
-            await ws.send(encode(Heartbeat(resources=resources)))
+            await ws.send(encode(Heartbeat(resources=resources, outbox=self._outbox.stats())))
             self.counters["heartbeats_sent"] += 1
+            await asyncio.sleep(interval)
 
     async def _drain(self, ws: ClientConnection) -> None:
         while True:

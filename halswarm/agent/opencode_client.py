@@ -11,7 +11,7 @@ should be JSON are therefore checked for a JSON content type (:class:`OpencodePr
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -148,7 +148,9 @@ class OpencodeClient:
         json_body: Any = None,
         request_timeout: float | None = None,
         expect_json: bool = True,
+        decode: Callable[[bytes], Any] | None = None,
     ) -> Any:
+        """One API call; the JSON body parsed, or ``decode(raw body)`` when given (big bodies)."""
         what = f"{method} {path}"
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
@@ -173,7 +175,7 @@ class OpencodeClient:
                 f"{what}: expected JSON, got {ctype or 'no content-type'}", status=resp.status_code
             )
         try:
-            return resp.json()
+            return decode(resp.content) if decode is not None else resp.json()
         except (ValueError, json.JSONDecodeError) as exc:
             raise OpencodeProtocolError(f"{what}: invalid JSON", status=resp.status_code) from exc
 

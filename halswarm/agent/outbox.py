@@ -15,8 +15,10 @@ supervisor would answer ``seq_gap`` forever); refusing an event before it gets a
 stream gap-free. To keep room for events that carry state, high-volume low-value types
 (``message.part.delta`` by default) are refused first, once the outbox is
 ``(1 - low_priority_reserve)`` full; every type is refused at ``max_events``. A refused
-``append`` returns ``None`` and increments ``dropped_total``. What is lost is recent history,
-not current state: ``register`` carries a fresh sessions snapshot on every reconnect.
+``append`` returns ``None`` and increments ``refused_total`` (in memory, since start). What is
+lost is recent history, not current state: ``register`` carries a fresh sessions snapshot on
+every reconnect. ``stats()`` (pending, max_events, refused_total) goes out in every heartbeat, and
+the supervisor exports it as ``hal_o_swarm_agent_outbox_*{node}`` gauges.
 
 A corrupt or foreign ``outbox.db`` at start is moved aside to ``outbox.db.corrupt-<ts>`` (with
 its -wal/-shm) and a fresh outbox is started with one error line, so a bad file never turns
@@ -48,6 +50,7 @@ from typing import Any, TypeVar
 
 from halswarm.protocol import MAX_FRAME_BYTES, Event
 from halswarm.protocol.codec import encode_raw
+from halswarm.protocol.messages import OutboxStats
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,7 @@ class Outbox:
         self._busy_timeout_ms = busy_timeout_ms
         self._lock = threading.RLock()
         self._listeners: list[Callable[[Event], None]] = []
-        self.dropped_total = 0
+        self.refused_total = 0
         self._full_logged = False
         self._closed = False
 
@@ -277,6 +280,15 @@ class Outbox:
     def last_acked_seq(self) -> int:
         return self._last_acked
 
+    @property
+    def dropped_total(self) -> int:
+        """Old name of ``refused_total`` (nothing stored is ever dropped)."""
+        return self.refused_total
+
+    def stats(self) -> OutboxStats:
+        """What the heartbeat reports (plain attribute reads: safe from any thread)."""
+        return OutboxStats(pending=self._count, max_events=self.max_events, refused_total=self.refused_total)
+
     def add_listener(self, callback: Callable[[Event], None]) -> None:
         """Call ``callback(event)`` after every committed append (from the appending thread)."""
         self._listeners.append(callback)
@@ -305,7 +317,7 @@ class Outbox:
         with self._lock:
             limit = self.low_priority_limit if type in self.low_priority_types else self.max_events
             if self._count >= limit:
-                self.dropped_total += 1
+                self.refused_total += 1
                 if not self._full_logged:
                     self._full_logged = True
                     log.warning(
@@ -542,7 +554,14 @@ class AsyncOutbox:
 
     @property
     def dropped_total(self) -> int:
-        return self.core.dropped_total
+        return self.core.refused_total
+
+    @property
+    def refused_total(self) -> int:
+        return self.core.refused_total
+
+    def stats(self) -> OutboxStats:
+        return self.core.stats()
 
     async def close(self) -> None:
         try:

@@ -29,7 +29,7 @@ class AgentConfig:
     supervisor_url: str
     auth_token: str = field(repr=False)
     node_id: str
-    opencode_port: int = 4096
+    opencode_port: int = 4096  # 0: managed opencode picks a free port (read from its stdout)
     auth_report_interval_sec: int = 30
     tool_paths: dict[str, str] = field(default_factory=dict)
     opencode_manage: bool = True
@@ -57,6 +57,10 @@ def build_agent_config(
     if token is None:
         raise ConfigError.single("auth_token", "is required")
     opencode = doc["opencode"]
+    port = opencode.get("port", doc["opencode_port"])
+    if port == 0 and not opencode["manage"]:
+        key = "opencode.port" if "port" in opencode else "opencode_port"
+        raise ConfigError.single(key, "0 (a free port) needs opencode.manage: true; set the attached server's port")
     node_id = doc.get("node_id")
     if not node_id:
         import socket
@@ -66,7 +70,7 @@ def build_agent_config(
         supervisor_url=doc["supervisor_url"],
         auth_token=token,
         node_id=node_id,
-        opencode_port=opencode.get("port", doc["opencode_port"]),
+        opencode_port=port,
         auth_report_interval_sec=doc["auth_report_interval_sec"],
         tool_paths={k: v for k, v in doc.get("tool_paths", {}).items() if isinstance(v, str) and v},
         opencode_manage=opencode["manage"],

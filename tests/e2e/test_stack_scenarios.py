@@ -44,6 +44,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 NODE_A = "e2e-a"
 NODE_B = "e2e-b"
+NODE_C = "e2e-c"
 SESSIONS, TURNS = 9, 3  # the 1,000-event scenario: tool-calling turns, about 40 events each
 
 
@@ -81,6 +82,15 @@ class Stack:
         with self.client() as c:
             r = c.post(f"/api/v1/sessions/{sid}/prompt", json={"message": message})
         assert r.status_code == 200, r.text
+
+    def idle_session(self) -> str:
+        """The idle session the scenarios follow; made (with the instance's first, slow turn) on first use,
+        so any scenario also runs alone (`-k`)."""
+        if "idle" not in self.shared:
+            sid = self.create("warm up")["id"]
+            wait_status(self.sup, sid, "idle", timeout=60)
+            self.shared["idle"] = sid
+        return self.shared["idle"]
 
     def kill(self, sid: str) -> dict[str, Any]:
         with self.client() as c:
@@ -123,10 +133,7 @@ def idle_turns(st: Stack, sid: str) -> int:
 
 def test_single_node_session_lifecycle(stack: Stack) -> None:
     """TestSingleNodeLifecycle + TestSessionLifecycle: create, prompt, status running, kill, status fails."""
-    # An idle session the next scenarios follow; its turn is also the instance's first (slow) one.
-    keep = stack.create("warm up")["id"]
-    wait_status(stack.sup, keep, "idle", timeout=60)
-    stack.shared["idle"] = keep
+    stack.idle_session()  # made first: its turn is the instance's first (slow) one
 
     sid = stack.create()["id"]
     assert sid.startswith("ses_")
@@ -142,7 +149,7 @@ def test_single_node_session_lifecycle(stack: Stack) -> None:
 
 def test_heartbeat_timeout(stack: Stack) -> None:
     """TestHeartbeatTimeout: a frozen agent (SIGSTOP) is offline after interval x count (3 s)."""
-    sid = stack.shared["idle"]
+    sid = stack.idle_session()
     stack.agent.signal(signal.SIGSTOP)
     try:
         started = time.monotonic()
@@ -159,7 +166,7 @@ def test_heartbeat_timeout(stack: Stack) -> None:
 
 def test_network_partition_and_recovery(stack: Stack) -> None:
     """TestNetworkPartitionRecovery: the link is cut mid-turn; offline, then online with every event."""
-    sid = stack.shared["idle"]
+    sid = stack.idle_session()
     registrations = stack.agent.log_text().count("registered with supervisor")
     turns = idle_turns(stack, sid)
     stack.prompt(sid, "hello across the partition")
@@ -173,7 +180,9 @@ def test_network_partition_and_recovery(stack: Stack) -> None:
     finally:
         stack.proxy.restore()
     wait_for(lambda: node_status(stack.sup, NODE_A) == "online", "online after the partition", 20)
-    assert stack.agent.log_text().count("registered with supervisor") > registrations  # snapshot sent again
+    # The supervisor marks the node online when it takes the register; the agent logs it a moment later.
+    wait_for(lambda: stack.agent.log_text().count("registered with supervisor") > registrations,
+             "the agent registered again (snapshot sent again)", 10)
     wait_for(lambda: idle_turns(stack, sid) > turns, "the turn's events delivered", 20)
     assert "FAKE-REPLY: hello across the partition" in reply_text(stack.sup, sid)
     wait_status(stack.sup, sid, "idle")
@@ -183,7 +192,7 @@ def test_network_partition_and_recovery(stack: Stack) -> None:
 
 def test_supervisor_crash_and_restart_with_state_reload(stack: Stack) -> None:
     """TestSupervisorCrashRecovery: kill -9 the supervisor, restart it on the same database."""
-    idle = stack.shared["idle"]
+    idle = stack.idle_session()
     busy = stack.create("SLOW across the crash")["id"]
     wait_status(stack.sup, busy, "running")
     stack.sup.kill9()
@@ -198,21 +207,75 @@ def test_supervisor_crash_and_restart_with_state_reload(stack: Stack) -> None:
     assert_gap_free(stack.sup, NODE_A)
 
 
+def outbox_rows(agent: AgentProc) -> list[tuple[int, str]]:
+    """(seq, event_id) of every event in the agent's outbox file (not acknowledged yet)."""
+    path = agent.data_dir / "outbox.db"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute("SELECT seq, event_id FROM outbox ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+
+
+def outbox_has(agent: AgentProc, etype: str, session_id: str) -> bool:
+    path = agent.data_dir / "outbox.db"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return conn.execute("SELECT 1 FROM outbox WHERE type=? AND session_id=?", (etype, session_id)).fetchone() \
+            is not None
+    finally:
+        conn.close()
+
+
 def test_agent_crash_and_restart(stack: Stack) -> None:
-    """TestAgentCrashRecovery: kill -9 the agent; its orphaned opencode is replaced; sessions come back."""
-    sid = stack.shared["idle"]
+    """TestAgentCrashRecovery + "agent killed with unacked events": the agent is cut off from the
+    supervisor, a turn runs in opencode (its events pile up in the outbox), kill -9; after the restart
+    every event that was in the outbox is stored exactly once, with its seq; the orphaned opencode is
+    replaced and the sessions come back."""
+    sid = stack.idle_session()
     old_opencode = stack.agent.opencode_pid()
     assert old_opencode is not None
+    url = api_get(stack.sup, f"/api/v1/nodes/{NODE_A}")["capabilities"]["opencode_server"]["url"]
     before = len(assert_gap_free(stack.sup, NODE_A))
-    stack.agent.kill9()
-    wait_for(lambda: node_status(stack.sup, NODE_A) == "offline", "offline at once (connection closed)", 3)
+
+    stack.proxy.cut()
+    try:
+        wait_for(lambda: node_status(stack.sup, NODE_A) == "offline", "offline when the link drops", 5)
+        # Real events while nobody can ack them: a turn straight at the agent's opencode.
+        with httpx.Client(base_url=url, timeout=30) as oc:
+            r = oc.post("/session", params={"directory": str(stack.alpha)}, json={"title": "while cut off"})
+            r.raise_for_status()
+            offline_sid = r.json()["id"]
+            r = oc.post(f"/session/{offline_sid}/prompt_async", params={"directory": str(stack.alpha)},
+                        json={"parts": [{"type": "text", "text": "while cut off"}]})
+            assert r.status_code == 204, r.text
+        wait_for(lambda: outbox_has(stack.agent, "session.idle", offline_sid), "the turn in the outbox", 30)
+        stack.agent.kill9()
+        pending = outbox_rows(stack.agent)  # exactly what was never acknowledged
+        assert len(pending) > 5, pending
+    finally:
+        stack.proxy.restore()
+
     stack.agent.start()
     stack.agent.wait_online(stack.sup, timeout=60, sessions_available=True)
+    ids = [eid for _, eid in pending]
+    marks = ",".join("?" * len(ids))
+
+    def delivered() -> list[tuple[int, str]] | None:
+        rows = db_rows(stack.sup, f"SELECT seq, event_id FROM events WHERE node_id=? AND event_id IN ({marks}) "
+                                  "ORDER BY seq", NODE_A, *ids)
+        return rows if len(rows) >= len(ids) else None
+
+    rows = wait_for(delivered, "every unacked event stored", 30)
+    assert rows == pending  # each once, with the seq it had in the outbox
+    wait_for(lambda: stack.agent.outbox_size() == 0, "outbox drained after the acks", 10)
     warnings = [e["data"]["message"] for e in api_get(stack.sup, "/api/v1/events", node_id=NODE_A,
                                                       type="agent.warning", limit=100)]
     assert any(f"stopped opencode serve pid {old_opencode}" in w for w in warnings), warnings
     assert stack.agent.opencode_pid() not in (None, old_opencode)
     wait_status(stack.sup, sid, "idle", timeout=10)
+    wait_status(stack.sup, offline_sid, "idle", timeout=10)
+    assert "FAKE-REPLY: while cut off" in reply_text(stack.sup, offline_sid)
     assert stack.command("session_status", sid)["status"] == "success"
     assert len(assert_gap_free(stack.sup, NODE_A)) > before  # seq continued from the outbox
 
@@ -288,53 +351,59 @@ def test_1000_events_in_order_without_loss_or_duplicates(stack: Stack) -> None:
         assert reply_text(stack.sup, sid) == want
         assert want.count("FAKE-REPLY: TOOL-RESULT-SEEN hi-from-tool") == TURNS
         wait_status(stack.sup, sid, "idle")
-    stack.shared["burst_rows"] = len(rows)
 
 
 def test_db_rows_with_bad_timestamps_are_tolerated(stack: Stack) -> None:
     """TestDatabaseCorruptionRecovery: bad rows in the DB do not stop the supervisor; the fleet recovers."""
+    idle = stack.idle_session()
     stack.sup.stop()
     db = sqlite3.connect(stack.sup.db_path)
     db.execute("INSERT INTO nodes(id, hostname, status, last_heartbeat) VALUES ('ghost', 'g', 'online', 'yesterday')")
     db.execute("INSERT INTO sessions(id, node_id, project, status, started_at) VALUES "
                "('ses_badtime', ?, 'alpha', 'running', 'not a time')", (NODE_A,))
-    db.execute("UPDATE sessions SET last_activity = 'soon' WHERE id = ?", (stack.shared["idle"],))
+    db.execute("UPDATE sessions SET last_activity = 'soon' WHERE id = ?", (idle,))
     db.commit()
     db.close()
     stack.sup.start()
     wait_for(lambda: node_status(stack.sup, NODE_A) == "online", "agent back", 20)
     assert "skipped unreadable row" in stack.sup.log_path.read_text()
     assert node_status(stack.sup, "ghost") is None
-    wait_status(stack.sup, stack.shared["idle"], "idle", timeout=10)
+    wait_status(stack.sup, idle, "idle", timeout=10)
     sid = stack.create("after the bad rows")["id"]
     wait_for(lambda: "FAKE-REPLY: after the bad rows" in reply_text(stack.sup, sid), "a turn still works", 30)
     assert_gap_free(stack.sup, NODE_A)
 
 
 def test_multi_node_on_separate_projects_then_stop(stack: Stack) -> None:
-    """TestMultiNodeLifecycle: two agents, each with its own opencode and project; then both stop."""
-    beta = stack.root / "projects" / "beta"
-    beta.mkdir(parents=True)
-    env = opencode_env(stack.root / "home-b", opencode_config_content(stack.fake.base_url))
-    agent_b = AgentProc(stack.root / "agent-b", stack.sup.ws_url, stack.sup.token, node_id=NODE_B,
-                        projects=[("beta", str(beta))], manage=True, binary=stack.opencode_bin, env=env,
-                        clean_env=True)
-    stack.shared["agents"] = [agent_b]
-    agent_b.start()
-    agent_b.wait_online(stack.sup, timeout=60, sessions_available=True)
+    """TestMultiNodeLifecycle: three agents, each with its own opencode and project; then all stop."""
+    extra = []
+    for node_id, project in ((NODE_B, "beta"), (NODE_C, "gamma")):
+        directory = stack.root / "projects" / project
+        directory.mkdir(parents=True)
+        env = opencode_env(stack.root / f"home-{project}", opencode_config_content(stack.fake.base_url))
+        extra.append(AgentProc(stack.root / f"agent-{project}", stack.sup.ws_url, stack.sup.token, node_id=node_id,
+                               projects=[(project, str(directory))], manage=True, binary=stack.opencode_bin,
+                               env=env, clean_env=True))
+    stack.shared["agents"] = extra
+    for agent in extra:  # both opencode servers start side by side
+        agent.start()
+    for agent in extra:
+        agent.wait_online(stack.sup, timeout=60, sessions_available=True)
     online = [n["id"] for n in api_get(stack.sup, "/api/v1/nodes", status="online")]
-    assert {NODE_A, NODE_B} <= set(online)
+    assert {NODE_A, NODE_B, NODE_C} <= set(online)
 
-    a = stack.create(project="alpha")
-    b = stack.create(project="beta")
-    assert a["node_id"] == NODE_A and b["node_id"] == NODE_B
-    for s in (a, b):
+    created = {project: stack.create(project=project) for project in ("alpha", "beta", "gamma")}
+    assert {p: s["node_id"] for p, s in created.items()} == {"alpha": NODE_A, "beta": NODE_B, "gamma": NODE_C}
+    for s in created.values():
         res = stack.command("session_status", s["id"])
         assert res["status"] == "success" and res["node_id"] == s["node_id"]
 
-    for agent, node_id in ((stack.agent, NODE_A), (agent_b, NODE_B)):
+    for agent, node_id in ((stack.agent, NODE_A), *zip(extra, (NODE_B, NODE_C), strict=True)):
         started = time.monotonic()
         assert agent.stop() == 0
-        wait_for(lambda nid=node_id: node_status(stack.sup, nid) == "offline", f"{node_id} offline", 3)
+        wait_for(lambda nid=node_id: node_status(stack.sup, nid) == "offline", f"{node_id} offline", 15)
         assert time.monotonic() - started < 15
+        # offline because the agent closed its link, not because its heartbeats stopped (3 s here)
+        offline = api_get(stack.sup, "/api/v1/events", node_id=node_id, type="node.offline")[-1]
+        assert offline["data"]["reason"] == "connection closed", offline
     assert all(s["status"] in ("unreachable", "killed", "completed") for s in api_get(stack.sup, "/api/v1/sessions"))

@@ -5,11 +5,14 @@ on its own sessions. Skipped only when the pinned opencode is not installed."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.fakes.fake_llm import FakeLLM, opencode_config_content
@@ -25,6 +28,7 @@ from tests.integration.test_agent_harness import (
     wait_for,
     wait_status,
 )
+from tests.support.ports import free_port
 from tests.support.supervisor_proc import SupervisorProc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -56,8 +60,10 @@ def stack(opencode_bin: str, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPat
     project.mkdir(parents=True)
     sup = SupervisorProc(root / "sup", extra={"server": {"heartbeat_interval_sec": 1}}).start()
     env = opencode_env(root / "home", opencode_config_content(fake_llm.base_url, permission_ask_bash=True))
+    # opencode_port 0: opencode picks a free port and the agent reads its URL from stdout (also on
+    # every restart, see test_opencode_killed_is_restarted_and_reported).
     agent = AgentProc(root / "agent", sup.ws_url, sup.token, node_id=NODE, projects=[("demo", str(project))],
-                      manage=True, binary=opencode_bin, env=env, clean_env=True)
+                      manage=True, binary=opencode_bin, env=env, clean_env=True, opencode_port=0)
     try:
         agent.start()
         agent.wait_online(sup, timeout=60, sessions_available=True)
@@ -74,6 +80,13 @@ def test_node_reports_opencode(stack: Stack) -> None:
     assert caps["opencode"] is True and caps["sessions"] == {"available": True, "reason": None}
     assert caps["opencode_server"]["mode"] == "manage" and caps["opencode_server"]["version"] == "1.18.33"
     assert caps["tools"]["opencode"]["version"] == "1.18.33"
+    # opencode_port 0: the URL is the port opencode picked, read from its stdout, and it answers there.
+    url = caps["opencode_server"]["url"]
+    m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)", url)
+    assert m and int(m.group(1)) > 0, url
+    assert httpx.get(url + "/global/health", timeout=5).json()["healthy"] is True
+    pid = stack.agent.opencode_pid()
+    assert pid is not None and "--port 0" in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def test_start_prompt_reply_as_events_and_tokens(stack: Stack) -> None:
@@ -144,16 +157,16 @@ def test_upstream_401_is_an_error_with_the_message(stack: Stack) -> None:
 
 
 def test_unknown_model_is_an_error_with_the_message(stack: Stack) -> None:
-    res = halctl(stack.sup, "sessions", "start", "demo", "--prompt", "hi", "--model", "nope/no-such-model",
-                 "--output", "json")
-    if res.returncode == 0:
-        import json
-
-        sid = json.loads(res.stdout)["id"]
-        s = wait_status(stack.sup, sid, "error")
-        assert "nope/no-such-model" in s["error"] and "Model not found" in s["error"]
-    else:  # opencode refused the session itself: the command fails with opencode's message
-        assert "no-such-model" in res.stderr, res.stderr
+    """opencode 1.18.33 creates the session (the model is not checked then); the prompt then fails
+    asynchronously with session.error "Model not found: nope/no-such-model ...": the session is
+    `error` with that message."""
+    sess = stack.start("hi", "--model", "nope/no-such-model")
+    sid = sess["id"]
+    assert sid.startswith("ses_")
+    s = wait_status(stack.sup, sid, "error")
+    assert s["error"].startswith("Model not found: nope/no-such-model"), s["error"]
+    errors = session_events(stack.sup, sid, "session.error")
+    assert errors and "Model not found: nope/no-such-model" in errors[0]["data"]["error"]["data"]["message"]
 
 
 def test_handover_starts_a_session_that_reads_the_context(stack: Stack) -> None:
@@ -210,3 +223,50 @@ def test_opencode_killed_is_restarted_and_reported(stack: Stack) -> None:
     wait_status(stack.sup, before, "idle")
     after = stack.start()["id"]
     wait_for(lambda: session_events(stack.sup, after, "session.created"), "session.created from the new server")
+
+
+def test_attach_mode_with_password(stack: Stack, opencode_bin: str, tmp_path: Path) -> None:
+    """opencode.manage: false against a password-protected `opencode serve` the test runs itself: a
+    second node attaches with opencode.password; a session started through halctl replies as events."""
+    password = "attach-secret-7"
+    project = tmp_path / "attached"
+    project.mkdir()
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "npm_config_offline": "true",
+           "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1",
+           "OPENCODE_SERVER_PASSWORD": password,
+           **opencode_env(tmp_path / "home", opencode_config_content(stack.fake.base_url))}
+    log = open(tmp_path / "opencode.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen([opencode_bin, "serve", "--hostname", "127.0.0.1", "--port", str(port)],
+                              cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    agent = AgentProc(tmp_path / "agent", stack.sup.ws_url, stack.sup.token, node_id="e2e-attach",
+                      projects=[("attached", str(project))], manage=False, opencode_port=port,
+                      extra={"opencode": {"password": password}}, env=opencode_env(tmp_path / "agent-home", "{}"),
+                      clean_env=True)
+    try:
+        def health() -> bool:
+            assert server.poll() is None, (tmp_path / "opencode.log").read_text()
+            return httpx.get(url + "/global/health", auth=("opencode", password), timeout=2).status_code == 200
+
+        wait_for(health, "opencode serve up", 45)
+        assert httpx.get(url + "/global/health", timeout=2).status_code == 401  # really protected
+
+        agent.start()
+        n = agent.wait_online(stack.sup, timeout=60, sessions_available=True)
+        assert n["capabilities"]["opencode_server"]["mode"] == "attach"
+        assert n["capabilities"]["opencode_server"]["state"] == "running"
+
+        sess = halctl_json(stack.sup, "sessions", "start", "attached", "--prompt", "hello attached")
+        assert sess["node_id"] == "e2e-attach"
+        sid = sess["id"]
+        wait_status(stack.sup, sid, "idle")
+        wait_for(lambda: reply_text(stack.sup, sid).strip() == "FAKE-REPLY: hello attached", "the reply as events")
+        assert halctl(stack.sup, "sessions", "prompt", sid, "and again").returncode == 0
+        wait_for(lambda: "FAKE-REPLY: and again" in reply_text(stack.sup, sid), "second reply")
+    finally:
+        agent.cleanup()
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)  # its own group: nothing it started lives on
+        server.wait(10)
+        log.close()

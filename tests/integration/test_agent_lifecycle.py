@@ -48,7 +48,11 @@ def test_registers_with_projects_capabilities_and_heartbeats(sup, make_agent, tm
     assert caps["projects_invalid"] == [{"name": "ghost", "directory": str(tmp_path / "ghost"),
                                          "reason": "directory does not exist"}]
     assert set(caps["tools"]) == {"opencode", "claude_code", "codex"}
-    assert set(n["resources"]) == {"cpu_percent", "ram_used_mb", "ram_total_mb", "disk_used_gb", "disk_total_gb"}
+    spec_keys = {"cpu_percent", "ram_used_mb", "ram_total_mb", "disk_used_gb", "disk_total_gb"}
+    outbox_keys = {"outbox_pending", "outbox_max_events", "outbox_refused_total"}  # from the first heartbeat
+    assert spec_keys <= set(n["resources"]) <= spec_keys | outbox_keys
+    res = wait_for(lambda: (r := node(sup, "node-reg")["resources"]).keys() >= outbox_keys and r, "outbox in resources")
+    assert res["outbox_max_events"] == 100000 and res["outbox_refused_total"] == 0
 
     warn = wait_for(lambda: events(sup, node_id="node-reg", type="agent.warning"), "agent.warning stored")
     assert "project ghost" in warn[0]["data"]["message"] and warn[0]["seq"] == 1

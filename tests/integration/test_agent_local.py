@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from halswarm.supervisor.main import _local_opencode
 from tests.integration.test_agent_harness import wait_for
 from tests.support.ports import free_port
 from tests.support.supervisor_proc import REPO
@@ -33,7 +34,9 @@ def test_local_mode_starts_and_stops_a_local_agent(tmp_path: Path) -> None:
     ws, http = free_port(), free_port()
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
            "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache"),
-           "XDG_STATE_HOME": str(home / ".local/state")}
+           "XDG_STATE_HOME": str(home / ".local/state"),
+           # opencode, when installed, runs offline and quiet in this fresh HOME (see tests/e2e/conftest.py)
+           "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1", "npm_config_offline": "true"}
     env.pop("HAL_AUTH_TOKEN", None)
     env.pop("HAL_LOCAL_AGENT", None)
     out_path = tmp_path / "out.log"
@@ -55,11 +58,22 @@ def test_local_mode_starts_and_stops_a_local_agent(tmp_path: Path) -> None:
         n = wait_for(node, "the local node online", 45)
         assert n["projects"] == ["demo"]
         assert n["project_directories"]["demo"] == str(state / "projects" / "demo")
-        sessions = n["capabilities"]["sessions"]
-        if n["capabilities"]["opencode"]:
-            assert "opencode" in out_path.read_text()
+        caps = n["capabilities"]
+        if _local_opencode() is not None:
+            # opencode is installed: the agent started it and registered once it was up, so the
+            # node offers sessions and names the running server.
+            assert caps["opencode"] is True, caps
+            assert caps["sessions"] == {"available": True, "reason": None}, caps
+            server = caps["opencode_server"]
+            assert server["mode"] == "manage" and server["state"] == "running", server
+            assert server["url"].startswith("http://127.0.0.1:") and server["version"], server
+            with httpx.Client(headers=headers) as c:
+                r = c.post(f"http://127.0.0.1:{http}/api/v1/sessions", json={"project": "demo"}, timeout=60)
+            assert r.status_code == 201, r.text
+            assert r.json()["data"]["id"].startswith("ses_")
         else:  # no opencode on this machine: the node says why it has no sessions
-            assert sessions["available"] is False and sessions["reason"]
+            assert caps["opencode"] is False
+            assert caps["sessions"]["available"] is False and caps["sessions"]["reason"]
         cfg = state / "agent.config.json"
         assert cfg.stat().st_mode & 0o777 == 0o600
         assert token not in cfg.read_text()  # it points at the token file

@@ -7,12 +7,15 @@ must arrive; they take the real path (SSE -> bridge -> durable outbox -> WebSock
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_agent_harness import (  # noqa: F401
     FakeOpencode,
+    TcpProxy,
+    api_get,
     assert_gap_free,
     db_rows,
     make_agent,
@@ -116,3 +119,53 @@ def test_1000_events_in_order_across_a_supervisor_restart(
                         "ORDER BY seq")
     assert [json.loads(r[0])["part"]["n"] for r in rows] == list(range(1000))
     assert_gap_free(sup, "node-burst")
+
+
+def outbox_metrics(sup, node_id: str) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """``hal_o_swarm_agent_outbox_*{node=...}`` from the supervisor's /metrics, by suffix."""
+    with sup.client() as c:
+        text = c.get("/metrics").text
+    pat = re.compile(r'^hal_o_swarm_agent_outbox_(\w+)\{node="' + re.escape(node_id) + r'"\} (\S+)$', re.M)
+    return {m.group(1): float(m.group(2)) for m in pat.finditer(text)}
+
+
+def test_full_outbox_refuses_new_events_and_reports_it_in_heartbeats(
+        make_supervisor, make_agent, fake: FakeOpencode, tmp_path: Path) -> None:  # noqa: F811
+    """outbox.max_events 20, supervisor partitioned away while 60 events are produced: the agent keeps
+    20 (never drops stored ones), refuses the rest, and once connected its heartbeats show the refused
+    count and the backlog draining to 0 in /metrics and in GET /api/v1/nodes/{id}."""
+    proj = tmp_path / "p"
+    proj.mkdir()
+    sid = fake.add_session(str(proj))["id"]
+    sup = make_supervisor(server={"heartbeat_interval_sec": 1}).start()
+    proxy = TcpProxy(sup.ws_port).start()
+    try:
+        agent = make_agent(sup, "full", supervisor_url=proxy.ws_url(), projects=[("p", str(proj))],
+                           opencode_port=fake.port, extra={"outbox": {"max_events": 20}}).start()
+        agent.wait_online(sup, sessions_available=True)
+        wait_for(lambda: fake.connected() == 1, "agent subscribed")
+        wait_for(lambda: outbox_metrics(sup, "node-full").get("max_events") == 20, "outbox gauges exported")
+        assert outbox_metrics(sup, "node-full")["refused_total"] == 0
+        before = len(stored_ids(sup, "node-full"))
+
+        proxy.cut()
+        wait_for(lambda: node_status(sup, "node-full") == "offline", "partitioned", 10)
+        sent = emit_parts(fake, sid, str(proj), 60)
+        wait_for(lambda: agent.outbox_size() == 20, "outbox full at max_events", 20)
+        proxy.restore()
+
+        wait_for(lambda: outbox_metrics(sup, "node-full").get("refused_total", 0) > 0, "refused count reported", 20)
+        wait_for(lambda: outbox_metrics(sup, "node-full").get("pending") == 0, "pending drained to 0", 20)
+        m = outbox_metrics(sup, "node-full")
+        assert m["max_events"] == 20 and 40 <= m["refused_total"] <= 60, m
+        res = api_get(sup, "/api/v1/nodes/node-full")["resources"]
+        assert res["outbox_pending"] == 0 and res["outbox_max_events"] == 20
+        assert res["outbox_refused_total"] == m["refused_total"]
+        assert "cpu_percent" in res  # the SPEC resources are still there
+        # What was stored is a gap-free prefix of what was produced: refused events got no seq.
+        got = stored_ids(sup, "node-full")[before:]
+        assert 0 < len(got) <= 20 and got == sent[: len(got)]
+        assert_gap_free(sup, "node-full")
+        assert "outbox full" in agent.log_text()
+    finally:
+        proxy.close()

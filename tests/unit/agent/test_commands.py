@@ -327,7 +327,7 @@ async def test_commands_run_concurrently(rig: Rig) -> None:
     await asyncio.sleep(0.1)
     started = time.monotonic()
     status = await rig.run("session_status", session_id=sid)
-    assert status.status == "success" and time.monotonic() - started < 0.5
+    assert status.status == "success" and time.monotonic() - started < 0.9
     assert not handover.done()
     assert rig.commands._inflight  # the handover is tracked for a graceful shutdown
     assert await rig.commands.drain(5.0) == 0

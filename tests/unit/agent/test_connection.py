@@ -41,6 +41,7 @@ from halswarm.protocol import (
     encode,
 )
 from halswarm.protocol.errors import SEQ_GAP
+from halswarm.protocol.messages import OutboxStats
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -282,7 +283,7 @@ async def test_pending_events_resent_from_resume_from_seq_after_reconnect(
     sup.auto_ack = True
     await sup.drop()
     await until(lambda: len(sup.connections) == 2 and sup.high == 5, what="resend after reconnect")
-    assert [f.type for f in sup.connections[1]][:3] == ["register", "event", "event"]
+    assert [f.type for f in sup.connections[1] if f.type != "heartbeat"][:3] == ["register", "event", "event"]
     assert [f.payload.seq for f in sup.connections[1] if f.type == "event"] == [4, 5]
     assert [e.seq for e in sup.stored] == [3, 4, 5]
     await until(lambda: outbox.core.size() == 0, what="acked and deleted")
@@ -539,21 +540,50 @@ async def test_oversized_command_output_is_truncated_to_fit_a_frame(
 # ------------------------------------------------------------------ heartbeat, frames, errors
 
 
-async def test_heartbeat_sent_at_the_registered_interval(
-    sup: FakeSupervisor, make_conn: Callable[..., SupervisorConnection]
+async def test_heartbeat_sent_at_once_then_at_the_registered_interval(
+    sup: FakeSupervisor, outbox: AsyncOutbox, make_conn: Callable[..., SupervisorConnection]
 ) -> None:
     sup.heartbeat_interval = 1
     conn = make_conn()
     conn.start()
     await conn.wait_ready(5)
     t0 = time.monotonic()
-    await until(lambda: len(sup.heartbeats) >= 2, timeout=4, what="two heartbeats")
-    t1, hb1 = sup.heartbeats[0]
-    t2, _ = sup.heartbeats[1]
-    assert 0.8 < t1 - t0 < 1.5
+    await until(lambda: len(sup.heartbeats) >= 3, timeout=5, what="three heartbeats")
+    (t1, hb1), (t2, _), (t3, _) = sup.heartbeats[:3]
+    assert t1 - t0 < 0.5  # the first right after registration
     assert 0.8 < t2 - t1 < 1.5
+    assert 0.8 < t3 - t2 < 1.5
     assert hb1.resources == RESOURCES
-    assert conn.counters["heartbeats_sent"] >= 2
+    assert hb1.outbox == OutboxStats(pending=0, max_events=outbox.core.max_events, refused_total=0)
+    assert conn.counters["heartbeats_sent"] >= 3
+
+
+async def test_heartbeat_reports_the_outbox_backlog_and_refused_events(
+    sup: FakeSupervisor, tmp_path: Path, make_conn: Callable[..., SupervisorConnection]
+) -> None:
+    """Filled while the supervisor is unreachable: the first heartbeat after connecting shows the
+    refused count and the backlog; a later one shows the backlog drained."""
+    box = await AsyncOutbox.open(tmp_path / "small", max_events=4, low_priority_reserve=0.5)
+    conn = SupervisorConnection(sup.url, TOKEN, box, register_builder=lambda: Register(node_id="node-1"),
+                                backoff=Backoff(0.01, 0.05), resources_fn=lambda: dict(RESOURCES))
+    try:
+        sup.heartbeat_interval = 1
+        deltas = [await box.append(None, "message.part.delta", data={"i": i}) for i in range(3)]
+        states = [await box.append(None, "session.status", data={"i": i}) for i in range(4)]
+        # Deltas are refused from half full on, everything at 4; nothing stored is dropped.
+        assert [e is not None for e in deltas] == [True, True, False]
+        assert [e is not None for e in states] == [True, True, False, False]
+        assert box.stats() == OutboxStats(pending=4, max_events=4, refused_total=3)
+        conn.start()
+        await until(lambda: sup.heartbeats, what="first heartbeat")
+        first = sup.heartbeats[0][1].outbox
+        assert first is not None and first.refused_total == 3 and first.max_events == 4
+        await until(lambda: sup.high == 4, what="backlog delivered")
+        await until(lambda: sup.heartbeats[-1][1].outbox.pending == 0, timeout=5, what="pending 0 reported")
+        assert sup.heartbeats[-1][1].outbox.refused_total == 3
+    finally:
+        await conn.close()
+        await box.close()
 
 
 async def test_send_frame_is_queued_until_ready(

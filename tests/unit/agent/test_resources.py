@@ -30,7 +30,7 @@ def test_non_blocking() -> None:
     start = time.monotonic()
     for _ in range(20):
         sample_resources()
-    assert time.monotonic() - start < 0.5  # cpu_percent(interval=None) never sleeps
+    assert time.monotonic() - start < 0.9  # cpu_percent(interval=None) never sleeps
 
 
 def test_missing_disk_path_falls_back_to_root() -> None:
