@@ -163,7 +163,11 @@ def push(node_id: str, pairs: tuple[str, ...], env_file: str | None, version: in
 @click.argument("tool", type=click.Choice(TOOLS))
 @click.option("--ssh", "use_ssh", is_flag=True, help="Log in over SSH (the runbook's manual flow) right away.")
 @click.option("--ssh-host", help="Host to SSH to [default: the node's hostname].")
-@click.option("--ssh-user", default="hal-agent", show_default=True, help="The agent's service user.")
+@click.option("--ssh-user", envvar="HALCTL_SSH_USER", help="Your own user on the node [default: `ssh_user` "
+              "of the halctl config, else the local user name].")
+@click.option("--run-as", envvar="HALCTL_RUN_AS", help="The agent's service user the login runs as, through "
+              "`sudo -u USER -H` (no sudo when it is the SSH user) [default: `run_as` of the halctl config, "
+              "else hal-agent].")
 @click.option("--ssh-port", type=click.IntRange(1, 65535), default=22, show_default=True)
 @click.option("--ssh-key", type=click.Path(dir_okay=False), help="Private key file [default: agent, ~/.ssh/id_*].")
 @click.option("--ask-pass", is_flag=True, help="Prompt for the SSH password.")
@@ -174,7 +178,8 @@ def push(node_id: str, pairs: tuple[str, ...], env_file: str | None, version: in
 @click.option("--tool-path", help="Path of the tool on the node [default: what the agent reported].")
 @click.option("--wait/--no-wait", default=None, help="Wait for a device flow to finish [default: yes in table mode].")
 @click.option("--wait-timeout", type=click.FloatRange(min=1), default=900, show_default=True)
-def login(node_id: str, tool: str, use_ssh: bool, ssh_host: str | None, ssh_user: str, ssh_port: int,
+def login(node_id: str, tool: str, use_ssh: bool, ssh_host: str | None, ssh_user: str | None,
+          run_as: str | None, ssh_port: int,
           ssh_key: str | None, ask_pass: bool, known_hosts: str | None, insecure_host_key: bool,
           method: str | None, tool_path: str | None, wait: bool | None, wait_timeout: float) -> None:
     """Log TOOL in on NODE: device flow where the tool has one, else (or with --ssh) over SSH."""
@@ -183,7 +188,8 @@ def login(node_id: str, tool: str, use_ssh: bool, ssh_host: str | None, ssh_user
 
     ctx = app()
     client = ctx.client()
-    ssh_opts = {"host": ssh_host, "user": ssh_user, "port": ssh_port, "key": ssh_key, "ask_pass": ask_pass,
+    ssh_opts = {"host": ssh_host, "user": ssh_user, "run_as": run_as, "port": ssh_port, "key": ssh_key,
+                "ask_pass": ask_pass,
                 "known_hosts": known_hosts, "insecure": insecure_host_key, "method": method,
                 "tool_path": tool_path}
     if use_ssh:
@@ -200,7 +206,9 @@ def login(node_id: str, tool: str, use_ssh: bool, ssh_host: str | None, ssh_user
             return
         click.echo(render_guidance(answer))
         if sys.stdin.isatty():
-            click.echo(f"\nlogging in over SSH ({ssh_user}@{ssh_host or node_id}) ...")
+            user, service = _ssh_identity(ssh_user, run_as)
+            sudo = f" as {service} via sudo" if service != user else ""
+            click.echo(f"\nlogging in over SSH ({user}@{ssh_host or node_id}{sudo}) ...")
             _login_over_ssh(node_id, tool, ssh_opts)
         else:
             click.echo(f"\nrun `halctl auth login {node_id} {tool} --ssh` to do it over SSH from here")
@@ -226,6 +234,19 @@ def login(node_id: str, tool: str, use_ssh: bool, ssh_host: str | None, ssh_user
         click.echo(render_status(data))
     if final.get("status") != "success":
         raise CommandFailed(f"login of {tool} on {node_id}: {final.get('status')}: {final.get('reason') or ''}")
+
+
+def _ssh_identity(ssh_user: str | None, run_as: str | None) -> tuple[str, str | None]:
+    """(SSH user, service user): flag/env > halctl config (`ssh_user`, `run_as`) > local user / hal-agent."""
+    from halswarm.ops.ssh_login import DEFAULT_RUN_AS, local_user
+
+    raw: Any = None
+    if ssh_user is None or run_as is None:
+        raw = app()._file_value("raw")
+    raw = raw if isinstance(raw, Mapping) else {}
+    user = ssh_user or (raw.get("ssh_user") if isinstance(raw.get("ssh_user"), str) else None) or local_user()
+    service = run_as or (raw.get("run_as") if isinstance(raw.get("run_as"), str) else None) or DEFAULT_RUN_AS
+    return user, service
 
 
 def _wait_flow(client: Any, node_id: str, tool: str, flow_id: Any, timeout: float) -> dict[str, Any]:
@@ -254,8 +275,9 @@ def _login_over_ssh(node_id: str, tool: str, opts: Mapping[str, Any]) -> None:
     reported = ((node.get("capabilities") or {}).get("auth") or {}).get("tools", {}).get(tool, {})
     tool_path = opts.get("tool_path") or (reported.get("path") if isinstance(reported, Mapping) else None)
     password = click.prompt("SSH password", hide_input=True, err=True) if opts.get("ask_pass") else None
-    target = SshTarget(host=opts.get("host") or node.get("hostname") or node_id, user=opts["user"],
-                       port=opts["port"], known_hosts=opts.get("known_hosts"),
+    user, service = _ssh_identity(opts.get("user"), opts.get("run_as"))
+    target = SshTarget(host=opts.get("host") or node.get("hostname") or node_id, user=user,
+                       run_as=service, port=opts["port"], known_hosts=opts.get("known_hosts"),
                        insecure_host_key=bool(opts.get("insecure")), key_filename=opts.get("key"), password=password)
     stdin_fd = sys.stdin.fileno() if _has_fileno(sys.stdin) else None
     try:
@@ -263,11 +285,19 @@ def _login_over_ssh(node_id: str, tool: str, opts: Mapping[str, Any]) -> None:
                                    out=_binary_stdout())
     except SshLoginError as exc:
         raise CommandFailed(str(exc)) from None
-    click.echo(f"\n{tool} on {node_id} (verified over SSH): {outcome.status} - {outcome.reason}", err=True)
+    if outcome.verified:
+        click.echo(f"\n{tool} on {node_id} (verified over SSH): {outcome.status} - {outcome.reason}", err=True)
+    else:
+        click.echo(f"\n{tool} on {node_id}: {outcome.reason}; asking the agent", err=True)
     # make the agent report at once, then show what the supervisor now knows
     client.post("/commands", {"type": "auth_refresh", "target": {"node_id": node_id}, "args": {"tool": tool}},
                 timeout=max(ctx.timeout, 60))
     data = client.get(f"/nodes/{path_id(node_id)}/auth", what=f"node {node_id}").data or {}
+    if not outcome.verified:  # the agent's own probe is the verification
+        st = (data.get("auth_states") or {}).get(tool) or {}
+        outcome.status = str(st.get("status") or "unknown")
+        outcome.reason = str(st.get("reason") or "no state reported by the agent")
+        click.echo(f"{tool} on {node_id} (reported by the agent): {outcome.status} - {outcome.reason}", err=True)
     emit(ctx.output, data | {"login": {"tool": tool, "exit_status": outcome.login_exit, "status": outcome.status,
                                        "reason": outcome.reason}},
          lambda: click.echo(render_status(data)))

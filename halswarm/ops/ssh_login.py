@@ -1,10 +1,13 @@
 """Manual tool login over SSH (RUNBOOK "Manual Authentication Procedures", SPEC 8).
 
-A paramiko session to the node as the agent's service user, with a PTY: the tool's login command
-runs there, its output (URL, device code, prompts) is relayed to the operator's terminal and the
-operator's keystrokes go back. Then the tool's status command (no PTY) verifies the result with the
-same parsers the agent uses. The caller (``halctl auth login --ssh``) then asks the agent to
-re-report (``auth_refresh``) so the supervisor shows the new state at once.
+A paramiko session to the node as the operator's own user (the role's service user has the shell
+``/usr/sbin/nologin`` and no authorized_keys), with a PTY: the tool's login command runs there as
+the agent's service user through ``sudo -u <run_as> -H --`` (no sudo when the SSH user is that user),
+its output (sudo's password prompt, URL, device code, prompts) is relayed to the operator's terminal
+and the operator's keystrokes go back. Then the tool's status command (no PTY, ``sudo -n``) verifies
+the result with the same parsers the agent uses; when sudo wants a password there, the verification
+is left to the agent (``verified`` false). The caller (``halctl auth login --ssh``) then asks the
+agent to re-report (``auth_refresh``) so the supervisor shows the new state at once.
 
 Host keys are checked against known_hosts (``RejectPolicy``) unless ``insecure_host_key`` is set.
 Nothing typed by the operator is logged or kept.
@@ -13,7 +16,9 @@ Nothing typed by the operator is logged or kept.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
+import re
 import select
 import shlex
 import shutil
@@ -27,9 +32,11 @@ from halswarm.agent.auth import claude, codex, opencode
 from halswarm.agent.auth.capability import CAPABILITIES, ERROR
 from halswarm.agent.auth.runner import CliResult
 
-DEFAULT_USER = "hal-agent"
+DEFAULT_RUN_AS = "hal-agent"
 LOGIN_TIMEOUT = 900.0
 STATUS_TIMEOUT = 30.0
+_SUDO_ERROR = re.compile(r"^sudo: |sudo: (command )?not found|is not in the sudoers file|is not allowed to execute",
+                         re.M)
 DEFAULT_METHODS = {"claude_code": "browser", "codex": "device", "opencode": "interactive"}
 
 
@@ -37,11 +44,19 @@ class SshLoginError(Exception):
     """Connecting or running the login failed; one line for the operator."""
 
 
+def local_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "root"
+
+
 @dataclass
 class SshTarget:
     host: str
-    user: str = DEFAULT_USER
+    user: str = field(default_factory=local_user)
     port: int = 22
+    run_as: str | None = DEFAULT_RUN_AS  # the agent's service user; None or == user: no sudo
     known_hosts: str | None = None  # None: ~/.ssh/known_hosts (and the system's)
     insecure_host_key: bool = False
     key_filename: str | None = None
@@ -56,6 +71,7 @@ class LoginOutcome:
     status: str
     reason: str
     status_exit: int
+    verified: bool = True  # False: the status command could not run over SSH (sudo wanted a password)
 
     @property
     def authenticated(self) -> bool:
@@ -87,6 +103,18 @@ def login_command(tool: str, method: str | None = None, tool_path: str | None = 
 
 def status_command(tool: str, tool_path: str | None = None) -> str:
     return shlex.join([_tool_cmd(tool, tool_path), *CAPABILITIES[tool].status_args])
+
+
+def as_service_user(command: str, ssh_user: str, run_as: str | None, *, non_interactive: bool = False) -> str:
+    """``command`` (one simple shell command) run as ``run_as`` through sudo, unless that is ``ssh_user``."""
+    if not run_as or run_as == ssh_user:
+        return command
+    return shlex.join(["sudo", *(["-n"] if non_interactive else []), "-u", run_as, "-H", "--"]) + " " + command
+
+
+def sudo_refused(result: CliResult) -> bool:
+    """``sudo -n`` did not run the command (a password is required, not allowed, sudo missing)."""
+    return result.returncode != 0 and bool(_SUDO_ERROR.search(result.stderr))
 
 
 def interpret_status(tool: str, result: CliResult) -> tuple[str, str]:
@@ -223,8 +251,8 @@ def run_manual_login(
     on_output: Callable[[bytes], None] | None = None,
 ) -> LoginOutcome:
     """Log ``tool`` in on ``target`` interactively, then verify with its status command."""
-    command = login_command(tool, method, tool_path)
-    verify = status_command(tool, tool_path)
+    command = as_service_user(login_command(tool, method, tool_path), target.user, target.run_as)
+    verify = as_service_user(status_command(tool, tool_path), target.user, target.run_as, non_interactive=True)
     out = out if out is not None else sys.stdout.buffer
     client = connect(target)
     try:
@@ -240,5 +268,11 @@ def run_manual_login(
         result = run_remote(client, verify)
     finally:
         client.close()
-    status, reason = interpret_status(tool, result) if not result.timed_out else (ERROR, f"{verify} timed out")
+    if result.timed_out:
+        return LoginOutcome(tool, login_exit, ERROR, f"{verify} timed out", result.returncode)
+    if target.run_as and target.run_as != target.user and sudo_refused(result):
+        reason = result.stderr.strip().splitlines()[0] if result.stderr.strip() else "sudo -n failed"
+        return LoginOutcome(tool, login_exit, ERROR, f"not verified over SSH: {reason}", result.returncode,
+                            verified=False)
+    status, reason = interpret_status(tool, result)
     return LoginOutcome(tool, login_exit, status, reason, result.returncode)

@@ -5,17 +5,20 @@
 - ``POST /api/v1/oauth/trigger`` {node_id, tool, provider?, method?}: the OAuthResult
   ``{status: challenge|success|failure|manual_required, challenge_url?, user_code?, reason?,
   manual_guidance?}``. Tools without a remote flow (claude_code) get the runbook's ``manual_required``
-  answer without bothering the agent; the others run the agent's device flow, which answers as soon
-  as the URL and code are known.
+  answer at once, and the agent is told (fire-and-forget ``oauth_trigger``) so it reports the tool as
+  ``manual_required`` until a probe shows it authenticated; the others run the agent's device flow,
+  which answers as soon as the URL and code are known.
 - ``POST /api/v1/commands/credentials/push`` {target_node?, env_vars?, version?, idempotency_key?}
   (Go body): with ``env_vars`` it pushes them to ``target_node``; without, it pushes the supervisor's
   configured ``credentials`` (``defaults.env`` + ``agents.<node>.env``, ``credentials.version``), to
   ``target_node`` or, when none is given, to every online node that drifts.
 
-The watcher emits ``credential.drift_detected`` / ``credential.in_sync`` when a node's state changes and,
-when the supervisor has credentials configured for a drifting node (``credentials.auto_push``, default
-true), pushes them (at most once per ``cooldown`` per node). Values never reach logs, events, audit
-rows or responses: the dispatcher stores ``redact(args)``, and answers name variables only.
+The watcher recomputes drift when a node's ``credential_sync`` arrives (the hub calls ``on_sync``) and,
+as a fallback, every ``WATCH_INTERVAL`` s. It emits ``credential.drift_detected`` / ``credential.in_sync``
+when a node's state changes and, when the supervisor has credentials configured for a drifting node
+(``credentials.auto_push``, default true), pushes them (at most once per ``cooldown`` per node).
+Values never reach logs, events, audit rows or responses: the dispatcher stores ``redact(args)``,
+and answers name variables only.
 """
 
 from __future__ import annotations
@@ -135,9 +138,9 @@ def _validate_env(env: Mapping[str, str]) -> None:
 # ----- the watcher -----
 
 class DriftWatcher:
-    def __init__(self, sup: Supervisor, interval: float = WATCH_INTERVAL, cooldown: float = AUTO_PUSH_COOLDOWN) -> None:
+    def __init__(self, sup: Supervisor, interval: float | None = None, cooldown: float = AUTO_PUSH_COOLDOWN) -> None:
         self.sup = sup
-        self.interval = interval
+        self.interval = interval if interval is not None else WATCH_INTERVAL
         self.cooldown = cooldown
         self.last: dict[str, str] = {}
         self._last_push: dict[str, float] = {}
@@ -147,6 +150,16 @@ class DriftWatcher:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run(), name="auth-drift-watcher")
+        hub = getattr(self.sup, "hub", None)
+        if hub is not None:
+            hub.on_credential_sync = self.on_sync
+
+    def on_sync(self, node_id: str) -> None:
+        """A ``credential_sync`` of ``node_id`` arrived: recompute its drift now, not at the next poll."""
+        try:
+            self.check(node_id)
+        except Exception:
+            log.exception("credential drift check of %s failed", node_id)
 
     def stop(self) -> None:
         if self.task is not None:
@@ -166,10 +179,10 @@ class DriftWatcher:
                 log.exception("credential drift check failed")
             await asyncio.sleep(self.interval)
 
-    def check(self) -> None:
+    def check(self, node_id: str | None = None) -> None:
         expected = expected_version(self.sup)
         for node in list(self.sup.nodes.values()):
-            if node.status != "online":
+            if node.status != "online" or (node_id is not None and node.id != node_id):
                 continue
             state = sync_state(node, expected)
             previous = self.last.get(node.id)
@@ -235,6 +248,8 @@ def include_auth_routes(app: FastAPI, sup: Supervisor) -> None:
             answer = manual_required(body.tool, node.id)
             sup.ingestor.emit(node.id, "auth.oauth_triggered", {"tool": body.tool, "status": answer["status"],
                                                                  "actor": actor})
+            if cap is not None:
+                _spawn(_tell_agent_manual(sup, node.id, body.tool, actor, ip))
             return ok(answer)
         args: dict[str, Any] = {"tool": body.tool}
         if body.provider:
@@ -303,6 +318,29 @@ def include_auth_routes(app: FastAPI, sup: Supervisor) -> None:
         app.state.auth_drift_watcher = watcher
     except RuntimeError:  # no running loop (app built outside the supervisor): no watcher
         log.debug("no event loop: credential drift watcher not started")
+
+
+_BG: set[asyncio.Task[Any]] = set()
+
+
+def _spawn(coro: Any) -> None:
+    t = asyncio.get_running_loop().create_task(coro)
+    _BG.add(t)
+    t.add_done_callback(_BG.discard)
+
+
+async def _tell_agent_manual(sup: Supervisor, node_id: str, tool: str, actor: str, ip: str | None) -> None:
+    """Fire-and-forget ``oauth_trigger`` for a tool without a remote flow: the agent then reports it as
+    ``manual_required`` (while logged out). The operator already has the answer; failures are only logged."""
+    try:
+        res = await sup.dispatcher.dispatch("oauth_trigger", CommandTarget(node_id=node_id), {"tool": tool},
+                                            actor=actor, ip=ip, timeout=OAUTH_TIMEOUT)
+        if res.status != SUCCESS:
+            log.info("telling %s that %s needs a manual login: %s %s", node_id, tool, res.status, res.error or "")
+    except CommandError as exc:
+        log.info("telling %s that %s needs a manual login: not sent: %s", node_id, tool, exc.message)
+    except Exception:
+        log.exception("telling %s that %s needs a manual login failed", node_id, tool)
 
 
 def oauth_result(res: Result, tool: str) -> dict[str, Any]:

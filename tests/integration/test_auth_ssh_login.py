@@ -1,12 +1,17 @@
 """The runbook's manual login driven over SSH, for real: an sshd on 127.0.0.2 with a throwaway host key,
-a throwaway user whose HOME is the agent's, the real codex CLI. `halctl auth login NODE codex --ssh
---method api-key` logs in through a PTY (the key typed as operator input), verifies with
-`codex login status`, makes the agent re-report, and the supervisor's view flips to authenticated."""
+a service user like the role's (shell /usr/sbin/nologin, no authorized_keys; the agent probes as it, in
+its HOME), an operator user with a key and a sudoers drop-in (created and removed by the test) allowing
+it to run commands as the service user, the real codex CLI. `halctl auth login NODE codex --ssh
+--ssh-user OPERATOR --run-as SERVICE --method api-key` logs in through a PTY as the service user via
+`sudo -u SERVICE -H` (sudo's password prompt and the key prompt relayed, both answered as operator
+input), verifies with `codex login status` (or leaves that to the agent when sudo wants a password),
+makes the agent re-report, and the supervisor's view flips to authenticated."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -31,6 +36,8 @@ def _requirements() -> None:
         problems.append("needs root (useradd, sshd)")
     if not Path("/usr/sbin/sshd").exists():
         problems.append("sshd not installed (apt-get install -y openssh-server)")
+    if shutil.which("sudo") is None or shutil.which("visudo") is None:
+        problems.append("sudo not installed (apt-get install -y sudo)")
     if not (BIN / "codex").exists():
         problems.append("codex not installed (scripts/install-test-clis.sh)")
     if problems:
@@ -39,11 +46,16 @@ def _requirements() -> None:
         pytest.skip("; ".join(problems))
 
 
+SUDO_PASSWORD = "op-Passw0rd-for-sudo"
+
+
 @pytest_asyncio.fixture
-async def env(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+async def env(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
     _requirements()
     workdir = Path(tempfile.mkdtemp(prefix="hal-ssh-", dir="/var/tmp"))
-    host = SshHost(workdir, user=f"halauth{uuid.uuid4().hex[:6]}")
+    tag = uuid.uuid4().hex[:6]
+    host = SshHost(workdir, user=f"halop{tag}", service=f"halsvc{tag}",
+                   password=SUDO_PASSWORD if getattr(request, "param", "") == "password" else None)
     sup = AuthSupervisorProc(tmp_path / "sup")
     agent: AgentSide | None = None
     try:
@@ -65,12 +77,16 @@ async def env(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
 
 def ssh_args(host: SshHost, *extra: str) -> list[str]:
     return ["--ssh", "--ssh-host", host.host, "--ssh-port", str(host.port), "--ssh-user", host.user,
-            "--ssh-key", str(host.client_key), *extra]
+            "--run-as", str(host.service), "--ssh-key", str(host.client_key), *extra]
 
 
+@pytest.mark.parametrize("env", ["nopasswd", "password"], indirect=True)
 async def test_codex_login_over_ssh_flips_the_supervisor_view(env: dict[str, Any]) -> None:
     sup: AuthSupervisorProc = env["sup"]
     host: SshHost = env["host"]
+    with_password = host.password is not None
+    # like the role: the service user has no shell and no key; the operator SSHes in as itself
+    assert host.run_as().name == host.service and pwd.getpwnam(str(host.service)).pw_shell == "/usr/sbin/nologin"
     node = await wait_api(sup, "/nodes/agent-node-1/auth", lambda d: "codex" in d["auth_states"])
     assert node["auth_states"]["codex"]["status"] == "unauthenticated"  # probed as the test user, in its HOME
     caps = await wait_api(sup, "/nodes/agent-node-1", lambda d: True)
@@ -82,12 +98,21 @@ async def test_codex_login_over_ssh_flips_the_supervisor_view(env: dict[str, Any
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     seen = b""
-    try:
+
+    async def read_until(marker: bytes) -> None:
+        nonlocal seen
         async with asyncio.timeout(60):
-            while b"OpenAI API key:" not in seen:
-                chunk = await proc.stdout.read(1024)
-                assert chunk, f"halctl ended before the prompt: {seen!r} {await proc.stderr.read()!r}"
+            while marker not in seen:
+                chunk = await proc.stdout.read(1024)  # type: ignore[union-attr]
+                assert chunk, f"halctl ended before {marker!r}: {seen!r} {await proc.stderr.read()!r}"  # type: ignore[union-attr]
                 seen += chunk
+
+    try:
+        if with_password:
+            await read_until(f"password for {host.user}".encode())  # sudo's prompt, relayed from the PTY
+            proc.stdin.write(SUDO_PASSWORD.encode() + b"\n")
+            await proc.stdin.drain()
+        await read_until(b"OpenAI API key:")
         proc.stdin.write(API_KEY.encode() + b"\n")  # the operator types the key
         await proc.stdin.drain()
         proc.stdin.close()
@@ -99,8 +124,12 @@ async def test_codex_login_over_ssh_flips_the_supervisor_view(env: dict[str, Any
             await proc.wait()
     out = (seen + rest).decode(errors="replace")
     assert proc.returncode == 0, f"stdout: {out}\nstderr: {err.decode(errors='replace')}\nsshd: {host.log_tail()}"
-    assert API_KEY not in out  # the remote terminal did not echo it
-    assert "codex on agent-node-1 (verified over SSH): authenticated" in err.decode()
+    assert API_KEY not in out and SUDO_PASSWORD not in out  # the remote terminal echoed neither
+    if with_password:  # `sudo -n` cannot verify without the password: the agent's re-report does
+        assert "not verified over SSH: sudo: " in err.decode(), err.decode()
+        assert "codex on agent-node-1 (reported by the agent): authenticated" in err.decode()
+    else:
+        assert "codex on agent-node-1 (verified over SSH): authenticated" in err.decode()
     assert "codex           authenticated       API key configured (codex login)" in out
     # the real state changed in the service user's HOME ...
     assert (host.home / ".codex" / "auth.json").stat().st_uid == host.run_as().uid

@@ -122,5 +122,7 @@ class CredentialStore:
 
 
 def restored_version(state: CredentialState) -> int:
-    """The version to report after a restart: 0 when pushed values (kept in memory only) were lost."""
-    return 0 if state.names else state.version
+    """The version to report after a restart: kept when every pushed name was also stored outside memory
+    (``stored``, e.g. opencode's credential store), 0 when any value lived in memory only and was lost."""
+    lost = [n for n in state.names if n not in state.stored]
+    return 0 if lost else state.version

@@ -114,6 +114,45 @@ def interpret_list(result: CliResult, auth_file: AuthFile | None = None) -> tupl
     return UNAUTHENTICATED, reason, detail
 
 
+_CONNECTED_KEY = b'"connected":'
+
+
+def connected_from_provider_body(body: bytes) -> Any:
+    """``{"connected": [...]}`` out of a ``GET /provider`` body without building its model catalogue.
+
+    The body is ~6 MB (every known model); json.loads of it costs ~40 MB of short-lived objects on
+    every probe, twice the agent's steady RSS. Only ``connected`` is needed. An unescaped
+    ``"connected":`` can only be a key; it is the top-level one when what follows its value is
+    ``("," key ":" value)* "}"`` and then the end of the document (a nested key would be followed by
+    more closing brackets). Anything else falls back to parsing the whole body.
+    """
+    idx = body.rfind(_CONNECTED_KEY)
+    if idx >= 0:
+        try:
+            tail = body[idx + len(_CONNECTED_KEY):].decode("utf-8")
+            dec = json.JSONDecoder()
+            value, pos = dec.raw_decode(tail, _skip_ws(tail, 0))
+            pos = _skip_ws(tail, pos)
+            while pos < len(tail) and tail[pos] == ",":
+                key, pos = dec.raw_decode(tail, _skip_ws(tail, pos + 1))
+                pos = _skip_ws(tail, pos)
+                if not isinstance(key, str) or tail[pos:pos + 1] != ":":
+                    raise ValueError("not a key")
+                _, pos = dec.raw_decode(tail, _skip_ws(tail, pos + 1))
+                pos = _skip_ws(tail, pos)
+            if tail[pos:pos + 1] == "}" and not tail[pos + 1:].strip():
+                return {"connected": value}
+        except (UnicodeDecodeError, ValueError):
+            pass
+    return json.loads(body)
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
 def interpret_providers(doc: Any) -> tuple[str, str, dict[str, Any]]:
     """(status, reason, detail) from the server's ``GET /provider`` body."""
     connected = doc.get("connected") if isinstance(doc, Mapping) else None

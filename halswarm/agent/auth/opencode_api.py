@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from halswarm.agent.auth.opencode import connected_from_provider_body
+
 # env var -> opencode provider id (the keys opencode itself reads from the environment)
 PROVIDER_ENV: dict[str, str] = {
     "ANTHROPIC_API_KEY": "anthropic",
@@ -28,18 +30,20 @@ class OpencodeAuthError(Exception):
     """A provider call failed; the message never holds a credential."""
 
 
-async def _request(client: Any, method: str, path: str, body: Any = None) -> Any:
+async def _request(client: Any, method: str, path: str, body: Any = None, **kw: Any) -> Any:
     request = getattr(client, "_request", None)
     if request is None:
         raise OpencodeAuthError("opencode client has no request method")
-    return await request(method, path, json_body=body)
+    return await request(method, path, json_body=body, **kw)
 
 
 async def get_providers(client: Any) -> Any:
     method = getattr(client, "providers", None)
     if callable(method):
         return await method()
-    return await _request(client, "GET", "/provider")
+    # Only `connected` is read, without decoding the ~6 MB model catalogue into objects. (GET
+    # /config/providers is smaller but cached per instance: it misses a login until a restart.)
+    return await _request(client, "GET", "/provider", decode=connected_from_provider_body)
 
 
 async def set_api_key(client: Any, provider: str, key: str) -> None:

@@ -253,7 +253,11 @@ def test_credential_drift_after_agent_restart_is_pushed_in_sync(fleet: DrillFlee
         assert report["actions"] == [] and any("informational" in g for g in report["guidance"]), report
     finally:
         restore_sup_config(fleet)
+        # The pushed values live in the agent's memory: a restart drops them, so the next drill on this
+        # shared fleet (the fleet-wide "not present" drill among them) finds the agent as deployed.
+        fleet.exec(fleet.agent, "systemctl", "restart", AGENT_UNIT, check=False)
     assert fleet.wait_node_online(90)
+    assert wait(lambda: drift_row(fleet).get("credential_sync") == "in_sync", 60), drift_row(fleet)
 
 
 # ----- manual-auth-required on loopback (real CLIs) -----

@@ -31,9 +31,13 @@ from tests.support.supervisor_proc import REPO, SupervisorProc
 RECORDED = Path(__file__).parent / "recorded"
 
 LAUNCHER = """
+import os
 import sys
 import halswarm.supervisor.api as api
+import halswarm.supervisor.auth_api as auth_api
 from halswarm.supervisor.auth_api import include_auth_routes
+if os.environ.get("HAL_TEST_DRIFT_POLL"):
+    auth_api.WATCH_INTERVAL = float(os.environ["HAL_TEST_DRIFT_POLL"])
 _build = api.build_app
 def build_app(sup):
     app = _build(sup)
@@ -56,10 +60,15 @@ sys.exit(run(sys.argv[1:]))
 
 
 class AuthSupervisorProc(SupervisorProc):
+    """``drift_poll`` (set before ``start``): the drift watcher's fallback poll interval in seconds."""
+
     def start(self, timeout: float = 20.0) -> AuthSupervisorProc:
         self.write_config()
         env = dict(os.environ)
         env.pop("HAL_AUTH_TOKEN", None)
+        env.pop("HAL_TEST_DRIFT_POLL", None)
+        if getattr(self, "drift_poll", None) is not None:
+            env["HAL_TEST_DRIFT_POLL"] = str(self.drift_poll)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "--config", str(self.config_path)],
                                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -207,13 +216,20 @@ def free_port_on(host: str) -> int:
 
 @dataclass
 class SshHost:
+    """sshd on 127.0.0.2 for ``user`` (the operator, key login). With ``service`` set, also a service user
+    like the role's (shell /usr/sbin/nologin, no authorized_keys, HOME ``home``) and a sudoers drop-in
+    letting ``user`` run commands as it (``password``: sudo asks for it; else NOPASSWD)."""
+
     workdir: Path
     user: str
+    service: str | None = None
+    password: str | None = field(default=None, repr=False)
     host: str = "127.0.0.2"
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     created_run_sshd: bool = False
-    created_user: bool = False
+    created_users: list[str] = field(default_factory=list)
+    sudoers: Path | None = None
 
     @property
     def client_key(self) -> Path:
@@ -228,14 +244,32 @@ class SshHost:
         return self.workdir / "home"
 
     def run_as(self) -> RunAs:
-        return RunAs.lookup(self.user)
+        return RunAs.lookup(self.service or self.user)
+
+    def _useradd(self, name: str, home: Path, shell: str) -> None:
+        subprocess.run(["useradd", "--home-dir", str(home), "--create-home", "--shell", shell,
+                        "--password", "*", "--user-group", name], check=True, capture_output=True)
+        self.created_users.append(name)
 
     def start(self) -> SshHost:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
-        subprocess.run(["useradd", "--home-dir", str(self.home), "--create-home", "--shell", "/bin/sh",
-                        "--password", "*", "--user-group", self.user], check=True, capture_output=True)
-        self.created_user = True
+        if self.service:
+            self._useradd(self.service, self.home, "/usr/sbin/nologin")
+            self._useradd(self.user, self.workdir / "operator-home", "/bin/sh")
+            if self.password:
+                subprocess.run(["chpasswd"], input=f"{self.user}:{self.password}\n".encode(), check=True,
+                               capture_output=True)
+            sudoers_d = Path("/etc/sudoers.d")
+            sudoers_d.mkdir(mode=0o750, exist_ok=True)
+            drop_in = sudoers_d / f"hal-test-{self.user}"
+            tag = "" if self.password else "NOPASSWD: "
+            drop_in.write_text(f"{self.user} ALL=({self.service}) {tag}ALL\n")
+            drop_in.chmod(0o440)
+            self.sudoers = drop_in
+            subprocess.run(["visudo", "-cf", str(drop_in)], check=True, capture_output=True)
+        else:
+            self._useradd(self.user, self.home, "/bin/sh")
         for name in ("host_key", "client_key"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"hal-test-{name}",
                             "-f", str(self.workdir / name)], check=True, capture_output=True)
@@ -288,15 +322,17 @@ class SshHost:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.created_user:
-            # sessions of the test user that outlived the test (none expected): end them by pid
-            out = subprocess.run(["pgrep", "-u", self.user], capture_output=True, text=True).stdout.split()
+        if self.sudoers is not None:
+            self.sudoers.unlink(missing_ok=True)
+        for name in self.created_users:
+            # sessions of the test users that outlived the test (none expected): end them by pid
+            out = subprocess.run(["pgrep", "-u", name], capture_output=True, text=True).stdout.split()
             for pid in out:
                 try:
                     os.kill(int(pid), 9)
                 except (ProcessLookupError, ValueError):
                     pass
-            subprocess.run(["userdel", self.user], capture_output=True)
+            subprocess.run(["userdel", name], capture_output=True)
         if self.created_run_sshd:
             try:
                 Path("/run/sshd").rmdir()

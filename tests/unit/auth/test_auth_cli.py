@@ -177,3 +177,26 @@ def test_guidance_json_roundtrip() -> None:
     from halswarm.agent.auth.capability import manual_required
 
     assert json.loads(json.dumps(manual_required("claude_code", "agent-node-1"))) == MANUAL
+
+
+def test_ssh_identity_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ssh-user/--run-as > halctl config (`ssh_user`, `run_as`) > local user / hal-agent."""
+    import click
+
+    from halswarm.cli.auth_cmd import _ssh_identity
+    from halswarm.ops.ssh_login import local_user
+
+    cfg_home = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(cfg_home))
+    monkeypatch.delenv("HALCTL_CONFIG", raising=False)
+
+    def resolve(user: str | None, run_as: str | None) -> tuple[str, str | None]:
+        with click.Context(click.Command("t")):
+            return _ssh_identity(user, run_as)
+
+    assert resolve(None, None) == (local_user(), "hal-agent")
+    (cfg_home / "halctl").mkdir(parents=True)
+    (cfg_home / "halctl" / "config.yaml").write_text("ssh_user: alice\nrun_as: svc-agent\n")
+    (cfg_home / "halctl" / "config.yaml").chmod(0o600)
+    assert resolve(None, None) == ("alice", "svc-agent")
+    assert resolve("bob", "hal-agent") == ("bob", "hal-agent")
