@@ -62,7 +62,7 @@ def normalize_supervisor(data: Mapping[str, Any]) -> dict[str, Any]:
     """Copy of `data` with defaults applied, the `auto_intervention` alias folded into `policies`
     and the spec's `idle_threshold_minutes` turned into `idle_threshold_seconds` (when that is unset),
     so consumers read one key. `compaction_threshold` and `daily_limit_usd` mean other things than
-    the Go keys and stay as they are."""
+    the Go keys and stay as they are; a section using only them gets no Go-key default."""
     doc = copy.deepcopy(dict(data))
     alias = doc.pop("auto_intervention", None)
     if isinstance(alias, Mapping) and not isinstance(doc.get("policies"), Mapping):
@@ -71,6 +71,14 @@ def normalize_supervisor(data: Mapping[str, Any]) -> dict[str, Any]:
     idle = policies.get("resume_on_idle") if isinstance(policies, Mapping) else None
     if isinstance(idle, dict) and "idle_threshold_minutes" in idle and "idle_threshold_seconds" not in idle:
         idle["idle_threshold_seconds"] = max(1, round(idle["idle_threshold_minutes"] * 60))
+    # A section written in the spec form (only `compaction_threshold` / `daily_limit_usd`) does not get
+    # the Go keys' defaults (`token_threshold` 180000, `cost_threshold_usd` 10): they would add a trigger
+    # the operator did not ask for and could not turn off. `null` turns either one off explicitly.
+    for section, spec_key, go_key in (("restart_on_compaction", "compaction_threshold", "token_threshold"),
+                                      ("kill_on_cost", "daily_limit_usd", "cost_threshold_usd")):
+        sec = policies.get(section) if isinstance(policies, Mapping) else None
+        if isinstance(sec, dict) and sec.get(spec_key) is not None and go_key not in sec:
+            sec[go_key] = None
     return apply_defaults(load_schema("supervisor"), doc)
 
 

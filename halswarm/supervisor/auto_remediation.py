@@ -45,6 +45,7 @@ from typing import Any
 
 from halswarm.ops.remediation.report import build_report, redact, validate_report
 from halswarm.store import queries
+from halswarm.supervisor.periodic import PeriodicEngine
 
 log = logging.getLogger(__name__)
 
@@ -295,11 +296,12 @@ class _Stats:
     last: dict[str, Any] = field(default_factory=dict)
 
 
-class AutoRemediation:
+class AutoRemediation(PeriodicEngine):
     """Watches node liveness, decides with `decide`, runs, records and routes."""
 
     def __init__(self, cfg: AutoConfig, nodes: Mapping[str, Any], ingestor: Any, writer: Any, reader: Any, *,
                  runner: Runner = run_halctl, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.cfg = cfg
         self.nodes = nodes
         self.ingestor = ingestor
@@ -313,8 +315,6 @@ class AutoRemediation:
         self.decided: set[tuple[str, str, float]] = set()
         self.stats = _Stats()
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     @property
@@ -329,30 +329,13 @@ class AutoRemediation:
             return
         self.last_started = await self.reader.run(_load_state)
         self.observe(self.clock())  # nodes offline at start count from now: they get a full threshold
-        self._task = asyncio.create_task(self._loop(), name="auto-remediation")
+        self._start_loop(self.cfg.check_interval, "auto-remediation", log)
         log.info("auto remediation: %s after %g s offline, at most once per host every %g min (inventory %s)",
                  AGENT_CRASHED, self.cfg.offline_seconds, self.cfg.window_seconds / 60, self.cfg.inventory or "unset")
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
-        if self._running:
-            # Runs in flight stop their halctl and record the interruption; bounded.
-            await asyncio.wait(self._running, timeout=15)
-            for t in self._running:
-                t.cancel()
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.check_interval)
-            try:
-                await self.check()
-            except Exception:
-                log.exception("auto remediation: check failed")
+        await self._stop_loop(grace=15)  # runs in flight stop their halctl and record the interruption
 
     def observe(self, now: float) -> None:
         """Track since when each node is offline (the engine's own clock). A node that reconnected and
@@ -400,9 +383,7 @@ class AutoRemediation:
                                                           "trigger": reason})
         spec = RunSpec(incident, host, limit, reason, self.cfg.inventory, self.cfg.timeout_seconds,
                        self.cfg.state_dir)
-        task = asyncio.create_task(self._run(spec, now), name=f"auto-remediation-{incident}-{host}")
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        self._spawn(self._run(spec, now), name=f"auto-remediation-{incident}-{host}")
 
     async def _run(self, spec: RunSpec, started: float) -> None:
         try:

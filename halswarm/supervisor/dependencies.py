@@ -18,7 +18,6 @@ a completion that arrives while the supervisor is down is acted on after the res
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -30,6 +29,7 @@ from typing import Any
 from halswarm.config.semantic import dependency_edges
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.dispatcher import CommandError
+from halswarm.supervisor.periodic import PeriodicEngine
 from halswarm.supervisor.timeutil import iso, parse_ts
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,11 @@ def to_start(graph: Graph, markers: Mapping[str, str | None], handled: Mapping[s
 # --------------------------------------------------------------------------- the manager
 
 
-class DependencyManager:
+class DependencyManager(PeriodicEngine):
     def __init__(self, raw: Mapping[str, Any], tracker: Any, dispatcher: Any, ingestor: Any, writer: Any,
                  reader: Any, *, apply_output: Callable[[Any], Awaitable[Any]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.graph = Graph.from_raw(raw)
         self.autostart = raw.get("dependencies_autostart") is True
         self.tracker = tracker
@@ -153,7 +154,6 @@ class DependencyManager:
         self.handled: dict[str, str] = {}
         self.recent: list[dict[str, Any]] = []
         self._retry_at: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def wants_events(self) -> bool:
@@ -195,15 +195,11 @@ class DependencyManager:
                     "INSERT OR REPLACE INTO dependency_marks(project, marker, updated_at) VALUES (?,?,?)",
                     [(p, m, now) for p, m in seed.items()]))
                 self.handled.update(seed)
-            self._task = asyncio.create_task(self._loop(), name="dependencies")
+            self._start_loop(CHECK_INTERVAL_S, "dependencies", log)
             log.info("dependencies: autostart on for %d projects", len(projects))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
+        await self._stop_loop(grace=0)
 
     # ----- signals -----
 
@@ -233,14 +229,6 @@ class DependencyManager:
         return counts
 
     # ----- autostart -----
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(CHECK_INTERVAL_S)
-            try:
-                await self.check()
-            except Exception:
-                log.exception("dependencies: check failed")
 
     async def check(self) -> list[tuple[str, str, str]]:
         markers = {p: completion_marker(self._signal(p)) for p in self.graph.projects}

@@ -19,8 +19,6 @@ emits `policy.retry_cap` once, and tries again `retry_reset_seconds` after its l
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -29,6 +27,7 @@ from typing import Any
 
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.dispatcher import CommandError
+from halswarm.supervisor.periodic import PeriodicEngine
 from halswarm.supervisor.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -277,12 +276,13 @@ class _Stats:
     actions: dict[str, int] = field(default_factory=dict)
 
 
-class PolicyEngine:
+class PolicyEngine(PeriodicEngine):
     def __init__(self, raw: Mapping[str, Any], tracker: Any, dispatcher: Any, ingestor: Any, writer: Any,
                  reader: Any, *, session_cost: Callable[[Any], float] | None = None,
                  daily_cost: Callable[[], Awaitable[float]] | None = None,
                  apply_output: Callable[[Any], Awaitable[Any]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.cfg = PolicyConfig.from_raw(raw)
         self.tracker = tracker
         self.dispatcher = dispatcher
@@ -297,35 +297,16 @@ class PolicyEngine:
         self.inflight: dict[str, Action] = {}
         self.stats = _Stats()
         self.last_daily_cost = 0.0
-        self._task: asyncio.Task[None] | None = None
-        self._running: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.states = await self.reader.run(_load_states)
         if self.cfg.any_enabled:
-            self._task = asyncio.create_task(self._loop(), name="policy-engine")
+            self._start_loop(self.cfg.check_interval_seconds, "policy-engine", log)
             enabled = [p for p in POLICIES if self.cfg.of(p).enabled]
             log.info("policies: %s every %g s", ", ".join(enabled), self.cfg.check_interval_seconds)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
-        if self._running:
-            # Let commands already sent finish (their outcome is recorded), within a bound.
-            await asyncio.wait(self._running, timeout=5)
-            for t in self._running:
-                t.cancel()
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cfg.check_interval_seconds)
-            try:
-                await self.check()
-            except Exception:
-                log.exception("policies: check failed")
+        await self._stop_loop(grace=5)  # commands already sent finish (their outcome is recorded)
 
     def facts(self) -> list[SessionFacts]:
         return [SessionFacts(s.id, s.node_id, s.project, s.status, s.last_activity, s.compaction_count,
@@ -347,9 +328,7 @@ class PolicyEngine:
         self.stats.last_check = now
         for a in actions:
             self.inflight[a.session_id] = a
-            task = asyncio.create_task(self._act(a))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._spawn(self._act(a))
         return actions
 
     async def _act(self, a: Action) -> None:

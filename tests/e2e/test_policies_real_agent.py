@@ -11,6 +11,11 @@ are real opencode sessions created through the API, so "idle" and "cost" are wha
   same fake provider, `costly-model`, with a cost. A session on it is over the tiny threshold as soon
   as its first reply is in, and the supervisor kills it. The resume session (on the free model) is
   never touched by kill_on_cost.
+- restart_on_compaction, retry cap, restart: the supervisor is restarted with a second policy set
+  (`token_threshold` between a fresh session's tokens and those of a session given a long prompt; the
+  fake LLM reports usage from the text it sees): the long session is handed over for real (the agent
+  asks it for its notes, kills it, starts a new session), the new session's idle resume hits
+  `max_retries: 1` (`policy.retry_cap`), and the retry state is the same after another restart.
 """
 
 from __future__ import annotations
@@ -187,3 +192,70 @@ def test_costly_session_is_killed(stack: Stack) -> None:
              if a["args"].get("session_id") == sid]
     assert [(a["action"], a["args"]["policy"]) for a in audit] == [("kill_session", "kill_on_cost")]
     assert policy_commands(stack.sup, sid, "resume") == []  # killed, never resumed
+
+
+# A turn of a fresh session is ~2500 tokens (opencode's system prompt), each resume adds ~3000; the long
+# prompt (one 40000-character word: ~10000 prompt tokens, echoed as one reply chunk) puts a session >12000.
+TOKEN_THRESHOLD = 9_000
+POLICIES_B = {
+    "check_interval_seconds": 1,
+    "resume_on_idle": {"enabled": True, "idle_threshold_seconds": IDLE_THRESHOLD, "max_retries": 1,
+                       "retry_reset_seconds": 3600, "message": MESSAGE},
+    "restart_on_compaction": {"enabled": True, "token_threshold": TOKEN_THRESHOLD, "max_retries": 1},
+}
+
+
+def restart_supervisor(stack: Stack, policies: dict[str, Any] | None = None) -> None:
+    stack.sup.stop()
+    if policies is not None:
+        stack.sup.extra["policies"] = policies
+    stack.sup.start()
+    stack.agent.wait_online(stack.sup, timeout=60, sessions_available=True)
+
+
+def test_handover_retry_cap_and_state_across_restarts(stack: Stack) -> None:
+    """Runs last in this module: it restarts the shared supervisor with POLICIES_B."""
+    restart_supervisor(stack, POLICIES_B)
+    compaction = api_get(stack.sup, "/api/v1/policies")["policies"]["restart_on_compaction"]
+    assert compaction["enabled"] and compaction["token_threshold"] == TOKEN_THRESHOLD
+
+    # restart_on_compaction: the long session goes over the token threshold -> real handover.
+    long_prompt = "LONGTASK " + "x" * 40_000
+    old = stack.create(long_prompt)["id"]
+    acts = wait_for(lambda: policy_actions(stack.sup, old), "the handover policy.action", 60)
+    data = acts[0]["data"]
+    assert (data["policy"], data["action"], data["result"]) == ("restart_on_compaction", "handover", "success"), data
+    assert f"tokens (threshold {TOKEN_THRESHOLD})" in data["reason"]
+    assert session_of(stack.sup, old)["tokens"]["total"] >= TOKEN_THRESHOLD
+    wait_status(stack.sup, old, "killed", timeout=15)
+    assert stack.llm_requests_with("HANDOVER:") >= 1  # the old session was asked for its notes first
+    new_sessions = [s for s in api_get(stack.sup, "/api/v1/sessions") if s["id"] != old
+                    and s["status"] not in ("killed", "completed")]
+    assert len(new_sessions) == 1, new_sessions
+    new = new_sessions[0]["id"]
+    assert new_sessions[0]["project"] == "demo"
+    audit = [a for a in api_get(stack.sup, "/api/v1/audit", actor="policy", limit=100)
+             if a["args"].get("session_id") == old]
+    assert [(a["action"], a["args"]["policy"]) for a in audit] == [("handover", "restart_on_compaction")]
+
+    # The new session is small (no second handover); idle, it is resumed once and hits max_retries: 1.
+    cap = wait_for(lambda: api_get(stack.sup, "/api/v1/events", session_id=new, type="policy.retry_cap"),
+                   "a policy.retry_cap for the new session", 30)
+    assert cap[0]["data"]["policy"] == "resume_on_idle" and cap[0]["data"]["max_retries"] == 1
+    assert cap[0]["data"]["reason"] == "max_retries_reached" and cap[0]["data"]["retry_after"]
+    assert [e["data"]["policy"] for e in policy_actions(stack.sup, new)] == ["resume_on_idle"]
+    assert session_of(stack.sup, new)["tokens"]["total"] < TOKEN_THRESHOLD
+    with stack.sup.client() as c:  # freeze its state: no live session, no further actions
+        assert c.delete(f"/api/v1/sessions/{new}").status_code == 200
+    wait_status(stack.sup, new, "killed", timeout=15)
+
+    def rows() -> dict[tuple[str, str], dict[str, Any]]:
+        return {(r["session_id"], r["policy"]): r for r in api_get(stack.sup, "/api/v1/policies")["state"]
+                if r["session_id"] in (old, new)}
+
+    before = wait_for(lambda: (r := rows()) and len(r) == 2 and r, "both policy state rows")
+    assert before[(old, "restart_on_compaction")]["last_result"] == "success"
+    assert before[(new, "resume_on_idle")]["retry_count"] == 1 and before[(new, "resume_on_idle")]["capped"]
+    restart_supervisor(stack)
+    assert rows() == before  # retry counts, attempts, cap: all loaded from the database
+    assert len(api_get(stack.sup, "/api/v1/events", session_id=new, type="policy.retry_cap")) == 1

@@ -8,26 +8,19 @@ import json
 import os
 import subprocess
 import sys
-import time
+from pathlib import Path
 from typing import Any
 
 from tests.fakes.fake_providers import ANTHROPIC_KEY, OPENAI_KEY, fake_providers
 from tests.support.agentsim import SimAgent, session_state
+from tests.support.waiting import wait_for
 
 TODAY = dt.datetime.now(dt.UTC).date()
 FIELDS = {"period", "total_tokens", "total_cost_usd", "daily_average_usd", "by_provider", "by_model", "by_project",
           "degraded_providers"}
 
-# Runs halctl with the cost group registered even before the lead adds it to halswarm/cli/main.py.
-HALCTL_SHIM = """
-import sys
-from halswarm.cli import main as m
-from halswarm.cli.cost_cmd import cost
-if "cost" not in m.cli.commands:
-    m.cli.add_command(cost)
-    m.add_output_option(m.cli)
-sys.exit(m.run(sys.argv[1:]))
-"""
+# The installed `halctl` console script (the real entry point, next to this interpreter).
+HALCTL = str(Path(sys.executable).parent / "halctl")
 
 
 def day(offset: int) -> str:
@@ -37,8 +30,7 @@ def day(offset: int) -> str:
 def halctl(sup: Any, *args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HALCTL_")}
     env |= {"HOME": str(sup.workdir), "HALCTL_SUPERVISOR_URL": sup.api, "HALCTL_AUTH_TOKEN": sup.token}
-    p = subprocess.run([sys.executable, "-c", HALCTL_SHIM, *args], capture_output=True, text=True, env=env,
-                       timeout=60)
+    p = subprocess.run([HALCTL, *args], capture_output=True, text=True, env=env, timeout=60)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -50,17 +42,6 @@ def providers(url: str) -> dict[str, Any]:
                               "model_rates": {"claude-sonnet-4-5": {"input": 0.003, "output": 0.015}}},
                 "openai": {"org_api_key": OPENAI_KEY, "base_url": url,
                            "model_rates": {"o3": {"input": 0.002, "output": 0.008}}}}}
-
-
-def wait_for(pred: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.1)
 
 
 def test_cost_without_providers_is_zeros_never_503(supervisor: Any) -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-import time
 from typing import Any
 
 from tests.fakes.fake_providers import ANTHROPIC_KEY, fake_providers
+from tests.support.waiting import wait_for
 
 TODAY = dt.datetime.now(dt.UTC).date()
 
@@ -20,16 +20,6 @@ def cost_config(url: str) -> dict[str, Any]:
     return {"poll_interval_minutes": 60, "degraded_retry_seconds": 3600, "request_timeout_seconds": 2,
             "max_retries": 0, "backoff_base_ms": 10,
             "providers": {"anthropic": {"admin_api_key": ANTHROPIC_KEY, "base_url": url}}}
-
-
-def wait_for(pred: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
 
 
 def test_status_and_refresh_backfill_after_provider_outage(make_supervisor: Any) -> None:

@@ -7,13 +7,13 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from halswarm.protocol import Command, CommandResult
 from tests.support.agentsim import SimAgent, session_state
 from tests.support.supervisor_proc import REPO
+from tests.support.waiting import until
 
 TOKEN = "d" * 48
 DEPS = {"api": ["core"], "web": {"depends_on": ["api", "core"]}, "docs": []}
@@ -28,17 +28,6 @@ def test_cycle_is_rejected_at_validation_with_its_path(tmp_path: Path) -> None:
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert p.returncode == 1
     assert "dependencies.api: cycle detected: api -> core -> web -> api" in p.stdout + p.stderr
-
-
-async def until(pred: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.1)
 
 
 async def test_completed_upstream_starts_ready_dependents(make_supervisor: Any) -> None:
@@ -78,10 +67,12 @@ async def test_completed_upstream_starts_ready_dependents(make_supervisor: Any) 
             await until(lambda: created == ["api"])
             st = await until(lambda: (s := states())["api"]["state"] == "running" and s)
             assert st["core"]["state"] == "completed" and st["web"]["blocked_by"] == ["api"]
-            started = c.get("/api/v1/events", params={"type": "dependency.started"}).json()["data"]
+            # The event is stored by the ingest writer, a moment after the state changed.
+            started = await until(lambda: c.get("/api/v1/events", params={"type": "dependency.started"}
+                                                ).json()["data"])
             assert [(e["project"], e["data"]["upstream"]) for e in started] == [("api", "core")]
             assert started[0]["session_id"] == "ses_api_1"
-            audit = c.get("/api/v1/audit", params={"actor": "dependencies"}).json()["data"]
+            audit = await until(lambda: c.get("/api/v1/audit", params={"actor": "dependencies"}).json()["data"])
             assert [a["action"] for a in audit] == ["create_session"]
 
             # api completes by its PROGRESS.md status (project.status event) -> web starts.
@@ -94,3 +85,47 @@ async def test_completed_upstream_starts_ready_dependents(make_supervisor: Any) 
             assert [r["project"] for r in data["recent_starts"]] == ["web", "api"]
     finally:
         await agent.close()
+
+
+def test_progress_md_edit_in_a_real_agent_starts_the_ready_dependent(make_supervisor: Any, tmp_path: Path) -> None:
+    """The real `hal-agent` process watches `.context/PROGRESS.md`: the status line turning `completed`
+    travels as a `project.status` event and the supervisor starts the ready dependent on that agent
+    (opencode is the loopback fake; the session is really created through it)."""
+    from tests.integration.test_agent_harness import AgentProc, FakeOpencode, api_get, wait_for
+
+    sup = make_supervisor(dependencies={"api": ["core"]}, dependencies_autostart=True).start()
+    core, api = tmp_path / "core", tmp_path / "api"
+    for d in (core, api):
+        (d / ".context").mkdir(parents=True)
+    progress = core / ".context" / "PROGRESS.md"
+    progress.write_text("# Progress\n\nStatus: in progress\n")
+    fake = FakeOpencode().start()
+    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.token, node_id="node-deps",
+                      projects=[("core", str(core)), ("api", str(api))], opencode_port=fake.port)
+    try:
+        agent.start()
+        agent.wait_online(sup, sessions_available=True)
+
+        def statuses() -> list[str]:
+            return [e["data"]["status"] for e in api_get(sup, "/api/v1/events", type="project.status")]
+
+        wait_for(lambda: statuses() == ["in_progress"], "in_progress status event")
+        deps = {p["project"]: p for p in api_get(sup, "/api/v1/dependencies")["projects"]}
+        assert deps["api"]["state"] == "blocked" and deps["api"]["blocked_by"] == ["core"]
+        assert fake.prompts == []
+
+        progress.write_text("# Progress\n\n- **Status:** completed\n")
+        started = wait_for(lambda: api_get(sup, "/api/v1/events", type="dependency.started"), "dependent started")
+        assert [(e["project"], e["data"]["upstream"]) for e in started] == [("api", "core")]
+        assert statuses() == ["in_progress", "completed"]
+        ev = api_get(sup, "/api/v1/events", type="project.status")[-1]
+        assert ev["project"] == "core" and ev["node_id"] == "node-deps"
+        assert ev["data"]["previous"] == "in_progress" and ev["data"]["source"] == ".context/PROGRESS.md"
+        # the session was created through the agent in the dependent's directory, with the upstream prompt
+        assert [s["directory"] for s in fake.sessions.values()] == [str(api)]
+        assert len(fake.prompts) == 1 and "core" in fake.prompts[0][1]
+        deps = {p["project"]: p for p in api_get(sup, "/api/v1/dependencies")["projects"]}
+        assert deps["core"]["state"] == "completed" and deps["api"]["ready"]
+    finally:
+        agent.cleanup()
+        fake.stop()

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from halswarm.protocol import Command, CommandResult
 from tests.support.agentsim import SimAgent
+from tests.support.waiting import until
 
 POLICIES = {
     "check_interval_seconds": 1,
@@ -112,17 +113,6 @@ class SimFleet:
     def sent(self, ctype: str, sid: str) -> int:
         return sum(1 for c in self.commands if c.type == ctype and (c.target.session_id or c.args.get("session_id"))
                    == sid)
-
-
-async def until(pred: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.1)
 
 
 def events(c: Any, etype: str) -> list[dict[str, Any]]:

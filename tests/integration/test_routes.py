@@ -131,3 +131,71 @@ def test_hanging_and_failing_targets_do_not_slow_ingest(make_supervisor: Any, ca
     # Throughput on a shared machine is noisy; CPU per stored event is the stable signal.
     assert bad["cpu_us"] <= good["cpu_us"] * 1.25, results
     assert bad["dropped"] > 0 and bad["retried"] > 0 and bad["failed"] > 0 and dead_attempts >= 3
+
+
+async def test_policy_env_and_daily_cost_events_reach_their_targets(make_supervisor: Any) -> None:
+    """`policy.*` and `env.check.fail` through configured routes, end to end: the policy engine's actions,
+    an env check result the node reports (answering the supervisor's `env_check` as hal-agent does) and a
+    kill_on_cost daily limit (only `daily_limit_usd` set: no per-session default threshold applies)."""
+    from halswarm.protocol import Command, CommandResult
+    from tests.integration.test_policies import SimFleet
+
+    with receivers("ok", "ok") as (pol, disc):
+        sup = make_supervisor(
+            policies={"check_interval_seconds": 1,
+                      "resume_on_idle": {"enabled": True, "idle_threshold_seconds": 60, "max_retries": 1},
+                      "kill_on_cost": {"enabled": True, "daily_limit_usd": 20}},
+            channels={"discord": {"channels": {"alerts": disc.url + "/api/webhooks/1/tok"}}},
+            routes=[{"match": "policy.*", "target": f"webhook:{pol.url}/policy"},
+                    {"match": "env.check.fail", "target": "discord#alerts"}],
+            routing={"backoff_base_ms": 50, "timeout_seconds": 2}).start()
+        fleet = SimFleet(sup, "route-policy-node")
+
+        async def handle(cmd: Command) -> CommandResult:
+            if cmd.type == "env_check":
+                drift = [{"category": "tools", "item": "haltool", "expected": ">=1.2", "actual": None,
+                          "status": "fail", "drift": True}]
+                return CommandResult(cmd.command_id, "success", {"results": [
+                    {"project": "alpha", "status": "missing", "manifest_version": "1.0",
+                     "details": {"drift": drift}}]})
+            return await fleet.handle(cmd)
+
+        fleet.agent.handler = handle
+        await fleet.connect()
+        try:
+            # resume_on_idle: one resume (policy.action) and, at max_retries 1, policy.retry_cap
+            idle = await fleet.idle_session()
+            got = await asyncio.to_thread(pol.wait_for, 2)
+            assert [r.body["event"]["type"] for r in got] == ["policy.action", "policy.retry_cap"]
+            assert all(r.path == "/policy" and r.body["event"]["session_id"] == idle for r in got)
+            assert got[0].body["text"].startswith("resume_on_idle: resume → success (idle for ")
+            assert got[0].body["event"]["data"]["result"] == "success"
+
+            # env check: the manifest is pushed to the online node; its failing project is routed
+            with sup.client() as c:
+                manifest = {"version": "1.0", "defaults": {"tools": {"haltool": ">=1.2"}}, "projects": {}}
+                r = c.put("/api/v1/env/manifest", json=manifest)
+                assert r.status_code in (200, 201), r.text
+            (env,) = await asyncio.to_thread(disc.wait_for, 1)
+            embed = env.body["embeds"][0]
+            assert embed["title"] == "env.check.fail · alpha" and "tools:haltool" in embed["description"]
+
+            # daily limit: two sessions at $12 each (agent-reported) -> today's cost $24 >= $20: every live
+            # session is killed, each kill routed with the daily reason; $12 alone killed nothing.
+            first = await fleet.costly_session()  # $7.50: under the daily limit, and no per-session threshold
+            await fleet.report(fleet.sessions[first] | {"cost_usd": 12.0})
+            await asyncio.sleep(2.5)  # a couple of checks: nothing killed at $12 (+ the idle one's cent)
+            assert fleet.sent("kill_session", first) == 0
+            second = await fleet.costly_session()
+            await fleet.report(fleet.sessions[second] | {"cost_usd": 12.0})
+            kills = await asyncio.to_thread(pol.wait_for, 5)
+            killed = {r.body["event"]["session_id"] for r in kills[2:]
+                      if r.body["event"]["data"].get("action") == "kill_session"}
+            assert killed == {idle, first, second}
+            assert all("daily cost $24.01 >= limit $20.00" in r.body["text"] for r in kills[2:])
+            with sup.client() as c:
+                metrics = c.get("/metrics").text
+            assert f'hal_o_swarm_route_deliveries_total{{status="sent",target="webhook:{pol.url}"}}' in metrics
+        finally:
+            await fleet.close()
+            sup.stop()

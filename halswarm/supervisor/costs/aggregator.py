@@ -35,6 +35,7 @@ from halswarm.supervisor.timeutil import iso
 log = logging.getLogger(__name__)
 
 BACKFILL_DAYS = 31
+FINAL_AFTER_S = 2 * 86400  # a day's provider data is taken as final once polled this long after it began
 SAMPLE_INTERVAL_S = 15.0
 SOURCES = {"anthropic": AnthropicSource, "openai": OpenAISource}
 
@@ -66,7 +67,7 @@ def days_to_poll(today: dt.date, polled: dict[str, float]) -> list[dt.date]:
     out = []
     for day in days_between(first, today):
         at = polled.get(day.isoformat())
-        if at is None or at < day_start(day) + 2 * 86400:
+        if at is None or at < day_start(day) + FINAL_AFTER_S:
             out.append(day)
     return out
 
@@ -313,7 +314,12 @@ class CostAggregator:
 
         buckets, polled, sessions = await self.reader.run(load)
         covered = {p: set(d) for p, d in polled.items() if p in self.state}
-        rep = build_report(period, today, buckets, covered, sessions, self.degraded())
+        degraded = self.degraded()
+        # A degraded provider's days that were not final at its last good poll: spend since then is
+        # only in the agents' reports (max of the two is taken, see report.py).
+        provisional = {p: {d for d, at in polled.get(p, {}).items()
+                           if at < day_start(dt.date.fromisoformat(d)) + FINAL_AFTER_S} for p in degraded}
+        rep = build_report(period, today, buckets, covered, sessions, degraded, provisional)
         if period == "today":
             self.today_cost = rep["total_cost_usd"]
         return rep

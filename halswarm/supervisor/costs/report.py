@@ -5,7 +5,11 @@ Rules, per provider and UTC day of the period:
 - a day the provider's reports covered (a successful poll) counts the provider's buckets; the
   sessions of that provider on that day are already inside those numbers and are not added again;
 - any other day (provider not configured, not polled yet, degraded) counts the sessions' usage as the
-  agents reported it, with the cost estimated from `model_rates` when the agent reported none.
+  agents reported it, with the cost estimated from `model_rates` when the agent reported none;
+- a day a degraded provider had polled before the day's data was final (`provisional`, e.g. polled OK
+  this morning, failing since) counts whichever is larger, the provider's buckets or the sessions'
+  usage: spend after the last good poll is not lost, and nothing is counted twice. Once the provider
+  recovers, its (re-polled) buckets count again.
 `by_project` is the fleet's own projects (agent-reported usage); provider usage the fleet cannot
 attribute (other API users of the organization, provider lag) appears as `(unattributed)`.
 """
@@ -57,10 +61,33 @@ def _sorted(rows: Mapping[Any, list[float]], names: tuple[str, ...]) -> list[dic
 
 
 def build_report(period: str, today: dt.date, buckets: Iterable[Bucket], covered: Mapping[str, set[str]],
-                 sessions: Iterable[SessionUsage], degraded: Iterable[str]) -> dict[str, Any]:
-    """`covered[provider]` = the days that provider's reports were polled successfully."""
+                 sessions: Iterable[SessionUsage], degraded: Iterable[str],
+                 provisional: Mapping[str, set[str]] | None = None) -> dict[str, Any]:
+    """`covered[provider]` = the days that provider's reports were polled successfully;
+    `provisional[provider]` = covered days whose provider data may be incomplete (see the module doc)."""
     days = period_days(period, today)
     in_period = set(days)
+    buckets = [b for b in buckets if b.date in in_period]
+    sessions = [s for s in sessions if s.date in in_period]
+    provider_sum: dict[tuple[str, str], list[float]] = {}
+    session_sum: dict[tuple[str, str], list[float]] = {}
+    for b in buckets:
+        acc = provider_sum.setdefault((b.provider, b.date), [0.0, 0])
+        acc[0] += b.cost_usd
+        acc[1] += b.tokens
+    for s in sessions:
+        acc = session_sum.setdefault((s.provider, s.date), [0.0, 0])
+        acc[0] += s.cost_usd
+        acc[1] += s.tokens
+
+    def provider_counts(provider: str, date: str) -> bool:
+        if date not in covered.get(provider, set()):
+            return False
+        if provisional and date in provisional.get(provider, set()):
+            key = (provider, date)
+            return provider_sum.get(key, [0.0, 0]) >= session_sum.get(key, [0.0, 0])
+        return True
+
     by_provider: dict[str, list[float]] = {}
     by_model: dict[tuple[str, str], list[float]] = {}
     by_project: dict[str, list[float]] = {}
@@ -71,14 +98,12 @@ def build_report(period: str, today: dt.date, buckets: Iterable[Bucket], covered
         acc[1] += cost
 
     for b in buckets:
-        if b.date in in_period and b.date in covered.get(b.provider, set()):
+        if provider_counts(b.provider, b.date):
             add(by_provider, b.provider, b.tokens, b.cost_usd)
             add(by_model, (b.provider, b.model), b.tokens, b.cost_usd)
     for s in sessions:
-        if s.date not in in_period:
-            continue
         add(by_project, s.project or "-", s.tokens, s.cost_usd)
-        if s.date in covered.get(s.provider, set()):
+        if provider_counts(s.provider, s.date):
             continue
         add(by_provider, s.provider, s.tokens, s.cost_usd)
         add(by_model, (s.provider, s.model), s.tokens, s.cost_usd)

@@ -115,7 +115,7 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("agent-token-placeholder", "agent", agent(auth_token="CHANGE_ME_SHARED_TOKEN"), "auth_token",
      "is a placeholder"),
     ("agent-opencode-port", "agent", agent(opencode_port=70000), "opencode_port",
-     "must be between 1 and 65535 (got 70000)"),
+     "must be between 0 and 65535 (got 70000)"),
     ("agent-duplicate-projects", "agent",
      agent(projects=[{"name": "api", "directory": "/srv/a"}, {"name": "api", "directory": "/srv/b"}]),
      "projects[1].name", "duplicate project name 'api' (also projects[0])"),

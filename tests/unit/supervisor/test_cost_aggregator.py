@@ -234,3 +234,38 @@ async def test_nothing_configured_reports_zeros(db: Any) -> None:
         await agg.stop()
     assert rep == {"period": "month", "total_tokens": 0, "total_cost_usd": 0.0, "daily_average_usd": 0.0,
                    "by_provider": [], "by_model": [], "by_project": [], "degraded_providers": []}
+
+
+async def test_provider_failing_after_a_good_poll_today_does_not_hide_later_spend(fake: FakeProviders,
+                                                                                  db: Any) -> None:
+    """Reviewer's repro: provider polled OK at $1 this morning, sessions since spent $50 (agent-reported),
+    then the provider fails: today's total must include the $50, and recovery must not count it twice."""
+    writer, reader, _ = db
+    clock = Clock()
+    tracker = Tracker()
+    s = tracker.add("s1", "alpha", "anthropic/claude-sonnet-4-5", 100, 100, cost=0.5)
+    fake.anthropic_day(day(0), "claude-sonnet-4-5", 1000, 0, cents=100)  # $1 (s1's $0.5 inside)
+    agg = CostAggregator(config(fake, openai=False, retries=1), tracker, writer, reader, clock=clock)
+    await agg.poll_all()
+    assert (await agg.report("today"))["total_cost_usd"] == pytest.approx(1.0)
+    clock.t += 600
+    s.tokens_input, s.tokens_output, s.tokens_total, s.cost_usd = 100_000, 100_000, 200_000, 50.0
+    fake.down.add("anthropic")
+    await agg.poll_all()
+    rep = await agg.report("today")
+    assert rep["degraded_providers"] == ["anthropic"]
+    assert rep["total_cost_usd"] == pytest.approx(50.0)
+    assert {r["project"]: r["cost_usd"] for r in rep["by_project"]} == {"alpha": 50.0}
+    assert await agg.daily_cost() == pytest.approx(50.0)  # what kill_on_cost daily and `cost.daily` see
+    # Recovery: the provider's re-polled numbers count again, the sessions are inside them (no double count).
+    fake.down.clear()
+    fake.data["anthropic"]["usage"].clear()
+    fake.data["anthropic"]["cost"].clear()
+    fake.anthropic_day(day(0), "claude-sonnet-4-5", 200_000, 100_000, cents=5200)  # $52
+    clock.t += 600
+    await agg.poll_all()
+    rep = await agg.report("today")
+    assert rep["degraded_providers"] == []
+    assert rep["total_cost_usd"] == pytest.approx(52.0)
+    projects = {r["project"]: r["cost_usd"] for r in rep["by_project"]}
+    assert projects["alpha"] == pytest.approx(50.0) and projects["(unattributed)"] == pytest.approx(2.0)

@@ -146,3 +146,22 @@ def test_settings_go_key_rules() -> None:
     assert s.providers["anthropic"].root == "http://127.0.0.1:1"
     assert s.poll_interval_s == 30
     assert CostSettings.from_raw({}).enabled == []
+
+
+def test_provisional_days_of_a_degraded_provider_count_the_larger_of_provider_and_sessions() -> None:
+    buckets = [Bucket("anthropic", d(0), "claude-sonnet-4", "wrk", 1000, 0, 1.0),
+               Bucket("anthropic", d(1), "claude-sonnet-4", "wrk", 9000, 0, 9.0)]
+    sessions = [SessionUsage(d(0), "s1", "alpha", "anthropic", "claude-sonnet-4", 5000, 50.0),
+                SessionUsage(d(1), "s1", "alpha", "anthropic", "claude-sonnet-4", 800, 2.0)]
+    covered = {"anthropic": {d(0), d(1)}}
+    # not provisional: the provider's numbers, sessions inside them
+    rep = build_report("week", TODAY, buckets, covered, sessions, ["anthropic"])
+    assert rep["total_cost_usd"] == pytest.approx(10.0)
+    # both days provisional: today the sessions are larger (spend after the last good poll), yesterday the provider
+    rep = build_report("week", TODAY, buckets, covered, sessions, ["anthropic"],
+                       {"anthropic": {d(0), d(1)}})
+    assert rep["total_cost_usd"] == pytest.approx(50.0 + 9.0)
+    assert rep["total_tokens"] == 5000 + 9000
+    assert rep["by_model"] == [{"provider": "anthropic", "model": "claude-sonnet-4", "tokens": 14000,
+                                "cost_usd": 59.0}]
+    assert sum(p["cost_usd"] for p in rep["by_project"]) == pytest.approx(rep["total_cost_usd"])

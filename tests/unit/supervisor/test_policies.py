@@ -43,6 +43,23 @@ def test_config_defaults_go_keys_and_spec_alias() -> None:
     assert alias.compaction.compaction_threshold == 2 and alias.cost.daily_limit_usd == 50
 
 
+def test_spec_form_keys_do_not_pull_in_go_defaults_and_null_turns_a_trigger_off() -> None:
+    spec = cfg(restart_on_compaction={"enabled": True, "compaction_threshold": 2},
+               kill_on_cost={"enabled": True, "daily_limit_usd": 50})
+    assert spec.compaction.token_threshold is None and spec.cost.cost_threshold_usd is None
+    # a session far past the Go defaults (180000 tokens, $10) is left alone: only the spec keys apply
+    assert decide(NOW, spec, [fact(status="running", tokens_total=500_000, cost_usd=99.0)], {}, daily_cost=1.0) == []
+    both = cfg(restart_on_compaction={"enabled": True, "compaction_threshold": 2, "token_threshold": 1000},
+               kill_on_cost={"enabled": True, "daily_limit_usd": 50, "cost_threshold_usd": 5})
+    assert both.compaction.token_threshold == 1000 and both.cost.cost_threshold_usd == 5
+    off = cfg(restart_on_compaction={"enabled": True, "token_threshold": None, "compaction_threshold": None},
+              kill_on_cost={"enabled": True, "cost_threshold_usd": None})
+    assert off.compaction.token_threshold is None and off.compaction.compaction_threshold is None
+    assert off.cost.cost_threshold_usd is None and off.cost.daily_limit_usd is None
+    go = cfg(restart_on_compaction={"enabled": True}, kill_on_cost={"enabled": True})
+    assert go.compaction.token_threshold == 180000 and go.cost.cost_threshold_usd == 10.0
+
+
 def test_resume_only_idle_sessions_past_the_threshold() -> None:
     c = cfg(resume_on_idle=RES)
     sessions = [fact("a", "idle", 301), fact("b", "idle", 200), fact("c", "waiting_input", 9999),

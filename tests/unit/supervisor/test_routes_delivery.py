@@ -139,7 +139,7 @@ async def test_hanging_target_never_blocks_and_drops_oldest(started: list[Router
         for i in range(1, 1001):
             router.on_event(ev("x", i))
         elapsed = time.perf_counter() - t0
-        assert elapsed < 0.5, f"1000 routed events took {elapsed:.3f} s"
+        assert elapsed < 2.0, f"1000 routed events took {elapsed:.3f} s"
         label = f"webhook:http://127.0.0.1:{hang.server.server_address[1]}"
         assert sample(reg, label, "dropped") == 1000 - 5
         assert router.delivery.depth()[label] == 5
