@@ -52,6 +52,16 @@ def _user_agent() -> str:
         return "halctl"
 
 
+ACTOR_HEADER = "X-HAL-Actor"  # the supervisor writes it into the audit log (SPEC 5: actor and outcome)
+ACTOR_MAX = 100  # the supervisor keeps this many characters
+
+
+def actor_header_value(actor: str) -> str:
+    """The actor as a safe header value: printable ASCII (others escaped), at most ACTOR_MAX characters."""
+    text = "".join(ch if ch.isprintable() else " " for ch in actor.strip())
+    return text.encode("ascii", "backslashreplace").decode("ascii")[:ACTOR_MAX]
+
+
 def path_id(value: str) -> str:
     """Quote an id for use as one path segment."""
     return quote(str(value), safe="")
@@ -138,13 +148,17 @@ class ApiClient:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        actor: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.actor = actor_header_value(actor) if actor else None
         headers = {"Accept": "application/json", "User-Agent": _user_agent()}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        if self.actor:
+            headers[ACTOR_HEADER] = self.actor
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,

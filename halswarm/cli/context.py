@@ -67,6 +67,19 @@ def normalize_supervisor_url(raw: str) -> str:
     return urlunsplit((scheme, netloc, path, "", ""))
 
 
+def default_actor() -> str:
+    """`<local user>@<hostname>`: who runs halctl, for the supervisor's audit log."""
+    import getpass
+    import os
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry and no LOGNAME/USER (some containers)
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname() or 'localhost'}"
+
+
 def _load_cli_file() -> Any:
     """The CLI config file's settings object (`supervisor_url`, `auth_token`, `output`), or None.
 
@@ -93,7 +106,11 @@ class AppContext:
         auth_token: str | None = None,
         output: str | None = None,
         timeout: float | None = None,
+        actor: str | None = None,
     ) -> None:
+        if actor is not None and not actor.strip():
+            raise UsageProblem("--actor must not be empty")
+        self._flag_actor = actor.strip() if actor else None
         self._flag_url = supervisor_url
         self._flag_token = auth_token or None
         self._flag_output = output.lower() if output else None
@@ -149,6 +166,21 @@ class AppContext:
         return value
 
     @property
+    def actor(self) -> str:
+        """Who is acting (audit log): --actor / HALCTL_ACTOR > config file `actor` > user@host."""
+        if self._flag_actor:
+            return self._flag_actor
+        try:
+            self._file_value("actor")  # loads the file once
+        except HalctlError:  # a broken file is reported by the settings that need it, not by the actor
+            return default_actor()
+        raw = getattr(self._file, "raw", None) if self._file is not None else None
+        value = raw.get("actor") if isinstance(raw, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        return default_actor()
+
+    @property
     def timeout(self) -> float:
         return self._flag_timeout if self._flag_timeout is not None else DEFAULT_TIMEOUT
 
@@ -157,7 +189,7 @@ class AppContext:
         if self._client is None:
             from halswarm.cli.client import ApiClient
 
-            self._client = ApiClient(self.supervisor_url, self.auth_token, timeout=self.timeout)
+            self._client = ApiClient(self.supervisor_url, self.auth_token, timeout=self.timeout, actor=self.actor)
             click.get_current_context().call_on_close(self._client.close)
         return self._client
 

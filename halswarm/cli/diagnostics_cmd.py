@@ -18,6 +18,7 @@ import click
 
 from halswarm.cli.context import app
 from halswarm.cli.errors import HalctlError
+from halswarm.cli.ops_cmd import parse_extra_vars, playbook_target_options
 
 
 @click.group("diagnostics")
@@ -28,21 +29,14 @@ def diagnostics() -> None:
 @diagnostics.command("collect")
 @click.option("-o", "--out", "output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Tarball to write [default: <state dir>/diagnostics/hal-diagnostics-<time>.tar.gz].")
-@click.option("-i", "--inventory", "inventories", multiple=True, metavar="INVENTORY",
-              help="Inventory file or directory (repeatable) [default: ansible.cfg's].")
-@click.option("--limit", "-l", metavar="HOSTS", help="Only these hosts or groups (Ansible pattern).")
+@playbook_target_options
 @click.option("--report", "reports", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               metavar="FILE", help="A (failed) remediation report to include in the bundle.")
-@click.option("-e", "--extra-vars", "extra_vars", multiple=True, metavar="K=V|@FILE",
-              help="Extra variables (repeatable): KEY=VALUE, @vars.yml or inline JSON.")
-@click.option("-v", "--verbose", count=True, help="More output.")
-@click.option("--timeout", type=click.IntRange(min=1), metavar="SECONDS", help="Stop the run after this long.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="HALCTL_STATE_DIR",
               help="Where reports, bundles and run artifacts are kept [env HALCTL_STATE_DIR].")
 def collect_cmd(output: Path | None, inventories: tuple[str, ...], limit: str | None, reports: Path | None,
                 extra_vars: tuple[str, ...], verbose: int, timeout: int | None, state_dir: Path | None) -> None:
     """Collect the diagnostics bundle of the fleet (or --limit HOSTS) into one tarball and print its path."""
-    from halswarm.cli.ops_cmd import parse_extra_vars
     from halswarm.cli.remediate_cmd import collect_diagnostics, save_report
     from halswarm.ops.diagnostics import default_output
     from halswarm.ops.runner import default_state_dir

@@ -70,6 +70,13 @@ EXIT_INTERRUPTED = 130
     help=f"HTTP timeout [default: {DEFAULT_TIMEOUT:g}]; commands sent to agents wait at least as long "
     "as the supervisor's own command timeout.",
 )
+@click.option(
+    "--actor",
+    envvar="HALCTL_ACTOR",
+    metavar="NAME",
+    help="Who you are in the supervisor's audit log [default: USER@HOST; env HALCTL_ACTOR, else `actor` "
+    "in the config file].",
+)
 @click.version_option(package_name="hal-o-swarm", prog_name="halctl", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(
@@ -78,6 +85,7 @@ def cli(
     auth_token: str | None,
     output: str | None,
     timeout: float | None,
+    actor: str | None,
 ) -> None:
     """Operate a HAL-O-SWARM fleet: nodes, sessions, status, audit, configuration.
 
@@ -86,7 +94,8 @@ def cli(
     """
     if supervisor_url:
         normalize_supervisor_url(supervisor_url)  # fail early: a bad URL is a usage error (exit 2)
-    ctx.obj = AppContext(supervisor_url=supervisor_url, auth_token=auth_token, output=output, timeout=timeout)
+    ctx.obj = AppContext(supervisor_url=supervisor_url, auth_token=auth_token, output=output, timeout=timeout,
+                         actor=actor)
 
 
 # One module per command group; register new groups here (before add_output_option below).

@@ -1,8 +1,12 @@
 """`halctl deploy|upgrade|rollback`: run the halswarm.ops playbooks through ansible-runner.
 
     halctl deploy   [-i INVENTORY]... [--check] [--limit HOSTS] [-e K=V|@FILE]... [--wheel WHEEL [--wheelhouse DIR]]
+                    [--batch-size N|PCT]
     halctl upgrade  (same options; backs the supervisor database up first)
-    halctl rollback [-i INVENTORY]... [--to VERSION] [--check] [--limit HOSTS] [-e K=V|@FILE]...
+    halctl rollback [-i INVENTORY]... [--to VERSION] [--batch-size N|PCT] [--check] [--limit HOSTS] [-e K=V|@FILE]...
+
+``--batch-size`` sets ``hal_agent_batch_size`` as an extra variable: it drives the agent plays'
+``serial:``, which Ansible computes before inventory variables exist (group_vars cannot set it).
 
 Progress is one line per task and per changed/failed host, then a recap; the run's artifacts
 (job events, stdout, the command) stay under the state directory (``--state-dir``, default
@@ -57,24 +61,50 @@ def parse_extra_vars(items: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+def _apply(options: list[Callable[[Any], Any]], func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def playbook_target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """-i/--limit/-e/-v/--timeout: what every halctl command that runs a collection playbook takes."""
+    return _apply([
         click.option("-i", "--inventory", "inventories", multiple=True, metavar="INVENTORY",
                      help="Inventory file or directory (repeatable) [default: ansible.cfg's]."),
         click.option("--limit", "-l", metavar="HOSTS", help="Only these hosts or groups (Ansible pattern)."),
-        click.option("--check", is_flag=True, help="Dry run: show what would change (with diffs), change nothing."),
-        click.option("--diff", is_flag=True, help="Show file and rule diffs (always on with --check)."),
         click.option("-e", "--extra-vars", "extra_vars", multiple=True, metavar="K=V|@FILE",
                      help="Extra variables (repeatable): KEY=VALUE, @vars.yml or inline JSON."),
         click.option("-v", "--verbose", count=True, help="More output (-v shows every host result, -vvv Ansible's)."),
         click.option("--timeout", type=click.IntRange(min=1), metavar="SECONDS",
                      help="Stop the run after this long (exit 1)."),
+    ], func)
+
+
+def _common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    return playbook_target_options(_apply([
+        click.option("--check", is_flag=True, help="Dry run: show what would change (with diffs), change nothing."),
+        click.option("--diff", is_flag=True, help="Show file and rule diffs (always on with --check)."),
         click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="HALCTL_STATE_DIR",
                      help="Where the run artifacts are kept [default: ~/.local/state/halctl; env HALCTL_STATE_DIR]."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    ], func))
+
+
+def _batch_size(value: str | None) -> str | None:
+    """``N`` (>= 1) or ``P%`` (1..100): what Ansible's ``serial`` accepts."""
+    if value is None:
+        return None
+    text = value.strip()
+    number = text[:-1] if text.endswith("%") else text
+    if not number.isdigit() or int(number) < 1 or (text.endswith("%") and int(number) > 100):
+        raise UsageProblem(f"--batch-size expects a number >= 1 or a percentage like 25%, got {value!r}")
+    return text
+
+
+def _batch_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--batch-size", metavar="N|PCT",
+                        help=f"Agents handled at a time [default: {default}]; a failed batch stops the run "
+                             "(sets hal_agent_batch_size).")
 
 
 def _release_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,19 +172,26 @@ def _release_vars(wheel: Path | None, wheelhouse: Path | None, release_version: 
     return out
 
 
+def _batch_vars(batch_size: str | None) -> dict[str, Any]:
+    checked = _batch_size(batch_size)
+    return {} if checked is None else {"hal_agent_batch_size": checked}
+
+
 @click.command("deploy")
 @_common_options
 @_release_options
+@_batch_option("all agents at once")
 def deploy(inventories: tuple[str, ...], limit: str | None, check: bool, diff: bool, extra_vars: tuple[str, ...],
            verbose: int, timeout: int | None, state_dir: Path | None, wheel: Path | None, wheelhouse: Path | None,
-           release_version: str | None, index_url: str | None) -> None:
+           release_version: str | None, index_url: str | None, batch_size: str | None) -> None:
     """Deploy the supervisor and the agents (playbook halswarm.ops.deploy).
 
     Installs the release beside the old one, validates configs with the daemons' own --validate,
     switches `current`, restarts, checks /readyz and that every agent registered; a host that fails
     verification is rolled back to its previous release by the playbook itself.
     """
-    extravars = _release_vars(wheel, wheelhouse, release_version, index_url) | parse_extra_vars(extra_vars)
+    extravars = _release_vars(wheel, wheelhouse, release_version, index_url) | _batch_vars(batch_size) \
+        | parse_extra_vars(extra_vars)
     raise click.exceptions.Exit(_run("deploy", inventories=inventories, limit=limit, check=check, diff=diff,
                                      extravars=extravars, verbose=verbose, timeout=timeout, state_dir=state_dir))
 
@@ -162,11 +199,13 @@ def deploy(inventories: tuple[str, ...], limit: str | None, check: bool, diff: b
 @click.command("upgrade")
 @_common_options
 @_release_options
+@_batch_option("all agents at once")
 def upgrade(inventories: tuple[str, ...], limit: str | None, check: bool, diff: bool, extra_vars: tuple[str, ...],
             verbose: int, timeout: int | None, state_dir: Path | None, wheel: Path | None, wheelhouse: Path | None,
-            release_version: str | None, index_url: str | None) -> None:
+            release_version: str | None, index_url: str | None, batch_size: str | None) -> None:
     """Back up the supervisor database, then deploy the new release (playbook halswarm.ops.upgrade)."""
-    extravars = _release_vars(wheel, wheelhouse, release_version, index_url) | parse_extra_vars(extra_vars)
+    extravars = _release_vars(wheel, wheelhouse, release_version, index_url) | _batch_vars(batch_size) \
+        | parse_extra_vars(extra_vars)
     raise click.exceptions.Exit(_run("upgrade", inventories=inventories, limit=limit, check=check, diff=diff,
                                      extravars=extravars, verbose=verbose, timeout=timeout, state_dir=state_dir))
 
@@ -175,8 +214,7 @@ def upgrade(inventories: tuple[str, ...], limit: str | None, check: bool, diff: 
 @_common_options
 @click.option("--to", "to_version", metavar="VERSION",
               help="Release to return to (must still be installed) [default: each host's previous release].")
-@click.option("--batch-size", metavar="N|PCT",
-              help="Agents rolled back at a time [default: 1]; a failed batch stops the run.")
+@_batch_option("1")
 def rollback(inventories: tuple[str, ...], limit: str | None, check: bool, diff: bool, extra_vars: tuple[str, ...],
              verbose: int, timeout: int | None, state_dir: Path | None, to_version: str | None,
              batch_size: str | None) -> None:
@@ -187,9 +225,7 @@ def rollback(inventories: tuple[str, ...], limit: str | None, check: bool, diff:
     extravars: dict[str, Any] = {}
     if to_version:
         extravars["rollback_to"] = to_version
-    if batch_size:
-        extravars["hal_agent_batch_size"] = batch_size
-    extravars |= parse_extra_vars(extra_vars)
+    extravars |= _batch_vars(batch_size) | parse_extra_vars(extra_vars)
     raise click.exceptions.Exit(_run("rollback", inventories=inventories, limit=limit, check=check, diff=diff,
                                      extravars=extravars, verbose=verbose, timeout=timeout, state_dir=state_dir))
 

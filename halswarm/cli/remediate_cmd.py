@@ -20,7 +20,7 @@ import click
 
 from halswarm.cli.context import app
 from halswarm.cli.errors import HalctlError, UsageProblem
-from halswarm.cli.ops_cmd import parse_extra_vars
+from halswarm.cli.ops_cmd import parse_extra_vars, playbook_target_options
 from halswarm.ops.remediation import catalog
 
 
@@ -369,14 +369,8 @@ def escalate(report: dict[str, Any], *, saved: Path, inventories: tuple[str, ...
 
 @remediate.command("run")
 @click.argument("incident_id", metavar="INCIDENT")
-@click.option("-i", "--inventory", "inventories", multiple=True, metavar="INVENTORY",
-              help="Inventory file or directory (repeatable) [default: ansible.cfg's].")
-@click.option("--limit", "-l", metavar="HOSTS", help="Only these hosts or groups (Ansible pattern).")
+@playbook_target_options
 @click.option("--check", is_flag=True, help="Diagnose and print the plan; change nothing.")
-@click.option("-e", "--extra-vars", "extra_vars", multiple=True, metavar="K=V|@FILE",
-              help="Extra variables (repeatable): KEY=VALUE, @vars.yml or inline JSON.")
-@click.option("-v", "--verbose", count=True, help="More output.")
-@click.option("--timeout", type=click.IntRange(min=1), metavar="SECONDS", help="Stop the run after this long.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="HALCTL_STATE_DIR",
               help="Where reports and run artifacts are kept [env HALCTL_STATE_DIR].")
 @click.option("--no-send", is_flag=True, help="Do not POST the report to the supervisor.")

@@ -151,3 +151,24 @@ async def test_exit_codes_against_the_live_supervisor(fleet, tmp_path):
         subprocess.run, [HALCTL, "--supervisor-url", ws_url, "--auth-token", sup.token, "nodes", "list"],
         capture_output=True, text=True, timeout=30, env=env | {"HOME": str(tmp_path)})
     assert res.returncode == 0 and "live-node" in res.stdout
+
+
+async def test_halctl_commands_are_audited_with_the_operator_as_actor(fleet):
+    import getpass
+    import socket
+
+    sup, _ = fleet
+    rc, _, err = await halctl(sup, "--actor", "ops-alice", "sessions", "prompt", "ses_seed", "from alice")
+    assert rc == 0, err
+    rc, _, err = await halctl(sup, "sessions", "prompt", "ses_seed", "from the default actor")
+    assert rc == 0, err
+    rc, out, err = await halctl(sup, "audit", "list", "--actor", "ops-alice", "-o", "json")
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert [(a["actor"], a["action"], a["result"]) for a in rows] == [("ops-alice", "prompt_session", "success")]
+    default = f"{getpass.getuser()}@{socket.gethostname()}"
+    rc, out, err = await halctl(sup, "audit", "list", "--actor", default, "-o", "json")
+    assert rc == 0, err
+    assert [(a["actor"], a["action"]) for a in json.loads(out)] == [(default, "prompt_session")]
+    with sup.client() as c:  # nothing was recorded under the anonymous API actor
+        assert c.get("/api/v1/audit", params={"actor": "api"}).json()["meta"]["total"] == 0

@@ -14,7 +14,7 @@ import pytest
 
 from halswarm.cli.errors import UsageProblem
 from halswarm.cli.ops_cmd import parse_extra_vars
-from halswarm.ops.runner import PlaybookRun, ProgressFormatter, resolve_playbook, run_playbook
+from halswarm.ops.runner import PlaybookRun, ProgressFormatter, host_address, resolve_playbook, run_playbook
 from tests.molecule_support.env import ROOT, ansible_env
 
 pytestmark = pytest.mark.timeout(180)
@@ -166,3 +166,85 @@ def test_halctl_rollback_check_against_nothing_fails_cleanly(tmp_path: Path) -> 
     proc = _halctl("rollback", "-i", str(inv), "--check", "--state-dir", str(tmp_path / "state"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rollback succeeded" in proc.stdout and str(tmp_path / "state" / "runs") in proc.stdout
+
+
+_SERIAL_PLAY = """\
+- name: Agents in batches
+  hosts: hal_agents
+  gather_facts: false
+  serial: "{{ hal_agent_batch_size | default('100%') }}"
+  tasks:
+    - name: Show the batch
+      ansible.builtin.debug:
+        msg: "batch={{ ansible_play_batch | join(',') }}"
+"""
+
+
+@pytest.mark.parametrize("command", ["deploy", "upgrade", "rollback"])
+def test_halctl_batch_size_reaches_serial(tmp_path: Path, command: str) -> None:
+    """`--batch-size` becomes the extra var `hal_agent_batch_size` that the agent plays' `serial:` reads
+    (group_vars cannot: serial is computed before inventory variables exist). A stand-in collection
+    first on HALCTL_COLLECTIONS_PATH holds a `<command>` playbook with the same serial expression."""
+    playbooks = tmp_path / "coll" / "ansible_collections" / "halswarm" / "ops" / "playbooks"
+    playbooks.mkdir(parents=True)
+    (playbooks / f"{command}.yml").write_text(_SERIAL_PLAY)
+    inv = tmp_path / "hosts"
+    inv.write_text("[hal_agents]\n" + "".join(
+        f"a{i} ansible_connection=local ansible_python_interpreter={sys.executable}\n" for i in range(3)))
+    env = ansible_env(HALCTL_COLLECTIONS_PATH=str(tmp_path / "coll"))
+    state = tmp_path / "state"
+
+    def halctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tests.molecule_support.halctl", command, "-i", str(inv),
+                               "--state-dir", str(state), "-v", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    batched = halctl("--batch-size", "2")
+    assert batched.returncode == 0, batched.stdout + batched.stderr
+    # Two batches: a0,a1 then a2 (one play start per batch).
+    assert batched.stdout.count("PLAY Agents in batches") == 2, batched.stdout
+    out = "".join(p.read_text() for p in state.glob("runs/*/artifacts/run/stdout"))
+    assert '"batch=a0,a1"' in out and '"batch=a2"' in out, out
+    at_once = halctl()
+    assert at_once.returncode == 0, at_once.stdout + at_once.stderr
+    assert at_once.stdout.count("PLAY Agents in batches") == 1, at_once.stdout
+    bad = halctl("--batch-size", "0")
+    assert bad.returncode == 2 and "--batch-size expects a number >= 1" in bad.stderr
+
+
+@pytest.mark.parametrize(("operator_env", "expected"), [(None, "True"), ("False", "False")])
+def test_host_key_checking_stays_on_unless_the_operator_turns_it_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, operator_env: str | None, expected: str) -> None:
+    """ansible-runner would switch host key checking off by itself; halctl keeps ansible's default."""
+    if operator_env is None:
+        monkeypatch.delenv("ANSIBLE_HOST_KEY_CHECKING", raising=False)
+    else:
+        monkeypatch.setenv("ANSIBLE_HOST_KEY_CHECKING", operator_env)
+    out = tmp_path / "hkc.txt"
+    book = _playbook(tmp_path, f"""
+- name: Effective config
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write what ansible uses
+      ansible.builtin.copy:
+        content: "{{{{ lookup('ansible.builtin.config', 'HOST_KEY_CHECKING') }}}}"
+        dest: {out}
+        mode: "0600"
+""")
+    result = run_playbook(PlaybookRun(playbook=book, inventories=[_inventory(tmp_path)], state_dir=tmp_path / "s"))
+    assert result.exit_code == 0
+    assert out.read_text() == expected
+
+
+def test_host_address_follows_the_resolved_inventory(tmp_path: Path) -> None:
+    """The address an approval report names comes from ansible-inventory, group_vars included."""
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text("ansible_user: operator\n")
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all:\n  hosts:\n    node-a:\n      ansible_host: 127.0.0.2\n      ansible_port: 2222\n"
+                   "    node-b: {}\n")
+    assert host_address(str(inv), "node-a") == "operator@127.0.0.2:2222"
+    assert host_address(str(inv), "node-b") == "operator@node-b"
+    assert host_address(str(inv), "node-c") is None  # not in the inventory
+    assert host_address(str(tmp_path / "missing.yml"), "node-a") is None

@@ -27,7 +27,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     for name in ("HALCTL_SUPERVISOR_URL", "HALCTL_AUTH_TOKEN", "HALCTL_OUTPUT", "HALCTL_TIMEOUT", "HALCTL_DEBUG",
-                 "HAL_AUTH_TOKEN", "NO_COLOR"):
+                 "HALCTL_ACTOR", "HAL_AUTH_TOKEN", "NO_COLOR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(sessions_mod, "_sleep", lambda _s: None)
     return home

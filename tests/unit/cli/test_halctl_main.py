@@ -229,3 +229,35 @@ def test_broken_config_file_is_one_line_exit_1(halctl, isolated_env) -> None:  #
     assert result.exit_code == 1
     assert result.stderr.startswith("error: halctl config file: ")
     assert result.stderr.count("\n") == 1
+
+
+def test_actor_header_precedence_flag_env_config_default(halctl, fake, isolated_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import getpass
+
+    fake.reply("GET", "/api/v1/nodes", [NODE])
+
+    def actor_sent() -> str | None:
+        return fake.last("/api/v1/nodes").headers.get("x-hal-actor")
+
+    monkeypatch.setattr(getpass, "getuser", lambda: "opuser")
+    assert halctl("nodes", "list").exit_code == 0
+    assert actor_sent() == f"opuser@{socket.gethostname()}"
+    cfg = isolated_env / ".config" / "halctl" / "config.yaml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("actor: from-config\n")
+    assert halctl("nodes", "list").exit_code == 0
+    assert actor_sent() == "from-config"
+    assert halctl("nodes", "list", env={"HALCTL_ACTOR": "from-env"}).exit_code == 0
+    assert actor_sent() == "from-env"
+    assert halctl("--actor", "alice@laptop", "nodes", "list", env={"HALCTL_ACTOR": "from-env"}).exit_code == 0
+    assert actor_sent() == "alice@laptop"
+    result = halctl("--actor", "  ", "nodes", "list")
+    assert result.exit_code == 2 and "--actor must not be empty" in result.stderr
+
+
+def test_actor_header_value_is_ascii_and_bounded() -> None:
+    from halswarm.cli.client import actor_header_value
+
+    assert actor_header_value("  bob@host\n") == "bob@host"
+    assert actor_header_value("jürgen@h") == "j\\xfcrgen@h"
+    assert len(actor_header_value("x" * 500)) == 100

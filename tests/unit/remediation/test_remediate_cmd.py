@@ -46,11 +46,13 @@ def test_show_and_unknown(capsys: pytest.CaptureFixture[str]) -> None:
     assert halctl_main.run(["remediate", "nope"]) == 2
 
 
-def test_run_without_playbook_fails_cleanly(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_run_without_playbook_fails_cleanly(capsys: pytest.CaptureFixture[str], tmp_path,  # type: ignore[no-untyped-def]
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collection without the incident's playbook (e.g. an older installed one): one line, exit 1."""
     from halswarm.cli import remediate_cmd
 
-    if remediate_cmd.playbook_path("cost-data-discrepancy") is not None:
-        pytest.skip("playbook exists")
+    assert remediate_cmd.playbook_path("cost-data-discrepancy") is not None  # every incident has one
+    monkeypatch.setattr(remediate_cmd, "playbook_path", lambda incident: None)
     assert halctl_main.run(["remediate", "cost-data-discrepancy", "--check", "--state-dir", str(tmp_path)]) == 1
     assert "no playbook for cost-data-discrepancy" in capsys.readouterr().err
 
