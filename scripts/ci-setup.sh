@@ -25,7 +25,7 @@ export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 IMAGE="${HAL_CI_IMAGE:-localhost/halswarm-ops-systemd:bookworm-4}"
 WHEELHOUSE="${HAL_CI_WHEELHOUSE:-/var/cache/halswarm-ci/wheelhouse}"
 IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables,procps,sqlite3,sudo,ca-certificates"
-APT_PACKAGES=(openssh-server openssh-client iproute2 iptables nftables ufw sqlite3 curl
+APT_PACKAGES=(openssh-server openssh-client iproute2 iptables nftables ufw sqlite3 curl sudo
   podman runc uidmap debootstrap)
 
 log() { printf 'ci-setup: %s\n' "$*" >&2; }

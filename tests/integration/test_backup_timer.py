@@ -1,7 +1,10 @@
 """The supervisor role's scheduled backups: hal-supervisor-backup.{service,timer} rendered from the role's
 templates with its defaults pass `systemd-analyze verify`, and the service's ExecStart, run as written,
-backs up a live supervisor database (integrity check, checksum, retention). The systemd side itself
-(timer firing under a real systemd) belongs to the role's Molecule scenario."""
+backs up a live supervisor database (integrity check, checksum, retention). Under a real systemd,
+Molecule scenario `default` (inventory.example enables the timer) checks in verify.yml that the timer is
+enabled and active and that `systemctl start hal-supervisor-backup.service` writes a 0600 backup with a
+sha256 sidecar that hal_sqlite_restore accepts (tests/integration/test_ops_fleet.py::test_verify_real_systemd);
+the timer's calendar firing itself is not waited for."""
 
 from __future__ import annotations
 

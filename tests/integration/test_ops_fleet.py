@@ -6,13 +6,22 @@ supervisor's network namespace) are created once for the module:
 
 1. Molecule converge (playbook halswarm.ops.deploy with inventory.example), idempotence
    (changed=0) and verify (users, modes, unit properties, systemd-analyze verify, /readyz, every
-   agent registered, Restart=on-failure after kill -9).
+   agent registered, Restart=on-failure after kill -9, the backup timer enabled and its service
+   writing a verified backup).
 2. `halctl upgrade` to a second release (same code, bumped version, built from a temporary copy of
    the repo) with a config change: backup first, versions switch, data kept.
-3. `halctl rollback`: the first release and its config are back, the second stays installed.
+3. `halctl rollback --batch-size 1`: the first release and its config are back (one agent per
+   batch, in order), the second stays installed.
 4. `halctl deploy` of the second release with a config its daemon cannot serve (it validates, but
    cannot bind): the deploy fails loudly and leaves the first release running.
-5. uninstall.yml on one agent keeps its data and config.
+5. `halctl deploy` of the second release with a config its `--validate` refuses: nothing switches,
+   the first release and its config keep running.
+6. `halctl rollback --batch-size 1` to a release that is broken on the first agent: exit 1, the
+   second batch never starts (the second agent is untouched).
+7. `halctl restore latest` on the supervisor under systemd: the rows written after the backup are
+   gone, the service is active, /readyz 200.
+8. uninstall.yml on the supervisor and one agent: no hal unit left (the backup timer included),
+   releases gone, data and config kept.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ SUP = "hal-sup-1"
 AGENTS = ("hal-agent-1", "hal-agent-2")
 HOSTS = (SUP, *AGENTS)
 DB = "/var/lib/hal-o-swarm/supervisor/supervisor.db"
+SUP_TOKEN = "/etc/hal-o-swarm/supervisor.token"
 
 _API_PROBE = """
 import json, sys, urllib.request
@@ -156,10 +166,18 @@ def test_upgrade_switches_release_and_keeps_data(fleet: Fleet) -> None:
     assert runs and all((r / "artifacts" / "run" / "job_events").is_dir() for r in runs)
 
 
+BATCH_PLAY = "PLAY Roll back the agents in batches"
+
+
 def test_rollback_restores_release_and_config(fleet: Fleet) -> None:
     v1, v2 = fleet.wheels.current_version, fleet.wheels.bumped_version
-    back = fleet.halctl("rollback", log="halctl-rollback.log")
+    back = fleet.halctl("rollback", "--batch-size", "1", log="halctl-rollback.log")
     assert back.returncode == 0, back.stdout[-4000:]
+    # Serial batches: one play start per agent, each batch touching only its own agent.
+    _before, first, rest = back.stdout.split(BATCH_PLAY)
+    second = rest.split(" PLAY ")[0]
+    assert "hal-agent-1" in first and "hal-agent-2" not in first, first
+    assert "hal-agent-2" in second and "hal-agent-1" not in second, second
     assert_fleet_on(v1)
     assert config(SUP, "supervisor")["log"]["level"] == "info", "the config of release 1 was not restored"
     podman_exec(SUP, "test", "-f", f"/opt/hal-o-swarm/releases/{v2}/.hal-release.json")
@@ -186,18 +204,106 @@ def test_failed_deploy_rolls_itself_back(fleet: Fleet) -> None:
     assert online_nodes(set(AGENTS)) >= set(AGENTS)
 
 
+def test_deploy_with_config_refused_by_new_release(fleet: Fleet) -> None:
+    """The new release's `hal-supervisor --validate` refuses the new config: the live config is never
+    replaced, nothing switches, release 1 and its config keep running. The same deploy also rotates the
+    token: the token file is replaced only after the config check, so it keeps the running token."""
+    v1 = fleet.wheels.current_version
+    pid_before = podman_exec(SUP, "systemctl", "show", "--property=MainPID", "--value", "hal-supervisor.service")
+    token_before = podman_exec(SUP, "sha256sum", SUP_TOKEN)
+    bad = fleet.halctl("deploy", "--wheel", str(fleet.wheels.bumped), "--wheelhouse", str(WHEELHOUSE),
+                       "-e", json.dumps({"hal_supervisor_config_extra": {"retention": {"events_days": 0}},
+                                         "hal_supervisor_auth_token": "rotated-" + "r" * 40}),
+                       log="halctl-deploy-refused-config.log")
+    assert bad.returncode == 1, bad.stdout[-4000:]
+    assert "DEPLOY FAILED on hal-sup-1" in bad.stdout and "--validate" in bad.stdout, bad.stdout[-4000:]
+    assert "error: deploy failed on hal-sup-1" in bad.stdout
+    assert_fleet_on(v1)
+    assert config(SUP, "supervisor")["retention"]["events_days"] == 30
+    assert podman_exec(SUP, "sha256sum", SUP_TOKEN) == token_before, "a refused deploy replaced the token"
+    assert podman_exec(SUP, "systemctl", "show", "--property=MainPID", "--value",
+                       "hal-supervisor.service") == pid_before, "the supervisor was restarted"
+    assert api("/readyz")["status"] == 200
+
+
+def test_rollback_stops_at_the_first_failed_batch(fleet: Fleet) -> None:
+    """Rollback to release 2 with its daemon broken on the first agent, one agent per batch: the first
+    batch fails (the target's --validate fails before anything switches), the run stops with exit 1
+    and the second agent is never touched."""
+    v1, v2 = fleet.wheels.current_version, fleet.wheels.bumped_version
+    first, second = AGENTS
+    binary = f"/opt/hal-o-swarm/releases/{v2}/bin/hal-agent"
+    podman_exec(first, "sh", "-c", f"mv {binary} {binary}.ci-orig && printf '#!/bin/sh\nexit 3\n' > {binary}"
+                                   f" && chmod 755 {binary}")
+    second_pid = podman_exec(second, "systemctl", "show", "--property=MainPID", "--value", "hal-agent.service")
+    second_config = config(second, "agent")
+    try:
+        back = fleet.halctl("rollback", "--to", v2, "--batch-size", "1", "--limit", "hal_agents",
+                            log="halctl-rollback-failing-batch.log")
+    finally:
+        podman_exec(first, "mv", f"{binary}.ci-orig", binary)
+    assert back.returncode == 1, back.stdout[-4000:]
+    assert back.stdout.count(BATCH_PLAY) == 1, "a second batch started after the first one failed"
+    assert "error: rollback failed on hal-agent-1" in back.stdout, back.stdout[-4000:]
+    assert current(first) == f"releases/{v1}" and active(first, "hal-agent.service")
+    assert current(second) == f"releases/{v1}" and unit_release(second, "hal-agent.service") == v1
+    assert podman_exec(second, "systemctl", "show", "--property=MainPID", "--value",
+                       "hal-agent.service") == second_pid, "the second agent was restarted"
+    assert config(second, "agent") == second_config
+
+
+def _rows(table: str) -> int:
+    return int(podman_exec(SUP, "sqlite3", DB, f"SELECT count(*) FROM {table}").strip())
+
+
+def test_restore_latest_under_systemd(fleet: Fleet) -> None:
+    """A backup by the role's backup service, rows written after it, `halctl restore latest -i ...`:
+    the database is back to the backup (row counts), the service active, /readyz 200."""
+    podman_exec(SUP, "sqlite3", DB, "INSERT INTO ci_marker VALUES('in-backup');")
+    podman_exec(SUP, "systemctl", "start", "hal-supervisor-backup.service", timeout=180)
+    in_backup = _rows("ci_marker")
+    podman_exec(SUP, "sqlite3", DB, "INSERT INTO ci_marker VALUES('after-backup'); INSERT INTO ci_marker VALUES('x');")
+    assert _rows("ci_marker") == in_backup + 2
+    env = dict(fleet.env, HALCTL_STATE_DIR=str(fleet.state_dir))
+    proc = halctl("restore", "latest", "-i", str(ROOT / "inventory.example"), "-i", str(fleet.inventory),
+                  env=env, timeout=600, log=ARTIFACTS / "halctl-restore.log")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    report = "".join(p.read_text() for p in fleet.state_dir.glob("runs/*-restore/artifacts/run/stdout"))
+    assert f"ci_marker {in_backup + 2} -> {in_backup}" in report, report[-4000:]
+    assert _rows("ci_marker") == in_backup
+    assert podman_exec(SUP, "sqlite3", DB, "SELECT count(*) FROM ci_marker WHERE v='after-backup'").strip() == "0"
+    assert active(SUP, "hal-supervisor.service")
+    assert api("/readyz")["status"] == 200
+    podman_exec(SUP, "sh", "-c", "ls /var/lib/hal-o-swarm/supervisor/supervisor.db.replaced-*")
+    assert online_nodes(set(AGENTS)) >= set(AGENTS)
+
+
 def test_uninstall_keeps_data_and_config(fleet: Fleet) -> None:
-    """uninstall.yml on one agent: unit and releases go, config, token and data stay (no hal_purge)."""
+    """uninstall.yml on one agent and the supervisor: units (the backup timer and service included)
+    and releases go, config, token, data and database backups stay (no hal_purge)."""
     agent = AGENTS[-1]
     podman_exec(agent, "sh", "-c", "echo outbox > /var/lib/hal-o-swarm/agent/ci-keep")
+    # As the role writes it for hal_agent_login_operators: the grant goes with the service.
+    podman_exec(agent, "sh", "-c", "echo 'ops ALL=(hal-agent) NOPASSWD: ALL' > /etc/sudoers.d/hal-agent-login")
     run([str(VENV_BIN / "ansible-playbook"), "-i", str(ROOT / "inventory.example"), "-i", str(fleet.inventory),
-         "--limit", agent, "halswarm.ops.uninstall"], env=fleet.env, timeout=300,
+         "--limit", f"{agent},{SUP}", "halswarm.ops.uninstall"], env=fleet.env, timeout=300,
         log=ARTIFACTS / "uninstall.log")
+    units = podman_exec(SUP, "sh", "-c", "ls /etc/systemd/system | grep '^hal-' || true").split()
+    assert units == [], units
+    listed = podman_exec(SUP, "systemctl", "list-units", "--all", "--plain", "--no-legend", "hal-*").strip()
+    assert "hal-supervisor" not in listed, listed
+    assert podman_exec(SUP, "sh", "-c", "test -e /opt/hal-o-swarm && echo left || echo gone").strip() == "gone"
+    assert podman_exec(SUP, "sqlite3", DB, "SELECT v FROM ci_marker WHERE v='kept'").strip() == "kept"
+    assert config(SUP, "supervisor")["server"]["port"] == 8420
+    podman_exec(SUP, "test", "-f", "/etc/hal-o-swarm/supervisor.token")
+    podman_exec(SUP, "sh", "-c", "ls /var/backups/hal-o-swarm/*.db.sha256")
     gone = "test -e /etc/systemd/system/hal-agent.service && echo left || echo gone"
     assert podman_exec(agent, "sh", "-c", gone).strip() == "gone"
     assert not active(agent, "hal-agent.service")
     assert podman_exec(agent, "sh", "-c", "test -e /opt/hal-o-swarm && echo left || echo gone").strip() == "gone"
     assert podman_exec(agent, "cat", "/var/lib/hal-o-swarm/agent/ci-keep").strip() == "outbox"
+    sudoers = "test -e /etc/sudoers.d/hal-agent-login && echo left || echo gone"
+    assert podman_exec(agent, "sh", "-c", sudoers).strip() == "gone"
     assert config(agent, "agent")["node_id"] == agent
     podman_exec(agent, "test", "-f", "/etc/hal-o-swarm/agent.token")
     podman_exec(agent, "id", "hal-agent")

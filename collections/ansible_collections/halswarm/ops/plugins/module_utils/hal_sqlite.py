@@ -2143,6 +2143,19 @@ def _create_like(conn, table, schema):
     conn.execute(body)
 
 
+def _in_own_transaction(conn, sql, params):
+    """Run one statement in its own IMMEDIATE transaction (rolled back on any error); its rowcount."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        count = conn.execute(sql, params).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return count
+
+
 def archive_rows(db, archive, table="events", column="timestamp", older_than_days=30, now=None,
                  vacuum=False, analyze=False, check_mode=False, online=False):
     """Move the rows of `table` whose `column` (epoch seconds) is older than `older_than_days` into
@@ -2214,27 +2227,13 @@ def archive_rows(db, archive, table="events", column="timestamp", older_than_day
             key = table_keys(conn, table)[0]
             match = " AND ".join(f"a.{_quote_ident(c)} = m.{_quote_ident(c)}" for c in key)
             # 1. copy, committed in the archive on its own
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = conn.execute(f"INSERT OR IGNORE INTO arc.{qt} ({names}) SELECT {names} FROM main.{qt} "
-                                   f"WHERE {qc} < ?", (cutoff,))
-                result["archived"] = cur.rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
+            result["archived"] = _in_own_transaction(
+                conn, f"INSERT OR IGNORE INTO arc.{qt} ({names}) SELECT {names} FROM main.{qt} WHERE {qc} < ?",
+                (cutoff,))
             # 2. delete only what the archive holds
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = conn.execute(f"DELETE FROM main.{qt} AS m WHERE m.{qc} < ? AND EXISTS "
-                                   f"(SELECT 1 FROM arc.{qt} AS a WHERE {match})", (cutoff,))
-                result["deleted"] = cur.rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
+            result["deleted"] = _in_own_transaction(
+                conn, f"DELETE FROM main.{qt} AS m WHERE m.{qc} < ? AND EXISTS "
+                      f"(SELECT 1 FROM arc.{qt} AS a WHERE {match})", (cutoff,))
             result["archive_rows"] = conn.execute(f"SELECT count(*) FROM arc.{qt}").fetchone()[0]
             rows = [str(r[0]) for r in conn.execute("PRAGMA arc.integrity_check(20)").fetchall()]
             result["archive_integrity"] = "ok" if rows == ["ok"] else rows
