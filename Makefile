@@ -22,7 +22,7 @@ run: $(STAMP)
 
 ## Whole test suite (what CI runs)
 test: $(STAMP) clis ops-setup lint
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=30
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 clis:
 	bash scripts/install-test-clis.sh
@@ -45,6 +45,11 @@ e2e: $(STAMP) clis
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+## hal-agent RSS/CPU idle and busy, opencode event -> supervisor API latency (real opencode, fake LLM)
+.PHONY: bench-agent
+bench-agent: $(STAMP) clis
+	$(BIN)/python bench/agent.py
 
 ## MTTR per incident and halctl's overhead over plain ansible-playbook (root: podman fleet)
 bench-drills: $(STAMP) ops-setup

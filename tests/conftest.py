@@ -10,6 +10,33 @@ import pytest
 
 from tests.support.supervisor_proc import SupervisorProc
 
+# ----- scheduling under pytest-xdist (`make test` runs -n 2 --dist loadfile --no-loadscope-reorder) -----
+# The drills share one deployed fleet per worker (session fixture): grouping every drill module into one
+# work unit deploys it once. The units that take minutes (each deploys podman/systemd hosts or runs
+# ansible-lint) go first, so the short ones fill the gaps at the end instead of a long one starting last.
+DRILLS = "tests/integration/drills/"
+LONG_FIRST = (DRILLS, "tests/integration/test_ops_fleet.py", "tests/integration/test_ops_firewall.py",
+              "tests/integration/test_ops_lint.py", "tests/e2e/test_stack_scenarios.py",
+              "tests/integration/test_api.py", "tests/integration/test_restore_roundtrip.py")
+
+
+def _rank(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(LONG_FIRST) if nodeid.startswith(prefix)), len(LONG_FIRST))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: _rank(item.nodeid))  # stable: the order inside a module is kept
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadFileScheduling
+
+    class DrillsTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return DRILLS if nodeid.startswith(DRILLS) else super()._split_scope(nodeid)
+
+    return DrillsTogether(config, log)
+
 
 @pytest.fixture
 def supervisor(tmp_path: Path) -> Iterator[SupervisorProc]:
