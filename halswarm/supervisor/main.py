@@ -118,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
+    from halswarm.sdnotify import notify
     from halswarm.store.db import DatabaseError
     from halswarm.supervisor.app import DatabaseIntegrityError, StartupError, Supervisor
 
     sup = Supervisor(cfg)
+    notify("STATUS=starting: checking the database")  # `systemctl status` shows it during a long check
     try:
         await sup.start()
     except DatabaseIntegrityError as exc:
@@ -140,11 +142,15 @@ async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sup.request_stop)
+    # Type=notify: only now (database checked, both listeners bound) does systemd count the unit active.
+    notify("READY=1", f"STATUS=serving: agents on {cfg.host}:{sup.hub.bound_port}"
+           + (f", HTTP API on {cfg.host}:{cfg.http_port}" if cfg.http_port else ""))
     agent = None
     if local:
         _print_local_banner(cfg, state_dir)
         agent = _start_local_agent(state_dir, sup.hub.bound_port)
     await sup.wait_stopped()
+    notify("STOPPING=1", "STATUS=shutting down: flushing events")
     if agent is not None:
         await asyncio.to_thread(_stop_local_agent, agent)
     await sup.shutdown()

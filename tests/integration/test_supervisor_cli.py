@@ -172,3 +172,69 @@ def test_json_logs_and_log_level_flags_override_the_config(tmp_path):
     assert "debug" in levels and "info" in levels, levels
     assert any(d["msg"] == "supervisor stopped" for d in docs)
     assert all({"ts", "time", "logger"} <= set(d) for d in docs)
+
+
+# ----- Type=notify: READY=1 only once it serves, never for a refused start -----
+
+def _notify_socket(tmp_path: Path) -> tuple[socket.socket, str]:
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    return sock, str(path)
+
+
+def _datagrams(sock: socket.socket, until: str, timeout: float) -> list[str]:
+    """Datagrams received until one holds `until` (or the timeout)."""
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            got.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+        if until in got[-1]:
+            break
+    return got
+
+
+def test_notifies_ready_only_when_serving_and_stopping_on_sigterm(tmp_path):
+    sock, addr = _notify_socket(tmp_path)
+    http_port = free_port()
+    cfg = write(tmp_path / "s.json", {"server": {"auth_token": "a" * 40, "host": "127.0.0.1", "port": free_port(),
+                                                 "http_port": http_port},
+                                      "database": {"path": str(tmp_path / "s.db")}})
+    base = {k: v for k, v in os.environ.items() if k != "HAL_AUTH_TOKEN"}
+    proc = subprocess.Popen([sys.executable, "-m", "halswarm.supervisor.main", "--config", str(cfg)], cwd=REPO,
+                            env=base | {"NOTIFY_SOCKET": addr}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        got = _datagrams(sock, "READY=1", 30)
+        assert got and "READY=1" in got[-1], got
+        assert got[0].startswith("STATUS=starting"), got  # shown while the database is checked
+        assert f"HTTP API on 127.0.0.1:{http_port}" in got[-1]
+        # READY=1 means serving: the API answers at once, no polling
+        assert httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=5).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        stopping = _datagrams(sock, "STOPPING=1", 15)
+        assert stopping and stopping[-1].startswith("STOPPING=1"), stopping
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        sock.close()
+
+
+def test_refused_start_never_notifies_ready(tmp_path):
+    sock, addr = _notify_socket(tmp_path)
+    db = tmp_path / "supervisor.db"
+    db.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    cfg = write(tmp_path / "s.json", {"server": {"auth_token": "a" * 40, "port": free_port(),
+                                                 "http_port": free_port()}, "database": {"path": str(db)}})
+    try:
+        res = run("--config", str(cfg), env={"NOTIFY_SOCKET": addr})
+        assert res.returncode == 1 and "failed its integrity check" in res.stderr
+        got = _datagrams(sock, "READY=1", 0.5)
+        assert got and all("READY=1" not in d for d in got), got
+    finally:
+        sock.close()

@@ -57,4 +57,14 @@ def _healthy(fleet: DrillFleet) -> bool:
 
 
 def _ensure_healthy(fleet: DrillFleet) -> None:
-    assert _healthy(fleet), "the drill fleet is not healthy before the drill (a previous drill broke it)"
+    assert _healthy(fleet), ("the drill fleet is not healthy before the drill (a previous drill broke it)\n"
+                             + _state(fleet))
+
+
+def _state(fleet: DrillFleet) -> str:
+    """What an operator would look at first: both units' state and the newest journal lines of each."""
+    out = []
+    for host, unit in ((fleet.sup, SUP_UNIT), (fleet.agent, AGENT_UNIT)):
+        out.append(f"--- {host} {unit}: {fleet.active(host, unit)}")
+        out.append(fleet.exec(host, "journalctl", "-u", unit, "-n", "25", "--no-pager", check=False).rstrip())
+    return "\n".join(out)
