@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import orjson
+
 from halswarm.protocol.errors import (
     BAD_ENVELOPE,
     BAD_JSON,
@@ -21,14 +23,11 @@ MAX_FRAME_BYTES = 1024 * 1024
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
-
-def _reject_constant(name: str) -> Any:
-    # NaN/Infinity are not JSON (RFC 8259) and our encoder refuses them; accepting them here
-    # would let e.g. a NaN timestamp pass the "positive number" check.
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+# Decoding runs once per received frame, so it is the hub's hottest call: orjson parses an event frame
+# about 3x faster than the stdlib. It is also strict where the protocol wants strictness: NaN/Infinity
+# (not JSON, RFC 8259; they would pass the "positive number" checks), invalid UTF-8, lone surrogates
+# and nesting past 1024 levels are all errors, never values or a RecursionError.
+_loads = orjson.loads
 
 
 def _utf8_size(frame: str | bytes, limit: int) -> int:
@@ -48,12 +47,9 @@ def decode(frame: str | bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Envelope:
     if size > max_bytes:
         raise ProtocolError(FRAME_TOO_LARGE, f"frame of {size} bytes exceeds the {max_bytes}-byte limit")
     try:
-        text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-        doc = _decoder.decode(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = _loads(frame)
+    except orjson.JSONDecodeError as exc:
         raise ProtocolError(BAD_JSON, f"frame is not valid JSON: {exc}") from None
-    except RecursionError:  # pathologically deep nesting ("[[[[...") must not escape as a non-protocol error
-        raise ProtocolError(BAD_JSON, "frame is not valid JSON: nesting too deep") from None
     if not isinstance(doc, dict):
         raise ProtocolError(BAD_ENVELOPE, "frame must be a JSON object")
     request_id = doc.get("request_id")

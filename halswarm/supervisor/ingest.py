@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from halswarm.protocol import Event
 from halswarm.store import queries
 from halswarm.store.writer import Writer
@@ -25,7 +27,18 @@ from halswarm.supervisor.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
 
-_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_std_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
+
+
+def _dumps(value: Any) -> str:
+    """The `data` column's JSON text. orjson (about 10x the stdlib's speed on event data, which is
+    re-encoded once per stored event); what it refuses (an int beyond 64 bits from supervisor-made data)
+    goes through the stdlib, so nothing that serialized before fails now."""
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTS).decode()
+    except TypeError:
+        return _std_dumps(value)
 
 
 @dataclass

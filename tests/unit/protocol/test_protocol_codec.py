@@ -272,8 +272,12 @@ def test_custom_max_bytes() -> None:
         '{"version":1,"type":"heartbeat","timestamp":NaN,"payload":{}}',
         '{"version":1,"type":"heartbeat","timestamp":Infinity,"payload":{}}',
         '{"version":1,"type":"heartbeat","timestamp":1,"payload":{"x":-Infinity}}',
+        # a lone surrogate cannot be stored as UTF-8 text: refused at the door, not at the database
+        '{"version":1,"type":"heartbeat","timestamp":1,"payload":{"x":"\\ud800"}}',
+        '{"version":1,"type":"ack","timestamp":1,"payload":{"seq":1}} trailing',
     ],
-    ids=["garbage", "text", "empty", "brace", "truncated", "deep", "nan", "inf", "neg-inf"],
+    ids=["garbage", "text", "empty", "brace", "truncated", "deep", "nan", "inf", "neg-inf", "lone-surrogate",
+         "trailing"],
 )
 def test_bad_json(raw: str | bytes) -> None:
     reject(raw, BAD_JSON)
