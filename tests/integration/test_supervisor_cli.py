@@ -19,10 +19,14 @@ REPO = Path(__file__).resolve().parents[2]
 GO = REPO / "tests/fixtures/configs/go"
 
 
+def env_with(extra: dict | None = None) -> dict[str, str]:
+    """This environment without HAL_AUTH_TOKEN (it would override the configs' tokens), plus `extra`."""
+    return {k: v for k, v in os.environ.items() if k != "HAL_AUTH_TOKEN"} | (extra or {})
+
+
 def run(*args: str, timeout: float = 30, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k != "HAL_AUTH_TOKEN"}
     return subprocess.run([sys.executable, "-m", "halswarm.supervisor.main", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, env=base | (env or {}))
+                          text=True, timeout=timeout, cwd=REPO, env=env_with(env))
 
 
 def write(path: Path, doc: dict) -> Path:
@@ -136,11 +140,10 @@ def test_json_logs_and_log_level_flags_override_the_config(tmp_path):
                                       "database": {"path": str(tmp_path / "s.db")},
                                       "log": {"level": "warning", "format": "text"}})
     err_path = tmp_path / "stderr.log"
-    base = {k: v for k, v in os.environ.items() if k != "HAL_AUTH_TOKEN"}
     with open(err_path, "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "halswarm.supervisor.main", "--config", str(cfg),
                                  "--log-level", "debug", "--log-format", "json"],
-                                stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=base)
+                                stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=env_with())
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -204,9 +207,8 @@ def test_notifies_ready_only_when_serving_and_stopping_on_sigterm(tmp_path):
     cfg = write(tmp_path / "s.json", {"server": {"auth_token": "a" * 40, "host": "127.0.0.1", "port": free_port(),
                                                  "http_port": http_port},
                                       "database": {"path": str(tmp_path / "s.db")}})
-    base = {k: v for k, v in os.environ.items() if k != "HAL_AUTH_TOKEN"}
     proc = subprocess.Popen([sys.executable, "-m", "halswarm.supervisor.main", "--config", str(cfg)], cwd=REPO,
-                            env=base | {"NOTIFY_SOCKET": addr}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env_with({"NOTIFY_SOCKET": addr}), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         got = _datagrams(sock, "READY=1", 30)
         assert got and "READY=1" in got[-1], got

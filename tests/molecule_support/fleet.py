@@ -232,6 +232,15 @@ class DrillFleet:
     def active(self, host: str, unit: str) -> str:
         return self.exec(host, "systemctl", "is-active", unit, check=False).strip()
 
+    def journal(self, host: str, unit: str, *, since: float | None = None, lines: int | None = None) -> str:
+        """The unit's journal (systemd's own lines about it too), from ``since`` (epoch s) or the last ``lines``."""
+        args = ["journalctl", "-u", unit, "--no-pager"]
+        if since is not None:
+            args += ["--since", f"@{int(since)}"]
+        if lines is not None:
+            args += ["-n", str(lines)]
+        return self.exec(host, *args, check=False)
+
     def api(self, path: str, method: str = "GET", body: Any = None) -> dict[str, Any]:
         args = ["python3", "-c", _API_PROBE, path, AUTH_TOKEN, method]
         if body is not None:

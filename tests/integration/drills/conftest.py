@@ -66,5 +66,5 @@ def _state(fleet: DrillFleet) -> str:
     out = []
     for host, unit in ((fleet.sup, SUP_UNIT), (fleet.agent, AGENT_UNIT)):
         out.append(f"--- {host} {unit}: {fleet.active(host, unit)}")
-        out.append(fleet.exec(host, "journalctl", "-u", unit, "-n", "25", "--no-pager", check=False).rstrip())
+        out.append(fleet.journal(host, unit, lines=25).rstrip())
     return "\n".join(out)

@@ -180,20 +180,15 @@ def refused_to_start(fleet: DrillFleet, since: float, timeout: float = 30) -> bo
     systemd never counted one of its attempts as started (Type=notify: no READY=1 before the check)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        log = journal(fleet, since)
+        log = fleet.journal(fleet.sup, SUP_UNIT, since=since)
         if "failed its integrity check" in log:
             time.sleep(2)
-            log = journal(fleet, since)
+            log = fleet.journal(fleet.sup, SUP_UNIT, since=since)
             started = [line for line in log.splitlines() if "Started " in line and "HAL-O-SWARM supervisor" in line]
             assert not started, f"systemd counted a refused start as started: {started}"
             return fleet.active(fleet.sup, SUP_UNIT) != "active"
         time.sleep(1)
     return False
-
-
-def journal(fleet: DrillFleet, since: float) -> str:
-    return fleet.exec(fleet.sup, "journalctl", "-u", SUP_UNIT, "--since", f"@{int(since)}", "--no-pager",
-                      check=False)
 
 
 def snapshot(fleet: DrillFleet) -> dict[str, str]:

@@ -108,7 +108,7 @@ def test_failed_repair_escalates_with_a_complete_secret_free_bundle(broken_super
                                                                      tmp_path: Path) -> None:
     fleet = broken_supervisor
     deadline = time.monotonic() + 60  # the real daemon echoes the pasted token into its journal
-    while AUTH_TOKEN not in fleet.exec(fleet.sup, "journalctl", "-u", SUP_UNIT, "--no-pager", check=False):
+    while AUTH_TOKEN not in fleet.journal(fleet.sup, SUP_UNIT):
         assert time.monotonic() < deadline, "hal-supervisor never logged the bad config value"
         time.sleep(1)
     assert fleet.active(fleet.sup, SUP_UNIT) != "active"
