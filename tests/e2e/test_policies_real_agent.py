@@ -82,6 +82,13 @@ def policy_actions(sup: SupervisorProc, sid: str) -> list[dict[str, Any]]:
     return api_get(sup, "/api/v1/events", session_id=sid, type="policy.action", limit=1000)
 
 
+def settled_resumes(sup: SupervisorProc, sid: str) -> tuple[list[float], list[dict[str, Any]]] | None:
+    """(sent resumes, policy.action events) once there is an event for each sent resume, else None."""
+    sent = policy_commands(sup, sid, "resume")
+    actions = policy_actions(sup, sid)
+    return (sent, actions) if len(actions) == len(sent) else None
+
+
 def policy_commands(sup: SupervisorProc, sid: str, ctype: str) -> list[float]:
     """created_at (epoch seconds) of the commands the policy engine sent for this session."""
     out = []
@@ -149,12 +156,12 @@ def test_idle_session_is_resumed_once_per_idle_period(stack: Stack) -> None:
 
     # Let a second idle period pass: at most one more resume, a full threshold after the first.
     time.sleep(IDLE_THRESHOLD + 1.5)
-    sent = policy_commands(stack.sup, sid, "resume")
+    # The command row is written when the resume is sent, its policy.action once the agent answered:
+    # read both until every sent resume has its recorded outcome.
+    sent, actions = wait_for(lambda: settled_resumes(stack.sup, sid), "a policy.action for every sent resume", 15)
     assert 1 <= len(sent) <= 2, sent
     for a, b in itertools.pairwise(sent):
         assert b - a >= IDLE_THRESHOLD - 0.1, sent  # once per idle period, never back to back
-    actions = policy_actions(stack.sup, sid)
-    assert len(actions) == len(sent)
     assert all(e["data"]["action"] == "resume" and e["data"]["result"] == "success" for e in actions)
     # Every resume reached the LLM exactly once (the agent prompted opencode, which asked the model).
     wait_for(lambda: stack.llm_requests_with(MESSAGE) >= len(sent), "one LLM request per resume", 15)
@@ -184,7 +191,8 @@ def test_costly_session_is_killed(stack: Stack) -> None:
     killed = wait_status(stack.sup, sid, "killed", timeout=20)
     assert killed["cost_usd"] > 0.0000001, killed  # opencode priced the reply with the model's cost
 
-    actions = policy_actions(stack.sup, sid)
+    # The session shows killed when the agent reports it; the engine records the outcome right after.
+    actions = wait_for(lambda: policy_actions(stack.sup, sid), "the kill_on_cost policy.action", 15)
     assert [(e["data"]["policy"], e["data"]["action"], e["data"]["result"]) for e in actions] == [
         ("kill_on_cost", "kill_session", "success")], actions
     assert "session cost" in actions[0]["data"]["reason"]
