@@ -111,7 +111,7 @@ async def push_to_node(sup: Supervisor, node_id: str, env: dict[str, str], versi
     res = await sup.dispatcher.dispatch("credential_push", CommandTarget(node_id=node_id),
                                         {"env_vars": env, "version": version}, actor=actor, ip=ip,
                                         idempotency_key=idempotency_key, timeout=PUSH_TIMEOUT)
-    sup.ingestor.emit(node_id, "credential.pushed", {
+    await sup.ingestor.emit_stored(node_id, "credential.pushed", {
         "version": version, "names": sorted(env), "status": res.status, "error": res.error, "actor": actor,
         "command_id": res.command_id,
     })
@@ -246,8 +246,8 @@ def include_auth_routes(app: FastAPI, sup: Supervisor) -> None:
         actor, ip = actor_of(request)
         if cap is None or not cap.remote_oauth:
             answer = manual_required(body.tool, node.id)
-            sup.ingestor.emit(node.id, "auth.oauth_triggered", {"tool": body.tool, "status": answer["status"],
-                                                                 "actor": actor})
+            await sup.ingestor.emit_stored(node.id, "auth.oauth_triggered", {
+                "tool": body.tool, "status": answer["status"], "actor": actor})
             if cap is not None:
                 _spawn(_tell_agent_manual(sup, node.id, body.tool, actor, ip))
             return ok(answer)
@@ -262,7 +262,7 @@ def include_auth_routes(app: FastAPI, sup: Supervisor) -> None:
         except CommandError as exc:
             raise ApiError(exc.code, exc.message) from None
         answer = oauth_result(res, body.tool)
-        sup.ingestor.emit(node.id, "auth.oauth_triggered", {
+        await sup.ingestor.emit_stored(node.id, "auth.oauth_triggered", {
             "tool": body.tool, "status": answer.get("status"), "challenge_url": answer.get("challenge_url"),
             "reason": answer.get("reason"), "actor": actor, "command_id": res.command_id})
         return ok(answer)

@@ -62,7 +62,7 @@ def include_cost_routes(app: FastAPI, sup: Supervisor) -> None:
                "args": {"providers": names}, "result": result, "error": error,
                "duration_ms": int((time.monotonic() - started) * 1000), "ip_address": ip}
         await sup.writer.run(lambda c: queries.insert_audit(c, row))
-        sup.ingestor.emit(None, "cost.refreshed", {"results": results, "actor": actor,
-                                                   "missing_dates": len(health["missing_dates"]),
-                                                   "degraded_providers": health["degraded_providers"]})
+        await sup.ingestor.emit_stored(None, "cost.refreshed", {
+            "results": results, "actor": actor, "missing_dates": len(health["missing_dates"]),
+            "degraded_providers": health["degraded_providers"]})
         return ok({"results": results, "health": health})

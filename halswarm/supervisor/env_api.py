@@ -236,9 +236,9 @@ class EnvManager:
             record = await self.sup.writer.run(job)
             self._manifest, self._manifest_loaded = record, True
         assert record is not None
-        self.sup.ingestor.emit(None, "env.manifest.updated", {"version": record["version"], "format": fmt,
-                                                               "digest": dg, "actor": actor,
-                                                               "projects": project_names(doc)})
+        await self.sup.ingestor.emit_stored(None, "env.manifest.updated", {
+            "version": record["version"], "format": fmt, "digest": dg, "actor": actor,
+            "projects": project_names(doc)})
         self.push_all("manifest_changed")
         return record, True
 
@@ -338,11 +338,13 @@ class EnvManager:
 
         if rows:
             await self.sup.writer.run(job)
-        for r in rows:
-            self._events_for(node_id, r, seen, command_id)
+        ids = [e for r in rows for e in self._events_for(node_id, r, seen, command_id)]
+        if ids:
+            await self.sup.ingestor.stored(ids)
 
     def _events_for(self, node_id: str, r: dict[str, Any], seen: dict[tuple[str, str], _Seen],
-                    command_id: str | None) -> None:
+                    command_id: str | None) -> list[str]:
+        """Emit (tracked) the events this check result causes; their event ids."""
         project, status = r["project"], str(r.get("status") or "unknown")
         np = _non_pass(r)
         failing = {k for k, i in np.items() if i.get("status") == "fail"}
@@ -350,13 +352,17 @@ class EnvManager:
         new = sorted(set(np) - (prev.non_pass if prev else set()))
         base = {"project": project, "status": status, "manifest_version": r.get("manifest_version"),
                 "command_id": command_id}
+        ids = []
         if status == "missing" and (prev is None or prev.failing != failing or prev.status != status):
-            self.sup.ingestor.emit(node_id, "env.check.fail", base | {"failed": sorted(failing)}, project=project)
+            ids.append(self.sup.ingestor.emit(node_id, "env.check.fail", base | {"failed": sorted(failing)},
+                                              project=project, track=True))
         if new:
             items = [{k: np[key].get(k) for k in ("category", "item", "expected", "actual", "status", "drift")}
                      for key in new]
-            self.sup.ingestor.emit(node_id, "env.drift.detected", base | {"items": items}, project=project)
+            ids.append(self.sup.ingestor.emit(node_id, "env.drift.detected", base | {"items": items},
+                                              project=project, track=True))
         seen[(node_id, project)] = _Seen(status, set(np), failing)
+        return ids
 
     async def rebuild(self, node_id: str, project: str, category: str, item: str, *,
                       missing: bool) -> RiskyCommand | None:
@@ -437,16 +443,19 @@ class EnvManager:
             await self.sup.writer.run(job)
         if checks:
             await self.record_checks(node_id, checks, actor, command_id)
+        ids = []
         for r in results:
             if not dry and r.get("changes"):
-                self.sup.ingestor.emit(node_id, "env.provisioned", {
+                ids.append(self.sup.ingestor.emit(node_id, "env.provisioned", {
                     "project": r["project"], "status": r.get("status"), "changes": r.get("changes"),
-                    "actor": actor, "command_id": command_id}, project=r["project"])
+                    "actor": actor, "command_id": command_id}, project=r["project"], track=True))
         for p in new_pending:
-            self.sup.ingestor.emit(node_id, "provision.manual_required", {
+            ids.append(self.sup.ingestor.emit(node_id, "provision.manual_required", {
                 "project": p.get("project"), "item": p.get("id"), "category": p.get("category"),
                 "approval_token": p.get("token"), "command": p.get("command"), "reason": p.get("reason"),
-                "approve": f"halctl env approve {node_id} {p.get('id')}"}, project=p.get("project"))
+                "approve": f"halctl env approve {node_id} {p.get('id')}"}, project=p.get("project"), track=True))
+        if ids:
+            await self.sup.ingestor.stored(ids)
 
     # ----- push on registration / change, periodic re-check -----
 
@@ -554,10 +563,9 @@ class EnvManager:
         self._approving.add((node_id, row["id"]))
         try:
             await self._set_pending(node_id, row["id"], "running", None)
-            self.sup.ingestor.emit(node_id, "env.approval.started", {"item": row["id"], "project": row["project"],
-                                                                    "command": row["command"], "become": row["become"],
-                                                                    "host": node_id, "actor": actor},
-                                   project=row["project"])
+            await self.sup.ingestor.emit_stored(node_id, "env.approval.started", {
+                "item": row["id"], "project": row["project"], "command": row["command"], "become": row["become"],
+                "host": node_id, "actor": actor}, project=row["project"])
             result = await self._run_item(node_id, row, inventory)
             result["run"] = run
         finally:
@@ -566,7 +574,7 @@ class EnvManager:
         await self._set_pending(node_id, row["id"], status, result)
         await self.sup.writer.run(lambda c: _insert_run(c, node_id, row["project"], "approval", status,
                                                         {"item": row["id"], **result}, actor, None))
-        self.sup.ingestor.emit(node_id, f"env.approval.{status}", {
+        await self.sup.ingestor.emit_stored(node_id, f"env.approval.{status}", {
             "item": row["id"], "project": row["project"], "category": row["category"], "command": row["command"],
             "rc": result.get("rc"), "changed": result.get("changed"), "message": result.get("msg"), "actor": actor},
             project=row["project"])
@@ -896,11 +904,12 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
         out.sort(key=lambda r: (r["node_id"], str(r.get("project"))))
         counts = {s: sum(1 for r in out if r.get("status") == s) for s in ("synced", "already_synced", "modified",
                                                                           "failed")}
-        for r in out:
-            if r.get("status") == "synced":
-                sup.ingestor.emit(r["node_id"], "agentmd.synced", {"project": r.get("project"), "actor": actor,
-                                                                    "message": r.get("message")},
-                                  project=r.get("project"))
+        synced = [sup.ingestor.emit(r["node_id"], "agentmd.synced", {"project": r.get("project"), "actor": actor,
+                                                                      "message": r.get("message")},
+                                    project=r.get("project"), track=True)
+                  for r in out if r.get("status") == "synced"]
+        if synced:
+            await sup.ingestor.stored(synced)
         return ok(out, meta={"total": len(out), **counts})
 
     try:

@@ -27,6 +27,8 @@ from halswarm.supervisor.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
 
+STORED_WAIT_SEC = 10.0  # how long an API answer waits for its event to be committed
+
 _std_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 
@@ -71,6 +73,7 @@ class Ingestor:
         self._idle = asyncio.Event()
         self._idle.set()
         self.stored_total = 0
+        self._stored_waiters: dict[str, asyncio.Future[bool]] = {}
         self._metric_cache: dict[str, tuple[Any, Any]] = {}
 
     def _children(self, ev_type: str) -> tuple[Any, Any]:
@@ -112,12 +115,42 @@ class Ingestor:
         return ACCEPTED, ev.seq
 
     def emit(self, node_id: str | None, ev_type: str, data: Any = None, *, session_id: str | None = None,
-             project: str | None = None) -> None:
-        """Store an event the supervisor makes itself (seq NULL), e.g. node.offline."""
+             project: str | None = None, track: bool = False) -> str:
+        """Queue an event the supervisor makes itself (seq NULL), e.g. node.offline; returns its event_id.
+
+        With ``track``, `stored()` can then wait for its commit.
+        """
         ts = time.time()
-        row = (node_id, None, f"sup-{uuid.uuid4().hex}", session_id, project, ev_type, _dumps(data), ts, ts)
+        event_id = f"sup-{uuid.uuid4().hex}"
+        if track:
+            self._stored_waiters[event_id] = asyncio.get_running_loop().create_future()
+        row = (node_id, None, event_id, session_id, project, ev_type, _dumps(data), ts, ts)
         self._pending.append((row, time.monotonic(), ("", ev_type, None, None, None, ts)))
         self._kick()
+        return event_id
+
+    async def stored(self, event_ids: list[str], timeout: float = STORED_WAIT_SEC) -> bool:
+        """Wait until tracked events are committed: True, or False if a commit failed or it timed out.
+
+        API handlers wait so that what they answer is already readable: after `halctl env check`
+        returns, GET /api/v1/events has the env.check.fail it caused.
+        """
+        futs = [self._stored_waiters[e] for e in event_ids]
+        try:
+            async with asyncio.timeout(timeout):
+                return all(await asyncio.gather(*futs))
+        except TimeoutError:
+            log.warning("%d supervisor event(s) not committed after %g s", len(event_ids), timeout)
+            return False
+        finally:
+            for e in event_ids:
+                self._stored_waiters.pop(e, None)
+
+    async def emit_stored(self, node_id: str | None, ev_type: str, data: Any = None, *,
+                          session_id: str | None = None, project: str | None = None) -> bool:
+        """`emit` and wait for the commit (see `stored`)."""
+        return await self.stored([self.emit(node_id, ev_type, data, session_id=session_id, project=project,
+                                            track=True)])
 
     async def drain(self) -> None:
         """Wait until everything offered so far is committed (used at shutdown and in tests)."""
@@ -167,6 +200,14 @@ class Ingestor:
             self._idle.clear()
             self._flushing = asyncio.get_running_loop().create_task(self._flush_loop())
 
+    def _wake_stored(self, rows: list[queries.EventRow], ok: bool) -> None:
+        if not self._stored_waiters:
+            return
+        for row in rows:
+            fut = self._stored_waiters.get(row[2])
+            if fut is not None and not fut.done():
+                fut.set_result(ok)
+
     async def _flush_loop(self) -> None:
         try:
             while self._pending:
@@ -211,7 +252,9 @@ class Ingestor:
             log.error("storing %d events failed: %s", len(rows), exc)
             self._metrics.errors_total.labels("ingest", "db_write").inc()
             self._forget_uncommitted(set(highs))
+            self._wake_stored(rows, False)
             return
+        self._wake_stored(rows, True)
         now = time.monotonic()
         for row, received, _ in batch:
             counter, hist = self._children(row[5])

@@ -351,9 +351,11 @@ class PolicyEngine(PeriodicEngine):
             self.stats.actions[a.policy] = self.stats.actions.get(a.policy, 0) + 1
             await self.writer.run(lambda c: _save_state(c, a.session_id, a.policy, new))
             s = self.tracker.get(a.session_id)
-            for etype, data in events:
+            # Stored before the session leaves `inflight`: the next check sees the outcome everywhere.
+            await self.ingestor.stored([
                 self.ingestor.emit(node_id or (s.node_id if s else None), etype, data, session_id=a.session_id,
-                                   project=s.project if s else None)
+                                   project=s.project if s else None, track=True)
+                for etype, data in events])
             level = logging.INFO if status == "success" else logging.WARNING
             log.log(level, "policy %s: %s %s -> %s%s", a.policy, a.command, a.session_id, status,
                     f" ({error})" if error else "")

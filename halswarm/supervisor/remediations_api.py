@@ -99,7 +99,7 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
         if not await sup.writer.run(write):
             raise ApiError("CONFLICT", f"remediation {rid} already recorded")
         ev_type = "remediation.escalated" if report["status"] in ESCALATING else "remediation.completed"
-        sup.ingestor.emit(hosts[0] if len(hosts) == 1 else None, ev_type, {
+        await sup.ingestor.emit_stored(hosts[0] if len(hosts) == 1 else None, ev_type, {
             "id": rid, "incident": report["incident"], "severity": report["severity"], "status": report["status"],
             "decision": report["decision"], "hosts": hosts, "check": report["check"],
             "duration_s": report["duration_s"], "error": report.get("error"),
