@@ -147,16 +147,27 @@ def test_single_node_session_lifecycle(stack: Stack) -> None:
     assert res["status"] == "failure" and "not found on this node" in res["error"]
 
 
+def offline_events(sup: SupervisorProc, node_id: str) -> list[dict[str, Any]]:
+    return api_get(sup, "/api/v1/events", node_id=node_id, type="node.offline", limit=1000)
+
+
+def new_offline_event(sup: SupervisorProc, node_id: str, before: int) -> dict[str, Any]:
+    """The node.offline stored after ``before`` earlier ones: the node shows offline a commit before it."""
+    return wait_for(lambda: (evs := offline_events(sup, node_id)) and len(evs) > before and evs[-1],
+                    f"a new node.offline event for {node_id}", 10)
+
+
 def test_heartbeat_timeout(stack: Stack) -> None:
     """TestHeartbeatTimeout: a frozen agent (SIGSTOP) is offline after interval x count (3 s)."""
     sid = stack.idle_session()
+    before = len(offline_events(stack.sup, NODE_A))
     stack.agent.signal(signal.SIGSTOP)
     try:
         started = time.monotonic()
         wait_for(lambda: node_status(stack.sup, NODE_A) == "offline", "node offline", 6)
         assert time.monotonic() - started < 5.5
         wait_status(stack.sup, sid, "unreachable", timeout=3)
-        offline = api_get(stack.sup, "/api/v1/events", node_id=NODE_A, type="node.offline")[-1]
+        offline = new_offline_event(stack.sup, NODE_A, before)
         assert "no frame for 3 s" in offline["data"]["reason"]
     finally:
         stack.agent.signal(signal.SIGCONT)
@@ -399,11 +410,12 @@ def test_multi_node_on_separate_projects_then_stop(stack: Stack) -> None:
         assert res["status"] == "success" and res["node_id"] == s["node_id"]
 
     for agent, node_id in ((stack.agent, NODE_A), *zip(extra, (NODE_B, NODE_C), strict=True)):
+        before = len(offline_events(stack.sup, node_id))
         started = time.monotonic()
         assert agent.stop() == 0
         wait_for(lambda nid=node_id: node_status(stack.sup, nid) == "offline", f"{node_id} offline", 15)
         assert time.monotonic() - started < 15
         # offline because the agent closed its link, not because its heartbeats stopped (3 s here)
-        offline = api_get(stack.sup, "/api/v1/events", node_id=node_id, type="node.offline")[-1]
+        offline = new_offline_event(stack.sup, node_id, before)
         assert offline["data"]["reason"] == "connection closed", offline
     assert all(s["status"] in ("unreachable", "killed", "completed") for s in api_get(stack.sup, "/api/v1/sessions"))

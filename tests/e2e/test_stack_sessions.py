@@ -129,9 +129,9 @@ def test_kill_a_running_session(stack: Stack) -> None:
     res = halctl(stack.sup, "sessions", "kill", sid)
     assert res.returncode == 0, res.stderr
     wait_status(stack.sup, sid, "killed", timeout=10)
-    types = [e["type"] for e in session_events(stack.sup, sid)]
-    assert "session.deleted" in types
-    errors = session_events(stack.sup, sid, "session.error")
+    # The status is what the kill command reported; opencode's own events about it follow.
+    wait_for(lambda: "session.deleted" in [e["type"] for e in session_events(stack.sup, sid)], "session.deleted", 10)
+    errors = wait_for(lambda: session_events(stack.sup, sid, "session.error"), "the abort's session.error", 10)
     assert errors and errors[0]["data"]["error"]["name"] == "MessageAbortedError"  # the abort
     assert session_of(stack.sup, sid)["error"] is None  # an abort is not an error
     res = halctl(stack.sup, "sessions", "prompt", sid, "still there?")
@@ -142,7 +142,7 @@ def test_permission_request_is_waiting_input(stack: Stack) -> None:
     sid = stack.start("TOOLCALL please")["id"]
     s = wait_status(stack.sup, sid, "waiting_input")
     assert s["status"] == "waiting_input"
-    asked = session_events(stack.sup, sid, "permission.asked")
+    asked = wait_for(lambda: session_events(stack.sup, sid, "permission.asked"), "permission.asked stored", 10)
     assert asked and asked[0]["data"]["permission"] == "bash"
     assert halctl(stack.sup, "sessions", "kill", sid).returncode == 0
     wait_status(stack.sup, sid, "killed", timeout=10)
@@ -165,7 +165,7 @@ def test_unknown_model_is_an_error_with_the_message(stack: Stack) -> None:
     assert sid.startswith("ses_")
     s = wait_status(stack.sup, sid, "error")
     assert s["error"].startswith("Model not found: nope/no-such-model"), s["error"]
-    errors = session_events(stack.sup, sid, "session.error")
+    errors = wait_for(lambda: session_events(stack.sup, sid, "session.error"), "session.error stored", 10)
     assert errors and "Model not found: nope/no-such-model" in errors[0]["data"]["error"]["data"]["message"]
 
 
@@ -181,8 +181,10 @@ def test_handover_starts_a_session_that_reads_the_context(stack: Stack) -> None:
     assert result["session"]["directory"] == str(stack.project)
     assert stack.llm_saw("HANDOVER:")  # the old session was asked to write its notes first
     wait_for(lambda: stack.llm_saw("read .context/PROGRESS.md and .context/CURRENT_TASK.md"), "init prompt at LLM")
-    first_user = next(e for e in session_events(stack.sup, new, "message.part.updated")
-                      if e["data"]["part"].get("type") == "text")
+    # The LLM saw the prompt before the agent's events about it are necessarily stored.
+    first_user = wait_for(lambda: next((e for e in session_events(stack.sup, new, "message.part.updated")
+                                        if e["data"]["part"].get("type") == "text"), None),
+                          "the new session's first text part", 15)
     assert ".context/PROGRESS.md" in first_user["data"]["part"]["text"]
     assert session_of(stack.sup, old)["status"] == "killed"
     wait_status(stack.sup, new, "idle")
