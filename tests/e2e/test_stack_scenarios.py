@@ -343,23 +343,30 @@ def test_1000_events_in_order_without_loss_or_duplicates(stack: Stack) -> None:
 
     with ThreadPoolExecutor(len(sessions)) as pool:
         list(pool.map(worker, sessions))
-    time.sleep(1.0)  # last coalesced deltas
+    time.sleep(1.0)  # opencode's last events of the turns reach the recorder
     recorder.stop()
 
     ours = set(sessions)
+    expected = [e.id for e in recorder.events
+                if e.session_id in ours and e.type not in NOISE_TYPES and e.type != "message.part.delta"]
     placeholders = ",".join("?" * len(sessions))
-    rows = db_rows(stack.sup, f"SELECT seq, event_id, type, session_id, data FROM events WHERE node_id=? AND "
-                              f"session_id IN ({placeholders}) ORDER BY seq", NODE_A, *sessions)
+
+    def all_stored() -> list[tuple[Any, ...]] | None:
+        """The stored rows, once every event the recorder saw is among them (the agent may still be sending)."""
+        rows = db_rows(stack.sup, f"SELECT seq, event_id, type, session_id, data FROM events WHERE node_id=? AND "
+                                  f"session_id IN ({placeholders}) ORDER BY seq", NODE_A, *sessions)
+        return rows if set(expected) <= {r[1] for r in rows} else None
+
+    rows = wait_for(all_stored, "every event opencode emitted stored", 30)
     assert len(rows) >= 1000, len(rows)
     assert_gap_free(stack.sup, NODE_A)
     stored = [r[1] for r in rows if r[2] not in ("session.state", "message.part.delta")]
-    expected = [e.id for e in recorder.events
-                if e.session_id in ours and e.type not in NOISE_TYPES and e.type != "message.part.delta"]
     assert stored == expected  # same events, same order, once each
     for sid in sessions:
         want = "".join(e.properties["delta"] for e in recorder.events
                        if e.session_id == sid and e.type == "message.part.delta")
-        assert reply_text(stack.sup, sid) == want
+        # Deltas are coalesced by the agent and flushed a moment after the last one.
+        wait_for(lambda sid=sid, want=want: reply_text(stack.sup, sid) == want, f"all reply text of {sid}", 15)
         assert want.count("FAKE-REPLY: TOOL-RESULT-SEEN hi-from-tool") == TURNS
         wait_status(stack.sup, sid, "idle")
 
