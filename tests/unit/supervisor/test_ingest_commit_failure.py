@@ -8,36 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
-from typing import Any
 
 from halswarm.protocol import Event
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
-from halswarm.store.writer import Writer
 from halswarm.supervisor.ingest import ACCEPTED, GAP, Ingestor
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.tracker import SessionTracker
-
-
-class FailingOnceWriter(Writer):
-    """Fails the first job it gets, after `release` is set (so more events queue up meanwhile)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        super().__init__(conn)
-        self.release = threading.Event()
-        self.failed = False
-
-    def submit(self, job: Any) -> asyncio.Future[Any]:
-        if self.failed:
-            return super().submit(job)
-        self.failed = True
-
-        def boom(conn: sqlite3.Connection) -> Any:
-            self.release.wait(5)
-            raise sqlite3.OperationalError("disk I/O error")
-
-        return super().submit(boom)
+from tests.support.gated_writer import GatedWriter
 
 
 def _ev(seq: int) -> Event:
@@ -48,7 +26,7 @@ def _ev(seq: int) -> Event:
 async def _scenario(db_path: str) -> tuple[list[int], list[int], list[tuple[str, int]], list[int]]:
     conn = connect(db_path)
     migrate(conn)
-    writer = FailingOnceWriter(conn)
+    writer = GatedWriter(conn, fail_jobs=1)  # seq 1's commit waits for the gate, then fails
     writer.start(asyncio.get_running_loop())
     acks: list[int] = []
     rewinds: list[tuple[str, int]] = []
@@ -59,7 +37,7 @@ async def _scenario(db_path: str) -> tuple[list[int], list[int], list[tuple[str,
         await asyncio.sleep(0.05)  # seq 1's commit is now running (and will fail)
         for seq in range(2, 6):
             assert ing.offer("n1", _ev(seq), 0.0) == (ACCEPTED, seq)
-        writer.release.set()
+        writer.gate.set()
         await ing.drain()
         acked_before_resend = list(acks)
         # The agent resends from where it was told; seq 6 first would be a gap.

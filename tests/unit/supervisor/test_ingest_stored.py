@@ -8,34 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
-from halswarm.store.writer import Writer
 from halswarm.supervisor.ingest import Ingestor
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.tracker import SessionTracker
-
-
-class GatedWriter(Writer):
-    """Every job first waits for `gate` (at most 5 s); with `fail` set the job raises instead of running."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        super().__init__(conn)
-        self.gate = threading.Event()
-        self.fail = False
-
-    def submit(self, job: Any) -> asyncio.Future[Any]:
-        def gated(conn: sqlite3.Connection) -> Any:
-            self.gate.wait(5)
-            if self.fail:
-                raise sqlite3.OperationalError("disk I/O error")
-            return job(conn)
-
-        return super().submit(gated)
+from tests.support.gated_writer import GatedWriter
 
 
 def _types(db: Path) -> list[str]:
@@ -96,11 +77,10 @@ def test_a_failed_commit_is_reported_not_awaited_forever(tmp_path: Path) -> None
     db = tmp_path / "s.db"
 
     async def body(ing: Ingestor, writer: GatedWriter) -> None:
-        writer.fail = True
+        writer.fail_jobs = 1
         writer.gate.set()
         assert await asyncio.wait_for(ing.emit_stored("n1", "cost.refreshed", {}), 5) is False
         assert _types(db) == []
-        writer.fail = False
         assert await ing.emit_stored("n1", "cost.refreshed", {}) is True  # the next one is stored again
         assert _types(db) == ["cost.refreshed"]
 
