@@ -201,6 +201,9 @@ class Dispatcher:
             self.metrics.commands_total.labels(ctype, "rejected").inc()
             await self._audit(actor, ctype, target_desc, args, "rejected", exc.message, started, ip, command_id)
             raise
+        if ctype == "handover" and target.session_id:
+            # The only way a session changes owner: the node this handover goes to may report it next.
+            self.tracker.expect_handover(target.session_id, node_id)
         deadline = started + timeout
         agent_timeout = timeout - min(AGENT_MARGIN_MAX, timeout * AGENT_MARGIN_FRACTION)
         cmd = Command(command_id, ctype, target, args, timeout_ms=max(1, int(agent_timeout * 1000)))

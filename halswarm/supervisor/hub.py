@@ -40,7 +40,7 @@ from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, to
 from halswarm.supervisor.ingest import DUPLICATE, GAP, Ingestor
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.model import Node
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.tracker import SessionTracker, claimed_session_ids, snapshot_session_id
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ REGISTER_TIMEOUT = 10.0
 # websockets refuses frames above this outright; between max_frame_bytes and this we answer with
 # an `error` frame and keep the connection, as the protocol asks.
 HARD_FRAME_LIMIT = 16 * 1024 * 1024
+# What is stored instead of an event that claimed another node's session (its seq is consumed).
+REFUSED_EVENT = "session.foreign_refused"
 
 
 @dataclass
@@ -246,7 +248,10 @@ class Hub:
         node.connected_at = now
         node.last_heartbeat = now
         came_online = node.set_status("online")
-        changed = self.tracker.apply_snapshot(reg.node_id, reg.sessions, at=now)
+        claimed = [sid for sid in map(snapshot_session_id, reg.sessions) if sid is not None]
+        foreign = set(self.tracker.foreign(reg.node_id, claimed))
+        own = [st for st in reg.sessions if snapshot_session_id(st) not in foreign]
+        changed = self.tracker.apply_snapshot(reg.node_id, own, at=now)
 
         def job(conn: Any) -> int:
             queries.upsert_node(conn, node)
@@ -260,6 +265,8 @@ class Hub:
         self.metrics.nodes_online.set(sum(1 for n in self.nodes.values() if n.status == "online"))
         await ws.send(encode(Registered(node.id, st.committed, self.s.heartbeat_interval_sec,
                                         self.s.credential_version), request_id=request_id))
+        if foreign:
+            await self._refuse_foreign(link, sorted(foreign), "register", "its register snapshot")
         if came_online:
             self.ingestor.emit(node.id, "node.online", {"hostname": node.hostname, "projects": node.project_names})
         log.info("node %s registered (%d projects, resume_from_seq=%d)", node.id, len(node.projects), st.committed)
@@ -274,6 +281,14 @@ class Hub:
         msg = env.payload
         node = self.nodes[link.node_id]
         if isinstance(msg, Event):
+            foreign = self.tracker.foreign(link.node_id, claimed_session_ids(msg.type, msg.session_id, msg.data))
+            if foreign and msg.seq == self.ingestor.seq_state(link.node_id).accepted + 1:
+                # Refused, but its seq is consumed (a hole would stall the node's stream): what is stored
+                # is only the refusal, under this node and no session.
+                await self._refuse_foreign(link, foreign, "event", f"event seq {msg.seq} ({msg.type[:100]})",
+                                           env.request_id)
+                msg = Event(msg.seq, msg.event_id, REFUSED_EVENT, None, msg.project,
+                            {"claimed_session_ids": foreign[:10], "event_type": msg.type[:200]}, msg.timestamp)
             verdict, seq = self.ingestor.offer(link.node_id, msg, link.last_frame)
             if verdict == DUPLICATE and seq >= msg.seq:
                 self._send(link, encode_raw("ack", {"seq": seq}))
@@ -328,6 +343,17 @@ class Hub:
             self.metrics.errors_total.labels("hub", perr.UNEXPECTED_TYPE).inc()
             await self._send_error(link.ws, perr.UNEXPECTED_TYPE, f"{env.type} is not sent by agents",
                                    env.request_id)
+
+    async def _refuse_foreign(self, link: AgentLink, foreign: list[str], via: str, what: str,
+                              request_id: str | None = None) -> None:
+        """A node claimed sessions of another node: `error` frame, counter, warning; nothing applied."""
+        self.metrics.foreign_sessions_refused.labels(via).inc(len(foreign))
+        shown = ", ".join(f"{sid[:80]} (node {self.tracker.owner(sid)})" for sid in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        log.warning("node %s claimed sessions of other nodes in %s: %s%s; refused", link.node_id, what, shown, more)
+        await self._send_error(link.ws, perr.BAD_PAYLOAD,
+                               f"session(s) {', '.join(s[:80] for s in foreign[:5])}{more} belong to another "
+                               f"node; {what} not applied to them", request_id)
 
     # ----- liveness -----
 

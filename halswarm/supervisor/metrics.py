@@ -27,6 +27,10 @@ class Metrics:
         self.connections_total = Counter(
             P + "connections_total", "Agent connection attempts by outcome", ["status"], registry=r
         )
+        self.foreign_sessions_refused = Counter(
+            P + "foreign_session_refused_total",
+            "Session ids a node claimed that belong to another node (refused, not applied)", ["via"], registry=r,
+        )
         self.connections_active = Gauge(P + "connections_active", "Open agent connections", registry=r)
         self.sessions_active = Gauge(P + "sessions_active", "Sessions by status", ["status"], registry=r)
         self.nodes_online = Gauge(P + "nodes_online", "Nodes currently online", registry=r)

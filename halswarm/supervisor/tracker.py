@@ -17,9 +17,51 @@ def _int(v: Any, default: int = 0) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else default
 
 
+def claimed_session_ids(ev_type: str, session_id: str | None, data: Any) -> list[str]:
+    """The session ids an agent event would update: the envelope's, and for `session.state` the
+    id inside its data (which `apply_event` prefers)."""
+    out = [session_id] if isinstance(session_id, str) and session_id else []
+    if ev_type == STATE_EVENT and isinstance(data, dict):
+        inner = data.get("id", data.get("session_id"))
+        if isinstance(inner, str) and inner and inner not in out:
+            out.append(inner)
+    return out
+
+
+def snapshot_session_id(state: Any) -> str | None:
+    sid = state.get("id", state.get("session_id")) if isinstance(state, dict) else None
+    return sid if isinstance(sid, str) and sid else None
+
+
 class SessionTracker:
+    """Sessions by id. Each session belongs to the node that first reported it: another node's
+    report of the same id is refused (never applied), until the supervisor itself hands the
+    session over (`expect_handover`)."""
+
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
+        self._handover_to: dict[str, str] = {}  # session id -> the node a supervisor handover moves it to
+        self.refused = 0  # foreign claims refused by apply_state (defence in depth behind the hub)
+
+    # ----- ownership -----
+
+    def owner(self, session_id: str) -> str | None:
+        s = self.sessions.get(session_id)
+        return s.node_id if s is not None else None
+
+    def may_claim(self, node_id: str, session_id: str) -> bool:
+        """True when `node_id` owns the session, nobody does yet, or a handover moves it there."""
+        owner = self.owner(session_id)
+        return owner is None or owner == node_id or self._handover_to.get(session_id) == node_id
+
+    def foreign(self, node_id: str, session_ids: list[str]) -> list[str]:
+        """The ids among `session_ids` that belong to another node."""
+        return [sid for sid in session_ids if not self.may_claim(node_id, sid)]
+
+    def expect_handover(self, session_id: str, node_id: str) -> None:
+        """The supervisor dispatched a handover of `session_id` to `node_id`: that node (only) may
+        claim it next; its first accepted report moves the ownership."""
+        self._handover_to[session_id] = node_id
 
     def load(self, sessions: list[Session]) -> None:
         """Restore from the database: nodes are offline after a restart, so live sessions are unreachable."""
@@ -50,6 +92,11 @@ class SessionTracker:
         sid = state.get("id", state.get("session_id"))
         if not isinstance(sid, str) or not sid:
             return None
+        if not self.may_claim(node_id, sid):
+            self.refused += 1
+            return None
+        if self._handover_to.get(sid) == node_id:
+            del self._handover_to[sid]
         s = self.sessions.get(sid)
         created = s is None
         if s is None:
@@ -99,6 +146,9 @@ class SessionTracker:
                 state["project"] = project
             return self.apply_state(node_id, state, at=timestamp)
         if not session_id:
+            return None
+        if not self.may_claim(node_id, session_id):
+            self.refused += 1
             return None
         s = self.sessions.get(session_id)
         if s is None:
