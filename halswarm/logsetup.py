@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from halswarm.core.secret_values import SECRETS, SecretValues
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -21,7 +23,40 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            doc["exc"] = record.exc_text
         return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+class RedactFilter(logging.Filter):
+    """Handler filter: every record, whatever its logger (ours, websockets, uvicorn, httpx), leaves
+    with the configured secrets, bearer credentials and `token=` query values replaced.
+
+    The message is rendered here (args merged) and the traceback pre-formatted, so the formatter
+    only sees scrubbed text."""
+
+    def __init__(self, secrets: SecretValues = SECRETS) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scrub = self.secrets.scrub
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: keep the raw parts, still scrubbed
+            message = f"{record.msg} {record.args}"
+        record.msg, record.args = scrub(message), None
+        if record.exc_info:
+            record.exc_text = scrub(_PLAIN.formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return True
+
+
+_PLAIN = logging.Formatter()
 
 
 def setup_logging(level: str = "info", fmt: str = "json", stream=sys.stderr) -> None:  # type: ignore[no-untyped-def]
@@ -30,6 +65,7 @@ def setup_logging(level: str = "info", fmt: str = "json", stream=sys.stderr) -> 
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level, logging.INFO))

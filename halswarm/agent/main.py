@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid configuration ({args.config})", file=sys.stderr)
         return 1
 
+    from halswarm.core.secret_values import SECRETS, config_secret_values
     from halswarm.logsetup import setup_logging
 
+    SECRETS.add(cfg.auth_token, *config_secret_values(getattr(cfg, "raw", {})))  # never in a log line
     setup_logging(cfg.log_level, cfg.log_format)
     for w in warnings:
         log.warning("config: %s", w)

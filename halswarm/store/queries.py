@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from halswarm.core.secret_values import SECRETS
 from halswarm.supervisor.model import SESSION_STATUSES, Node, Session
 from halswarm.supervisor.timeutil import parse_ts
 
@@ -310,6 +311,8 @@ def put_idempotent(conn: sqlite3.Connection, key_hash: str, command_id: str, res
 
 
 def insert_audit(conn: sqlite3.Connection, a: dict[str, Any]) -> None:
+    """One audit row; configured secret values in it are redacted by value (SECRETS) before storage."""
+    a = SECRETS.scrub_data(a)
     conn.execute(
         "INSERT INTO audit_log(timestamp, actor, action, target, args, result, error, duration_ms, ip_address,"
         " command_id) VALUES (?,?,?,?,?,?,?,?,?,?)",

@@ -31,6 +31,7 @@ from halswarm.supervisor.model import SESSION_STATUSES, Node, Session
 from halswarm.supervisor.policies import PolicyEngine
 from halswarm.supervisor.retention import RetentionJob
 from halswarm.supervisor.routes import EventFeed, Router
+from halswarm.supervisor.secrets_registry import register_config_secrets
 from halswarm.supervisor.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class _ApiServer(uvicorn.Server):
 class Supervisor:
     def __init__(self, config: SupervisorConfig) -> None:
         self.config = config
+        register_config_secrets(config)  # redacted by value from logs, stored rows and answers
         self.operator_token = config.operator_token
         self.metrics = Metrics()
         self.nodes: dict[str, Node] = {}

@@ -155,9 +155,14 @@ class Hub:
         if not origin_allowed(request.headers.get("Origin"), self.s.origin_allowlist):
             self.metrics.connections_total.labels("forbidden").inc()
             return _plain(HTTPStatus.FORBIDDEN, "origin not allowed")
+        if "token" in parse_qs(urlsplit(request.path).query):
+            # A token in the URL ends up in proxies' and libraries' logs: refused even when valid.
+            self.throttle.failed(addr)
+            self.metrics.connections_total.labels("unauthorized").inc()
+            log.warning("agent connection from %s refused: token in the URL query string", addr)
+            return _plain(HTTPStatus.UNAUTHORIZED,
+                          "token in the URL refused: send it as Authorization: Bearer <token>")
         token = bearer(request.headers.get("Authorization"))
-        if token is None:
-            token = (parse_qs(urlsplit(request.path).query).get("token") or [None])[0]
         owner = self._token_owner(token)
         if owner is None:
             self.throttle.failed(addr)

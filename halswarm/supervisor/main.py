@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     from halswarm.logsetup import setup_logging
+    from halswarm.supervisor.secrets_registry import register_config_secrets
 
+    register_config_secrets(cfg)  # before the first log line: every configured secret is redacted by value
     setup_logging(cfg.log_level, cfg.log_format)
     for w in warnings:
         log.warning("config: %s", w)

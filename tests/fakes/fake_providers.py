@@ -50,6 +50,8 @@ class FakeProviders:
         "anthropic": {"usage": {}, "cost": {}}, "openai": {"usage": {}, "cost": {}}})
     faults: dict[tuple[str, str], list[Fault]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)  # providers answering 500 to everything
+    # Providers answering 401 with an error message that echoes the key they received (as real ones do).
+    echo_key: set[str] = field(default_factory=set)
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
@@ -111,6 +113,10 @@ class FakeProviders:
                                   "headers": headers})
             if provider in self.down:
                 return 500, {}, {"error": {"type": "api_error", "message": "internal error"}}
+            if provider in self.echo_key:
+                given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+                return 401, {}, {"error": {"type": "invalid_request_error",
+                                           "message": f"Incorrect API key provided: {given}. Check it."}}
             queue = self.faults.get((provider, kind))
             if queue:
                 f = queue.pop(0)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from halswarm.core.secret_values import SECRETS
 from halswarm.supervisor.costs import store
 from halswarm.supervisor.costs.anthropic import AnthropicSource
 from halswarm.supervisor.costs.estimates import estimate, find_rate, provider_of
@@ -160,7 +161,7 @@ class CostAggregator:
             buckets = await self._source(p).fetch(first, today + dt.timedelta(days=1))
         except (ProviderError, httpx.HTTPError) as exc:
             st.failures += 1
-            st.reason = str(exc) or type(exc).__name__
+            st.reason = SECRETS.scrub(str(exc)) or type(exc).__name__
             if st.degraded_since is None:
                 st.degraded_since = now
                 log.warning("cost: provider %s degraded, using estimates from model_rates: %s", p.name, st.reason)

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from halswarm.core.secret_values import SECRETS, SecretValues
+
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_S = 60.0
@@ -56,6 +58,14 @@ def _short(text: str, n: int = 200) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
 
+def _scrub(text: str, headers: dict[str, str]) -> str:
+    """A provider's error body without any configured secret nor the credentials this request sent
+    (providers echo the key back in their error messages)."""
+    local = SecretValues()
+    local.add(*(part for v in headers.values() for part in (v, v.rpartition(" ")[2])))
+    return local.scrub(SECRETS.scrub(text))
+
+
 async def get_json(client: httpx.AsyncClient, url: str, params: list[tuple[str, str]], headers: dict[str, str],
                    retry: RetryPolicy) -> dict[str, Any]:
     """GET one JSON object. Raises ProviderError with a one-line reason (never the key)."""
@@ -75,7 +85,7 @@ async def get_json(client: httpx.AsyncClient, url: str, params: list[tuple[str, 
                 if not isinstance(body, dict):
                     raise ProviderError(f"GET {url}: response is not a JSON object")
                 return body
-            last = f"HTTP {resp.status_code}: {_short(resp.text)}"
+            last = f"HTTP {resp.status_code}: {_short(_scrub(resp.text, headers))}"
             if resp.status_code != 429 and resp.status_code < 500:
                 raise ProviderError(f"GET {url}: {last}")
             wait = retry_after(resp.headers.get("retry-after"))

@@ -1,0 +1,1 @@
+"""Pure, stdlib-only logic shared by the daemons (no I/O)."""
