@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -19,6 +20,17 @@ class CorruptDatabase(DatabaseError):
 _CORRUPT_MARKERS = ("not a database", "malformed", "corrupt")
 
 
+def restrict_modes(path: Path) -> None:
+    """The database and its -wal/-shm files readable by the owner only (an older version, or another
+    umask, may have left them world-readable: they hold the events, sessions and audit log)."""
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if f.exists() and f.stat().st_mode & 0o077:
+                f.chmod(0o600)
+        except OSError:  # not ours (e.g. a read-only copy): the open that follows reports real problems
+            pass
+
+
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open `path` with WAL, foreign keys and a busy timeout.
 
@@ -28,9 +40,15 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     p = Path(path)
     if not readonly:
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise DatabaseError(f"cannot create database directory {p.parent}: {exc.strerror}") from None
+        try:
+            # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the same mode.
+            os.close(os.open(p, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise DatabaseError(f"cannot open database {p}: {exc.strerror}") from None
+        restrict_modes(p)
     try:
         if readonly:
             conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)

@@ -37,8 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def local_token(state_dir: Path) -> Path:
-    """The generated token of --local mode, created once (0600) and reused."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    """The generated token of --local mode, created once (0600) and reused; the state dir is 0700."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if state_dir.stat().st_mode & 0o077:
+        state_dir.chmod(0o700)
     path = state_dir / "token"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -69,6 +71,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything the supervisor creates (database, -wal/-shm, --local state, backups, bundles) is the
+    # service user's alone: it holds the audit log, session contents and secrets.
+    os.umask(0o077)
     args = _parser().parse_args(argv)
     if args.version:
         from halswarm import __version__
