@@ -24,6 +24,7 @@ from halswarm.supervisor.auto_remediation import AutoConfig, AutoRemediation
 from halswarm.supervisor.costs import CostAggregator
 from halswarm.supervisor.dependencies import DependencyManager
 from halswarm.supervisor.dispatcher import Dispatcher, Result
+from halswarm.supervisor.http_read_timeout import DEFAULT_READ_TIMEOUT_SEC, read_timeout_protocol
 from halswarm.supervisor.hub import Hub, HubSettings
 from halswarm.supervisor.ingest import Ingestor
 from halswarm.supervisor.metrics import Metrics
@@ -73,6 +74,14 @@ class Supervisor:
         self.ingestor: Ingestor
         self.dispatcher: Dispatcher
         self.retention: RetentionJob
+
+    @property
+    def read_timeout_sec(self) -> float:
+        """`server.read_timeout_sec`: a request (HTTP) or opening handshake (WebSocket) must arrive in full
+        within it, or the connection is closed."""
+        server = self.config.raw.get("server") if isinstance(self.config.raw.get("server"), dict) else {}
+        value = server.get("read_timeout_sec", DEFAULT_READ_TIMEOUT_SEC)
+        return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_READ_TIMEOUT_SEC
 
     # ----- start-up -----
 
@@ -133,6 +142,7 @@ class Supervisor:
                 heartbeat_timeout_count=cfg.heartbeat_timeout_count, max_frame_bytes=cfg.max_frame_bytes,
                 origin_allowlist=list(cfg.origin_allowlist or cfg.allowed_origins), ssl=ssl_ctx,
                 credential_version=credentials.get("version") if isinstance(credentials, dict) else None,
+                open_timeout=self.read_timeout_sec,
             ),
             self.nodes, self.tracker, self.ingestor, self.writer, self.metrics,
         )
@@ -150,7 +160,7 @@ class Supervisor:
                 build_app(self), host=cfg.host, port=cfg.http_port, log_config=None, access_log=False,
                 lifespan="off", ssl_certfile=cfg.tls_cert if cfg.tls_enabled else None,
                 ssl_keyfile=cfg.tls_key if cfg.tls_enabled else None, timeout_graceful_shutdown=5,
-                server_header=False,
+                server_header=False, http=read_timeout_protocol(self.read_timeout_sec),
             )
             self._api = _ApiServer(uv)
             self._api_task = asyncio.create_task(self._api.serve())

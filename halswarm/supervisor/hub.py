@@ -64,6 +64,7 @@ class HubSettings:
     origin_allowlist: list[str] = field(default_factory=list)
     ssl: ssl.SSLContext | None = None
     credential_version: int | None = None
+    open_timeout: float = 10.0  # the opening handshake (HTTP upgrade request) must arrive within it
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Hub:
             # Event frames are small and many: deflate costs more supervisor CPU than it saves.
             compression=None,
             server_header="hal-supervisor",
+            open_timeout=self.s.open_timeout,
         )
         self._monitor = asyncio.create_task(self._liveness_loop())
         log.info("agent hub listening on %s:%d%s", self.s.host, self.bound_port, " (wss)" if self.s.ssl else "")

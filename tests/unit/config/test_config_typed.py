@@ -203,6 +203,7 @@ def test_defaults_come_from_the_schema() -> None:
     assert doc["server"] == {
         "host": "0.0.0.0", "port": 8420, "http_port": 8421, "heartbeat_interval_sec": 30,
         "heartbeat_timeout_count": 3, "allowed_origins": [], "max_frame_bytes": 1048576, "max_body_bytes": 1048576,
+        "read_timeout_sec": 10,
     }
     assert doc["retention"] == {"events_days": 30, "audit_days": 90}
     assert doc["commands"] == {"default_timeout_sec": 30}
