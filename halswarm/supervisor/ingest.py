@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from halswarm.core.metric_labels import event_type_label
 from halswarm.protocol import Event
 from halswarm.store import queries
 from halswarm.store.writer import Writer
@@ -77,10 +78,12 @@ class Ingestor:
         self._metric_cache: dict[str, tuple[Any, Any]] = {}
 
     def _children(self, ev_type: str) -> tuple[Any, Any]:
-        """Metric children per event type, cached: labels() lookups cost more than the increments."""
+        """Metric children per event type, cached: labels() lookups cost more than the increments.
+        The label is bounded (known types plus `other`): agents choose event types."""
         pair = self._metric_cache.get(ev_type)
         if pair is None:
-            pair = (self._metrics.events_total.labels(ev_type), self._metrics.event_processing.labels(ev_type))
+            label = event_type_label(ev_type)
+            pair = (self._metrics.events_total.labels(label), self._metrics.event_processing.labels(label))
             if len(self._metric_cache) < 1000:
                 self._metric_cache[ev_type] = pair
         return pair
