@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from halswarm.core.secret_values import SECRETS
 from halswarm.ops.remediation.catalog import get
 
 STATUSES = ("verified", "not_present", "failed", "escalated", "check")
@@ -33,7 +34,10 @@ def _iso(ts: float) -> str:
 
 
 def redact(value: Any) -> Any:
-    """Mask values under secret-looking keys, recursively (facts may carry config snippets)."""
+    """Mask values under secret-looking keys, recursively (facts may carry config snippets), and the
+    process's known secret values wherever they appear (a log excerpt, a command line)."""
+    if isinstance(value, str):
+        return SECRETS.scrub(value)
     if isinstance(value, Mapping):
         return {str(k): ("***" if any(s in str(k).lower() for s in SECRET_KEYS) and v not in (None, "")
                          and not isinstance(v, bool) else redact(v)) for k, v in value.items()}

@@ -47,6 +47,17 @@ def test_secrets_are_redacted() -> None:
     assert "s3cret" not in json.dumps(r)
 
 
+def test_known_secret_values_are_redacted_wherever_they_appear(monkeypatch: pytest.MonkeyPatch) -> None:
+    from halswarm.core import secret_values
+    from halswarm.ops.remediation import report as report_mod
+
+    reg = secret_values.SecretValues()
+    reg.add("tok-" + "9" * 36)
+    monkeypatch.setattr(report_mod, "SECRETS", reg)
+    out = report_mod.redact({"notes": ["journal: bad token tok-" + "9" * 36 + " from 10.0.0.1"], "n": 3})
+    assert out == {"notes": ["journal: bad token [REDACTED] from 10.0.0.1"], "n": 3}
+
+
 def test_check_marks_actions_planned() -> None:
     r = _report("check", check=True)
     assert r["check"] is True
