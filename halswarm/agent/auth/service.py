@@ -37,6 +37,7 @@ from halswarm.agent.auth.opencode_api import PROVIDER_ENV, OpencodeAuthError, se
 from halswarm.agent.auth.probes import Prober
 from halswarm.agent.auth.runner import RunAs
 from halswarm.agent.auth.toolenv import ToolEnv
+from halswarm.core.secret_values import SECRETS
 from halswarm.protocol import AuthState, Command, CommandResult, CredentialSync, Message
 
 log = logging.getLogger(__name__)
@@ -322,6 +323,7 @@ class AuthService:
 
     async def _apply(self, push: Any) -> dict[str, Any]:
         previous = set(self.toolenv.pushed)
+        SECRETS.add(*push.env_vars.values())  # from now on redacted by value from this agent's logs
         self.toolenv.pushed = dict(push.env_vars)  # a push replaces the whole set (Go semantics)
         stored: dict[str, str] = {}
         warnings: list[str] = []
