@@ -37,7 +37,7 @@ from halswarm.protocol.codec import encode_raw
 from halswarm.store import queries
 from halswarm.store.writer import Writer
 from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, token_matches
-from halswarm.supervisor.ingest import DUPLICATE, GAP, Ingestor
+from halswarm.supervisor.ingest import ACCEPTED, DUPLICATE, GAP, Ingestor
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.model import Node
 from halswarm.supervisor.tracker import SessionTracker, claimed_session_ids, snapshot_session_id
@@ -288,7 +288,8 @@ class Hub:
         msg = env.payload
         node = self.nodes[link.node_id]
         if isinstance(msg, Event):
-            foreign = self.tracker.foreign(link.node_id, claimed_session_ids(msg.type, msg.session_id, msg.data))
+            claimed = claimed_session_ids(msg.type, msg.session_id, msg.data)
+            foreign = self.tracker.foreign(link.node_id, claimed)
             if foreign and msg.seq == self.ingestor.seq_state(link.node_id).accepted + 1:
                 # Refused, but its seq is consumed (a hole would stall the node's stream): what is stored
                 # is only the refusal, under this node and no session.
@@ -297,6 +298,8 @@ class Hub:
                 msg = Event(msg.seq, msg.event_id, REFUSED_EVENT, None, msg.project,
                             {"claimed_session_ids": foreign[:10], "event_type": msg.type[:200]}, msg.timestamp)
             verdict, seq = self.ingestor.offer(link.node_id, msg, link.last_frame)
+            if verdict == ACCEPTED and claimed and not foreign:
+                self.tracker.claim(link.node_id, claimed)
             if verdict == DUPLICATE and seq >= msg.seq:
                 self._send(link, encode_raw("ack", {"seq": seq}))
             elif verdict == GAP:

@@ -41,13 +41,22 @@ class SessionTracker:
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
         self._handover_to: dict[str, str] = {}  # session id -> the node a supervisor handover moves it to
+        # Ids first named by an event accepted but not yet applied (events reach the tracker only after
+        # their commit): the first node to name an id owns it from that moment, not from its commit.
+        self._claimed: dict[str, str] = {}
         self.refused = 0  # foreign claims refused by apply_state (defence in depth behind the hub)
 
     # ----- ownership -----
 
     def owner(self, session_id: str) -> str | None:
         s = self.sessions.get(session_id)
-        return s.node_id if s is not None else None
+        return s.node_id if s is not None else self._claimed.get(session_id)
+
+    def claim(self, node_id: str, session_ids: list[str]) -> None:
+        """Record the owner of ids an accepted event names before the event is applied."""
+        for sid in session_ids:
+            if sid not in self.sessions and len(self._claimed) < 100_000:
+                self._claimed.setdefault(sid, node_id)
 
     def may_claim(self, node_id: str, session_id: str) -> bool:
         """True when `node_id` owns the session, nobody does yet, or a handover moves it there."""
@@ -102,6 +111,7 @@ class SessionTracker:
         if s is None:
             s = Session(id=sid, node_id=node_id, started_at=at)
             self.sessions[sid] = s
+            self._claimed.pop(sid, None)
         before = s.to_api()
         s.node_id = node_id
         if isinstance(state.get("project"), str) and state["project"]:

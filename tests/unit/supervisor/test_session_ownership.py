@@ -46,3 +46,12 @@ def test_claimed_ids_include_the_state_events_inner_id() -> None:
     assert claimed_session_ids("message.updated", "ses_a", {"id": "ses_b"}) == ["ses_a"]
     assert claimed_session_ids("x", None, None) == []
     assert snapshot_session_id({"session_id": "s"}) == "s" and snapshot_session_id({"id": 3}) is None
+
+
+def test_an_accepted_but_unapplied_event_already_claims_its_session() -> None:
+    t = SessionTracker()
+    t.claim("node-a", ["ses_new"])  # the hub accepted A's event; the commit has not applied it yet
+    assert t.owner("ses_new") == "node-a" and t.foreign("node-b", ["ses_new"]) == ["ses_new"]
+    assert t.apply_event("node-b", "message.updated", "ses_new", "p", {}, 1.0) is None
+    assert t.apply_event("node-a", "message.updated", "ses_new", "p", {}, 2.0) is not None
+    assert t.owner("ses_new") == "node-a" and t._claimed == {}
