@@ -70,18 +70,19 @@ class SecretValues:
 
 def config_secret_values(doc: Any, _key: str = "", _in_secret_map: bool = False) -> set[str]:
     """Every string of a config document held under a secret-looking key (tokens, passwords, API
-    keys, webhook URLs), every value of a per-node token or credential map, and every string inside
-    those maps; the resolved secrets a loader adds (e.g. from `*_file`) are passed in separately."""
+    keys, webhook URLs), the direct string values of a map under such a key (`agent_tokens`, named
+    tokens), and every string inside a credential map. Secrets a loader resolved elsewhere
+    (`*_file`, environment) are registered separately."""
     out: set[str] = set()
     if isinstance(doc, Mapping):
+        parent_secret = _is_secret_key(_key) and not _key.endswith("_file")
         for k, v in doc.items():
             ks = str(k).lower()
-            secret_map = _in_secret_map or ks in _SECRET_MAPS or ks == "agent_tokens"
             if isinstance(v, str):
-                if (secret_map or _is_secret_key(ks)) and not ks.endswith("_file"):
+                if _in_secret_map or parent_secret or (_is_secret_key(ks) and not ks.endswith("_file")):
                     out.add(v)
             else:
-                out |= config_secret_values(v, ks, secret_map)
+                out |= config_secret_values(v, ks, _in_secret_map or ks in _SECRET_MAPS)
     elif isinstance(doc, list | tuple):
         for v in doc:
             if isinstance(v, str) and (_in_secret_map or _is_secret_key(_key)):

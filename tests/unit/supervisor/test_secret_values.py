@@ -35,9 +35,11 @@ def test_config_secret_values_finds_tokens_keys_webhooks_and_credential_maps() -
         "channels": {"slack": {"webhook_url": "https://hooks.example.test/services/T000/B000/XXXXXXXX"}},
         "credentials": {"defaults": {"env": {"OPENAI_API_KEY": "sk-openai-0123456789"}}, "version": 3},
         "policies": {"restart_on_compaction": {"token_threshold": 180000}},
+        "operators": {"operator_tokens": {"alice": {"token": "al" * 20, "role": "operator"}, "bob": "bo" * 20}},
     }
     assert config_secret_values(doc) == {TOKEN, "n" * 40, "o" * 40, KEY, "sk-openai-0123456789",
-                                         "https://hooks.example.test/services/T000/B000/XXXXXXXX"}
+                                         "https://hooks.example.test/services/T000/B000/XXXXXXXX",
+                                         "al" * 20, "bo" * 20}
 
 
 def test_log_filter_redacts_every_logger_args_and_tracebacks() -> None:
