@@ -8,12 +8,14 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 P = "hal_o_swarm_"
+MAX_NODE_LABELS = 2000  # distinct `node` label values of the agent outbox gauges (far above a real fleet)
 
 
 class Metrics:
     """One registry per supervisor instance, so tests can run several in one process."""
 
     def __init__(self) -> None:
+        self._outbox_nodes: set[str] = set()
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -56,6 +58,11 @@ class Metrics:
         )
 
     def set_agent_outbox(self, node: str, pending: int, max_events: int, refused_total: int) -> None:
+        # Node ids are chosen by agents (any id, on the shared token): the label is bounded too.
+        if node not in self._outbox_nodes:
+            if len(self._outbox_nodes) >= MAX_NODE_LABELS:
+                return
+            self._outbox_nodes.add(node)
         self.agent_outbox_pending.labels(node).set(pending)
         self.agent_outbox_max_events.labels(node).set(max_events)
         self.agent_outbox_refused_total.labels(node).set(refused_total)
