@@ -9,6 +9,10 @@ from halswarm.agent.env.manifest import Requirements
 from halswarm.agent.env.model import FAIL, MANUAL, PASS, RISKY, SAFE, WARN, Item
 from halswarm.agent.env.templates import AGENT_MD, sha256_text
 from halswarm.agent.env.versions import BadConstraint, parse_version, satisfies
+from halswarm.core.manifest_rules import git_config_refusal, remote_name_refusal
+
+REFUSED = "refused"
+NOT_PROBED = "not probed"
 
 
 def check_versions(req: Requirements, facts: Facts) -> list[Item]:
@@ -16,6 +20,9 @@ def check_versions(req: Requirements, facts: Facts) -> list[Item]:
     for r in [*req.runtime, *req.tools]:
         probe = facts.probes.get(f"{r.category}:{r.name}")
         expected = r.constraint or "installed"
+        if probe is not None and probe.skipped:
+            items.append(Item(r.category, r.name, expected, NOT_PROBED, WARN, RISKY, detail=probe.skipped))
+            continue
         if probe is None or not probe.found:
             error = probe.error if probe is not None else None
             actual = error if error and error.startswith("not found") else (
@@ -67,6 +74,10 @@ def check_agent_md(req: Requirements, facts: Facts) -> list[Item]:
         items.append(Item("agent_config", "template", req.template_missing, "not in the manifest's templates", WARN,
                           MANUAL, detail="the default AGENT.md template is used"))
     want = sha256_text(req.agent_md_text)
+    if AGENT_MD in facts.refused:
+        items.append(Item("agent_config", AGENT_MD, f"sha256:{want}", REFUSED, FAIL, MANUAL,
+                          detail=facts.refused[AGENT_MD]))
+        return items
     f = facts.files.get(AGENT_MD)
     if f is None or not f.exists:
         items.append(Item("agent_config", AGENT_MD, f"sha256:{want}", "missing", FAIL, SAFE))
@@ -85,14 +96,18 @@ def check_context(req: Requirements, facts: Facts) -> list[Item]:
     items = []
     for d in req.context_dirs:
         f = facts.files.get(d)
-        if f is not None and f.is_dir:
+        if d in facts.refused:
+            items.append(Item("context", d, "directory", REFUSED, FAIL, MANUAL, detail=facts.refused[d]))
+        elif f is not None and f.is_dir:
             items.append(Item("context", d, "directory", "exists", PASS))
         else:
             actual = "not a directory" if f is not None and f.exists else "missing"
             items.append(Item("context", d, "directory", actual, FAIL, SAFE if actual == "missing" else MANUAL))
     for p in req.context_files:
         f = facts.files.get(p)
-        if f is not None and f.is_file:
+        if p in facts.refused:
+            items.append(Item("context", p, "file", REFUSED, FAIL, MANUAL, detail=facts.refused[p]))
+        elif f is not None and f.is_file:
             items.append(Item("context", p, "file", "exists", PASS))
         else:
             actual = "not a file" if f is not None and f.exists else "missing"
@@ -105,7 +120,9 @@ def check_docs(req: Requirements, facts: Facts) -> list[Item]:
     for level, docs in (("required", req.docs_required), ("recommended", req.docs_recommended)):
         for p in docs:
             f = facts.files.get(p)
-            if f is not None and f.exists:
+            if p in facts.refused:
+                items.append(Item("docs", p, level, REFUSED, FAIL, MANUAL, detail=facts.refused[p]))
+            elif f is not None and f.exists:
                 items.append(Item("docs", p, level, "exists", PASS))
             elif level == "required":
                 items.append(Item("docs", p, level, "missing", FAIL, SAFE))
@@ -133,7 +150,10 @@ def check_git(req: Requirements, facts: Facts) -> list[Item]:
     items = []
     if g.remote:
         url = gf.remotes.get(g.remote_name)
-        if url is None:
+        why = remote_name_refusal(g.remote_name)
+        if why:
+            items.append(Item("git", f"remote.{g.remote_name}", g.remote, REFUSED, FAIL, MANUAL, detail=why))
+        elif url is None:
             items.append(Item("git", f"remote.{g.remote_name}", g.remote, "missing", FAIL, SAFE))
         elif _same_remote(url, g.remote):
             items.append(Item("git", f"remote.{g.remote_name}", g.remote, url, PASS))
@@ -145,18 +165,26 @@ def check_git(req: Requirements, facts: Facts) -> list[Item]:
         ok = gf.branch == g.branch
         items.append(Item("git", "branch", g.branch, branch, PASS if ok else FAIL, None if ok else MANUAL,
                           drift=not ok))
-    for hook in g.hooks:
+    for hook in g.hooks:  # hooks are code: installed (or made executable) only after approval
         f = gf.hooks.get(hook)
-        if f is None or not f.exists:
-            items.append(Item("git", f"hooks/{hook}", "executable hook", "missing", FAIL, SAFE))
+        if gf.hooks_refused:
+            items.append(Item("git", f"hooks/{hook}", "executable hook", REFUSED, FAIL, MANUAL,
+                              detail=gf.hooks_refused))
+        elif f is None or not f.exists:
+            items.append(Item("git", f"hooks/{hook}", "executable hook", "missing", FAIL, RISKY))
+        elif not f.is_file:
+            items.append(Item("git", f"hooks/{hook}", "executable hook", "not a regular file", FAIL, MANUAL))
         elif not f.executable:
-            items.append(Item("git", f"hooks/{hook}", "executable hook", "not executable", FAIL, SAFE))
+            items.append(Item("git", f"hooks/{hook}", "executable hook", "not executable", FAIL, RISKY))
         else:
             items.append(Item("git", f"hooks/{hook}", "executable hook", "executable", PASS))
     for key, want in g.config:
         have = gf.config.get(key)
         name = f"config.{key}"
-        if want in ("required", "optional"):
+        why = git_config_refusal(key, want)
+        if why:
+            items.append(Item("git", name, want, REFUSED, FAIL, MANUAL, detail=why))
+        elif want in ("required", "optional"):
             if have:
                 items.append(Item("git", name, f"set ({want})", have, PASS))
             else:

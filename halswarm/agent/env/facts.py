@@ -19,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from halswarm.agent.env.manifest import Requirements, VersionReq
+from halswarm.agent.env.paths import PathRefused, confine, hooks_dir, own_repository_refusal
 from halswarm.agent.env.templates import AGENT_MD
 from halswarm.agent.env.versions import format_version, parse_version
+from halswarm.core.manifest_rules import git_config_refusal
 
 MAX_TEXT_BYTES = 1024 * 1024
 OUTPUT_CHARS = 200
@@ -32,6 +34,7 @@ class Probe:
     version: str | None = None
     output: str = ""
     error: str | None = None
+    skipped: str | None = None  # not run: the item needs approval (own command, not a plain program name)
 
 
 @dataclass
@@ -49,6 +52,7 @@ class GitFacts:
     is_repo: bool
     error: str | None = None
     hooks_dir: str | None = None
+    hooks_refused: str | None = None  # why hooks cannot be installed in this project
     hooks: dict[str, FileFact] = field(default_factory=dict)
     config: dict[str, str | None] = field(default_factory=dict)
     remotes: dict[str, str | None] = field(default_factory=dict)
@@ -62,6 +66,7 @@ class Facts:
     env_present: dict[str, bool] = field(default_factory=dict)
     env_matches: dict[str, bool] = field(default_factory=dict)
     files: dict[str, FileFact] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # manifest path -> why it is not used
     git: GitFacts | None = None
     libs: dict[str, bool] = field(default_factory=dict)
     android_root: str | None = None
@@ -105,11 +110,13 @@ def _first_line(text: str) -> str:
 
 
 async def probe_version(req: VersionReq, env: Mapping[str, str], timeout: float, cwd: str | None = None) -> Probe:
-    """``<tool> --version`` (or the requirement's own command), run in the project directory so that
-    per-directory version managers (pyenv, nvm, asdf shims) answer for the project."""
+    """``<tool> --version`` (a fixed argv, never the manifest's ``command``), run in the project directory
+    so that per-directory version managers (pyenv, nvm, asdf shims) answer for the project."""
     if req.name == "ndk" and not req.command:
         return ndk_probe(env)
     argv = req.probe
+    if argv is None:
+        return Probe(False, skipped=req.unprobed_reason)
     rc, out = await run(argv, env=env, timeout=timeout, cwd=cwd)
     if rc == 127 and argv[0] == "python3" and not req.command:
         argv = ("python", "--version")
@@ -173,8 +180,9 @@ def _is_dir(path: str) -> bool:
     return os.path.isdir(path)
 
 
-def _resolve(base: str, rel: str) -> str:
-    return os.path.normpath(os.path.join(base, rel))
+def hook_fact(path: str) -> FileFact:
+    """A hook file; a symlink is reported as present but not a regular file (never followed)."""
+    return FileFact(exists=True) if os.path.islink(path) else file_fact(path)
 
 
 async def git_facts(directory: str, req: Requirements, env: Mapping[str, str], timeout: float) -> GitFacts:
@@ -183,17 +191,23 @@ async def git_facts(directory: str, req: Requirements, env: Mapping[str, str], t
     async def git(*args: str) -> tuple[int, str]:
         return await run(["git", "-C", directory, *args], env=env, timeout=timeout)
 
-    rc, out = await git("rev-parse", "--is-inside-work-tree")
-    if rc != 0 or out.strip() != "true":
+    rc, out = await git("rev-parse", "--show-toplevel")
+    if rc != 0 or not out.strip():
         reason = "git is not installed" if rc == 127 else (_first_line(out) or "not a git repository")
         return GitFacts(False, error=reason)
+    foreign = own_repository_refusal(directory, out.strip())
+    if foreign:  # never read or write the enclosing repository's config and hooks
+        return GitFacts(False, error=foreign)
     facts = GitFacts(True)
-    rc, out = await git("rev-parse", "--git-path", "hooks")
-    hooks_dir = out.strip() if rc == 0 and out.strip() else ".git/hooks"
-    facts.hooks_dir = _resolve(directory, hooks_dir)
-    for hook in req.git.hooks:
-        facts.hooks[hook] = file_fact(_resolve(facts.hooks_dir, hook), read=True)
+    try:
+        facts.hooks_dir = hooks_dir(directory)
+    except PathRefused as exc:
+        facts.hooks_refused = str(exc)
+    for hook in req.git.hooks if facts.hooks_dir else ():
+        facts.hooks[hook] = hook_fact(os.path.join(facts.hooks_dir, hook))
     for key, _ in req.git.config:
+        if git_config_refusal(key):
+            continue
         rc, out = await git("config", "--get", key)
         facts.config[key] = out.rstrip("\n") if rc == 0 else None
     if req.git.remote:
@@ -258,10 +272,18 @@ async def gather(req: Requirements, directory: str, *, env: Mapping[str, str], t
         facts.env_present[ev.name] = bool(value)
         if ev.mode == "value":
             facts.env_matches[ev.name] = value == ev.value
-    if req.agent_md:
-        facts.files[AGENT_MD] = file_fact(_resolve(directory, AGENT_MD), read=True)
+    for rel in [AGENT_MD] if req.agent_md else []:
+        try:
+            facts.files[rel] = file_fact(confine(directory, rel), read=True)
+        except PathRefused as exc:
+            facts.refused[rel] = str(exc)
     for rel in [*req.context_files, *req.context_dirs, *req.docs_required, *req.docs_recommended]:
-        facts.files.setdefault(rel, file_fact(_resolve(directory, rel)))
+        if rel in facts.files or rel in facts.refused:
+            continue
+        try:
+            facts.files[rel] = file_fact(confine(directory, rel))
+        except PathRefused as exc:
+            facts.refused[rel] = str(exc)
     if req.git is not None:
         facts.git = await git_facts(directory, req, env, timeout)
     if req.native_libs:

@@ -26,6 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from halswarm.agent.env.templates import AGENT_MD, DEFAULT_AGENT_MD, project_variables, render
+from halswarm.core.manifest_rules import (
+    git_config_refusal,
+    program_name_refusal,
+    relative_path_refusal,
+    remote_name_refusal,
+    template_name_refusal,
+)
 
 GO, SPEC = "go", "spec"
 DEFAULT_CONTEXT_DIR = ".context/"
@@ -50,7 +57,23 @@ class VersionReq:
     become: bool = False
 
     @property
-    def probe(self) -> tuple[str, ...]:
+    def probe(self) -> tuple[str, ...] | None:
+        """The fixed argv an env check may run: a known runtime's probe, else ``<name> --version`` for a
+        plain program name. None when the manifest gives its own ``command`` or the name is not a plain
+        program name: such an item is never run by a check, only through an approved pending item."""
+        if self.command or program_name_refusal(self.name):
+            return None
+        return PROBES.get(self.name, (self.name, "--version"))
+
+    @property
+    def unprobed_reason(self) -> str:
+        if self.command:
+            return "the manifest gives its own probe command: it runs only after approval"
+        return program_name_refusal(self.name) or ""
+
+    @property
+    def approval_check(self) -> tuple[str, ...]:
+        """What an approved item runs first to see whether it is already satisfied (shown before approval)."""
         return self.command or PROBES.get(self.name, (self.name, "--version"))
 
 
@@ -338,3 +361,72 @@ def requirements_for(doc: Mapping[str, Any], project: str) -> Requirements:
     req.agent_md_text = render(template, req.variables)
     req.hook_templates = {k.split("/", 1)[1]: v for k, v in templates.items() if k.startswith("hooks/")}
     return req
+
+
+# --------------------------------------------------------------------------- safety (pure)
+
+def _requirement_sections(doc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(JSON path, section) of every requirement section, in both formats."""
+    if detect_format(doc) == SPEC:
+        return _spec_sections(doc)
+    out: list[tuple[str, Mapping[str, Any]]] = []
+    if isinstance(doc.get("requirements"), Mapping):
+        out.append(("requirements", doc["requirements"]))
+    for name, project in _obj(doc.get("projects")).items():
+        if isinstance(project, Mapping) and isinstance(project.get("requirements"), Mapping):
+            out.append((f"projects.{name}.requirements", project["requirements"]))
+    return out
+
+
+def _path_lists(sec: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
+    ctx, docs, ac = _obj(sec.get("context")), _obj(sec.get("docs")), _obj(sec.get("agent_config"))
+    out = [(f"{where}.context.files", ctx.get("files")), (f"{where}.context.directories", ctx.get("directories")),
+           (f"{where}.docs.required", docs.get("required")), (f"{where}.docs.recommended", docs.get("recommended")),
+           (f"{where}.agent_config.required_docs", ac.get("required_docs"))]
+    if isinstance(ac.get("context_dir"), str):
+        out.append((f"{where}.agent_config.context_dir", [ac["context_dir"]]))
+    return out
+
+
+def safety_problems(doc: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) as ``PATH: message`` for what a manifest may not ask of a node: git config keys
+    outside the allowlist, paths that leave the project, option-like remote names (hook names are the
+    schema's ``gitHook``; template references: ``template_ref_refusal``). Warnings: version items the
+    checks will not run (own ``command`` or not a plain program name; they need approval)."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    for where, sec in _requirement_sections(doc):
+        git = _obj(sec.get("git"))
+        for key, value in _obj(git.get("config")).items():
+            why = git_config_refusal(str(key), str(value))
+            if why:
+                errors.append(f"{where}.git.config: {why}")
+        remote = git.get("remote")
+        if isinstance(remote, Mapping) and remote.get("name") is not None:
+            why = remote_name_refusal(str(remote.get("name")))
+            if why:
+                errors.append(f"{where}.git.remote.name: {why}")
+        for path, value in _path_lists(sec, where):
+            for i, rel in enumerate(_strs(value)):
+                why = relative_path_refusal(rel)
+                if why:
+                    errors.append(f"{path}[{i}]: {why}")
+        for category in ("runtime", "tools"):
+            for r in _version_reqs(category, sec.get(category)):
+                if r.probe is None and not (r.name == "ndk" and not r.command):
+                    warnings.append(f"{where}.{category}.{r.name}: not probed by env checks "
+                                    f"({r.unprobed_reason}); it becomes a pending item that needs approval")
+    return errors, warnings
+
+
+def template_ref_refusal(ref: str) -> str | None:
+    """Why an AGENT.md template reference cannot be read from the supervisor's template directory.
+
+    A reference is a name there (``AGENT.md``) or a relative path of names (``x/AGENT.md``); a leading
+    ``templates/`` (the spec 8.1 examples) names the same directory."""
+    parts = ref.removeprefix("templates/").split("/")
+    for part in parts:
+        why = template_name_refusal(part)
+        if why:
+            return f"template {ref!r} is not a name in the supervisor's template directory ({why})"
+    return None

@@ -12,6 +12,7 @@ from halswarm.agent.env.facts import Facts
 from halswarm.agent.env.manifest import APT_NAMES, Requirements
 from halswarm.agent.env.model import PASS, Action, Conflict, Item, Manual, Pending, Plan
 from halswarm.agent.env.templates import AGENT_MD, CONTEXT_FILES, DEFAULT_HOOK, doc_stub, render, unified_diff
+from halswarm.core.manifest_rules import git_config_refusal, git_hook_refusal
 
 
 def pending_id(project: str, category: str, item: str) -> str:
@@ -42,8 +43,11 @@ def risky_command(req: Requirements, category: str, item: str, *, directory: str
         r = next((r for r in [*req.runtime, *req.tools] if r.category == category and r.name == item), None)
         if r is None:
             return None
-        command = r.install or f"apt-get install -y {APT_NAMES.get(r.name, r.name)}"
-        return RiskyCommand(command, r.become if r.install else True, list(r.probe) if missing else [])
+        command = r.install or f"apt-get install -y {shlex.quote(APT_NAMES.get(r.name, r.name))}"
+        check = list(r.approval_check) if missing or r.probe is None else []
+        return RiskyCommand(command, r.become if r.install else True, check)
+    if category == "git" and item.startswith("hooks/"):
+        return hook_command(req, item.split("/", 1)[1], directory)
     if category == "native_libs":
         lib = next((x for x in req.native_libs if x.name == item), None)
         if lib is None:
@@ -69,6 +73,20 @@ def risky_command(req: Requirements, category: str, item: str, *, directory: str
         command = d.cleanup or f"git -C {shlex.quote(directory)} gc --prune=now --quiet"
         return RiskyCommand(command, False, chdir=directory)
     return None
+
+
+def hook_command(req: Requirements, hook: str, directory: str) -> RiskyCommand | None:
+    """Install git hook ``hook`` in ``<directory>/.git/hooks`` (only after approval: a hook is code that git
+    runs). The content is the manifest's ``hooks/<name>`` template, shown in full in the pending command,
+    else the built-in no-op hook. The file is never written through a symlink (``set -C``: exclusive
+    create) and an existing regular file is only made executable."""
+    if req.git is None or hook not in req.git.hooks or git_hook_refusal(hook) or not directory:
+        return None
+    path = shlex.quote(os.path.join(directory, ".git", "hooks", hook))
+    content = render(req.hook_templates.get(hook, DEFAULT_HOOK), {**req.variables, "hook": hook})
+    command = (f"test ! -L {path} && {{ test -e {path} || {{ set -C; umask 022; printf '%s' "
+               f"{shlex.quote(content)} > {path}; }}; }} && chmod 0755 {path}")
+    return RiskyCommand(command, False, ["test", "-x", os.path.join(directory, ".git", "hooks", hook)])
 
 
 class Planner:
@@ -113,6 +131,9 @@ class Planner:
             self._pending(it, cmd.command, reason, become=cmd.become, check=cmd.check, chdir=cmd.chdir)
 
     def _version(self, it: Item) -> None:
+        if it.actual == "not probed":
+            self._risky(it, f"{it.item} is not probed by env checks ({it.detail}); wanted {it.expected}")
+            return
         missing = it.actual.startswith("not found")
         self._risky(it, f"{it.item} {'is not installed' if missing else 'is ' + it.actual}; wanted {it.expected}")
 
@@ -176,6 +197,8 @@ class Planner:
         if g is None:
             return
         q = shlex.quote(d)
+        if it.actual == "refused":
+            return  # the check says why; nothing is planned for it
         if it.item == "repository" or gf is None:
             self.plan.manual.append(Manual("git", it.item, it.actual, f"git -C {q} init"))
             return
@@ -193,20 +216,17 @@ class Planner:
             self.plan.manual.append(Manual("git", "branch", f"on {it.actual}, wanted {it.expected}",
                                            f"git -C {q} switch {shlex.quote(it.expected)}"))
         elif it.item.startswith("hooks/"):
-            hook = it.item.split("/", 1)[1]
-            path = os.path.join(gf.hooks_dir or os.path.join(d, ".git", "hooks"), hook)
-            if it.actual == "missing":
-                template = self.req.hook_templates.get(hook, DEFAULT_HOOK)
-                content = render(template, {**self.req.variables, "hook": hook})
-                self.plan.actions.append(Action("git", it.item, "create", path, content, 0o755))
-            else:
-                self.plan.actions.append(Action("git", it.item, "chmod", path, mode=0o755))
+            if it.actual in ("missing", "not executable"):
+                self._risky(it, f"git hook {it.item.split('/', 1)[1]} is {it.actual} (a hook is code: it is "
+                                "installed only after approval)")
         elif it.item.startswith("config."):
             key = it.item.removeprefix("config.")
             want = dict(g.config).get(key, "")
             if want in ("required", "optional"):
                 self.plan.manual.append(Manual("git", it.item, f"{want} setting is not set",
                                                f"git -C {q} config {shlex.quote(key)} <value>"))
+            elif git_config_refusal(key, want):
+                return
             elif it.actual == "not set" or self.force:
                 self.plan.actions.append(Action("git", it.item, "git_config", d, args=(key, want)))
             else:

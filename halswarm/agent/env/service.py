@@ -36,6 +36,7 @@ from halswarm.agent.env.envfile import EnvFile
 from halswarm.agent.env.facts import effective_env, file_fact, gather
 from halswarm.agent.env.manifest import ManifestError, Requirements, digest, requirements_for
 from halswarm.agent.env.model import FAIL, PASS, WARN, overall
+from halswarm.agent.env.paths import PathRefused, confine
 from halswarm.agent.env.plan import build_plan
 from halswarm.agent.env.procenv import OpencodeEnvSync, merge_project_env
 from halswarm.agent.env.templates import AGENT_MD, sha256_text, unified_diff
@@ -277,7 +278,7 @@ class EnvService:
                 }
             env_file = self.env_file(project)
             applied, errors = await apply_actions(plan.actions, env_file=env_file, env=env,
-                                                  timeout=max(self.probe_timeout, 30.0))
+                                                  timeout=max(self.probe_timeout, 30.0), root=directory)
         after = await self.check_project(project, directory)
         opencode = await self._env_to_opencode() if any(a.get("action") == "env_set" for a in applied) else None
         conflicts = {k: v for k, v in self.env_conflicts().items() if project in v}
@@ -326,7 +327,10 @@ class EnvService:
     def _agent_md(self, project: str, directory: str) -> tuple[str, str | None, str]:
         """(path, local text or None, rendered template)."""
         req, _ = self.requirements(project, directory)
-        path = os.path.join(directory, AGENT_MD)
+        try:
+            path = confine(directory, AGENT_MD)
+        except PathRefused as exc:
+            raise EnvCommandError(f"project {project}: {exc}") from None
         fact = file_fact(path, read=True)
         return path, fact.text if fact.is_file else None, req.agent_md_text
 

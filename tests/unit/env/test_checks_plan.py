@@ -83,7 +83,7 @@ def test_failures_become_actions_pending_conflicts_and_manual() -> None:
         "agent_config:AGENT.md": ("warn", "manual"), "context:.context/": ("fail", "safe"),
         "context:.context/PROGRESS.md": ("fail", "safe"), "docs:README.md": ("fail", "safe"),
         "docs:ARCH.md": ("warn", "manual"), "git:remote.origin": ("fail", "safe"), "git:branch": ("fail", "manual"),
-        "git:hooks/pre-commit": ("fail", "safe"), "git:hooks/commit-msg": ("fail", "safe"),
+        "git:hooks/pre-commit": ("fail", "risky"), "git:hooks/commit-msg": ("fail", "risky"),
         "git:config.core.autocrlf": ("fail", "safe"), "git:config.user.name": ("fail", "manual"),
         "git:config.pull.rebase": ("fail", "manual"), "native_libs:ssl": ("fail", "risky"),
         "disk:free_space": ("fail", "risky"),
@@ -97,16 +97,17 @@ def test_failures_become_actions_pending_conflicts_and_manual() -> None:
         ("context:.context/:mkdir", "/srv/p/.context"),
         ("context:.context/PROGRESS.md:create", "/srv/p/.context/PROGRESS.md"),
         ("git:remote.origin:git_remote_add", "/srv/p"),
-        ("git:hooks/pre-commit:chmod", "/srv/p/.git/hooks/pre-commit"),
-        ("git:hooks/commit-msg:create", "/srv/p/.git/hooks/commit-msg"),
         ("git:config.core.autocrlf:git_config", "/srv/p"),
         ("docs:README.md:create", "/srv/p/README.md"),
     ]
     create = {a.item: a for a in plan.actions}
     assert create[".context/PROGRESS.md"].content == "# Progress\n" and create["README.md"].content == "# README\n"
-    assert create["hooks/commit-msg"].mode == 0o755 and "commit-msg hook - hal-o-swarm managed" in (
-        create["hooks/commit-msg"].content or "")
-    assert {p.id: (p.command, p.become, p.check) for p in plan.pending} == {
+    # hooks are code: installed or made executable only after approval, never as a safe action
+    hooks = {p.id: p for p in plan.pending if p.category == "git"}
+    assert set(hooks) == {"p:git:hooks/pre-commit", "p:git:hooks/commit-msg"}
+    assert "commit-msg hook - hal-o-swarm managed" in hooks["p:git:hooks/commit-msg"].command
+    assert hooks["p:git:hooks/commit-msg"].check == ["test", "-x", "/srv/p/.git/hooks/commit-msg"]
+    assert {p.id: (p.command, p.become, p.check) for p in plan.pending if p.category != "git"} == {
         "p:runtime:node": ("apt-get install -y nodejs", True, []),
         "p:tools:rg": ("apt-get install -y rg", True, ["rg", "--version"]),
         "p:native_libs:ssl": ("apt-get install -y libssl-dev", True, []),

@@ -33,10 +33,15 @@ async def test_probe_timeout_kills_the_process(tmp_path: Path) -> None:
     assert rc == 127 and "not found" in out
 
 
-async def test_probe_custom_command_and_exit_status(tmp_path: Path) -> None:
+async def test_probe_never_runs_the_manifests_command_and_reads_exit_status(tmp_path: Path) -> None:
     env = tool_env(tmp_path)
     stand_in_tool(tmp_path / "bin", "mytool", "3.2.1")
-    p = await probe_version(VersionReq("tools", "mytool", command=("mytool", "--version")), env, 5)
+    marker = tmp_path / "PWNED"
+    p = await probe_version(VersionReq("tools", "mytool", command=("sh", "-c", f"touch {marker}")), env, 5)
+    assert not p.found and p.skipped and "approval" in p.skipped and not marker.exists()
+    p = await probe_version(VersionReq("tools", "../bin/mytool"), env, 5)  # not a plain program name
+    assert not p.found and p.skipped and "not a plain program name" in p.skipped
+    p = await probe_version(VersionReq("tools", "mytool"), env, 5)
     assert p.found and p.version == "3.2.1"
     failing = tmp_path / "bin" / "broken"
     failing.write_text("#!/bin/sh\necho 'broken 1.0'\nexit 2\n")
