@@ -42,7 +42,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from halswarm.agent.env.manifest import detect_format, digest, project_names, requirements_for, template_refs
+from halswarm.agent.env.manifest import (
+    detect_format,
+    digest,
+    project_names,
+    requirements_for,
+    safety_problems,
+    template_ref_refusal,
+    template_refs,
+)
 from halswarm.agent.env.plan import RiskyCommand, approval_token, risky_command
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.api import ApiError, actor_of, auth_dependency, find_node, ok, raise_for
@@ -69,10 +77,43 @@ _SHELL_CHARS = re.compile(r"[|&;<>()$`\\*?\[\]{}~\n]")
 
 # --------------------------------------------------------------------------- validation
 
+TEMPLATE_DIR = "templates"
+MAX_TEMPLATE_BYTES = 256 * 1024
+
+
+def template_dir(base_dir: str | None) -> Path:
+    """The supervisor's template directory: ``templates/`` next to its config file (or the cwd)."""
+    return Path(base_dir or os.getcwd()) / TEMPLATE_DIR
+
+
+def read_template(ref: str, base_dir: str | None) -> str:
+    """The text of template ``ref`` from the template directory only (a name or a path of names, resolved
+    and confined there); ValueError with the one-line reason otherwise."""
+    why = template_ref_refusal(ref)
+    if why:
+        raise ValueError(why)
+    root = template_dir(base_dir).resolve()
+    path = (root / ref.removeprefix("templates/")).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"template {ref!r} resolves outside the supervisor's template directory")
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_TEMPLATE_BYTES + 1)
+    except OSError:
+        raise ValueError(f"template {ref!r} not found (not in templates, no such file on the supervisor)") from None
+    if len(raw) > MAX_TEMPLATE_BYTES:
+        raise ValueError(f"template {ref!r} is larger than {MAX_TEMPLATE_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"template {ref!r} is not UTF-8 text") from None
+
+
 def manifest_problems(doc: Any, base_dir: str | None = None) -> tuple[list[str], list[str], dict[str, str]]:
-    """(errors, warnings, templates read from files): schema + semantic problems as ``PATH: message``,
-    plus every AGENT.md template a project names that is neither in ``templates`` nor a readable file
-    on the supervisor (relative paths: next to the supervisor config)."""
+    """(errors, warnings, templates read from files): schema, semantic and safety problems as
+    ``PATH: message`` (``safety_problems``: git config allowlist, hook names, paths confined to the
+    project), plus every AGENT.md template a project names that is neither in ``templates`` nor a file
+    of the supervisor's template directory (``templates/`` next to its config; read by name only)."""
     from halswarm.config import validate_data
 
     if not isinstance(doc, Mapping):
@@ -80,16 +121,18 @@ def manifest_problems(doc: Any, base_dir: str | None = None) -> tuple[list[str],
     problems = validate_data("manifest", doc)
     errors = [str(p) for p in problems if p.is_error]
     warnings = [str(p) for p in problems if not p.is_error]
+    unsafe, notes = safety_problems(doc)
+    errors += unsafe
+    warnings += notes
     inlined: dict[str, str] = {}
     templates = doc.get("templates") if isinstance(doc.get("templates"), Mapping) else {}
     for where, name in sorted(template_refs(doc).items()):
         if name in templates or name in inlined:
             continue
-        path = Path(name) if os.path.isabs(name) else Path(base_dir or os.getcwd()) / name
         try:
-            inlined[name] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            errors.append(f"{where}: template {name!r} not found (not in templates, no such file on the supervisor)")
+            inlined[name] = read_template(name, base_dir)
+        except ValueError as exc:
+            errors.append(f"{where}: {exc}")
     return errors, warnings, inlined
 
 

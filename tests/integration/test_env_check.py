@@ -211,8 +211,8 @@ async def test_each_category_passes_and_fails(stack: Callable[..., Any]) -> None
         "context:.context/CURRENT_TASK.md": ("fail", "safe"),
         "git:remote.origin": ("fail", "manual"),
         "git:branch": ("fail", "manual"),
-        "git:hooks/pre-commit": ("fail", "safe"),  # not executable
-        "git:hooks/commit-msg": ("fail", "safe"),  # missing
+        "git:hooks/pre-commit": ("fail", "risky"),  # not executable: hooks are code, only after approval
+        "git:hooks/commit-msg": ("fail", "risky"),  # missing
         "git:config.core.autocrlf": ("fail", "manual"),  # set to another value
         "docs:SPEC.md": ("fail", "safe"),
         "docs:ARCHITECTURE.md": ("warn", "manual"),

@@ -93,8 +93,7 @@ async def test_dry_run_changes_nothing_then_provision_is_idempotent(
             "agent_config:AGENT.md:create", "context:.context/:mkdir", "context:.context/CURRENT_TASK.md:create",
             "context:.context/PROGRESS.md:create", "docs:docs/RUNBOOK.md:create",
             "env_vars:HAL_PROVISIONED_MODE:env_set",
-            "git:config.core.autocrlf:git_config", "git:hooks/commit-msg:create", "git:hooks/pre-commit:create",
-            "git:remote.origin:git_remote_add"])
+            "git:config.core.autocrlf:git_config", "git:remote.origin:git_remote_add"])
         # nothing pending is stored from a dry run
         assert (await c.get("/env/drift")).json()["meta"]["pending"] == []
 
@@ -108,9 +107,9 @@ async def test_dry_run_changes_nothing_then_provision_is_idempotent(
     assert (alpha / "AGENT.md").read_text() == agent_md()
     assert (alpha / ".context" / "PROGRESS.md").read_text() == "# Progress\n"
     assert (alpha / "docs" / "RUNBOOK.md").read_text() == "# RUNBOOK\n"
-    hook = alpha / ".git" / "hooks" / "commit-msg"
-    assert hook.read_text() == "#!/bin/sh\n# alpha commit-msg\nexit 0\n" and hook.stat().st_mode & 0o111
-    assert "hal-o-swarm managed" in (alpha / ".git" / "hooks" / "pre-commit").read_text()
+    # hooks are code: never written by provisioning, only proposed for approval (with their content)
+    assert not (alpha / ".git" / "hooks" / "commit-msg").exists()
+    assert not (alpha / ".git" / "hooks" / "pre-commit").exists()
     git_config = (alpha / ".git" / "config").read_text()
     assert REMOTE in git_config and "autocrlf = input" in git_config and "rebase = false" in git_config
     # env vars for the agent's processes: the provisioned file, 0600, and what the service hands out
@@ -120,7 +119,8 @@ async def test_dry_run_changes_nothing_then_provision_is_idempotent(
     items = {f"{i['category']}:{i['item']}": i["status"] for i in first["check"]["details"]["drift"]}
     assert items["env_vars:HAL_PROVISIONED_MODE"] == "pass" and items["agent_config:AGENT.md"] == "pass"
     assert {k for k, v in items.items() if v != "pass"} == {
-        "runtime:halsdk", "env_vars:HAL_SECRET_TOKEN", "git:config.pull.rebase", "docs:ARCHITECTURE.md"}
+        "runtime:halsdk", "env_vars:HAL_SECRET_TOKEN", "git:config.pull.rebase", "docs:ARCHITECTURE.md",
+        "git:hooks/commit-msg", "git:hooks/pre-commit"}
 
     # second run: nothing changes (checksums) and nothing is reported as changed
     out = await halctl(sup, "env", "provision", "--node", NODE, "--project", "alpha", "-o", "json")
@@ -133,11 +133,21 @@ async def test_dry_run_changes_nothing_then_provision_is_idempotent(
     pending = (await wait_api(sup, "/env/drift", lambda d: True, params={"node_id": NODE}))
     async with aclient(sup) as c:
         meta = (await c.get("/env/drift", params={"node_id": NODE})).json()["meta"]
-    assert [p["id"] for p in meta["pending"]] == ["alpha:runtime:halsdk"]
-    assert meta["pending"][0]["token"].startswith("prov_") and meta["pending"][0]["command"] == "echo install halsdk"
-    assert {d["item"] for d in pending} == {"halsdk", "HAL_SECRET_TOKEN", "config.pull.rebase", "ARCHITECTURE.md"}
+    stored = {p["id"]: p for p in meta["pending"]}
+    assert sorted(stored) == ["alpha:git:hooks/commit-msg", "alpha:git:hooks/pre-commit", "alpha:runtime:halsdk"]
+    assert stored["alpha:runtime:halsdk"]["token"].startswith("prov_")
+    assert stored["alpha:runtime:halsdk"]["command"] == "echo install halsdk"
+    # the manifest's hook template is shown in full in the command an admin approves
+    hook_cmd = stored["alpha:git:hooks/commit-msg"]["command"]
+    assert "# alpha commit-msg" in hook_cmd and str(alpha / ".git" / "hooks" / "commit-msg") in hook_cmd
+    assert stored["alpha:git:hooks/commit-msg"]["approvable"] is True
+    assert {d["item"] for d in pending} == {"halsdk", "HAL_SECRET_TOKEN", "config.pull.rebase", "ARCHITECTURE.md",
+                                            "hooks/commit-msg", "hooks/pre-commit"}
     req = await events(sup, "provision.manual_required", node_id=NODE)
-    assert len(req) == 1 and req[0]["data"]["approve"] == "halctl env approve env-node-2 alpha:runtime:halsdk"
+    assert sorted(e["data"]["approve"] for e in req) == [
+        "halctl env approve env-node-2 alpha:git:hooks/commit-msg",
+        "halctl env approve env-node-2 alpha:git:hooks/pre-commit",
+        "halctl env approve env-node-2 alpha:runtime:halsdk"]
     prov = await events(sup, "env.provisioned", node_id=NODE)
     assert len(prov) == 1  # the second run changed nothing
 
