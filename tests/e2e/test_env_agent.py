@@ -54,8 +54,15 @@ def test_env_check_provision_and_drift_through_the_real_agent(
         dry = c.post(f"/api/v1/env/provision/{NODE}", json={"project": "demo", "dry_run": True}).json()["data"]
         assert dry["results"][0]["status"] == "planned" and tree_digest(project) == before
         first = c.post(f"/api/v1/env/provision/{NODE}", json={"project": "demo"}).json()["data"]["results"][0]
-        assert first["status"] == "completed", json.dumps(first, indent=1)
+        # the hook is code: not written by provisioning, left pending for an admin's approval
+        assert first["status"] == "partial", json.dumps(first, indent=1)
+        assert [p["id"] for p in first["details"]["pending"]] == ["demo:git:hooks/pre-commit"]
+        hook = project / ".git" / "hooks" / "pre-commit"
+        assert not hook.exists()
         assert (project / "AGENT.md").read_text() == "# demo (managed)\n"
+        hook.write_text("#!/bin/sh\nexit 0\n")  # what the approved item would install
+        hook.chmod(0o755)
+        assert c.post(f"/api/v1/env/check/{NODE}", json={"project": "demo"}).json()["data"]["status"] == "ready"
         after = tree_digest(project)
         second = c.post(f"/api/v1/env/provision/{NODE}", json={"project": "demo"}).json()["data"]["results"][0]
         assert second["changes"] == [] and tree_digest(project) == after

@@ -89,10 +89,11 @@ async def test_a_probe_command_from_the_manifest_never_runs(stack: Stack, tmp_pa
         "runtime": {"python": {"version": ">=3", "command": f"sh -c 'touch {runtime_marker}'"}}}}}
     r = await put(stack, doc)
     assert r.status_code == 201, r.text
-    assert any(w.startswith("projects.alpha.tools.evil: not probed") for w in r.json()["data"]["warnings"])
     # the manifest is pushed as an env check on change: wait until it has run, then check once more
     await wait_api(stack.sup, "/env/status", lambda d: any(x["project"] == "alpha" and x["checked_at"] for x in d))
     items = await check(stack, "alpha")
+    assert not marker.exists() and not runtime_marker.exists()
+    assert any(w.startswith("projects.alpha.tools.evil: not probed") for w in r.json()["data"]["warnings"])
     assert items["tools:evil"]["status"] == "warn" and items["tools:evil"]["actual"] == "not probed"
     assert "approval" in items["tools:evil"]["detail"]
     assert items["runtime:python"]["actual"] == "not probed"
