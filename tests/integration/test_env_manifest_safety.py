@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 
 from tests.unit.env.harness import EnvAgent, EnvSupervisorProc, aclient, git, make_repo, tool_env, wait_api
 
@@ -49,7 +51,10 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     inner.mkdir()
     outside = tmp_path / "outside"
     outside.mkdir()
-    sup = EnvSupervisorProc(tmp_path / "sup")
+    inventory = tmp_path / "inventory.yml"  # approved items run on this host through Ansible (local connection)
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {NODE: {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
+    sup = EnvSupervisorProc(tmp_path / "sup", extra={"remediation": {"inventory": str(inventory)}})
     sup.start()
     agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha), "inner": str(inner)}, env)
     try:
@@ -223,3 +228,27 @@ async def test_nothing_is_written_into_an_enclosing_repository(stack: Stack) -> 
     assert result["changes"] == [] and result["details"]["pending"] == []
     assert sorted(os.listdir(stack.outer / ".git" / "hooks")) == hooks_before
     assert (stack.outer / ".git" / "config").read_text() == config_before
+
+
+@pytest.mark.timeout(300)
+async def test_a_hook_is_installed_only_by_an_approved_item(stack: Stack, tmp_path: Path) -> None:
+    body = "#!/bin/sh\n# {{project}} pre-commit, approved\nexit 0\n"
+    doc = {"version": "1.0", "templates": {"hooks/pre-commit": body},
+           "projects": {"alpha": {"git": {"hooks": ["pre-commit", "commit-msg"]}}}}
+    assert (await put(stack, doc)).status_code == 201
+    outside = stack.outside / "victim"
+    outside.write_text("keep\n")
+    (stack.alpha / ".git" / "hooks" / "commit-msg").symlink_to(outside)  # planted: never written through
+    result = await provision(stack, "alpha")
+    assert [p["id"] for p in result["details"]["pending"]] == ["alpha:git:hooks/pre-commit"]
+    items = await check(stack, "alpha")
+    assert items["git:hooks/commit-msg"]["actual"] == "not a regular file"
+    hook = stack.alpha / ".git" / "hooks" / "pre-commit"
+    assert not hook.exists()
+    async with aclient(stack.sup) as c:
+        r = await c.post(f"/env/approve/{NODE}", json={"item": "alpha:git:hooks/pre-commit"})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["status"] == "succeeded", r.text
+    assert hook.read_text() == "#!/bin/sh\n# alpha pre-commit, approved\nexit 0\n"
+    assert hook.stat().st_mode & 0o777 == 0o755
+    assert outside.read_text() == "keep\n"
