@@ -43,6 +43,25 @@ PROGRAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+# Environment variables a manifest may not give a value: each makes a loader, an interpreter, a shell or
+# git run or load other code in the agent's processes (opencode, probes, git).
+ENV_VAR_REFUSED = frozenset({
+    "PATH", "NODE_OPTIONS", "NODE_PATH", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE",
+    "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PROMPT_COMMAND", "IFS", "PERL5OPT", "PERL5LIB", "PERLLIB",
+    "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH",
+    "SSH_ASKPASS", "EDITOR", "VISUAL", "PAGER", "SHELL", "HOME", "XDG_CONFIG_HOME", "OPENCODE_CONFIG",
+    "OPENCODE_CONFIG_DIR", "OPENCODE_CONFIG_CONTENT",
+})
+ENV_VAR_REFUSED_PREFIXES = ("LD_", "DYLD_", "GIT_", "BASH_FUNC_")
+
+
+def env_var_refusal(name: str) -> str | None:
+    """Why the manifest may not set environment variable ``name`` to a value (None: it may)."""
+    if name.upper() in ENV_VAR_REFUSED or name.upper().startswith(ENV_VAR_REFUSED_PREFIXES):
+        return f"environment variable {name} may not be set by the manifest (it can make programs run other code)"
+    return None
+
+
 def git_config_refusal(key: str, value: str | None = None) -> str | None:
     """Why the manifest may not set git config ``key`` (to ``value``, when given); None: allowed."""
     k = key.lower()

@@ -134,6 +134,8 @@ async def test_git_config_and_hook_planting_is_refused(stack: Stack, tmp_path: P
         body = r.json()
         assert body["code"] == "VALIDATION_ERROR" and repr(key) in body["error"]
         assert body["problems"][0].startswith("projects.alpha.git.config: git config key")
+    r = await put(stack, {"version": "1.0", "projects": {"alpha": {"env_vars": {"LD_PRELOAD": str(marker)}}}})
+    assert r.status_code == 400 and "env_vars.LD_PRELOAD" in r.json()["problems"][0]
     async with aclient(stack.sup) as c:
         assert (await c.get("/env/manifest")).status_code == 404  # nothing was stored
 

@@ -20,7 +20,7 @@ from halswarm.agent.env.envfile import EnvFile
 from halswarm.agent.env.facts import run
 from halswarm.agent.env.model import Action
 from halswarm.agent.env.paths import PathRefused, check_inside
-from halswarm.core.manifest_rules import git_config_refusal, remote_name_refusal
+from halswarm.core.manifest_rules import env_var_refusal, git_config_refusal, remote_name_refusal
 
 
 class ApplyError(Exception):
@@ -89,6 +89,8 @@ def _guard(a: Action, root: str | None) -> None:
     if a.action in ("create", "overwrite", "mkdir", "chmod") and root is not None:
         check_inside(root, a.path)
     if a.action == "git_config" and (why := git_config_refusal(a.args[0], a.args[1])):
+        raise ApplyError(why)
+    if a.action == "env_set" and (why := env_var_refusal(a.args[0])):
         raise ApplyError(why)
     if a.action.startswith("git_remote"):
         why = remote_name_refusal(a.args[0]) or (f"remote URL {a.args[1]!r} looks like an option"

@@ -9,7 +9,7 @@ from halswarm.agent.env.manifest import Requirements
 from halswarm.agent.env.model import FAIL, MANUAL, PASS, RISKY, SAFE, WARN, Item
 from halswarm.agent.env.templates import AGENT_MD, sha256_text
 from halswarm.agent.env.versions import BadConstraint, parse_version, satisfies
-from halswarm.core.manifest_rules import git_config_refusal, remote_name_refusal
+from halswarm.core.manifest_rules import env_var_refusal, git_config_refusal, remote_name_refusal
 
 REFUSED = "refused"
 NOT_PROBED = "not probed"
@@ -52,7 +52,10 @@ def check_env_vars(req: Requirements, facts: Facts) -> list[Item]:
     for ev in req.env_vars:
         present = facts.env_present.get(ev.name, False)
         actual = "set" if present else "not set"
-        if ev.mode == "value":
+        why = env_var_refusal(ev.name) if ev.mode == "value" else None
+        if why:
+            items.append(Item("env_vars", ev.name, "set (manifest value)", REFUSED, FAIL, MANUAL, detail=why))
+        elif ev.mode == "value":
             matches = facts.env_matches.get(ev.name, False)
             if matches:
                 items.append(Item("env_vars", ev.name, "set (manifest value)", "set", PASS))

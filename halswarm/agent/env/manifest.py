@@ -27,6 +27,7 @@ from typing import Any
 
 from halswarm.agent.env.templates import AGENT_MD, DEFAULT_AGENT_MD, project_variables, render
 from halswarm.core.manifest_rules import (
+    env_var_refusal,
     git_config_refusal,
     program_name_refusal,
     relative_path_refusal,
@@ -390,7 +391,8 @@ def _path_lists(sec: Mapping[str, Any], where: str) -> list[tuple[str, Any]]:
 
 def safety_problems(doc: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """(errors, warnings) as ``PATH: message`` for what a manifest may not ask of a node: git config keys
-    outside the allowlist, paths that leave the project, option-like remote names (hook names are the
+    outside the allowlist, env var values that load code (``LD_PRELOAD``, ``NODE_OPTIONS``...), paths that
+    leave the project, option-like remote names (hook names are the
     schema's ``gitHook``; template references: ``template_ref_refusal``). Warnings: version items the
     checks will not run (own ``command`` or not a plain program name; they need approval)."""
     errors: list[str] = []
@@ -406,6 +408,10 @@ def safety_problems(doc: Mapping[str, Any]) -> tuple[list[str], list[str]]:
             why = remote_name_refusal(str(remote.get("name")))
             if why:
                 errors.append(f"{where}.git.remote.name: {why}")
+        for ev in _env_reqs(sec.get("env_vars")):
+            why = env_var_refusal(ev.name) if ev.mode == "value" else None
+            if why:
+                errors.append(f"{where}.env_vars.{ev.name}: {why}")
         for path, value in _path_lists(sec, where):
             for i, rel in enumerate(_strs(value)):
                 why = relative_path_refusal(rel)

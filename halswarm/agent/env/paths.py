@@ -22,11 +22,10 @@ def confine(directory: str, rel: str) -> str:
     if why:
         raise PathRefused(why)
     root = os.path.realpath(directory)
-    path = os.path.join(root, os.path.normpath(rel))
-    real = os.path.realpath(path)
+    real = os.path.realpath(os.path.join(root, os.path.normpath(rel)))
     if not inside(root, real) or real == root:
         raise PathRefused(f"path {rel!r} resolves to {real}, outside the project {root} (symlink)")
-    return path
+    return os.path.join(directory, os.path.normpath(rel))
 
 
 def check_inside(directory: str, path: str) -> None:
@@ -44,9 +43,8 @@ def hooks_dir(directory: str) -> str:
     git_dir = os.path.join(directory, ".git")
     if os.path.islink(git_dir) or not os.path.isdir(git_dir):
         raise PathRefused(f"{git_dir} is not a directory of the project: hooks are not installed")
-    root = os.path.realpath(directory)
-    hooks = os.path.join(root, ".git", "hooks")
-    if not inside(root, os.path.realpath(hooks)):
+    hooks = os.path.join(directory, ".git", "hooks")
+    if not inside(os.path.realpath(directory), os.path.realpath(hooks)):
         raise PathRefused(f"{hooks} resolves outside the project (symlink): hooks are not installed")
     return hooks
 

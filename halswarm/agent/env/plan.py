@@ -152,7 +152,7 @@ class Planner:
 
     def _env(self, it: Item) -> None:
         ev = next((e for e in self.req.env_vars if e.name == it.item), None)
-        if ev is None:
+        if ev is None or it.actual == "refused":
             return
         if ev.mode == "value" and ev.value is not None:
             self.plan.actions.append(Action("env_vars", ev.name, "env_set", args=(ev.name, ev.value)))

@@ -7,6 +7,7 @@ import pytest
 
 from halswarm.agent.env.manifest import VersionReq, safety_problems, template_ref_refusal
 from halswarm.core.manifest_rules import (
+    env_var_refusal,
     git_config_refusal,
     git_hook_refusal,
     inside,
@@ -105,3 +106,16 @@ def test_safety_problems_in_both_formats() -> None:
     assert [e.split(":")[0] for e in errors] == ["requirements.git.config", "projects.q.requirements.docs.required[0]"]
     assert safety_problems({"version": "1.0", "projects": {"p": {"git": {"config": {"core.autocrlf": "input"}},
                                                                  "context": {"files": [".context/a.md"]}}}}) == ([], [])
+
+
+def test_env_vars_that_load_code_are_refused() -> None:
+    for name in ("LD_PRELOAD", "ld_library_path", "DYLD_INSERT_LIBRARIES", "NODE_OPTIONS", "PYTHONPATH", "BASH_ENV",
+                 "GIT_SSH_COMMAND", "GIT_CONFIG_GLOBAL", "PATH", "JAVA_TOOL_OPTIONS", "OPENCODE_CONFIG_CONTENT"):
+        assert env_var_refusal(name), name
+    for name in ("ANDROID_HOME", "CI", "DATABASE_URL", "GITHUB_TOKEN", "NODE_ENV", "PYTHONUNBUFFERED"):
+        assert env_var_refusal(name) is None, name
+    doc = {"version": "1.0", "projects": {"p": {"env_vars": {"LD_PRELOAD": "/tmp/x.so", "NODE_OPTIONS": "required",
+                                                             "CI": "1"}}}}
+    errors, _ = safety_problems(doc)
+    assert errors == ["projects.p.env_vars.LD_PRELOAD: environment variable LD_PRELOAD may not be set by the "
+                      "manifest (it can make programs run other code)"]  # "required" only checks it is set

@@ -33,17 +33,18 @@ async def test_an_unvalidated_manifest_plants_nothing(tmp_path: Path) -> None:
         "git": {"hooks": ["pre-commit"], "config": {"core.fsmonitor": f"touch {marker}", "alias.s": "!sh",
                                                      "commit.gpgsign": "true", "core.autocrlf": "input"}},
         "docs": {"required": ["../outside/a.md", str(outside / "b.md"), "README.md"]},
-        "context": {"files": ["../outside/c.md"]}}}))
+        "context": {"files": ["../outside/c.md"]}, "env_vars": {"LD_PRELOAD": "/tmp/evil.so", "HAL_OK": "1"}}}))
     svc = EnvService(projects=lambda: {"p": str(repo)}, data_dir=tmp_path / "data", base_env=env)
     h = svc.handlers()
     r = await h["env_provision"](cmd("env_provision", "p"))
     assert r.status == "success", r.error
     out = r.output
     assert out["source"] == "project_file"
-    assert sorted(out["changes"]) == ["git:config.core.autocrlf:git_config"]
+    assert sorted(out["changes"]) == ["env_vars:HAL_OK:env_set", "git:config.core.autocrlf:git_config"]
+    assert svc.managed_env() == {"HAL_OK": "1"}
     items = {f"{i['category']}:{i['item']}": i for i in out["check"]["details"]["drift"]}
     for key in ("git:config.core.fsmonitor", "git:config.alias.s", "git:config.commit.gpgsign",
-                "docs:../outside/a.md", f"docs:{outside / 'b.md'}", "context:../outside/c.md"):
+                "env_vars:LD_PRELOAD", "docs:../outside/a.md", f"docs:{outside / 'b.md'}", "context:../outside/c.md"):
         assert items[key]["actual"] == "refused" and items[key]["status"] == "fail", items[key]
     assert items["tools:x"]["actual"] == "not probed"
     assert [p["id"] for p in out["details"]["pending"]] == ["p:tools:x", "p:git:hooks/pre-commit"]
@@ -66,10 +67,12 @@ async def test_apply_refuses_a_forged_plan(tmp_path: Path) -> None:
                Action("context", "d", "mkdir", str(repo / "link" / "d"), mode=0o755),
                Action("git", "config.core.fsmonitor", "git_config", str(repo), args=("core.fsmonitor", "x")),
                Action("git", "remote.x", "git_remote_add", str(repo), args=("--upload-pack=x", "https://x")),
+               Action("env_vars", "LD_PRELOAD", "env_set", args=("LD_PRELOAD", "/tmp/x.so")),
                Action("docs", "ok", "create", str(repo / "ok.md"), "ok\n", 0o644)]
     applied, errors = await apply_actions(actions, env_file=EnvFile(tmp_path / "e.env"), env=env, root=str(repo))
     assert [a["item"] for a in applied] == ["ok"]
-    assert len(errors) == 5 and all(("outside the project" in e or "not allowed" in e) for e in errors), errors
+    assert len(errors) == 6 and all(("outside the project" in e or "not allowed" in e or "may not be set" in e)
+                                    for e in errors), errors
     assert list(outside.iterdir()) == [] and "fsmonitor" not in (repo / ".git" / "config").read_text()
 
 
@@ -78,8 +81,8 @@ def test_confine_and_hooks_dir(tmp_path: Path) -> None:
     (root / "sub").mkdir(parents=True)
     (root / "out").symlink_to(tmp_path, target_is_directory=True)
     (root / "in").symlink_to(root / "sub", target_is_directory=True)
-    assert confine(str(root), "sub/a.md") == str(root.resolve() / "sub" / "a.md")
-    assert confine(str(root), "in/a.md") == str(root.resolve() / "in" / "a.md")  # a symlink that stays inside
+    assert confine(str(root), "sub/./a.md") == str(root / "sub" / "a.md")
+    assert confine(str(root), "in/a.md") == str(root / "in" / "a.md")  # a symlink that stays inside
     for rel in ("out/a.md", "../a.md", "/etc/passwd", ".git/hooks/pre-commit"):
         try:
             confine(str(root), rel)
