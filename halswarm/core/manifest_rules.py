@@ -119,6 +119,13 @@ def program_name_refusal(name: str) -> str | None:
     return f"{name!r} is not a plain program name; it is not probed"
 
 
+def remote_url_refusal(url: str) -> str | None:
+    """Why ``url`` may not be a git remote: an option, or a transport helper (``ext::cmd`` runs a command)."""
+    if url.startswith("-") or "::" in url or any(c in url for c in "\0\n\r"):
+        return f"git remote URL {url!r} is not allowed (an option or a transport helper such as ext::)"
+    return None
+
+
 def remote_name_refusal(name: str) -> str | None:
     if REMOTE_NAME.match(name):
         return None

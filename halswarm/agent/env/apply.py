@@ -20,7 +20,12 @@ from halswarm.agent.env.envfile import EnvFile
 from halswarm.agent.env.facts import run
 from halswarm.agent.env.model import Action
 from halswarm.agent.env.paths import PathRefused, check_inside
-from halswarm.core.manifest_rules import env_var_refusal, git_config_refusal, remote_name_refusal
+from halswarm.core.manifest_rules import (
+    env_var_refusal,
+    git_config_refusal,
+    remote_name_refusal,
+    remote_url_refusal,
+)
 
 
 class ApplyError(Exception):
@@ -93,8 +98,7 @@ def _guard(a: Action, root: str | None) -> None:
     if a.action == "env_set" and (why := env_var_refusal(a.args[0])):
         raise ApplyError(why)
     if a.action.startswith("git_remote"):
-        why = remote_name_refusal(a.args[0]) or (f"remote URL {a.args[1]!r} looks like an option"
-                                                 if a.args[1].startswith("-") else None)
+        why = remote_name_refusal(a.args[0]) or remote_url_refusal(a.args[1])
         if why:
             raise ApplyError(why)
 

@@ -9,7 +9,12 @@ from halswarm.agent.env.manifest import Requirements
 from halswarm.agent.env.model import FAIL, MANUAL, PASS, RISKY, SAFE, WARN, Item
 from halswarm.agent.env.templates import AGENT_MD, sha256_text
 from halswarm.agent.env.versions import BadConstraint, parse_version, satisfies
-from halswarm.core.manifest_rules import env_var_refusal, git_config_refusal, remote_name_refusal
+from halswarm.core.manifest_rules import (
+    env_var_refusal,
+    git_config_refusal,
+    remote_name_refusal,
+    remote_url_refusal,
+)
 
 REFUSED = "refused"
 NOT_PROBED = "not probed"
@@ -153,7 +158,7 @@ def check_git(req: Requirements, facts: Facts) -> list[Item]:
     items = []
     if g.remote:
         url = gf.remotes.get(g.remote_name)
-        why = remote_name_refusal(g.remote_name)
+        why = remote_name_refusal(g.remote_name) or remote_url_refusal(g.remote)
         if why:
             items.append(Item("git", f"remote.{g.remote_name}", g.remote, REFUSED, FAIL, MANUAL, detail=why))
         elif url is None:

@@ -32,6 +32,7 @@ from halswarm.core.manifest_rules import (
     program_name_refusal,
     relative_path_refusal,
     remote_name_refusal,
+    remote_url_refusal,
     template_name_refusal,
 )
 
@@ -408,6 +409,9 @@ def safety_problems(doc: Mapping[str, Any]) -> tuple[list[str], list[str]]:
             why = remote_name_refusal(str(remote.get("name")))
             if why:
                 errors.append(f"{where}.git.remote.name: {why}")
+        url = remote.get("url") if isinstance(remote, Mapping) else remote
+        if isinstance(url, str) and (why := remote_url_refusal(url)):
+            errors.append(f"{where}.git.remote: {why}")
         for ev in _env_reqs(sec.get("env_vars")):
             why = env_var_refusal(ev.name) if ev.mode == "value" else None
             if why:

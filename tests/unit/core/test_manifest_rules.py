@@ -14,6 +14,7 @@ from halswarm.core.manifest_rules import (
     program_name_refusal,
     relative_path_refusal,
     remote_name_refusal,
+    remote_url_refusal,
     template_name_refusal,
 )
 
@@ -119,3 +120,12 @@ def test_env_vars_that_load_code_are_refused() -> None:
     errors, _ = safety_problems(doc)
     assert errors == ["projects.p.env_vars.LD_PRELOAD: environment variable LD_PRELOAD may not be set by the "
                       "manifest (it can make programs run other code)"]  # "required" only checks it is set
+
+
+def test_remote_urls() -> None:
+    for ok in ("https://git.example/x.git", "git@host:team/x.git", "ssh://git@host/x", "/srv/git/x.git"):
+        assert remote_url_refusal(ok) is None, ok
+    for bad in ("ext::sh -c touch% /tmp/x", "fd::17", "--upload-pack=touch /tmp/x", "https://x\nfoo"):
+        assert remote_url_refusal(bad), bad
+    doc = {"version": "1.0", "projects": {"p": {"git": {"remote": "ext::sh -c id"}}}}
+    assert safety_problems(doc)[0][0].startswith("projects.p.git.remote: git remote URL 'ext::sh -c id'")

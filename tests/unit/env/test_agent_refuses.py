@@ -30,8 +30,9 @@ async def test_an_unvalidated_manifest_plants_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "PWNED"
     (repo / "env-manifest.json").write_text(json.dumps({"version": "1.0", "requirements": {
         "tools": {"x": {"command": ["sh", "-c", f"touch {marker}"]}},
-        "git": {"hooks": ["pre-commit"], "config": {"core.fsmonitor": f"touch {marker}", "alias.s": "!sh",
-                                                     "commit.gpgsign": "true", "core.autocrlf": "input"}},
+        "git": {"remote": f"ext::sh -c touch% {marker}", "hooks": ["pre-commit"],
+                "config": {"core.fsmonitor": f"touch {marker}", "alias.s": "!sh",
+                           "commit.gpgsign": "true", "core.autocrlf": "input"}},
         "docs": {"required": ["../outside/a.md", str(outside / "b.md"), "README.md"]},
         "context": {"files": ["../outside/c.md"]}, "env_vars": {"LD_PRELOAD": "/tmp/evil.so", "HAL_OK": "1"}}}))
     svc = EnvService(projects=lambda: {"p": str(repo)}, data_dir=tmp_path / "data", base_env=env)
@@ -43,7 +44,7 @@ async def test_an_unvalidated_manifest_plants_nothing(tmp_path: Path) -> None:
     assert sorted(out["changes"]) == ["env_vars:HAL_OK:env_set", "git:config.core.autocrlf:git_config"]
     assert svc.managed_env() == {"HAL_OK": "1"}
     items = {f"{i['category']}:{i['item']}": i for i in out["check"]["details"]["drift"]}
-    for key in ("git:config.core.fsmonitor", "git:config.alias.s", "git:config.commit.gpgsign",
+    for key in ("git:remote.origin", "git:config.core.fsmonitor", "git:config.alias.s", "git:config.commit.gpgsign",
                 "env_vars:LD_PRELOAD", "docs:../outside/a.md", f"docs:{outside / 'b.md'}", "context:../outside/c.md"):
         assert items[key]["actual"] == "refused" and items[key]["status"] == "fail", items[key]
     assert items["tools:x"]["actual"] == "not probed"
@@ -53,7 +54,7 @@ async def test_an_unvalidated_manifest_plants_nothing(tmp_path: Path) -> None:
     config = (repo / ".git" / "config").read_text()
     assert "fsmonitor" not in config and "alias" not in config and "gpgsign" not in config
     git(repo, "status", env=env)
-    assert not marker.exists()
+    assert git(repo, "remote", env=env) == "" and not marker.exists()
 
 
 async def test_apply_refuses_a_forged_plan(tmp_path: Path) -> None:
