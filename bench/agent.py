@@ -141,7 +141,7 @@ def breakdown(sup: SupervisorProc, arrived: dict[str, float]) -> None:
 
     conn = sqlite3.connect(f"file:{sup.db_path}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT event_id, timestamp, received_at FROM events WHERE node_id=?", (NODE,)).fetchall()
+        rows = conn.execute("SELECT event_id, ts, received_at FROM events WHERE node_id=?", (NODE,)).fetchall()
     finally:
         conn.close()
     to_outbox, to_sup = [], []

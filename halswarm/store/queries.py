@@ -160,7 +160,7 @@ def upsert_sessions(conn: sqlite3.Connection, sessions: Iterable[Session]) -> No
 EventRow = tuple[str | None, int | None, str, str | None, str | None, str, str, float, float]
 
 
-_EVENT_INSERT = ("INSERT OR IGNORE INTO events(node_id, seq, event_id, session_id, project, type, data, timestamp,"
+_EVENT_INSERT = ("INSERT OR IGNORE INTO events(node_id, seq, event_id, session_id, project, type, data, ts,"
                  " received_at) VALUES ")
 _EVENT_VALUES = "(?,?,?,?,?,?,?,?,?)"
 _ROWS_PER_STATEMENT = 400  # 9 variables a row: 3,600, far below SQLite's 32,766 limit
@@ -240,7 +240,7 @@ def event_to_api(row: sqlite3.Row) -> dict[str, Any]:
         "project": row["project"],
         "type": row["type"],
         "data": _load_json(row["data"], None),
-        "timestamp": iso(row["timestamp"]),
+        "timestamp": iso(row["ts"]),
     }
 
 
@@ -259,7 +259,7 @@ def _event_filters(f: dict[str, Any]) -> tuple[str, list[Any]]:
             where.append("type=?")
             args.append(t)
     if f.get("since") is not None:
-        where.append("timestamp>=?")
+        where.append("ts>=?")
         args.append(f["since"])
     if f.get("after_id") is not None:
         where.append("id>?")
@@ -273,7 +273,7 @@ def query_events(conn: sqlite3.Connection, filters: dict[str, Any], limit: int, 
     total = conn.execute(f"SELECT COUNT(*) FROM events{where}", args).fetchone()[0]
     direction = "DESC" if order == "desc" else "ASC"
     rows = conn.execute(
-        f"SELECT * FROM events{where} ORDER BY timestamp {direction}, id {direction} LIMIT ? OFFSET ?",
+        f"SELECT * FROM events{where} ORDER BY ts {direction}, id {direction} LIMIT ? OFFSET ?",
         [*args, limit, offset],
     ).fetchall()
     return [event_to_api(r) for r in rows], int(total)
@@ -367,7 +367,7 @@ def purge_older_than(conn: sqlite3.Connection, events_before: float, audit_befor
     `resume_from_seq` an agent is told.
     """
     out = {}
-    out["events"] = conn.execute("DELETE FROM events WHERE timestamp < ?", (events_before,)).rowcount
+    out["events"] = conn.execute("DELETE FROM events WHERE ts < ?", (events_before,)).rowcount
     out["audit"] = conn.execute("DELETE FROM audit_log WHERE timestamp < ?", (audit_before,)).rowcount
     out["idempotency"] = conn.execute("DELETE FROM command_idempotency WHERE expires_at <= ?", (now,)).rowcount
     out["commands"] = conn.execute("DELETE FROM commands WHERE created_at < ?", (audit_before,)).rowcount

@@ -16,7 +16,8 @@ from halswarm.config.supervisor import SupervisorConfig
 from halswarm.protocol import CommandTarget
 from halswarm.store import queries
 from halswarm.store.db import CorruptDatabase, DatabaseError, connect, quick_check
-from halswarm.store.migrations import migrate
+from halswarm.store.migrations import bundled_migrations, migrate
+from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
 from halswarm.supervisor.auth import FailureThrottle
@@ -100,6 +101,13 @@ class Supervisor:
                 f"database {path} failed its integrity check ({problem}); restore a backup with "
                 "`halctl restore BACKUP` or run `halctl remediate supervisor-db-corruption`"
             )
+        try:
+            saved = backup_before_migrate(conn, path, bundled_migrations())
+        except DatabaseError:
+            conn.close()
+            raise
+        if saved is not None:
+            log.info("database backed up before migrating: %s", saved)
         applied = migrate(conn)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))

@@ -49,7 +49,7 @@ def test_facts_merge_and_archive_modules(tmp_path: Path) -> None:
     conn.execute("DELETE FROM events WHERE seq <= 30")
     conn.execute("DELETE FROM sessions WHERE id='s3'")
     # 40 events of 50 days ago (relative to the real clock: the modules use it)
-    conn.execute("UPDATE events SET timestamp = ? WHERE seq > 80", (time.time() - 50 * DAY,))
+    conn.execute("UPDATE events SET ts = ? WHERE seq > 80", (time.time() - 50 * DAY,))
     conn.commit()
     conn.close()
     before = sha(db)

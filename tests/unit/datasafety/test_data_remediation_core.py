@@ -19,6 +19,8 @@ from halswarm.store.migrations import migrate
 H = datasafety.core()
 DAY = 86400.0
 NOW = 1_800_000_000.0
+# The stored columns of events (its `timestamp` is generated since migration 012: SELECT * has one more).
+COLS = "id, node_id, seq, event_id, session_id, project, type, data, ts, received_at"
 HOLD = ("import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1])\nc.execute('PRAGMA journal_mode=WAL')\n"
         "c.execute('SELECT count(*) FROM events').fetchone()\nprint('open', flush=True)\ntime.sleep(60)\n")
 
@@ -32,7 +34,7 @@ def make_db(path: Path, events: int = 50, old: int = 0, sessions: int = 3) -> No
         conn.execute("INSERT INTO sessions(id, node_id, status) VALUES (?, 'n1', 'running')", (f"s{i}",))
     for i in range(1, events + 1):
         ts = NOW - 40 * DAY - i if i <= old else NOW - 3600 + i
-        conn.execute("INSERT INTO events(node_id, seq, event_id, type, data, timestamp, received_at)"
+        conn.execute("INSERT INTO events(node_id, seq, event_id, type, data, ts, received_at)"
                      " VALUES ('n1', ?, ?, 't', ?, ?, ?)", (i, f"e{i}", '"' + "x" * 50 + '"', ts, ts))
     conn.execute("COMMIT")
     conn.close()
@@ -108,10 +110,10 @@ def test_missing_rows_and_merge_keep_newer_rows(tmp_path: Path) -> None:
     conn.execute("DELETE FROM events WHERE seq <= 15")
     conn.execute("DELETE FROM sessions WHERE id = 's2'")
     conn.execute("UPDATE sessions SET status='done' WHERE id='s1'")  # newer than the backup: kept
-    conn.execute("INSERT INTO events(node_id, seq, event_id, type, timestamp, received_at)"
+    conn.execute("INSERT INTO events(node_id, seq, event_id, type, ts, received_at)"
                  " VALUES ('n1', 41, 'e41', 't', 1, 1)")  # newer row: kept
     # same (node_id, seq) as a deleted row under another id: the UNIQUE key says it is not missing
-    conn.execute("INSERT INTO events(node_id, seq, event_id, type, timestamp, received_at)"
+    conn.execute("INSERT INTO events(node_id, seq, event_id, type, ts, received_at)"
                  " VALUES ('n1', 15, 'again', 't', 1, 1)")
     conn.close()
     missing = H.missing_rows(str(db), str(bk), ["sessions", "events"])
@@ -135,7 +137,7 @@ def test_rows_removed_by_retention_are_not_missing_nor_merged(tmp_path: Path) ->
     bk = backup_of(db, tmp_path / "b")
     cutoff = NOW - 30 * DAY
     conn = connect(db)
-    conn.execute("DELETE FROM events WHERE timestamp < ?", (cutoff,))  # the retention job, on purpose
+    conn.execute("DELETE FROM events WHERE ts < ?", (cutoff,))  # the retention job, on purpose
     conn.execute("DELETE FROM events WHERE seq IN (30, 31, 32)")        # recent rows really lost
     conn.execute("DELETE FROM sessions WHERE id = 's3'")
     conn.close()
@@ -149,7 +151,7 @@ def test_rows_removed_by_retention_are_not_missing_nor_merged(tmp_path: Path) ->
     assert res["inserted"] == {"sessions": 1, "events": 3}
     assert res["missing_after"] == {"sessions": 0, "events": 0} and res["quick_check"] == "ok"
     assert res["exclude_older_than"]["events"] == ["timestamp", cutoff]
-    assert q(db, f"SELECT count(*) FROM events WHERE timestamp < {cutoff!r}") == [(0,)]
+    assert q(db, f"SELECT count(*) FROM events WHERE ts < {cutoff!r}") == [(0,)]
     assert q(db, "SELECT count(*) FROM events") == [(30,)]
     again = H.merge_from_backup(str(bk), str(db), ["sessions", "events"], exclude_older_than=exclude)
     assert again["changed"] is False
@@ -225,7 +227,7 @@ def test_archive_moves_old_rows_then_vacuums(tmp_path: Path) -> None:
     arc = tmp_path / "archive" / "events-archive.db"
     preview = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW, check_mode=True)
     assert preview["old_rows"] == 200 and preview["changed"] and not arc.exists()
-    ids = {r[0] for r in q(db, f"SELECT id FROM events WHERE timestamp < {NOW - 30 * DAY}")}
+    ids = {r[0] for r in q(db, f"SELECT id FROM events WHERE ts < {NOW - 30 * DAY}")}
     res = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW, vacuum=True, analyze=True)
     assert res["archived"] == 200 and res["deleted"] == 200 and res["archive_rows"] == 200
     assert res["quick_check"] == "ok" and res["archive_integrity"] == "ok"
@@ -245,7 +247,7 @@ def test_archive_finishes_an_interrupted_move_without_duplicates(tmp_path: Path)
     # put 5 archived rows back as if step 2 (delete) had not run for them
     conn = connect(db)
     conn.execute(f"ATTACH DATABASE '{arc}' AS a")
-    conn.execute("INSERT INTO main.events SELECT * FROM a.events ORDER BY id LIMIT 5")
+    conn.execute(f"INSERT INTO main.events({COLS}) SELECT {COLS} FROM a.events ORDER BY id LIMIT 5")
     conn.close()
     res = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)
     assert res["old_rows"] == 5 and res["archived"] == 0 and res["deleted"] == 5 and res["archive_rows"] == 20

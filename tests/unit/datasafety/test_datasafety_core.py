@@ -28,7 +28,7 @@ def make_db(path: Path, events: int = 100) -> None:
     conn.execute("INSERT INTO nodes(id) VALUES ('n1')")
     conn.execute("BEGIN")
     for i in range(1, events + 1):
-        conn.execute("INSERT INTO events(node_id, seq, event_id, type, data, timestamp, received_at)"
+        conn.execute("INSERT INTO events(node_id, seq, event_id, type, data, ts, received_at)"
                      " VALUES ('n1', ?, ?, 't', ?, ?, ?)", (i, f"e{i}", "x" * 100, float(i), float(i)))
     conn.execute("COMMIT")
     conn.close()

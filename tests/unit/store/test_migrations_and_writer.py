@@ -56,7 +56,7 @@ def test_quick_check_reports_a_corrupt_file(tmp_path):
     path = tmp_path / "e.db"
     conn = connect(path)
     migrate(conn)
-    conn.executemany("INSERT INTO events(node_id, seq, event_id, type, data, timestamp, received_at)"
+    conn.executemany("INSERT INTO events(node_id, seq, event_id, type, data, ts, received_at)"
                      " VALUES ('n', ?, 'e', 't', ?, 1, 1)", [(i, "x" * 500) for i in range(1, 2000)])
     assert quick_check(conn) is None
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -1866,7 +1866,7 @@ DAY_SECONDS = 86400.0
 # The page the supervisor's API serves by default (GET /api/v1/events: total + first 100, oldest first).
 EVENTS_PAGE_QUERIES = (
     "SELECT COUNT(*) FROM events",
-    "SELECT * FROM events ORDER BY timestamp ASC, id ASC LIMIT 100",
+    "SELECT * FROM events ORDER BY ts ASC, id ASC LIMIT 100",
 )
 
 
@@ -1892,6 +1892,17 @@ def _columns(conn, table, schema="main"):
 
 def _has_column(conn, table, column, schema="main"):
     return column in _columns(conn, table, schema)
+
+
+def epoch_column(conn, table, column, schema="main"):
+    """The epoch-seconds column behind `column`: since schema 012 `events.timestamp` is a generated
+    'YYYY-MM-DD HH:MM:SS' text column (hidden from table_info) over the REAL epoch `ts`, so a
+    numeric cutoff must be compared with `ts`. Older databases keep the REAL `timestamp`."""
+    if column == "timestamp":
+        cols = _columns(conn, table, schema)
+        if "timestamp" not in cols and "ts" in cols:
+            return "ts"
+    return column
 
 
 def table_keys(conn, table, schema="main"):
@@ -1982,6 +1993,7 @@ def _excluded_clause(conn, table, exclude, archive, alias="b"):
     sql, params = "", []
     if table in exclude:
         column, cutoff = exclude[table]
+        column = epoch_column(conn, table, column, "bk")
         if not _has_column(conn, table, column, "bk"):
             raise DataSafetyError(f"exclude_older_than: the backup's table {table} has no column {column}",
                                   "invalid")
@@ -2188,6 +2200,9 @@ def archive_rows(db, archive, table="events", column="timestamp", older_than_day
     try:
         ro = connect_ro(db)
         try:
+            if table in user_tables(ro):
+                column = epoch_column(ro, table, column)
+                result["column"] = column
             if table not in user_tables(ro) or not _has_column(ro, table, column):
                 raise DataSafetyError(f"{db}: no table {table} with a column {column}", "invalid")
             qt, qc = _quote_ident(table), _quote_ident(column)
@@ -2305,6 +2320,7 @@ def database_facts(path, quick=False, table="events", column="timestamp", older_
             cutoff = (time.time() if now is None else now) - float(older_than_days) * DAY_SECONDS
             out["cutoff"] = _iso(cutoff)
             try:
+                column = epoch_column(conn, table, column)
                 out["old_rows"] = conn.execute(f"SELECT count(*) FROM {_quote_ident(table)} "
                                                f"WHERE {_quote_ident(column)} < ?", (cutoff,)).fetchone()[0]
             except sqlite3.DatabaseError as exc:
