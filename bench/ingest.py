@@ -220,7 +220,7 @@ def sqlite_baseline(seconds: float, batch: int = 500) -> float:
                     for k in range(1, batch + 1)]
             conn.execute("BEGIN")
             conn.executemany("INSERT INTO events(node_id, seq, event_id, session_id, project, type, data,"
-                             " ts, received_at) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                             " timestamp, received_at) VALUES (?,?,?,?,?,?,?,?,?)", rows)
             conn.execute("COMMIT")
             n += batch
         rate = n / (time.monotonic() - start)

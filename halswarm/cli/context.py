@@ -157,12 +157,20 @@ class AppContext:
 
     @property
     def output(self) -> str:
+        """The format: --output / HALCTL_OUTPUT > config file `output` > table. Unless --output or
+        HALCTL_OUTPUT chose it, `table` on a stdout that is not a terminal prints lines instead
+        (see halswarm.cli.output.print_table)."""
         value = self._flag_output
         if value is None:
             from_file = self._file_value("output")
             value = str(from_file).lower() if from_file else DEFAULT_OUTPUT
         if value not in OUTPUT_FORMATS:
             raise UsageProblem(f"unsupported output format {value!r} (use one of: {', '.join(OUTPUT_FORMATS)})")
+        # Nothing chose a format and stdout is a pipe: tables become one `key: value` line per item.
+        from halswarm.cli import output as output_mod
+
+        output_mod.set_line_mode(self._flag_output is None and value == DEFAULT_OUTPUT
+                                 and not output_mod.stdout_is_tty())
         return value
 
     @property

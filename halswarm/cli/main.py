@@ -91,6 +91,12 @@ def cli(
 
     Settings come from flags, then HALCTL_* environment variables, then ~/.config/halctl/config.yaml
     (or the Go version's ~/.halctl/config.json), then defaults.
+
+    \b
+    Output: a terminal gets tables. When stdout is not a terminal (a pipe or a file) and neither
+    --output nor HALCTL_OUTPUT is given, lists print one line per item as `key: value` fields, e.g.
+    `id: ses_1  node_id: node-a  status: idle`, so `| wc -l` counts items and
+    `| grep "node_id: node-a"` selects them. `--output table|json|yaml` always wins.
     """
     if supervisor_url:
         normalize_supervisor_url(supervisor_url)  # fail early: a bad URL is a usage error (exit 2)

@@ -19,6 +19,30 @@ NON_TTY_WIDTH = 100_000  # never wrap or truncate in a pipe
 WRAPPABLE_COLUMNS = frozenset({"VALUE", "DATA", "ERROR", "TARGET", "PROJECTS", "CURRENT_TASK"})
 
 
+_line_mode = False
+
+
+def set_line_mode(on: bool) -> None:
+    """Pipe rule (set by AppContext.output): no explicit format and stdout is not a terminal."""
+    global _line_mode
+    _line_mode = on
+
+
+def line_mode() -> bool:
+    return _line_mode
+
+
+def as_line(columns: Sequence[str], row: Sequence[Any]) -> str:
+    """One item as `key: value` fields on one line (`node_id: n1  status: idle`), for grep and wc -l.
+
+    Keys are the lower-cased column names; values are single-line, with blanks collapsed."""
+    fields = []
+    for name, cell in zip(columns, row, strict=False):
+        text = cell if isinstance(cell, str) else fmt_value(cell)
+        fields.append(f"{name.lower()}: {' '.join(text.split()) or MISSING}")
+    return "  ".join(fields)
+
+
 def stdout_is_tty() -> bool:
     try:
         return sys.stdout.isatty()
@@ -106,7 +130,13 @@ def print_yaml(data: Any) -> None:
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A rich table; in a pipe: no colour, no box, no wrapping, no trailing blanks (grep/awk friendly)."""
+    """A rich table; in a pipe: no colour, no box, no wrapping, no trailing blanks (grep/awk friendly).
+
+    In line mode (a pipe, no format chosen) one `key: value` line per row and no header."""
+    if _line_mode:
+        for row in rows:
+            click.echo(as_line(columns, row))
+        return
     import io
     import shutil
 
@@ -145,7 +175,12 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 
 def print_fields(rows: Iterable[tuple[str, Any]]) -> None:
-    """FIELD/VALUE table for one object."""
+    """FIELD/VALUE table for one object; in line mode one `field: value` line per field."""
+    if _line_mode:
+        for name, value in rows:
+            text = value if isinstance(value, str) else fmt_value(value)
+            click.echo(f"{name.lower()}: {' '.join(text.split()) or MISSING}")
+        return
     print_table(("FIELD", "VALUE"), ((name, value if isinstance(value, str) else fmt_value(value))
                                      for name, value in rows))
 

@@ -14,9 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from halswarm.cli import client as client_mod
+from halswarm.cli import output as output_mod
 from halswarm.cli import sessions as sessions_mod
 from halswarm.cli.main import run
 from tests.unit.cli.halctl_fakes import TOKEN, URL, FakeSupervisor, Result
+
+_SET_LINE_MODE = output_mod.set_line_mode
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +34,18 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(sessions_mod, "_sleep", lambda _s: None)
     return home
+
+
+@pytest.fixture(autouse=True)
+def table_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CliRunner's stdout is not a terminal; most tests check the table view, so the pipe rule (lines)
+    is off unless a test asks for it with the `pipe_lines` fixture (test_halctl_pipe_lines.py)."""
+    monkeypatch.setattr(output_mod, "set_line_mode", lambda _on: _SET_LINE_MODE(False))
+
+
+@pytest.fixture
+def pipe_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(output_mod, "set_line_mode", _SET_LINE_MODE)
 
 
 @pytest.fixture
