@@ -94,6 +94,13 @@ async def test_cost_report_from_providers_and_agents_matches_halctl(make_supervi
             assert json.loads(out) == week
             code, out, err = await asyncio.to_thread(halctl, sup, "cost", "week")
             assert code == 0, err
+            # Piped with no --output: one `key: value` line per field and per item (issue 23).
+            for text in ("total_cost_usd: 7.2500", "daily_average_usd: 1.0357", "by: provider  provider: anthropic",
+                         "by: model  provider: anthropic  model: claude-sonnet-4-5",
+                         "by: project  project: (unattributed)"):
+                assert text in out.splitlines() or any(ln.startswith(text) for ln in out.splitlines()), out
+            code, out, err = await asyncio.to_thread(halctl, sup, "-o", "table", "cost", "week")
+            assert code == 0, err
             for text in ("TOTAL_COST_USD", "7.2500", "DAILY_AVERAGE_USD", "1.0357", "BY PROVIDER", "anthropic",
                          "BY MODEL", "claude-sonnet-4-5", "BY PROJECT", "(unattributed)"):
                 assert text in out, out
