@@ -151,6 +151,7 @@ class Supervisor:
                 origin_allowlist=list(cfg.origin_allowlist or cfg.allowed_origins), ssl=ssl_ctx,
                 credential_version=credentials.get("version") if isinstance(credentials, dict) else None,
                 open_timeout=self.read_timeout_sec,
+                api_port=cfg.http_port,
             ),
             self.nodes, self.tracker, self.ingestor, self.writer, self.metrics,
         )

@@ -164,7 +164,8 @@ class DependencyManager(PeriodicEngine):
         projects = self.graph.projects
         qs = ",".join("?" * len(projects))
         events = await self.reader.run(lambda c: c.execute(
-            f"SELECT project, event_id, data, ts AS timestamp FROM events WHERE type=? AND project IN ({qs}) ORDER BY id",
+            f"SELECT project, event_id, data, ts AS timestamp FROM events WHERE type=? AND project IN ({qs})"
+            " ORDER BY id",
             [STATUS_EVENT, *projects]).fetchall())
         for project, event_id, data, ts in events:
             with contextlib.suppress(ValueError, TypeError):

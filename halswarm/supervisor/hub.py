@@ -65,6 +65,28 @@ class HubSettings:
     ssl: ssl.SSLContext | None = None
     credential_version: int | None = None
     open_timeout: float = 10.0  # the opening handshake (HTTP upgrade request) must arrive within it
+    api_port: int | None = None  # named in the plain-HTTP answer of this port
+
+
+AGENT_PATH = "/ws/agent"
+
+
+def hub_info_text(api_port: int | None, tls: bool) -> str:
+    """What a plain HTTP request to the agent port is told (runbook: `curl -v ws://host:8420`)."""
+    scheme, api = ("wss", "https") if tls else ("ws", "http")
+    lines = [
+        "hal-supervisor agent hub: this port takes WebSocket connections from hal-agent only.",
+        f"Agents connect to {scheme}://HOST:PORT{AGENT_PATH} with 'Authorization: Bearer <agent token>'.",
+    ]
+    if api_port:
+        lines.append(f"Operators: the HTTP API (and halctl) is on port {api_port}, e.g. {api}://HOST:{api_port}/readyz.")
+    return "\n".join(lines)
+
+
+def is_upgrade(headers: Headers) -> bool:
+    """A WebSocket upgrade request (as opposed to a plain GET from curl or a browser)."""
+    upgrade = (headers.get("Upgrade") or "").lower()
+    return "websocket" in {p.strip() for p in upgrade.split(",")}
 
 
 @dataclass
@@ -151,6 +173,9 @@ class Hub:
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         addr = _peer(conn)
+        if not is_upgrade(request.headers):
+            # curl / a browser / a health probe: say what this port is instead of a handshake error.
+            return _plain(HTTPStatus.OK, hub_info_text(self.s.api_port, self.s.ssl is not None))
         if self.throttle.blocked(addr):
             self.metrics.connections_total.labels("throttled").inc()
             return _plain(HTTPStatus.TOO_MANY_REQUESTS, "too many failed authentications; retry later")
@@ -165,6 +190,12 @@ class Hub:
             return _plain(HTTPStatus.UNAUTHORIZED,
                           "token in the URL refused: send it as Authorization: Bearer <token>")
         token = bearer(request.headers.get("Authorization"))
+        if not token:
+            # No credential at all guesses nothing: not a failed authentication (so the runbook's
+            # `curl ws://host:8420` probe from an agent host never throttles that host's agent).
+            self.metrics.connections_total.labels("unauthorized").inc()
+            return _plain(HTTPStatus.UNAUTHORIZED, "unauthorized: no agent token.\n"
+                          + hub_info_text(self.s.api_port, self.s.ssl is not None))
         owner = self._token_owner(token)
         if owner is None:
             self.throttle.failed(addr)

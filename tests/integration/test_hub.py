@@ -202,3 +202,50 @@ async def test_per_node_token_only_registers_its_node(make_supervisor):
         await thief.connect()
     await thief.close()
     assert [n["id"] for n in api_get(sup, "/api/v1/nodes")["data"]] == ["owner"]
+
+
+def _raw_http(port: int, request: bytes, timeout: float = 10.0) -> bytes:
+    """Send one raw HTTP/1.1 request to loopback and read until the server closes or the body is complete."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while True:
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                length = next((int(ln.split(b":", 1)[1]) for ln in head.split(b"\r\n")
+                               if ln.lower().startswith(b"content-length:")), None)
+                if length is not None and len(body) >= length:
+                    return data
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+async def test_plain_http_get_on_the_hub_port_says_what_it_is(supervisor):
+    """Runbook "Test connectivity": `curl -v http://host:8420/` gets a short text, not a handshake error."""
+    raw = await asyncio.to_thread(_raw_http, supervisor.ws_port,
+                                  b"GET / HTTP/1.1\r\nHost: supervisor-host:8420\r\nUser-Agent: curl/8.5.0\r\n"
+                                  b"Accept: */*\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), raw
+    text = body.decode()
+    assert "hal-supervisor agent hub" in text and "/ws/agent" in text
+    assert f"port {supervisor.http_port}" in text
+    assert supervisor.token not in text
+
+
+async def test_tokenless_upgrade_is_explained_and_not_throttled(supervisor):
+    """`curl ws://host:8420` sends an upgrade without a token: 401 with the same explanation, and repeating
+    it (the runbook's `watch -n 60 curl ...`) never throttles the host."""
+    req = (b"GET / HTTP/1.1\r\nHost: supervisor-host:8420\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    for _ in range(22):
+        raw = await asyncio.to_thread(_raw_http, supervisor.ws_port, req)
+        assert raw.startswith(b"HTTP/1.1 401"), raw
+    assert b"/ws/agent" in raw and f"port {supervisor.http_port}".encode() in raw
+    agent = SimAgent(supervisor.ws_url, supervisor.token, "after-curl")
+    await agent.connect()  # not throttled
+    await agent.close()
