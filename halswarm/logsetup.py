@@ -66,6 +66,10 @@ def setup_logging(level: str = "info", fmt: str = "json", stream=sys.stderr) -> 
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactFilter())
+    from halswarm.journald import PriorityPrefixFormatter, stream_is_journal
+
+    if stream_is_journal(stream):  # under systemd: `<N>` prefixes so `journalctl -p err` works
+        handler.setFormatter(PriorityPrefixFormatter(handler.formatter or logging.Formatter()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level, logging.INFO))

@@ -56,6 +56,7 @@ from halswarm.agent.projects import ProjectCheck, check_projects, project_map, w
 from halswarm.agent.resources import sample_resources
 from halswarm.agent.session_state import SessionTracker, read_current_task
 from halswarm.config.agent import AgentConfig
+from halswarm.memwatch import MemoryWatch
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,7 @@ class Agent:
         self.auth.start()
         self._spawn(self._ticker(), "agent-ticker")
         self._spawn(self.progress.run(), "agent-progress")
+        self._spawn(MemoryWatch(cfg.memory_warn_percent).run(), "memory-watch")
         log.info(
             "hal-agent %s started as node %s (data_dir %s, %d project(s))",
             __version__,

@@ -39,6 +39,7 @@ class AgentConfig:
     projects: tuple[Project, ...] = ()
     log_level: str = "info"
     log_format: str = "text"
+    memory_warn_percent: int = 80
     resume_message: str = "continue"
     outbox_max_events: int = 100000
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -80,6 +81,7 @@ def build_agent_config(
         projects=tuple(Project(p["name"], p["directory"]) for p in doc["projects"]),
         log_level=doc["log"]["level"],
         log_format=doc["log"]["format"],
+        memory_warn_percent=doc["log"]["memory_warn_percent"],
         resume_message=doc["resume_message"],
         outbox_max_events=doc["outbox"]["max_events"],
         raw=doc,

@@ -40,6 +40,7 @@ class SupervisorConfig:
     agent_tokens: dict[str, str] = field(default_factory=dict, repr=False)
     log_level: str = "info"
     log_format: str = "text"
+    memory_warn_percent: int = 80
     max_frame_bytes: int = 1048576
     max_body_bytes: int = 1048576
     command_timeout_sec: int = 30
@@ -126,6 +127,7 @@ def build_supervisor_config(
         agent_tokens={k: v.strip() for k, v in security["agent_tokens"].items()},
         log_level=doc["log"]["level"],
         log_format=doc["log"]["format"],
+        memory_warn_percent=doc["log"]["memory_warn_percent"],
         max_frame_bytes=server["max_frame_bytes"],
         max_body_bytes=server["max_body_bytes"],
         command_timeout_sec=doc["commands"]["default_timeout_sec"],

@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from halswarm.config.supervisor import SupervisorConfig
+from halswarm.memwatch import MemoryWatch
 from halswarm.protocol import CommandTarget
 from halswarm.store import queries
 from halswarm.store.db import CorruptDatabase, DatabaseError, connect, quick_check
@@ -161,6 +162,8 @@ class Supervisor:
         await self.hub.start()
         self.retention = RetentionJob(self.writer, cfg.events_retention_days, cfg.audit_retention_days)
         self.retention.start()
+        self.memwatch = MemoryWatch(cfg.memory_warn_percent)
+        self.memwatch.start()
         await self._start_automation()
         if cfg.http_port:
             from halswarm.supervisor.api import build_app
@@ -247,6 +250,8 @@ class Supervisor:
         await self.router.stop()  # short flush of queued notifications
         await self.costs.stop()  # last sample of reported usage
         self.retention.stop()
+        if getattr(self, "memwatch", None) is not None:
+            self.memwatch.stop()
         await self.writer.stop()
         self.reader.close()
         self._conn.close()
