@@ -260,10 +260,13 @@ async def test_each_category_passes_and_fails(stack: Callable[..., Any]) -> None
     assert agent.service.manifest_version == 1
 
     # halctl views
-    out = await halctl(sup, "env", "status")
+    out = await halctl(sup, "-o", "table", "env", "status")
     assert out.returncode == 0, out.stderr
     lines = [ln.split() for ln in out.stdout.splitlines()]
     assert lines[1][:3] == ["env-node-1", "bad", "missing"] and lines[2][:3] == ["env-node-1", "good", "ready"]
+    out = await halctl(sup, "env", "status")  # piped without --output: one key: value line per item
+    assert [ln.split("  ")[:3] for ln in out.stdout.splitlines()] == [
+        ["node: env-node-1", "project: bad", "status: missing"], ["node: env-node-1", "project: good", "status: ready"]]
     out = await halctl(sup, "env", "check", "--project", "good")
     assert out.returncode == 0 and "env-node-1/good: ready (pass" in out.stdout
     out = await halctl(sup, "env", "drift", "--project", "bad")

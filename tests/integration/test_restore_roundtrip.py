@@ -69,8 +69,10 @@ def test_halctl_restore_round_trip_on_a_live_supervisor(service: SupervisorServi
     res = halctl("restore", Path(taken["path"]).name, "--config", str(svc.sup.config_path), "--dir", str(backups),
                  "--stop-command", svc.stop_command, "--start-command", svc.start_command, "--ready-timeout", "30")
     assert res.returncode == 0, res.stderr
-    rows = {line.split()[0]: line.split()[1:] for line in res.stdout.splitlines()[1:] if line.strip()}
-    before, after, change = rows["events"]  # TABLE BEFORE AFTER CHANGE
+    # Piped: one `table: T  before: N  after: N  change: N` line per table (halctl's pipe rule).
+    fields = [dict(f.split(": ", 1) for f in line.split("  ")) for line in res.stdout.splitlines() if line.strip()]
+    rows = {f["table"]: [f["before"], f["after"], f["change"]] for f in fields}
+    before, after, change = rows["events"]
     assert int(after) == taken["tables"]["events"] and int(before) >= 80 and int(change) == int(after) - int(before)
     assert rows["nodes"][:2] == ["1", "1"]
     assert "the supervisor is ready" in res.stderr
