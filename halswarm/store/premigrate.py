@@ -64,6 +64,8 @@ def backup_before_migrate(conn: sqlite3.Connection, db_path: str | Path,
         dest = sqlite3.connect(tmp)
         try:
             conn.backup(dest)
+            # One self-contained file: the copy inherits WAL mode from the live database.
+            dest.execute("PRAGMA journal_mode=DELETE")
         finally:
             dest.close()
         os.chmod(tmp, 0o600)

@@ -331,3 +331,36 @@ def cli_can_recover(probe: Path) -> bool:
 @pytest.mark.parametrize("line", sorted(NOT_RUN))
 def test_not_run_entries_have_reasons(line: str) -> None:
     assert len(NOT_RUN[line]) > 20
+
+
+def test_supervisor_start_migrates_an_old_database_after_a_checked_backup(make_supervisor: Any) -> None:
+    """A database of the schema before 012 (what main wrote until now), given to the real supervisor: it
+    backs the file up, migrates, serves it, and the runbook's archive query then keeps the recent rows."""
+    import subprocess
+
+    from halswarm.store.db import connect
+    from halswarm.store.migrations import bundled_migrations, migrate
+
+    sup = make_supervisor()
+    sup.workdir.mkdir(parents=True)
+    conn = connect(sup.db_path)
+    migrate(conn, [m for m in bundled_migrations() if int(m.version) < 12])
+    now = time.time()
+    conn.execute("INSERT INTO nodes(id) VALUES ('old-node')")
+    conn.executemany("INSERT INTO events(node_id, seq, event_id, type, data, timestamp, received_at)"
+                     " VALUES ('old-node', ?, ?, 't', '{}', ?, ?)",
+                     [(i, f"e{i}", now - age, now - age) for i, age in enumerate((45 * 86400, 3600.0), 1)])
+    conn.close()
+    sup.start()
+    backups = list(sup.workdir.glob("supervisor.db.pre-migrate-*"))
+    assert len(backups) == 1, list(sup.workdir.iterdir())
+    assert db_rows(backups[0], "SELECT COUNT(*) FROM events")[0][0] == 2
+    with sup.client() as c:
+        events = c.get("/api/v1/events", params={"node_id": "old-node"}).json()["data"]
+    assert [e["event_id"] for e in events] == ["e1", "e2"]  # the API still sorts and renders the epoch
+    sup.stop()
+    res = subprocess.run(["sqlite3", str(sup.db_path),
+                          "DELETE FROM events WHERE timestamp < datetime('now', '-30 days');"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert [r[0] for r in db_rows(sup.db_path, "SELECT event_id FROM events WHERE node_id='old-node'")] == ["e2"]

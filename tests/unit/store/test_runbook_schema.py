@@ -29,7 +29,7 @@ def old_migrations() -> list[Migration]:
     return [m for m in bundled_migrations() if int(m.version) < 12]
 
 
-def make_old_db(path: Path) -> dict[str, float]:
+def make_old_db(path: Path) -> dict[str, float]:  # WAL, like the supervisor's own file
     """A database of the pre-012 schema with events 40, 31, 29 days and 1 hour old (REAL epochs)."""
     now = time.time()
     ages = {"e40d": 40 * DAY, "e31d": 31 * DAY, "e29d": 29 * DAY, "e1h": 3600.0}
@@ -100,6 +100,7 @@ def test_backup_is_checked_and_holds_the_old_schema(tmp_path: Path) -> None:
     saved = upgrade(db)
     assert saved == backup_path(db, applied)
     assert oct(saved.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["supervisor.db", saved.name], "no stray side files"
     with sqlite3.connect(saved) as conn:
         cols = [r[1] for r in conn.execute("PRAGMA table_info(events)")]
         assert "timestamp" in cols and "ts" not in cols
