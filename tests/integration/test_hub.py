@@ -249,3 +249,22 @@ async def test_tokenless_upgrade_is_explained_and_not_throttled(supervisor):
     agent = SimAgent(supervisor.ws_url, supervisor.token, "after-curl")
     await agent.connect()  # not throttled
     await agent.close()
+
+
+async def test_curl_on_the_hub_port(supervisor):
+    """The runbook's probe with the real curl: http:// always; ws:// when this curl speaks WebSocket
+    (curl >= 7.86 built with it; Debian bookworm's 7.88 is not)."""
+    import shutil
+    import subprocess
+
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("no curl on this host")
+    protocols = (await asyncio.to_thread(subprocess.run, [curl, "--version"], capture_output=True, text=True,
+                                         timeout=10)).stdout
+    schemes = ["http"] + (["ws"] if " ws " in f" {protocols.split('Protocols:')[-1].splitlines()[0]} " else [])
+    for scheme in schemes:
+        url = f"{scheme}://127.0.0.1:{supervisor.ws_port}/"
+        res = await asyncio.to_thread(subprocess.run, [curl, "-s", "-m", "10", url], capture_output=True, text=True,
+                                      timeout=30)
+        assert "hal-supervisor agent hub" in res.stdout and "/ws/agent" in res.stdout, (scheme, res)
