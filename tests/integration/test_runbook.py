@@ -64,12 +64,12 @@ RUN = {
     f'sqlite3 {DB} ".recover" | sqlite3 {DB}.recovered': "a sound copy the supervisor starts on",
 }
 
-_SYSTEMD = "needs systemd and the deployed unit: the drill fleet (tests/integration/drills)"
-_JOURNAL = ("needs journald and the deployed unit: the drill fleet; the <N> priority prefixes and the "
-            "'memory:' warning are tested in tests/unit/test_journald_and_memory.py")
+_SYSTEMD = "needs systemd and the deployed unit, i.e. a drill-fleet host (tests/integration/drills); not run here"
+_JOURNAL = ("needs journald and the deployed unit (a drill-fleet host; not run here); the <N> priority "
+            "prefixes and the 'memory:' warning are tested in tests/unit/test_journald_and_memory.py")
 _PS = ("process listing of the deployed console script (tests run `python -m ...`): the drill fleet; "
-       "the unit's MemoryMax/MemoryCurrent are read there")
-_SSH = "runs over ssh on another host: the drill fleet"
+       "not run here")
+_SSH = "runs over ssh on another host (a drill fleet); not run here"
 NOT_RUN = {
     "systemctl status hal-supervisor": _SYSTEMD,
     "sudo systemctl status hal-supervisor": _SYSTEMD,
