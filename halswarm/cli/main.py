@@ -34,6 +34,7 @@ from halswarm.cli.ops_cmd import COMMANDS as OPS_COMMANDS
 from halswarm.cli.remediate_cmd import remediate
 from halswarm.cli.sessions import sessions
 from halswarm.cli.status import status
+from halswarm.cli.version_cmd import print_version, version
 
 EXIT_INTERRUPTED = 130
 
@@ -77,7 +78,8 @@ EXIT_INTERRUPTED = 130
     help="Who you are in the supervisor's audit log [default: USER@HOST; env HALCTL_ACTOR, else `actor` "
     "in the config file].",
 )
-@click.version_option(package_name="hal-o-swarm", prog_name="halctl", message="%(prog)s %(version)s")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=print_version,
+              help="Show the package, Ansible and collection versions, and where the collection was found.")
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -106,7 +108,7 @@ def cli(
 
 # One module per command group; register new groups here (before add_output_option below).
 for _command in (nodes, sessions, status, audit, config, auth, cost, remediate, backup, restore, env, agentmd,
-                 diagnostics, *OPS_COMMANDS):
+                 diagnostics, version, *OPS_COMMANDS):
     cli.add_command(_command)
 
 

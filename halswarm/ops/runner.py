@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from halswarm.ops import install
+
 COLLECTION = "halswarm.ops"
 PLAYBOOKS = ("deploy", "upgrade", "rollback", "uninstall", "firewall", "backup", "restore")
 EXIT_OK = 0
@@ -104,25 +106,20 @@ def default_state_dir() -> Path:
 
 def repo_root() -> Path | None:
     """The checkout this package runs from (editable installs), if it holds the collection."""
-    root = Path(__file__).resolve().parents[2]
-    if (root / "collections" / "ansible_collections" / "halswarm" / "ops" / "galaxy.yml").is_file():
-        return root
-    return None
+    return install.repo_root()
 
 
 def collections_paths() -> list[str]:
-    """Where ansible looks for halswarm.ops: ``$HALCTL_COLLECTIONS_PATH``, the checkout's
-    ``collections/``, then whatever ANSIBLE_COLLECTIONS_PATH / ansible's defaults give."""
-    paths: list[str] = []
-    env = os.environ.get("HALCTL_COLLECTIONS_PATH")
-    if env:
-        paths.extend(p for p in env.split(os.pathsep) if p)
-    root = repo_root()
-    if root is not None:
-        paths.append(str(root / "collections"))
-    existing = os.environ.get("ANSIBLE_COLLECTIONS_PATH") or os.environ.get("ANSIBLE_COLLECTIONS_PATHS")
+    """Where ansible looks for halswarm.ops: ``$HALCTL_COLLECTIONS_PATH``, this installation's own
+    collection (the checkout's ``collections/``, else the copy inside the wheel), then whatever
+    ANSIBLE_COLLECTIONS_PATH / ansible's defaults give."""
+    paths: list[str] = install.env_paths("HALCTL_COLLECTIONS_PATH")
+    own = install.own_collections_dir()
+    if own is not None:
+        paths.append(str(own))
+    existing = install.env_paths("ANSIBLE_COLLECTIONS_PATH") or install.env_paths("ANSIBLE_COLLECTIONS_PATHS")
     if existing:
-        paths.extend(p for p in existing.split(os.pathsep) if p)
+        paths.extend(existing)
     else:
         paths.extend([str(Path.home() / ".ansible" / "collections"), "/usr/share/ansible/collections"])
     return list(dict.fromkeys(paths))
