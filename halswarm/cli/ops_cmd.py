@@ -151,6 +151,8 @@ def _run(playbook: str, *, inventories: tuple[str, ...], limit: str | None, chec
         detail = f"{host}: {task}: {msg}" if task else f"{host}: {msg}"
         more = f" (+{len(result.failures) - 1} more)" if len(result.failures) > 1 else ""
         click.echo(f"error: {playbook} failed on {detail}{more}; {where}", err=True)
+    elif result.errors:  # Ansible stopped before any task: its own first error line says why
+        click.echo(f"error: {playbook} failed: {result.errors[0].strip()}; {where}", err=True)
     else:
         click.echo(f"error: {playbook} {result.status} (ansible-playbook rc={result.rc}); {where}", err=True)
     return result.exit_code

@@ -82,6 +82,7 @@ class RunResult:
     stats: dict[str, HostStats]
     failures: list[tuple[str, str, str]]  # (host, task, message)
     duration: float
+    errors: list[str] = field(default_factory=list)  # Ansible's own error lines (before/outside tasks)
 
     @property
     def exit_code(self) -> int:
@@ -178,8 +179,25 @@ def _render_diff(diff: Any) -> list[str]:
     return out
 
 
+ERROR_PREFIXES = ("[ERROR]:", "ERROR!")  # ansible-core >= 2.19, older cores
+MAX_ERROR_LINES = 40
+
+
+def starts_error(line: str) -> bool:
+    """Does a line of ansible-playbook's own output open an error (not a task result)?"""
+    return line.lstrip().startswith(ERROR_PREFIXES)
+
+
+def ends_error(line: str) -> bool:
+    """Does a line end Ansible's error block (the next warning or deprecation starts)?"""
+    return line.lstrip().startswith(("[WARNING]", "[DEPRECATION WARNING]", "[DEPRECATION]"))
+
+
 class ProgressFormatter:
-    """Turns ansible-runner events into progress lines. Called in runner's thread: O(1), no I/O."""
+    """Turns ansible-runner events into progress lines. Called in runner's thread: O(1), no I/O.
+
+    Ansible's own errors (a playbook that cannot be found or parsed, a bad inventory) come as plain
+    output before any task; they are shown without ``-v`` and kept in ``errors``."""
 
     def __init__(self, emit: Emit, *, verbose: bool = False, diff: bool = False) -> None:
         self.emit = emit
@@ -187,6 +205,21 @@ class ProgressFormatter:
         self.diff = diff
         self.stats: dict[str, HostStats] = {}
         self.failures: list[tuple[str, str, str]] = []
+        self.errors: list[str] = []
+        self._in_error = False
+
+    def _plain_line(self, text: str) -> None:
+        """One line of ansible-playbook's plain output (a ``verbose`` event)."""
+        if starts_error(text):
+            self._in_error = True
+        elif self._in_error and ends_error(text):
+            self._in_error = False
+        if self._in_error:
+            if len(self.errors) < MAX_ERROR_LINES:
+                self.errors.append(text.rstrip())
+                self.emit(text.rstrip())
+        elif self.verbose and text.strip():
+            self.emit(text.strip())
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
         kind = event.get("event", "")
@@ -226,10 +259,14 @@ class ProgressFormatter:
             self.emit(f"{_stamp()}     waiting     {host}")
         elif kind == "playbook_on_stats":
             self._stats(data)
-        elif kind == "warning" or (kind == "verbose" and self.verbose):
+        elif kind == "verbose":
+            self._plain_line(event.get("stdout") or "")
+        elif kind == "warning":
             text = (event.get("stdout") or "").strip()
             if text:
                 self.emit(text)
+        if kind != "verbose":
+            self._in_error = False
         return True  # keep the event on disk (artifacts)
 
     def _stats(self, data: Mapping[str, Any]) -> None:
@@ -240,6 +277,9 @@ class ProgressFormatter:
                 setattr(self.stats.setdefault(host, HostStats()), dst, int(count))
 
     def recap(self) -> list[str]:
+        """Per-host counts; nothing when no play ran (an empty RECAP would hide Ansible's error)."""
+        if not self.stats:
+            return []
         lines = ["RECAP"]
         for host in sorted(self.stats):
             s = self.stats[host]
@@ -412,6 +452,7 @@ def run_playbook(
     result = RunResult(
         status=status, rc=rc, ident=ident, artifact_dir=private / "artifacts" / "run",
         stats=fmt.stats, failures=fmt.failures, duration=time.monotonic() - started,
+        errors=[line for line in fmt.errors if line.strip()],
     )
     _prune_runs(runs_dir, spec.keep_runs)
     return result

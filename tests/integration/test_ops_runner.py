@@ -248,3 +248,36 @@ def test_host_address_follows_the_resolved_inventory(tmp_path: Path) -> None:
     assert host_address(str(inv), "node-b") == "operator@node-b"
     assert host_address(str(inv), "node-c") is None  # not in the inventory
     assert host_address(str(tmp_path / "missing.yml"), "node-a") is None
+
+
+def test_ansible_errors_before_any_task_are_shown_without_verbose() -> None:
+    """Ansible's own error block (plain output, no task) reaches the operator without -v; the next
+    warning ends it; no empty RECAP when no play ran."""
+    lines: list[str] = []
+    fmt = ProgressFormatter(lines.append)
+    for text in ("/venv/x.py:18: SomeDeprecationWarning: noise", "[ERROR]: Error loading tasks: bad quotes",
+                 "Origin: /tmp/play.yml:3:7", "", "3     - name: x", "[WARNING]: unrelated", "later noise"):
+        fmt({"event": "verbose", "stdout": text})
+    assert lines == ["[ERROR]: Error loading tasks: bad quotes", "Origin: /tmp/play.yml:3:7", "", "3     - name: x"]
+    assert fmt.errors[0] == "[ERROR]: Error loading tasks: bad quotes"
+    assert fmt.recap() == []
+
+
+@pytest.mark.parametrize("verbose", [[], ["-v"]])
+def test_halctl_says_why_a_playbook_could_not_start(tmp_path: Path, verbose: list[str]) -> None:
+    """A playbook Ansible cannot parse: halctl prints Ansible's error, its origin and the artifacts
+    path, with or without -v (it used to print only an empty RECAP and the rc)."""
+    playbooks = tmp_path / "coll" / "ansible_collections" / "halswarm" / "ops" / "playbooks"
+    playbooks.mkdir(parents=True)
+    (playbooks / "deploy.yml").write_text(
+        "- name: Broken\n  hosts: all\n  tasks:\n    - name: x\n      ansible.builtin.debug: msg={{\n")
+    state = tmp_path / "state"
+    done = subprocess.run([sys.executable, "-m", "tests.molecule_support.halctl", "deploy", "-i", _inventory(tmp_path),
+                           "--state-dir", str(state), *verbose], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False, env=ansible_env(HALCTL_COLLECTIONS_PATH=str(tmp_path / "coll")))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[ERROR]: Error loading tasks" in done.stdout and "Origin: " in done.stdout, done.stdout
+    assert "RECAP" not in done.stdout
+    assert "error: deploy failed: [ERROR]: Error loading tasks" in done.stderr, done.stderr
+    assert f"artifacts: {state / 'runs'}" in done.stderr
+    assert done.stdout.count("[ERROR]: Error loading tasks") == 1  # -v does not print it twice
