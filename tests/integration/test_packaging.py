@@ -37,7 +37,8 @@ def _run(cmd: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeou
          ok: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if ok:
-        assert done.returncode == 0, f"{' '.join(cmd)} -> {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        tail = f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        assert done.returncode == 0, f"{' '.join(cmd)} -> {done.returncode}\n{tail}"
     return done
 
 
