@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test lint unit integration e2e bench bench-drills clis ops-setup clean
 
@@ -14,10 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# `make run` needs only the daemons and halctl: no test toolchain, no Ansible.
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e .
+	touch $(RUN_STAMP)
+
 venv: $(STAMP)
 
 ## Main job on embedded defaults: supervisor (+ local agent) on loopback, SQLite and a token in ./.state
-run: $(STAMP)
+run: $(if $(wildcard $(STAMP)),$(STAMP),$(RUN_STAMP))
 	$(BIN)/hal-supervisor --local --state-dir .state
 
 ## Whole test suite (what CI runs)

@@ -235,7 +235,10 @@ def _stop_local_agent(proc: Any, grace: float = 15.0) -> None:
 
 
 def _print_local_banner(cfg: Any, state_dir: Path) -> None:
+    from halswarm.core.invocation import local_command
+
     url = f"http://{cfg.host}:{cfg.http_port}"
+    halctl = local_command("halctl")  # as typed: `halctl` when on PATH (pipx, active venv), else its full path
     print(
         "\nhal-supervisor is running on embedded defaults\n"
         f"  agents connect to  ws://{cfg.host}:{cfg.port}/ws/agent\n"
@@ -245,7 +248,7 @@ def _print_local_banner(cfg: Any, state_dir: Path) -> None:
         "Point halctl at it from another shell:\n"
         f"  export HALCTL_SUPERVISOR_URL={url}\n"
         f"  export HALCTL_AUTH_TOKEN=\"$(cat {state_dir / 'token'})\"\n"
-        "  .venv/bin/halctl nodes list\n\n"
+        f"  {halctl} nodes list\n\n"
         "Stop with Ctrl-C.\n",
         flush=True,
     )

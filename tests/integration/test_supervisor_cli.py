@@ -100,6 +100,7 @@ def test_token_from_env_overrides_the_file(tmp_path):
 
 
 def test_local_mode_generates_token_and_prints_halctl_instructions(tmp_path):
+    banner: list[str] = []
     state = tmp_path / "state"
     ws, http = free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "halswarm.supervisor.main", "--local", "--state-dir", str(state),
@@ -112,9 +113,24 @@ def test_local_mode_generates_token_and_prints_halctl_instructions(tmp_path):
         assert (state / "supervisor.db").exists()
         r = httpx.get(f"http://127.0.0.1:{http}/api/v1/nodes", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
+        assert proc.stdout is not None
+        while not banner or banner[-1].strip() != "Stop with Ctrl-C.":  # bounded by the test timeout
+            line = proc.stdout.readline()
+            assert line, "".join(banner)
+            banner.append(line)
+        # The banner's commands, pasted as printed into another shell elsewhere (venv not on PATH).
+        start = next(i for i, ln in enumerate(banner) if ln.startswith("Point halctl at it"))
+        commands = [ln.strip() for ln in banner[start + 1:] if ln.strip() and not ln.startswith("Stop")]
+        assert commands[-1].endswith("halctl nodes list"), commands
+        shell_env = {k: v for k, v in os.environ.items() if not k.startswith("HALCTL_") and k != "PYTHONPATH"}
+        shell_env |= {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}  # the worktree's code, as installed
+        pasted = subprocess.run(["bash", "-c", "\n".join(commands)], cwd=tmp_path, env=shell_env,
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert pasted.returncode == 0, "\n".join(commands) + pasted.stdout + pasted.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=15)
+    out = "".join(banner) + out
     assert proc.returncode == 0
     assert "HALCTL_AUTH_TOKEN" in out and f"http://127.0.0.1:{http}" in out
     assert token not in out  # the banner points at the file, never prints the secret
