@@ -7,14 +7,11 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from halswarm.agent.bridge import NOISE_TYPES, STATE_EVENT, EventBridge, session_object
 from halswarm.agent.opencode_events import OpencodeEvent, parse_global_stream
 from halswarm.agent.session_state import SessionTracker
 
-SAMPLES = Path("/work/shared/reference/peers-samples")
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"captures not found at {SAMPLES}")
+SAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "opencode"  # captured opencode 1.x streams
 
 PROJ = "/srv/alpha"
 
@@ -268,7 +265,6 @@ def test_session_object_model_is_provider_slash_model() -> None:
     assert session_object({**base, "model": None, "provider": "p"})["model"] is None
 
 
-@needs_samples
 async def test_real_capture_prompt_abort_and_401() -> None:
     """sse2: a prompt, a SLOW prompt aborted, then an upstream 401 (opencode 1.18.33)."""
     events = list(parse_global_stream((SAMPLES / "sse2_global.raw").read_bytes()))

@@ -21,11 +21,7 @@ from halswarm.agent.opencode_events import (
     parse_global_stream,
 )
 
-SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "peers-samples"
-if not SAMPLES.is_dir():  # CI lays shared/ beside the clone; a developer tree has it at /work/shared
-    SAMPLES = Path("/work/shared/reference/peers-samples")
-
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"captures not found at {SAMPLES}")
+SAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "opencode"  # captured opencode 1.x streams
 
 
 def raw(name: str) -> bytes:

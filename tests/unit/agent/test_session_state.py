@@ -21,10 +21,7 @@ from halswarm.agent.session_state import (
     tokens_from,
 )
 
-SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "peers-samples"
-if not SAMPLES.is_dir():
-    SAMPLES = Path("/work/shared/reference/peers-samples")
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"captures not found at {SAMPLES}")
+SAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "opencode"  # captured opencode 1.x streams
 
 SES2 = "ses_de3e2b453ffe5noCMIaThNyXxn"  # sse2: ok prompt, SLOW + abort, upstream 401
 SES4 = "ses_de3dd9883ffegxaIJEKrxCGqWQ"  # sse4: tool call with permission ask
@@ -59,7 +56,6 @@ def status_trail(t: SessionTracker, evs: list[OpencodeEvent], sid: str) -> list[
 
 
 # -- sse2: normal turn, abort, upstream 401 ----------------------------------------------------------
-@needs_samples
 def test_successful_turn_then_abort_then_auth_error() -> None:
     t = tracker()
     evs = events("sse2_global.raw")
@@ -81,7 +77,6 @@ def test_successful_turn_then_abort_then_auth_error() -> None:
     assert s.started_at == pytest.approx(1795768011.692)
 
 
-@needs_samples
 def test_abort_is_idle_with_aborted_flag() -> None:
     t = tracker()
     evs = events("sse2_global.raw")
@@ -103,7 +98,6 @@ def test_abort_is_idle_with_aborted_flag() -> None:
     assert t.get(SES2).status == RUNNING and not t.get(SES2).aborted
 
 
-@needs_samples
 def test_tokens_come_from_assistant_message() -> None:
     t = tracker()
     evs = events("sse2_global.raw")
@@ -118,7 +112,6 @@ def test_tokens_come_from_assistant_message() -> None:
 
 
 # -- sse4: permission ask ------------------------------------------------------------------------------
-@needs_samples
 def test_permission_ask_and_reply() -> None:
     t = tracker(projects={"tooling": "/srv/work/home.sIPD"})
     evs = events("sse4_global.raw")
@@ -129,7 +122,6 @@ def test_permission_ask_and_reply() -> None:
     assert s.tokens == {"input": 5, "output": 3, "total": 8}
 
 
-@needs_samples
 def test_waiting_input_snapshot_lists_pending_request() -> None:
     t = tracker()
     evs = events("sse4_global.raw")
@@ -141,7 +133,6 @@ def test_waiting_input_snapshot_lists_pending_request() -> None:
 
 
 # -- sse_global: retry loop, unknown models, delete ----------------------------------------------------
-@needs_samples
 def test_retry_loop_bad_models_and_delete() -> None:
     t = tracker(projects={"proj": "/srv/work/home.rn0I/proj", "projA": "/srv/work/home.rn0I/projA"})
     evs = events("sse_global.raw")
@@ -171,7 +162,6 @@ def test_retry_loop_bad_models_and_delete() -> None:
     assert projects["B"] is None and projects["D"] is None
 
 
-@needs_samples
 def test_deleting_an_idle_session_completes_it() -> None:
     t = tracker()
     evs = events("sse_global.raw")
@@ -180,7 +170,6 @@ def test_deleting_an_idle_session_completes_it() -> None:
     assert len(completed) == 1
 
 
-@needs_samples
 def test_terminal_sessions_ignore_late_events() -> None:
     t = tracker()
     evs = events("sse2_global.raw")
@@ -389,7 +378,6 @@ def delta(text: str, part: str = "prt_1", sid: str = "ses_1") -> OpencodeEvent:
     )
 
 
-@needs_samples
 def test_coalescer_on_capture_keeps_order_and_text() -> None:
     evs = events("sse2_global.raw")
     c = DeltaCoalescer(interval=10, clock=Clock())
