@@ -55,7 +55,7 @@ def collection_candidates() -> Iterator[Path]:
     for entry in collections_paths():
         yield Path(entry).expanduser() / _REL
     package = Path(__file__).resolve().parents[1]  # .../halswarm
-    yield package / "_collection" / _REL
+    yield package / "_data" / "collections" / _REL  # the copy a wheel carries (setup.py)
     yield Path(sys.prefix) / "share" / "hal-o-swarm" / "collections" / _REL
     for entry in sys.path:
         if entry:
