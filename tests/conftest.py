@@ -17,7 +17,8 @@ from tests.support.supervisor_proc import SupervisorProc
 DRILLS = "tests/integration/drills/"
 LONG_FIRST = (DRILLS, "tests/integration/test_ops_fleet.py", "tests/integration/test_ops_firewall.py",
               "tests/integration/test_ops_lint.py", "tests/e2e/test_stack_scenarios.py",
-              "tests/integration/test_api.py", "tests/integration/test_restore_roundtrip.py")
+              "tests/integration/test_api.py", "tests/integration/test_restore_roundtrip.py",
+              "tests/integration/test_packaging.py")
 
 
 def _rank(nodeid: str) -> int:
