@@ -127,7 +127,7 @@ def wheels() -> Wheels:
     with tempfile.TemporaryDirectory(prefix="hal-bumped.") as tmp:
         copy = Path(tmp) / "hal-o-swarm"
         copy.mkdir()
-        for name in ("pyproject.toml", "README.md", "halswarm"):
+        for name in ("pyproject.toml", "README.md", "LICENSE", "halswarm"):  # LICENSE: license-files
             src = ROOT / name
             if src.is_dir():
                 shutil.copytree(src, copy / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

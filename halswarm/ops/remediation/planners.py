@@ -288,7 +288,7 @@ FIREWALL_COMMENT = "halswarm-ops"
 
 def _port_matches(spec: str, port: int) -> bool:
     for part in spec.split(","):
-        lo, _, hi = part.partition(":")
+        lo, _sep, hi = part.partition(":")
         try:
             if int(lo or 0) <= port <= int(hi or lo or 65535):
                 return True
