@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.packaging, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.packaging, pytest.mark.timeout(1500)]  # fixture set-up included, on busy cores
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTION = ROOT / "collections" / "ansible_collections" / "halswarm" / "ops"
@@ -63,14 +63,34 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _tool_env() -> dict[str, str]:
+    """For pip and venv: nothing of this test run's Python set-up (PYTHONPATH would make pip see the
+    checkout's metadata and skip installing the wheel)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+
+
 @pytest.fixture(scope="module")
-def wheelhouse() -> Path:
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of what the sdist carries: builds and metadata runs write there, not in the checkout."""
+    src = tmp_path_factory.mktemp("src") / "hal-o-swarm"
+    src.mkdir()
+    for rel in BUILD_INPUTS:
+        if (ROOT / rel).is_dir():
+            shutil.copytree(ROOT / rel, src / rel, ignore=IGNORE)
+        else:
+            shutil.copy2(ROOT / rel, src / rel)
+    return src
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(source: Path) -> Path:
     """Dependencies of `hal-o-swarm[ops]` and the build backend, downloaded once per pyproject.toml."""
     stamp = WHEELHOUSE / f".filled-{hashlib.sha256((ROOT / 'pyproject.toml').read_bytes()).hexdigest()[:16]}"
     with _locked(WHEELHOUSE / ".lock"):
         if not stamp.exists():
             _run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", str(WHEELHOUSE),
-                  f"{ROOT}[ops]", "setuptools>=77", "wheel", "pip"], cwd=ROOT, timeout=600)
+                  f"{source}[ops]", "setuptools>=77", "wheel", "pip"], cwd=source.parent, env=_tool_env(),
+                 timeout=600)
             for own in WHEELHOUSE.glob("hal_o_swarm-*"):
                 own.unlink()
             stamp.touch()
@@ -78,24 +98,18 @@ def wheelhouse() -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> dict[str, Path]:
+def installed(tmp_path_factory: pytest.TempPathFactory, source: Path, wheelhouse: Path) -> dict[str, Path]:
     """`pip install '<wheel>[ops]'` into a fresh venv, all from the wheelhouse (no index)."""
     base = tmp_path_factory.mktemp("pkg")
-    src = base / "src"
-    src.mkdir()
-    for rel in BUILD_INPUTS:
-        if (ROOT / rel).is_dir():
-            shutil.copytree(ROOT / rel, src / rel, ignore=IGNORE)
-        else:
-            shutil.copy2(ROOT / rel, src / rel)
     dist = base / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-index", "--find-links", str(wheelhouse),
-          "-w", str(dist), str(src)], cwd=base)
+          "-w", str(dist), str(source)], cwd=base, env=_tool_env())
     wheel = next(dist.glob("hal_o_swarm-*.whl"))
     venv = base / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=base)
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=base, env=_tool_env())
     _run([str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links", str(wheelhouse),
-          f"{wheel}[ops]"], cwd=base, timeout=600)
+          f"{wheel}[ops]"], cwd=base, env=_tool_env(), timeout=600)
+    assert (venv / "bin" / "halctl").is_file(), "pip did not install the wheel itself"
     home = base / "home"
     home.mkdir()
     work = base / "elsewhere"  # not the checkout, not the venv
