@@ -12,9 +12,11 @@ as commands (actor `policy`, so each one is audited), persists the retry state, 
   (then every live session is killed and no resume/handover is started) -> `kill_session`.
 At most one action per session per check (kill, then handover, then resume), never two at once.
 
-Retries: `retry_count` counts consecutive attempts that did not help (failures; for resume also
-successes after which the session stayed silent). At `max_retries` the policy stops for that session,
-emits `policy.retry_cap` once, and tries again `retry_reset_seconds` after its last attempt.
+Retries: `retry_count` counts every action a policy took on a session (success or failure: a nudge
+that "worked" is still an intervention), and goes back to 0 once `retry_reset_seconds` have passed
+since the last one. So no policy acts more than `max_retries` times on a session within any
+`retry_reset_seconds`. The first time the policy wants to act and the cap stops it, `policy.retry_cap`
+is emitted, once for that capped period (`capped_at`, persisted, survives restarts).
 """
 
 from __future__ import annotations
@@ -142,13 +144,26 @@ class Action:
     retry_count: int = 0  # the count before this attempt (after any reset)
 
 
+@dataclass(frozen=True)
+class Capped:
+    """The policy wanted to act on the session but `max_retries` stopped it (first time this period)."""
+    policy: str
+    session_id: str
+    reason: str  # why the policy wanted to act
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: list[Action]
+    capped: list[Capped]
+
+
 def gate(st: RetryState, ps: PolicySettings, now: float) -> tuple[bool, RetryState]:
-    """May the policy act now? Returns the state to act from (the count reset after `retry_reset_seconds`)."""
-    if st.retry_count < ps.max_retries:
-        return True, st
+    """May the policy act now? Returns the state to act from: the count starts over once
+    `retry_reset_seconds` have passed since the last attempt (capped or not)."""
     if st.last_attempt is not None and now - st.last_attempt >= ps.retry_reset_seconds:
-        return True, replace(st, retry_count=0, capped_at=None)
-    return False, st
+        st = replace(st, retry_count=0, capped_at=None)
+    return st.retry_count < ps.max_retries, st
 
 
 def _want(policy: str, cfg: PolicyConfig, s: SessionFacts, st: RetryState, now: float, daily_cost: float
@@ -179,20 +194,13 @@ def _want(policy: str, cfg: PolicyConfig, s: SessionFacts, st: RetryState, now: 
         else None
 
 
-def progressed(st: RetryState, s: SessionFacts) -> RetryState:
-    """resume_on_idle: activity after our last attempt means the nudge worked; the count starts over."""
-    if st.retry_count and st.last_attempt is not None and (s.last_activity or 0) > st.last_attempt:
-        return replace(st, retry_count=0, capped_at=None)
-    return st
-
-
-def decide(now: float, cfg: PolicyConfig, sessions: Iterable[SessionFacts],
-           states: Mapping[tuple[str, str], RetryState], daily_cost: float = 0.0,
-           busy: Iterable[str] = ()) -> list[Action]:
-    """Actions for this check. Pure: same facts, same actions."""
+def plan(now: float, cfg: PolicyConfig, sessions: Iterable[SessionFacts],
+         states: Mapping[tuple[str, str], RetryState], daily_cost: float = 0.0, busy: Iterable[str] = ()) -> Plan:
+    """Actions for this check, and the policies newly stopped by their cap. Pure: same facts, same plan."""
     busy = set(busy)
     over_daily = cfg.cost.enabled and cfg.cost.daily_limit_usd is not None and daily_cost >= cfg.cost.daily_limit_usd
     out: list[Action] = []
+    capped: list[Capped] = []
     for s in sessions:
         if s.id in busy or s.status not in LIVE:
             continue
@@ -201,13 +209,13 @@ def decide(now: float, cfg: PolicyConfig, sessions: Iterable[SessionFacts],
             if not ps.enabled or (over_daily and policy != COST):
                 continue
             st = states.get((s.id, policy), RetryState())
-            if policy == RESUME:
-                st = progressed(st, s)
             reason = _want(policy, cfg, s, st, now, daily_cost)
             if reason is None:
                 continue
             allowed, st = gate(st, ps, now)
             if not allowed:
+                if st.capped_at is None:
+                    capped.append(Capped(policy, s.id, reason))
                 if policy == COST:
                     break  # a session over its cost that could not be killed is not resumed either
                 continue
@@ -216,37 +224,37 @@ def decide(now: float, cfg: PolicyConfig, sessions: Iterable[SessionFacts],
                 args["message"] = cfg.resume.message
             out.append(Action(policy, s.id, COMMANDS[policy], args, reason, st.retry_count))
             break
-    return out
+    return Plan(out, capped)
+
+
+def decide(now: float, cfg: PolicyConfig, sessions: Iterable[SessionFacts],
+           states: Mapping[tuple[str, str], RetryState], daily_cost: float = 0.0,
+           busy: Iterable[str] = ()) -> list[Action]:
+    """The actions of `plan` (same arguments)."""
+    return plan(now, cfg, sessions, states, daily_cost, busy).actions
 
 
 def record(st: RetryState, action: Action, ps: PolicySettings, status: str, error: str | None, now: float
            ) -> tuple[RetryState, list[tuple[str, dict[str, Any]]]]:
-    """New retry state after an attempt, and the events to emit (type, data)."""
+    """New retry state after an attempt (every attempt counts, whatever its result), and the events."""
     ok = status == "success"
     # The action was allowed, so the count it started from is below the cap (maybe after a reset).
-    base = replace(st, retry_count=action.retry_count, capped_at=None)
-    if ok and action.policy != RESUME:
-        new = replace(base, retry_count=0, last_attempt=now, last_success=now, last_result=status, last_error=None,
-                      capped_at=None)
-    elif ok:
-        # A resume that was accepted still counts until the session shows activity (see progressed()).
-        new = replace(base, retry_count=base.retry_count + 1, last_attempt=now, last_success=now,
-                      last_result=status, last_error=None)
-    else:
-        new = replace(base, retry_count=base.retry_count + 1, last_attempt=now, last_result=status, last_error=error)
+    new = replace(st, retry_count=action.retry_count + 1, last_attempt=now, last_result=status, capped_at=None,
+                  last_error=None if ok else error, last_success=now if ok else st.last_success)
     data = {"policy": action.policy, "session_id": action.session_id, "action": action.command, "result": status,
             "reason": action.reason, "retry_count": new.retry_count, "max_retries": ps.max_retries}
     if error:
         data["error"] = error
-    events = [("policy.action", data)]
-    if new.retry_count >= ps.max_retries and new.capped_at is None and not (ok and action.policy != RESUME):
-        new = replace(new, capped_at=now)
-        events.append(("policy.retry_cap", {
-            "policy": action.policy, "session_id": action.session_id, "reason": "max_retries_reached",
-            "retry_count": new.retry_count, "max_retries": ps.max_retries,
-            "last_error": new.last_error or ("no activity after the intervention" if ok else None),
-            "retry_after": iso(now + ps.retry_reset_seconds)}))
-    return new, events
+    return new, [("policy.action", data)]
+
+
+def cap(st: RetryState, c: Capped, ps: PolicySettings, now: float) -> tuple[RetryState, tuple[str, dict[str, Any]]]:
+    """The state marked capped, and the one `policy.retry_cap` event of this capped period."""
+    retry_after = (st.last_attempt if st.last_attempt is not None else now) + ps.retry_reset_seconds
+    data = {"policy": c.policy, "session_id": c.session_id, "reason": "max_retries_reached",
+            "retry_count": st.retry_count, "max_retries": ps.max_retries, "last_result": st.last_result,
+            "last_error": st.last_error, "wanted": c.reason, "retry_after": iso(retry_after)}
+    return replace(st, capped_at=now), ("policy.retry_cap", data)
 
 
 # --------------------------------------------------------------------------- the engine
@@ -323,13 +331,27 @@ class PolicyEngine(PeriodicEngine):
             except Exception as exc:
                 log.warning("policies: today's cost unavailable: %s", exc)
         self.last_daily_cost = daily
-        actions = decide(now, self.cfg, self.facts(), self.states, daily, self.inflight)
+        p = plan(now, self.cfg, self.facts(), self.states, daily, self.inflight)
         self.stats.checks += 1
         self.stats.last_check = now
-        for a in actions:
+        for a in p.actions:
             self.inflight[a.session_id] = a
             self._spawn(self._act(a))
-        return actions
+        for c in p.capped:
+            await self._capped(c, now)
+        return p.actions
+
+    async def _capped(self, c: Capped, now: float) -> None:
+        """Mark the cap reached (persisted first, so a restart does not emit it again) and emit it once."""
+        key = (c.session_id, c.policy)
+        new, (etype, data) = cap(self.states.get(key, RetryState()), c, self.cfg.of(c.policy), now)
+        self.states[key] = new
+        await self.writer.run(lambda conn: _save_state(conn, c.session_id, c.policy, new))
+        s = self.tracker.get(c.session_id)
+        await self.ingestor.stored([self.ingestor.emit(s.node_id if s else None, etype, data, session_id=c.session_id,
+                                                       project=s.project if s else None, track=True)])
+        log.warning("policy %s: %s reached max_retries (%d); next attempt after %s", c.policy, c.session_id,
+                    new.retry_count, data["retry_after"])
 
     async def _act(self, a: Action) -> None:
         try:

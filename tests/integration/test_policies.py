@@ -140,10 +140,16 @@ async def test_policies_act_once_audit_route_and_survive_restart(make_supervisor
         # Unresponsive: two failed resumes, then the cap; nothing more until retry_reset_seconds.
         await until(lambda: fleet.sent("resume", stubborn) == 2)
         with sup.client() as c:
-            caps = await until(lambda: events(c, "policy.retry_cap"))
-            assert [e["session_id"] for e in caps] == [stubborn]
-            assert caps[0]["data"]["reason"] == "max_retries_reached"
+            caps = await until(lambda: [e for e in events(c, "policy.retry_cap") if e["session_id"] == stubborn])
+            assert len(caps) == 1 and caps[0]["data"]["reason"] == "max_retries_reached"
             assert caps[0]["data"]["last_error"] == "opencode did not accept the prompt"
+            # Idle: each resume "worked" (the session answered, then went idle again), yet a resume is an
+            # action like any other: the second one uses up max_retries, the third is stopped by the cap.
+            caps = await until(lambda: (e := events(c, "policy.retry_cap")) and len(e) == 2 and e, 30,
+                               "the cap for the session whose resumes worked")
+            worked = next(e["data"] for e in caps if e["session_id"] == idle)
+            assert worked["last_result"] == "success" and worked["last_error"] is None and worked["retry_count"] == 2
+            assert fleet.sent("resume", idle) == 2
             actions = events(c, "policy.action")
             by = {(e["session_id"], e["data"]["action"], e["data"]["result"]) for e in actions}
             assert {(idle, "resume", "success"), (compacted, "handover", "success"),
@@ -160,7 +166,9 @@ async def test_policies_act_once_audit_route_and_survive_restart(make_supervisor
             assert state[(stubborn, "resume_on_idle")]["retry_count"] == 2 and state[(stubborn, "resume_on_idle")][
                 "capped"]
         await asyncio.sleep(1.5)
-        assert fleet.sent("resume", stubborn) == 2
+        assert fleet.sent("resume", stubborn) == 2 and fleet.sent("resume", idle) == 2
+        with sup.client() as c:
+            assert len(events(c, "policy.retry_cap")) == 2  # once per capped session, not on every check
         assert fleet.sent("handover", compacted) == 1 and fleet.sent("kill_session", costly) == 1
 
         # Restart: the retry state comes back from the database.
@@ -178,7 +186,7 @@ async def test_policies_act_once_audit_route_and_survive_restart(make_supervisor
             row = next(r for r in data["state"] if r["session_id"] == stubborn)
             assert row["retry_count"] == 2 and row["capped"] and row["blocked_until"]
             await asyncio.sleep(2.5)
-            assert fleet.sent("resume", stubborn) == 0  # still capped after the restart
-            assert len(events(c, "policy.retry_cap")) == 1
+            assert fleet.sent("resume", stubborn) == 0 and fleet.sent("resume", idle) == 0  # still capped
+            assert len(events(c, "policy.retry_cap")) == 2
     finally:
         await fleet.close()

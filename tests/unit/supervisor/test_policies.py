@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
+
 from halswarm.config.supervisor import normalize_supervisor
 from halswarm.supervisor.policies import (
     COMPACTION,
     COST,
     RESUME,
     Action,
+    Capped,
     PolicyConfig,
+    PolicySettings,
     RetryState,
     SessionFacts,
+    cap,
     decide,
     gate,
+    plan,
     record,
 )
+from halswarm.supervisor.timeutil import iso
 
 NOW = 1_000_000.0
 
@@ -84,28 +92,92 @@ def test_a_successful_resume_restarts_the_idle_clock() -> None:
     assert len(decide(NOW + 300, c, [s], states)) == 1  # a full threshold later, once more
 
 
-def test_resume_that_never_helps_hits_the_cap_then_resets() -> None:
-    c = cfg(resume_on_idle=RES)
-    s = fact("a", "idle", 1000)
-    st = RetryState()
-    t = NOW
-    events: list = []
-    for _ in range(2):
-        (a,) = decide(t, c, [s], {("a", RESUME): st})
-        st, ev = record(st, a, c.resume, "success", None, t)
-        events += ev
-        t += 300
-    assert [e[0] for e in events] == ["policy.action", "policy.action", "policy.retry_cap"]
-    cap = events[-1][1]
-    assert cap["reason"] == "max_retries_reached" and cap["retry_count"] == 2
-    assert cap["last_error"] == "no activity after the intervention"
-    assert decide(t, c, [s], {("a", RESUME): st}) == []  # capped
-    assert len(decide(NOW + 300 + 3600, c, [s], {("a", RESUME): st})) == 1  # retry_reset_seconds later
-    # Activity after the last attempt (at NOW + 300) shows the nudge worked: the count starts over.
-    worked = SessionFacts("a", "n1", "alpha", "idle", NOW + 350)
-    assert decide(NOW + 640, c, [worked], {("a", RESUME): st}) == []  # idle only 290 s
-    (again,) = decide(NOW + 650, c, [worked], {("a", RESUME): st})
-    assert again.retry_count == 0
+class Clock:
+    """A fake clock for the simulations below."""
+
+    def __init__(self, t: float = NOW) -> None:
+        self.t = t
+
+    def tick(self, dt: float) -> float:
+        self.t += dt
+        return self.t
+
+
+def simulate(c: PolicyConfig, minutes: float, *, interval: float = 30.0, react: float | None = 20.0,
+             status: str = "success", states: dict | None = None, clock: Clock | None = None,
+             ) -> tuple[list[tuple[float, Action]], list[tuple[float, str, dict]], dict]:
+    """Drive one session through checks every ``interval`` s like the engine does (plan, record, cap).
+
+    The session is idle; a resume that succeeds makes it work for ``react`` s and go idle again (a nudge
+    that "worked"); ``react=None`` means it stays silent. Returns the actions, the events and the states.
+    """
+    clock = clock or Clock()
+    states = {} if states is None else states
+    last_activity = clock.t - 10_000
+    acted: list[tuple[float, Action]] = []
+    events: list[tuple[float, str, dict]] = []
+    end = clock.t + minutes * 60
+    while clock.tick(interval) <= end:
+        now = clock.t
+        p = plan(now, c, [SessionFacts("a", "n1", "alpha", "idle", last_activity)], states)
+        for a in p.actions:
+            key = ("a", a.policy)
+            states[key], ev = record(states.get(key, RetryState()), a, c.of(a.policy), status, None
+                                     if status == "success" else "refused", now)
+            acted.append((now, a))
+            events += [(now, t, d) for t, d in ev]
+            if status == "success" and react is not None:
+                last_activity = now + react
+        for cp in p.capped:
+            key = ("a", cp.policy)
+            states[key], (t, d) = cap(states.get(key, RetryState()), cp, c.of(cp.policy), now)
+            events.append((now, t, d))
+    return acted, events, states
+
+
+def test_max_retries_bounds_resumes_that_worked() -> None:
+    """The reported overshoot: max_retries 1 resumed one session 9 times in 8 minutes."""
+    c = cfg(resume_on_idle={"enabled": True, "idle_threshold_seconds": 60, "max_retries": 1,
+                            "retry_reset_seconds": 3600})
+    acted, events, states = simulate(c, 8)
+    assert len(acted) == 1  # every nudge worked (activity followed), yet one action per retry_reset_seconds
+    kinds = [t for _, t, _ in events]
+    assert kinds == ["policy.action", "policy.retry_cap"]  # the cap once, when it stopped the next resume
+    first, capped_at = events[0][0], events[1][0]
+    assert capped_at - first >= 60 + 20  # not right after the successful nudge: when the session idled again
+    capd = events[1][2]
+    assert capd["reason"] == "max_retries_reached" and capd["retry_count"] == 1 and capd["max_retries"] == 1
+    assert capd["last_result"] == "success" and capd["last_error"] is None
+    assert capd["retry_after"] == iso(first + 3600)
+    assert states[("a", RESUME)].capped_at == capped_at
+
+
+def test_resumes_within_the_window_then_again_after_it() -> None:
+    c = cfg(resume_on_idle={"enabled": True, "idle_threshold_seconds": 60, "max_retries": 3,
+                            "retry_reset_seconds": 1800})
+    clock = Clock()
+    states: dict = {}
+    acted, events, _ = simulate(c, 120, clock=clock, states=states)  # two hours, a nudge that works every ~90 s
+    times = [t for t, _ in acted]
+    for i, t in enumerate(times):  # never more than max_retries in any retry_reset_seconds
+        assert len([u for u in times[i:] if u - t < 1800]) <= 3, times
+    # 3 nudges 90 s apart, capped, again 1800 s after the third: 4 rounds in two hours.
+    assert [t - NOW for t in times[:4]] == [30, 120, 210, 2010] and len(times) == 12
+    assert [a.retry_count for _, a in acted] == [0, 1, 2] * 4
+    caps = [t for t, k, _ in events if k == "policy.retry_cap"]
+    assert len(caps) == 4  # once per capped period, never repeated while it lasts
+    for cap_t in caps:
+        assert any(t < cap_t for t in times)
+
+
+def test_a_successful_resume_restarts_the_idle_clock_and_spaced_actions_never_cap() -> None:
+    c = cfg(resume_on_idle={"enabled": True, "idle_threshold_seconds": 600, "max_retries": 2,
+                            "retry_reset_seconds": 300})
+    acted, events, _ = simulate(c, 60, react=None)
+    times = [t for t, _ in acted]
+    assert len(times) == 6 and all(b - a >= 600 for a, b in itertools.pairwise(times))
+    assert all(a.retry_count == 0 for _, a in acted)  # each >= retry_reset_seconds after the last: count reset
+    assert "policy.retry_cap" not in [k for _, k, _ in events]
 
 
 def test_failures_count_and_cap_emits_once() -> None:
@@ -116,11 +188,49 @@ def test_failures_count_and_cap_emits_once() -> None:
     st, ev1 = record(RetryState(), a, c.cost, "failure", "agent refused", NOW)
     (a2,) = decide(NOW + 1, c, [s], {("x", COST): st})
     st, ev2 = record(st, a2, c.cost, "timeout", "no result within 30 s", NOW + 1)
-    assert [e[0] for e in ev1 + ev2] == ["policy.action", "policy.action", "policy.retry_cap"]
-    assert ev2[1][1]["last_error"] == "no result within 30 s"
-    assert decide(NOW + 30, c, [s], {("x", COST): st}) == []
-    allowed, reset = gate(st, c.cost, NOW + 62)
+    assert [e[0] for e in ev1 + ev2] == ["policy.action", "policy.action"]
+    assert ev2[0][1]["retry_count"] == 2 and ev2[0][1]["error"] == "no result within 30 s"
+    p = plan(NOW + 2, c, [s], {("x", COST): st})
+    assert p.actions == [] and p.capped == [Capped(COST, "x", "session cost $7.50 >= $5.00")]
+    st, (etype, data) = cap(st, p.capped[0], c.cost, NOW + 2)
+    assert etype == "policy.retry_cap" and data["last_error"] == "no result within 30 s"
+    assert data["last_result"] == "timeout" and data["retry_after"] == iso(NOW + 1 + 60)
+    assert plan(NOW + 30, c, [s], {("x", COST): st}) == type(p)([], [])  # capped, and said so once
+    allowed, reset = gate(st, c.cost, NOW + 61)
     assert allowed and reset.retry_count == 0 and reset.capped_at is None
+
+
+def test_every_policy_counts_its_successes() -> None:
+    """A handover or kill that succeeded still counts: a session that keeps qualifying is not hit forever."""
+    c = cfg(restart_on_compaction={"enabled": True, "compaction_threshold": 2, "max_retries": 2,
+                                   "retry_reset_seconds": 600},
+            kill_on_cost={"enabled": True, "cost_threshold_usd": 5, "max_retries": 1, "retry_reset_seconds": 600})
+    for policy, s in ((COMPACTION, fact("a", "running", compaction_count=5)), (COST, fact("a", "running",
+                                                                                          cost_usd=9.0))):
+        states: dict = {}
+        sent = []
+        for i in range(10):
+            now = NOW + 30 * i
+            p = plan(now, c, [s], states)
+            for a in p.actions:
+                assert a.policy == policy
+                states[("a", policy)], _ = record(states.get(("a", policy), RetryState()), a, c.of(policy), "success",
+                                                  None, now)
+                sent.append(now)
+            for cp in p.capped:
+                states[("a", policy)], _ = cap(states[("a", policy)], cp, c.of(policy), now)
+        assert len(sent) == c.of(policy).max_retries, (policy, sent)
+        assert states[("a", policy)].capped_at is not None
+
+
+def test_gate_counts_only_within_retry_reset_seconds() -> None:
+    ps = PolicySettings(enabled=True, max_retries=2, retry_reset_seconds=100)
+    assert gate(RetryState(), ps, NOW) == (True, RetryState())
+    st = RetryState(retry_count=1, last_attempt=NOW)
+    assert gate(st, ps, NOW + 99) == (True, st)
+    assert gate(replace(st, retry_count=2), ps, NOW + 99)[0] is False
+    allowed, after = gate(replace(st, retry_count=2, capped_at=NOW + 5), ps, NOW + 100)
+    assert allowed and after.retry_count == 0 and after.capped_at is None
 
 
 def test_compaction_by_count_or_tokens_uses_handover() -> None:
@@ -132,7 +242,7 @@ def test_compaction_by_count_or_tokens_uses_handover() -> None:
     assert [(x.session_id, x.command) for x in acts] == [("a", "handover"), ("b", "handover")]
     assert "compacted 2 times" in acts[0].reason and "150000 tokens" in acts[1].reason
     st, ev = record(RetryState(retry_count=1), acts[0], c.compaction, "success", None, NOW)
-    assert st.retry_count == 0 and len(ev) == 1
+    assert st.retry_count == 1 and st.last_success == NOW and len(ev) == 1  # counted (the action was 0-based)
 
 
 def test_precedence_one_action_per_session_and_busy_sessions_skipped() -> None:
