@@ -134,12 +134,13 @@ class Agent:
             handover_idle_timeout=handover_idle_timeout,
         )
         # Tool auth (issue 7): detection, device flows and pushed credentials, served as commands.
+        self._restarter = opencode_restarter(lambda: self.opencode)
         self.auth = AuthService(
             cfg,
             self._send_frame,
             self._current_client,
             emit_event=lambda etype, data: self._append(None, etype, None, None, data),
-            restart_opencode=opencode_restarter(lambda: self.opencode),
+            restart_opencode=self._restarter,
         )
         self.commands.add_handlers(self.auth.handlers())
         # Environment manifest (issue 9): checks, safe provisioning, AGENT.md, served as commands.
@@ -184,6 +185,7 @@ class Agent:
             detect_tools(cfg.tool_paths, opencode_binary=cfg.opencode_binary), name="agent-tools"
         )
         await self._report_invalid_projects(check_projects(cfg.projects))
+        await asyncio.to_thread(self.auth.load)  # pushed credentials survive restarts: opencode starts with them
         await self._start_opencode()
         # Register with a settled picture (capabilities and the session snapshot are only sent
         # at registration): give opencode a bounded moment to come up and be listed.
@@ -307,8 +309,10 @@ class Agent:
                 port=cfg.opencode_port,
                 cwd=str(self.data_dir),
                 password=cfg.opencode_password,
-                env=self.env.process_env() or None,  # provisioned project env vars (spec 8.4)
+                # provisioned project env vars (spec 8.4), then the restored pushed credentials (they win)
+                env=(self.env.process_env() or {}) | self.auth.toolenv.pushed or None,
             )
+            self._restarter.pushed = set(self.auth.toolenv.pushed)
         else:
             self.opencode = OpencodeProcess(
                 manage=False,

@@ -1,10 +1,16 @@
-"""Pushed credentials on the agent: validation, the persisted version, where each value went.
+"""Pushed credentials on the agent: validation, persistence, the version, where each value went.
 
-Values live in memory (they are handed to the tools: the environment of the processes the agent
-starts, and opencode's own credential store through its API). On disk (``data_dir``, 0600) only the
-version and the variable *names* are kept. After an agent restart the values that existed only in
-memory are gone; the agent then reports version 0, the supervisor sees drift and (when it has the
-credentials configured) pushes them again.
+The values are handed to the tools (the environment of the processes the agent starts, and
+opencode's own credential store through its API) and kept in ``data_dir``:
+
+- ``credentials.values.json`` (0600, written atomically): ``{version, env}``, the values of the last
+  push, reloaded at start so pushed credentials survive an agent restart. It is the only file with
+  values; a push older than the version held is refused, so it never replaces a newer one.
+- ``credentials.json`` (0600): version, variable *names*, where each went; no values (safe to show
+  in a diagnostics bundle).
+
+An agent that has ``credentials.json`` but no usable values file (written by a version that kept
+values in memory only) reports version 0, so the supervisor sees drift and pushes them again.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "credentials.json"
+VALUES_FILE = "credentials.values.json"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_VARS = 200
 MAX_VALUE = 64 * 1024
@@ -30,6 +37,14 @@ RESERVED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LD_PRELOAD", 
 
 class PushRejected(ValueError):
     """The push payload is invalid; the message names keys, never values."""
+
+
+class StalePush(PushRejected):
+    """The push is older than the credentials this agent holds."""
+
+    def __init__(self, version: int, held: int) -> None:
+        super().__init__(f"version {version} is older than version {held} held by this agent; not applied")
+        self.version, self.held = version, held
 
 
 @dataclass(frozen=True)
@@ -43,7 +58,14 @@ class Push:
 
 
 def validate_push(args: Mapping[str, Any]) -> Push:
-    env = args.get("env_vars", args.get("env"))
+    clean = _valid_env(args.get("env_vars", args.get("env")))
+    version = args.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise PushRejected("version must be an integer >= 0")
+    return Push(clean, version)
+
+
+def _valid_env(env: Any) -> dict[str, str]:
     if not isinstance(env, Mapping) or not env:
         raise PushRejected("env_vars must be a non-empty object of NAME: value")
     if len(env) > MAX_VARS:
@@ -59,10 +81,7 @@ def validate_push(args: Mapping[str, Any]) -> Push:
         if len(value) > MAX_VALUE or "\x00" in value:
             raise PushRejected(f"value of {name} is too long or holds a NUL byte")
         clean[name] = value
-    version = args.get("version", 0)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise PushRejected("version must be an integer >= 0")
-    return Push(clean, version)
+    return clean
 
 
 @dataclass
@@ -78,10 +97,11 @@ class CredentialState:
 
 
 class CredentialStore:
-    """The 0600 state file in ``data_dir`` (names and version only)."""
+    """The two 0600 files in ``data_dir``: the values of the last push, and its version and names."""
 
     def __init__(self, data_dir: str | os.PathLike[str] | None) -> None:
         self.path = Path(data_dir) / STATE_FILE if data_dir else None
+        self.values_path = Path(data_dir) / VALUES_FILE if data_dir else None
 
     def load(self) -> CredentialState:
         if self.path is None:
@@ -103,22 +123,57 @@ class CredentialStore:
             applied_at=doc.get("applied_at") if isinstance(doc.get("applied_at"), int | float) else None,
         )
 
-    def save(self, state: CredentialState) -> None:
+    def load_values(self) -> Push | None:
+        """The persisted push, or None when there is none; PushRejected when the file is unusable
+        (its message never quotes a value)."""
+        if self.values_path is None or not self.values_path.exists():
+            return None
+        try:
+            doc = json.loads(self.values_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PushRejected(f"{self.values_path} is unreadable ({type(exc).__name__})") from None
+        if not isinstance(doc, dict):
+            raise PushRejected(f"{self.values_path} does not hold an object")
+        return validate_push({"env_vars": doc.get("env"), "version": doc.get("version")})
+
+    def save(self, state: CredentialState, env: Mapping[str, str] | None = None) -> None:
+        """Persist a push: the values first (refused when the file holds a newer version), then the
+        names and version. Each file is replaced atomically (temp file, fsync, rename)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".credentials.", dir=self.path.parent)
+        if env is not None and self.values_path is not None:
+            try:
+                held = self.load_values()
+            except PushRejected:
+                held = None  # an unusable file is replaced
+            if held is not None and held.version > state.version:
+                raise StalePush(state.version, held.version)
+            _write_private(self.values_path, {"version": state.version, "env": dict(env),
+                                              "applied_at": state.applied_at})
+        _write_private(self.path, state.to_json())
+
+
+def _write_private(path: Path, doc: Mapping[str, Any]) -> None:
+    """Write ``doc`` as JSON to ``path``, mode 0600 from the start, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
         try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(state.to_json(), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def restored_version(state: CredentialState) -> int:

@@ -9,7 +9,8 @@ Commands (each answers with exactly one result; nothing here logs a credential v
 - ``oauth_trigger`` {tool, provider?, method?}: device flow (answer = challenge as soon as it
   appears; the end of the flow is reported as an ``auth.oauth_completed`` event and fresh state),
   or the runbook's ``manual_required`` answer for tools without one (claude_code);
-- ``credential_push`` {env_vars, version}: apply, persist the version, ``credential_sync``.
+- ``credential_push`` {env_vars, version}: apply, persist (values included, 0600: they survive an
+  agent restart), ``credential_sync``; a push older than the version held is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from halswarm.agent.auth import capability as caps
 from halswarm.agent.auth.credentials import (
     CredentialState,
     CredentialStore,
+    Push,
     PushRejected,
+    StalePush,
     restored_version,
     validate_push,
 )
@@ -90,6 +93,7 @@ class AuthService:
         self.store = CredentialStore(data_dir if data_dir is not None else getattr(config, "data_dir", None))
         self.credentials = CredentialState()
         self.credential_version = 0
+        self._loaded = False
         self.device_timeout = device_timeout
         self.challenge_timeout = challenge_timeout
         self.states: dict[str, ToolAuth] = {}
@@ -104,15 +108,37 @@ class AuthService:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def load(self) -> None:
+        """Restore the persisted push (values and version) once; the agent calls it before it starts
+        opencode, so the restored values are in its environment from the first start."""
+        if self._loaded:
+            return
+        self._loaded = True
+        meta = self.store.load()
+        try:
+            held = self.store.load_values()
+        except PushRejected as exc:
+            log.warning("pushed credentials not restored: %s", exc)
+            held = None
+        if held is not None and held.version >= meta.version:
+            SECRETS.add(*held.env_vars.values())  # restored values are redacted from the logs too
+            self.toolenv.pushed = dict(held.env_vars)
+            stored = meta.stored if meta.version == held.version else {}
+            self.credentials = CredentialState(held.version, held.names, stored, meta.applied_at)
+            self.credential_version = held.version
+            log.info("restored pushed credentials version %d: %d variable(s) (%s)", held.version, len(held.names),
+                     ", ".join(held.names))
+            return
+        self.credentials = meta
+        self.credential_version = restored_version(meta)
+        if meta.names and self.credential_version != meta.version:
+            log.warning("pushed credential values (version %d, %d variables) were not kept on disk; reporting "
+                        "version 0 until the supervisor pushes them again", meta.version, len(meta.names))
+
     def start(self) -> asyncio.Task[None]:
-        """Load the persisted credential version and start the periodic detection."""
+        """Load the persisted credentials (if not yet) and start the periodic detection."""
         if self._task is None or self._task.done():
-            self.credentials = self.store.load()
-            self.credential_version = restored_version(self.credentials)
-            if self.credentials.names and self.credential_version != self.credentials.version:
-                log.warning("pushed credential values (version %d, %d variables) are kept in memory only and were "
-                            "lost at restart; reporting version 0 until the supervisor pushes them again",
-                            self.credentials.version, len(self.credentials.names))
+            self.load()
             self._task = asyncio.create_task(self._loop(), name="auth-service")
         return self._task
 
@@ -314,6 +340,12 @@ class AuthService:
         except PushRejected as exc:
             return CommandResult(cmd.command_id, "failure", error=f"credential push rejected: {exc}")
         async with self._push_lock:
+            if not self._loaded:
+                await asyncio.to_thread(self.load)
+            if push.version < self.credential_version:
+                stale = StalePush(push.version, self.credential_version)
+                log.warning("credential push refused: %s", stale)
+                return CommandResult(cmd.command_id, "failure", error=f"credential push rejected: {stale}")
             output = await self._apply(push)
         result = CommandResult(cmd.command_id, "success", output=output)
         self._done[cmd.command_id] = result
@@ -321,7 +353,7 @@ class AuthService:
             self._done.popitem(last=False)
         return result
 
-    async def _apply(self, push: Any) -> dict[str, Any]:
+    async def _apply(self, push: Push) -> dict[str, Any]:
         previous = set(self.toolenv.pushed)
         SECRETS.add(*push.env_vars.values())  # from now on redacted by value from this agent's logs
         self.toolenv.pushed = dict(push.env_vars)  # a push replaces the whole set (Go semantics)
@@ -349,9 +381,12 @@ class AuthService:
                 log.warning("opencode restart with pushed credentials failed: %s", type(exc).__name__)
         self.credentials = CredentialState(push.version, push.names, stored, time.time())
         try:
-            await asyncio.to_thread(self.store.save, self.credentials)
+            await asyncio.to_thread(self.store.save, self.credentials, push.env_vars)
         except OSError as exc:
-            warnings.append(f"cannot persist credential version: {exc.strerror or type(exc).__name__}")
+            warnings.append(f"cannot persist the pushed credentials (lost at the next agent restart): "
+                            f"{exc.strerror or type(exc).__name__}")
+        except StalePush as exc:  # another writer put a newer push on disk: it wins at the next start
+            warnings.append(f"not persisted: {exc}")
         self.credential_version = push.version
         log.info("applied credential push version %d: %d variable(s) (%s)%s", push.version, len(push.names),
                  ", ".join(push.names), "; opencode restarted" if restarted else "")
@@ -366,27 +401,31 @@ class AuthService:
         }
 
 
-def opencode_restarter(get_process: Callable[[], Any]) -> RestartOpencode:
-    """A ``restart_opencode`` for the agent app: put the env on the managed ``OpencodeProcess`` and restart it.
+class OpencodeRestarter:
+    """A ``restart_opencode`` for the agent app: put the pushed env on the managed ``OpencodeProcess``
+    (replacing the previous push's variables) and restart it. In attach mode (``manage`` false) the
+    server is not ours to restart; nothing happens.
 
-    In attach mode (``manage`` false) the server is not ours to restart; nothing happens.
-    """
+    ``pushed`` names the variables of the push now in the process env: the agent sets it when it
+    starts opencode with restored credentials, so the next push removes the ones it drops."""
 
-    pushed: set[str] = set()
+    def __init__(self, get_process: Callable[[], Any]) -> None:
+        self.get_process = get_process
+        self.pushed: set[str] = set()
 
-    async def restart(env: dict[str, str]) -> None:
-        proc = get_process()
+    async def __call__(self, env: dict[str, str]) -> None:
+        proc = self.get_process()
         if proc is None or not getattr(proc, "manage", False):
             return
-        base = {k: v for k, v in proc.extra_env.items() if k not in pushed}
+        base = {k: v for k, v in proc.extra_env.items() if k not in self.pushed}
         proc.extra_env = base | env
-        pushed.clear()
-        pushed.update(env)
+        self.pushed = set(env)
         await proc.stop()
         await proc.start()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(60):
                 await proc.wait_running()
 
-    return restart
 
+def opencode_restarter(get_process: Callable[[], Any]) -> OpencodeRestarter:
+    return OpencodeRestarter(get_process)

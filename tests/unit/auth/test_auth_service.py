@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from halswarm.agent.auth import AuthService
+from halswarm.core.secret_values import SECRETS
 from halswarm.protocol import AuthState, Command, CredentialSync
 
 REC = Path(__file__).parent / "recorded"
@@ -163,17 +164,21 @@ async def test_credential_push_applies_persists_and_never_leaks(
     assert [f.credential_version for f in frames if isinstance(f, CredentialSync)] == [3]
     assert states(frames)["claude_code"] == ("authenticated", "API key from ANTHROPIC_API_KEY")
     assert states(frames)["opencode"] == ("authenticated", "providers connected: anthropic")
-    # persisted: 0600, version and names only
+    # persisted: the values in their own 0600 file (with the version), names and version in the other
     state_file = tools["data"] / "credentials.json"
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
     doc = json.loads(state_file.read_text())
     assert doc["version"] == 3 and doc["names"] == ["ANTHROPIC_API_KEY", "GITHUB_TOKEN"]
+    values = tools["data"] / "credentials.values.json"
+    assert stat.S_IMODE(values.stat().st_mode) == 0o600
+    assert json.loads(values.read_text())["env"] == {"ANTHROPIC_API_KEY": SECRET, "GITHUB_TOKEN": SECRET2}
+    assert json.loads(values.read_text())["version"] == 3
     # duplicate delivery: same answer, applied once
     again = await svc.handle_credential_push(cmd)
     assert again is res and len(restarts) == 1
-    # never a value in the result, the frames, the state dir or the logs
+    # never a value in the result, the frames, the logs or any other file of the state dir
     blob = json.dumps(res.output) + repr(frames) + caplog.text
-    blob += "".join(p.read_text(errors="replace") for p in tools["data"].rglob("*") if p.is_file())
+    blob += "".join(p.read_text(errors="replace") for p in tools["data"].rglob("*") if p.is_file() and p != values)
     assert SECRET not in blob and SECRET2 not in blob
 
 
@@ -191,16 +196,67 @@ async def test_credential_push_rejected(tools: dict[str, Any], args: dict[str, A
     assert not frames
 
 
-async def test_restart_reports_version_zero_when_values_were_lost(tools: dict[str, Any]) -> None:
+async def test_pushed_credentials_survive_a_restart_and_an_older_push_is_refused(tools: dict[str, Any]) -> None:
+    svc = make(tools, [])
+    ok = await svc.handle_credential_push(Command("p", "credential_push", args={"env_vars": {"X_TOKEN": SECRET},
+                                                                                "version": 5}))
+    assert ok.status == "success" and svc.credential_version == 5
+    SECRETS.clear()  # a fresh process: only what the restart restores is known
+    svc2 = make(tools, [])
+    svc2.start()
+    await svc2.stop()
+    assert svc2.credential_version == 5 and svc2.toolenv.pushed == {"X_TOKEN": SECRET}
+    assert SECRETS.scrub(f"echo {SECRET}") == "echo [REDACTED]"  # restored values are redacted from logs
+    assert svc2.toolenv.env()["X_TOKEN"] == SECRET  # the tools get it again
+    # an older push never replaces a newer one: refused, nothing changed in memory or on disk
+    old = await svc2.handle_credential_push(Command("q", "credential_push", args={"env_vars": {"X_TOKEN": SECRET2},
+                                                                                  "version": 4}))
+    assert old.status == "failure" and "version 4 is older than version 5" in (old.error or "")
+    assert SECRET2 not in (old.error or "") and svc2.toolenv.pushed == {"X_TOKEN": SECRET}
+    assert json.loads((tools["data"] / "credentials.values.json").read_text())["env"] == {"X_TOKEN": SECRET}
+    # the same version again, or a newer one, is applied
+    same = await svc2.handle_credential_push(Command("r", "credential_push", args={"env_vars": {"Y_TOKEN": SECRET2},
+                                                                                   "version": 5}))
+    assert same.status == "success" and svc2.toolenv.pushed == {"Y_TOKEN": SECRET2}
+    svc3 = make(tools, [])
+    svc3.load()
+    assert svc3.credential_version == 5 and svc3.toolenv.pushed == {"Y_TOKEN": SECRET2}
+
+
+async def test_a_newer_push_on_disk_is_never_overwritten(tools: dict[str, Any]) -> None:
+    """Two writers (another agent process on the same data_dir): the file keeps the newer push."""
+    first, second = make(tools, []), make(tools, [])
+    first.load()
+    second.load()
+    await first.handle_credential_push(Command("a", "credential_push", args={"env_vars": {"X_TOKEN": SECRET},
+                                                                             "version": 7}))
+    res = await second.handle_credential_push(Command("b", "credential_push", args={"env_vars": {"X_TOKEN": SECRET2},
+                                                                                    "version": 6}))
+    assert res.status == "success" and any("older than version 7" in w for w in res.output["warnings"])
+    restarted = make(tools, [])
+    restarted.load()
+    assert restarted.credential_version == 7 and restarted.toolenv.pushed == {"X_TOKEN": SECRET}
+
+
+async def test_restart_reports_version_zero_when_values_were_lost(tools: dict[str, Any],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """State written by an agent that kept values in memory only, or an unusable values file."""
     frames: list[Any] = []
     svc = make(tools, frames)
     await svc.handle_credential_push(Command("p", "credential_push", args={"env_vars": {"X_TOKEN": SECRET},
                                                                            "version": 5}))
     assert svc.credential_version == 5
+    values = tools["data"] / "credentials.values.json"
+    values.unlink()
     svc2 = make(tools, [])
     svc2.start()
     await svc2.stop()
-    assert svc2.credential_version == 0 and svc2.credentials.names == ["X_TOKEN"]
+    assert svc2.credential_version == 0 and svc2.credentials.names == ["X_TOKEN"] and svc2.toolenv.pushed == {}
+    values.write_text('{"version": 5, "env": {"X_TOKEN": ""}}')  # damaged: refused, value never quoted
+    svc3 = make(tools, [])
+    svc3.load()
+    assert svc3.credential_version == 0 and svc3.toolenv.pushed == {}
+    assert "pushed credentials not restored" in caplog.text
 
 
 async def test_oauth_trigger_claude_is_manual_required(tools: dict[str, Any]) -> None:
