@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -188,8 +189,11 @@ async def test_secrets_never_leak(make_env: Callable[..., Any], tmp_path: Path,
     await agent.stop()
     sup.stop()
     # everything the supervisor and the agent wrote (DB, WAL, log), except the config file it was given
+    # and the agent's 0600 file that keeps the pushed values across restarts (its one job)
+    values = data_dir / "credentials.values.json"
+    assert stat.S_IMODE(values.stat().st_mode) == 0o600 and SECRET2.encode() in values.read_bytes()
     stores = [p for p in sup.workdir.rglob("*") if p.is_file() and p != sup.config_path]
-    stores += [p for p in data_dir.rglob("*") if p.is_file()]
+    stores += [p for p in data_dir.rglob("*") if p.is_file() and p != values]
     assert any(p.name == "supervisor.db" for p in stores) and any(p.name == "credentials.json" for p in stores)
     rows = _dump_db(sup.db_path)
     # the escalation bundle of this supervisor (config, DB, log), collected and written like halctl does;
