@@ -46,7 +46,7 @@ def _cost_stale(fleet: DrillFleet) -> None:
 
 
 def _credential_drift(fleet: DrillFleet) -> None:
-    """Credentials configured and pushed, then the agent restarts and comes back with version 0."""
+    """Credentials configured and pushed, then rotated on the supervisor: the agent drifts."""
     from tests.integration.drills import test_drills_cost_auth as ca
 
     ca.patch_sup_config(fleet, {"credentials": {"version": 5, "auto_push": False,
@@ -64,6 +64,14 @@ def _restore_supervisor_config(fleet: DrillFleet) -> None:
     ca.restore_sup_config(fleet)
 
 
+def _restore_credentials(fleet: DrillFleet) -> None:
+    from tests.integration.drills import test_drills_cost_auth as ca
+
+    _restore_supervisor_config(fleet)
+    ca.reset_agent_credentials(fleet)  # pushed credentials persist on the agent
+    fleet.wait_node_online(90)
+
+
 # The drills set these up around their FAULTS entry (a provider that comes back, credentials to push);
 # the benchmark does the same in one injector, and puts the supervisor's config back afterwards.
 BENCH_INJECTORS: dict[str, Callable[[DrillFleet], Any]] = {
@@ -72,7 +80,7 @@ BENCH_INJECTORS: dict[str, Callable[[DrillFleet], Any]] = {
 }
 AFTER: dict[str, Callable[[DrillFleet], Any]] = {
     "cost-data-discrepancy": _restore_supervisor_config,
-    "credential-drift": _restore_supervisor_config,
+    "credential-drift": _restore_credentials,
 }
 # manual-auth-required is manual by design (never "verified" by a machine) and drilled on loopback.
 NOT_BENCHED = {"manual-auth-required": "manual by design: the report guides, a human logs in"}

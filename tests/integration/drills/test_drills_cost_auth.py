@@ -7,8 +7,9 @@ no tool CLIs and no node).
   format) runs INSIDE the supervisor instance; the supervisor is configured to poll it while it is
   down (degraded, never updated, every day of the window missing), then it comes back, `halctl
   remediate` forces the re-poll/back-fill -> verified, rows in the `costs` table.
-- credential-drift: the supervisor holds credentials (auto_push off), they are pushed (in sync), the
-  agent restarts and comes back with credential_version 0 -> remediate pushes -> verified in_sync.
+- credential-drift: the supervisor holds credentials (auto_push off), they are pushed (in sync) and
+  survive a restart of the agent (persisted on it); then they are rotated on the supervisor (new
+  version, new value) -> the agent drifts -> remediate pushes -> verified in_sync.
 - manual-auth-required: claude_code and codex unauthenticated on a real agent -> the remediation
   triggers codex's device flow through the supervisor, prints the runbook's SSH guidance for
   claude_code, status failed (manual), exit 1; after an API-key push (claude) and the real
@@ -44,6 +45,9 @@ FAKE_DIR = "/root/hal-drill-costauth"
 FAKE_PID = "/run/hal-drill-costauth-fake.pid"
 CONFIG_BACKUP = SUP_CONFIG + ".costauth-orig"
 DRILL_KEY = "sk-ant-api03-DRILL-costauth-0123456789"
+DRILL_KEY2 = "sk-ant-api03-DRILL-rotated-9876543210"
+AGENT_DATA = "/var/lib/hal-o-swarm/agent"
+AGENT_CREDENTIAL_FILES = ("credentials.json", "credentials.values.json")
 CLI_BIN = Path(os.environ.get("HAL_TEST_CLI_BIN", ROOT / ".tools" / "npm" / "node_modules" / ".bin"))
 
 # Merges a JSON patch (argv[2]) into a JSON config (argv[1]) in place: same inode, owner and mode.
@@ -126,12 +130,21 @@ def provider_outage(fleet: DrillFleet) -> None:
     assert wait(lambda: cost_status(fleet)["degraded_providers"] == ["anthropic"], 60), cost_status(fleet)
 
 
-def agent_restart_drops_credentials(fleet: DrillFleet) -> None:
-    """credential-drift: pushed credentials live only in the agent's memory; a restart of the agent
-    brings it back with credential_version 0 while the supervisor expects its credentials.version."""
-    fleet.exec(fleet.agent, "systemctl", "restart", AGENT_UNIT)
+def credentials_rotated(fleet: DrillFleet) -> None:
+    """credential-drift: the supervisor's credentials are rotated (new version and value, auto_push
+    off) while the agent holds the pushed older version: it drifts until someone pushes."""
+    patch_sup_config(fleet, {"credentials": {"version": 6, "auto_push": False,
+                                             "agents": {fleet.agent: {"env": {"ANTHROPIC_API_KEY": DRILL_KEY2}}}}})
+    restart_sup(fleet)
     assert fleet.wait_node_online(90)
     assert wait(lambda: drift_row(fleet).get("credential_sync") == "drift_detected", 60), drift_row(fleet)
+
+
+def reset_agent_credentials(fleet: DrillFleet) -> None:
+    """Put the agent back as deployed: its persisted pushed credentials removed, restarted."""
+    files = " ".join(f"{AGENT_DATA}/{name}" for name in AGENT_CREDENTIAL_FILES)
+    fleet.sh(fleet.agent, f"systemctl stop {AGENT_UNIT}; rm -f {files}; systemctl reset-failed {AGENT_UNIT}; "
+                          f"systemctl start {AGENT_UNIT}", check=False)
 
 
 def unauthenticated_tools(home: Path) -> None:
@@ -146,7 +159,7 @@ def unauthenticated_tools(home: Path) -> None:
 
 FAULTS: dict[str, Callable[..., None]] = {
     "cost-data-discrepancy": provider_outage,
-    "credential-drift": agent_restart_drops_credentials,
+    "credential-drift": credentials_rotated,
     "manual-auth-required": unauthenticated_tools,
 }
 
@@ -229,22 +242,30 @@ def test_credential_drift_after_agent_restart_is_pushed_in_sync(fleet: DrillFlee
         pushed = fleet.api("/api/v1/commands/credentials/push", "POST", {"target_node": fleet.agent})
         assert pushed["status"] == 200 and pushed["body"]["data"]["credential_sync"] == "in_sync", pushed
 
+        # Pushed credentials persist on the agent: a restart keeps it in sync, nothing to repair.
+        fleet.exec(fleet.agent, "systemctl", "restart", AGENT_UNIT)
+        assert fleet.wait_node_online(90)
+        assert wait(lambda: drift_row(fleet).get("credential_version") == 5, 60), drift_row(fleet)
+        assert drift_row(fleet)["credential_sync"] == "in_sync"
+        mode = fleet.exec(fleet.agent, "stat", "-c", "%a", f"{AGENT_DATA}/credentials.values.json").strip()
+        assert mode == "600", mode
+
         FAULTS["credential-drift"](fleet)
-        assert drift_row(fleet)["credential_version"] == 0
+        assert drift_row(fleet)["credential_version"] == 5
         rc, report = fleet.remediate("credential-drift")
         assert rc == 0 and report["status"] == "verified", json.dumps(report, indent=1)[-3000:]
         assert [(a["name"], a["result"]) for a in report["actions"]] == [("push_credentials", "done")]
         assert report["verification"]["details"][fleet.sup]["nodes"][fleet.agent] == {
-            "credential_sync": "in_sync", "credential_version": 5}
+            "credential_sync": "in_sync", "credential_version": 6}
         row = drift_row(fleet)
-        assert row["credential_sync"] == "in_sync" and row["credential_version"] == 5
-        assert DRILL_KEY not in json.dumps(report)
+        assert row["credential_sync"] == "in_sync" and row["credential_version"] == 6
+        assert DRILL_KEY not in json.dumps(report) and DRILL_KEY2 not in json.dumps(report)
         audit = fleet.api("/api/v1/audit?action=credential_push")["body"]["data"]
         assert audit and audit[0]["actor"] == "halctl remediate credential-drift", audit[:1]
-        assert DRILL_KEY not in json.dumps(audit)
+        assert DRILL_KEY not in json.dumps(audit) and DRILL_KEY2 not in json.dumps(audit)
 
         # the same drift on a node the supervisor holds no credentials for: informational, manual, exit 1
-        patch_sup_config(fleet, {"credentials": {"version": 6, "auto_push": False}})
+        patch_sup_config(fleet, {"credentials": {"version": 7, "auto_push": False}})
         restart_sup(fleet)
         assert fleet.wait_node_online(90)
         assert wait(lambda: drift_row(fleet).get("credential_sync") == "drift_detected", 60)
@@ -253,9 +274,9 @@ def test_credential_drift_after_agent_restart_is_pushed_in_sync(fleet: DrillFlee
         assert report["actions"] == [] and any("informational" in g for g in report["guidance"]), report
     finally:
         restore_sup_config(fleet)
-        # The pushed values live in the agent's memory: a restart drops them, so the next drill on this
-        # shared fleet (the fleet-wide "not present" drill among them) finds the agent as deployed.
-        fleet.exec(fleet.agent, "systemctl", "restart", AGENT_UNIT, check=False)
+        # The pushed credentials persist on the agent: remove them, so the next drill on this shared
+        # fleet (the fleet-wide "not present" drill among them) finds the agent as deployed.
+        reset_agent_credentials(fleet)
     assert fleet.wait_node_online(90)
     assert wait(lambda: drift_row(fleet).get("credential_sync") == "in_sync", 60), drift_row(fleet)
 
