@@ -143,7 +143,7 @@ async def test_policy_env_and_daily_cost_events_reach_their_targets(make_supervi
     with receivers("ok", "ok") as (pol, disc):
         sup = make_supervisor(
             policies={"check_interval_seconds": 1,
-                      "resume_on_idle": {"enabled": True, "idle_threshold_seconds": 60, "max_retries": 1},
+                      "resume_on_idle": {"enabled": True, "idle_threshold_seconds": 3, "max_retries": 1},
                       "kill_on_cost": {"enabled": True, "daily_limit_usd": 20}},
             channels={"discord": {"channels": {"alerts": disc.url + "/api/webhooks/1/tok"}}},
             routes=[{"match": "policy.*", "target": f"webhook:{pol.url}/policy"},
@@ -163,13 +163,15 @@ async def test_policy_env_and_daily_cost_events_reach_their_targets(make_supervi
         fleet.agent.handler = handle
         await fleet.connect()
         try:
-            # resume_on_idle: one resume (policy.action) and, at max_retries 1, policy.retry_cap
+            # resume_on_idle: one resume (policy.action); the session answers and idles again, and at
+            # max_retries 1 the next resume is stopped: policy.retry_cap
             idle = await fleet.idle_session()
-            got = await asyncio.to_thread(pol.wait_for, 2)
+            got = await asyncio.to_thread(pol.wait_for, 2, 20)
             assert [r.body["event"]["type"] for r in got] == ["policy.action", "policy.retry_cap"]
             assert all(r.path == "/policy" and r.body["event"]["session_id"] == idle for r in got)
             assert got[0].body["text"].startswith("resume_on_idle: resume → success (idle for ")
             assert got[0].body["event"]["data"]["result"] == "success"
+            assert got[1].body["text"].endswith("after 1 attempts: last attempt success"), got[1].body["text"]
 
             # env check: the manifest is pushed to the online node; its failing project is routed
             with sup.client() as c:

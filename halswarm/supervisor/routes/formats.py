@@ -92,8 +92,10 @@ def description(n: Notification) -> str:
         extra = data.get("reason") or data.get("error")
         return f"{text} ({extra})" if extra else text
     if t == "policy.retry_cap":
+        last = data.get("last_error") or (f"last attempt {data['last_result']}" if data.get("last_result")
+                                          else "no detail")
         return (f"{data.get('policy')} gave up on session {data.get('session_id')} after "
-                f"{data.get('retry_count')} attempts: {data.get('last_error') or 'no detail'}")
+                f"{data.get('retry_count')} attempts: {last}")
     if t.startswith("node."):
         return f"node {n.event.get('node_id')} is {t.split('.', 1)[1]}"
     if t == "condition":
