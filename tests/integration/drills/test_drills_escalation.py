@@ -94,6 +94,8 @@ d.setdefault("log", {{}})["level"] = "{AUTH_TOKEN}"
 json.dump(d, open(p, "w"))
 EOF
 ! systemctl restart {SUP_UNIT}  # refused: Type=notify makes systemctl report the failed start""")
+        # From here systemd retries it (Restart=on-failure): a crash loop, never `active`.
+        assert fleet.active(fleet.sup, SUP_UNIT) != "active"
         yield fleet
     finally:
         fleet.sh(fleet.sup, f"cp -a {ASIDE}/supervisor.config.json {SUP_CONFIG} && if [ -d {ASIDE}/backups ]; "
