@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +51,19 @@ def auth_of(sup: AuthSupervisorProc) -> dict[str, Any]:
     return api_get(sup, f"/api/v1/nodes/{NODE}/auth")
 
 
-def claude_has_key(sup: AuthSupervisorProc, version: int) -> dict[str, Any] | None:
+def _epoch(v: Any) -> float:
+    if isinstance(v, int | float):
+        return float(v)
+    return datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp() if v else 0.0
+
+
+def claude_has_key(sup: AuthSupervisorProc, version: int, since: float = 0.0) -> dict[str, Any] | None:
+    """The node's auth with claude_code authenticated by the pushed key, probed at or after ``since``."""
     a = auth_of(sup)
     claude = a["auth_states"].get("claude_code", {})
     ok = a["credential_version"] == version and claude.get("status") == "authenticated"
-    return a if ok and claude.get("reason") == "API key from ANTHROPIC_API_KEY" else None
+    fresh = _epoch(claude.get("checked_at")) >= since
+    return a if ok and fresh and claude.get("reason") == "API key from ANTHROPIC_API_KEY" else None
 
 
 def push(sup: AuthSupervisorProc, version: int, value: str = SECRET) -> Any:
@@ -75,9 +85,10 @@ def test_pushed_credentials_survive_an_agent_kill_and_restart(stack: tuple[AuthS
         "version": 3, "env": {"ANTHROPIC_API_KEY": SECRET}, "applied_at": None}
 
     agent.kill9()  # no shutdown path: what was acknowledged must already be on disk
+    restarted = time.time()
     agent.start()
-    wait_for(lambda: (n := api_get(sup, f"/api/v1/nodes/{NODE}"))["status"] == "online" and n, "node back online", 60)
-    after = wait_for(lambda: claude_has_key(sup, 3), "the restored key reaching the tools after the restart", 30)
+    # A probe by the restarted process (not the state reported before the kill) sees the key.
+    after = wait_for(lambda: claude_has_key(sup, 3, restarted), "the restored key reaching the tools", 60)
     assert after["credential_sync"] == "in_sync"
     with sup.client() as c:
         audit = c.get("/api/v1/audit", params={"action": "credential_push", "limit": 100}).json()["data"]
