@@ -3,10 +3,11 @@
 A unit restarted by systemd after each crash spends every attempt in ``activating/start``, which
 looks like a daemon coming up. The diagnose phase used to take one ``systemctl show`` snapshot, so a
 run that landed in such an attempt reported "not present" (exit 0) for a crashed supervisor; under
-load each doomed attempt lasts longer and that became likely. The state task now waits for the
-attempt's outcome. Here a stand-in ``systemctl`` plays the loop (the first answers: a start in
-progress; then the crash: ``activating/auto-restart``), and the real playbook runs through halctl on
-localhost in check mode.
+load each doomed attempt lasts longer and that became likely. The facts now come from a snapshot
+taken when the attempt had an outcome. Here a stand-in ``systemctl`` plays the loop: attempts in
+progress, one moment of ``auto-restart`` (the crash), then the next attempt in progress again (so a
+wait followed by a separate snapshot would still land in an attempt), and the real playbook runs
+through halctl on localhost in check mode.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from tests.support.supervisor_proc import REPO
 
 pytest.importorskip("ansible_runner")
 
-# `systemctl show UNIT -p ...`: "start" for the first $STARTING calls, then the crash; anything else: rc 0.
+# `systemctl show UNIT -p ...`: an attempt in progress ("start"), except on call $CRASH_AT: the crash
+# ("auto-restart"); anything else: rc 0.
 SYSTEMCTL = """#!/bin/sh
 [ "$1" = show ] || exit 0
 n=$(cat "$STATE" 2>/dev/null || echo 0); n=$((n + 1)); echo "$n" > "$STATE"
-if [ "$n" -le "$STARTING" ]; then sub=start; else sub=auto-restart; fi
+if [ "$n" -eq "$CRASH_AT" ]; then sub=auto-restart; else sub=start; fi
 printf 'LoadState=loaded\\nActiveState=activating\\nSubState=%s\\nNRestarts=1\\nMainPID=0\\nResult=success\\n' "$sub"
 printf 'MemoryCurrent=[not set]\\nMemoryMax=infinity\\n'
 """
@@ -44,7 +46,7 @@ def test_a_start_attempt_in_a_crash_loop_is_not_taken_for_a_running_service(tmp_
     inv.write_text("[hal_supervisors]\n"
                    f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
     env = dict(os.environ, HOME=str(tmp_path), HALCTL_AUTH_TOKEN="x", PATH=f"{stub}:{os.environ['PATH']}",
-               STATE=str(tmp_path / "calls"), STARTING="2")
+               STATE=str(tmp_path / "calls"), CRASH_AT="3")
     out = subprocess.run(
         [sys.executable, "-c", CODE, "--output", "json", "remediate", "supervisor-crashed", "-i", str(inv),
          "--check", "--no-send", "--state-dir", str(tmp_path / "state")],
@@ -55,4 +57,4 @@ def test_a_start_attempt_in_a_crash_loop_is_not_taken_for_a_running_service(tmp_
     assert (seen["active_state"], seen["sub_state"]) == ("activating", "auto-restart"), seen
     assert report["decision"] == "present" and report["status"] == "check", report
     assert any("activating/auto-restart" in r for r in report["reasons"]), report["reasons"]
-    assert int((tmp_path / "calls").read_text()) >= 3  # it asked until the attempt had an outcome
+    assert int((tmp_path / "calls").read_text()) == 3  # asked until the attempt had an outcome, used that answer
