@@ -20,6 +20,7 @@ from halswarm.protocol import CommandTarget
 from halswarm.store import queries
 from halswarm.supervisor.auth import bearer, token_matches
 from halswarm.supervisor.dispatcher import CommandError, Result
+from halswarm.supervisor.http_guard import RequestGuard
 from halswarm.supervisor.timeutil import parse_ts
 
 if TYPE_CHECKING:
@@ -35,16 +36,23 @@ STATUS_BY_CODE = {
 }
 # Codes some route modules still raise, folded into the SPEC list.
 CODE_ALIASES = {"PAYLOAD_TOO_LARGE": "BAD_REQUEST"}
+# SPEC 6 has no code for 413: an oversized body is BAD_REQUEST with the HTTP status that says why.
+STATUS_OVERRIDES = {"PAYLOAD_TOO_LARGE": 413}
 MAX_LIMIT = 10_000
+# Far past any table, far below SQLite's 64-bit OFFSET (2^63 and up would overflow into a 500).
+MAX_OFFSET = 1_000_000_000
+MAX_COMMAND_TIMEOUT_S = 86_400  # a day: longer is a mistake, and inf/1e308 s would overflow the deadline
 
 
 class ApiError(Exception):
     def __init__(self, code: str, message: str, status: int | None = None) -> None:
         super().__init__(message)
+        override = STATUS_OVERRIDES.get(code)
         code = CODE_ALIASES.get(code, code)
         self.code = code if code in STATUS_BY_CODE else "INTERNAL_ERROR"
         self.message = message
-        self.status = STATUS_BY_CODE[self.code]  # `status` is kept for callers; the code decides (SPEC 6)
+        # `status` is kept for callers; the code decides (SPEC 6), but for a body too large (413)
+        self.status = override or STATUS_BY_CODE[self.code]
 
 
 def ok(data: Any, status: int = 200, meta: dict[str, Any] | None = None) -> JSONResponse:
@@ -76,8 +84,8 @@ class CommandBody(BaseModel):
     target: str | dict[str, str] | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     idempotency_key: str | None = None
-    timeout: float | None = Field(default=None, gt=0, description="seconds (Go-compatible)")
-    timeout_ms: int | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0, le=MAX_COMMAND_TIMEOUT_S, description="seconds (Go-compatible)")
+    timeout_ms: int | None = Field(default=None, gt=0, le=MAX_COMMAND_TIMEOUT_S * 1000)
     wait: bool = True
 
 
@@ -95,15 +103,18 @@ def _target(t: str | dict[str, str] | None) -> CommandTarget:
 def _page(limit: int, offset: int) -> tuple[int, int]:
     if limit < 1 or limit > MAX_LIMIT:
         raise ApiError("VALIDATION_ERROR", f"limit must be between 1 and {MAX_LIMIT}")
-    if offset < 0:
-        raise ApiError("VALIDATION_ERROR", "offset must be >= 0")
+    if offset < 0 or offset > MAX_OFFSET:
+        raise ApiError("VALIDATION_ERROR", f"offset must be between 0 and {MAX_OFFSET}")
     return limit, offset
 
 
 def _since(value: str | None) -> float | None:
     if value is None or value == "":
         return None
-    ts = parse_ts(value)
+    try:
+        ts = parse_ts(value)
+    except (OverflowError, ValueError):
+        ts = None
     if ts is None:
         raise ApiError("VALIDATION_ERROR", f"since: not a timestamp: {value!r} (use ISO-8601 or unix seconds)")
     return ts
@@ -152,7 +163,7 @@ def install_error_handling(app: FastAPI, max_body: int, on_internal: Callable[[]
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return err(exc.code, exc.message)
+        return err(exc.code, exc.message, exc.status)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -180,27 +191,7 @@ def install_error_handling(app: FastAPI, max_body: int, on_internal: Callable[[]
             on_internal()
         return err("INTERNAL_ERROR", "internal error; see the supervisor log")
 
-    def too_large() -> JSONResponse:
-        return err("BAD_REQUEST", f"request body too large: the limit is {max_body} bytes (server.max_body_bytes)")
-
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > max_body
-            except ValueError:
-                return err("BAD_REQUEST", "invalid Content-Length")
-            if too_big:
-                return too_large()
-        elif request.method in ("POST", "PUT", "PATCH") and request.headers.get("transfer-encoding"):
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > max_body:
-                    return too_large()
-            request._body = body  # starlette caches the consumed body here
-        return await call_next(request)
+    app.add_middleware(RequestGuard, max_body=max_body, on_internal=on_internal)
 
 
 def build_app(sup: Supervisor) -> FastAPI:

@@ -99,7 +99,7 @@ class PushBody(BaseModel):
     target_node: str | None = None
     node_id: str | None = None  # alias
     env_vars: dict[str, str] | None = Field(default=None, repr=False)
-    version: int | None = Field(default=None, ge=0)
+    version: int | None = Field(default=None, ge=0, le=2**63 - 1)  # SQLite INTEGER
     idempotency_key: str | None = None
 
 

@@ -794,7 +794,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
     async def put_manifest(request: Request) -> Any:
         raw = await request.body()
         if len(raw) > MAX_MANIFEST_BYTES:
-            raise ApiError("VALIDATION_ERROR", f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
+            raise ApiError("PAYLOAD_TOO_LARGE", f"manifest larger than {MAX_MANIFEST_BYTES} bytes")
         try:
             doc = json.loads(raw or b"null")
         except ValueError as exc:

@@ -78,7 +78,7 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
     async def post_remediation(request: Request) -> JSONResponse:
         raw = await request.body()
         if len(raw) > MAX_REPORT_BYTES:
-            raise ApiError("BAD_REQUEST", f"report exceeds {MAX_REPORT_BYTES} bytes")
+            raise ApiError("PAYLOAD_TOO_LARGE", f"report exceeds {MAX_REPORT_BYTES} bytes")
         try:
             body = json.loads(raw or b"null")
         except ValueError:

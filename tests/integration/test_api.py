@@ -206,10 +206,11 @@ async def test_unknown_route_and_bad_params_use_the_error_envelope(supervisor):
     assert r.status_code == 400 and "project" in r.json()["error"]
     r = await call(supervisor, "POST", "/api/v1/commands", json={"type": "make_coffee", "target": "alpha"})
     assert (r.status_code, r.json()["code"]) == (400, "BAD_REQUEST")
-    # SPEC 6 has no 413/405: an oversized body and a wrong method are BAD_REQUEST with a clear message.
+    # SPEC 6 has no code for 413 or 405: an oversized body is BAD_REQUEST with HTTP 413, a wrong method
+    # BAD_REQUEST (400), each with a clear message.
     r = await call(supervisor, "POST", "/api/v1/sessions", content=b"x" * (1024 * 1024 + 1),
                    headers={"content-type": "application/json"})
-    assert (r.status_code, r.json()["code"]) == (400, "BAD_REQUEST")
+    assert (r.status_code, r.json()["code"]) == (413, "BAD_REQUEST")
     assert "1048576 bytes" in r.json()["error"] and "too large" in r.json()["error"]
     for method, path in (("PUT", "/api/v1/nodes"), ("DELETE", "/api/v1/audit"), ("PATCH", "/healthz")):
         r = await call(supervisor, method, path)
@@ -254,9 +255,9 @@ async def test_unhandled_exception_is_internal_error_with_the_envelope():
         assert r.json() == {"error": "internal error; see the supervisor log", "code": "INTERNAL_ERROR"}
         assert crashes == [1]
         r = await c.get("/legacy")  # a non-SPEC code raised by a route module is folded into the SPEC list
-        assert (r.status_code, r.json()) == (400, {"error": "report exceeds 10 bytes", "code": "BAD_REQUEST"})
+        assert (r.status_code, r.json()) == (413, {"error": "report exceeds 10 bytes", "code": "BAD_REQUEST"})
         r = await c.post("/boom", content=b"y" * 101)
-        assert (r.status_code, r.json()["code"]) == (400, "BAD_REQUEST")
+        assert (r.status_code, r.json()["code"]) == (413, "BAD_REQUEST")
 
 
 async def test_session_lifecycle_through_the_api(live):
