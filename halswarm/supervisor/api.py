@@ -363,7 +363,8 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     # ----- commands -----
 
-    @app.post("/api/v1/commands", dependencies=auth, tags=["commands"])
+    @app.post("/api/v1/commands", dependencies=auth, tags=["commands"],
+              responses={202: {"description": "Accepted (wait: false)"}})
     async def post_command(body: CommandBody, request: Request) -> JSONResponse:
         target = _target(body.target)
         if not (target.node_id or target.project or target.session_id):
@@ -438,6 +439,9 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     include_remediation_routes(app, sup)
 
+    from halswarm.supervisor.openapi_doc import install_openapi
+
+    install_openapi(app, list(STATUS_BY_CODE))
     return app
 
 

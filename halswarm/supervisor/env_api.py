@@ -790,7 +790,8 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
         return ok(man["document"], meta={k: man[k] for k in ("version", "format", "digest", "actor")}
                   | {"updated_at": iso(man["created_at"])})
 
-    @app.put("/api/v1/env/manifest", dependencies=auth, tags=["env"])
+    @app.put("/api/v1/env/manifest", dependencies=auth, tags=["env"],
+             responses={201: {"description": "Created (the first manifest)"}})
     async def put_manifest(request: Request) -> Any:
         raw = await request.body()
         if len(raw) > MAX_MANIFEST_BYTES:

@@ -74,7 +74,7 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
         items, total = await sup.reader.run(lambda c: _query(c, f, limit, offset))
         return ok(items, meta={"total": total, "limit": limit, "offset": offset})
 
-    @app.post("/api/v1/remediations", dependencies=auth, tags=["remediations"])
+    @app.post("/api/v1/remediations", dependencies=auth, tags=["remediations"], status_code=201)
     async def post_remediation(request: Request) -> JSONResponse:
         raw = await request.body()
         if len(raw) > MAX_REPORT_BYTES:
