@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +41,9 @@ STATUS_OVERRIDES = {"PAYLOAD_TOO_LARGE": 413}
 MAX_LIMIT = 10_000
 # Far past any table, far below SQLite's 64-bit OFFSET (2^63 and up would overflow into a 500).
 MAX_OFFSET = 1_000_000_000
+# The bounds, declared for the OpenAPI document too (a violation is a 400 VALIDATION_ERROR either way).
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 MAX_COMMAND_TIMEOUT_S = 86_400  # a day: longer is a mistake, and inf/1e308 s would overflow the deadline
 
 
@@ -227,8 +230,8 @@ def build_app(sup: Supervisor) -> FastAPI:
     # ----- nodes -----
 
     @app.get("/api/v1/nodes", dependencies=auth, tags=["nodes"])
-    async def list_nodes(status: str | None = None, project: str | None = None, limit: int = 100,
-                         offset: int = 0) -> JSONResponse:
+    async def list_nodes(status: str | None = None, project: str | None = None, limit: Limit = 100,
+                         offset: Offset = 0) -> JSONResponse:
         limit, offset = _page(limit, offset)
         nodes = sorted(sup.nodes.values(), key=lambda n: n.id)
         if status:
@@ -264,7 +267,7 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     @app.get("/api/v1/sessions", dependencies=auth, tags=["sessions"])
     async def list_sessions(project: str | None = None, status: str | None = None, node_id: str | None = None,
-                            limit: int = 100, offset: int = 0) -> JSONResponse:
+                            limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
         limit, offset = _page(limit, offset)
         items = sup.tracker.list(project=project or None, status=status or None, node_id=node_id or None)
         return ok([s.to_api() for s in items[offset:offset + limit]],
@@ -346,7 +349,7 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     @app.get("/api/v1/events", dependencies=auth, tags=["events"])
     async def list_events(session_id: str | None = None, project: str | None = None, node_id: str | None = None,
-                          type: str | None = None, since: str | None = None, limit: int = 100, offset: int = 0,
+                          type: str | None = None, since: str | None = None, limit: Limit = 100, offset: Offset = 0,
                           order: str = Query("asc", pattern="^(asc|desc)$")) -> JSONResponse:
         limit, offset = _page(limit, offset)
         f = event_filters(session_id, project, node_id, type, since)
@@ -397,7 +400,7 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     @app.get("/api/v1/audit", dependencies=auth, tags=["audit"])
     async def audit(actor: str | None = None, action: str | None = None, since: str | None = None,
-                    limit: int = 100, offset: int = 0) -> JSONResponse:
+                    limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
         limit, offset = _page(limit, offset)
         f = {"actor": actor, "action": action, "since": _since(since)}
         items, total = await sup.reader.run(lambda c: queries.query_audit(c, f, limit, offset))

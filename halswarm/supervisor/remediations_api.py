@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 
 from halswarm.ops.remediation.report import STATUSES, redact, validate_report
 from halswarm.store import queries
-from halswarm.supervisor.api import ApiError, _page, _since, auth_dependency, ok
+from halswarm.supervisor.api import ApiError, Limit, Offset, _page, _since, auth_dependency, ok
 
 if TYPE_CHECKING:
     from halswarm.supervisor.app import Supervisor
@@ -66,7 +66,7 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
 
     @app.get("/api/v1/remediations", dependencies=auth, tags=["remediations"])
     async def list_remediations(incident: str | None = None, status: str | None = None, host: str | None = None,
-                                since: str | None = None, limit: int = 100, offset: int = 0) -> JSONResponse:
+                                since: str | None = None, limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
         limit, offset = _page(limit, offset)
         if status and status not in STATUSES:
             raise ApiError("VALIDATION_ERROR", f"status must be one of {', '.join(STATUSES)}")
