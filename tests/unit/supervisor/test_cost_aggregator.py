@@ -22,8 +22,10 @@ from halswarm.supervisor.costs.model import day_start
 from halswarm.supervisor.model import Session
 from tests.fakes.fake_providers import ANTHROPIC_KEY, OPENAI_KEY, FakeProviders, fake_providers
 
-NOW = time.time()
-TODAY = dt.datetime.fromtimestamp(NOW, dt.UTC).date()
+TODAY = dt.datetime.now(dt.UTC).date()
+# Noon of TODAY, not the wall clock: the tests move their clock by minutes to days and must stay on the
+# UTC day they expect whatever time the suite runs at (at 23:xx UTC an hour later is the next day).
+NOW = dt.datetime.combine(TODAY, dt.time(12), dt.UTC).timestamp()
 
 
 def day(offset: int) -> str:
