@@ -45,6 +45,7 @@ from halswarm.agent.commands import AgentCommands
 from halswarm.agent.connection import ConnState, SupervisorConnection
 from halswarm.agent.env import EnvService
 from halswarm.agent.env.procenv import OpencodeEnvSync
+from halswarm.agent.env.service import node_probes
 from halswarm.agent.opencode_client import OpencodeClient, OpencodeError, OpencodeNotFound
 from halswarm.agent.opencode_events import GlobalEventStream
 from halswarm.agent.opencode_process import OpencodeNotice, OpencodeProcess, ProcessState
@@ -148,6 +149,8 @@ class Agent:
             projects=lambda: {c.name: c.directory for c in check_projects(cfg.projects) if c.ok},
             data_dir=cfg.data_dir,
             node_id=cfg.node_id,
+            # the only programs env checks run for versions: known tools + this node's env.probe_tools
+            probes=node_probes(cfg.probe_tools, cfg.tool_paths, opencode_binary=cfg.opencode_binary),
             # provisioned env vars reach the managed opencode: restarted at a safe point (no busy session)
             opencode_env=OpencodeEnvSync(
                 lambda: self.opencode, lambda: list(self.tracker.sessions.values()),

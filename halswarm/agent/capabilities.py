@@ -40,6 +40,17 @@ class ToolInfo:
         return {"installed": self.installed, "path": self.path, "version": self.version, "reason": self.reason}
 
 
+def version_probes(tool_paths: Mapping[str, str] | None = None, *,
+                   opencode_binary: str = "opencode") -> dict[str, tuple[str, ...]]:
+    """These CLIs as env-check version probes: tool id and binary name -> ``(binary, "--version")``, the
+    configured ``tool_paths`` winning like in ``detect_tools`` (trusted node config, never the manifest)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for tool, (key, default) in TOOLS.items():
+        binary = (tool_paths or {}).get(key) or (opencode_binary if tool == "opencode" else default)
+        out[tool] = out[default] = (binary, "--version")
+    return out
+
+
 def _executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 

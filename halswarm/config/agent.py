@@ -42,6 +42,8 @@ class AgentConfig:
     memory_warn_percent: int = 80
     resume_message: str = "continue"
     outbox_max_events: int = 100000
+    # env.probe_tools: tool name -> fixed argv env checks may run for its version (node-local, trusted)
+    probe_tools: dict[str, tuple[str, ...]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     source_path: str | None = None
 
@@ -84,6 +86,7 @@ def build_agent_config(
         memory_warn_percent=doc["log"]["memory_warn_percent"],
         resume_message=doc["resume_message"],
         outbox_max_events=doc["outbox"]["max_events"],
+        probe_tools={k: tuple(v) for k, v in doc.get("env", {}).get("probe_tools", {}).items()},
         raw=doc,
         source_path=os.fspath(source_path) if source_path is not None else None,
     )

@@ -18,7 +18,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from halswarm.agent.env.manifest import Requirements, VersionReq
+from halswarm.agent.env.manifest import DEFAULT_PROBES, PROBES, Requirements, VersionReq
 from halswarm.agent.env.paths import PathRefused, confine, hooks_dir, own_repository_refusal
 from halswarm.agent.env.templates import AGENT_MD
 from halswarm.agent.env.versions import format_version, parse_version
@@ -34,7 +34,7 @@ class Probe:
     version: str | None = None
     output: str = ""
     error: str | None = None
-    skipped: str | None = None  # not run: the item needs approval (own command, not a plain program name)
+    skipped: str | None = None  # not run: the item needs approval (own command, or not a tool the node knows)
 
 
 @dataclass
@@ -109,16 +109,18 @@ def _first_line(text: str) -> str:
     return ""
 
 
-async def probe_version(req: VersionReq, env: Mapping[str, str], timeout: float, cwd: str | None = None) -> Probe:
-    """``<tool> --version`` (a fixed argv, never the manifest's ``command``), run in the project directory
-    so that per-directory version managers (pyenv, nvm, asdf shims) answer for the project."""
+async def probe_version(req: VersionReq, env: Mapping[str, str], timeout: float, cwd: str | None = None,
+                        probes: Mapping[str, tuple[str, ...]] = DEFAULT_PROBES) -> Probe:
+    """Run the node's fixed argv for the tool (``probes``: ``halswarm.core.probe_rules.probe_table``), never
+    the manifest's ``command`` and never a name the node does not know. Run in the project directory so
+    that per-directory version managers (pyenv, nvm, asdf shims) answer for the project."""
     if req.name == "ndk" and not req.command:
         return ndk_probe(env)
-    argv = req.probe
+    argv = req.probe_in(probes)
     if argv is None:
         return Probe(False, skipped=req.unprobed_reason)
     rc, out = await run(argv, env=env, timeout=timeout, cwd=cwd)
-    if rc == 127 and argv[0] == "python3" and not req.command:
+    if rc == 127 and argv == PROBES.get("python"):
         argv = ("python", "--version")
         rc, out = await run(argv, env=env, timeout=timeout, cwd=cwd)
     if rc == 127:
@@ -260,13 +262,15 @@ def effective_env(base: Mapping[str, str], extra: Mapping[str, str], managed: Ma
     return {**base, **extra, **managed}
 
 
-async def gather(req: Requirements, directory: str, *, env: Mapping[str, str], timeout: float = 10.0) -> Facts:
-    """Collect what the checks of ``req`` need, concurrently where it helps."""
+async def gather(req: Requirements, directory: str, *, env: Mapping[str, str], timeout: float = 10.0,
+                 probes: Mapping[str, tuple[str, ...]] = DEFAULT_PROBES) -> Facts:
+    """Collect what the checks of ``req`` need, concurrently where it helps (``probes``: the node's
+    version-probe table; a tool outside it is not run)."""
     facts = Facts(directory)
     version_reqs = [*req.runtime, *req.tools]
     cwd = directory if _is_dir(directory) else None
-    probes = await asyncio.gather(*(probe_version(r, env, timeout, cwd) for r in version_reqs))
-    facts.probes = {f"{r.category}:{r.name}": p for r, p in zip(version_reqs, probes, strict=True)}
+    found = await asyncio.gather(*(probe_version(r, env, timeout, cwd, probes) for r in version_reqs))
+    facts.probes = {f"{r.category}:{r.name}": p for r, p in zip(version_reqs, found, strict=True)}
     for ev in req.env_vars:
         value = env.get(ev.name)
         facts.env_present[ev.name] = bool(value)

@@ -25,16 +25,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from halswarm.agent.capabilities import version_probes
 from halswarm.agent.env.templates import AGENT_MD, DEFAULT_AGENT_MD, project_variables, render
 from halswarm.core.manifest_rules import (
     env_var_refusal,
     git_config_refusal,
-    program_name_refusal,
     relative_path_refusal,
     remote_name_refusal,
     remote_url_refusal,
     template_name_refusal,
 )
+from halswarm.core.probe_rules import RUNTIME_PROBES, probe_argv, probe_table, unprobed_reason
 
 GO, SPEC = "go", "spec"
 DEFAULT_CONTEXT_DIR = ".context/"
@@ -42,11 +43,10 @@ _NAME_CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_.+\-/]+?)\s*((?:>=|<=|>|<|\^|~|=
 # Suggested install commands for the usual runtimes (Debian/Ubuntu names, like the Go provisioner).
 APT_NAMES = {"node": "nodejs", "nodejs": "nodejs", "python": "python3", "python3": "python3",
              "java": "openjdk-17-jdk", "go": "golang", "rust": "rustc", "ruby": "ruby"}
-# How a runtime reports its version, when it is not `<name> --version`.
-PROBES: dict[str, tuple[str, ...]] = {
-    "python": ("python3", "--version"), "java": ("java", "-version"), "go": ("go", "version"),
-    "rust": ("rustc", "--version"), "node": ("node", "--version"),
-}
+# How a known runtime reports its version (the agent's own table; see ``halswarm.core.probe_rules``).
+PROBES = RUNTIME_PROBES
+# What every node probes without its own ``env.probe_tools``: the runtimes and the coding-agent CLIs.
+DEFAULT_PROBES = probe_table(version_probes(), {})
 
 
 @dataclass(frozen=True)
@@ -58,20 +58,14 @@ class VersionReq:
     install: str = ""
     become: bool = False
 
-    @property
-    def probe(self) -> tuple[str, ...] | None:
-        """The fixed argv an env check may run: a known runtime's probe, else ``<name> --version`` for a
-        plain program name. None when the manifest gives its own ``command`` or the name is not a plain
-        program name: such an item is never run by a check, only through an approved pending item."""
-        if self.command or program_name_refusal(self.name):
-            return None
-        return PROBES.get(self.name, (self.name, "--version"))
+    def probe_in(self, table: Mapping[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+        """The fixed argv a check may run: the node's table entry for this name (never the manifest's
+        ``command``). None: the item is never run by a check, only through an approved pending item."""
+        return probe_argv(table, self.name, self.command)
 
     @property
     def unprobed_reason(self) -> str:
-        if self.command:
-            return "the manifest gives its own probe command: it runs only after approval"
-        return program_name_refusal(self.name) or ""
+        return unprobed_reason(self.command)
 
     @property
     def approval_check(self) -> tuple[str, ...]:
@@ -395,7 +389,8 @@ def safety_problems(doc: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     outside the allowlist, env var values that load code (``LD_PRELOAD``, ``NODE_OPTIONS``...), paths that
     leave the project, option-like remote names (hook names are the
     schema's ``gitHook``; template references: ``template_ref_refusal``). Warnings: version items the
-    checks will not run (own ``command`` or not a plain program name; they need approval)."""
+    checks may not run (own ``command``, or a name outside the known runtimes that only nodes listing it
+    in ``env.probe_tools`` probe; elsewhere they need approval)."""
     errors: list[str] = []
     warnings: list[str] = []
     for where, sec in _requirement_sections(doc):
@@ -423,9 +418,13 @@ def safety_problems(doc: Mapping[str, Any]) -> tuple[list[str], list[str]]:
                     errors.append(f"{path}[{i}]: {why}")
         for category in ("runtime", "tools"):
             for r in _version_reqs(category, sec.get(category)):
-                if r.probe is None and not (r.name == "ndk" and not r.command):
+                if r.command:
                     warnings.append(f"{where}.{category}.{r.name}: not probed by env checks "
                                     f"({r.unprobed_reason}); it becomes a pending item that needs approval")
+                elif r.probe_in(DEFAULT_PROBES) is None and r.name != "ndk":
+                    warnings.append(f"{where}.{category}.{r.name}: probed only on nodes whose agent config "
+                                    "lists it in env.probe_tools; elsewhere it is not probed and becomes a "
+                                    "pending item that needs approval")
     return errors, warnings
 
 

@@ -8,6 +8,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
+from halswarm.agent.env.checks import NOT_PROBED
 from halswarm.agent.env.facts import Facts
 from halswarm.agent.env.manifest import APT_NAMES, Requirements
 from halswarm.agent.env.model import PASS, Action, Conflict, Item, Manual, Pending, Plan
@@ -38,13 +39,14 @@ def risky_command(req: Requirements, category: str, item: str, *, directory: str
 
     The agent's planner suggests it and the supervisor rebuilds it from its own stored manifest before an
     approved item runs (it never runs command text an agent reported). ``missing``: the tool is not
-    installed at all (then its probe is the idempotence ``check``); ``directory``: the project dir."""
+    installed, or the node did not probe it (then its probe is the idempotence ``check``, run only after
+    approval); ``directory``: the project dir."""
     if category in ("runtime", "tools"):
         r = next((r for r in [*req.runtime, *req.tools] if r.category == category and r.name == item), None)
         if r is None:
             return None
         command = r.install or f"apt-get install -y {shlex.quote(APT_NAMES.get(r.name, r.name))}"
-        check = list(r.approval_check) if missing or r.probe is None else []
+        check = list(r.approval_check) if missing or r.command else []
         return RiskyCommand(command, r.become if r.install else True, check)
     if category == "git" and item.startswith("hooks/"):
         return hook_command(req, item.split("/", 1)[1], directory)
@@ -125,14 +127,14 @@ class Planner:
             check=check or [], chdir=chdir))
 
     def _risky(self, it: Item, reason: str) -> None:
-        missing = it.actual.startswith("not found")
+        missing = it.actual.startswith("not found") or it.actual == NOT_PROBED
         cmd = risky_command(self.req, it.category, it.item, directory=self.facts.directory, missing=missing)
         if cmd is not None:
             self._pending(it, cmd.command, reason, become=cmd.become, check=cmd.check, chdir=cmd.chdir)
 
     def _version(self, it: Item) -> None:
-        if it.actual == "not probed":
-            self._risky(it, f"{it.item} is not probed by env checks ({it.detail}); wanted {it.expected}")
+        if it.actual == NOT_PROBED:
+            self._risky(it, f"{it.item}: {it.detail}; wanted {it.expected}")
             return
         missing = it.actual.startswith("not found")
         self._risky(it, f"{it.item} {'is not installed' if missing else 'is ' + it.actual}; wanted {it.expected}")

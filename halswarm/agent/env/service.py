@@ -25,21 +25,23 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from halswarm.agent.capabilities import version_probes
 from halswarm.agent.env.apply import _replace, _write_new, apply_actions
 from halswarm.agent.env.checks import check_all
 from halswarm.agent.env.envfile import EnvFile
 from halswarm.agent.env.facts import effective_env, file_fact, gather
-from halswarm.agent.env.manifest import ManifestError, Requirements, digest, requirements_for
+from halswarm.agent.env.manifest import DEFAULT_PROBES, ManifestError, Requirements, digest, requirements_for
 from halswarm.agent.env.model import FAIL, PASS, WARN, overall
 from halswarm.agent.env.paths import PathRefused, confine
 from halswarm.agent.env.plan import build_plan
 from halswarm.agent.env.procenv import OpencodeEnvSync, merge_project_env
 from halswarm.agent.env.templates import AGENT_MD, sha256_text, unified_diff
+from halswarm.core.probe_rules import probe_table
 from halswarm.protocol import Command, CommandResult
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,13 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Command], Awaitable[CommandResult]]
 MAX_SHOW_CHARS = 256 * 1024
 GO_MANIFEST = "env-manifest.json"
+
+
+def node_probes(probe_tools: Mapping[str, Sequence[str]], tool_paths: Mapping[str, str] | None = None, *,
+                opencode_binary: str = "opencode") -> dict[str, tuple[str, ...]]:
+    """The version-probe table of this node: known runtimes, the coding-agent CLIs (``tool_paths``), and the
+    agent config's ``env.probe_tools``."""
+    return probe_table(version_probes(tool_paths, opencode_binary=opencode_binary), probe_tools)
 
 
 class EnvCommandError(Exception):
@@ -83,8 +92,12 @@ class EnvService:
         extra_env: Callable[[], Mapping[str, str]] | None = None,
         probe_timeout: float = 10.0,
         opencode_env: OpencodeEnvSync | None = None,
+        probes: Mapping[str, tuple[str, ...]] = DEFAULT_PROBES,
     ) -> None:
+        """``probes``: the node's version-probe table (``node_probes``): the only programs a check runs
+        to read a tool's version; the manifest never adds to it."""
         self._projects = projects
+        self.probes = dict(probes)
         self.opencode_env = opencode_env
         self.dir = Path(data_dir) / "env"
         self.node_id = node_id
@@ -233,7 +246,8 @@ class EnvService:
             return {"project": project, "directory": directory, "status": "missing", "source": source,
                     "error": f"{directory}: directory does not exist",
                     "details": {"drift": [], "timestamp": _now_iso()}}
-        facts = await gather(req, directory, env=self._env(project), timeout=self.probe_timeout)
+        facts = await gather(req, directory, env=self._env(project), timeout=self.probe_timeout,
+                             probes=self.probes)
         items = check_all(req, facts)
         status = overall(items)
         self.last_status[project] = status
@@ -262,7 +276,7 @@ class EnvService:
             if not _is_dir(directory):
                 raise EnvCommandError(f"project {project}: {directory}: directory does not exist")
             env = self._env(project)
-            facts = await gather(req, directory, env=env, timeout=self.probe_timeout)
+            facts = await gather(req, directory, env=env, timeout=self.probe_timeout, probes=self.probes)
             items = check_all(req, facts)
             plan = build_plan(req, facts, items, force=force, node_id=self.node_id)
             base: dict[str, Any] = {"project": project, "directory": directory, "dry_run": dry_run, "force": force,

@@ -118,6 +118,7 @@ def test_agent_defaults(write, monkeypatch) -> None:
         "/var/lib/hal-o-swarm/agent", "continue", 100000,
     )
     assert (cfg.projects, cfg.tool_paths, cfg.log_level, cfg.log_format) == ((), {}, "info", "text")
+    assert cfg.probe_tools == {}
 
 
 def test_agent_explicit_values(write, tmp_path: Path) -> None:
@@ -130,11 +131,13 @@ def test_agent_explicit_values(write, tmp_path: Path) -> None:
         "projects": [{"name": "api", "directory": str(project_dir)}],
         "log": {"level": "warning", "format": "json"}, "resume_message": "keep going", "outbox": {"max_events": 10},
         "data_dir": str(tmp_path / "data"),
+        "env": {"probe_tools": {"cmake": ["cmake", "--version"], "protoc": ["/opt/protoc/bin/protoc", "--version"]}},
     }
     cfg, warnings = load_agent_config(write("a.json", doc), env={})
     assert [(w.path, w.message) for w in warnings] == [("opencode_port", "ignored: opencode.port is also set")]
     assert cfg.node_id == "gpu-1.dc2" and cfg.opencode_port == 5000 and cfg.opencode_manage is False
     assert cfg.tool_paths == {"claude": "/usr/local/bin/claude"}
+    assert cfg.probe_tools == {"cmake": ("cmake", "--version"), "protoc": ("/opt/protoc/bin/protoc", "--version")}
     assert cfg.projects == (Project("api", str(project_dir)),)
     assert cfg.project("api") == Project("api", str(project_dir)) and cfg.project("nope") is None
     assert (cfg.log_level, cfg.log_format, cfg.resume_message, cfg.outbox_max_events) == (

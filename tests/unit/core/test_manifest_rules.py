@@ -17,6 +17,7 @@ from halswarm.core.manifest_rules import (
     remote_url_refusal,
     template_name_refusal,
 )
+from halswarm.core.probe_rules import NOT_KNOWN, RUNTIME_PROBES, probe_table
 
 
 @pytest.mark.parametrize("key", ["user.name", "user.email", "core.autocrlf", "Core.AutoCRLF", "core.eol",
@@ -79,13 +80,21 @@ def test_template_names() -> None:
         assert template_ref_refusal(bad), bad
 
 
-def test_version_probe_is_a_fixed_argv() -> None:
-    assert VersionReq("tools", "cmake").probe == ("cmake", "--version")
-    assert VersionReq("runtime", "java").probe == ("java", "-version")
-    custom = VersionReq("tools", "x", command=("sh", "-c", "touch /tmp/x"))
-    assert custom.probe is None and "approval" in custom.unprobed_reason
+def test_version_probe_is_the_nodes_fixed_argv() -> None:
+    table = probe_table({"codex": ("codex", "--version")}, {"cmake": ["cmake", "--version"]})
+    assert VersionReq("tools", "cmake").probe_in(table) == ("cmake", "--version")
+    assert VersionReq("runtime", "java").probe_in(table) == ("java", "-version")
+    assert VersionReq("tools", "codex").probe_in(table) == ("codex", "--version")
+    # a plain program name the node does not list is never probed: the manifest cannot pick a program
+    assert VersionReq("tools", "reboot").probe_in(table) is None
+    assert VersionReq("tools", "cmake").probe_in(RUNTIME_PROBES) is None
+    assert VersionReq("tools", "reboot").unprobed_reason == NOT_KNOWN
+    custom = VersionReq("tools", "cmake", command=("sh", "-c", "touch /tmp/x"))
+    assert custom.probe_in(table) is None and "approval" in custom.unprobed_reason
     assert custom.approval_check == ("sh", "-c", "touch /tmp/x")
-    assert VersionReq("tools", "/usr/bin/evil").probe is None
+    assert VersionReq("tools", "/usr/bin/evil").probe_in(table) is None
+    # the node's own config may point a known name at another binary
+    assert probe_table({}, {"python": ["/opt/py/bin/python3", "-V"]})["python"] == ("/opt/py/bin/python3", "-V")
 
 
 def test_safety_problems_in_both_formats() -> None:
@@ -100,7 +109,9 @@ def test_safety_problems_in_both_formats() -> None:
         "defaults.git.config", "projects.p.git.config", "projects.p.git.remote.name",
         "projects.p.context.files[0]", "projects.p.docs.required[0]", "projects.p.agent_config.context_dir[0]"]
     assert "'core.fsmonitor' is not allowed" in errors[0] and "'alias.st' is not allowed" in errors[1]
-    assert len(warnings) == 1 and warnings[0].startswith("projects.p.tools.evil: not probed")
+    assert [w.split(":")[0] for w in warnings] == ["projects.p.tools.cmake", "projects.p.tools.evil"]
+    assert "env.probe_tools" in warnings[0] and "needs approval" in warnings[0]
+    assert "not probed by env checks (the manifest gives its own probe command" in warnings[1]
     go = {"version": "1.0", "requirements": {"git": {"config": {"core.hooksPath": "/tmp"}}},
           "projects": {"q": {"requirements": {"docs": {"required": ["a/../../b"]}}}}}
     errors, _ = safety_problems(go)

@@ -12,6 +12,8 @@ import pytest
 from halswarm.agent.env import EnvService
 from halswarm.agent.env.facts import ndk_probe, probe_version, run
 from halswarm.agent.env.manifest import VersionReq
+from halswarm.agent.env.service import node_probes
+from halswarm.core.probe_rules import NOT_KNOWN
 from halswarm.protocol import Command, CommandTarget
 from tests.unit.env.harness import make_repo, stand_in_tool, tool_env
 
@@ -26,7 +28,8 @@ async def test_probe_timeout_kills_the_process(tmp_path: Path) -> None:
     slow.write_text("#!/bin/sh\nsleep 30\n")
     slow.chmod(0o755)
     started = time.monotonic()
-    probe = await probe_version(VersionReq("tools", "slowtool", ">=1"), env, timeout=0.5)
+    probe = await probe_version(VersionReq("tools", "slowtool", ">=1"), env, timeout=0.5,
+                                probes=node_probes({"slowtool": ["slowtool", "--version"]}))
     assert time.monotonic() - started < 5
     assert not probe.found and probe.error == "slowtool: timed out after 0.5 s"
     rc, out = await run(["definitely-not-a-program-xyz"], env=env)
@@ -36,18 +39,39 @@ async def test_probe_timeout_kills_the_process(tmp_path: Path) -> None:
 async def test_probe_never_runs_the_manifests_command_and_reads_exit_status(tmp_path: Path) -> None:
     env = tool_env(tmp_path)
     stand_in_tool(tmp_path / "bin", "mytool", "3.2.1")
+    probes = node_probes({"mytool": ["mytool", "--version"], "broken": ["broken", "--version"]})
     marker = tmp_path / "PWNED"
-    p = await probe_version(VersionReq("tools", "mytool", command=("sh", "-c", f"touch {marker}")), env, 5)
+    evil = VersionReq("tools", "mytool", command=("sh", "-c", f"touch {marker}"))
+    p = await probe_version(evil, env, 5, None, probes)
     assert not p.found and p.skipped and "approval" in p.skipped and not marker.exists()
-    p = await probe_version(VersionReq("tools", "../bin/mytool"), env, 5)  # not a plain program name
-    assert not p.found and p.skipped and "not a plain program name" in p.skipped
-    p = await probe_version(VersionReq("tools", "mytool"), env, 5)
+    p = await probe_version(VersionReq("tools", "../bin/mytool"), env, 5, None, probes)  # not a name it knows
+    assert not p.found and p.skipped and "not a known tool" in p.skipped
+    p = await probe_version(VersionReq("tools", "mytool"), env, 5, None, probes)
     assert p.found and p.version == "3.2.1"
     failing = tmp_path / "bin" / "broken"
     failing.write_text("#!/bin/sh\necho 'broken 1.0'\nexit 2\n")
     failing.chmod(0o755)
-    p = await probe_version(VersionReq("tools", "broken"), env, 5)
+    p = await probe_version(VersionReq("tools", "broken"), env, 5, None, probes)
     assert p.found and p.version == "1.0.0" and p.error is not None and "exited 2" in p.error
+
+
+async def test_a_tool_the_node_does_not_list_is_never_run(tmp_path: Path) -> None:
+    """A plain name on the node's PATH (a stand-in for `reboot`) is not run because a manifest names it;
+    the node's env.probe_tools (or the built-in table) decides, with a fixed argv."""
+    env = tool_env(tmp_path)
+    marker = tmp_path / "RAN"
+    tool = tmp_path / "bin" / "halreboot"
+    tool.write_text(f"#!/bin/sh\necho \"$@\" >> {marker}\necho 'halreboot 1.0.0'\n")
+    tool.chmod(0o755)
+    p = await probe_version(VersionReq("tools", "halreboot"), env, 5)
+    assert not p.found and p.skipped == NOT_KNOWN and not marker.exists()
+    p = await probe_version(VersionReq("tools", "halreboot"), env, 5, None, node_probes({"git": ["git", "--version"]}))
+    assert p.skipped == NOT_KNOWN and not marker.exists()
+    p = await probe_version(VersionReq("tools", "halreboot"), env, 5, None,
+                            node_probes({"halreboot": ["halreboot", "-V"]}))
+    assert p.found and p.version == "1.0.0" and marker.read_text() == "-V\n"  # the node's argv, exactly
+    assert node_probes({})["claude_code"] == ("claude", "--version")
+    assert node_probes({}, {"claude": "/opt/claude"})["claude"] == ("/opt/claude", "--version")
 
 
 def test_ndk_probe(tmp_path: Path) -> None:
