@@ -13,7 +13,7 @@ import pytest
 
 from tests.fakes.fake_llm import FakeLLM, opencode_config
 from tests.integration.test_agent_harness import AgentProc, api_get, opencode_env, reply_text, wait_for, wait_status
-from tests.unit.env.harness import EnvSupervisorProc, make_repo, tool_env, tree_digest
+from tests.unit.env.harness import EnvSupervisorProc, make_repo, probed, stand_in_tool, tool_env, tree_digest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -28,10 +28,13 @@ MANIFEST = {"version": "1.0", "templates": {"AGENT.md": "# {{project}} (managed)
 @pytest.fixture
 def real_stack(tmp_path: Path) -> Iterator[tuple[EnvSupervisorProc, AgentProc, Path]]:
     env = tool_env(tmp_path / "tools")
+    stand_in_tool(tmp_path / "tools" / "bin", "hallisted", "2.4.0")
     project = make_repo(tmp_path / "projects" / "demo", env)
     sup = EnvSupervisorProc(tmp_path / "sup").start()
+    # the node's own config lists the extra tools its env checks may probe (the manifest cannot)
     agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.token, node_id=NODE, projects=[("demo", str(project))],
-                      manage=True, binary=str(tmp_path / "no-opencode"), env=env, clean_env=True)
+                      manage=True, binary=str(tmp_path / "no-opencode"), env=env, clean_env=True,
+                      extra={"env": {"probe_tools": probed("hallisted")}})
     try:
         agent.start()
         agent.wait_online(sup, timeout=60)
@@ -80,6 +83,30 @@ def test_env_check_provision_and_drift_through_the_real_agent(
             time.sleep(0.2)
         else:
             raise AssertionError("no env.drift.detected event for AGENT.md")
+
+
+def test_the_real_agent_probes_only_the_tools_its_config_lists(
+        real_stack: tuple[EnvSupervisorProc, AgentProc, Path], tmp_path: Path) -> None:
+    """A name on the node's PATH that the manifest asks for (a `reboot` stand-in) is never run by the real
+    agent's check or provision; a tool its config lists in env.probe_tools is probed."""
+    sup, _, _ = real_stack
+    marker = tmp_path / "REBOOTED"
+    reboot = tmp_path / "tools" / "bin" / "halreboot"
+    reboot.write_text(f"#!/bin/sh\necho \"$@\" >> {marker}\necho 'halreboot 1.0.0'\n")
+    reboot.chmod(0o755)
+    manifest = {"version": "1.0", "projects": {"demo": {"tools": {"halreboot": "", "hallisted": ">=2"}}}}
+    with sup.client() as c:
+        assert c.put("/api/v1/env/manifest", json=manifest).status_code == 201
+        r = c.post(f"/api/v1/env/check/{NODE}", json={"project": "demo"})
+        assert r.status_code == 200, r.text
+        items = {i["item"]: i for i in r.json()["data"]["results"][0]["details"]["drift"]}
+        assert (items["halreboot"]["status"], items["halreboot"]["actual"]) == ("warn", "not probed")
+        assert "env.probe_tools" in items["halreboot"]["detail"]
+        assert (items["hallisted"]["status"], items["hallisted"]["actual"]) == ("pass", "2.4.0")
+        first = c.post(f"/api/v1/env/provision/{NODE}", json={"project": "demo"}).json()["data"]["results"][0]
+        pending = {p["id"]: p for p in first["details"]["pending"]}
+        assert pending["demo:tools:halreboot"]["check"] == ["halreboot", "--version"]
+    assert not marker.exists()
 
 
 def _environ(pid: int) -> dict[str, str]:

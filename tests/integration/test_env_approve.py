@@ -31,6 +31,7 @@ from tests.unit.env.harness import (
     events,
     halctl,
     make_repo,
+    probed,
     ssh_inventory,
     tool_env,
     wait_api,
@@ -75,7 +76,7 @@ async def approve_stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         "native_libs": [{"name": "halnosuchlib", "install": f"sh -c 'echo trying > {marker}; exit 3'"}],
     }}}
     alpha = make_repo(tmp_path / "projects" / "alpha", env)
-    agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha)}, env)
+    agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha)}, env, probe_tools=probed("haltool"))
     try:
         await agent.start()
         async with aclient(sup) as c:
@@ -149,7 +150,7 @@ async def test_approval_needs_an_inventory(tmp_path: Path) -> None:
     sup.start()
     env = tool_env(tmp_path / "tools")
     alpha = make_repo(tmp_path / "alpha", env)
-    agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha)}, env)
+    agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha)}, env, probe_tools=probed("halabsenttool"))
     try:
         await agent.start()
         async with aclient(sup) as c:
@@ -259,7 +260,7 @@ async def ssh_stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
             "native_libs": [{"name": "halnosuchlib", "install": f"sh -c 'id -un > {marker}; exit 3'"}],
         }}}
         alpha = make_repo(tmp_path / "projects" / "alpha", env)
-        agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha)}, env)
+        agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha)}, env, probe_tools=probed("haltool"))
         await agent.start()
         async with aclient(sup) as c:
             assert (await c.put("/env/manifest", json=doc)).status_code == 201

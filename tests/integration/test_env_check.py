@@ -19,6 +19,7 @@ from tests.unit.env.harness import (
     events,
     halctl,
     make_repo,
+    probed,
     stand_in_tool,
     tool_env,
     wait_api,
@@ -101,7 +102,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         made["env"] = env
         agent = None
         if start_agent:
-            agent = EnvAgent(sup, "env-node-1", tmp_path / "agent", {k: str(v) for k, v in dirs.items()}, env)
+            agent = EnvAgent(sup, "env-node-1", tmp_path / "agent", {k: str(v) for k, v in dirs.items()}, env,
+                             probe_tools=probed("haltool", "missingtool"))
             agents.append(agent)
             await agent.start()
         return sup, agent, dirs, env

@@ -3,6 +3,8 @@ and a real agent-side EnvService behind a real SupervisorConnection, on real git
 
 - probe command injection: a tool whose ``command`` is ``sh -c 'touch ...'`` never runs during a check
   (nor a provision); it becomes a pending item that needs approval;
+- a program picked by the manifest: a plain tool name on the node's PATH (a ``reboot`` stand-in) is not
+  run unless the node's own ``env.probe_tools`` lists it; it becomes a pending item as well;
 - git config and hook planting: ``core.fsmonitor``, ``core.hooksPath``, ``alias.*``, ``includeIf.*``...
   are refused at PUT (400 naming the key); hooks are never written by provisioning, only proposed;
 - ``../`` and symlink escapes: refused at PUT, and a symlink inside the project that points outside is
@@ -26,7 +28,18 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from tests.unit.env.harness import EnvAgent, EnvSupervisorProc, aclient, git, make_repo, tool_env, wait_api
+from halswarm.core.probe_rules import NOT_KNOWN
+from tests.unit.env.harness import (
+    EnvAgent,
+    EnvSupervisorProc,
+    aclient,
+    git,
+    make_repo,
+    probed,
+    stand_in_tool,
+    tool_env,
+    wait_api,
+)
 
 NODE = "safety-node"
 
@@ -56,7 +69,9 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
     sup = EnvSupervisorProc(tmp_path / "sup", extra={"remediation": {"inventory": str(inventory)}})
     sup.start()
-    agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha), "inner": str(inner)}, env)
+    stand_in_tool(tmp_path / "tools" / "bin", "hallisted", "1.5.0")
+    agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha), "inner": str(inner)}, env,
+                     probe_tools=probed("hallisted"))
     try:
         await agent.start()
         yield Stack(sup, agent, alpha, inner, outer, outside, env)
@@ -112,6 +127,39 @@ async def test_a_probe_command_from_the_manifest_never_runs(stack: Stack, tmp_pa
         stored = {p["id"]: p for p in (await c.get("/env/drift", params={"node_id": NODE})).json()["meta"]["pending"]}
     assert stored["alpha:tools:evil"]["status"] == "pending" and stored["alpha:tools:evil"]["approvable"] is True
     assert not marker.exists() and not runtime_marker.exists()
+
+
+async def test_a_tool_name_the_node_does_not_list_is_never_run(stack: Stack, tmp_path: Path) -> None:
+    """The manifest names a program on the node's PATH that does something when run (a stand-in for
+    ``reboot``): no check or provision runs it; only the node's env.probe_tools list is probed."""
+    marker = tmp_path / f"REBOOTED-{secrets.token_hex(4)}"
+    reboot = tmp_path / "tools" / "bin" / "halreboot"
+    reboot.write_text(f"#!/bin/sh\necho \"$@\" >> {marker}\necho 'halreboot 1.0.0'\n")
+    reboot.chmod(0o755)
+    doc = {"version": "1.0", "projects": {"alpha": {"tools": {"halreboot": ">=1", "hallisted": ">=1.2"}}}}
+    r = await put(stack, doc)
+    assert r.status_code == 201, r.text
+    warnings = r.json()["data"]["warnings"]
+    assert any(w.startswith("projects.alpha.tools.halreboot: probed only on nodes") for w in warnings), warnings
+    await wait_api(stack.sup, "/env/status", lambda d: any(x["project"] == "alpha" and x["checked_at"] for x in d))
+    items = await check(stack, "alpha")
+    assert items["tools:halreboot"]["status"] == "warn" and items["tools:halreboot"]["actual"] == "not probed"
+    assert items["tools:halreboot"]["detail"] == NOT_KNOWN
+    assert items["tools:hallisted"]["status"] == "pass" and items["tools:hallisted"]["actual"] == "1.5.0"
+    result = await provision(stack, "alpha")
+    pending = {p["id"]: p for p in result["details"]["pending"]}
+    assert list(pending) == ["alpha:tools:halreboot"]
+    # what an approval would run first (its check) is shown; nothing ran
+    assert pending["alpha:tools:halreboot"]["check"] == ["halreboot", "--version"]
+    async with aclient(stack.sup) as c:
+        stored = {p["id"]: p for p in (await c.get("/env/drift", params={"node_id": NODE})).json()["meta"]["pending"]}
+        assert stored["alpha:tools:halreboot"]["status"] == "pending"
+        assert stored["alpha:tools:halreboot"]["check"] == ["halreboot", "--version"]
+        preview = await c.post(f"/env/approve/{NODE}", json={"item": "alpha:tools:halreboot", "dry_run": True})
+        assert preview.status_code == 200, preview.text
+        assert preview.json()["data"]["run"]["check"] == ["halreboot", "--version"]
+    await check(stack, "alpha")
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("key", ["core.fsmonitor", "core.hooksPath", "core.sshCommand", "core.pager",

@@ -18,6 +18,7 @@ from tests.unit.env.harness import (
     events,
     halctl,
     make_repo,
+    probed,
     tool_env,
     tree_digest,
     wait_api,
@@ -58,7 +59,7 @@ async def env_stack(tmp_path: Path) -> AsyncIterator[tuple[EnvSupervisorProc, En
     sup.start()
     env = tool_env(tmp_path / "tools")
     alpha = make_repo(tmp_path / "projects" / "alpha", env, config={"pull.rebase": "false"})
-    agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha)}, env)
+    agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha)}, env, probe_tools=probed("halsdk"))
     try:
         await agent.start()
         async with aclient(sup) as c:

@@ -26,6 +26,7 @@ import yaml
 
 from halswarm.agent.connection import SupervisorConnection
 from halswarm.agent.env import EnvService
+from halswarm.agent.env.service import node_probes
 from halswarm.agent.outbox import AsyncOutbox
 from halswarm.protocol import Command, CommandResult, ProjectRef, Register
 from tests.support.supervisor_proc import REPO, SupervisorProc
@@ -56,6 +57,11 @@ def tool_env(root: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     return {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home),
             "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"), "LANG": "C.UTF-8"}
+
+
+def probed(*names: str) -> dict[str, list[str]]:
+    """An agent config ``env.probe_tools`` listing ``names``, each probed as ``<name> --version``."""
+    return {n: [n, "--version"] for n in names}
 
 
 def stand_in_tool(bin_dir: Path, name: str, version: str) -> Path:
@@ -124,11 +130,13 @@ class EnvAgent:
     commands: list[Command] = field(default_factory=list)
     # rewrites a command's result before it is sent (a compromised agent lying to the supervisor)
     tamper: Callable[[Command, CommandResult], CommandResult] | None = None
+    # the node's agent config `env.probe_tools` (tool -> argv): the only extra programs its checks run
+    probe_tools: dict[str, list[str]] = field(default_factory=dict)
 
     async def start(self) -> EnvAgent:
         self.outbox = await AsyncOutbox.open(self.data_dir)
         self.service = EnvService(projects=lambda: self.projects, data_dir=self.data_dir, node_id=self.node_id,
-                                  base_env=self.base_env, probe_timeout=10.0)
+                                  base_env=self.base_env, probe_timeout=10.0, probes=node_probes(self.probe_tools))
         handlers = self.service.handlers()
 
         async def handle(cmd: Command) -> CommandResult:
