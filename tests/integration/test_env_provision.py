@@ -221,7 +221,7 @@ async def test_agent_md_drift_diff_and_no_overwrite_without_force(
     assert (alpha / "AGENT.md").read_text() == agent_md()
     synced = await events(sup, "agentmd.synced", node_id=NODE)
     assert len(synced) == 2
-    out = await halctl(sup, "agent-md", "show")
+    out = await halctl(sup, "-o", "table", "agent-md", "show")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[1].split()[:4] == ["env-node-2", "alpha", "true", "true"]
     out = await halctl(sup, "agent-md", "diff")
