@@ -24,7 +24,7 @@ def _load_json(text: Any, default: Any) -> Any:
         return default
     try:
         return json.loads(text)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # an odd stored row renders as the default
         return default
 
 

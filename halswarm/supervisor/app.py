@@ -63,7 +63,7 @@ class Supervisor:
         self.operator_token = config.operator_token
         self.metrics = Metrics()
         self.nodes: dict[str, Node] = {}
-        self.tracker = SessionTracker()
+        self.tracker = SessionTracker(note=lambda f, why: self.metrics.values_normalised.labels(f, why).inc())
         self.api_throttle = FailureThrottle()
         self.recovery_errors: list[str] = []
         self._stop = asyncio.Event()

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from halswarm.core.metric_labels import event_type_label
+from halswarm.core.timestamps import MILLISECONDS, event_time
 from halswarm.protocol import Event
 from halswarm.store import queries
 from halswarm.store.writer import Writer
@@ -76,6 +77,7 @@ class Ingestor:
         self.stored_total = 0
         self._stored_waiters: dict[str, asyncio.Future[bool]] = {}
         self._metric_cache: dict[str, tuple[Any, Any]] = {}
+        self._odd_logged: set[tuple[str, str]] = set()
 
     def _children(self, ev_type: str) -> tuple[Any, Any]:
         """Metric children per event type, cached: labels() lookups cost more than the increments.
@@ -111,11 +113,24 @@ class Ingestor:
         if ev.seq != st.accepted + 1:
             return GAP, st.accepted + 1
         st.accepted = ev.seq
-        ts = ev.timestamp if ev.timestamp > 0 else time.time()
-        row = (node_id, ev.seq, ev.event_id, ev.session_id, ev.project, ev.type, _dumps(ev.data), ts, time.time())
+        now = time.time()
+        ts, odd = event_time(ev.timestamp, now)
+        if odd is not None:
+            self._note_odd_time(node_id, ev, odd)
+        row = (node_id, ev.seq, ev.event_id, ev.session_id, ev.project, ev.type, _dumps(ev.data), ts, now)
         self._pending.append((row, received_mono, (node_id, ev.type, ev.session_id, ev.project, ev.data, ts)))
         self._kick()
         return ACCEPTED, ev.seq
+
+    def _note_odd_time(self, node_id: str, ev: Event, reason: str) -> None:
+        """Count a converted or replaced event time; log the first of each kind per node."""
+        self._metrics.values_normalised.labels("event.timestamp", reason).inc()
+        key = (node_id, reason)
+        if key not in self._odd_logged and len(self._odd_logged) < 1000:
+            self._odd_logged.add(key)
+            what = "read as milliseconds" if reason == MILLISECONDS else "replaced by the time received"
+            log.warning("node %s: event seq %d has timestamp %r, %s (further ones are only counted in "
+                        "hal_o_swarm_ingest_values_normalised_total)", node_id, ev.seq, ev.timestamp, what)
 
     def emit(self, node_id: str | None, ev_type: str, data: Any = None, *, session_id: str | None = None,
              project: str | None = None, track: bool = False) -> str:
@@ -220,11 +235,22 @@ class Ingestor:
             self._idle.set()
 
     async def _flush(self, batch: list) -> None:
+        """Store one batch, then ack and publish it.
+
+        Only SQL runs inside the writer's job: a Python error there would roll back the whole batch and
+        rewind every node in it, so per-event work (the tracker before, rendering for subscribers after
+        the commit) is guarded event by event and one odd event cannot fail the others.
+        """
         rows = [item[0] for item in batch]
         changed: dict[str, Session] = {}
         for _, _, (node_id, ev_type, session_id, project, data, ts) in batch:
             if node_id:
-                s = self._tracker.apply_event(node_id, ev_type, session_id, project, data, ts)
+                try:
+                    s = self._tracker.apply_event(node_id, ev_type, session_id, project, data, ts)
+                except Exception:  # a tracker bug must not cost the batch its storage
+                    log.exception("session tracking failed for a %s event of %s", ev_type, node_id)
+                    self._metrics.errors_total.labels("ingest", "track").inc()
+                    continue
                 if s is not None:
                     changed[s.id] = s
         # Node high-water marks to persist with the events (same transaction).
@@ -235,22 +261,18 @@ class Ingestor:
         sessions = list(changed.values())
         want_rows = bool(self._subscribers)
 
-        def job(conn: Any) -> list[dict[str, Any]]:
+        def job(conn: Any) -> tuple[int, list[Any] | None]:
             last_id = queries.last_event_id(conn) if want_rows else 0
             inserted = queries.insert_events(conn, rows)
             queries.set_nodes_last_seq(conn, highs)
             if sessions:
                 queries.upsert_sessions(conn, sessions)
-            if not want_rows:
-                return []
-            if inserted == len(rows):
-                # Single writer + AUTOINCREMENT: this batch got the ids right after last_id, in order.
-                return [queries.row_to_api(last_id + i, row) for i, row in enumerate(rows, 1)]
-            return [queries.event_to_api(r) for r in conn.execute(
-                "SELECT * FROM events WHERE id > ? ORDER BY id", (last_id,))]
+            if not want_rows or inserted == len(rows):
+                return last_id, None
+            return last_id, conn.execute("SELECT * FROM events WHERE id > ? ORDER BY id", (last_id,)).fetchall()
 
         try:
-            stored = await self._writer.run(job)
+            last_id, stored_rows = await self._writer.run(job)
         except Exception as exc:
             log.error("storing %d events failed: %s", len(rows), exc)
             self._metrics.errors_total.labels("ingest", "db_write").inc()
@@ -273,7 +295,24 @@ class Ingestor:
                     await res
             except Exception as exc:  # a closed socket must not stop the others' acks
                 log.debug("ack to %s not sent: %s", node_id, exc)
-        for ev in stored:
+        if want_rows and self._subscribers:
+            self._publish(last_id, rows, stored_rows)
+
+    def _publish(self, last_id: int, rows: list[queries.EventRow], stored_rows: list[Any] | None) -> None:
+        """Hand committed events to the live subscribers, rendered one by one after the commit."""
+        if stored_rows is None:
+            # Single writer + AUTOINCREMENT: this batch got the ids right after last_id, in order.
+            items: list[Any] = list(enumerate(rows, last_id + 1))
+            render: Callable[[Any], dict[str, Any]] = lambda item: queries.row_to_api(*item)  # noqa: E731
+        else:
+            items, render = stored_rows, queries.event_to_api
+        for item in items:
+            try:
+                ev = render(item)
+            except Exception:  # stored and acked already; only the live copy is lost
+                log.exception("could not render a stored event for live subscribers")
+                self._metrics.errors_total.labels("ingest", "render").inc()
+                continue
             for q in list(self._subscribers):
                 try:
                     q.put_nowait(ev)

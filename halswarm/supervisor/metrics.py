@@ -25,6 +25,11 @@ class Metrics:
             P + "command_duration_seconds", "Command round-trip time", ["type"], registry=r
         )
         self.errors_total = Counter(P + "errors_total", "Errors by component", ["component", "type"], registry=r)
+        self.values_normalised = Counter(
+            P + "ingest_values_normalised_total",
+            "Time values from agents read as milliseconds or replaced (halswarm.core.timestamps)",
+            ["field", "reason"], registry=r,
+        )
         self.events_total = Counter(P + "events_total", "Events durably stored", ["type"], registry=r)
         self.connections_total = Counter(
             P + "connections_total", "Agent connection attempts by outcome", ["status"], registry=r

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+from halswarm.core.timestamps import sane_float, sql_int, to_seconds
 from halswarm.supervisor.model import SESSION_STATUSES, TERMINAL_SESSION_STATUSES, Session
 from halswarm.supervisor.timeutil import parse_ts
 
@@ -14,7 +16,12 @@ STATE_EVENT = "session.state"
 
 
 def _int(v: Any, default: int = 0) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else default
+    """A counter an agent reports: kept only if it fits SQLite (a 2^64 would fail the whole write)."""
+    ok = sql_int(v)
+    return default if ok is None else ok
+
+
+Note = Callable[[str, str], None]  # (field, reason) of a value that was converted or refused
 
 
 def claimed_session_ids(ev_type: str, session_id: str | None, data: Any) -> list[str]:
@@ -38,8 +45,9 @@ class SessionTracker:
     report of the same id is refused (never applied), until the supervisor itself hands the
     session over (`expect_handover`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, note: Note | None = None) -> None:
         self.sessions: dict[str, Session] = {}
+        self.note = note  # told about every time value converted (milliseconds) or refused
         self._handover_to: dict[str, str] = {}  # session id -> the node a supervisor handover moves it to
         # Ids first named by an event accepted but not yet applied (events reach the tracker only after
         # their commit): the first node to name an id owns it from that moment, not from its commit.
@@ -71,6 +79,20 @@ class SessionTracker:
         """The supervisor dispatched a handover of `session_id` to `node_id`: that node (only) may
         claim it next; its first accepted report moves the ownership."""
         self._handover_to[session_id] = node_id
+
+    def _time(self, field: str, value: Any) -> float | None:
+        """A reported time by the rule of halswarm.core.timestamps; text (ISO-8601) is accepted."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            secs, reason = parse_ts(value), None
+            if secs is None:
+                reason = "not_a_number"
+        else:
+            secs, reason = to_seconds(value)
+        if reason is not None and self.note is not None:
+            self.note(field, reason)
+        return secs
 
     def load(self, sessions: list[Session]) -> None:
         """Restore from the database: nodes are offline after a restart, so live sessions are unreachable."""
@@ -133,13 +155,13 @@ class SessionTracker:
         elif isinstance(tokens, int) and not isinstance(tokens, bool):
             s.tokens_total = _int(tokens, s.tokens_total)
         s.compaction_count = _int(state.get("compaction_count"), s.compaction_count)
-        cost = state.get("cost_usd", state.get("cost"))
-        if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
-            s.cost_usd = float(cost)
-        started = parse_ts(state.get("started_at"))
+        cost = sane_float(state.get("cost_usd", state.get("cost")))
+        if cost is not None:
+            s.cost_usd = cost
+        started = self._time("session.started_at", state.get("started_at"))
         if started is not None:
             s.started_at = started
-        last = parse_ts(state.get("last_activity"))
+        last = self._time("session.last_activity", state.get("last_activity"))
         if last is not None:
             s.last_activity = last
         elif at is not None:
