@@ -12,13 +12,17 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
+
+from halswarm.store.guard import RECOVERABLE, StorageFault, StorageGuard
 
 log = logging.getLogger(__name__)
 
 Job = Callable[[sqlite3.Connection], Any]
 _STOP = object()
+JOB_FAULT_HOLD_SEC = 10.0  # how long a failed job keeps the writer reported unhealthy
 
 
 class WriterStopped(RuntimeError):
@@ -26,8 +30,14 @@ class WriterStopped(RuntimeError):
 
 
 class Writer:
-    def __init__(self, conn: sqlite3.Connection, *, max_batch: int = 512) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, max_batch: int = 512, guard: StorageGuard | None = None,
+                 on_fault: Callable[[StorageFault], None] | None = None) -> None:
         self._conn = conn
+        self.guard = guard
+        self.on_fault = on_fault  # called (in the writer thread) when a storage fault is first seen
+        self.fault: StorageFault | None = None  # set: nothing commits until it clears (if it can)
+        self.job_error: str | None = None
+        self._job_error_at = 0.0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._max_batch = max_batch
         self._thread: threading.Thread | None = None
@@ -36,6 +46,46 @@ class Writer:
         self.batches = 0
         self.jobs = 0
         self.last_error: str | None = None
+
+    def health(self) -> str | None:
+        """None when commits can be trusted, else the cause in one line (for /readyz).
+
+        Re-checks the file, so a read-only file made writable again clears here too.
+        """
+        fault = self.fault
+        if fault is not None and fault.kind in RECOVERABLE:
+            self._recheck()
+            fault = self.fault
+        elif fault is None and self.guard is not None:
+            now = self.guard.check()
+            if now is not None:
+                self._set_fault(now)
+                fault = now
+        if fault is not None:
+            return str(fault)
+        if self.job_error is not None and time.monotonic() - self._job_error_at < JOB_FAULT_HOLD_SEC:
+            return self.job_error
+        return self.last_error
+
+    def _set_fault(self, fault: StorageFault) -> None:
+        first = self.fault is None or self.fault.kind != fault.kind
+        self.fault = fault
+        if first:
+            log.error("storage fault: %s; not committing (nor acking) until it clears", fault)
+            if self.on_fault is not None:
+                self.on_fault(fault)
+
+    def _recheck(self) -> None:
+        """Clear a recoverable fault whose cause went away."""
+        fault = self.fault
+        if fault is None or fault.kind not in RECOVERABLE:
+            return
+        now = self.guard.check() if self.guard is not None else None
+        if now is None:
+            log.warning("storage fault cleared (%s); committing again", fault)
+            self.fault = None
+        elif now.kind != fault.kind:
+            self._set_fault(now)
 
     @property
     def alive(self) -> bool:
@@ -83,7 +133,7 @@ class Writer:
                 else:
                     batch.append(nxt)
             if batch:
-                self._execute(batch)
+                self._execute_items(batch)
             if stop:
                 # Drain anything queued after the stop marker so no caller waits forever.
                 rest = []
@@ -95,12 +145,37 @@ class Writer:
                     if nxt is not _STOP:
                         rest.append(nxt)
                 if rest:
-                    self._execute(rest)
+                    self._execute_items(rest)
                 return
+
+    def _execute_items(self, items: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        """Transactions for runs of plain jobs; raw items run alone, in queue order."""
+        run: list[tuple[Job, asyncio.Future[Any]]] = []
+        for job, fut in items:
+            if not isinstance(job, _Raw):
+                run.append((job, fut))
+                continue
+            if run:
+                self._execute(run)
+                run = []
+            try:
+                outcome: tuple[asyncio.Future[Any], Any, BaseException | None] = (fut, job.fn(self._conn), None)
+            except Exception as exc:
+                outcome = (fut, None, exc)
+            self._finish([job], [outcome])
+        if run:
+            self._execute(run)
 
     def _execute(self, batch: list[tuple[Job, asyncio.Future[Any]]]) -> None:
         conn = self._conn
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        self._recheck()
+        if self.fault is not None:
+            # Faulted: commit nothing (a commit now could be acked and then lost); callers get the cause.
+            outcomes = [(fut, None, self.fault) for _, fut in batch]
+            self._finish(batch, outcomes)
+            return
+        failed_job: BaseException | None = None
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job, fut in batch:
@@ -111,19 +186,37 @@ class Writer:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((fut, None, exc))
+                    failed_job = exc
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((fut, result, None))
+            # Last look at the file before COMMIT: once committed, callers ack.
+            fault = self.guard.check() if self.guard is not None else None
+            if fault is not None:
+                raise fault
             conn.execute("COMMIT")
             self.last_error = None
-        except sqlite3.Error as exc:
-            log.error("database write failed: %s", exc)
-            self.last_error = str(exc)
+        except (sqlite3.Error, StorageFault) as exc:
+            if isinstance(exc, StorageFault):
+                self._set_fault(exc)
+            else:
+                log.error("database write failed: %s", exc)
+                self.last_error = str(exc)
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             outcomes = [(fut, None, exc) for _, fut in batch]
+        else:
+            if failed_job is not None:
+                # A job that fails inside the writer is reported too (readiness used to see COMMIT only).
+                self.job_error = f"a database write job failed: {type(failed_job).__name__}: {failed_job}"
+                self._job_error_at = time.monotonic()
+                log.error("%s", self.job_error)
+        self._finish(batch, outcomes)
+
+    def _finish(self, batch: list[Any], outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
+                ) -> None:
         self.batches += 1
         self.jobs += len(batch)
         assert self._loop is not None
@@ -131,6 +224,17 @@ class Writer:
             self._loop.call_soon_threadsafe(_resolve, outcomes)
         except RuntimeError:  # loop closed during shutdown
             pass
+
+    def run_raw(self, fn: Job) -> asyncio.Future[Any]:
+        """Run `fn(conn)` in the writer thread outside any transaction (e.g. a backup of the open file)."""
+        return self.submit(_Raw(fn))
+
+
+class _Raw:
+    """A writer item run on its own, outside BEGIN/COMMIT."""
+
+    def __init__(self, fn: Job) -> None:
+        self.fn = fn
 
 
 def _resolve(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

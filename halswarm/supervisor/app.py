@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import ssl
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -17,9 +19,11 @@ from halswarm.memwatch import MemoryWatch
 from halswarm.protocol import CommandTarget
 from halswarm.store import queries
 from halswarm.store.db import CorruptDatabase, DatabaseError, connect, quick_check
+from halswarm.store.guard import RECOVERABLE, StorageFault, StorageGuard, startup_problem
 from halswarm.store.migrations import bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.reader import Reader
+from halswarm.store.rescue import rescue_copy
 from halswarm.store.writer import Writer
 from halswarm.supervisor.auth import FailureThrottle
 from halswarm.supervisor.auto_remediation import AutoConfig, AutoRemediation
@@ -48,6 +52,15 @@ class DatabaseIntegrityError(DatabaseError):
     """The database failed its integrity check at start (incident supervisor-db-corruption)."""
 
 
+def _write_probe(conn: sqlite3.Connection) -> None:
+    """Fail now, not at the first registration, if the database takes no writes (read-only, locked)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE _hal_write_probe(x)")
+    finally:
+        conn.execute("ROLLBACK")
+
+
 class _ApiServer(uvicorn.Server):
     """uvicorn without its own signal handling: the supervisor owns SIGTERM and shuts down in order."""
 
@@ -66,6 +79,9 @@ class Supervisor:
         self.tracker = SessionTracker(note=lambda f, why: self.metrics.values_normalised.labels(f, why).inc())
         self.api_throttle = FailureThrottle()
         self.recovery_errors: list[str] = []
+        self.exit_code = 0
+        self.abandon_database = False  # the open database file is no longer the one at its path
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._api: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
@@ -88,13 +104,24 @@ class Supervisor:
     # ----- start-up -----
 
     def open_database(self) -> None:
-        """Open, check and migrate the database; raises DatabaseError with an operator-facing line."""
+        """Open, check and migrate the database; raises DatabaseError with an operator-facing line.
+
+        Whatever makes the database unusable (read-only, locked, not a database, an unreadable
+        directory) is found here, before anything reports ready.
+        """
         path = self.config.database_path
+        problem = startup_problem(path)
+        if problem is not None:
+            raise DatabaseError(problem)
         try:
             conn = connect(path)
             problem = quick_check(conn)
         except CorruptDatabase as exc:
             conn, problem = None, str(exc).split(": ", 1)[-1]
+        if problem is not None and "locked" in problem:
+            if conn is not None:
+                conn.close()
+            raise DatabaseError(f"database {path} is locked by another process ({problem})")
         if problem is not None:
             if conn is not None:
                 conn.close()
@@ -109,10 +136,15 @@ class Supervisor:
             raise
         if saved is not None:
             log.info("database backed up before migrating: %s", saved)
-        applied = migrate(conn)
+        try:
+            applied = migrate(conn)
+            _write_probe(conn)
+            report = queries.load_state(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise DatabaseError(f"database {path} cannot be written: {exc}") from None
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-        report = queries.load_state(conn)
         for n in report.nodes:
             self.nodes[n.id] = n
         self.tracker.load(report.sessions)
@@ -120,13 +152,46 @@ class Supervisor:
         for bad in report.bad_rows:
             log.warning("skipped unreadable row at start-up: %s", bad)
         self._conn = conn
-        self.writer = Writer(conn)
+        self.writer = Writer(conn, guard=StorageGuard(path), on_fault=self._on_storage_fault)
         self.reader = Reader(path)
+
+    # ----- storage watch -----
+
+    def _on_storage_fault(self, fault: StorageFault) -> None:
+        """From the writer (any thread): a fault the supervisor cannot clear in place ends the process."""
+        if fault.kind in RECOVERABLE or self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed: shutting down anyway
+            self._loop.call_soon_threadsafe(self._fatal_storage_fault, fault)
+
+    def _fatal_storage_fault(self, fault: StorageFault) -> None:
+        if self.abandon_database:
+            return
+        self.abandon_database = True
+        self.exit_code = 1
+        task = asyncio.ensure_future(self._rescue_and_stop(fault))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _rescue_and_stop(self, fault: StorageFault) -> None:
+        """Copy what was committed (the open file still has every acked event) to where the next
+        start finds it, then stop with exit code 1 for the service manager to restart us."""
+        path = Path(self.config.database_path)
+        try:
+            saved = await self.writer.run_raw(lambda c: rescue_copy(c, path, fault.kind))
+        except Exception as exc:
+            log.error("could not save the database that was in use: %s", exc)
+        else:
+            where = "at its path, where the next start opens it" if saved == path else (
+                f"as {saved} (the new file at {path} was left as it is)")
+            log.error("storage fault (%s): saved the database in use %s; exiting with code 1 for a restart",
+                      fault.kind, where)
+        self.request_stop()
 
     async def start(self) -> None:
         cfg = self.config
         self.open_database()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self.writer.start(loop)
         # Persist the restart verdict: every node offline, live sessions unreachable.
         nodes = list(self.nodes.values())
@@ -254,6 +319,11 @@ class Supervisor:
             self.memwatch.stop()
         await self.writer.stop()
         self.reader.close()
+        if self.abandon_database:
+            # Closing would checkpoint and then delete `<path>-wal` by name: the WAL of whatever file
+            # is at the path now. The process exits without closing (main uses os._exit).
+            log.info("supervisor stopped (database left unclosed)")
+            return
         self._conn.close()
         log.info("supervisor stopped")
 
@@ -275,8 +345,9 @@ class Supervisor:
                 raise RuntimeError("writer stopped")
             await asyncio.wait_for(self.reader.run(lambda c: c.execute("SELECT 1").fetchone()), 2)
             out["database"] = {"status": "ok"}
-            if self.writer.last_error:
-                out["database"] = {"status": "error", "error": self.writer.last_error}
+            problem = self.writer.health()
+            if problem:
+                out["database"] = {"status": "error", "error": problem}
         except Exception as exc:
             out["database"] = {"status": "error", "error": str(exc) or type(exc).__name__}
         out["websocket_hub"] = {"status": "ok"} if self.hub.serving else {"status": "error", "error": "not serving"}

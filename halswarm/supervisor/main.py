@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
+    import sqlite3
+
     from halswarm.sdnotify import notify
     from halswarm.store.db import DatabaseError
     from halswarm.supervisor.app import DatabaseIntegrityError, StartupError, Supervisor
@@ -141,6 +143,9 @@ async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
         return 1
     except (DatabaseError, StartupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:  # a write at start-up failed after the checks passed
+        print(f"error: database {cfg.database_path}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"error: cannot listen on {cfg.host} ports {cfg.port}/{cfg.http_port}: {exc.strerror or exc}",
@@ -161,7 +166,14 @@ async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
     if agent is not None:
         await asyncio.to_thread(_stop_local_agent, agent)
     await sup.shutdown()
-    return 0
+    if sup.abandon_database:
+        # The open database is not the file at its path any more: exit without closing it (see
+        # Supervisor.shutdown), so SQLite does not delete the WAL now at that path.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(sup.exit_code)
+    return sup.exit_code
 
 
 # ----- --local: a local agent beside the supervisor -----------------------------------------------
