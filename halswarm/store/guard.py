@@ -33,14 +33,15 @@ class StorageGuard:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.wal = Path(f"{path}-wal")
-        st = os.stat(self.path)
+        self._p, self._w = str(self.path), str(self.wal)  # stat on str: no Path conversion per commit
+        st = os.stat(self._p)
         self._ident = (st.st_dev, st.st_ino)
         self._wal_ident: tuple[int, int] | None = None
         self._root = os.geteuid() == 0
 
     def check(self) -> StorageFault | None:
         """None while the file opened is the one at the path and writable, else the fault."""
-        p = self.path
+        p = self._p
         try:
             st = os.stat(p)
         except FileNotFoundError:
@@ -53,7 +54,7 @@ class StorageGuard:
             return StorageFault(READ_ONLY, f"database file {p} was made read-only")
         # The WAL holds committed pages not yet copied into the main file: it must not go either.
         try:
-            wst = os.stat(self.wal)
+            wst = os.stat(self._w)
         except FileNotFoundError:
             if self._wal_ident is not None:
                 return StorageFault(DELETED, f"database WAL file {self.wal} was deleted under the running supervisor")

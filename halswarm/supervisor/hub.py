@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable
@@ -35,7 +36,8 @@ from halswarm.protocol import (
 from halswarm.protocol import errors as perr
 from halswarm.protocol.codec import encode_raw
 from halswarm.store import queries
-from halswarm.store.writer import Writer
+from halswarm.store.guard import StorageFault
+from halswarm.store.writer import Writer, WriterStopped
 from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, token_matches
 from halswarm.supervisor.ingest import ACCEPTED, DUPLICATE, GAP, Ingestor
 from halswarm.supervisor.metrics import Metrics
@@ -230,6 +232,10 @@ class Hub:
                 await self._on_frame(link, frame)
         except ConnectionClosed:
             pass
+        except (StorageFault, WriterStopped, sqlite3.Error) as exc:  # registration not stored: no traceback
+            log.warning("closing the connection of %s: %s", link.node_id if link else _peer(ws), exc)
+            with contextlib.suppress(Exception):
+                await ws.close(1011, "database unavailable")
         finally:
             self.metrics.connections_active.dec()
             if link is not None and self.links.get(link.node_id) is link:
