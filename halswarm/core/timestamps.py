@@ -41,6 +41,8 @@ def event_time(value: object, received: float) -> tuple[float, str | None]:
 
     A missing time (0, the wire default) is not a problem; anything else replaced is reported.
     """
+    if type(value) is float and 0.0 < value <= MS_THRESHOLD:  # the common case, once per event
+        return value, None
     if value == 0 or value is None:
         return received, None
     secs, reason = to_seconds(value)
