@@ -186,7 +186,8 @@ class Writer:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((fut, None, exc))
-                    failed_job = exc
+                    if isinstance(exc, sqlite3.Error):  # the database refused; a Python error is the job's own
+                        failed_job = exc
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((fut, result, None))

@@ -136,3 +136,17 @@ def test_startup_problem_names_what_is_unusable(tmp_path):
         assert "not writable" in (startup_problem(db) or "")
     finally:
         db.parent.chmod(0o755)
+
+
+def test_a_python_error_in_a_job_is_that_jobs_own(tmp_path):
+    path = tmp_path / "s.db"
+
+    async def body(w, conn, faults):  # type: ignore[no-untyped-def]
+        def bad(c):  # type: ignore[no-untyped-def]
+            raise KeyError("not found")
+
+        with pytest.raises(KeyError):
+            await w.run(bad)
+        assert w.health() is None
+
+    asyncio.run(asyncio.wait_for(_with_writer(path, body), 20))
