@@ -44,6 +44,9 @@ from halswarm.supervisor.tracker import SessionTracker
 log = logging.getLogger(__name__)
 
 
+FAULT_EXIT_DELAY_SEC = 5.0  # not ready, then exit 1, after the database file was deleted or replaced
+
+
 class StartupError(RuntimeError):
     """The supervisor cannot start; the message is one line for the operator."""
 
@@ -184,8 +187,10 @@ class Supervisor:
         else:
             where = "at its path, where the next start opens it" if saved == path else (
                 f"as {saved} (the new file at {path} was left as it is)")
-            log.error("storage fault (%s): saved the database in use %s; exiting with code 1 for a restart",
-                      fault.kind, where)
+            log.warning("storage fault (%s): saved the database in use %s; exiting with code 1 in %g s for a "
+                        "restart", fault.kind, where, FAULT_EXIT_DELAY_SEC)
+        # Meanwhile /readyz answers 503 with the cause, so probes and operators see why it went.
+        await asyncio.sleep(FAULT_EXIT_DELAY_SEC)
         self.request_stop()
 
     async def start(self) -> None:
