@@ -80,9 +80,12 @@ async def test_odd_stored_rows_of_an_old_database_still_render(make_supervisor):
     sup = make_supervisor().start()
     sup.stop()
     db = sqlite3.connect(sup.db_path)
+    # The epoch column is `ts` since migration 012 (`timestamp` became generated text); older: `timestamp`.
+    columns = {r[1] for r in db.execute("PRAGMA table_info(events)")}
+    ts_col = "ts" if "ts" in columns else "timestamp"
     odd = [MS, 1e300, -5.0, "garbage", "2026-01-02T03:04:05Z", b"\xff\x00"]
     for i, ts in enumerate(odd, 1):
-        db.execute("INSERT INTO events(node_id, seq, event_id, session_id, project, type, data, timestamp, "
+        db.execute(f"INSERT INTO events(node_id, seq, event_id, session_id, project, type, data, {ts_col}, "
                    "received_at) VALUES ('old', ?, ?, 'ses_old', 'p', 'x', ?, ?, ?)",
                    (i, f"old-{i}", "not json" if i % 2 else '{"a":1}', ts, ts))
     db.execute("INSERT INTO nodes(id, hostname, status) VALUES ('old', 'o', 'offline')")

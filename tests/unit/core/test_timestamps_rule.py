@@ -81,4 +81,4 @@ def test_renderers_never_raise(value):
     s.to_api()
     row_to_api(1, ("n", 1, "e", None, None, "t", "{}", value, value))
     event_to_api({"id": 1, "node_id": "n", "seq": 1, "event_id": "e", "session_id": None, "project": None,
-                  "type": "t", "data": "[" * 5000, "timestamp": value})
+                  "type": "t", "data": "[" * 5000, "ts": value, "timestamp": value})
