@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from halswarm.core.metric_labels import event_type_label
+from halswarm.core.secret_values import SECRETS
 from halswarm.core.timestamps import MILLISECONDS, event_time
 from halswarm.protocol import Event
 from halswarm.store import queries
@@ -36,13 +37,16 @@ _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
 
 
 def _dumps(value: Any) -> str:
-    """The `data` column's JSON text. orjson (about 10x the stdlib's speed on event data, which is
-    re-encoded once per stored event); what it refuses (an int beyond 64 bits from supervisor-made data)
-    goes through the stdlib, so nothing that serialized before fails now."""
+    """The `data` column's JSON text, with every configured secret value redacted (an agent that echoes
+    a token or a provider key in its event data must not put it in the database, the API or the stream,
+    which all read this text). orjson (about 10x the stdlib's speed on event data, which is re-encoded
+    once per stored event); what it refuses (an int beyond 64 bits from supervisor-made data) goes
+    through the stdlib, so nothing that serialized before fails now."""
     try:
-        return orjson.dumps(value, default=str, option=_ORJSON_OPTS).decode()
+        text = orjson.dumps(value, default=str, option=_ORJSON_OPTS).decode()
     except TypeError:
-        return _std_dumps(value)
+        text = _std_dumps(value)
+    return SECRETS.scrub_values(text)
 
 
 @dataclass

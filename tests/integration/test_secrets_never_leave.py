@@ -55,6 +55,10 @@ async def test_secrets_absent_from_debug_log_db_and_api_answers(make_supervisor)
         for node, token in (("node-shared", sup.token), ("node-s", NODE_TOKEN)):
             agent = SimAgent(sup.ws_url, token, node, projects=[("p", "/srv/p")])
             await agent.connect(sessions=[session_state(new_session_id(), "p")])
+            if node == "node-s":  # an agent echoing secrets in its event data (a tool's output, say)
+                await agent.send_event(1, "tool.output", data={"stdout": f"ANTHROPIC_API_KEY={ANTHROPIC_KEY}",
+                                                               "argv": ["curl", "-H", f"X-Token: {NODE_TOKEN}"]})
+                await agent.wait_acked(1)
             await agent.close()
         with pytest.raises(InvalidStatus):  # a token in the URL is refused and logged: its value never is
             async with connect(f"{sup.ws_url}?token={sup.token}", open_timeout=10):
@@ -65,10 +69,12 @@ async def test_secrets_absent_from_debug_log_db_and_api_answers(make_supervisor)
                 r = c.post("/api/v1/cost/refresh", json={})
                 assert r.status_code == 200, r.text
                 assert set(r.json()["data"]["results"].values()) == {False}
-                return [r.text] + [c.get(p).text for p in ("/api/v1/cost/status", "/api/v1/cost", "/api/v1/audit")]
+                return [r.text] + [c.get(p).text for p in ("/api/v1/cost/status", "/api/v1/cost", "/api/v1/audit",
+                                                           "/api/v1/events?type=tool.output")]
 
         answers = await asyncio.to_thread(api)
         assert "Incorrect API key provided" in answers[1]  # the provider's reason is served, minus the key
+        assert "ANTHROPIC_API_KEY=[REDACTED]" in answers[4]  # the event is stored and served, minus the key
         assert fake.count() >= 2
         wait_for(lambda: "Incorrect API key provided" in sup.log_path.read_text(), what="the provider failure logged")
         log_text = sup.log_path.read_text()

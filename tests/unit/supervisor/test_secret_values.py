@@ -65,3 +65,14 @@ def test_log_filter_redacts_every_logger_args_and_tracebacks() -> None:
     assert TOKEN not in stream.getvalue()
     assert lines[0]["msg"] == f"< Authorization: Bearer {REDACTED}"
     assert "ValueError: bad token [REDACTED]" in lines[1]["exc"]
+
+
+def test_scrub_values_replaces_only_known_values_and_keeps_json_valid() -> None:
+    reg = SecretValues()
+    text = json.dumps({"stdout": "Bearer abc key=sk-live-0123456789", "n": 1})
+    assert reg.scrub_values(text) is text  # nothing registered: the text itself, untouched
+    reg.add("sk-live-0123456789")
+    out = reg.scrub_values(text)
+    assert json.loads(out) == {"stdout": f"Bearer abc key={REDACTED}", "n": 1}  # no bearer/query rules here
+    clean = json.dumps({"stdout": "nothing secret"})
+    assert reg.scrub_values(clean) is clean
