@@ -32,12 +32,15 @@ def audit() -> None:
 
 
 @audit.command("list")
-@click.option("--actor", help="Only entries by this actor.")
+@click.option("--actor", help="Only entries by this actor (the operator token's name).")
 @click.option("--action", help="Only this action (e.g. kill_session).")
 @click.option("--since", help="Only entries at or after this time: ISO-8601, unix seconds, or 30m/2h/7d/1w ago.")
 @click.option("--limit", type=click.IntRange(1, 10_000), help="At most this many (server default 100).")
 def list_audit(actor: str | None, action: str | None, since: str | None, limit: int | None) -> None:
-    """List audit entries, newest first (TIMESTAMP ACTOR ACTION TARGET RESULT ERROR)."""
+    """List audit entries, newest first (TIMESTAMP ACTOR CLIENT ACTION TARGET RESULT ERROR).
+
+    ACTOR is the name of the operator token the supervisor authenticated; CLIENT is what the client
+    said it is (halctl's --actor, default user@host), recorded beside it."""
     from halswarm.cli.output import emit, fmt_time, fmt_value, note, print_table, truncate
 
     ctx = app()
@@ -47,11 +50,12 @@ def list_audit(actor: str | None, action: str | None, since: str | None, limit: 
 
     def table() -> None:
         print_table(
-            ("TIMESTAMP", "ACTOR", "ACTION", "TARGET", "RESULT", "ERROR"),
+            ("TIMESTAMP", "ACTOR", "CLIENT", "ACTION", "TARGET", "RESULT", "ERROR"),
             (
                 (
                     fmt_time(a.get("timestamp")),
                     fmt_value(a.get("actor")),
+                    fmt_value(a.get("client_actor")),
                     fmt_value(a.get("action")),
                     fmt_value(a.get("target")),
                     fmt_value(a.get("result", a.get("outcome"))),

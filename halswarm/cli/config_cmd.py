@@ -82,8 +82,13 @@ validate.plain_output = True  # type: ignore[attr-defined]  # `PATH: message` li
 @click.argument("kind", type=click.Choice(("supervisor", "agent", "cli")))
 @click.option("--path", "path_opt", type=click.Path(dir_okay=False), help="Where to write [default per kind].")
 @click.option("--force", is_flag=True, help="Update an existing file (keys it already has are kept).")
-def init(kind: str, path_opt: str | None, force: bool) -> None:
-    """Write a default config for KIND (0600, atomically); the token is shown masked.
+@click.option("--node", "nodes", multiple=True, metavar="NODE_ID",
+              help="supervisor: generate this agent node's own token in security.agent_tokens (repeatable).")
+def init(kind: str, path_opt: str | None, force: bool, nodes: tuple[str, ...]) -> None:
+    """Write a default config for KIND (0600, atomically); tokens are shown masked.
+
+    A supervisor config gets a separate admin operator token (security.operators) and, per --node, that
+    agent's own token (security.agent_tokens); without --node, the shared agent token (auth_token).
 
     Defaults: supervisor /etc/hal-o-swarm/supervisor.config.json, agent /etc/hal-o-swarm/agent.config.json,
     cli ~/.config/halctl/config.yaml ($XDG_CONFIG_HOME respected). The global --auth-token (or
@@ -109,7 +114,9 @@ def init(kind: str, path_opt: str | None, force: bool) -> None:
         existing = _load_existing(target)
     if kind == "cli" and ctx.explicit_supervisor_url:
         existing = {**(existing or {}), "supervisor_url": ctx.explicit_supervisor_url}
-    data = render_default(kind, existing=existing, token=ctx.explicit_auth_token)
+    if nodes and kind != "supervisor":
+        raise HalctlError("--node is for `config init supervisor` (agent tokens live in the supervisor config)")
+    data = render_default(kind, existing=existing, token=ctx.explicit_auth_token, nodes=tuple(nodes))
     try:
         write_config_atomic(target, data)
     except OSError as exc:
@@ -124,9 +131,19 @@ def init(kind: str, path_opt: str | None, force: bool) -> None:
         token_key: token_shown,
     }
 
+    security = data.get("security") if kind == "supervisor" else None
+    if isinstance(security, Mapping):
+        for op in security.get("operators") or []:
+            if isinstance(op, Mapping) and op.get("token"):
+                summary[f"operators.{op.get('name')}"] = f"{op.get('role')} {mask_secret(op['token'])}"
+        for node in nodes:
+            summary[f"agent_tokens.{node}"] = mask_secret((security.get("agent_tokens") or {}).get(node))
+
     def table() -> None:
         click.echo(f"{summary['action']} {target} (mode 0600)")
-        click.echo(f"{token_key}: {token_shown}")
+        for key, value in summary.items():
+            if key not in ("path", "kind", "action", "mode"):
+                click.echo(f"{key}: {value}")
 
     try:
         fmt = ctx.output

@@ -75,8 +75,8 @@ EXIT_INTERRUPTED = 130
     "--actor",
     envvar="HALCTL_ACTOR",
     metavar="NAME",
-    help="Who you are in the supervisor's audit log [default: USER@HOST; env HALCTL_ACTOR, else `actor` "
-    "in the config file].",
+    help="Who you say you are, recorded in the supervisor's audit log beside the name of your operator token "
+    "[default: USER@HOST; env HALCTL_ACTOR, else `actor` in the config file].",
 )
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=print_version,
               help="Show the package, Ansible and collection versions, and where the collection was found.")

@@ -63,10 +63,35 @@ def _set_token(doc: dict[str, Any], locations: tuple[tuple[str, ...], ...], toke
     node[target[-1]] = token
 
 
-def render_default(kind: str, *, existing: Mapping[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+def _set_credentials(doc: dict[str, Any], token: str | None, nodes: tuple[str, ...]) -> None:
+    """Supervisor credentials (issue 14): one token per agent node in `security.agent_tokens`, a separate
+    admin operator token in `security.operators`, and the shared agent token only when no node has its
+    own (Go-era layout) or when `token` is given explicitly."""
+    security = doc.setdefault("security", {})
+    if not isinstance(security, dict):
+        return
+    agent_tokens = security.get("agent_tokens")
+    if not isinstance(agent_tokens, dict):
+        agent_tokens = security["agent_tokens"] = {}
+    for node in nodes:
+        current = agent_tokens.get(node)
+        if not (isinstance(current, str) and token_weakness(current) is None):
+            agent_tokens[node] = new_token()
+    if token is not None or not agent_tokens:
+        _set_token(doc, (("server", "auth_token"), ("auth_token",)), token, generate=True)
+    has_operator = any(isinstance(security.get(k), str) and security.get(k)
+                       for k in ("operator_token", "operator_token_file")) or bool(security.get("operators"))
+    if not has_operator:
+        security["operators"] = [{"name": "admin", "role": "admin", "token": new_token()}]
+
+
+def render_default(kind: str, *, existing: Mapping[str, Any] | None = None, token: str | None = None,
+                   nodes: tuple[str, ...] = ()) -> dict[str, Any]:
     """The document `halctl config init KIND` writes: schema defaults under `existing` (which keeps
     every key, unknown ones included), with `token` set, or a generated one for supervisor/agent
-    when the existing token is missing or weak (a placeholder such as CHANGE_ME_SHARED_TOKEN)."""
+    when the existing token is missing or weak (a placeholder such as CHANGE_ME_SHARED_TOKEN).
+
+    For the supervisor, `nodes` get a token each and an admin operator token is added when none exists."""
     if kind not in KINDS:
         raise ValueError(f"unknown config kind {kind!r} (expected one of {', '.join(KINDS)})")
     existing = existing or {}
@@ -81,7 +106,7 @@ def render_default(kind: str, *, existing: Mapping[str, Any] | None = None, toke
         base = {"version": "1.0", "requirements": {}}
     doc = _under(existing, base)
     if kind == "supervisor":
-        _set_token(doc, (("server", "auth_token"), ("auth_token",)), token, generate=True)
+        _set_credentials(doc, token, nodes)
     elif kind == "agent":
         _set_token(doc, (("auth_token",),), token, generate=True)
     elif kind == "cli":

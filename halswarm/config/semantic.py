@@ -16,11 +16,14 @@ from halswarm.config.secrets import (
     ENV_TOKEN,
     SecretResult,
     check_token,
+    read_secret_file,
     resolve_secret,
     token_weakness,
 )
 
 CLI_ENV_TOKEN = "HALCTL_AUTH_TOKEN"
+NO_OPERATOR = ("none configured: /api/v1 answers 401 to every request (auth_token is an agent token and never "
+               "opens it); add an operator token with a role (docs/security.md)")
 
 Secrets = dict[str, SecretResult]
 SourcePath = str | os.PathLike[str] | None
@@ -53,12 +56,21 @@ def supervisor_checks(data: Mapping[str, Any], env: Mapping[str, str], source: S
         data, inline=("server.auth_token", "auth_token"), files=("server.auth_token_file", "auth_token_file"),
         env_var=ENV_TOKEN, env=env, source_path=source,
     )
-    problems += _required_token(
-        token, "server.auth_token", f"server.auth_token, server.auth_token_file or env {ENV_TOKEN}"
-    )
+    agent_tokens = security.get("agent_tokens")
+    per_node = isinstance(agent_tokens, Mapping) and bool(agent_tokens)
+    if not (per_node and token.value is None and not token.problems):  # per-node tokens alone suffice
+        problems += _required_token(
+            token, "server.auth_token",
+            f"server.auth_token, server.auth_token_file, env {ENV_TOKEN} or security.agent_tokens",
+        )
     inline, top = server.get("auth_token"), data.get("auth_token")
     if _nonempty(inline) and _nonempty(top) and inline.strip() != top.strip():
         problems.append(Problem("auth_token", "ignored: server.auth_token is also set", "warning"))
+    allow_shared = security.get("allow_shared_agent_token")
+    if token.value is not None and per_node and allow_shared is not True:
+        problems.append(Problem(token.where or "server.auth_token", "is not accepted from agents: "
+                                "security.agent_tokens is set (set security.allow_shared_agent_token: true to "
+                                "keep the shared agent token)", "warning"))
 
     operator = resolve_secret(
         data, inline=("security.operator_token",), files=("security.operator_token_file",),
@@ -66,13 +78,14 @@ def supervisor_checks(data: Mapping[str, Any], env: Mapping[str, str], source: S
     )
     problems += operator.problems + check_token(operator)
 
-    agent_tokens = security.get("agent_tokens")
     if isinstance(agent_tokens, Mapping):
         for node_id, value in agent_tokens.items():
             why = token_weakness(value) if isinstance(value, str) else None
             if why:
                 problems.append(Problem(format_path(["security", "agent_tokens", node_id]), f"token {why}"))
 
+    operator_problems, operator_secrets = _operator_checks(security, operator, token, source)
+    problems += operator_problems
     tls = _obj(security.get("tls"))
     if tls.get("enabled") is True:
         for key in ("cert_path", "key_path"):
@@ -96,7 +109,70 @@ def supervisor_checks(data: Mapping[str, Any], env: Mapping[str, str], source: S
         problems.append(Problem("remediation.inventory", "is not set: the automatic runs of remediation.auto "
                                 "will fail until it is", "warning"))
 
-    return problems, {"auth_token": token, "operator_token": operator}
+    return problems, {"auth_token": token, "operator_token": operator, **operator_secrets}
+
+
+def operator_secret_key(index: int) -> str:
+    """Key of `security.operators[index]`'s resolved token in the secrets of a supervisor document."""
+    return f"operators[{index}]"
+
+
+def _operator_checks(security: Mapping[str, Any], legacy: SecretResult, shared: SecretResult,
+                     source: SourcePath) -> tuple[list[Problem], Secrets]:
+    """Resolve `security.operators` tokens; names unique, no token shared with another identity or agent."""
+    problems: list[Problem] = []
+    secrets: Secrets = {}
+    operators = security.get("operators")
+    entries = operators if isinstance(operators, list) else []
+    names: dict[str, str] = {}
+    if legacy.value is not None:
+        names["operator"] = "security.operator_token"
+    owners: dict[str, str] = {}  # token value -> path of its first owner
+    if shared.value is not None:
+        owners[shared.value] = "server.auth_token"
+    agent_tokens = security.get("agent_tokens")
+    if isinstance(agent_tokens, Mapping):
+        for node_id, value in agent_tokens.items():
+            if isinstance(value, str) and value.strip():
+                owners.setdefault(value.strip(), format_path(["security", "agent_tokens", node_id]))
+    agent_values = set(owners)
+    resolved: list[SecretResult] = [legacy] if legacy.value is not None else []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            continue
+        path = format_path(["security", "operators", i])
+        name = entry.get("name")
+        if isinstance(name, str) and name:
+            if name in names:
+                problems.append(Problem(f"{path}.name", f"duplicate operator name {name!r} (also {names[name]})"))
+            names.setdefault(name, path)
+        inline, file = entry.get("token"), entry.get("token_file")
+        if _nonempty(inline) and _nonempty(file):
+            problems.append(Problem(path, "set token or token_file, not both"))
+        if _nonempty(file):
+            result = read_secret_file(file, f"{path}.token_file", source)
+        elif _nonempty(inline):
+            result = SecretResult(value=inline.strip(), where=f"{path}.token")
+        else:
+            problems.append(Problem(f"{path}.token", "is required (set token or token_file)"))
+            continue
+        problems += result.problems + check_token(result)
+        secrets[operator_secret_key(i)] = result
+        resolved.append(result)
+    for result in resolved:
+        if result.value is None:
+            continue
+        owner = owners.get(result.value)
+        if owner is not None:
+            what = "an agent token" if result.value in agent_values else "another operator token"
+            problems.append(Problem(result.where or "security.operators",
+                                    f"equals {what} ({owner}): operators and agents never share a credential"
+                                    if what == "an agent token" else f"equals {what} ({owner})"))
+        else:
+            owners[result.value] = result.where or "security.operators"
+    if not resolved and not any(p.path.startswith("security.operators") for p in problems):
+        problems.append(Problem("security.operators", NO_OPERATOR, "warning"))
+    return problems, secrets
 
 
 def _cost_checks(providers: Mapping[str, Any]) -> list[Problem]:

@@ -12,8 +12,9 @@ from halswarm.config.errors import ConfigError
 from halswarm.config.loader import deep_merge, read_config_file
 from halswarm.config.problems import Problem
 from halswarm.config.schemas import apply_defaults, load_schema
-from halswarm.config.semantic import Secrets
+from halswarm.config.semantic import Secrets, operator_secret_key
 from halswarm.config.validate import check_document
+from halswarm.core.roles import LEGACY_OPERATOR_NAME, Identity, Role
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class SupervisorConfig:
     host: str
     port: int
     http_port: int
-    auth_token: str = field(repr=False)
-    operator_token: str = field(repr=False)
+    auth_token: str | None = field(repr=False)
+    operator_token: str | None = field(repr=False)
     heartbeat_interval_sec: int = 30
     heartbeat_timeout_count: int = 3
     allowed_origins: tuple[str, ...] = ()
@@ -38,6 +39,8 @@ class SupervisorConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     agent_tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    operators: tuple[Identity, ...] = field(default=(), repr=False)
+    allow_shared_agent_token: bool = True
     log_level: str = "info"
     log_format: str = "text"
     memory_warn_percent: int = 80
@@ -52,6 +55,11 @@ class SupervisorConfig:
     remediation_supervisor_host: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     source_path: str | None = None
+
+    @property
+    def shared_agent_token(self) -> str | None:
+        """The shared agent token when agents may still use it (explicit opt-in once agent_tokens exist)."""
+        return self.auth_token if self.allow_shared_agent_token else None
 
     @property
     def offline_after_sec(self) -> int:
@@ -95,6 +103,20 @@ def _audit_days(data: Mapping[str, Any], doc: Mapping[str, Any]) -> int:
     return int(doc["retention"]["audit_days"])
 
 
+def operator_identities(security: Mapping[str, Any], secrets: Secrets) -> tuple[Identity, ...]:
+    """Named operator credentials: `security.operators`, plus the legacy `operator_token` as an admin
+    named "operator". The shared agent token is never one of them."""
+    out = []
+    legacy = secrets["operator_token"].value
+    if legacy:
+        out.append(Identity(LEGACY_OPERATOR_NAME, Role.admin, legacy))
+    for i, entry in enumerate(security.get("operators") or []):
+        found = secrets.get(operator_secret_key(i))
+        if found is not None and found.value:
+            out.append(Identity(entry["name"], Role.parse(entry["role"]), found.value))
+    return tuple(out)
+
+
 def _opt(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
@@ -106,14 +128,16 @@ def build_supervisor_config(
     doc = normalize_supervisor(data)
     server, security, remediation = doc["server"], doc["security"], doc["remediation"]
     token = secrets["auth_token"].value
-    if token is None:  # validation guarantees a token; keep the invariant explicit
+    agent_tokens = {k: v.strip() for k, v in security["agent_tokens"].items()}
+    if token is None and not agent_tokens:  # validation guarantees one; keep the invariant explicit
         raise ConfigError.single("server.auth_token", "is required")
+    allow_shared = security.get("allow_shared_agent_token")
     return SupervisorConfig(
         host=server["host"],
         port=server["port"],
         http_port=server["http_port"],
         auth_token=token,
-        operator_token=secrets["operator_token"].value or token,
+        operator_token=secrets["operator_token"].value,
         heartbeat_interval_sec=server["heartbeat_interval_sec"],
         heartbeat_timeout_count=server["heartbeat_timeout_count"],
         allowed_origins=tuple(server["allowed_origins"]),
@@ -124,7 +148,9 @@ def build_supervisor_config(
         tls_enabled=security["tls"]["enabled"],
         tls_cert=_opt(security["tls"].get("cert_path")),
         tls_key=_opt(security["tls"].get("key_path")),
-        agent_tokens={k: v.strip() for k, v in security["agent_tokens"].items()},
+        agent_tokens=agent_tokens,
+        operators=operator_identities(security, secrets),
+        allow_shared_agent_token=allow_shared if isinstance(allow_shared, bool) else not agent_tokens,
         log_level=doc["log"]["level"],
         log_format=doc["log"]["format"],
         memory_warn_percent=doc["log"]["memory_warn_percent"],

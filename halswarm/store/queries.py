@@ -315,10 +315,11 @@ def insert_audit(conn: sqlite3.Connection, a: dict[str, Any]) -> None:
     a = SECRETS.scrub_data(a)
     conn.execute(
         "INSERT INTO audit_log(timestamp, actor, action, target, args, result, error, duration_ms, ip_address,"
-        " command_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        " command_id, client_actor) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (
             a.get("timestamp", time.time()), a["actor"], a["action"], a["target"], _j(a.get("args")),
             a["result"], a.get("error"), a.get("duration_ms"), a.get("ip_address"), a.get("command_id"),
+            a.get("client_actor"),
         ),
     )
 
@@ -345,6 +346,7 @@ def query_audit(conn: sqlite3.Connection, filters: dict[str, Any], limit: int, o
             "id": r["id"],
             "timestamp": iso(r["timestamp"]),
             "actor": r["actor"],
+            "client_actor": r["client_actor"],
             "action": r["action"],
             "target": r["target"],
             "args": _load_json(r["args"], None),
@@ -375,7 +377,8 @@ def purge_older_than(conn: sqlite3.Connection, events_before: float, audit_befor
 
 
 def insert_remediation(conn: sqlite3.Connection, report: dict[str, Any], *, actor: str, now: float,
-                       audit_args: dict[str, Any] | None = None, ip_address: str | None = None) -> bool:
+                       audit_args: dict[str, Any] | None = None, ip_address: str | None = None,
+                       client_actor: str | None = None) -> bool:
     """Store one remediation report (validated and redacted by the caller) with its audit row; False when
     a report with this id is already recorded (nothing written)."""
     hosts = [str(h) for h in report["hosts"]]
@@ -389,6 +392,6 @@ def insert_remediation(conn: sqlite3.Connection, report: dict[str, Any], *, acto
         insert_audit(conn, {"timestamp": now, "actor": actor, "action": "remediation", "target": report["incident"],
                             "args": {"id": rid, "hosts": hosts, **(audit_args or {})}, "result": report["status"],
                             "error": report.get("error"), "duration_ms": round(float(report["duration_s"]) * 1000),
-                            "ip_address": ip_address})
+                            "ip_address": ip_address, "client_actor": client_actor})
     return bool(cur.rowcount)
 

@@ -16,10 +16,11 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from halswarm import __version__
+from halswarm.core.roles import Identity, Role, command_role, identify
 from halswarm.protocol import CommandTarget
 from halswarm.store import queries
-from halswarm.supervisor.auth import bearer, token_matches
-from halswarm.supervisor.dispatcher import CommandError, Result
+from halswarm.supervisor.auth import CLIENT_ACTOR, bearer
+from halswarm.supervisor.dispatcher import CommandError, Result, normalize_type
 from halswarm.supervisor.http_guard import RequestGuard
 from halswarm.supervisor.timeutil import parse_ts
 
@@ -125,24 +126,59 @@ def _since(value: str | None) -> float | None:
 
 # ----- helpers shared by every route module (auth, env, remediations...) -----
 
-def auth_dependency(sup: Supervisor) -> list[Any]:
-    """FastAPI dependency list: bearer operator token, constant-time, failures throttled per address."""
+def auth_dependency(sup: Supervisor, role: Role = Role.admin) -> list[Any]:
+    """FastAPI dependency list of a route that needs at least `role` (issue 14).
 
-    async def require_auth(request: Request) -> str:
+    The bearer token must be a named operator credential (agent tokens never are): none or unknown -> 401
+    AUTH_REQUIRED, a known one below `role` -> 403 FORBIDDEN. Only failures are throttled per address, and a
+    valid token is checked first, so a flood of bad tokens never locks a valid credential out. New routes
+    get `admin` unless they declare less."""
+
+    async def require_role(request: Request) -> Identity:
         addr = request.client.host if request.client else "?"
-        if sup.api_throttle.blocked(addr):
-            raise ApiError("RATE_LIMITED", "too many failed authentications; retry later")
-        if not token_matches(bearer(request.headers.get("authorization")), sup.operator_token):
+        ident = identify(bearer(request.headers.get("authorization")), sup.operators)
+        if ident is None:
+            if sup.api_throttle.blocked(addr):
+                raise ApiError("RATE_LIMITED", "too many failed authentications; retry later")
             sup.api_throttle.failed(addr)
             raise ApiError("AUTH_REQUIRED", "missing or invalid bearer token")
-        return actor_of(request)[0]
+        request.state.identity = ident
+        CLIENT_ACTOR.set(client_actor_of(request))
+        if not ident.allows(role):
+            raise ApiError("FORBIDDEN", f"{ident.name} has role {ident.role.name}; this needs {role.name}")
+        return ident
 
-    return [Depends(require_auth)]
+    require_role.role = role  # type: ignore[attr-defined]  # read by tests and docs tooling
+    return [Depends(require_role)]
+
+
+def require(sup: Supervisor) -> dict[Role, list[Any]]:
+    """The three route dependency lists of one app, by minimum role."""
+    return {role: auth_dependency(sup, role) for role in Role}
 
 
 def actor_of(request: Request) -> tuple[str, str | None]:
-    """(actor for the audit log from X-HAL-Actor, client address)."""
-    return (request.headers.get("x-hal-actor") or "api")[:100], request.client.host if request.client else None
+    """(audit actor = the authenticated token's name, client address). `X-HAL-Actor` never replaces it;
+    it is recorded beside it (`client_actor`)."""
+    ident = getattr(request.state, "identity", None)
+    return (ident.name if ident is not None else "api"), request.client.host if request.client else None
+
+
+def client_actor_of(request: Request) -> str | None:
+    """What the client says it is (`X-HAL-Actor`, e.g. halctl's user@host), for the audit log only."""
+    value = (request.headers.get("x-hal-actor") or "").strip()
+    return value[:100] or None
+
+
+def require_command_role(request: Request, ctype: str) -> None:
+    """`POST /api/v1/commands` carries any type: credential types need an admin like their own routes."""
+    try:
+        needed = command_role(normalize_type(ctype))
+    except CommandError:
+        return  # unknown type: the dispatcher refuses it with its own message
+    ident: Identity | None = getattr(request.state, "identity", None)
+    if ident is not None and not ident.allows(needed):
+        raise ApiError("FORBIDDEN", f"{ident.name} has role {ident.role.name}; command {ctype} needs {needed.name}")
 
 
 def find_node(sup: Supervisor, node_id: str) -> Any:
@@ -205,7 +241,8 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     # ----- auth -----
 
-    auth = auth_dependency(sup)
+    need = require(sup)
+    viewer, operator = need[Role.viewer], need[Role.operator]
 
     # ----- health -----
 
@@ -229,7 +266,7 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     # ----- nodes -----
 
-    @app.get("/api/v1/nodes", dependencies=auth, tags=["nodes"])
+    @app.get("/api/v1/nodes", dependencies=viewer, tags=["nodes"])
     async def list_nodes(status: str | None = None, project: str | None = None, limit: Limit = 100,
                          offset: Offset = 0) -> JSONResponse:
         limit, offset = _page(limit, offset)
@@ -244,14 +281,14 @@ def build_app(sup: Supervisor) -> FastAPI:
     def node_or_404(node_id: str) -> Any:
         return find_node(sup, node_id)
 
-    @app.get("/api/v1/nodes/{node_id}", dependencies=auth, tags=["nodes"])
+    @app.get("/api/v1/nodes/{node_id}", dependencies=viewer, tags=["nodes"])
     async def get_node(node_id: str) -> JSONResponse:
         node = node_or_404(node_id)
         data = node.to_api()
         data["sessions"] = [s.id for s in sup.tracker.list(node_id=node_id)]
         return ok(data)
 
-    @app.get("/api/v1/nodes/{node_id}/auth", dependencies=auth, tags=["nodes"])
+    @app.get("/api/v1/nodes/{node_id}/auth", dependencies=viewer, tags=["nodes"])
     async def node_auth(node_id: str) -> JSONResponse:
         node = node_or_404(node_id)
         expected = sup.config.raw.get("credentials", {}).get("version") if isinstance(
@@ -265,7 +302,7 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     # ----- sessions -----
 
-    @app.get("/api/v1/sessions", dependencies=auth, tags=["sessions"])
+    @app.get("/api/v1/sessions", dependencies=viewer, tags=["sessions"])
     async def list_sessions(project: str | None = None, status: str | None = None, node_id: str | None = None,
                             limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
         limit, offset = _page(limit, offset)
@@ -279,7 +316,7 @@ def build_app(sup: Supervisor) -> FastAPI:
             raise ApiError("NOT_FOUND", f"session {session_id} not found")
         return s
 
-    @app.get("/api/v1/sessions/{session_id}", dependencies=auth, tags=["sessions"])
+    @app.get("/api/v1/sessions/{session_id}", dependencies=viewer, tags=["sessions"])
     async def get_session(session_id: str) -> JSONResponse:
         return ok(session_or_404(session_id).to_api())
 
@@ -293,7 +330,7 @@ def build_app(sup: Supervisor) -> FastAPI:
             raise ApiError(exc.code, exc.message) from None
         return res
 
-    @app.post("/api/v1/sessions", dependencies=auth, tags=["sessions"], status_code=201)
+    @app.post("/api/v1/sessions", dependencies=operator, tags=["sessions"], status_code=201)
     async def create_session(body: CreateSessionBody, request: Request) -> JSONResponse:
         args = {"project": body.project}
         if body.prompt:
@@ -308,7 +345,7 @@ def build_app(sup: Supervisor) -> FastAPI:
             raise ApiError("DISPATCH_ERROR", f"agent {res.node_id} created no session it could describe")
         return ok(session.to_api() | {"command_id": res.command_id}, status=201)
 
-    @app.post("/api/v1/sessions/{session_id}/prompt", dependencies=auth, tags=["sessions"])
+    @app.post("/api/v1/sessions/{session_id}/prompt", dependencies=operator, tags=["sessions"])
     async def prompt_session(session_id: str, body: PromptBody, request: Request) -> JSONResponse:
         session_or_404(session_id)
         res = await run_command(request, "prompt_session", CommandTarget(session_id=session_id),
@@ -324,19 +361,19 @@ def build_app(sup: Supervisor) -> FastAPI:
         await sup.apply_command_output(res)
         return ok(res.to_api())
 
-    @app.post("/api/v1/sessions/{session_id}/resume", dependencies=auth, tags=["sessions"])
+    @app.post("/api/v1/sessions/{session_id}/resume", dependencies=operator, tags=["sessions"])
     async def resume(session_id: str, request: Request) -> JSONResponse:
         return await session_action(session_id, "resume", request)
 
-    @app.post("/api/v1/sessions/{session_id}/restart", dependencies=auth, tags=["sessions"])
+    @app.post("/api/v1/sessions/{session_id}/restart", dependencies=operator, tags=["sessions"])
     async def restart(session_id: str, request: Request) -> JSONResponse:
         return await session_action(session_id, "restart_session", request)
 
-    @app.post("/api/v1/sessions/{session_id}/handover", dependencies=auth, tags=["sessions"])
+    @app.post("/api/v1/sessions/{session_id}/handover", dependencies=operator, tags=["sessions"])
     async def handover(session_id: str, request: Request) -> JSONResponse:
         return await session_action(session_id, "handover", request)
 
-    @app.delete("/api/v1/sessions/{session_id}", dependencies=auth, tags=["sessions"])
+    @app.delete("/api/v1/sessions/{session_id}", dependencies=operator, tags=["sessions"])
     async def kill(session_id: str, request: Request) -> JSONResponse:
         return await session_action(session_id, "kill_session", request)
 
@@ -347,7 +384,7 @@ def build_app(sup: Supervisor) -> FastAPI:
         return {"session_id": session_id, "project": project, "node_id": node_id, "type": type,
                 "since": _since(since)}
 
-    @app.get("/api/v1/events", dependencies=auth, tags=["events"])
+    @app.get("/api/v1/events", dependencies=viewer, tags=["events"])
     async def list_events(session_id: str | None = None, project: str | None = None, node_id: str | None = None,
                           type: str | None = None, since: str | None = None, limit: Limit = 100, offset: Offset = 0,
                           order: str = Query("asc", pattern="^(asc|desc)$")) -> JSONResponse:
@@ -356,7 +393,7 @@ def build_app(sup: Supervisor) -> FastAPI:
         items, total = await sup.reader.run(lambda c: queries.query_events(c, f, limit, offset, order))
         return ok(items, meta={"total": total, "limit": limit, "offset": offset})
 
-    @app.get("/api/v1/events/stream", dependencies=auth, tags=["events"])
+    @app.get("/api/v1/events/stream", dependencies=viewer, tags=["events"])
     async def stream_events(request: Request, session_id: str | None = None, project: str | None = None,
                             node_id: str | None = None, type: str | None = None,
                             since: str | None = None) -> StreamingResponse:
@@ -366,9 +403,10 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     # ----- commands -----
 
-    @app.post("/api/v1/commands", dependencies=auth, tags=["commands"],
+    @app.post("/api/v1/commands", dependencies=operator, tags=["commands"],
               responses={202: {"description": "Accepted (wait: false)"}})
     async def post_command(body: CommandBody, request: Request) -> JSONResponse:
+        require_command_role(request, body.type)
         target = _target(body.target)
         if not (target.node_id or target.project or target.session_id):
             sid = body.args.get("session_id")
@@ -388,7 +426,7 @@ def build_app(sup: Supervisor) -> FastAPI:
             await sup.apply_command_output(res)
         return ok(res.to_api())
 
-    @app.get("/api/v1/commands/{command_id}", dependencies=auth, tags=["commands"])
+    @app.get("/api/v1/commands/{command_id}", dependencies=viewer, tags=["commands"])
     async def get_command(command_id: str) -> JSONResponse:
         row = await sup.reader.run(lambda c: c.execute("SELECT * FROM commands WHERE command_id=?",
                                                        (command_id,)).fetchone())
@@ -398,7 +436,7 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     # ----- audit -----
 
-    @app.get("/api/v1/audit", dependencies=auth, tags=["audit"])
+    @app.get("/api/v1/audit", dependencies=viewer, tags=["audit"])
     async def audit(actor: str | None = None, action: str | None = None, since: str | None = None,
                     limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
         limit, offset = _page(limit, offset)
@@ -408,7 +446,7 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     # ----- cost, policies, dependencies (issue 8) -----
 
-    @app.get("/api/v1/cost", dependencies=auth, tags=["cost"])
+    @app.get("/api/v1/cost", dependencies=viewer, tags=["cost"])
     async def cost(period: str = "today") -> JSONResponse:
         return await _cost_report(sup, period)
 
@@ -417,15 +455,15 @@ def build_app(sup: Supervisor) -> FastAPI:
 
     include_cost_routes(app, sup)
 
-    @app.get("/api/v1/cost/{period}", dependencies=auth, tags=["cost"])
+    @app.get("/api/v1/cost/{period}", dependencies=viewer, tags=["cost"])
     async def cost_period(period: str) -> JSONResponse:
         return await _cost_report(sup, period)
 
-    @app.get("/api/v1/policies", dependencies=auth, tags=["policies"])
+    @app.get("/api/v1/policies", dependencies=viewer, tags=["policies"])
     async def policies() -> JSONResponse:
         return ok(sup.policies.snapshot())
 
-    @app.get("/api/v1/dependencies", dependencies=auth, tags=["dependencies"])
+    @app.get("/api/v1/dependencies", dependencies=viewer, tags=["dependencies"])
     async def dependencies() -> JSONResponse:
         return ok(await sup.dependencies.snapshot())
 

@@ -76,7 +76,7 @@ class Supervisor:
     def __init__(self, config: SupervisorConfig) -> None:
         self.config = config
         register_config_secrets(config)  # redacted by value from logs, stored rows and answers
-        self.operator_token = config.operator_token
+        self.operators = config.operators  # named operator credentials of the HTTP API (issue 14)
         self.metrics = Metrics()
         self.nodes: dict[str, Node] = {}
         self.tracker = SessionTracker(note=lambda f, why: self.metrics.values_normalised.labels(f, why).inc())
@@ -216,7 +216,7 @@ class Supervisor:
         credentials = cfg.raw.get("credentials") if isinstance(cfg.raw.get("credentials"), dict) else {}
         self.hub = Hub(
             HubSettings(
-                host=cfg.host, port=cfg.port, token=cfg.auth_token, agent_tokens=dict(cfg.agent_tokens),
+                host=cfg.host, port=cfg.port, token=cfg.shared_agent_token, agent_tokens=dict(cfg.agent_tokens),
                 heartbeat_interval_sec=cfg.heartbeat_interval_sec,
                 heartbeat_timeout_count=cfg.heartbeat_timeout_count, max_frame_bytes=cfg.max_frame_bytes,
                 origin_allowlist=list(cfg.origin_allowlist or cfg.allowed_origins), ssl=ssl_ctx,

@@ -5,6 +5,11 @@ from __future__ import annotations
 import hmac
 import time
 from collections import deque
+from contextvars import ContextVar
+
+# What the HTTP client said it is (`X-HAL-Actor`), set per request by the API's auth dependency and read
+# when an audit row is built: recorded beside the authenticated actor, never instead of it.
+CLIENT_ACTOR: ContextVar[str | None] = ContextVar("client_actor", default=None)
 
 
 def token_matches(given: str | None, expected: str | None) -> bool:

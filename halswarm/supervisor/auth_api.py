@@ -33,8 +33,9 @@ from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
 from halswarm.agent.auth.capability import CAPABILITIES, FAILURE, SUCCESS, manual_required
+from halswarm.core.roles import Role
 from halswarm.protocol import CommandTarget
-from halswarm.supervisor.api import ApiError, actor_of, auth_dependency, find_node, ok
+from halswarm.supervisor.api import ApiError, actor_of, find_node, ok, require
 from halswarm.supervisor.dispatcher import CommandError, Result
 
 if TYPE_CHECKING:
@@ -226,12 +227,12 @@ def include_auth_routes(app: FastAPI, sup: Supervisor) -> None:
         return
     app.state.auth_routes_included = True
 
-    auth = auth_dependency(sup)
+    need = require(sup)
 
     def node_or_404(node_id: str) -> Node:
         return find_node(sup, node_id)
 
-    @app.get("/api/v1/auth/drift", dependencies=auth, tags=["auth"])
+    @app.get("/api/v1/auth/drift", dependencies=need[Role.viewer], tags=["auth"])
     async def auth_drift(include_all: bool = Query(False, alias="all")) -> Any:
         expected = expected_version(sup)
         rows = [drift_row(n, expected) for n in sorted(sup.nodes.values(), key=lambda n: n.id)]
@@ -239,7 +240,7 @@ def include_auth_routes(app: FastAPI, sup: Supervisor) -> None:
             rows = [r for r in rows if r["credential_sync"] == DRIFT]
         return ok(rows, meta={"total": len(rows), "expected_version": expected})
 
-    @app.post("/api/v1/oauth/trigger", dependencies=auth, tags=["auth"])
+    @app.post("/api/v1/oauth/trigger", dependencies=need[Role.admin], tags=["auth"])
     async def oauth_trigger(body: OAuthBody, request: Request) -> Any:
         node = node_or_404(body.node_id)
         cap = CAPABILITIES.get(body.tool)
@@ -267,7 +268,7 @@ def include_auth_routes(app: FastAPI, sup: Supervisor) -> None:
             "reason": answer.get("reason"), "actor": actor, "command_id": res.command_id})
         return ok(answer)
 
-    @app.post("/api/v1/commands/credentials/push", dependencies=auth, tags=["auth"])
+    @app.post("/api/v1/commands/credentials/push", dependencies=need[Role.admin], tags=["auth"])
     async def credentials_push(body: PushBody, request: Request) -> Any:
         actor, ip = actor_of(request)
         target = body.target_node or body.node_id

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
+from halswarm.core.roles import Role
 from halswarm.store import queries
-from halswarm.supervisor.api import ApiError, actor_of, auth_dependency, ok
+from halswarm.supervisor.api import ApiError, actor_of, client_actor_of, ok, require
 
 if TYPE_CHECKING:
     from halswarm.supervisor.app import Supervisor
@@ -34,13 +35,13 @@ class RefreshBody(BaseModel):
 
 
 def include_cost_routes(app: FastAPI, sup: Supervisor) -> None:
-    auth = auth_dependency(sup)
+    need = require(sup)
 
-    @app.get("/api/v1/cost/status", dependencies=auth, tags=["cost"])
+    @app.get("/api/v1/cost/status", dependencies=need[Role.viewer], tags=["cost"])
     async def cost_status() -> Any:
         return ok(await sup.costs.health())
 
-    @app.post("/api/v1/cost/refresh", dependencies=auth, tags=["cost"])
+    @app.post("/api/v1/cost/refresh", dependencies=need[Role.operator], tags=["cost"])
     async def cost_refresh(request: Request, body: RefreshBody | None = None) -> Any:
         actor, ip = actor_of(request)
         enabled = [p.name for p in sup.costs.settings.enabled]
@@ -60,7 +61,8 @@ def include_cost_routes(app: FastAPI, sup: Supervisor) -> None:
         error = "; ".join(f"{n}: {health['providers'].get(n, {}).get('reason')}" for n in failed) or None
         row = {"timestamp": time.time(), "actor": actor, "action": "cost_refresh", "target": ",".join(results),
                "args": {"providers": names}, "result": result, "error": error,
-               "duration_ms": int((time.monotonic() - started) * 1000), "ip_address": ip}
+               "duration_ms": int((time.monotonic() - started) * 1000), "ip_address": ip,
+               "client_actor": client_actor_of(request)}
         await sup.writer.run(lambda c: queries.insert_audit(c, row))
         await sup.ingestor.emit_stored(None, "cost.refreshed", {
             "results": results, "actor": actor, "missing_dates": len(health["missing_dates"]),

@@ -18,6 +18,7 @@ from typing import Any
 from halswarm.protocol import Command, CommandResult, CommandTarget, encode
 from halswarm.store import queries
 from halswarm.store.writer import Writer
+from halswarm.supervisor.auth import CLIENT_ACTOR
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.model import Node
 from halswarm.supervisor.redact import redact
@@ -233,10 +234,12 @@ class Dispatcher:
         res = Result(command_id, result.status, result.output, result.error, node_id, ctype, int(duration * 1000))
         record |= {"status": res.status, "output": redact(res.output), "error": res.error, "finished_at": time.time()}
 
+        row = _audit_row(actor, ctype, f"{target_desc}@{node_id}", args, res.status, res.error, res.duration_ms, ip,
+                         command_id)  # built here, in the request's context (client actor), not in the writer
+
         def job(c: Any) -> None:
             queries.insert_command(c, record)
-            queries.insert_audit(c, _audit_row(actor, ctype, f"{target_desc}@{node_id}", args, res.status, res.error,
-                                               res.duration_ms, ip, command_id))
+            queries.insert_audit(c, row)
 
         await self.writer.run(job)
         return res
@@ -281,4 +284,4 @@ def _audit_row(actor: str, action: str, target: str, args: dict[str, Any], resul
                duration_ms: int, ip: str | None, command_id: str | None) -> dict[str, Any]:
     return {"timestamp": time.time(), "actor": actor, "action": action, "target": target, "args": redact(args),
             "result": result, "error": error, "duration_ms": duration_ms, "ip_address": ip,
-            "command_id": command_id}
+            "command_id": command_id, "client_actor": CLIENT_ACTOR.get()}

@@ -52,8 +52,9 @@ from halswarm.agent.env.manifest import (
     template_refs,
 )
 from halswarm.agent.env.plan import RiskyCommand, approval_token, risky_command
+from halswarm.core.roles import Role
 from halswarm.protocol import CommandTarget
-from halswarm.supervisor.api import ApiError, actor_of, auth_dependency, find_node, ok, raise_for
+from halswarm.supervisor.api import ApiError, actor_of, find_node, ok, raise_for, require
 from halswarm.supervisor.dispatcher import CommandError, Result
 from halswarm.supervisor.timeutil import iso
 
@@ -775,14 +776,14 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
     mgr = EnvManager(sup)
     app.state.env_manager = mgr
 
-    auth = auth_dependency(sup)
+    need = require(sup)
 
     def node_or_404(node_id: str) -> Any:
         return find_node(sup, node_id)
 
     # ----- manifest -----
 
-    @app.get("/api/v1/env/manifest", dependencies=auth, tags=["env"])
+    @app.get("/api/v1/env/manifest", dependencies=need[Role.viewer], tags=["env"])
     async def get_manifest() -> Any:
         man = await mgr.manifest()
         if man is None:
@@ -790,7 +791,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
         return ok(man["document"], meta={k: man[k] for k in ("version", "format", "digest", "actor")}
                   | {"updated_at": iso(man["created_at"])})
 
-    @app.put("/api/v1/env/manifest", dependencies=auth, tags=["env"],
+    @app.put("/api/v1/env/manifest", dependencies=need[Role.admin], tags=["env"],
              responses={201: {"description": "Created (the first manifest)"}})
     async def put_manifest(request: Request) -> Any:
         raw = await request.body()
@@ -817,7 +818,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
 
     # ----- status, drift -----
 
-    @app.get("/api/v1/env/status", dependencies=auth, tags=["env"])
+    @app.get("/api/v1/env/status", dependencies=need[Role.viewer], tags=["env"])
     async def env_status() -> Any:
         man = await mgr.manifest()
         current = man["version"] if man else None
@@ -834,7 +835,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
         pending = await sup.reader.run(lambda c: q_pending(c, statuses=("pending", "failed")))
         return ok(out, meta={"total": len(out), "manifest_version": current, "pending": len(pending)})
 
-    @app.get("/api/v1/env/status/{node_id}", dependencies=auth, tags=["env"])
+    @app.get("/api/v1/env/status/{node_id}", dependencies=need[Role.viewer], tags=["env"])
     async def env_status_node(node_id: str) -> Any:
         man = await mgr.manifest()
         current = man["version"] if man else None
@@ -854,7 +855,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
         return ok({"node_id": node_id, "node_status": node.status, "manifest_version": current,
                    "projects": projects, "pending": pending, "recent_runs": runs})
 
-    @app.get("/api/v1/env/drift", dependencies=auth, tags=["env"])
+    @app.get("/api/v1/env/drift", dependencies=need[Role.viewer], tags=["env"])
     async def env_drift(node_id: str | None = None, project: str | None = None) -> Any:
         rows = await sup.reader.run(lambda c: q_status(c, node_id, project))
         drift = _drift_rows(rows)
@@ -866,7 +867,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
 
     # ----- commands -----
 
-    @app.post("/api/v1/env/check/{node_id}", dependencies=auth, tags=["env"])
+    @app.post("/api/v1/env/check/{node_id}", dependencies=need[Role.operator], tags=["env"])
     async def env_check(node_id: str, request: Request, body: CheckBody | None = None) -> Any:
         node_or_404(node_id)
         actor, ip = actor_of(request)
@@ -878,7 +879,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
         return ok({"node_id": node_id, "command_id": res.command_id, "manifest_version": out.get("manifest_version"),
                    "status": _worst([r.get("status") for r in results]), "results": results})
 
-    @app.post("/api/v1/env/provision/{node_id}", dependencies=auth, tags=["env"])
+    @app.post("/api/v1/env/provision/{node_id}", dependencies=need[Role.operator], tags=["env"])
     async def env_provision(node_id: str, request: Request, body: ProvisionBody | None = None) -> Any:
         node_or_404(node_id)
         body = body or ProvisionBody()
@@ -889,7 +890,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
         return ok({"node_id": node_id, "command_id": res.command_id, "dry_run": body.dry_run,
                    "manifest_version": out.get("manifest_version"), "results": out.get("results") or []})
 
-    @app.post("/api/v1/env/approve/{node_id}", dependencies=auth, tags=["env"])
+    @app.post("/api/v1/env/approve/{node_id}", dependencies=need[Role.admin], tags=["env"])
     async def env_approve(node_id: str, body: ApproveBody, request: Request) -> Any:
         node_or_404(node_id)
         actor, _ = actor_of(request)
@@ -905,15 +906,15 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
         out = dict(res.output) if isinstance(res.output, dict) else {}
         return ok(out | {"node_id": res.node_id, "command_id": res.command_id})
 
-    @app.get("/api/v1/agent-md/{project}", dependencies=auth, tags=["agent-md"])
+    @app.get("/api/v1/agent-md/{project}", dependencies=need[Role.viewer], tags=["agent-md"])
     async def agentmd_show(project: str, request: Request, node_id: str | None = None) -> Any:
         return await agentmd("agentmd_show", project, node_id, request)
 
-    @app.get("/api/v1/agent-md/{project}/diff", dependencies=auth, tags=["agent-md"])
+    @app.get("/api/v1/agent-md/{project}/diff", dependencies=need[Role.viewer], tags=["agent-md"])
     async def agentmd_diff(project: str, request: Request, node_id: str | None = None) -> Any:
         return await agentmd("agentmd_diff", project, node_id, request)
 
-    @app.get("/api/v1/agent-md/{project}/template", dependencies=auth, tags=["agent-md"])
+    @app.get("/api/v1/agent-md/{project}/template", dependencies=need[Role.viewer], tags=["agent-md"])
     async def agentmd_template(project: str) -> Any:
         man = await mgr.manifest()
         req = requirements_for(man["document"] if man else {"projects": {}}, project)
@@ -922,7 +923,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
         return ok({"project": project, "template": req.agent_md_template, "content": req.agent_md_text,
                    "sha256": sha256_text(req.agent_md_text), "manifest_version": man["version"] if man else None})
 
-    @app.post("/api/v1/agent-md/sync", dependencies=auth, tags=["agent-md"])
+    @app.post("/api/v1/agent-md/sync", dependencies=need[Role.operator], tags=["agent-md"])
     async def agentmd_sync(request: Request, body: SyncBody | None = None) -> Any:
         body = body or SyncBody()
         actor, ip = actor_of(request)

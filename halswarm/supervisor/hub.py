@@ -58,7 +58,7 @@ REFUSED_EVENT = "session.foreign_refused"
 class HubSettings:
     host: str
     port: int
-    token: str
+    token: str | None  # the shared agent token; None when agents must use their own (agent_tokens)
     agent_tokens: dict[str, str] = field(default_factory=dict)
     heartbeat_interval_sec: int = 30
     heartbeat_timeout_count: int = 3
@@ -267,6 +267,14 @@ class Hub:
             if owner != "*" and owner != reg.node_id:
                 await self._send_error(ws, perr.NOT_REGISTERED, "this token belongs to another node")
                 await ws.close(1008, "token does not match node_id")
+                return None
+            if owner == "*" and reg.node_id in self.s.agent_tokens:
+                # A node with its own token cannot be impersonated with the shared (opt-in) token.
+                self.metrics.connections_total.labels("forbidden").inc()
+                log.warning("agent connection from %s refused: the shared token cannot register node %s, "
+                            "which has its own token", _peer(ws), reg.node_id)
+                await self._send_error(ws, perr.NOT_REGISTERED, f"node {reg.node_id} must use its own token")
+                await ws.close(1008, "node has its own token")
                 return None
             return await self._register(ws, reg, env.request_id)
 

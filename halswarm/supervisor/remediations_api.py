@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from halswarm.core.roles import Role
 from halswarm.ops.remediation.report import STATUSES, redact, validate_report
 from halswarm.store import queries
-from halswarm.supervisor.api import ApiError, Limit, Offset, _page, _since, auth_dependency, ok
+from halswarm.supervisor.api import ApiError, Limit, Offset, _page, _since, actor_of, client_actor_of, ok, require
 
 if TYPE_CHECKING:
     from halswarm.supervisor.app import Supervisor
@@ -62,9 +63,9 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
         return
     app.state.remediation_routes_included = True
 
-    auth = auth_dependency(sup)
+    need = require(sup)
 
-    @app.get("/api/v1/remediations", dependencies=auth, tags=["remediations"])
+    @app.get("/api/v1/remediations", dependencies=need[Role.viewer], tags=["remediations"])
     async def list_remediations(incident: str | None = None, status: str | None = None, host: str | None = None,
                                 since: str | None = None, limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
         limit, offset = _page(limit, offset)
@@ -74,7 +75,7 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
         items, total = await sup.reader.run(lambda c: _query(c, f, limit, offset))
         return ok(items, meta={"total": total, "limit": limit, "offset": offset})
 
-    @app.post("/api/v1/remediations", dependencies=auth, tags=["remediations"], status_code=201)
+    @app.post("/api/v1/remediations", dependencies=need[Role.operator], tags=["remediations"], status_code=201)
     async def post_remediation(request: Request) -> JSONResponse:
         raw = await request.body()
         if len(raw) > MAX_REPORT_BYTES:
@@ -87,14 +88,15 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
         if problems:
             raise ApiError("VALIDATION_ERROR", "invalid remediation report: " + "; ".join(problems[:10]))
         report = redact(body)
-        actor = (request.headers.get("x-hal-actor") or "api")[:100]
-        ip = request.client.host if request.client else None
+        actor, ip = actor_of(request)
+        client_actor = client_actor_of(request)
         now = time.time()
         hosts = [str(h) for h in report["hosts"]]
         rid = str(report["id"])[:100]
 
         def write(conn: sqlite3.Connection) -> bool:
-            return queries.insert_remediation(conn, report, actor=actor, now=now, ip_address=ip)
+            return queries.insert_remediation(conn, report, actor=actor, now=now, ip_address=ip,
+                                              client_actor=client_actor)
 
         if not await sup.writer.run(write):
             raise ApiError("CONFLICT", f"remediation {rid} already recorded")

@@ -12,6 +12,7 @@ def register_config_secrets(cfg: Any, registry: SecretValues = SECRETS) -> int:
     values of `cfg` (a SupervisorConfig) to `registry`; returns how many values it now holds."""
     values: list[str | None] = [getattr(cfg, "auth_token", None), getattr(cfg, "operator_token", None)]
     values += list(getattr(cfg, "agent_tokens", {}).values())
+    values += [ident.token for ident in getattr(cfg, "operators", ())]  # named operators, token_file ones too
     values += sorted(config_secret_values(getattr(cfg, "raw", {})))
     registry.add(*values)
     return len(registry)

@@ -32,7 +32,8 @@ def real_stack(tmp_path: Path) -> Iterator[tuple[EnvSupervisorProc, AgentProc, P
     project = make_repo(tmp_path / "projects" / "demo", env)
     sup = EnvSupervisorProc(tmp_path / "sup").start()
     # the node's own config lists the extra tools its env checks may probe (the manifest cannot)
-    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.token, node_id=NODE, projects=[("demo", str(project))],
+    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.agent_token, node_id=NODE,
+                      projects=[("demo", str(project))],
                       manage=True, binary=str(tmp_path / "no-opencode"), env=env, clean_env=True,
                       extra={"env": {"probe_tools": probed("hallisted")}})
     try:
@@ -131,7 +132,7 @@ def test_provisioned_env_vars_reach_the_real_opencode_at_a_safe_point(tmp_path: 
     beta = make_repo(tmp_path / "projects" / "beta", git_env)
     sup = EnvSupervisorProc(tmp_path / "sup").start()
     env = opencode_env(tmp_path / "home", json.dumps(opencode_config(fake.base_url))) | {"npm_config_offline": "true"}
-    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.token, node_id=NODE,
+    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.agent_token, node_id=NODE,
                       projects=[("demo", str(demo)), ("beta", str(beta))], manage=True, binary=opencode_bin, env=env,
                       clean_env=True)
     manifest = {"version": "1.0", "projects": {

@@ -110,7 +110,7 @@ def stack(opencode_bin: str, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPat
     models = cfg["provider"][PROVIDER_ID]["models"]
     models[COSTLY_MODEL] = {"name": "Costly Fake Model", "cost": {"input": 1000, "output": 1000}}
     env = opencode_env(Path(root / "home"), json.dumps(cfg)) | {"npm_config_offline": "true"}
-    agent = AgentProc(root / "agent", sup.ws_url, sup.token, node_id=NODE, projects=[("demo", str(project))],
+    agent = AgentProc(root / "agent", sup.ws_url, sup.agent_token, node_id=NODE, projects=[("demo", str(project))],
                       manage=True, binary=opencode_bin, env=env, clean_env=True)
     try:
         agent.start()

@@ -108,7 +108,8 @@ def stack(opencode_bin: str, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPat
     sup.start()
     proxy = TcpProxy(sup.ws_port).start()
     env = opencode_env(root / "home-a", opencode_config_content(fake_llm.base_url))
-    agent = AgentProc(root / "agent-a", proxy.ws_url(), sup.token, node_id=NODE_A, projects=[("alpha", str(alpha))],
+    agent = AgentProc(root / "agent-a", proxy.ws_url(), sup.agent_token, node_id=NODE_A,
+                      projects=[("alpha", str(alpha))],
                       manage=True, binary=opencode_bin, env=env, clean_env=True)
     st = Stack(root, sup, proxy, agent, fake_llm, opencode_bin, alpha)
     try:
@@ -399,7 +400,8 @@ def test_multi_node_on_separate_projects_then_stop(stack: Stack) -> None:
         directory = stack.root / "projects" / project
         directory.mkdir(parents=True)
         env = opencode_env(stack.root / f"home-{project}", opencode_config_content(stack.fake.base_url))
-        extra.append(AgentProc(stack.root / f"agent-{project}", stack.sup.ws_url, stack.sup.token, node_id=node_id,
+        extra.append(AgentProc(stack.root / f"agent-{project}", stack.sup.ws_url, stack.sup.agent_token,
+                               node_id=node_id,
                                projects=[(project, str(directory))], manage=True, binary=stack.opencode_bin,
                                env=env, clean_env=True))
     stack.shared["agents"] = extra

@@ -62,7 +62,7 @@ def stack(opencode_bin: str, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPat
     env = opencode_env(root / "home", opencode_config_content(fake_llm.base_url, permission_ask_bash=True))
     # opencode_port 0: opencode picks a free port and the agent reads its URL from stdout (also on
     # every restart, see test_opencode_killed_is_restarted_and_reported).
-    agent = AgentProc(root / "agent", sup.ws_url, sup.token, node_id=NODE, projects=[("demo", str(project))],
+    agent = AgentProc(root / "agent", sup.ws_url, sup.agent_token, node_id=NODE, projects=[("demo", str(project))],
                       manage=True, binary=opencode_bin, env=env, clean_env=True, opencode_port=0)
     try:
         agent.start()
@@ -242,7 +242,7 @@ def test_attach_mode_with_password(stack: Stack, opencode_bin: str, tmp_path: Pa
     server = subprocess.Popen([opencode_bin, "serve", "--hostname", "127.0.0.1", "--port", str(port)],
                               cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    agent = AgentProc(tmp_path / "agent", stack.sup.ws_url, stack.sup.token, node_id="e2e-attach",
+    agent = AgentProc(tmp_path / "agent", stack.sup.ws_url, stack.sup.agent_token, node_id="e2e-attach",
                       projects=[("attached", str(project))], manage=False, opencode_port=port,
                       extra={"opencode": {"password": password}}, env=opencode_env(tmp_path / "agent-home", "{}"),
                       clean_env=True)

@@ -280,7 +280,7 @@ def make_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProc]]:
 
     def factory(sup: SupervisorProc, name: str = "agent", **kw: Any) -> AgentProc:
         kw.setdefault("node_id", f"node-{name}")
-        agent = AgentProc(tmp_path / name, kw.pop("supervisor_url", sup.ws_url), sup.token, **kw)
+        agent = AgentProc(tmp_path / name, kw.pop("supervisor_url", sup.ws_url), sup.agent_token, **kw)
         made.append(agent)
         return agent
 

@@ -12,6 +12,7 @@ import pytest
 
 from halswarm.protocol import Command, CommandResult
 from tests.support.agentsim import SimAgent, session_state
+from tests.support.supervisor_proc import ADMIN_NAME
 
 
 def make_handler(sessions: dict):  # type: ignore[no-untyped-def]
@@ -52,7 +53,7 @@ def make_handler(sessions: dict):  # type: ignore[no-untyped-def]
 @pytest.fixture
 async def live(supervisor):  # type: ignore[no-untyped-def]
     sessions: dict = {}
-    agent = SimAgent(supervisor.ws_url, supervisor.token, "api-node", [("alpha", "/srv/alpha")])
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "api-node", [("alpha", "/srv/alpha")])
     agent.handler, calls = make_handler(sessions)
     await agent.connect(sessions=[session_state("ses_old", "alpha", "idle")])
     try:
@@ -222,10 +223,13 @@ async def test_repeated_bad_tokens_are_rate_limited(supervisor):
     for _ in range(20):
         r = await call(supervisor, "GET", "/api/v1/nodes", token="wrong-" + "x" * 40)
         assert (r.status_code, r.json()["code"]) == (401, "AUTH_REQUIRED")
-    for token in ("wrong-" + "x" * 40, "default"):  # the address is throttled, whatever it sends now
+    for token in ("wrong-" + "x" * 40, None):  # the address is throttled for every failing request now
         r = await call(supervisor, "GET", "/api/v1/nodes", token=token)
         assert r.status_code == 429, r.text
         assert r.json() == {"error": "too many failed authentications; retry later", "code": "RATE_LIMITED"}
+    # ...but never for a valid credential from the same address (issue 14: no lockout of the operator).
+    assert (await call(supervisor, "GET", "/api/v1/nodes")).status_code == 200
+    assert (await call(supervisor, "GET", "/api/v1/nodes", token="wrong-" + "x" * 40)).status_code == 429
     async with httpx.AsyncClient(base_url=supervisor.api) as c:  # health stays reachable
         assert (await c.get("/healthz")).status_code == 200
 
@@ -296,7 +300,7 @@ async def test_session_lifecycle_through_the_api(live):
 
 async def test_failures_timeouts_and_offline_targets_map_to_error_codes(make_supervisor):
     sup = make_supervisor(commands={"default_timeout_sec": 1}).start()
-    agent = SimAgent(sup.ws_url, sup.token, "n", [("alpha", "/a")])
+    agent = SimAgent(sup.ws_url, sup.agent_token, "n", [("alpha", "/a")])
     agent.handler, _ = make_handler({})
     await agent.connect(sessions=[session_state("ses_1", "alpha", "idle")])
     try:
@@ -368,8 +372,11 @@ async def test_every_command_is_audited_with_actor_and_outcome(live):
     by_action = {(a["action"], a["result"]) for a in rows}
     assert {("prompt_session", "success"), ("prompt_session", "failure"), ("create_session", "rejected"),
             ("credential_push", "failure")} == by_action
-    alice = (await call(sup, "GET", "/api/v1/audit", params={"actor": "alice"})).json()["data"]
+    # The actor is the token's name; what the client claims (X-HAL-Actor) is recorded beside it (issue 14).
+    assert (await call(sup, "GET", "/api/v1/audit", params={"actor": "alice"})).json()["meta"]["total"] == 0
+    alice = [a for a in rows if a["client_actor"] == "alice"]
     assert len(alice) == 1 and alice[0]["target"].startswith("ses_old@api-node")
+    assert alice[0]["actor"] == ADMIN_NAME and {a["actor"] for a in rows} == {ADMIN_NAME}
     assert "sk-very-secret" not in json.dumps(rows)
     db = sqlite3.connect(sup.db_path)
     try:

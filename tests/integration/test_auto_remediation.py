@@ -54,13 +54,13 @@ async def test_offline_node_gets_agent_crashed_once_per_window(make_supervisor: 
                          "window_minutes": 60, "timeout_minutes": 2},
             routes=[{"match": "remediation.*", "target": f"webhook:{hook.url}/rem"}],
             routing={"backoff_base_ms": 50, "timeout_seconds": 2}).start()
-        agent = SimAgent(sup.ws_url, sup.token, NODE)
+        agent = SimAgent(sup.ws_url, sup.agent_token, NODE)
         await agent.connect()
         await agent.close()  # offline; the threshold is 1.2 s
         await _until(lambda: "remediation.started" in _types(hook), 15, "no remediation.started")
 
         # Second offline episode inside the window (while the first run may still be going): throttled.
-        again = SimAgent(sup.ws_url, sup.token, NODE)
+        again = SimAgent(sup.ws_url, sup.agent_token, NODE)
         await again.connect()
         await again.close()
         await _until(lambda: "remediation.throttled" in _types(hook), 15, "no remediation.throttled")

@@ -179,7 +179,7 @@ class SupervisorService:
 async def send_events(sup: SupervisorProc, node_id: str, first: int, last: int, *, size: int = 100,
                       big_every: int = 0) -> int:
     """Send events first..last from a simulated agent and wait until all are acknowledged."""
-    agent = SimAgent(sup.ws_url, sup.token, node_id, projects=[("proj", "/srv/proj")])
+    agent = SimAgent(sup.ws_url, sup.agent_token, node_id, projects=[("proj", "/srv/proj")])
     await agent.connect(last_acked_seq=first - 1)
     try:
         for seq in range(first, last + 1):

@@ -31,7 +31,7 @@ def _bench_events(db: Path) -> int:
 def test_backup_under_ingest_load_keeps_every_acked_event(supervisor: SupervisorProc, tmp_path: Path) -> None:
     sup = supervisor
     load = subprocess.Popen(
-        [sys.executable, "bench/ingest.py", "--role", "loadgen", "--url", sup.ws_url, "--token", sup.token,
+        [sys.executable, "bench/ingest.py", "--role", "loadgen", "--url", sup.ws_url, "--token", sup.agent_token,
          "--agents", "20", "--seconds", "12"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -39,7 +39,7 @@ def test_backup_under_ingest_load_keeps_every_acked_event(supervisor: Supervisor
     outcome: dict[str, object] = {}
     try:
         async def scenario() -> None:
-            agent = SimAgent(sup.ws_url, sup.token, PROBE, projects=[("proj", "/srv/proj")])
+            agent = SimAgent(sup.ws_url, sup.agent_token, PROBE, projects=[("proj", "/srv/proj")])
             await agent.connect()
             stop = asyncio.Event()
             sent = 0

@@ -67,7 +67,7 @@ async def test_cost_report_from_providers_and_agents_matches_halctl(make_supervi
         fake.openai_day(day(1), "o3", 5_000, 500, usd=1.25)
         fake.fail("anthropic", "usage", 429, retry_after="0")
         sup = make_supervisor(cost=providers(fake.url)).start()
-        agent = SimAgent(sup.ws_url, sup.token, "cost-node", [("alpha", "/srv/alpha")])
+        agent = SimAgent(sup.ws_url, sup.agent_token, "cost-node", [("alpha", "/srv/alpha")])
         await agent.connect(sessions=[session_state("ses_c1", "alpha", "idle", model="fake/fake-model",
                                                     tokens={"input": 300, "output": 200, "total": 500},
                                                     cost_usd=0.5)])
@@ -117,7 +117,7 @@ async def test_failing_provider_is_degraded_then_recovers(make_supervisor: Any) 
         cost = providers(fake.url)
         del cost["providers"]["openai"]
         sup = make_supervisor(cost=cost).start()
-        agent = SimAgent(sup.ws_url, sup.token, "cost-node", [("alpha", "/srv/alpha")])
+        agent = SimAgent(sup.ws_url, sup.agent_token, "cost-node", [("alpha", "/srv/alpha")])
         await agent.connect(sessions=[session_state("ses_d1", "alpha", "running",
                                                     model="anthropic/claude-sonnet-4-5",
                                                     tokens={"input": 1000, "output": 1000, "total": 2000})])

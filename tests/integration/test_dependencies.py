@@ -33,7 +33,7 @@ def test_cycle_is_rejected_at_validation_with_its_path(tmp_path: Path) -> None:
 async def test_completed_upstream_starts_ready_dependents(make_supervisor: Any) -> None:
     sup = make_supervisor(dependencies=DEPS, dependencies_autostart=True).start()
     projects = [(p, f"/srv/{p}") for p in ("core", "api", "web", "docs")]
-    agent = SimAgent(sup.ws_url, sup.token, "dep-node", projects)
+    agent = SimAgent(sup.ws_url, sup.agent_token, "dep-node", projects)
     created: list[str] = []
 
     def handler(cmd: Command) -> CommandResult:
@@ -100,7 +100,7 @@ def test_progress_md_edit_in_a_real_agent_starts_the_ready_dependent(make_superv
     progress = core / ".context" / "PROGRESS.md"
     progress.write_text("# Progress\n\nStatus: in progress\n")
     fake = FakeOpencode().start()
-    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.token, node_id="node-deps",
+    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.agent_token, node_id="node-deps",
                       projects=[("core", str(core)), ("api", str(api))], opencode_port=fake.port)
     try:
         agent.start()

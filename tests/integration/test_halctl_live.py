@@ -36,7 +36,7 @@ async def halctl(sup, *args: str, token: str | None = "default", timeout: float 
 
 @pytest.fixture
 async def fleet(supervisor):  # type: ignore[no-untyped-def]
-    agent = SimAgent(supervisor.ws_url, supervisor.token, "live-node", [("alpha", "/srv/alpha")])
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "live-node", [("alpha", "/srv/alpha")])
     created = {"n": 0}
 
     def handler(cmd: Command) -> CommandResult:

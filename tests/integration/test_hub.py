@@ -23,7 +23,8 @@ def api_get(sup, path: str, **params):  # type: ignore[no-untyped-def]
 
 
 async def test_register_exposes_node_projects_and_resources(supervisor):
-    agent = SimAgent(supervisor.ws_url, supervisor.token, "node-a", [("alpha", "/srv/alpha"), ("beta", "/srv/beta")])
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "node-a",
+                     [("alpha", "/srv/alpha"), ("beta", "/srv/beta")])
     reg = await agent.connect(sessions=[session_state("ses_1", "alpha", "idle", model="fake/m")])
     try:
         assert reg.node_id == "node-a"
@@ -47,7 +48,7 @@ async def test_register_exposes_node_projects_and_resources(supervisor):
 
 
 async def test_closed_connection_marks_offline_and_sessions_unreachable(supervisor):
-    agent = SimAgent(supervisor.ws_url, supervisor.token, "node-b", [("alpha", "/srv/alpha")])
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "node-b", [("alpha", "/srv/alpha")])
     await agent.connect(sessions=[session_state("ses_b1", "alpha", "running")])
     await agent.close()
     await until(lambda: api_get(supervisor, "/api/v1/nodes/node-b")["data"]["status"] == "offline",
@@ -61,8 +62,8 @@ async def test_closed_connection_marks_offline_and_sessions_unreachable(supervis
 
 async def test_heartbeat_timeout_marks_silent_node_offline(make_supervisor):
     sup = make_supervisor(server={"heartbeat_interval_sec": 1, "heartbeat_timeout_count": 2}).start()
-    chatty = SimAgent(sup.ws_url, sup.token, "chatty")
-    silent = SimAgent(sup.ws_url, sup.token, "silent", [("p", "/p")])
+    chatty = SimAgent(sup.ws_url, sup.agent_token, "chatty")
+    silent = SimAgent(sup.ws_url, sup.agent_token, "silent", [("p", "/p")])
     await chatty.connect()
     await silent.connect(sessions=[session_state("ses_s", "p", "running")])
     try:
@@ -98,7 +99,7 @@ async def test_in_band_reregister_keeps_the_link_alive(make_supervisor):
     from halswarm.protocol import ProjectRef, Register, encode
 
     sup = make_supervisor(server={"heartbeat_interval_sec": 1, "heartbeat_timeout_count": 2}).start()
-    agent = SimAgent(sup.ws_url, sup.token, "rereg", [("p1", "/p1")])
+    agent = SimAgent(sup.ws_url, sup.agent_token, "rereg", [("p1", "/p1")])
     await agent.connect()
     try:
         assert agent.ws is not None
@@ -130,8 +131,8 @@ async def test_in_band_reregister_keeps_the_link_alive(make_supervisor):
 
 
 async def test_reregister_replaces_old_connection(supervisor):
-    first = SimAgent(supervisor.ws_url, supervisor.token, "node-r", [("p1", "/p1")])
-    second = SimAgent(supervisor.ws_url, supervisor.token, "node-r", [("p1", "/p1"), ("p2", "/p2")])
+    first = SimAgent(supervisor.ws_url, supervisor.agent_token, "node-r", [("p1", "/p1")])
+    second = SimAgent(supervisor.ws_url, supervisor.agent_token, "node-r", [("p1", "/p1"), ("p2", "/p2")])
     await first.connect()
     await second.connect()
     try:
@@ -182,7 +183,8 @@ async def test_repeated_auth_failures_are_throttled(supervisor):
 
 
 async def test_first_frame_must_be_register(supervisor):
-    async with connect(supervisor.ws_url, additional_headers={"Authorization": f"Bearer {supervisor.token}"}) as ws:
+    hdr = {"Authorization": f"Bearer {supervisor.agent_token}"}
+    async with connect(supervisor.ws_url, additional_headers=hdr) as ws:
         from halswarm.protocol import Heartbeat, decode, encode
 
         await ws.send(encode(Heartbeat({})))

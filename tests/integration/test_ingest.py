@@ -23,7 +23,7 @@ def rows(db_path, sql: str, *args):  # type: ignore[no-untyped-def]
 
 
 async def test_events_stored_once_and_acked_in_order(supervisor):
-    agent = SimAgent(supervisor.ws_url, supervisor.token, "n1", [("p", "/p")])
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "n1", [("p", "/p")])
     await agent.connect()
     try:
         for seq in range(1, 201):
@@ -56,7 +56,7 @@ async def test_events_stored_once_and_acked_in_order(supervisor):
 
 
 async def test_gap_is_refused_with_seq_gap_error(supervisor):
-    agent = SimAgent(supervisor.ws_url, supervisor.token, "gappy")
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "gappy")
     await agent.connect()
     try:
         await agent.send_event(1)
@@ -77,7 +77,7 @@ async def test_gap_is_refused_with_seq_gap_error(supervisor):
 
 
 async def test_bad_frames_get_error_replies_and_connection_survives(supervisor):
-    agent = SimAgent(supervisor.ws_url, supervisor.token, "badframes")
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "badframes")
     await agent.connect()
     try:
         cases = [
@@ -106,7 +106,7 @@ async def test_bad_frames_get_error_replies_and_connection_survives(supervisor):
 
 async def test_kill9_mid_stream_loses_no_acked_event_and_stores_none_twice(make_supervisor):
     sup = make_supervisor().start()
-    agent = SimAgent(sup.ws_url, sup.token, "crashy", [("p", "/p")])
+    agent = SimAgent(sup.ws_url, sup.agent_token, "crashy", [("p", "/p")])
     await agent.connect()
     for seq in range(1, 1201):
         await agent.send_event(seq, session_id="ses_c", project="p")
@@ -121,7 +121,7 @@ async def test_kill9_mid_stream_loses_no_acked_event_and_stores_none_twice(make_
     assert set(range(1, acked_before_crash + 1)) <= stored, "an acknowledged event was lost"
 
     sup.start()
-    again = SimAgent(sup.ws_url, sup.token, "crashy", [("p", "/p")])
+    again = SimAgent(sup.ws_url, sup.agent_token, "crashy", [("p", "/p")])
     reg = await again.connect(last_acked_seq=acked_before_crash)
     try:
         assert reg.resume_from_seq >= acked_before_crash
@@ -139,7 +139,7 @@ async def test_kill9_mid_stream_loses_no_acked_event_and_stores_none_twice(make_
 
 async def test_restart_reloads_state_offline_until_reregistered(make_supervisor):
     sup = make_supervisor().start()
-    agent = SimAgent(sup.ws_url, sup.token, "keeper", [("proj", "/proj")])
+    agent = SimAgent(sup.ws_url, sup.agent_token, "keeper", [("proj", "/proj")])
     await agent.connect(sessions=[session_state("ses_k", "proj", "running", tokens={"input": 5, "output": 7})])
     await agent.send_event(1, session_id="ses_k", project="proj")
     await agent.wait_acked(1)
@@ -151,7 +151,7 @@ async def test_restart_reloads_state_offline_until_reregistered(make_supervisor)
         assert node["status"] == "offline" and node["projects"] == ["proj"]
         s = c.get("/api/v1/sessions/ses_k").json()["data"]
         assert s["status"] == "unreachable" and s["tokens"] == {"input": 5, "output": 7, "total": 12}
-    back = SimAgent(sup.ws_url, sup.token, "keeper", [("proj", "/proj")])
+    back = SimAgent(sup.ws_url, sup.agent_token, "keeper", [("proj", "/proj")])
     reg = await back.connect(sessions=[session_state("ses_k", "proj", "idle")])
     try:
         assert reg.resume_from_seq == 1
@@ -188,7 +188,7 @@ async def test_rows_with_bad_timestamps_are_tolerated_on_start(make_supervisor):
 
 
 async def test_session_state_events_drive_the_tracker(supervisor):
-    agent = SimAgent(supervisor.ws_url, supervisor.token, "st", [("p", "/p")])
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "st", [("p", "/p")])
     await agent.connect()
     try:
         await agent.send_event(1, "session.state", session_id="ses_t", project="p",
@@ -215,7 +215,7 @@ async def test_sigterm_flushes_and_exits_cleanly(make_supervisor):
     """SIGTERM right after a burst, acks not awaited: every ack the agent got is stored, none twice, and
     the supervisor refuses new agent connections while it shuts down."""
     sup = make_supervisor().start()
-    agent = SimAgent(sup.ws_url, sup.token, "term")
+    agent = SimAgent(sup.ws_url, sup.agent_token, "term")
     await agent.connect()
     for seq in range(1, 2001):
         await agent.send_event(seq)
@@ -225,7 +225,7 @@ async def test_sigterm_flushes_and_exits_cleanly(make_supervisor):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            async with connect(sup.ws_url, additional_headers={"Authorization": f"Bearer {sup.token}"},
+            async with connect(sup.ws_url, additional_headers={"Authorization": f"Bearer {sup.agent_token}"},
                                open_timeout=2):
                 pass  # shutdown not started yet
         except (OSError, InvalidStatus, InvalidHandshake, TimeoutError):

@@ -40,7 +40,7 @@ class SimFleet:
 
     def __init__(self, sup: Any, node_id: str = "policy-node") -> None:
         self.sup = sup
-        self.agent = SimAgent(sup.ws_url, sup.token, node_id, [("alpha", "/srv/alpha")])
+        self.agent = SimAgent(sup.ws_url, sup.agent_token, node_id, [("alpha", "/srv/alpha")])
         self.agent.handler = self.handle
         self.seq = 0
         self.sessions: dict[str, dict[str, Any]] = {}
@@ -175,7 +175,7 @@ async def test_policies_act_once_audit_route_and_survive_restart(make_supervisor
         await fleet.close()
         assert sup.stop() == 0
         sup.start()
-        fleet.agent = SimAgent(sup.ws_url, sup.token, "policy-node", [("alpha", "/srv/alpha")])
+        fleet.agent = SimAgent(sup.ws_url, sup.agent_token, "policy-node", [("alpha", "/srv/alpha")])
         fleet.agent.handler = fleet.handle
         fleet.commands = fleet.agent.commands
         await fleet.connect()

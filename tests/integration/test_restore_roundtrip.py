@@ -87,7 +87,7 @@ def test_halctl_restore_round_trip_on_a_live_supervisor(service: SupervisorServi
 
     # The agent resumes from what the restored database holds and resends the rest (its outbox).
     async def resume() -> int:
-        agent = SimAgent(svc.sup.ws_url, svc.sup.token, NODE)
+        agent = SimAgent(svc.sup.ws_url, svc.sup.agent_token, NODE)
         registered = await agent.connect(last_acked_seq=80)
         await agent.close()
         return int(registered.resume_from_seq)

@@ -33,7 +33,7 @@ async def test_events_reach_targets_in_their_formats(make_supervisor: Any) -> No
                     {"match": "env.*", "target": f"webhook:{hook.url}/env"},
                     {"match": "session.error", "target": f"webhook:{flaky.url}/flaky"}],
             routing={"backoff_base_ms": 50, "timeout_seconds": 2}).start()
-        agent = SimAgent(sup.ws_url, sup.token, "route-node", [("alpha", "/srv/alpha")])
+        agent = SimAgent(sup.ws_url, sup.agent_token, "route-node", [("alpha", "/srv/alpha")])
         await agent.connect(sessions=[session_state("ses_r1", "alpha", "running")])
         try:
             for seq in range(1, 4):
@@ -80,7 +80,7 @@ def _measure(sup: Any) -> dict[str, Any]:
     """Ingest benchmark load against `sup`: durable events/s and supervisor CPU per stored event."""
     proc = psutil.Process(sup.proc.pid)
     before, n0 = proc.cpu_times(), _stored(sup)
-    res = _run_loadgen(sup.ws_url, sup.token, AGENTS, SECONDS, False, 120)
+    res = _run_loadgen(sup.ws_url, sup.agent_token, AGENTS, SECONDS, False, 120)
     assert res["error_count"] == 0, res["errors"]
     time.sleep(0.5)
     after, n1 = proc.cpu_times(), _stored(sup)

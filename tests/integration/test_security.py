@@ -40,7 +40,7 @@ async def test_tls_on_agent_and_api_ports(make_supervisor, cert):
     with pytest.raises(httpx.HTTPError):
         await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{sup.http_port}/healthz", timeout=2)
     async with connect(sup.ws_url, ssl=ctx,
-                       additional_headers={"Authorization": f"Bearer {sup.token}"}) as ws:
+                       additional_headers={"Authorization": f"Bearer {sup.agent_token}"}) as ws:
         from halswarm.protocol import Register, decode, encode
 
         await ws.send(encode(Register(node_id="tls-node")))
@@ -49,10 +49,10 @@ async def test_tls_on_agent_and_api_ports(make_supervisor, cert):
 
 async def test_origin_allowlist_allows_agents_without_origin(make_supervisor):
     sup = make_supervisor(security={"origin_allowlist": ["https://ops.example.test"]}).start()
-    agent = SimAgent(sup.ws_url, sup.token, "no-origin")
+    agent = SimAgent(sup.ws_url, sup.agent_token, "no-origin")
     await agent.connect()  # agents send no Origin header: never locked out
     await agent.close()
-    hdr = {"Authorization": f"Bearer {sup.token}"}
+    hdr = {"Authorization": f"Bearer {sup.agent_token}"}
     with pytest.raises(InvalidStatus) as info:
         async with connect(sup.ws_url, additional_headers=hdr, origin="https://evil.example.test"):
             pass
@@ -62,11 +62,12 @@ async def test_origin_allowlist_allows_agents_without_origin(make_supervisor):
 
 
 async def test_operator_token_is_separate_from_agent_token(make_supervisor):
-    op = "o" * 48
+    op = "o" * 48  # the legacy single operator token: an admin named "operator"
     sup = make_supervisor(security={"operator_token": op}).start()
     async with httpx.AsyncClient(base_url=sup.api) as c:
         assert (await c.get("/api/v1/nodes", headers={"Authorization": f"Bearer {op}"})).status_code == 200
-        assert (await c.get("/api/v1/nodes", headers={"Authorization": f"Bearer {sup.token}"})).status_code == 401
+        r = await c.get("/api/v1/nodes", headers={"Authorization": f"Bearer {sup.agent_token}"})
+        assert r.status_code == 401
     with pytest.raises(InvalidStatus):
         async with connect(sup.ws_url, additional_headers={"Authorization": f"Bearer {op}"}):
             pass

@@ -18,12 +18,16 @@ import httpx
 from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+ADMIN_NAME = "test-admin"
 
 
 @dataclass
 class SupervisorProc:
     workdir: Path
+    # `token` is the admin operator token of the HTTP API (named ADMIN_NAME, the audit actor); agents use
+    # `agent_token` (the shared server.auth_token). Operators and agents never share a credential (issue 14).
     token: str = field(default_factory=lambda: secrets.token_hex(32))
+    agent_token: str = field(default_factory=lambda: secrets.token_hex(32))
     ws_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -61,9 +65,10 @@ class SupervisorProc:
     def write_config(self) -> None:
         cfg: dict[str, Any] = {
             "server": {
-                "host": "127.0.0.1", "port": self.ws_port, "http_port": self.http_port, "auth_token": self.token,
-                "heartbeat_interval_sec": 30, "heartbeat_timeout_count": 3,
+                "host": "127.0.0.1", "port": self.ws_port, "http_port": self.http_port,
+                "auth_token": self.agent_token, "heartbeat_interval_sec": 30, "heartbeat_timeout_count": 3,
             },
+            "security": {"operators": [{"name": ADMIN_NAME, "role": "admin", "token": self.token}]},
             "database": {"path": str(self.db_path)},
             "log": {"level": "debug", "format": "json"},
         }

@@ -298,7 +298,7 @@ def auth_bench(tmp_path: Path) -> Iterator[dict[str, Any]]:
     for tool in ("claude", "codex"):
         (bindir / tool).symlink_to((CLI_BIN / tool).resolve())
     sup = SupervisorProc(tmp_path / "sup", extra={"credentials": {"version": 1, "auto_push": False}}).start()
-    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.token, node_id="costauth-node", clean_env=True,
+    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.agent_token, node_id="costauth-node", clean_env=True,
                       env={"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(home), "npm_config_offline": "true"},
                       extra={"auth_report_interval_sec": 2})
     inv = tmp_path / "inventory.yml"

@@ -119,7 +119,7 @@ class AgentSide:
             return Register(node_id=self.node_id, hostname="127.0.0.2", version="test",
                             capabilities={"auth": self.auth.snapshot()})
 
-        self.conn = SupervisorConnection(self.sup.ws_url, self.sup.token, self.outbox, register_builder=register,
+        self.conn = SupervisorConnection(self.sup.ws_url, self.sup.agent_token, self.outbox, register_builder=register,
                                          command_handler=handle, on_ready=self.auth.on_ready)
         holder["conn"] = self.conn
         self.auth.start()

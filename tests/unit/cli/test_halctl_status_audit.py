@@ -80,7 +80,7 @@ def test_status_without_readyz_route(halctl, fake: FakeSupervisor) -> None:  # t
 def test_audit_list_passes_filters(halctl, fake: FakeSupervisor) -> None:  # type: ignore[no-untyped-def]
     rows = [{"id": 2, "timestamp": "2025-01-02T03:04:05.000Z", "actor": "operator", "action": "kill_session",
              "target": "s1", "args": None, "result": "failure", "error": "target node offline",
-             "duration_ms": 12, "ip_address": "10.0.0.1", "command_id": "c1"}]
+             "duration_ms": 12, "ip_address": "10.0.0.1", "command_id": "c1", "client_actor": "alice@laptop"}]
     fake.route("GET", "/api/v1/audit", lambda _r: ok(rows, meta={"total": 9, "limit": 1, "offset": 0}))
     result = halctl("audit", "list", "--actor", "operator", "--action", "kill_session",
                     "--since", "2025-01-01T00:00:00Z", "--limit", "1")
@@ -88,9 +88,9 @@ def test_audit_list_passes_filters(halctl, fake: FakeSupervisor) -> None:  # typ
     assert dict(fake.last("/api/v1/audit").url.params) == {
         "actor": "operator", "action": "kill_session", "since": "2025-01-01T00:00:00Z", "limit": "1"}
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["TIMESTAMP", "ACTOR", "ACTION", "TARGET", "RESULT", "ERROR"]
-    assert lines[1].split() == ["2025-01-02", "03:04:05", "operator", "kill_session", "s1", "failure", "target",
-                                "node", "offline"]
+    assert lines[0].split() == ["TIMESTAMP", "ACTOR", "CLIENT", "ACTION", "TARGET", "RESULT", "ERROR"]
+    assert lines[1].split() == ["2025-01-02", "03:04:05", "operator", "alice@laptop", "kill_session", "s1",
+                                "failure", "target", "node", "offline"]
     assert "showing 1 of 9" in result.stderr
     assert halctl("-o", "json", "audit", "list").json() == rows
 

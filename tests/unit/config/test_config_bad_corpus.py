@@ -8,9 +8,10 @@ import pytest
 
 from halswarm.config import validate_data
 from halswarm.config.loader import deep_merge
-from tests.unit.config.config_helpers import TOKEN
+from tests.unit.config.config_helpers import OP_TOKEN, TOKEN
 
-SUP: dict[str, Any] = {"server": {"auth_token": TOKEN}}
+SUP: dict[str, Any] = {"server": {"auth_token": TOKEN},
+                       "security": {"operators": [{"name": "admin", "role": "admin", "token": OP_TOKEN}]}}
 AGENT: dict[str, Any] = {"supervisor_url": "ws://sup.example:8420/ws/agent", "auth_token": TOKEN}
 MANIFEST: dict[str, Any] = {"version": "1.0", "requirements": {"runtime": {"node": ">=18"}}}
 CLI: dict[str, Any] = {"supervisor_url": "http://sup:8421"}
@@ -55,7 +56,7 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
     ("token-changeme", "supervisor", sup(server={"auth_token": "changeme"}), "server.auth_token",
      "is a placeholder"),
     ("token-missing", "supervisor", {"server": {"port": 8420}}, "server.auth_token",
-     "is required (set server.auth_token, server.auth_token_file or env HAL_AUTH_TOKEN)"),
+     "is required (set server.auth_token, server.auth_token_file, env HAL_AUTH_TOKEN or security.agent_tokens)"),
     ("token-empty", "supervisor", sup(server={"auth_token": ""}), "server.auth_token", "is required"),
     ("token-top-level-short", "supervisor", {"auth_token": "short"}, "auth_token", "token is too short"),
     ("operator-token-placeholder", "supervisor", sup(security={"operator_token": "CHANGE_ME_OPERATOR"}),
@@ -213,13 +214,13 @@ def test_open_maps_take_any_key_even_strict() -> None:
         channels={"discord": {"channels": {"releases": "123"}}},
         credentials={"agents": {"any-node": {"env": {"ANY_NAME": "v"}}}},
         dependencies={"x": []},
-        security={"agent_tokens": {"node-9": TOKEN}},
+        security={"agent_tokens": {"node-9": "n" * 40}, "allow_shared_agent_token": True},
     )
     assert validate_data("supervisor", doc, strict=True) == []
 
 
 def test_both_policies_and_alias_warns() -> None:
-    problems = validate_data("supervisor", sup(policies={}, auto_intervention={}))
+    problems = validate_data("supervisor", sup(policies={}, auto_intervention={}))  # SUP has an operator
     assert [(p.path, p.severity) for p in problems] == [("auto_intervention", "warning")]
 
 

@@ -15,7 +15,7 @@ from halswarm.config import (
     load_supervisor_config,
     validate_data,
 )
-from tests.unit.config.config_helpers import TOKEN, load_fixture
+from tests.unit.config.config_helpers import NO_OPERATOR, TOKEN, load_fixture
 
 # Every key of go-original 5.1 (supervisor) and 5.2 (agent), as dotted paths.
 GO_SUPERVISOR_KEYS = [
@@ -90,9 +90,10 @@ def test_agent_schema_names_every_go_key(dotted: str) -> None:
 def test_go_supervisor_example_loads_unchanged_even_strict(copy_fixture) -> None:
     path = copy_fixture("go/supervisor.config.example.json")
     cfg, warnings = load_supervisor_config(path, strict=True, env={})
-    assert warnings == []
+    # It loads; its single auth_token is an agent token now, so the API needs an operator token (issue 14).
+    assert [str(w) for w in warnings] == [NO_OPERATOR]
     assert (cfg.port, cfg.http_port, cfg.host) == (8420, 8421, "0.0.0.0")
-    assert cfg.auth_token == TOKEN and cfg.operator_token == TOKEN
+    assert cfg.auth_token == TOKEN and cfg.operator_token is None and cfg.operators == ()
     assert cfg.allowed_origins == ("https://ops.example.com",)
     assert cfg.database_path == "/var/lib/hal-o-swarm/supervisor.db"
     assert cfg.audit_retention_days == 90 and cfg.events_retention_days == 30
@@ -139,7 +140,8 @@ def test_go_invalid_example_is_refused_for_its_empty_token_only(copy_fixture) ->
     with pytest.raises(ConfigError) as info:
         load_supervisor_config(path, env={})
     assert [str(p) for p in info.value.errors] == [
-        "server.auth_token: is required (set server.auth_token, server.auth_token_file or env HAL_AUTH_TOKEN)"
+        "server.auth_token: is required (set server.auth_token, server.auth_token_file, env HAL_AUTH_TOKEN or "
+        "security.agent_tokens)"
     ]
 
 

@@ -21,8 +21,13 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 def test_fresh_supervisor_is_valid_with_generated_token() -> None:
     doc = render_default("supervisor")
     assert HEX64.fullmatch(doc["server"]["auth_token"])
-    assert {k: v for k, v in doc.items() if k != "server"} == {k: v for k, v in defaults("supervisor").items()
-                                                                if k != "server"}
+    # A separate admin operator token (issue 14): the shared token is for agents only.
+    [admin] = doc["security"]["operators"]
+    assert (admin["name"], admin["role"]) == ("admin", "admin") and HEX64.fullmatch(admin["token"])
+    assert admin["token"] != doc["server"]["auth_token"]
+    skip = ("server", "security")
+    assert {k: v for k, v in doc.items() if k not in skip} == {k: v for k, v in defaults("supervisor").items()
+                                                                if k not in skip}
     assert validate_data("supervisor", doc, strict=True) == []
     assert render_default("supervisor")["server"]["auth_token"] != doc["server"]["auth_token"]
 

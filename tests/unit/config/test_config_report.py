@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from halswarm.config import run_validate
-from tests.unit.config.config_helpers import TOKEN
+from tests.unit.config.config_helpers import NO_OPERATOR, TOKEN
 
 
 def _run(path: Path, kind: str | None = None, **kw) -> tuple[int, list[str], list[str]]:
@@ -19,14 +19,16 @@ def _run(path: Path, kind: str | None = None, **kw) -> tuple[int, list[str], lis
 
 def test_valid_file(write) -> None:
     path = write("supervisor.config.json", {"server": {"auth_token": TOKEN}})
-    assert _run(path, "supervisor") == (0, [f"OK: {path} is a valid supervisor config"], [])
+    # A Go-era file (one shared token) is valid; --validate says in one line that the API needs an operator.
+    assert _run(path, "supervisor") == (0, [f"{NO_OPERATOR} (warning)", f"OK: {path} is a valid supervisor config"], [])
 
 
 def test_invalid_file_lists_problems_and_exits_1(write) -> None:
     path = write("s.json", {"server": {"port": 70000, "auth_token": TOKEN, "extra": 1}})
     code, out, err = _run(path, "supervisor")
     assert code == 1
-    assert out == ["server.port: must be between 1 and 65535 (got 70000)", "server.extra: unknown key (warning)"]
+    assert out == ["server.port: must be between 1 and 65535 (got 70000)", f"{NO_OPERATOR} (warning)",
+                   "server.extra: unknown key (warning)"]
     assert err == [f"error: {path} is not a valid supervisor config (1 error)"]
 
 
@@ -78,7 +80,8 @@ def test_kind_from_file_name_when_keys_say_nothing(write) -> None:
     path = write("supervisor.config.json", {})
     code, out, _ = _run(path)
     assert (code, out) == (1, [
-        "server.auth_token: is required (set server.auth_token, server.auth_token_file or env HAL_AUTH_TOKEN)"
+        "server.auth_token: is required (set server.auth_token, server.auth_token_file, env HAL_AUTH_TOKEN or "
+        "security.agent_tokens)", f"{NO_OPERATOR} (warning)",
     ])
 
 

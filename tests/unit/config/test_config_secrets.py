@@ -6,7 +6,7 @@ import pytest
 
 from halswarm.config import ConfigError, load_agent_config, load_supervisor_config, validate_data
 from halswarm.config.secrets import holds_inline_secret, token_weakness
-from tests.unit.config.config_helpers import TOKEN
+from tests.unit.config.config_helpers import NO_OPERATOR, TOKEN
 
 OTHER = "b" * 64
 PERM_WARNING = "(file): readable by group/others and holds secrets; chmod 600"
@@ -36,7 +36,7 @@ def test_token_file_beats_inline_and_is_stripped(write) -> None:
     path = write("s.json", {"server": {"auth_token": TOKEN, "auth_token_file": "tokens/shared"}})
     cfg, warnings = load_supervisor_config(path, env={})
     assert cfg.auth_token == OTHER  # relative to the config file's directory
-    assert warnings == []
+    assert [str(w) for w in warnings] == [NO_OPERATOR]
 
 
 @pytest.mark.parametrize("where", ["server", "top"])
@@ -77,15 +77,15 @@ def test_group_readable_token_file_warns(write, tmp_path) -> None:
 def test_group_or_other_readable_config_with_secret_warns(write, mode: int) -> None:
     path = write("s.json", {"server": {"auth_token": TOKEN}}, mode=mode)
     _, warnings = load_supervisor_config(path, env={})
-    assert [(str(w), w.severity) for w in warnings] == [(PERM_WARNING, "warning")]
+    assert [(str(w), w.severity) for w in warnings] == [(PERM_WARNING, "warning"), (NO_OPERATOR, "warning")]
 
 
 def test_private_config_or_config_without_secret_does_not_warn(write) -> None:
     _, private = load_supervisor_config(write("p.json", {"server": {"auth_token": TOKEN}}, mode=0o600), env={})
-    assert private == []
+    assert [str(w) for w in private] == [NO_OPERATOR]
     write("t", TOKEN)
     _, no_secret = load_supervisor_config(write("n.json", {"server": {"auth_token_file": "t"}}, mode=0o644), env={})
-    assert no_secret == []
+    assert [str(w) for w in no_secret] == [NO_OPERATOR]
 
 
 def test_credentials_values_count_as_secrets(write) -> None:
@@ -102,14 +102,16 @@ def test_secret_detection_by_key_name() -> None:
     assert not holds_inline_secret({"security": {"tls": {"key_path": "/k"}, "token_rotation": {"enabled": True}}})
 
 
-def test_operator_token_falls_back_to_shared_token(write) -> None:
+def test_operator_token_never_falls_back_to_the_agent_token(write) -> None:
     cfg, _ = load_supervisor_config(write("s.json", {"auth_token": TOKEN}), env={})
-    assert cfg.operator_token == cfg.auth_token == TOKEN
+    assert cfg.auth_token == TOKEN and cfg.operator_token is None and cfg.operators == ()
     write("op", OTHER)
     cfg, _ = load_supervisor_config(
         write("s2.json", {"auth_token": TOKEN, "security": {"operator_token_file": "op"}}), env={}
     )
     assert (cfg.auth_token, cfg.operator_token) == (TOKEN, OTHER)
+    # The legacy operator token is an admin named "operator".
+    assert [(i.name, i.role.name, i.token) for i in cfg.operators] == [("operator", "admin", OTHER)]
 
 
 def test_agent_opencode_password_file(write) -> None:

@@ -17,14 +17,15 @@ from halswarm.config import (
     load_supervisor_config,
     parse_supervisor_config,
 )
-from tests.unit.config.config_helpers import FIXTURES, TOKEN
+from tests.unit.config.config_helpers import FIXTURES, NO_OPERATOR, TOKEN
 
 
 def test_minimal_supervisor_gets_every_default(write) -> None:
     cfg, warnings = load_supervisor_config(write("s.json", {"auth_token": TOKEN}), env={})
-    assert warnings == []
+    assert [str(w) for w in warnings] == [NO_OPERATOR]
     assert dataclasses.asdict(cfg) | {"raw": None} == {
-        "host": "0.0.0.0", "port": 8420, "http_port": 8421, "auth_token": TOKEN, "operator_token": TOKEN,
+        "host": "0.0.0.0", "port": 8420, "http_port": 8421, "auth_token": TOKEN, "operator_token": None,
+        "operators": (), "allow_shared_agent_token": True,
         "heartbeat_interval_sec": 30, "heartbeat_timeout_count": 3, "allowed_origins": (), "origin_allowlist": (),
         "database_path": "/var/lib/hal-o-swarm/supervisor.db", "events_retention_days": 30,
         "audit_retention_days": 90, "tls_enabled": False, "tls_cert": None, "tls_key": None, "agent_tokens": {},
@@ -48,6 +49,8 @@ def test_full_python_supervisor_config(copy_fixture, write) -> None:
     assert (cfg.host, cfg.port, cfg.http_port, cfg.auth_token) == ("127.0.0.1", 9420, 9421, TOKEN)
     assert cfg.operator_token == "op-8d0e4c1a9b7f6e5d4c3b2a19087f6e5d4c3b2a1908"
     assert cfg.agent_tokens == {"build-node-1": "ag-1f2e3d4c5b6a79880f1e2d3c4b5a69788f9e0d1c"}
+    assert [(i.name, i.role.name) for i in cfg.operators] == [("operator", "admin"), ("alice", "viewer")]
+    assert cfg.shared_agent_token == TOKEN  # explicit opt-in beside agent_tokens
     assert (cfg.events_retention_days, cfg.audit_retention_days) == (14, 365)
     assert (cfg.log_level, cfg.log_format, cfg.command_timeout_sec) == ("debug", "json", 45)
     assert (cfg.tls_enabled, cfg.tls_cert, cfg.tls_key) == (
@@ -93,6 +96,7 @@ def test_config_error_lists_every_error_one_per_line(write) -> None:
         "log.level: must be one of debug, info, warning, error (got 'loud')",
         "server.auth_token: token is too short (1 character; at least 32 are required)",
         "server.port: must be between 1 and 65535 (got 0)",
+        f"{NO_OPERATOR} (warning)",
         "zzz: unknown key (warning)",
     ]
 

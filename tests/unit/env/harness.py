@@ -153,7 +153,7 @@ class EnvAgent:
                             projects=[ProjectRef(n, d) for n, d in sorted(self.projects.items())],
                             capabilities={"env": self.service.snapshot()})
 
-        self.conn = SupervisorConnection(self.sup.ws_url, self.sup.token, self.outbox, register_builder=register,
+        self.conn = SupervisorConnection(self.sup.ws_url, self.sup.agent_token, self.outbox, register_builder=register,
                                          command_handler=handle)
         self.conn.start()
         await self.conn.wait_ready(20)

@@ -1,0 +1,188 @@
+"""Identities and roles (issue 14), against the real supervisor: the role matrix of every /api/v1 route,
+agent tokens on the operator API, a spoofed actor, the shared token claiming a per-node id, and
+failed-auth throttling that never locks out a valid credential."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from halswarm.core.roles import Role
+from halswarm.protocol import Register, decode, encode
+from tests.support.supervisor_proc import ADMIN_NAME, SupervisorProc
+from tests.support.waiting import wait_for
+
+V, OP, A = Role.viewer, Role.operator, Role.admin
+
+# The minimum role of every /api/v1 route. A route missing here fails the matrix: no route can be added
+# without deciding (and documenting, docs/security.md) who may call it.
+EXPECTED: dict[tuple[str, str], Role] = {
+    ("GET", "/api/v1/nodes"): V, ("GET", "/api/v1/nodes/{node_id}"): V, ("GET", "/api/v1/nodes/{node_id}/auth"): V,
+    ("GET", "/api/v1/sessions"): V, ("GET", "/api/v1/sessions/{session_id}"): V,
+    ("POST", "/api/v1/sessions"): OP, ("POST", "/api/v1/sessions/{session_id}/prompt"): OP,
+    ("POST", "/api/v1/sessions/{session_id}/resume"): OP, ("POST", "/api/v1/sessions/{session_id}/restart"): OP,
+    ("POST", "/api/v1/sessions/{session_id}/handover"): OP, ("DELETE", "/api/v1/sessions/{session_id}"): OP,
+    ("GET", "/api/v1/events"): V, ("GET", "/api/v1/events/stream"): V,
+    ("POST", "/api/v1/commands"): OP, ("GET", "/api/v1/commands/{command_id}"): V,
+    ("GET", "/api/v1/audit"): V,
+    ("GET", "/api/v1/cost"): V, ("GET", "/api/v1/cost/{period}"): V, ("GET", "/api/v1/cost/status"): V,
+    ("POST", "/api/v1/cost/refresh"): OP,
+    ("GET", "/api/v1/policies"): V, ("GET", "/api/v1/dependencies"): V,
+    ("GET", "/api/v1/auth/drift"): V, ("POST", "/api/v1/oauth/trigger"): A,
+    ("POST", "/api/v1/commands/credentials/push"): A,
+    ("GET", "/api/v1/env/manifest"): V, ("PUT", "/api/v1/env/manifest"): A,
+    ("GET", "/api/v1/env/status"): V, ("GET", "/api/v1/env/status/{node_id}"): V, ("GET", "/api/v1/env/drift"): V,
+    ("POST", "/api/v1/env/check/{node_id}"): OP, ("POST", "/api/v1/env/provision/{node_id}"): OP,
+    ("POST", "/api/v1/env/approve/{node_id}"): A,
+    ("GET", "/api/v1/agent-md/{project}"): V, ("GET", "/api/v1/agent-md/{project}/diff"): V,
+    ("GET", "/api/v1/agent-md/{project}/template"): V, ("POST", "/api/v1/agent-md/sync"): OP,
+    ("GET", "/api/v1/remediations"): V, ("POST", "/api/v1/remediations"): OP,
+}
+
+VIEWER_TOKEN, OPERATOR_TOKEN = "v" * 8 + "0123456789abcdef" * 3, "o" * 8 + "fedcba9876543210" * 3
+
+
+def _operators(sup: SupervisorProc) -> dict[str, object]:
+    return {"operators": [{"name": ADMIN_NAME, "role": "admin", "token": sup.token},
+                          {"name": "dash", "role": "viewer", "token": VIEWER_TOKEN},
+                          {"name": "oncall", "role": "operator", "token": OPERATOR_TOKEN}]}
+
+
+@pytest.fixture
+def roles_sup(make_supervisor):  # type: ignore[no-untyped-def]
+    sup = make_supervisor()
+    sup.extra["security"] = _operators(sup)
+    return sup.start()
+
+
+async def _status(sup: SupervisorProc, addr: str, method: str, path: str, token: str | None) -> tuple[int, str]:
+    """Status and error code of one call from source address `addr`; streams are not read past the headers."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    kw = {"json": {}} if method in ("POST", "PUT") else {}
+    transport = httpx.AsyncHTTPTransport(local_address=addr)
+    async with (httpx.AsyncClient(base_url=sup.api, transport=transport, timeout=30) as c,
+                c.stream(method, path, headers=headers, **kw) as r):
+        if r.status_code in (401, 403, 429):
+            await r.aread()
+            return r.status_code, r.json().get("code", "")
+        return r.status_code, ""
+
+
+async def test_role_matrix_covers_every_route(roles_sup):
+    sup = roles_sup
+    schema = (await asyncio.to_thread(httpx.get, sup.api + "/openapi.json", timeout=10)).json()
+    routes = sorted((m.upper(), p) for p, ops in schema["paths"].items() if p.startswith("/api/v1/")
+                    for m in ops)
+    missing = [r for r in routes if r not in EXPECTED]
+    assert not missing, f"routes without a row in the role matrix (add one, and to docs/security.md): {missing}"
+    assert sorted(EXPECTED) == routes  # and no stale rows
+    tokens = {"none": (None, None), "wrong": ("wrong-" + "w" * 40, None), "agent": (sup.agent_token, None),
+              "viewer": (VIEWER_TOKEN, V), "operator": (OPERATOR_TOKEN, OP), "admin": (sup.token, A)}
+    bad: list[str] = []
+    for i, (method, path) in enumerate(routes):
+        concrete = re.sub(r"\{[^}]+\}", "x", path)
+        addr = f"127.0.{i // 250}.{2 + i % 250}"  # a source address per route: 3 failures each stay under the throttle
+        needed = EXPECTED[(method, path)]
+        for who, (token, role) in tokens.items():
+            status, code = await _status(sup, addr, method, concrete, token)
+            if role is None:
+                want = "401 AUTH_REQUIRED"
+                ok = (status, code) == (401, "AUTH_REQUIRED")
+            elif role < needed:
+                want = "403 FORBIDDEN"
+                ok = (status, code) == (403, "FORBIDDEN")
+            else:
+                want = "allowed"
+                ok = status not in (401, 403, 429)
+            if not ok:
+                bad.append(f"{method} {path} as {who}: {status} {code}, want {want}")
+    assert not bad, "\n".join(bad)
+
+
+async def test_credential_commands_need_an_admin_on_the_generic_route(roles_sup):
+    body = {"type": "push_credentials", "target": {"node_id": "x"}, "args": {"env_vars": {"K": "v"}}}
+    async with httpx.AsyncClient(base_url=roles_sup.api, timeout=30) as c:
+        r = await c.post("/api/v1/commands", json=body, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+        assert (r.status_code, r.json()["code"]) == (403, "FORBIDDEN"), r.text
+        r = await c.post("/api/v1/commands", json=body, headers={"Authorization": f"Bearer {roles_sup.token}"})
+        assert r.status_code not in (401, 403), r.text
+
+
+async def test_agent_tokens_never_open_the_operator_api(make_supervisor):
+    """Go-era config: only the shared auth_token. It is an agent token; nothing in /api/v1 opens with it."""
+    node_token = "n" * 8 + "0f1e2d3c4b5a6978" * 3
+    sup = make_supervisor()
+    sup.extra["security"] = {"agent_tokens": {"node-1": node_token}, "allow_shared_agent_token": True}
+    sup.start()
+    async with httpx.AsyncClient(base_url=sup.api, timeout=30) as c:
+        for token in (sup.agent_token, node_token):
+            r = await c.get("/api/v1/nodes", headers={"Authorization": f"Bearer {token}"})
+            assert (r.status_code, r.json()["code"]) == (401, "AUTH_REQUIRED")
+        assert (await c.get("/api/v1/nodes", headers={"Authorization": f"Bearer {sup.token}"})).status_code == 200
+    go_era = make_supervisor("go")
+    go_era.extra["security"] = {"operators": []}
+    go_era.start()
+    r = await asyncio.to_thread(httpx.get, go_era.api + "/api/v1/nodes", timeout=10,
+                                headers={"Authorization": f"Bearer {go_era.agent_token}"})
+    assert (r.status_code, r.json()["code"]) == (401, "AUTH_REQUIRED")
+    assert "security.operators: none configured" in go_era.log_tail(200)
+
+
+async def test_spoofed_actor_is_recorded_beside_the_token_name(roles_sup):
+    hdr = {"Authorization": f"Bearer {OPERATOR_TOKEN}", "X-HAL-Actor": ADMIN_NAME}
+    async with httpx.AsyncClient(base_url=roles_sup.api, timeout=30) as c:
+        r = await c.post("/api/v1/sessions", json={"project": "ghost"}, headers=hdr)  # rejected: no node has it
+        assert r.status_code >= 400
+        rows = (await c.get("/api/v1/audit", headers={"Authorization": f"Bearer {roles_sup.token}"})).json()["data"]
+    assert [(a["action"], a["actor"], a["client_actor"]) for a in rows] == [("create_session", "oncall", ADMIN_NAME)]
+
+
+async def test_shared_token_cannot_register_a_node_that_has_its_own_token(make_supervisor):
+    node_token = "n" * 8 + "0f1e2d3c4b5a6978" * 3
+    sup = make_supervisor()
+    sup.extra["security"] = {"agent_tokens": {"owner": node_token}, "allow_shared_agent_token": True}
+    sup.start()
+    hdr = {"Authorization": f"Bearer {sup.agent_token}"}
+    async with connect(sup.ws_url, additional_headers=hdr) as ws:
+        await ws.send(encode(Register(node_id="owner")))
+        env = decode(await asyncio.wait_for(ws.recv(), 10))
+        assert env.type == "error" and env.payload.code == "not_registered", env
+        assert "own token" in env.payload.message
+        await asyncio.wait_for(ws.wait_closed(), 10)
+        assert ws.close_code == 1008
+    async with connect(sup.ws_url, additional_headers=hdr) as ws:  # the opt-in shared token still works for others
+        await ws.send(encode(Register(node_id="free")))
+        assert decode(await asyncio.wait_for(ws.recv(), 10)).type == "registered"
+    async with httpx.AsyncClient(base_url=sup.api, timeout=10) as c:
+        nodes = await c.get("/api/v1/nodes", headers={"Authorization": f"Bearer {sup.token}"})
+        metrics = (await c.get("/metrics")).text
+    assert [n["id"] for n in nodes.json()["data"]] == ["free"]
+    assert 'hal_o_swarm_connections_total{status="forbidden"} 1.0' in metrics
+    wait_for(lambda: "cannot register node owner" in sup.log_tail(400), timeout=10, what="the refusal logged")
+
+
+async def test_shared_token_is_off_once_nodes_have_their_own(make_supervisor):
+    node_token = "n" * 8 + "0f1e2d3c4b5a6978" * 3
+    sup = make_supervisor()
+    sup.extra["security"] = {"agent_tokens": {"owner": node_token}}
+    sup.start()
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(sup.ws_url, additional_headers={"Authorization": f"Bearer {sup.agent_token}"}):
+            pass
+    assert info.value.response.status_code == 401
+
+
+async def test_bad_tokens_never_lock_out_a_valid_credential(roles_sup):
+    async with httpx.AsyncClient(base_url=roles_sup.api, timeout=30) as c:
+        statuses = [(await c.get("/api/v1/nodes", headers={"Authorization": f"Bearer bad-{i:040d}"})).status_code
+                    for i in range(25)]
+        assert statuses[:20] == [401] * 20 and statuses[20:] == [429] * 5
+        for token in (VIEWER_TOKEN, roles_sup.token):
+            assert (await c.get("/api/v1/nodes", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+        assert (await c.get("/api/v1/nodes", headers={"Authorization": "Bearer bad"})).status_code == 429
