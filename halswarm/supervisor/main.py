@@ -36,12 +36,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def local_token(state_dir: Path) -> Path:
-    """The generated token of --local mode, created once (0600) and reused; the state dir is 0700."""
+OPERATOR_TOKEN_FILE = "operator.token"  # --local: the admin operator token (halctl, the HTTP API)
+AGENT_TOKEN_FILE = "agent.token"  # --local: the local agent's own token (never opens the HTTP API)
+LOCAL_OPERATOR = "local-admin"
+
+
+def local_token(state_dir: Path, name: str = OPERATOR_TOKEN_FILE) -> Path:
+    """A generated token of --local mode (`name` under the state dir), created once (0600) and reused;
+    the state dir is 0700."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if state_dir.stat().st_mode & 0o077:
         state_dir.chmod(0o700)
-    path = state_dir / "token"
+    path = state_dir / name
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -93,9 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.local:
             state = Path(args.state_dir).resolve()
-            token_file = local_token(state)
+            # Two credentials (issue 14): an admin operator token for halctl, and the local agent's own
+            # per-node token, which never opens the HTTP API.
+            operator_file = local_token(state, OPERATOR_TOKEN_FILE)
+            agent_token = local_token(state, AGENT_TOKEN_FILE).read_text().strip()
             doc: dict[str, Any] = {
-                "server": {"host": "127.0.0.1", "port": 8420, "http_port": 8421, "auth_token_file": str(token_file)},
+                "server": {"host": "127.0.0.1", "port": 8420, "http_port": 8421},
+                "security": {"operators": [{"name": LOCAL_OPERATOR, "role": "admin", "token_file": str(operator_file)}],
+                             "agent_tokens": {local_node_id(): agent_token}},
                 "database": {"path": str(state / "supervisor.db")},
                 "log": {"format": "text"},
             }
@@ -210,7 +221,8 @@ def _start_local_agent(state_dir: Path, ws_port: int) -> Any:
         opencode_port = s.getsockname()[1]
     doc = {
         "supervisor_url": f"ws://127.0.0.1:{ws_port}/ws/agent",
-        "auth_token_file": str(state_dir / "token"),
+        "node_id": local_node_id(),
+        "auth_token_file": str(state_dir / AGENT_TOKEN_FILE),
         "data_dir": str(state_dir / "agent"),
         "opencode_port": opencode_port,
         "opencode": {"manage": True, "binary": opencode or "opencode"},
@@ -221,9 +233,10 @@ def _start_local_agent(state_dir: Path, ws_port: int) -> Any:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f, indent=2)
-    # The agent inherits the environment: HAL_AUTH_TOKEN, when set, overrides the token file for both.
+    # The agent uses its own token file: a HAL_AUTH_TOKEN in the environment would override it.
+    env = {k: v for k, v in os.environ.items() if k != "HAL_AUTH_TOKEN"}
     proc = subprocess.Popen([sys.executable, "-m", "halswarm.agent.main", "--config", str(path)],
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env=env)
     where = opencode or "not found: the node registers and reports why it has no sessions"
     print(f"  local agent        pid {proc.pid}, project demo at {demo}\n"
           f"  opencode           {where}\n", flush=True)
@@ -246,6 +259,13 @@ def _stop_local_agent(proc: Any, grace: float = 15.0) -> None:
     log.info("local agent exited with %s", proc.returncode)
 
 
+def local_node_id() -> str:
+    """Node id of the --local agent (its host name, the agent's own default)."""
+    import socket
+
+    return socket.gethostname() or "local"
+
+
 def _print_local_banner(cfg: Any, state_dir: Path) -> None:
     from halswarm.core.invocation import local_command
 
@@ -256,10 +276,11 @@ def _print_local_banner(cfg: Any, state_dir: Path) -> None:
         f"  agents connect to  ws://{cfg.host}:{cfg.port}/ws/agent\n"
         f"  HTTP API           {url}  (OpenAPI: {url}/docs)\n"
         f"  database           {cfg.database_path}\n"
-        f"  token              {state_dir / 'token'} (0600)\n\n"
+        f"  operator token     {state_dir / OPERATOR_TOKEN_FILE} (0600, admin {LOCAL_OPERATOR})\n"
+        f"  agent token        {state_dir / AGENT_TOKEN_FILE} (0600, node {local_node_id()} only)\n\n"
         "Point halctl at it from another shell:\n"
         f"  export HALCTL_SUPERVISOR_URL={url}\n"
-        f"  export HALCTL_AUTH_TOKEN=\"$(cat {state_dir / 'token'})\"\n"
+        f"  export HALCTL_AUTH_TOKEN=\"$(cat {state_dir / OPERATOR_TOKEN_FILE})\"\n"
         f"  {halctl} nodes list\n\n"
         "Stop with Ctrl-C.\n",
         flush=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -48,8 +49,12 @@ def test_local_mode_starts_and_stops_a_local_agent(tmp_path: Path) -> None:
     try:
         m = wait_for(lambda: re.search(r"local agent\s+pid (\d+)", out_path.read_text()), "banner", 20)
         agent_pid = int(m.group(1))
-        token = (state / "token").read_text().strip()
+        token = (state / "operator.token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
+        agent_token = (state / "agent.token").read_text().strip()
+        assert agent_token != token  # issue 14: the agent's own token, never the operator's
+        r = httpx.get(f"http://127.0.0.1:{http}/api/v1/nodes", headers={"Authorization": f"Bearer {agent_token}"})
+        assert r.status_code == 401
 
         def node() -> dict | None:
             nodes = httpx.get(f"http://127.0.0.1:{http}/api/v1/nodes", headers=headers).json()["data"]
@@ -76,7 +81,8 @@ def test_local_mode_starts_and_stops_a_local_agent(tmp_path: Path) -> None:
             assert caps["sessions"]["available"] is False and caps["sessions"]["reason"]
         cfg = state / "agent.config.json"
         assert cfg.stat().st_mode & 0o777 == 0o600
-        assert token not in cfg.read_text()  # it points at the token file
+        assert token not in cfg.read_text() and agent_token not in cfg.read_text()  # it points at its token file
+        assert json.loads(cfg.read_text())["auth_token_file"] == str(state / "agent.token")
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -16,6 +16,7 @@ import pytest
 
 from halswarm.protocol import Command, CommandResult
 from tests.support.agentsim import SimAgent, session_state
+from tests.support.supervisor_proc import ADMIN_NAME
 
 HALCTL = shutil.which("halctl", path=str(Path(sys.executable).parent)) or "halctl"
 
@@ -162,13 +163,16 @@ async def test_halctl_commands_are_audited_with_the_operator_as_actor(fleet):
     assert rc == 0, err
     rc, _, err = await halctl(sup, "sessions", "prompt", "ses_seed", "from the default actor")
     assert rc == 0, err
-    rc, out, err = await halctl(sup, "audit", "list", "--actor", "ops-alice", "-o", "json")
+    # The actor is the operator token's name; halctl's --actor (default user@host) is the client actor
+    # recorded beside it, never instead of it (issue 14).
+    rc, out, err = await halctl(sup, "audit", "list", "--actor", ADMIN_NAME, "--action", "prompt_session", "-o", "json")
     assert rc == 0, err
     rows = json.loads(out)
-    assert [(a["actor"], a["action"], a["result"]) for a in rows] == [("ops-alice", "prompt_session", "success")]
     default = f"{getpass.getuser()}@{socket.gethostname()}"
-    rc, out, err = await halctl(sup, "audit", "list", "--actor", default, "-o", "json")
+    assert [(a["actor"], a["client_actor"], a["result"]) for a in rows] == [
+        (ADMIN_NAME, default, "success"), (ADMIN_NAME, "ops-alice", "success")]
+    rc, out, err = await halctl(sup, "audit", "list", "--action", "prompt_session")
     assert rc == 0, err
-    assert [(a["actor"], a["action"]) for a in json.loads(out)] == [(default, "prompt_session")]
-    with sup.client() as c:  # nothing was recorded under the anonymous API actor
-        assert c.get("/api/v1/audit", params={"actor": "api"}).json()["meta"]["total"] == 0
+    assert "CLIENT" in out.splitlines()[0] and "ops-alice" in out
+    with sup.client() as c:  # nothing was recorded under a client-chosen name
+        assert c.get("/api/v1/audit", params={"actor": "ops-alice"}).json()["meta"]["total"] == 0

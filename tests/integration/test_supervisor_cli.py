@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.ports import free_port
 
@@ -91,9 +92,18 @@ def test_token_from_env_overrides_the_file(tmp_path):
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_http(f"http://127.0.0.1:{http}/readyz")
+        # The shared token is an agent token (issue 14): checked on the agent port, never the API.
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        with connect(f"ws://127.0.0.1:{ws}/ws/agent", additional_headers={"Authorization": "Bearer " + "e" * 48}):
+            pass
+        with pytest.raises(InvalidStatus) as info, connect(f"ws://127.0.0.1:{ws}/ws/agent",
+                                                           additional_headers={"Authorization": "Bearer " + "a" * 40}):
+            pass
+        assert info.value.response.status_code == 401
         url = f"http://127.0.0.1:{http}/api/v1/nodes"
-        assert httpx.get(url, headers={"Authorization": "Bearer " + "e" * 48}).status_code == 200
-        assert httpx.get(url, headers={"Authorization": "Bearer " + "a" * 40}).status_code == 401
+        assert httpx.get(url, headers={"Authorization": "Bearer " + "e" * 48}).status_code == 401
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
@@ -108,11 +118,15 @@ def test_local_mode_generates_token_and_prints_halctl_instructions(tmp_path):
                             stderr=subprocess.STDOUT, text=True)
     try:
         _wait_http(f"http://127.0.0.1:{http}/readyz")
-        token = (state / "token").read_text().strip()
-        assert len(token) == 64 and (state / "token").stat().st_mode & 0o777 == 0o600
+        token = (state / "operator.token").read_text().strip()
+        assert len(token) == 64 and (state / "operator.token").stat().st_mode & 0o777 == 0o600
+        agent_token = (state / "agent.token").read_text().strip()
+        assert len(agent_token) == 64 and (state / "agent.token").stat().st_mode & 0o777 == 0o600
         assert (state / "supervisor.db").exists()
         r = httpx.get(f"http://127.0.0.1:{http}/api/v1/nodes", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
+        r = httpx.get(f"http://127.0.0.1:{http}/api/v1/nodes", headers={"Authorization": f"Bearer {agent_token}"})
+        assert r.status_code == 401  # the local agent's token is no operator credential
         assert proc.stdout is not None
         while not banner or banner[-1].strip() != "Stop with Ctrl-C.":  # bounded by the test timeout
             line = proc.stdout.readline()
@@ -132,8 +146,8 @@ def test_local_mode_generates_token_and_prints_halctl_instructions(tmp_path):
         out, _ = proc.communicate(timeout=15)
     out = "".join(banner) + out
     assert proc.returncode == 0
-    assert "HALCTL_AUTH_TOKEN" in out and f"http://127.0.0.1:{http}" in out
-    assert token not in out  # the banner points at the file, never prints the secret
+    assert "HALCTL_AUTH_TOKEN" in out and f"http://127.0.0.1:{http}" in out and "operator.token" in out
+    assert token not in out and agent_token not in out  # the banner points at the files, never prints secrets
 
 
 def _wait_http(url: str, timeout: float = 20) -> None:
