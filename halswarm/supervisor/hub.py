@@ -178,9 +178,6 @@ class Hub:
         if not is_upgrade(request.headers):
             # curl / a browser / a health probe: say what this port is instead of a handshake error.
             return _plain(HTTPStatus.OK, hub_info_text(self.s.api_port, self.s.ssl is not None))
-        if self.throttle.blocked(addr):
-            self.metrics.connections_total.labels("throttled").inc()
-            return _plain(HTTPStatus.TOO_MANY_REQUESTS, "too many failed authentications; retry later")
         if not origin_allowed(request.headers.get("Origin"), self.s.origin_allowlist):
             self.metrics.connections_total.labels("forbidden").inc()
             return _plain(HTTPStatus.FORBIDDEN, "origin not allowed")
@@ -200,6 +197,10 @@ class Hub:
                           + hub_info_text(self.s.api_port, self.s.ssl is not None))
         owner = self._token_owner(token)
         if owner is None:
+            # Only failures are throttled: a valid token is never locked out by others' bad ones (issue 14).
+            if self.throttle.blocked(addr):
+                self.metrics.connections_total.labels("throttled").inc()
+                return _plain(HTTPStatus.TOO_MANY_REQUESTS, "too many failed authentications; retry later")
             self.throttle.failed(addr)
             self.metrics.connections_total.labels("unauthorized").inc()
             log.warning("agent connection from %s refused: bad or missing token", addr)

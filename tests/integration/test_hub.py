@@ -180,6 +180,10 @@ async def test_repeated_auth_failures_are_throttled(supervisor):
             statuses.append(exc.response.status_code)
     assert statuses[:20] == [401] * 20
     assert statuses[20:] == [429, 429]
+    # ...but a valid agent token from the same address still connects (issue 14: no lockout).
+    hdr = {"Authorization": f"Bearer {supervisor.agent_token}"}
+    async with connect(supervisor.ws_url, additional_headers=hdr):
+        pass
 
 
 async def test_first_frame_must_be_register(supervisor):
