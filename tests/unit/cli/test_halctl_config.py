@@ -60,6 +60,25 @@ def test_init_supervisor_writes_0600_and_masks_token(halctl, tmp_path: Path) -> 
     assert halctl("config", "validate", str(path), bare=True).exit_code == 0
 
 
+def test_init_supervisor_with_nodes_gives_each_its_own_token(halctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "supervisor.config.json"
+    result = halctl("config", "init", "supervisor", "--path", str(path), "--node", "n1", "--node", "n2", bare=True)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(path.read_text())
+    tokens = data["security"]["agent_tokens"]
+    [admin] = data["security"]["operators"]
+    assert sorted(tokens) == ["n1", "n2"] and "auth_token" not in data["server"]  # no shared agent token
+    assert (admin["name"], admin["role"]) == ("admin", "admin")
+    values = [tokens["n1"], tokens["n2"], admin["token"]]
+    assert len(set(values)) == 3 and all(len(v) == 64 for v in values)
+    assert not any(v in result.stdout + result.stderr for v in values)
+    assert f"agent_tokens.n1: {tokens['n1'][:4]}…" in result.stdout and "operators.admin: admin" in result.stdout
+    check = halctl("config", "validate", str(path), bare=True)
+    assert check.exit_code == 0 and "warning" not in check.stdout, check.stdout
+    assert halctl("config", "init", "agent", "--path", str(tmp_path / "a.json"), "--node", "n1",
+                  bare=True).exit_code != 0
+
+
 def test_init_refuses_to_overwrite_without_force_and_keeps_keys(halctl, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "agent.config.json"
     original = {"supervisor_url": "wss://sup:8420/ws/agent", "auth_token": GOOD_TOKEN,

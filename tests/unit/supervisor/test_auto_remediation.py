@@ -94,6 +94,7 @@ def test_online_nodes_and_pattern_like_ids_are_ignored() -> None:
 
 def test_config_keys_defaults_and_typed_values() -> None:
     cfg, warnings = parse_supervisor_config({"auth_token": TOKEN, "database": {"path": "/var/lib/h/s.db"},
+                                             "security": {"operator_token": "o" * 40},
                                              "remediation": {"inventory": "/etc/h/hosts.ini", "auto": [AGENT_CRASHED],
                                                              "offline_minutes": 0.5, "window_minutes": 10,
                                                              "supervisor_host": "sup1"}})
@@ -119,7 +120,8 @@ def test_bad_remediation_config_is_a_clear_error(remediation: dict[str, Any], pa
 
 
 def test_auto_without_inventory_warns() -> None:
-    _, warnings = parse_supervisor_config({"auth_token": TOKEN, "remediation": {"auto": [AGENT_CRASHED]}})
+    _, warnings = parse_supervisor_config({"auth_token": TOKEN, "remediation": {"auto": [AGENT_CRASHED]},
+                                           "security": {"operator_token": "o" * 40}})
     assert [(w.path, w.severity) for w in warnings] == [("remediation.inventory", "warning")]
 
 
