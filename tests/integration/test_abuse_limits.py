@@ -79,7 +79,7 @@ def test_trickling_websocket_handshake_is_closed(sup):  # type: ignore[no-untype
 
 
 async def test_agent_chosen_event_types_do_not_grow_metrics(supervisor):  # type: ignore[no-untyped-def]
-    agent = SimAgent(supervisor.ws_url, supervisor.token, "noisy")
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "noisy")
     await agent.connect()
     try:
         n = 3000

@@ -34,25 +34,26 @@ def _cost(url: str) -> dict:
 
 async def test_token_in_the_url_is_refused_even_when_valid(supervisor):  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidStatus) as info:
-        async with connect(f"{supervisor.ws_url}?token={supervisor.token}", open_timeout=10):
+        async with connect(f"{supervisor.ws_url}?token={supervisor.agent_token}", open_timeout=10):
             pass
     assert info.value.response.status_code == 401
     assert b"Authorization: Bearer" in info.value.response.body
     # Header and query together: still refused (the URL already leaked it).
     with pytest.raises(InvalidStatus):
-        async with connect(f"{supervisor.ws_url}?token={supervisor.token}", open_timeout=10,
-                           additional_headers={"Authorization": f"Bearer {supervisor.token}"}):
+        async with connect(f"{supervisor.ws_url}?token={supervisor.agent_token}", open_timeout=10,
+                           additional_headers={"Authorization": f"Bearer {supervisor.agent_token}"}):
             pass
 
 
 async def test_secrets_absent_from_debug_log_db_and_api_answers(make_supervisor):  # type: ignore[no-untyped-def]
     with fake_providers() as fake:
         fake.echo_key = {"anthropic", "openai"}  # their 401 bodies repeat the key, as real providers do
-        sup = make_supervisor(cost=_cost(fake.url), security={"agent_tokens": {"node-s": NODE_TOKEN}}).start()
-        secrets = {"agent/operator token": sup.token, "node token": NODE_TOKEN, "anthropic key": ANTHROPIC_KEY,
-                   "openai key": OPENAI_KEY}
+        sup = make_supervisor(cost=_cost(fake.url), security={"agent_tokens": {"node-s": NODE_TOKEN},
+                                                              "allow_shared_agent_token": True}).start()
+        secrets = {"operator token": sup.token, "shared agent token": sup.agent_token, "node token": NODE_TOKEN,
+                   "anthropic key": ANTHROPIC_KEY, "openai key": OPENAI_KEY}
         # Agents on the shared and the per-node token (websockets logs the upgrade headers at debug).
-        for node, token in (("node-shared", sup.token), ("node-s", NODE_TOKEN)):
+        for node, token in (("node-shared", sup.agent_token), ("node-s", NODE_TOKEN)):
             agent = SimAgent(sup.ws_url, token, node, projects=[("p", "/srv/p")])
             await agent.connect(sessions=[session_state(new_session_id(), "p")])
             if node == "node-s":  # an agent echoing secrets in its event data (a tool's output, say)
@@ -61,7 +62,7 @@ async def test_secrets_absent_from_debug_log_db_and_api_answers(make_supervisor)
                 await agent.wait_acked(1)
             await agent.close()
         with pytest.raises(InvalidStatus):  # a token in the URL is refused and logged: its value never is
-            async with connect(f"{sup.ws_url}?token={sup.token}", open_timeout=10):
+            async with connect(f"{sup.ws_url}?token={sup.agent_token}", open_timeout=10):
                 pass
 
         def api() -> list[str]:
@@ -98,7 +99,7 @@ def test_local_mode_state_is_private(tmp_path):  # type: ignore[no-untyped-def]
                             stderr=subprocess.DEVNULL, env={**_env(), "HAL_LOCAL_AGENT": "0"})
     try:
         wait_for(lambda: _ready(f"http://127.0.0.1:{http}/readyz"), timeout=30, what="supervisor ready")
-        token = (state / "token").read_text().strip()
+        token = (state / "operator.token").read_text().strip()
         r = httpx.post(f"http://127.0.0.1:{http}/api/v1/cost/refresh", json={},
                        headers={"Authorization": f"Bearer {token}"}, timeout=30)  # writes an audit row
         assert r.status_code < 500, r.text
@@ -109,7 +110,7 @@ def test_local_mode_state_is_private(tmp_path):  # type: ignore[no-untyped-def]
         proc.wait(20)
     assert modes.pop("state") == 0o700, modes
     assert {n: m for n, m in modes.items() if m & 0o077} == {}, modes
-    assert {"token", "supervisor.db", "supervisor.db-wal", "supervisor.db-shm"} <= set(modes)
+    assert {"operator.token", "agent.token", "supervisor.db", "supervisor.db-wal", "supervisor.db-shm"} <= set(modes)
 
 
 def test_existing_world_readable_database_is_tightened(tmp_path, make_supervisor):  # type: ignore[no-untyped-def]
