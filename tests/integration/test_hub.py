@@ -252,7 +252,7 @@ async def test_tokenless_upgrade_is_explained_and_not_throttled(supervisor):
         raw = await asyncio.to_thread(_raw_http, supervisor.ws_port, req)
         assert raw.startswith(b"HTTP/1.1 401"), raw
     assert b"/ws/agent" in raw and f"port {supervisor.http_port}".encode() in raw
-    agent = SimAgent(supervisor.ws_url, supervisor.token, "after-curl")
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "after-curl")
     await agent.connect()  # not throttled
     await agent.close()
 

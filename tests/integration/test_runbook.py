@@ -192,15 +192,15 @@ async def test_runbook_commands_do_what_the_runbook_says(make_supervisor: Any, t
         fake.anthropic_day(today, "claude-sonnet-4-5", 1000, 100, cents=42)
         sup = make_supervisor(cost=cost_config(fake.url)).start()
         agent_config = tmp_path / "agent.config.json"
-        agent_config.write_text(json.dumps({"supervisor_url": sup.ws_url, "auth_token": sup.token,
+        agent_config.write_text(json.dumps({"supervisor_url": sup.ws_url, "auth_token": sup.agent_token,
                                             "projects": [{"name": "alpha", "directory": str(tmp_path)}]}))
         agent_config.chmod(0o600)
         home = tmp_path / "home"
         home.mkdir()
         host = Host(sup, agent_config, home)
 
-        agent = SimAgent(sup.ws_url, sup.token, NODE, [("alpha", "/srv/alpha")])
-        other = SimAgent(sup.ws_url, sup.token, OTHER, [("beta", "/srv/beta")])
+        agent = SimAgent(sup.ws_url, sup.agent_token, NODE, [("alpha", "/srv/alpha")])
+        other = SimAgent(sup.ws_url, sup.agent_token, OTHER, [("beta", "/srv/beta")])
 
         def handler(cmd: Command) -> CommandResult:
             if cmd.type == "kill_session":
