@@ -35,7 +35,7 @@ NODE = "persist-node"
 def stack(tmp_path: Path) -> Iterator[tuple[AuthSupervisorProc, AgentProc]]:
     sup = AuthSupervisorProc(tmp_path / "sup", extra={"credentials": {"version": 3, "auto_push": False}})
     env = stand_in_tools(tmp_path / "tools") | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.token, node_id=NODE, env=env, clean_env=True,
+    agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.agent_token, node_id=NODE, env=env, clean_env=True,
                       extra={"auth_report_interval_sec": 3600})
     try:
         sup.start()
