@@ -37,8 +37,8 @@ async def test_ms_timestamps_with_a_live_subscriber_do_not_rewind_a_healthy_node
                 lines.append(line)
 
     sse = asyncio.create_task(read_sse())
-    bad = SimAgent(sup.ws_url, sup.token, "nodex", [("p", "/p")])
-    good = SimAgent(sup.ws_url, sup.token, "nodey", [("p", "/p")])
+    bad = SimAgent(sup.ws_url, sup.agent_token, "nodex", [("p", "/p")])
+    good = SimAgent(sup.ws_url, sup.agent_token, "nodey", [("p", "/p")])
     try:
         await asyncio.wait_for(connected.wait(), 20)
         await bad.connect(sessions=[session_state("ses_ms", "p", "running", started_at=MS, last_activity=MS)])

@@ -33,7 +33,7 @@ def _readyz(sup) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
 
 async def test_deleted_database_stops_acks_and_keeps_every_acked_event(make_supervisor):
     sup = make_supervisor().start()
-    agent = SimAgent(sup.ws_url, sup.token, "n1", [("p", "/p")])
+    agent = SimAgent(sup.ws_url, sup.agent_token, "n1", [("p", "/p")])
     await agent.connect()
     stop = asyncio.Event()
 
@@ -83,7 +83,7 @@ async def test_deleted_database_stops_acks_and_keeps_every_acked_event(make_supe
     missing = set(range(1, acked + 1)) - stored
     assert not missing, f"{len(missing)} acked events lost (acked up to {acked})"
     sup.start()
-    back = SimAgent(sup.ws_url, sup.token, "n1", [("p", "/p")])
+    back = SimAgent(sup.ws_url, sup.agent_token, "n1", [("p", "/p")])
     reg = await back.connect(last_acked_seq=acked)
     try:
         assert reg.resume_from_seq >= acked
@@ -95,7 +95,7 @@ async def test_deleted_database_stops_acks_and_keeps_every_acked_event(make_supe
 
 async def test_read_only_database_stops_acks_and_recovers(supervisor):
     sup = supervisor
-    agent = SimAgent(sup.ws_url, sup.token, "ro", [("p", "/p")])
+    agent = SimAgent(sup.ws_url, sup.agent_token, "ro", [("p", "/p")])
     await agent.connect()
     try:
         for seq in range(1, 11):
@@ -110,7 +110,7 @@ async def test_read_only_database_stops_acks_and_recovers(supervisor):
             assert code == 503 and "read-only" in body["components"]["database"]["error"]
             assert agent.acked == 10
             # A node registering now is refused cleanly (its registration could not be stored).
-            late = SimAgent(sup.ws_url, sup.token, "late", [("p", "/p")])
+            late = SimAgent(sup.ws_url, sup.agent_token, "late", [("p", "/p")])
             try:
                 with pytest.raises(Exception):  # noqa: B017 - closed before `registered`, any client error
                     await late.connect()
@@ -132,7 +132,7 @@ async def test_read_only_database_stops_acks_and_recovers(supervisor):
 
 async def test_failure_inside_a_write_job_turns_readyz_503(supervisor):
     sup = supervisor
-    agent = SimAgent(sup.ws_url, sup.token, "jobfail", [("p", "/p")])
+    agent = SimAgent(sup.ws_url, sup.agent_token, "jobfail", [("p", "/p")])
     await agent.connect()
     try:
         await agent.send_event(1, project="p")
