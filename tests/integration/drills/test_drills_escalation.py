@@ -56,7 +56,7 @@ def _check_hosts(top: Path, fleet: DrillFleet) -> None:
         show = (host / "system" / f"{unit}.show.txt").read_text()
         assert "NRestarts=" in show and "MemoryMax=" in show
     cfg = json.loads((sup / "config" / "supervisor.config.json").read_text())
-    assert cfg["server"]["auth_token_file"] == "/etc/hal-o-swarm/supervisor.token"
+    assert cfg["security"]["operators"][0]["token_file"] == "/etc/hal-o-swarm/supervisor.token"
     assert json.loads((agent / "config" / "agent.config.json").read_text())["node_id"] == fleet.agent
     db = json.loads((sup / "db" / "summary.json").read_text())
     assert db["integrity_check"] == ["ok"] and db["size_bytes"] > 0 and db["row_counts"]["nodes"] >= 1

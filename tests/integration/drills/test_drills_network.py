@@ -140,7 +140,9 @@ def test_healthy_fleet_is_not_present(nfleet: DrillFleet) -> None:
 
 
 def test_wrong_token_is_resynced(nfleet: DrillFleet) -> None:
-    sup_token = nfleet.sha256(nfleet.sup, SUP_TOKEN)[SUP_TOKEN]
+    sup_token = nfleet.sha256(nfleet.sup, SUP_TOKEN)[SUP_TOKEN]  # the admin operator token
+    node_token = nfleet.sha256(nfleet.agent, AGENT_TOKEN)[AGENT_TOKEN]  # the node's own, as deployed
+    assert node_token != sup_token
     FAULTS["agent-cannot-connect"](nfleet)
     before = _state(nfleet)
     rc, report = nfleet.remediate("agent-cannot-connect", "--check")
@@ -153,8 +155,9 @@ def test_wrong_token_is_resynced(nfleet: DrillFleet) -> None:
     assert rc == 0 and report["status"] == "verified", report
     assert [a["name"] for a in report["actions"]] == ["sync_token", "restart_service"], report["actions"]
     assert nfleet.node_status() == "online"
-    # the token file now holds the supervisor's token (same bytes: token + newline), with a backup kept
-    assert nfleet.sha256(nfleet.agent, AGENT_TOKEN)[AGENT_TOKEN] == sup_token
+    # the token file holds the node's own token again (same bytes: token + newline), never the operator
+    # token, with a backup kept
+    assert nfleet.sha256(nfleet.agent, AGENT_TOKEN)[AGENT_TOKEN] == node_token
     backups = nfleet.sh(nfleet.agent, "ls /etc/hal-o-swarm/backups/ | grep 'agent.token.*pre-token-sync'")
     assert backups.strip()
     assert nfleet.sh(nfleet.agent, f"stat -c %U:%a {AGENT_TOKEN}").strip() == "hal-agent:600"
