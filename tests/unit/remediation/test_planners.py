@@ -180,3 +180,32 @@ def test_catalog_lookup_and_severity() -> None:
     rows = catalog.listing()
     assert [r["id"] for r in rows] == list(catalog.IDS)
     assert all(r["response_time"] for r in rows)
+
+
+AGENT_HOT = {"agent": ACTIVE | {"memory_current": 5 * GiB, "memory_max": None}}
+
+
+def test_agent_high_memory_kills_idle_sessions_first_and_spares_waiting_and_busy_ones() -> None:
+    """The runbook's short-term step (kill idle sessions) comes before the limit is raised; a session
+    waiting for input or running is never killed, nor is a finished one touched."""
+    sessions = [{"id": "s-idle", "status": "idle"}, {"id": "s-wait", "status": "waiting_input"},
+                {"id": "s-busy", "status": "running"}, {"id": "s-idle2", "status": "idle"},
+                {"id": "s-done", "status": "completed"}, {"id": "s-err", "status": "error"}]
+    p = plan("agent-high-memory", AGENT_HOT | {"sessions": sessions})
+    assert names(p) == ["kill_idle_sessions", "set_memory_max", "daemon_reload"]
+    assert p.actions[0].params == {"session_ids": ["s-idle", "s-idle2"]} and p.actions[0].target == "supervisor"
+    spared = next(r for r in p.reasons if "spared" in r)
+    assert "s-wait" in spared and "s-busy" in spared and "s-err" in spared and "s-done" not in spared
+
+
+def test_agent_high_memory_without_idle_sessions_only_raises_the_limit() -> None:
+    busy = [{"id": "s-wait", "status": "waiting_input"}, {"id": "s-busy", "status": "running"}]
+    for facts in (AGENT_HOT, AGENT_HOT | {"sessions": busy}, AGENT_HOT | {"sessions": [{"status": "idle"}, "x"]}):
+        assert names(plan("agent-high-memory", facts)) == ["set_memory_max", "daemon_reload"]
+
+
+def test_agent_high_memory_kills_nothing_when_memory_is_fine() -> None:
+    facts = {"agent": ACTIVE | {"memory_current": GiB, "memory_max": 4 * GiB},
+             "sessions": [{"id": "s-idle", "status": "idle"}]}
+    p = plan("agent-high-memory", facts)
+    assert p.decision == "not_present" and not p.actions

@@ -181,13 +181,38 @@ def plan_supervisor_high_memory(facts: Facts) -> Plan:
     return plan
 
 
+IDLE = "idle"
+
+
+def idle_sessions(facts: Facts) -> tuple[list[str], list[str]]:
+    """(idle session ids to kill, live ids spared) from the node's ``sessions`` fact (``[{"id", "status"}]``,
+    the supervisor's view). Only ``idle`` sessions are killed: ``waiting_input`` ones wait for a person and
+    ``running`` ones are busy; finished ones (completed/killed) need nothing. A bare ``idle_sessions`` list
+    of ids is taken as already chosen."""
+    idle = [str(x) for x in facts.get("idle_sessions") or []]
+    spared: list[str] = []
+    for s in facts.get("sessions") or []:
+        if not isinstance(s, Mapping) or not s.get("id"):
+            continue
+        sid, status = str(s["id"]), s.get("status")
+        if status == IDLE:
+            if sid not in idle:
+                idle.append(sid)
+        elif status not in ("completed", "killed"):
+            spared.append(sid)
+    return idle, spared
+
+
 def plan_agent_high_memory(facts: Facts) -> Plan:
     plan, cur, limit = _memory("agent-high-memory", facts, "hal-agent", "agent", 4 * GiB)
     if plan.decision != PRESENT:
         return plan
     new = _new_limit(cur, limit, 4 * GiB, facts.get("memory_cap"))
-    idle = [str(x) for x in facts.get("idle_sessions") or []]
+    idle, spared = idle_sessions(facts)
+    if spared:
+        plan.reasons.append(f"{len(spared)} session(s) not idle (waiting, running, ...) spared: {', '.join(spared)}")
     if idle:
+        # The runbook's short-term step, done before the limit is raised: idle sessions only.
         plan.actions.append(Action("kill_idle_sessions", f"kill {len(idle)} idle session(s)", "supervisor",
                                    {"session_ids": idle}))
     # MemoryMax applies live to the running cgroup after daemon-reload: no restart, running sessions survive.
