@@ -5,8 +5,10 @@ systemd waits RestartSec before its automatic restart), a plain ``systemctl stop
 broken live config (a valid backup exists: the remediation restores it and keeps the broken file aside).
 supervisor-high-memory / agent-high-memory: a MemoryMax drop-in below 125% of what the daemon uses (the
 runbook's 80% rule fires), or a low ``hal_remediation_memory_threshold``; the remediation raises MemoryMax
-with its own drop-in. Every drill first runs ``--check`` and asserts that it changed nothing, and leaves the
-fleet as deployed (drop-ins, drill backups and kept files removed in ``finally``).
+with its own drop-in. "Uses" is the unit's MemoryCurrent where the cgroup accounts memory, else the RSS of its
+processes; the drills assert that the report's ``memory_source`` names the figure it used. Every drill first
+runs ``--check`` and asserts that it changed nothing, and leaves the fleet as deployed (drop-ins, drill
+backups and kept files removed in ``finally``).
 
 ``FAULTS`` maps each incident to the function that injects its fault (also used by bench/drills for MTTR).
 """
@@ -91,10 +93,21 @@ def _rss(fleet: DrillFleet, host: str, unit: str) -> int:
     return 1024 * sum(int(f[0]) for f in (line.split() for line in out.splitlines()) if len(f) == 2 and f[1] == unit)
 
 
+def unit_memory(fleet: DrillFleet, host: str, unit: str) -> tuple[int, str]:
+    """What the unit uses and which figure that is, as the remediation measures it: systemd's
+    MemoryCurrent ("cgroup") where the cgroup has memory accounting, else the RSS of its processes ("rss",
+    e.g. cgroup v1 inside the container)."""
+    current = fleet.exec(host, "systemctl", "show", unit, "-p", "MemoryCurrent", "--value").strip()
+    if current.isdigit():
+        return int(current), "cgroup"
+    return _rss(fleet, host, unit), "rss"
+
+
 def low_memory_limit(fleet: DrillFleet, role: str) -> None:
-    """A MemoryMax drop-in at ~110% of what the unit uses now: usage is above 80% of the limit."""
+    """A MemoryMax drop-in at ~110% of what the unit uses now (MemoryCurrent where the cgroup counts it, else
+    the RSS): usage is above 80% of the limit."""
     host, unit, _ = _target(fleet, role)
-    limit = int(_rss(fleet, host, unit) * 1.1)
+    limit = int(unit_memory(fleet, host, unit)[0] * 1.1)
     assert limit > 0, f"{unit} uses no memory?"
     fleet.sh(host, f"install -d /etc/systemd/system/{unit}.d && printf '[Service]\\nMemoryMax={limit}\\n' "
                    f"> /etc/systemd/system/{unit}.d/{FAULT_DROPIN} && systemctl daemon-reload")
@@ -203,7 +216,7 @@ def _old_events(fleet: DrillFleet, n: int) -> None:
     script = ("import sqlite3, time, uuid\n"
               f"c = sqlite3.connect('{SUP_DB}', timeout=30)\n"
               "old = time.time() - 60 * 86400\n"
-              "c.executemany('INSERT INTO events (node_id, seq, event_id, type, data, timestamp, received_at) "
+              "c.executemany('INSERT INTO events (node_id, seq, event_id, type, data, ts, received_at) "
               "VALUES (?, ?, ?, ?, ?, ?, ?)', [('drill-old', i, uuid.uuid4().hex, 'drill.old', '{}', old, old) "
               f"for i in range({n})])\n"
               "c.commit()\n")
@@ -230,6 +243,10 @@ def test_high_memory_raises_memory_max(fleet: DrillFleet, role: str, fault: str)
         assert fleet.sh(host, f"test -e {fix} && echo yes || echo no").strip() == "no"
         assert FIX_DROPIN not in fleet.unit_state(host, unit)["DropInPaths"]
         assert report["facts"][host][role]["memory_current"] > 0
+        # The figure the remediation used is the unit's real MemoryCurrent where the cgroup has it, and the
+        # report says which one it was.
+        source = unit_memory(fleet, host, unit)[1]
+        assert report["facts"][host][role]["memory_source"] == source, report["facts"][host][role]
 
         rc, report = remediate(fleet, incident, *args)
         assert rc == 0 and report["status"] == "verified", report
@@ -243,6 +260,7 @@ def test_high_memory_raises_memory_max(fleet: DrillFleet, role: str, fault: str)
         assert fix in state["DropInPaths"]
         assert int(state["MemoryMax"]) == details["memory_max_expected"] == details["memory_max"]
         assert details["memory_current"] < 0.8 * int(state["MemoryMax"])
+        assert details["memory_source"] == source, details
         assert fleet.active(host, unit) == "active"
         if role == "agent":   # applied live: the agent (and its sessions) was not restarted
             assert state["MainPID"] == pid
