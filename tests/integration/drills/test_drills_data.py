@@ -60,7 +60,7 @@ with c:
     for i in range(n_events):
         ts = now - (10 + 10 * i / max(n_events, 1)) * 86400 if old else now - 60 + i / 1000
         data = json.dumps({"output": ("%06d " % i) * (size // 7)}) if size else json.dumps({"i": i})
-        c.execute("INSERT INTO events(node_id, seq, event_id, session_id, project, type, data, timestamp, received_at)"
+        c.execute("INSERT INTO events(node_id, seq, event_id, session_id, project, type, data, ts, received_at)"
                   " VALUES (NULL, NULL, ?, ?, 'drill', 'session.output', ?, ?, ?)",
                   (f"drill-{'old' if old else 'e'}-{i}", f"drill-s{i % max(n_sessions, 1)}", data, ts, ts))
 """
@@ -266,7 +266,7 @@ def test_db_corruption_refused_start_then_recovered(fleet: DrillFleet) -> None:
 def test_db_corruption_with_lost_rows_restores_backup_and_merges_recovered(fleet: DrillFleet) -> None:
     seed(fleet, SEED_SESSIONS, 50)
     backup_create(fleet)
-    write(fleet, "INSERT INTO events(node_id, seq, event_id, project, type, data, timestamp, received_at) "
+    write(fleet, "INSERT INTO events(node_id, seq, event_id, project, type, data, ts, received_at) "
                  "VALUES (NULL, NULL, 'drill-after-backup', 'drill', 'drill.marker', '{}', "
                  "strftime('%s','now'), strftime('%s','now'));")
     sessions = ids(fleet, "sessions")
@@ -296,7 +296,7 @@ def test_lost_session_data_merged_back_from_backup(fleet: DrillFleet) -> None:
         lose_session_data(fleet)
         expected = {f"drill-e-{i}" for i in range(SEED_EVENTS)}
         assert not expected & ids(fleet, "events", "event_id")
-        write(fleet, "INSERT INTO events(node_id, seq, event_id, project, type, data, timestamp, received_at) "
+        write(fleet, "INSERT INTO events(node_id, seq, event_id, project, type, data, ts, received_at) "
                      "VALUES (NULL, NULL, 'drill-newer', 'drill', 'drill.marker', '{}', "
                      "strftime('%s','now'), strftime('%s','now'));")
         report = assert_check_changes_nothing(fleet, "lost-session-data", db_stable=False)
@@ -338,3 +338,42 @@ def test_high_latency_old_events_archived(fleet: DrillFleet) -> None:
                                                                        "query_ms_before", "query_ms")}))
     finally:
         repair(fleet)
+
+
+_LAUNCH = """
+import dataclasses, sys
+from halswarm.config.supervisor import load_supervisor_config
+from halswarm.supervisor.auto_remediation import launch_db_remediation
+cfg, _ = load_supervisor_config(sys.argv[1])
+cfg = dataclasses.replace(cfg, remediation_inventory=sys.argv[2], database_path=sys.argv[3])
+print(launch_db_remediation(cfg))
+"""
+
+
+def test_db_corruption_start_up_launch_through_the_real_systemd_run(fleet: DrillFleet) -> None:
+    """The supervisor's start-up launch of `supervisor-db-corruption` (issue 23 point 7), with the real
+    systemd-run and the privileges the deployed daemon has: run in a service as the supervisor's user with
+    NoNewPrivileges, like hal-supervisor.service. The launch must either start the detached unit (which then
+    runs: here it fails fast on a missing inventory, touching nothing) or say plainly why not and name the
+    command to run."""
+    work = "/run/hal-drill-launch"
+    inventory = f"{work}/no-such-inventory.yml"
+    fleet.sh(fleet.sup, f"install -d -o {SVC_USER} -m 0700 {work}")
+    try:
+        out = fleet.exec(fleet.sup, "systemd-run", "--wait", "--pipe", "--quiet", "-p", f"User={SVC_USER}",
+                         "-p", "NoNewPrivileges=yes", "/opt/hal-o-swarm/current/bin/python", "-c", _LAUNCH,
+                         SUP_CONFIG, inventory, f"{work}/supervisor.db", timeout=180).strip()
+        assert "remediate supervisor-db-corruption" in out and inventory in out, out
+        if "started as systemd unit" not in out:
+            assert "could not be started (" in out and ": run `" in out, out  # the plain fallback
+            pytest.xfail(f"the deployed (non-root) supervisor cannot start a transient unit: {out}")
+        unit = out.split("started as systemd unit ", 1)[1].split()[0]
+        stamp = fleet.exec(fleet.sup, "cat", f"{work}/supervisor.db.auto-remediation.json")
+        assert json.loads(stamp)["unit"] == unit
+        # The detached run happened (systemd logged it), and failed on the missing inventory.
+        deadline = time.monotonic() + 120
+        while "remediate" not in fleet.journal(fleet.sup, f"{unit}.service"):
+            assert time.monotonic() < deadline, f"{unit} never ran"
+            time.sleep(0.5)
+    finally:
+        fleet.sh(fleet.sup, f"rm -rf {work}", check=False)
