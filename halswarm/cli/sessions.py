@@ -225,21 +225,55 @@ def _recent_events(session_id: str, limit: int) -> list[Mapping[str, Any]]:
     return sorted(events, key=_event_sort_key)
 
 
+class _TranscriptPrinter:
+    """`--follow` without `--raw`: feed each event to the renderer, print the lines it completes."""
+
+    def __init__(self) -> None:
+        from halswarm.cli.transcript import TranscriptRenderer
+
+        self.renderer = TranscriptRenderer()
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        _echo_lines(self.renderer.feed(event))
+
+    def flush(self) -> None:
+        _echo_lines(self.renderer.flush())
+
+
+def _echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
+    if lines:
+        sys.stdout.flush()
+
+
 @sessions.command("logs")
 @click.argument("session_id", metavar="ID")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
               help="How many past events to show.")
 @click.option("--follow", "-f", is_flag=True,
               help="Keep streaming new events until Ctrl-C (json: one object per line).")
-def logs(session_id: str, limit: int, follow: bool) -> None:
-    """Show a session's events, oldest first; with --follow, stream new ones live."""
+@click.option("--raw", is_flag=True,
+              help="Show the events themselves instead of the transcript (json/yaml output always does).")
+def logs(session_id: str, limit: int, follow: bool, raw: bool) -> None:
+    """Show a session's transcript (prompts, replies, tool calls, permissions); --follow renders it live.
+
+    Each part is printed once, when it is complete. --raw (or -o json/yaml) shows the events instead.
+    """
     from halswarm.cli.output import emit, fmt_time, print_table
 
     ctx = app()
     fmt = ctx.output
+    raw = raw or fmt in ("json", "yaml")
+    transcript: _TranscriptPrinter | None = None
     try:
         events = _recent_events(session_id, limit)
         if not follow:
+            if not raw:
+                from halswarm.cli.transcript import render
+
+                _echo_lines(render(events))
+                return
 
             def table() -> None:
                 print_table(
@@ -253,7 +287,11 @@ def logs(session_id: str, limit: int, follow: bool) -> None:
 
             emit(fmt, events, table)
             return
-        printer = _EventPrinter(fmt)
+        printer: Callable[[Mapping[str, Any]], None]
+        if raw:
+            printer = _EventPrinter(fmt)
+        else:
+            printer = transcript = _TranscriptPrinter()
         seen = _Seen()
         since = None
         for event in events:
@@ -265,6 +303,8 @@ def logs(session_id: str, limit: int, follow: bool) -> None:
     except KeyboardInterrupt:
         if not follow:
             raise
+        if transcript is not None:
+            transcript.flush()
         _stop_following()
 
 

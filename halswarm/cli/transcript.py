@@ -108,6 +108,7 @@ class TranscriptRenderer:
         if not isinstance(pid, str) or pid in self._printed:
             return []
         self._parts[pid] = dict(part)
+        self._status = "busy"  # a turn is under way, even if its busy status was not in the window
         if self._complete(part):
             return self._emit(pid)
         return []

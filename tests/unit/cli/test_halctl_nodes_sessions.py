@@ -195,7 +195,7 @@ def _event(seq: int, ts: float, kind: str = "message.updated", **data: object) -
 def test_logs_oldest_first(halctl, fake: FakeSupervisor) -> None:  # type: ignore[no-untyped-def]
     events = [_event(3, 1735787003.0), _event(1, 1735787001.0), _event(2, 1735787002.0)]
     fake.route("GET", "/api/v1/events", lambda _r: ok(events))
-    result = halctl("sessions", "logs", "ses-1", "--limit", "3")
+    result = halctl("sessions", "logs", "ses-1", "--limit", "3", "--raw")
     assert result.exit_code == 0, result.stderr
     assert dict(fake.last("/api/v1/events").url.params) == {"session_id": "ses-1", "limit": "3"}
     lines = result.stdout.splitlines()
@@ -236,7 +236,7 @@ def test_logs_follow_streams_reconnects_and_stops_on_ctrl_c(halctl, fake: FakeSu
         raise KeyboardInterrupt  # the operator presses Ctrl-C while we reconnect
 
     fake.route("GET", "/api/v1/events/stream", stream)
-    result = halctl("sessions", "logs", "ses-1", "--follow")
+    result = halctl("sessions", "logs", "ses-1", "--follow", "--raw")
     assert result.exit_code == 0, result.stderr
     lines = [line.split(None, 3) for line in result.stdout.splitlines()]
     assert [f"{date} {time}" for date, time, *_ in lines] == [
@@ -266,6 +266,53 @@ def test_logs_follow_json_lines(halctl, fake: FakeSupervisor, sse_stream) -> Non
     assert [json.loads(line)["seq"] for line in result.stdout.splitlines()] == [5]
     first_stream = next(r for r in fake.requests if r.url.path == "/api/v1/events/stream")
     assert dict(first_stream.url.params) == {"session_id": "ses-1"}  # nothing seen yet: no `since`
+
+
+def _part(seq: int, ts: float, part: dict[str, object]) -> dict[str, object]:
+    return _event(seq, ts, "message.part.updated", part={"messageID": "msg-a", **part})
+
+
+TOOL_RUNNING = {"id": "prt-t", "type": "tool", "tool": "bash",
+                "state": {"status": "running", "input": {"command": "make test"}}}
+TOOL_DONE = {**TOOL_RUNNING, "state": {"status": "completed", "input": {"command": "make test"}, "output": "ok\n"}}
+
+
+def test_logs_default_is_the_transcript(halctl, fake: FakeSupervisor) -> None:  # type: ignore[no-untyped-def]
+    events = [
+        _event(1, 1735787001.0, info={"id": "msg-u", "role": "user"}),
+        _event(2, 1735787002.0, "message.part.updated", part={"id": "prt-u", "messageID": "msg-u", "type": "text",
+                                                              "text": "run the tests"}),
+        _part(3, 1735787003.0, {"id": "prt-a", "type": "text", "text": "Run"}),
+        _part(4, 1735787004.0, {"id": "prt-a", "type": "text", "text": "Running them.", "time": {"end": 1}}),
+        _part(5, 1735787005.0, TOOL_RUNNING),
+        _part(6, 1735787006.0, TOOL_DONE),
+        _event(7, 1735787007.0, "session.idle", sessionID="ses-1"),
+    ]
+    fake.route("GET", "/api/v1/events", lambda _r: ok(events))
+    result = halctl("sessions", "logs", "ses-1")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "> run the tests", "Running them.", "[tool bash completed] make test", "    | ok", "-- idle --"]
+    as_json = halctl("-o", "json", "sessions", "logs", "ses-1")  # scripts keep getting the events
+    assert [e["seq"] for e in as_json.json()] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_logs_follow_renders_each_part_once(halctl, fake: FakeSupervisor, sse_stream) -> None:  # type: ignore[no-untyped-def]
+    fake.route("GET", "/api/v1/events", lambda _r: ok([_part(1, 1735787001.0, TOOL_RUNNING)]))
+    streams = [lambda: sse_stream(_part(1, 1735787001.0, TOOL_RUNNING), _part(2, 1735787002.0, TOOL_RUNNING),
+                                  _part(3, 1735787003.0, TOOL_DONE), _part(4, 1735787004.0, TOOL_DONE),
+                                  _part(5, 1735787005.0, {"id": "prt-b", "type": "text", "text": "half"}))]
+
+    def stream(_request: httpx.Request) -> httpx.Response:
+        if streams:
+            return streams.pop(0)()
+        raise KeyboardInterrupt
+
+    fake.route("GET", "/api/v1/events/stream", stream)
+    result = halctl("sessions", "logs", "ses-1", "--follow")
+    assert result.exit_code == 0, result.stderr
+    # the tool prints once, when completed; the unfinished text part is flushed on Ctrl-C
+    assert result.stdout.splitlines() == ["[tool bash completed] make test", "    | ok", "half"]
 
 
 def test_logs_follow_auth_failure_exits_4(halctl, fake: FakeSupervisor) -> None:  # type: ignore[no-untyped-def]
