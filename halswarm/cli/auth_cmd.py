@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from halswarm.cli.completion import complete_node_ids
 from halswarm.cli.context import app
 from halswarm.cli.errors import CommandFailed, UsageProblem
 
@@ -98,7 +99,7 @@ def auth() -> None:
 
 
 @auth.command("status")
-@click.argument("node_id", metavar="NODE")
+@click.argument("node_id", metavar="NODE", shell_complete=complete_node_ids)
 def status(node_id: str) -> None:
     """Auth state of every tool on NODE, with its credential sync."""
     from halswarm.cli.client import path_id
@@ -121,7 +122,7 @@ def drift(show_all: bool) -> None:
 
 
 @auth.command("push")
-@click.argument("node_id", metavar="NODE")
+@click.argument("node_id", metavar="NODE", shell_complete=complete_node_ids)
 @click.option("--env", "pairs", multiple=True, metavar="K=V",
               help="Variable to push (repeatable). `K` alone takes the value from halctl's environment.")
 @click.option("--env-file", type=click.Path(dir_okay=False), help="KEY=VALUE lines to push.")
@@ -159,7 +160,7 @@ def push(node_id: str, pairs: tuple[str, ...], env_file: str | None, version: in
 
 
 @auth.command("login")
-@click.argument("node_id", metavar="NODE")
+@click.argument("node_id", metavar="NODE", shell_complete=complete_node_ids)
 @click.argument("tool", type=click.Choice(TOOLS))
 @click.option("--ssh", "use_ssh", is_flag=True, help="Log in over SSH (the runbook's manual flow) right away.")
 @click.option("--ssh-host", help="Host to SSH to [default: the node's hostname].")

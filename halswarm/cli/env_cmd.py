@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from halswarm.cli.completion import complete_node_ids
 from halswarm.cli.context import app
 from halswarm.cli.errors import CommandFailed, HalctlError, UsageProblem
 
@@ -146,7 +147,7 @@ def provision(project: str | None, node: str | None, dry_run: bool, force: bool)
 
 
 @env.command("status")
-@click.argument("node_id", metavar="[NODE]", required=False)
+@click.argument("node_id", metavar="[NODE]", required=False, shell_complete=complete_node_ids)
 def status(node_id: str | None) -> None:
     """Env status of every node and project (or one NODE with its items and pending approvals)."""
     from halswarm.cli.client import path_id
@@ -217,7 +218,7 @@ def drift(node: str | None, project: str | None) -> None:
 
 
 @env.command("approve")
-@click.argument("node_id", metavar="NODE")
+@click.argument("node_id", metavar="NODE", shell_complete=complete_node_ids)
 @click.argument("item", metavar="ITEM")
 def approve(node_id: str, item: str) -> None:
     """Run a pending risky ITEM (id or approval token) on NODE through the Ansible collection."""

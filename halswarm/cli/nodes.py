@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from halswarm.cli.completion import complete_node_ids
 from halswarm.cli.context import app
 
 
@@ -81,7 +82,7 @@ def list_nodes() -> None:
 
 
 @nodes.command("get")
-@click.argument("node_id", metavar="ID")
+@click.argument("node_id", metavar="ID", shell_complete=complete_node_ids)
 def get_node(node_id: str) -> None:
     """Show one node, with its resources and auth summary."""
     from halswarm.cli.client import path_id

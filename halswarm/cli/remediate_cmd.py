@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from halswarm.cli.completion import complete_incident_ids
 from halswarm.cli.context import app
 from halswarm.cli.errors import HalctlError, UsageProblem
 from halswarm.cli.ops_cmd import parse_extra_vars, playbook_target_options
@@ -62,7 +63,7 @@ def list_cmd() -> None:
 
 
 @remediate.command("show")
-@click.argument("incident_id", metavar="INCIDENT")
+@click.argument("incident_id", metavar="INCIDENT", shell_complete=complete_incident_ids)
 def show_cmd(incident_id: str) -> None:
     """One incident: runbook section, severity, response time, playbook, what it does."""
     from halswarm.cli.output import emit, print_fields
@@ -78,7 +79,7 @@ def show_cmd(incident_id: str) -> None:
 
 
 @remediate.command("history")
-@click.option("--incident", help="Only this incident id.")
+@click.option("--incident", help="Only this incident id.", shell_complete=complete_incident_ids)
 @click.option("--status", type=click.Choice(("verified", "not_present", "failed", "escalated", "check")))
 @click.option("--host", help="Only runs that touched this host.")
 @click.option("--limit", type=click.IntRange(1, 10_000), help="At most this many (server default 100).")
@@ -368,7 +369,7 @@ def escalate(report: dict[str, Any], *, saved: Path, inventories: tuple[str, ...
 
 
 @remediate.command("run")
-@click.argument("incident_id", metavar="INCIDENT")
+@click.argument("incident_id", metavar="INCIDENT", shell_complete=complete_incident_ids)
 @playbook_target_options
 @click.option("--check", is_flag=True, help="Diagnose and print the plan; change nothing.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), envvar="HALCTL_STATE_DIR",

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from halswarm.cli.completion import complete_node_ids, complete_session_ids
 from halswarm.cli.context import app
 from halswarm.cli.errors import UsageProblem
 
@@ -43,7 +44,7 @@ def sessions() -> None:
 
 @sessions.command("list")
 @click.option("--project", help="Only sessions of this project.")
-@click.option("--node-id", help="Only sessions on this node.")
+@click.option("--node-id", help="Only sessions on this node.", shell_complete=complete_node_ids)
 @click.option("--status", type=click.Choice(SESSION_STATUSES, case_sensitive=False), help="Only this status.")
 @click.option("--limit", type=click.IntRange(1, 10_000), help="At most this many (server default 100).")
 def list_sessions(project: str | None, node_id: str | None, status: str | None, limit: int | None) -> None:
@@ -80,7 +81,7 @@ def list_sessions(project: str | None, node_id: str | None, status: str | None, 
 
 
 @sessions.command("get")
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete_session_ids)
 def get_session(session_id: str) -> None:
     """Show one session: tokens, model, compaction count, current task, cost, activity."""
     from halswarm.cli.client import path_id
@@ -248,7 +249,7 @@ def _echo_lines(lines: list[str]) -> None:
 
 
 @sessions.command("logs")
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete_session_ids)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True,
               help="How many past events to show.")
 @click.option("--follow", "-f", is_flag=True,
@@ -351,7 +352,7 @@ def _action(session_id: str, verb: str, body: dict[str, Any] | None = None, *, w
 
 
 @sessions.command("prompt")
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete_session_ids)
 @click.argument("message", metavar="MSG", nargs=-1, required=True)
 def prompt(session_id: str, message: tuple[str, ...]) -> None:
     """Send MSG to the session (several words are joined; `-` reads the message from stdin)."""
@@ -362,21 +363,21 @@ def prompt(session_id: str, message: tuple[str, ...]) -> None:
 
 
 @sessions.command("resume")
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete_session_ids)
 def resume(session_id: str) -> None:
     """Nudge an idle session with the configured continue message."""
     _action(session_id, "resume")
 
 
 @sessions.command("restart")
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete_session_ids)
 def restart(session_id: str) -> None:
     """Kill the session and start a fresh one for the same project."""
     _action(session_id, "restart")
 
 
 @sessions.command("handover")
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete_session_ids)
 def handover(session_id: str) -> None:
     """Hand over: write context, wait for idle, kill, start a new session that reads .context/."""
     from halswarm.cli.results import HANDOVER_WAIT
@@ -385,7 +386,7 @@ def handover(session_id: str) -> None:
 
 
 @sessions.command("kill")
-@click.argument("session_id", metavar="ID")
+@click.argument("session_id", metavar="ID", shell_complete=complete_session_ids)
 def kill(session_id: str) -> None:
     """Kill the session."""
     from halswarm.cli.client import path_id

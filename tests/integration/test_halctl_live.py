@@ -176,3 +176,34 @@ async def test_halctl_commands_are_audited_with_the_operator_as_actor(fleet):
     assert f"actor: {ADMIN_NAME}  client: ops-alice" in out  # piped: one key: value line per entry
     with sup.client() as c:  # nothing was recorded under a client-chosen name
         assert c.get("/api/v1/audit", params={"actor": "ops-alice"}).json()["meta"]["total"] == 0
+
+
+async def test_transcript_and_session_id_completion(fleet):
+    sup, agent = fleet
+    events = [
+        ("message.updated", {"sessionID": "ses_seed", "info": {"id": "msg_u", "role": "user"}}),
+        ("message.part.updated", {"sessionID": "ses_seed", "part": {"id": "prt_u", "messageID": "msg_u",
+                                                                     "type": "text", "text": "say hi"}}),
+        ("message.part.updated", {"sessionID": "ses_seed", "part": {"id": "prt_a", "messageID": "msg_a",
+                                                                     "type": "text", "text": "h"}}),
+        ("message.part.updated", {"sessionID": "ses_seed", "part": {"id": "prt_a", "messageID": "msg_a",
+                                                                     "type": "text", "text": "hi there",
+                                                                     "time": {"end": 1}}}),
+        ("session.idle", {"sessionID": "ses_seed"}),
+    ]
+    for seq, (etype, data) in enumerate(events, start=1):
+        await agent.send_event(seq, etype, session_id="ses_seed", project="alpha", data=data)
+    await agent.wait_acked(len(events))
+    rc, out, err = await halctl(sup, "sessions", "logs", "ses_seed")
+    assert rc == 0, err
+    assert out.splitlines() == ["> say hi", "hi there", "-- idle --"]
+    rc, out, _ = await halctl(sup, "sessions", "logs", "ses_seed", "--raw", "-o", "json")
+    assert [e["type"] for e in json.loads(out)][-1] == "session.idle"
+    # tab completion of session ids asks the live API (the completion env is click's, not a flag)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HALCTL_")}
+    env |= {"HOME": str(sup.workdir), "HALCTL_SUPERVISOR_URL": sup.api, "HALCTL_AUTH_TOKEN": sup.token,
+            "_HALCTL_COMPLETE": "bash_complete", "COMP_WORDS": "halctl sessions logs ses_", "COMP_CWORD": "3"}
+    proc = await asyncio.create_subprocess_exec(HALCTL, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out_b, err_b = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err_b.decode()
+    assert out_b.decode().split() == ["plain,ses_seed"]
