@@ -2,15 +2,19 @@
 
 FastAPI documents a 422 the API never sends (validation errors are 400 envelopes) and nothing of the
 error answers. ``describe_answers`` rewrites the generated document: every operation lists the SPEC 6
-error statuses with the ``{"error", "code"}`` envelope schema, ``/api/v1`` successes the
-``{"data", "meta"}`` envelope, and the non-JSON routes their real media type.
+error statuses it can answer (``openapi_routes``) with the ``{"error", "code"}`` envelope schema,
+``/api/v1`` successes the ``{"data", "meta"}`` envelope, and the non-JSON routes their real media type.
+Every operation gets a summary, a description and a tag; every ``/api/v1`` one the bearer scheme, so
+Swagger UI offers "Authorize" and generated clients send the token.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+
+from halswarm.supervisor.openapi_routes import ROUTES, error_statuses
 
 ERROR_SCHEMA = "ErrorEnvelope"
 SUCCESS_SCHEMA = "SuccessEnvelope"
@@ -29,12 +33,45 @@ ERROR_STATUSES = {
     "503": "Not ready (SERVICE_UNAVAILABLE)",
     "504": "The command timed out (TIMEOUT)",
 }
+BEARER = "bearerAuth"
 MEDIA_TYPES = {"/metrics": "text/plain", "/api/v1/events/stream": "text/event-stream"}
 
 
-def describe_answers(doc: dict[str, Any], codes: list[str]) -> dict[str, Any]:
-    """A copy of the generated ``doc`` with the real answers of every operation (see the module doc)."""
+class RouteShape(NamedTuple):
+    """What the app's route itself tells of one operation."""
+
+    tag: str
+    authenticated: bool
+    has_params: bool
+    has_path_ids: bool
+
+
+def route_shapes(app: Any) -> dict[tuple[str, str], RouteShape]:
+    """(METHOD, path) -> shape of every API route, read from FastAPI's dependants (auth = a dependency
+    made by ``auth_dependency``, which carries a ``role``)."""
+    from fastapi.routing import APIRoute
+
+    shapes = {}
+    for route in app.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        dep = route.dependant
+        authenticated = any(hasattr(d.call, "role") for d in dep.dependencies)
+        params = bool(dep.path_params or dep.query_params or dep.body_params or dep.header_params)
+        tag = str(route.tags[0]) if route.tags else "other"
+        for method in route.methods or ():
+            shapes[(method, route.path)] = RouteShape(tag, authenticated, params, bool(dep.path_params))
+    return shapes
+
+
+def describe_answers(doc: dict[str, Any], codes: list[str],
+                     shapes: dict[tuple[str, str], RouteShape] | None = None) -> dict[str, Any]:
+    """A copy of the generated ``doc`` with the real answers of every operation (see the module doc).
+    Without ``shapes`` every operation lists every error status."""
     doc = copy.deepcopy(doc)
+    doc.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER] = {
+        "type": "http", "scheme": "bearer",
+        "description": "An operator's API token, sent as Authorization: Bearer <token>."}
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas[ERROR_SCHEMA] = {
         "type": "object", "required": ["error", "code"],
@@ -45,13 +82,26 @@ def describe_answers(doc: dict[str, Any], codes: list[str]) -> dict[str, Any]:
     error_ref = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}}
     success_ref = {"application/json": {"schema": {"$ref": f"#/components/schemas/{SUCCESS_SCHEMA}"}}}
     for path, item in (doc.get("paths") or {}).items():
-        for op in item.values():
+        for method, op in item.items():
             if not isinstance(op, dict) or "responses" not in op:
                 continue
+            key = (method.upper(), path)
+            statuses = set(ERROR_STATUSES)
+            if shapes is not None and key in shapes:
+                shape = shapes[key]
+                row = ROUTES.get(key)
+                statuses = error_statuses(key[0], authenticated=shape.authenticated, has_params=shape.has_params,
+                                          has_path_ids=shape.has_path_ids,
+                                          extra=row.extra if row else frozenset(ERROR_STATUSES))
+                op["tags"] = [shape.tag]
+                if shape.authenticated:
+                    op["security"] = [{BEARER: []}]
+                if row is not None:
+                    op["summary"], op["description"] = row.summary, row.description
             responses = op["responses"]
             responses.pop("422", None)
-            for status, text in ERROR_STATUSES.items():
-                responses.setdefault(status, {"description": text, "content": error_ref})
+            for status in sorted(statuses):
+                responses.setdefault(status, {"description": ERROR_STATUSES[status], "content": error_ref})
             for status, answer in responses.items():
                 if not status.startswith("2"):
                     continue
@@ -65,12 +115,13 @@ def describe_answers(doc: dict[str, Any], codes: list[str]) -> dict[str, Any]:
 def install_openapi(app: Any, codes: list[str]) -> None:
     """Serve ``describe_answers`` of the generated document at the app's OpenAPI URL (computed once)."""
     generate: Callable[[], dict[str, Any]] = app.openapi
+    shapes = route_shapes(app)
     described: dict[str, Any] | None = None
 
     def openapi() -> dict[str, Any]:
         nonlocal described
         if described is None:
-            described = describe_answers(generate(), codes)
+            described = describe_answers(generate(), codes, shapes)
         return described
 
     app.openapi = openapi
