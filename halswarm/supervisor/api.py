@@ -234,7 +234,7 @@ def install_error_handling(app: FastAPI, max_body: int, on_internal: Callable[[]
 
 
 def build_app(sup: Supervisor) -> FastAPI:
-    app = FastAPI(title="hal-supervisor", version=__version__, openapi_url="/openapi.json", docs_url="/docs",
+    app = FastAPI(title="hal-supervisor", version=__version__, openapi_url="/openapi.json", docs_url=None,
                   redoc_url=None)
     install_error_handling(app, sup.config.max_body_bytes,
                            on_internal=lambda: sup.metrics.errors_total.labels("api", "internal").inc())
@@ -483,6 +483,10 @@ def build_app(sup: Supervisor) -> FastAPI:
     from halswarm.supervisor.openapi_doc import install_openapi
 
     install_openapi(app, list(STATUS_BY_CODE))
+
+    from halswarm.supervisor.docs_ui import install_docs
+
+    install_docs(app)
     return app
 
 
