@@ -1,0 +1,29 @@
+"""Which error statuses an operation documents, from its shape (pure; no app, no I/O)."""
+
+from __future__ import annotations
+
+from halswarm.supervisor.openapi_doc import RouteShape, describe_answers
+from halswarm.supervisor.openapi_routes import DISPATCH, error_statuses
+
+
+def test_statuses_follow_the_route_shape():
+    assert error_statuses("GET", authenticated=False, has_params=False, has_path_ids=False,
+                          extra=frozenset()) == {"500"}
+    assert error_statuses("GET", authenticated=True, has_params=True, has_path_ids=True, extra=frozenset()) == {
+        "400", "401", "403", "404", "429", "500"}
+    assert error_statuses("POST", authenticated=True, has_params=False, has_path_ids=False, extra=DISPATCH) == {
+        "400", "401", "403", "404", "413", "429", "500", "502", "503", "504"}
+
+
+def test_describe_answers_adds_security_tags_and_only_the_listed_errors():
+    doc = {"paths": {"/api/v1/nodes": {"get": {"responses": {"200": {}, "422": {}}}},
+                     "/healthz": {"get": {"responses": {"200": {}}}}}}
+    shapes = {("GET", "/api/v1/nodes"): RouteShape("nodes", True, True, False),
+              ("GET", "/healthz"): RouteShape("health", False, False, False)}
+    out = describe_answers(doc, ["AUTH_REQUIRED"], shapes)
+    nodes, health = out["paths"]["/api/v1/nodes"]["get"], out["paths"]["/healthz"]["get"]
+    assert out["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert nodes["security"] == [{"bearerAuth": []}] and "security" not in health
+    assert set(nodes["responses"]) == {"200", "400", "401", "403", "429", "500"}
+    assert set(health["responses"]) == {"200", "500"}
+    assert nodes["summary"] == "List nodes" and nodes["tags"] == ["nodes"]
