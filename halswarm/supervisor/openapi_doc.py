@@ -14,6 +14,7 @@ import copy
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from halswarm.supervisor.openapi_models import DATA, SCHEMAS, data_schema
 from halswarm.supervisor.openapi_routes import ROUTES, error_statuses
 
 ERROR_SCHEMA = "ErrorEnvelope"
@@ -79,6 +80,7 @@ def describe_answers(doc: dict[str, Any], codes: list[str],
     }
     schemas[SUCCESS_SCHEMA] = {"type": "object", "required": ["data", "meta"],
                                "properties": {"data": {}, "meta": {"type": "object"}}}
+    schemas.update(copy.deepcopy(SCHEMAS))
     error_ref = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}}
     success_ref = {"application/json": {"schema": {"$ref": f"#/components/schemas/{SUCCESS_SCHEMA}"}}}
     for path, item in (doc.get("paths") or {}).items():
@@ -107,8 +109,14 @@ def describe_answers(doc: dict[str, Any], codes: list[str],
                     continue
                 if path in MEDIA_TYPES:
                     answer["content"] = {MEDIA_TYPES[path]: {"schema": {"type": "string"}}}
+                elif key in DATA:
+                    typed = {"allOf": [{"$ref": f"#/components/schemas/{SUCCESS_SCHEMA}"},
+                                       {"properties": {"data": data_schema(*DATA[key])}}]}
+                    answer["content"] = {"application/json": {"schema": typed}}
                 elif path.startswith("/api/v1/"):
                     answer["content"] = success_ref
+                elif key == ("GET", "/healthz"):
+                    answer["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}
     return doc
 
 

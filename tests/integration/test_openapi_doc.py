@@ -9,7 +9,10 @@ import re
 
 import httpx
 import jsonschema
+import pytest
+from websockets.asyncio.client import connect
 
+from halswarm.protocol import Register, decode, encode
 from halswarm.supervisor.openapi_routes import DISPATCH, ROUTES
 
 TAGS = {"sessions", "nodes", "events", "commands", "audit", "cost", "policies", "dependencies", "auth", "env",
@@ -78,7 +81,21 @@ async def test_real_answers_validate_against_the_document(supervisor):
     doc = (await _get(supervisor.api + "/openapi.json")).json()
     ops = _operations(doc)
     auth = {"Authorization": f"Bearer {supervisor.token}"}
-    cases = [("/api/v1/nodes", auth, 200), ("/api/v1/nodes", {}, 401), ("/api/v1/nodes/nope", auth, 404),
+    hdr = {"Authorization": f"Bearer {supervisor.agent_token}"}
+    async with connect(supervisor.ws_url, additional_headers=hdr) as ws:  # a node, so data is not empty
+        await ws.send(encode(Register(node_id="n1", hostname="h1")))
+        assert decode(await asyncio.wait_for(ws.recv(), 10)).type == "registered"
+        await _check_answers(doc, ops, supervisor, auth)
+        nodes = (await _get(supervisor.api + "/api/v1/nodes", headers=auth)).json()["data"]
+        assert [n["id"] for n in nodes] == ["n1"]
+        with pytest.raises(jsonschema.ValidationError):  # the typed schema is really checked
+            schema = ops[("GET", "/api/v1/nodes")]["responses"]["200"]["content"]["application/json"]["schema"]
+            _validate(doc, {"data": [nodes[0] | {"status": "lost"}], "meta": {}}, schema)
+
+
+async def _check_answers(doc: dict, ops: dict, supervisor, auth: dict) -> None:  # type: ignore[no-untyped-def]
+    cases = [("/api/v1/nodes", auth, 200), ("/api/v1/nodes/n1", auth, 200),
+             ("/api/v1/nodes", {}, 401), ("/api/v1/nodes/nope", auth, 404),
              ("/api/v1/sessions/nope", auth, 404), ("/api/v1/events?limit=0", auth, 400), ("/healthz", {}, 200)]
     for url, headers, expected in cases:
         r = await _get(supervisor.api + url, headers=headers)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from halswarm.supervisor.openapi_doc import RouteShape, describe_answers
 from halswarm.supervisor.openapi_routes import DISPATCH, error_statuses
 
@@ -27,3 +29,19 @@ def test_describe_answers_adds_security_tags_and_only_the_listed_errors():
     assert set(nodes["responses"]) == {"200", "400", "401", "403", "429", "500"}
     assert set(health["responses"]) == {"200", "500"}
     assert nodes["summary"] == "List nodes" and nodes["tags"] == ["nodes"]
+
+
+def test_typed_data_schemas_describe_the_real_shapes():
+    import jsonschema
+
+    from halswarm.supervisor.model import Node, Session
+    from halswarm.supervisor.openapi_models import SCHEMAS
+
+    node = Node("n1", hostname="h", status="online", projects=[{"name": "p", "directory": "/srv/p"}],
+                resources={"cpu": 1.5}, auth_states={"claude": {"status": "ok"}}, last_heartbeat=1.7e9)
+    jsonschema.validate(node.to_api() | {"sessions": ["s1"]}, SCHEMAS["Node"])
+    jsonschema.validate(Node("bare").to_api(), SCHEMAS["Node"])
+    session = Session("s1", node_id="n1", project="p", model="m")
+    jsonschema.validate(session.to_api() | {"command_id": "c1"}, SCHEMAS["Session"])
+    with pytest.raises(jsonschema.ValidationError):  # an unknown status must not validate
+        jsonschema.validate(session.to_api() | {"status": "exploded"}, SCHEMAS["Session"])
