@@ -143,6 +143,11 @@ async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
     from halswarm.supervisor.app import DatabaseIntegrityError, StartupError, Supervisor
 
     sup = Supervisor(cfg)
+    # Handlers before start-up: /readyz answers 200 inside start(), so a SIGTERM right after it (systemd,
+    # a test) must already mean "stop in order", not the default action that skips the flush.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, sup.request_stop)
     notify("STATUS=starting: checking the database")  # `systemctl status` shows it during a long check
     try:
         await sup.start()
@@ -162,9 +167,6 @@ async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
         print(f"error: cannot listen on {cfg.host} ports {cfg.port}/{cfg.http_port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, sup.request_stop)
     # Type=notify: only now (database checked, both listeners bound) does systemd count the unit active.
     notify("READY=1", f"STATUS=serving: agents on {cfg.host}:{sup.hub.bound_port}"
            + (f", HTTP API on {cfg.host}:{cfg.http_port}" if cfg.http_port else ""))

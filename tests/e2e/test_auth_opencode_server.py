@@ -89,8 +89,12 @@ async def test_providers_push_and_restart(opencode_factory: Callable[..., Openco
         client = OpencodeClient(new_url, timeout=15.0)
         await svc.refresh(("opencode",))
         assert svc.states["opencode"].status == "authenticated"
-        assert not any(SECRET in p.read_text(errors="replace") for p in (tmp_path / "data").rglob("*")
-                       if p.is_file())
+        # Pushed values persist in one 0600 file (they survive an agent restart); nowhere else.
+        holders = {p.name for p in (tmp_path / "data").rglob("*")
+                   if p.is_file() and SECRET in p.read_text(errors="replace")}
+        assert holders <= {"credentials.values.json"}, holders
+        for p in (tmp_path / "data").rglob("credentials.values.json"):
+            assert p.stat().st_mode & 0o077 == 0, oct(p.stat().st_mode)
     finally:
         if svc is not None:
             await svc.stop()

@@ -85,7 +85,7 @@ def test_unusable_data_dir_exits_1(tmp_path: Path) -> None:
 def test_outbox_held_by_another_agent_exits_1(tmp_path: Path, make_agent) -> None:  # noqa: F811
     class _NoSup:
         ws_url = "ws://127.0.0.1:9/ws/agent"  # nothing listens: the first agent just keeps retrying
-        token = TOKEN
+        token = agent_token = TOKEN
 
     first = make_agent(_NoSup(), "first").start()
     wait_for(lambda: (first.data_dir / "outbox.db").exists() and "started as node" in first.log_text(),

@@ -10,6 +10,7 @@ import sqlite3
 from typing import Any
 
 from tests.fakes.fake_providers import ANTHROPIC_KEY, fake_providers
+from tests.support.supervisor_proc import ADMIN_NAME
 from tests.support.waiting import wait_for
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -63,7 +64,7 @@ def test_status_and_refresh_backfill_after_provider_outage(make_supervisor: Any)
             assert {"provider": "anthropic", "tokens": 35_000, "cost_usd": 2.5} in report["by_provider"]
             audit = c.get("/api/v1/audit", params={"action": "cost_refresh"}).json()["data"]
             assert [a["result"] for a in audit][:2] == ["success", "failure"]
-            assert all(a["actor"] == "test" for a in audit[:2])
+            assert all(a["actor"] == ADMIN_NAME and a["client_actor"] == "test" for a in audit[:2])
             assert ANTHROPIC_KEY not in str(audit)
 
             def event() -> Any:

@@ -161,7 +161,8 @@ def _set_version(tree: Path, old: str, new: str) -> None:
 def ansible_env(**extra: str) -> dict[str, str]:
     """Environment for ansible/molecule subprocesses: the venv first on PATH, the repo's collections,
     no ssh multiplexing left behind, no retry files, unbuffered output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "MOLECULE_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ANSIBLE_", "MOLECULE_")) and k != "HAL_AUTH_TOKEN"}
     env.update(
         PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
         ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"),

@@ -162,7 +162,9 @@ class DrillFleet:
 
     def env(self, **extra: str) -> dict[str, str]:
         w = wheels()
-        env = ansible_env(HAL_AUTH_TOKEN=AUTH_TOKEN, HAL_RELEASE_WHEEL=str(w.current),
+        # No HAL_AUTH_TOKEN here: the nsenter connection hands the controller's environment to every
+        # command on the hosts, where the daemons' own --validate reads it as the shared agent token.
+        env = ansible_env(HAL_RELEASE_WHEEL=str(w.current),
                           HAL_RELEASE_WHEELHOUSE=str(WHEELHOUSE), HALCTL_AUTH_TOKEN=AUTH_TOKEN,
                           HOME=str(self.workdir / "home"))
         if self.proxy is not None:

@@ -261,7 +261,8 @@ def test_credential_drift_after_agent_restart_is_pushed_in_sync(fleet: DrillFlee
         assert row["credential_sync"] == "in_sync" and row["credential_version"] == 6
         assert DRILL_KEY not in json.dumps(report) and DRILL_KEY2 not in json.dumps(report)
         audit = fleet.api("/api/v1/audit?action=credential_push")["body"]["data"]
-        assert audit and audit[0]["actor"] == "halctl remediate credential-drift", audit[:1]
+        assert audit and audit[0]["actor"] == "admin", audit[:1]  # the token's name
+        assert audit[0]["client_actor"] == "halctl remediate credential-drift", audit[:1]
         assert DRILL_KEY not in json.dumps(audit) and DRILL_KEY2 not in json.dumps(audit)
 
         # the same drift on a node the supervisor holds no credentials for: informational, manual, exit 1
