@@ -47,10 +47,13 @@ def free_port() -> int:
 
 def _frame_maker(i: int):  # type: ignore[no-untyped-def]
     """Pre-encoded event frames: the generator must be much cheaper than what it measures."""
-    data = json.dumps(DATA, separators=(",", ":"))
+    # Each simulated node streams its own session: a session belongs to one node (another node naming it
+    # is refused by the hub), as on a real fleet.
+    sid = f"ses_bench{i}"
+    data = json.dumps({**DATA, "sessionID": sid}, separators=(",", ":"))
     head = '{"version":1,"type":"event","request_id":null,"timestamp":'
     mid = ',"payload":{"seq":'
-    rest = f',"session_id":"ses_bench","project":"p","type":"message.part.delta","data":{data},"timestamp":'
+    rest = f',"session_id":"{sid}","project":"p","type":"message.part.delta","data":{data},"timestamp":'
 
     def make(seq: int, ts: float) -> str:
         t = repr(ts)

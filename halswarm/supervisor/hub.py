@@ -45,6 +45,7 @@ from halswarm.supervisor.model import Node
 from halswarm.supervisor.tracker import SessionTracker, claimed_session_ids, snapshot_session_id
 
 log = logging.getLogger(__name__)
+FOREIGN_LOG_EVERY_S = 60  # at most one "foreign session" warning per node in this many seconds
 
 REGISTER_TIMEOUT = 10.0
 # websockets refuses frames above this outright; between max_frame_bytes and this we answer with
@@ -108,6 +109,7 @@ class Hub:
         self.writer = writer
         self.metrics = metrics
         self.links: dict[str, AgentLink] = {}
+        self._foreign_logged: dict[str, float] = {}  # node id -> when its last foreign-claim warning was logged
         self.throttle = FailureThrottle()
         self.dispatcher: Any = None  # set by the app (command results are routed to it)
         self.on_credential_sync: Callable[[str], None] | None = None  # the auth drift watcher, when mounted
@@ -406,7 +408,16 @@ class Hub:
         self.metrics.foreign_sessions_refused.labels(via).inc(len(foreign))
         shown = ", ".join(f"{sid[:80]} (node {self.tracker.owner(sid)})" for sid in foreign[:5])
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
-        log.warning("node %s claimed sessions of other nodes in %s: %s%s; refused", link.node_id, what, shown, more)
+        # One warning per node a minute: a node that keeps naming foreign sessions must not turn the log
+        # (and the loop that writes it) into its amplifier; the counter has every refusal.
+        now = time.monotonic()
+        if now - self._foreign_logged.get(link.node_id, -FOREIGN_LOG_EVERY_S) >= FOREIGN_LOG_EVERY_S:
+            if len(self._foreign_logged) >= 10_000:
+                self._foreign_logged.clear()
+            self._foreign_logged[link.node_id] = now
+            log.warning("node %s claimed sessions of other nodes in %s: %s%s; refused (further refusals of this "
+                        "node for %d s are only counted in hal_o_swarm_foreign_session_refused_total)",
+                        link.node_id, what, shown, more, FOREIGN_LOG_EVERY_S)
         await self._send_error(link.ws, perr.BAD_PAYLOAD,
                                f"session(s) {', '.join(s[:80] for s in foreign[:5])}{more} belong to another "
                                f"node; {what} not applied to them", request_id)
