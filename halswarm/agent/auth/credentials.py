@@ -15,15 +15,15 @@ values in memory only) reports version 0, so the supervisor sees drift and pushe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from halswarm.config.render import write_config_atomic
 
 STATE_FILE = "credentials.json"
 VALUES_FILE = "credentials.values.json"
@@ -148,32 +148,9 @@ class CredentialStore:
                 held = None  # an unusable file is replaced
             if held is not None and held.version > state.version:
                 raise StalePush(state.version, held.version)
-            _write_private(self.values_path, {"version": state.version, "env": dict(env),
+            write_config_atomic(self.values_path, {"version": state.version, "env": dict(env),
                                               "applied_at": state.applied_at})
-        _write_private(self.path, state.to_json())
-
-
-def _write_private(path: Path, doc: Mapping[str, Any]) -> None:
-    """Write ``doc`` as JSON to ``path``, mode 0600 from the start, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_config_atomic(self.path, state.to_json())
 
 
 def restored_version(state: CredentialState) -> int:
