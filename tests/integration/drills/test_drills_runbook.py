@@ -24,6 +24,7 @@ import pytest
 from tests.molecule_support.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet
 from tests.molecule_support.molecule import container_pid
 from tests.support.runbook import DRILL_RUN
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -67,12 +68,7 @@ class Operator:
 
 
 def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    wait_for(pred, timeout, what, interval=0.5)  # each probe is a command on a fleet host: poll gently
 
 
 def _levels(journal: str) -> list[str]:
