@@ -2,7 +2,7 @@
 
 Local mode (default) works on the supervisor host: the database path and the /readyz URL come from
 the supervisor config (`--config`, default /etc/hal-o-swarm/supervisor.config.json) or `--database`.
-The SQLite work is the collection's hal_sqlite module_utils, loaded by halswarm.ops.datasafety.
+The SQLite work is the collection's hal_sqlite_* module_utils, loaded by halswarm.ops.datasafety.
 Ops mode (`-i INVENTORY`) runs the collection's backup.yml / restore.yml through ansible-runner.
 """
 

@@ -1,8 +1,9 @@
 """Backup, verify, restore and recover the supervisor's SQLite database from halctl (local mode).
 
-One implementation: the collection's `plugins/module_utils/hal_sqlite.py` does the SQLite work for
-the Ansible modules, for the systemd backup timer (run as a script on the host) and, loaded from
-the same file by `core()`, for halctl. It is standard-library only, so loading it by path costs
+One implementation: the collection's `plugins/module_utils/hal_sqlite_*.py` files (one per job:
+common, backup, restore, recover, facts, archive) do the SQLite work for the Ansible modules, for
+the systemd backup timer (hal_sqlite_backup.py run as a script on the host) and, loaded from the
+same files by `core(part)`, for halctl. They are standard-library only, so loading them by path costs
 nothing and nothing is duplicated here. This module adds what only halctl needs: where the
 database is (from the supervisor config), stopping and starting the service around a restore,
 waiting for `/readyz`, and undoing a restore the supervisor does not come up with.
@@ -27,9 +28,11 @@ DEFAULT_SUPERVISOR_CONFIG = "/etc/hal-o-swarm/supervisor.config.json"
 DEFAULT_SERVICE = "hal-supervisor.service"
 DEFAULT_BACKUP_DIR = "/var/backups/hal-o-swarm"
 BACKUP_DIR_ENV = "HALCTL_BACKUP_DIR"
-_CORE_NAME = "halswarm.ops._hal_sqlite"
 _REL = Path("ansible_collections", "halswarm", "ops")
-_CORE_REL = Path("plugins", "module_utils", "hal_sqlite.py")
+_UTILS_REL = Path("plugins", "module_utils")
+_UTILS_PACKAGE = "ansible_collections.halswarm.ops.plugins.module_utils"
+# The jobs of the hal_sqlite_<job>.py files, each after the files it imports.
+CORE_PARTS = ("common", "backup", "restore", "recover", "facts", "archive")
 
 
 class DataSafetyFailure(RuntimeError):
@@ -62,26 +65,34 @@ def collection_candidates() -> Iterator[Path]:
             yield Path(entry) / _REL
 
 
+def _core_file(part: str) -> str:
+    return f"hal_sqlite_{part}.py"
+
+
+def _holds_core(directory: Path) -> bool:
+    return all((directory / _core_file(part)).is_file() for part in CORE_PARTS)
+
+
 def collection_root() -> Path:
     """The directory of the halswarm.ops collection (the one holding galaxy.yml)."""
     for candidate in collection_candidates():
-        if (candidate / _CORE_REL).is_file():
+        if _holds_core(candidate / _UTILS_REL):
             return candidate
     raise DataSafetyFailure(
-        f"cannot find the halswarm.ops collection (looked for {_REL / _CORE_REL}); set HALCTL_COLLECTIONS_PATH",
-        "missing")
+        f"cannot find the halswarm.ops collection (looked for {_REL / _UTILS_REL / _core_file('*')}); "
+        "set HALCTL_COLLECTIONS_PATH", "missing")
 
 
-def core_path() -> Path:
-    """The hal_sqlite file: the collection's module_utils, else the copy the supervisor role installs
-    for its backup timer (<release root>/libexec/hal_sqlite.py) on a host that has only the wheel."""
+def core_dir() -> Path:
+    """Where the hal_sqlite_* files are: the collection's module_utils, else the copies the supervisor
+    role installs for its backup timer (<release root>/libexec/) on a host that has only the wheel."""
     try:
-        return collection_root() / _CORE_REL
+        return collection_root() / _UTILS_REL
     except DataSafetyFailure:
         prefix = Path(sys.prefix).resolve()  # /opt/hal-o-swarm/releases/<v> -> /opt/hal-o-swarm/libexec
-        near = [prefix.parents[1] / "libexec" / "hal_sqlite.py"] if len(prefix.parents) > 1 else []
-        for candidate in (*near, Path("/opt/hal-o-swarm/libexec/hal_sqlite.py")):
-            if candidate.is_file():
+        near = [prefix.parents[1] / "libexec"] if len(prefix.parents) > 1 else []
+        for candidate in (*near, Path("/opt/hal-o-swarm/libexec")):
+            if _holds_core(candidate):
                 return candidate
         raise
 
@@ -105,16 +116,29 @@ def load_file_module(name: str, path: Path) -> ModuleType:
     return module
 
 
-def core() -> ModuleType:
-    """The collection's hal_sqlite module_utils file, loaded once from its path."""
-    loaded = sys.modules.get(_CORE_NAME)
-    return loaded if loaded is not None else load_file_module(_CORE_NAME, core_path())
+def core(part: str) -> ModuleType:
+    """The collection's module_utils file hal_sqlite_<part>.py, loaded once from its path.
+
+    Each file is registered under the module name Ansible gives it, and the files it imports are
+    loaded first, so its `from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common
+    import ...` finds the file loaded here without Ansible's collection loader.
+    """
+    if part not in CORE_PARTS:
+        raise ValueError(f"no hal_sqlite_{part}.py (one of {', '.join(CORE_PARTS)})")
+    name = f"{_UTILS_PACKAGE}.hal_sqlite_{part}"
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        return loaded
+    directory = core_dir()
+    for needed in CORE_PARTS[:CORE_PARTS.index(part) + 1]:
+        load_file_module(f"{_UTILS_PACKAGE}.hal_sqlite_{needed}", directory / _core_file(needed))
+    return sys.modules[name]
 
 
 @contextlib.contextmanager
 def translated() -> Iterator[None]:
     """Turn the core's DataSafetyError into DataSafetyFailure (one exception type for callers)."""
-    error = core().DataSafetyError
+    error = core("common").DataSafetyError
     try:
         yield
     except error as exc:
@@ -187,7 +211,7 @@ def resolve_backup(name: str, backup_dir: Path) -> Path:
     """A backup given as a path, as a file name in the backup directory, or as `latest`."""
     if name == "latest":
         with translated():
-            found = core().list_backups(str(backup_dir))
+            found = core("backup").list_backups(str(backup_dir))
         if not found:
             raise DataSafetyFailure(f"no backups in {backup_dir}", "missing")
         return Path(found[0]["path"])
@@ -207,7 +231,7 @@ def backup(db: Path, dest_dir: Path, *, keep: int = 7, max_age_days: float = 0, 
     """Online backup + integrity check + checksum, then retention. Returns the core's result plus
     `removed` (paths deleted by retention)."""
     with translated():
-        c = core()
+        c = core("backup")
         result = c.backup_database(str(db), str(dest_dir), prefix=prefix, progress=progress)
         result["removed"] = c.apply_retention(str(dest_dir), result["prefix"], keep, max_age_days,
                                               protect=(result["name"],))
@@ -216,12 +240,12 @@ def backup(db: Path, dest_dir: Path, *, keep: int = 7, max_age_days: float = 0, 
 
 def list_backups(dest_dir: Path) -> list[dict[str, Any]]:
     with translated():
-        return list(core().list_backups(str(dest_dir)))
+        return list(core("backup").list_backups(str(dest_dir)))
 
 
 def verify(path: Path, *, require_checksum: bool = True) -> dict[str, Any]:
     with translated():
-        return dict(core().verify_backup(str(path), require_checksum=require_checksum))
+        return dict(core("backup").verify_backup(str(path), require_checksum=require_checksum))
 
 
 def recover(src: Path, dest: Path, *, force: bool = False, max_seconds: float | None = None) -> dict[str, Any]:
@@ -230,7 +254,7 @@ def recover(src: Path, dest: Path, *, force: bool = False, max_seconds: float | 
 
     migrations = [(m.name, m.sql) for m in bundled_migrations()]
     with translated():
-        return dict(core().recover_database(str(src), str(dest), migrations=migrations, force=force,
+        return dict(core("recover").recover_database(str(src), str(dest), migrations=migrations, force=force,
                                             max_seconds=max_seconds))
 
 
@@ -310,7 +334,7 @@ class NoService:
 
 def wait_released(db: Path, timeout: float = 30.0) -> bool:
     """Wait until no process holds `db` open (the supervisor may take a moment to exit)."""
-    c = core()
+    c = core("common")
     deadline = time.monotonic() + timeout
     while c.database_in_use(str(db)):
         if time.monotonic() > deadline:
@@ -341,9 +365,8 @@ def wait_ready(url: str, timeout: float = 60.0) -> tuple[bool, str]:
 def undo_restore(db: Path, replaced: str, replaced_files: list[str]) -> str:
     """Put the replaced database (and its WAL) back; the rejected restored file is kept as
     `<db>.rejected-<ts>`. Returns that path."""
-    c = core()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    rejected = c._free_name(f"{db}.rejected-{stamp}")
+    rejected = core("restore")._free_name(f"{db}.rejected-{stamp}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(f"{db}-shm")
     os.rename(db, rejected)
@@ -354,7 +377,7 @@ def undo_restore(db: Path, replaced: str, replaced_files: list[str]) -> str:
         suffix = kept[len(replaced):]
         os.rename(kept, f"{db}{suffix}")
     os.rename(replaced, db)
-    c.fsync_dir(str(db.parent))
+    core("common").fsync_dir(str(db.parent))
     return rejected
 
 
@@ -367,7 +390,7 @@ def restore(backup_path: Path, db: Path, service: ServiceControl, *, ready_url: 
     ready with the restored database, the replaced one is put back and the service started again
     (and DataSafetyFailure says so). The service is started again whatever fails after the stop.
     """
-    c = core()
+    c = core("restore")
     verification = verify(backup_path, require_checksum=require_checksum)
     if not verification["ok"]:
         raise DataSafetyFailure(f"refusing to restore {backup_path}: {verification['problems'][0]}",
@@ -386,7 +409,7 @@ def restore(backup_path: Path, db: Path, service: ServiceControl, *, ready_url: 
     started = False
     try:
         if not wait_released(db):
-            holders = ", ".join(f"pid {pid} ({name})" for pid, name in c.holders(str(db)))
+            holders = ", ".join(f"pid {pid} ({name})" for pid, name in core("common").holders(str(db)))
             raise DataSafetyFailure(f"{db} is still in use after stopping the service ({holders or 'unknown'}); "
                                     "nothing was restored", "in_use")
         note(f"restoring {backup_path} -> {db}")

@@ -20,7 +20,9 @@ from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
 from tests.integration.test_backup_helpers import halctl, one_error_line, sha256
 
-H = datasafety.core()
+COMMON = datasafety.core("common")
+BACKUP = datasafety.core("backup")
+RESTORE = datasafety.core("restore")
 
 
 def make_db(path: Path, events: int, size: int = 200) -> Path:
@@ -118,7 +120,7 @@ def test_a_file_that_is_not_sqlite(tmp_path: Path, content: bytes) -> None:
     res = halctl("restore", str(bogus), "--database", str(live), "--no-service")
     assert res.returncode == 1 and "not an SQLite database" in one_error_line(res)
     assert sha256(bogus) == before
-    assert H.verify_backup(str(live), require_checksum=False)["ok"]
+    assert BACKUP.verify_backup(str(live), require_checksum=False)["ok"]
 
 
 # ---- permissions (non-root user) ---------------------------------------------------------------
@@ -140,7 +142,7 @@ def test_wrong_permissions_as_a_non_root_user(shared_dir: Path) -> None:
     assert "permission denied (cannot write backups there as uid 65534)" in one_error_line(res)
     assert listing(out) == []
 
-    backup = H.backup_database(str(db), str(out))["path"]  # root takes one; it is 0600
+    backup = BACKUP.backup_database(str(db), str(out))["path"]  # root takes one; it is 0600
     res = halctl("backup", "verify", backup, user="nobody")
     assert res.returncode == 1 and "permission denied" in res.stdout + res.stderr
     os.chmod(backup, 0o644)
@@ -173,7 +175,7 @@ def test_backup_running_out_of_space_midway_leaves_nothing(tmp_path: Path, small
     """The free-space check passed (space was taken meanwhile): SQLite's own disk-full error."""
     db = make_db(tmp_path / "supervisor.db", 8000)
     before = sha256(db)
-    monkeypatch.setattr(H, "check_backup_inputs", lambda src, dest: {})
+    monkeypatch.setattr(BACKUP, "check_backup_inputs", lambda src, dest: {})
     with pytest.raises(datasafety.DataSafetyFailure) as err:
         datasafety.backup(db, small_tmpfs)
     assert err.value.kind == "no_space"
@@ -185,16 +187,16 @@ def test_restore_onto_a_full_disk_keeps_the_old_database(tmp_path: Path, small_t
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     live = make_db(small_tmpfs / "supervisor.db", 300)
     filler = small_tmpfs / "filler"
-    filler.write_bytes(b"\0" * (H.free_bytes(str(small_tmpfs)) - 64 * 1024))
+    filler.write_bytes(b"\0" * (COMMON.free_bytes(str(small_tmpfs)) - 64 * 1024))
     big = make_db(tmp_path / "big.db", 3000)
-    backup = H.backup_database(str(big), str(tmp_path / "b"))["path"]
+    backup = BACKUP.backup_database(str(big), str(tmp_path / "b"))["path"]
     before = sha256(live)
     res = halctl("restore", backup, "--database", str(live), "--no-service")
     assert res.returncode == 1 and "not enough free space to restore" in one_error_line(res)
     assert sha256(live) == before and listing(small_tmpfs) == ["filler", "supervisor.db"]
 
     # The copy itself hits ENOSPC (the check passed, space vanished): the old file is still in place.
-    monkeypatch.setattr(H, "free_bytes", lambda _d: 1 << 40)
+    monkeypatch.setattr(RESTORE, "free_bytes", lambda _d: 1 << 40)  # what restore_database calls
     with pytest.raises(datasafety.DataSafetyFailure) as err:
         datasafety.restore(Path(backup), live, datasafety.NoService(), ready_url=None)
     assert err.value.kind == "no_space"
@@ -224,7 +226,7 @@ def test_restore_usage_errors(tmp_path: Path) -> None:
 def test_verify_all_reports_each_backup(tmp_path: Path) -> None:
     db = make_db(tmp_path / "supervisor.db", 10)
     backups = tmp_path / "backups"
-    good = H.backup_database(str(db), str(backups))["path"]
+    good = BACKUP.backup_database(str(db), str(backups))["path"]
     bad = Path(good).with_name("supervisor-20000101T000000Z.db")
     bad.write_bytes(b"garbage" * 100)
     (backups / (bad.name + ".sha256")).write_text(f"{sha256(bad)}  {bad.name}\n")

@@ -21,7 +21,7 @@ from tests.integration.test_backup_helpers import COLLECTIONS, count, populate, 
 from tests.support.supervisor_proc import SupervisorProc
 
 ROLE = COLLECTIONS / "ansible_collections/halswarm/ops/roles/supervisor"
-HELPER = ROLE / "../../plugins/module_utils/hal_sqlite.py"  # what backup_timer.yml copies (role_path-relative)
+HELPER = ROLE / "../../plugins/module_utils/hal_sqlite_backup.py"  # what backup_timer.yml copies (role_path-relative)
 
 
 def _render(tmp: Path, variables: dict) -> Path:
@@ -54,7 +54,7 @@ def test_units_from_the_role_defaults_pass_systemd_analyze(tmp_path: Path) -> No
     assert "User=hal-supervisor" in service and "ProtectSystem=strict" in service
     assert "ReadWritePaths=/var/backups/hal-o-swarm /var/lib/hal-o-swarm/supervisor" in service
     assert _exec_start(units / "hal-supervisor-backup.service") == [
-        "/usr/bin/python3", "/opt/hal-o-swarm/libexec/hal_sqlite.py", "backup",
+        "/usr/bin/python3", "/opt/hal-o-swarm/libexec/hal_sqlite_backup.py", "backup",
         "--db", "/var/lib/hal-o-swarm/supervisor/supervisor.db", "--dest-dir", "/var/backups/hal-o-swarm",
         "--prefix", "supervisor", "--keep", "14", "--max-age-days", "0.0"]
     timer = (units / "hal-supervisor-backup.timer").read_text()

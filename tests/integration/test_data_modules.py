@@ -15,7 +15,7 @@ from halswarm.ops import datasafety
 from tests.integration.test_backup_helpers import run_playbook, task_result
 from tests.unit.datasafety.test_data_remediation_core import DAY, make_db
 
-H = datasafety.core()
+BACKUP = datasafety.core("backup")
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -44,7 +44,7 @@ def test_facts_merge_and_archive_modules(tmp_path: Path) -> None:
     db = tmp_path / "supervisor.db"
     make_db(db, events=120)
     backups = tmp_path / "backups"
-    backup = H.backup_database(str(db), str(backups))["path"]
+    backup = BACKUP.backup_database(str(db), str(backups))["path"]
     conn = sqlite3.connect(db)
     conn.execute("DELETE FROM events WHERE seq <= 30")
     conn.execute("DELETE FROM sessions WHERE id='s3'")

@@ -1,4 +1,4 @@
-"""The data-remediation helpers of module_utils hal_sqlite.py (as halctl loads it): read-only facts,
+"""The data-remediation helpers of module_utils hal_sqlite_facts/_archive.py (as halctl loads them): facts,
 newest valid backup, rows missing by key, merge from a backup, archive of old events. Real SQLite
 databases with the supervisor's real schema (halswarm.store.migrations)."""
 
@@ -16,7 +16,10 @@ from halswarm.ops import datasafety
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
 
-H = datasafety.core()
+COMMON = datasafety.core("common")
+BACKUP = datasafety.core("backup")
+FACTS = datasafety.core("facts")
+ARCHIVE = datasafety.core("archive")
 DAY = 86400.0
 NOW = 1_800_000_000.0
 # The stored columns of events (its `timestamp` is generated since migration 012: SELECT * has one more).
@@ -49,28 +52,28 @@ def q(path: Path, sql: str) -> list[tuple]:
 
 
 def backup_of(db: Path, dest: Path) -> Path:
-    return Path(H.backup_database(str(db), str(dest))["path"])
+    return Path(BACKUP.backup_database(str(db), str(dest))["path"])
 
 
 def test_facts_of_a_healthy_database_are_read_only(tmp_path: Path) -> None:
     db = tmp_path / "supervisor.db"
     make_db(db, events=30, old=10)
     before = db.read_bytes()
-    facts = H.database_facts(str(db), older_than_days=30, queries=H.EVENTS_PAGE_QUERIES, samples=2, now=NOW)
+    facts = FACTS.database_facts(str(db), older_than_days=30, queries=FACTS.EVENTS_PAGE_QUERIES, samples=2, now=NOW)
     assert facts["integrity"] == "ok" and facts["problems"] == []
     assert facts["tables"]["events"] == 30 and facts["tables"]["sessions"] == 3
     assert facts["old_rows"] == 10
-    assert [x["sql"] for x in facts["queries"]] == list(H.EVENTS_PAGE_QUERIES)
+    assert [x["sql"] for x in facts["queries"]] == list(FACTS.EVENTS_PAGE_QUERIES)
     assert facts["query_ms"] is not None and facts["query_ms"] >= 0
     assert db.read_bytes() == before
     assert not any(os.path.exists(str(db) + s) for s in ("-wal", "-shm"))
 
 
 def test_facts_of_missing_and_damaged_files(tmp_path: Path) -> None:
-    assert H.database_facts(str(tmp_path / "nope.db"))["exists"] is False
+    assert FACTS.database_facts(str(tmp_path / "nope.db"))["exists"] is False
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database at all" * 100)
-    facts = H.database_facts(str(junk))
+    facts = FACTS.database_facts(str(junk))
     assert facts["integrity"] != "ok" and "not an SQLite database" in facts["error"]
     db = tmp_path / "supervisor.db"
     make_db(db, events=2000)
@@ -81,7 +84,7 @@ def test_facts_of_missing_and_damaged_files(tmp_path: Path) -> None:
     with open(db, "r+b") as fh:  # trash the index's root page: tables read, integrity fails
         fh.seek((root - 1) * page + 8)
         fh.write(os.urandom(page - 8))
-    facts = H.database_facts(str(db))
+    facts = FACTS.database_facts(str(db))
     assert facts["integrity"] != "ok" and facts["problems"]
 
 
@@ -89,17 +92,17 @@ def test_newest_valid_backup_skips_a_tampered_one(tmp_path: Path) -> None:
     db = tmp_path / "supervisor.db"
     make_db(db)
     backups = tmp_path / "backups"
-    older = H.backup_database(str(db), str(backups), now=H.utcnow().replace(year=2030))["path"]
-    newer = H.backup_database(str(db), str(backups), now=H.utcnow().replace(year=2031))["path"]
-    path, checked = H.newest_valid_backup(str(backups), "supervisor")
+    older = BACKUP.backup_database(str(db), str(backups), now=COMMON.utcnow().replace(year=2030))["path"]
+    newer = BACKUP.backup_database(str(db), str(backups), now=COMMON.utcnow().replace(year=2031))["path"]
+    path, checked = FACTS.newest_valid_backup(str(backups), "supervisor")
     assert path == newer and len(checked) == 1
     with open(newer, "r+b") as fh:
         fh.seek(200)
         fh.write(b"\xff")
-    path, checked = H.newest_valid_backup(str(backups), "supervisor")
+    path, checked = FACTS.newest_valid_backup(str(backups), "supervisor")
     assert path == older
     assert checked[0]["ok"] is False and "checksum mismatch" in checked[0]["problems"][0]
-    assert H.newest_valid_backup(str(tmp_path / "none"), "supervisor") == (None, [])
+    assert FACTS.newest_valid_backup(str(tmp_path / "none"), "supervisor") == (None, [])
 
 
 def test_missing_rows_and_merge_keep_newer_rows(tmp_path: Path) -> None:
@@ -116,18 +119,18 @@ def test_missing_rows_and_merge_keep_newer_rows(tmp_path: Path) -> None:
     conn.execute("INSERT INTO events(node_id, seq, event_id, type, ts, received_at)"
                  " VALUES ('n1', 15, 'again', 't', 1, 1)")
     conn.close()
-    missing = H.missing_rows(str(db), str(bk), ["sessions", "events"])
+    missing = ARCHIVE.missing_rows(str(db), str(bk), ["sessions", "events"])
     assert missing == {"sessions": 1, "events": 14}
-    preview = H.merge_from_backup(str(bk), str(db), ["sessions", "events"], check_mode=True)
+    preview = ARCHIVE.merge_from_backup(str(bk), str(db), ["sessions", "events"], check_mode=True)
     assert preview["changed"] and preview["inserted"] == {}
     assert q(db, "SELECT count(*) FROM events") == [(27,)]
-    res = H.merge_from_backup(str(bk), str(db), ["sessions", "events"])
+    res = ARCHIVE.merge_from_backup(str(bk), str(db), ["sessions", "events"])
     assert res["inserted"] == {"sessions": 1, "events": 14}
     assert res["missing_after"] == {"sessions": 0, "events": 0} and res["quick_check"] == "ok"
     assert q(db, "SELECT status FROM sessions WHERE id='s1'") == [("done",)]
     assert q(db, "SELECT count(*) FROM events") == [(41,)]
     assert q(db, "SELECT event_id FROM events WHERE seq=15") == [("again",)]
-    again = H.merge_from_backup(str(bk), str(db), ["sessions", "events"])
+    again = ARCHIVE.merge_from_backup(str(bk), str(db), ["sessions", "events"])
     assert again["changed"] is False and again["inserted"] == {}
 
 
@@ -143,17 +146,17 @@ def test_rows_removed_by_retention_are_not_missing_nor_merged(tmp_path: Path) ->
     conn.close()
     exclude = {"events": ["timestamp", cutoff], "audit_log": ["timestamp", NOW - 90 * DAY]}
     # old behaviour without the option: the purged rows count as lost
-    assert H.missing_rows(str(db), str(bk), ["sessions", "events"]) == {"sessions": 1, "events": 23}
-    missing = H.missing_rows(str(db), str(bk), ["sessions", "events"], exclude_older_than=exclude)
+    assert ARCHIVE.missing_rows(str(db), str(bk), ["sessions", "events"]) == {"sessions": 1, "events": 23}
+    missing = ARCHIVE.missing_rows(str(db), str(bk), ["sessions", "events"], exclude_older_than=exclude)
     assert missing == {"sessions": 1, "events": 3}
-    res = H.merge_from_backup(str(bk), str(db), ["sessions", "events"], exclude_older_than=exclude)
+    res = ARCHIVE.merge_from_backup(str(bk), str(db), ["sessions", "events"], exclude_older_than=exclude)
     assert res["missing"] == {"sessions": 1, "events": 3}
     assert res["inserted"] == {"sessions": 1, "events": 3}
     assert res["missing_after"] == {"sessions": 0, "events": 0} and res["quick_check"] == "ok"
     assert res["exclude_older_than"]["events"] == ["timestamp", cutoff]
     assert q(db, f"SELECT count(*) FROM events WHERE ts < {cutoff!r}") == [(0,)]
     assert q(db, "SELECT count(*) FROM events") == [(30,)]
-    again = H.merge_from_backup(str(bk), str(db), ["sessions", "events"], exclude_older_than=exclude)
+    again = ARCHIVE.merge_from_backup(str(bk), str(db), ["sessions", "events"], exclude_older_than=exclude)
     assert again["changed"] is False
 
 
@@ -162,16 +165,16 @@ def test_archived_rows_are_not_missing_nor_merged(tmp_path: Path) -> None:
     make_db(db, events=50, old=20)
     bk = backup_of(db, tmp_path / "b")
     arc = tmp_path / "archive" / "events-archive.db"
-    assert H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)["deleted"] == 20
+    assert ARCHIVE.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)["deleted"] == 20
     conn = connect(db)
     conn.execute("DELETE FROM events WHERE seq IN (40, 41)")  # recent rows really lost
     conn.close()
     arc_bytes = arc.read_bytes()
-    assert H.missing_rows(str(db), str(bk), ["events"]) == {"events": 22}
-    assert H.missing_rows(str(db), str(bk), ["events"], archive=str(arc)) == {"events": 2}
-    preview = H.merge_from_backup(str(bk), str(db), ["events"], archive=str(arc), check_mode=True)
+    assert ARCHIVE.missing_rows(str(db), str(bk), ["events"]) == {"events": 22}
+    assert ARCHIVE.missing_rows(str(db), str(bk), ["events"], archive=str(arc)) == {"events": 2}
+    preview = ARCHIVE.merge_from_backup(str(bk), str(db), ["events"], archive=str(arc), check_mode=True)
     assert preview["missing"] == {"events": 2} and preview["inserted"] == {}
-    res = H.merge_from_backup(str(bk), str(db), ["events"], archive=str(arc))
+    res = ARCHIVE.merge_from_backup(str(bk), str(db), ["events"], archive=str(arc))
     assert res["inserted"] == {"events": 2} and res["missing_after"] == {"events": 0}
     assert res["archive"] == str(arc)
     assert q(db, "SELECT count(*) FROM events") == [(30,)]
@@ -180,7 +183,7 @@ def test_archived_rows_are_not_missing_nor_merged(tmp_path: Path) -> None:
     assert arc.read_bytes() == arc_bytes
     assert not Path(str(arc) + "-wal").exists() and not Path(str(arc) + "-shm").exists()
     # both at once: an archive without the table and a cutoff change nothing for the other table
-    both = H.missing_rows(str(db), str(bk), ["sessions", "events"], archive=str(arc),
+    both = ARCHIVE.missing_rows(str(db), str(bk), ["sessions", "events"], archive=str(arc),
                           exclude_older_than={"events": ["timestamp", NOW - 30 * DAY]})
     assert both == {"sessions": 0, "events": 0}
 
@@ -189,14 +192,14 @@ def test_exclusions_are_checked(tmp_path: Path) -> None:
     db = tmp_path / "supervisor.db"
     make_db(db, events=5)
     bk = backup_of(db, tmp_path / "b")
-    with pytest.raises(H.DataSafetyError, match="exclude_older_than"):
-        H.missing_rows(str(db), str(bk), ["events"], exclude_older_than={"events": "timestamp"})
-    with pytest.raises(H.DataSafetyError, match="no column nope"):
-        H.missing_rows(str(db), str(bk), ["events"], exclude_older_than={"events": ["nope", NOW]})
-    with pytest.raises(H.DataSafetyError):
-        H.missing_rows(str(db), str(bk), ["events"], archive=str(tmp_path / "no-such-archive.db"))
+    with pytest.raises(COMMON.DataSafetyError, match="exclude_older_than"):
+        ARCHIVE.missing_rows(str(db), str(bk), ["events"], exclude_older_than={"events": "timestamp"})
+    with pytest.raises(COMMON.DataSafetyError, match="no column nope"):
+        ARCHIVE.missing_rows(str(db), str(bk), ["events"], exclude_older_than={"events": ["nope", NOW]})
+    with pytest.raises(COMMON.DataSafetyError):
+        ARCHIVE.missing_rows(str(db), str(bk), ["events"], archive=str(tmp_path / "no-such-archive.db"))
     # a table not compared is ignored
-    assert H.missing_rows(str(db), str(bk), ["events"], exclude_older_than={"audit_log": ["nope", 1]}) == {
+    assert ARCHIVE.missing_rows(str(db), str(bk), ["events"], exclude_older_than={"audit_log": ["nope", 1]}) == {
         "events": 0}
 
 
@@ -205,17 +208,17 @@ def test_merge_refuses_a_bad_backup_and_a_database_in_use(tmp_path: Path) -> Non
     make_db(db)
     bk = backup_of(db, tmp_path / "b")
     Path(str(bk) + ".sha256").write_text("0" * 64 + "  x.db\n")
-    with pytest.raises(H.DataSafetyError, match="checksum mismatch"):
-        H.merge_from_backup(str(bk), str(db))
+    with pytest.raises(COMMON.DataSafetyError, match="checksum mismatch"):
+        ARCHIVE.merge_from_backup(str(bk), str(db))
     bk2 = backup_of(db, tmp_path / "c")
     # another process holding the database open in WAL mode, like the running supervisor
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
-        with pytest.raises(H.DataSafetyError, match="in use"):
-            H.merge_from_backup(str(bk2), str(db))
-        with pytest.raises(H.DataSafetyError, match="in use"):
-            H.archive_rows(str(db), str(tmp_path / "arc.db"), older_than_days=0)
+        with pytest.raises(COMMON.DataSafetyError, match="in use"):
+            ARCHIVE.merge_from_backup(str(bk2), str(db))
+        with pytest.raises(COMMON.DataSafetyError, match="in use"):
+            ARCHIVE.archive_rows(str(db), str(tmp_path / "arc.db"), older_than_days=0)
     finally:
         holder.kill()
         holder.wait(10)
@@ -225,17 +228,17 @@ def test_archive_moves_old_rows_then_vacuums(tmp_path: Path) -> None:
     db = tmp_path / "supervisor.db"
     make_db(db, events=300, old=200)
     arc = tmp_path / "archive" / "events-archive.db"
-    preview = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW, check_mode=True)
+    preview = ARCHIVE.archive_rows(str(db), str(arc), older_than_days=30, now=NOW, check_mode=True)
     assert preview["old_rows"] == 200 and preview["changed"] and not arc.exists()
     ids = {r[0] for r in q(db, f"SELECT id FROM events WHERE ts < {NOW - 30 * DAY}")}
-    res = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW, vacuum=True, analyze=True)
+    res = ARCHIVE.archive_rows(str(db), str(arc), older_than_days=30, now=NOW, vacuum=True, analyze=True)
     assert res["archived"] == 200 and res["deleted"] == 200 and res["archive_rows"] == 200
     assert res["quick_check"] == "ok" and res["archive_integrity"] == "ok"
     assert res["vacuumed"] and res["analyzed"] and res["size_after"] < res["size_before"]
     assert q(db, "SELECT count(*) FROM events") == [(100,)]
     assert {r[0] for r in q(arc, "SELECT id FROM events")} == ids
     assert oct(arc.stat().st_mode & 0o777) == "0o600"
-    again = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)
+    again = ARCHIVE.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)
     assert again["changed"] is False and again["archived"] == 0
 
 
@@ -243,13 +246,13 @@ def test_archive_finishes_an_interrupted_move_without_duplicates(tmp_path: Path)
     db = tmp_path / "supervisor.db"
     make_db(db, events=50, old=20)
     arc = tmp_path / "events-archive.db"
-    H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)
+    ARCHIVE.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)
     # put 5 archived rows back as if step 2 (delete) had not run for them
     conn = connect(db)
     conn.execute(f"ATTACH DATABASE '{arc}' AS a")
     conn.execute(f"INSERT INTO main.events({COLS}) SELECT {COLS} FROM a.events ORDER BY id LIMIT 5")
     conn.close()
-    res = H.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)
+    res = ARCHIVE.archive_rows(str(db), str(arc), older_than_days=30, now=NOW)
     assert res["old_rows"] == 5 and res["archived"] == 0 and res["deleted"] == 5 and res["archive_rows"] == 20
     assert q(db, "SELECT count(*) FROM events") == [(30,)]
 
@@ -257,7 +260,7 @@ def test_archive_finishes_an_interrupted_move_without_duplicates(tmp_path: Path)
 def test_archive_rejects_bad_arguments(tmp_path: Path) -> None:
     db = tmp_path / "supervisor.db"
     make_db(db)
-    with pytest.raises(H.DataSafetyError, match="another file"):
-        H.archive_rows(str(db), str(db))
-    with pytest.raises(H.DataSafetyError, match="no table nope"):
-        H.archive_rows(str(db), str(tmp_path / "a.db"), table="nope")
+    with pytest.raises(COMMON.DataSafetyError, match="another file"):
+        ARCHIVE.archive_rows(str(db), str(db))
+    with pytest.raises(COMMON.DataSafetyError, match="no table nope"):
+        ARCHIVE.archive_rows(str(db), str(tmp_path / "a.db"), table="nope")

@@ -123,9 +123,11 @@ archive_integrity:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite import (  # noqa: E402
-    DataSafetyError,
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_archive import (  # noqa: E402
     archive_rows,
+)
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common import (  # noqa: E402
+    DataSafetyError,
 )
 
 

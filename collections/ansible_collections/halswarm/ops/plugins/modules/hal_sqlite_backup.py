@@ -131,13 +131,15 @@ backups:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite import (  # noqa: E402
-    DataSafetyError,
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_backup import (  # noqa: E402
     apply_retention,
     backup_database,
     check_backup_inputs,
     list_backups,
     select_expired,
+)
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common import (  # noqa: E402
+    DataSafetyError,
     utcnow,
 )
 

@@ -171,11 +171,15 @@ missing_total:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite import (  # noqa: E402
-    EVENTS_PAGE_QUERIES,
-    DataSafetyError,
-    database_facts,
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_archive import (  # noqa: E402
     missing_rows,
+)
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common import (  # noqa: E402
+    DataSafetyError,
+)
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_facts import (  # noqa: E402
+    EVENTS_PAGE_QUERIES,
+    database_facts,
     newest_valid_backup,
 )
 

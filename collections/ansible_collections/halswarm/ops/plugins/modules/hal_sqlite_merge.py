@@ -131,9 +131,11 @@ exclude_older_than:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite import (  # noqa: E402
-    DataSafetyError,
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_archive import (  # noqa: E402
     merge_from_backup,
+)
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common import (  # noqa: E402
+    DataSafetyError,
 )
 
 

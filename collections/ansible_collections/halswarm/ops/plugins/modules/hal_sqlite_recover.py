@@ -132,8 +132,10 @@ import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite import (  # noqa: E402
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common import (  # noqa: E402
     DataSafetyError,
+)
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_recover import (  # noqa: E402
     load_migrations,
     recover_database,
 )

@@ -129,9 +129,11 @@ in_use:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite import (  # noqa: E402
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common import (  # noqa: E402
     DataSafetyError,
     counts_text,
+)
+from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_restore import (  # noqa: E402
     restore_database,
 )
 

@@ -13,7 +13,8 @@ import sys
 import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.halswarm.ops.plugins.module_utils import hal_sqlite
+from ansible_collections.halswarm.ops.plugins.module_utils import hal_sqlite_backup as backup_utils
+from ansible_collections.halswarm.ops.plugins.module_utils import hal_sqlite_common as common_utils
 from ansible_collections.halswarm.ops.plugins.modules import hal_sqlite_backup, hal_sqlite_recover, hal_sqlite_restore
 
 SCHEMA = """
@@ -95,7 +96,7 @@ def test_backup_creates_verified_0600_copy_with_sidecar(tmp_path):
     assert res["changed"] and res["integrity"] == "ok"
     assert res["tables"] == {"events": 300, "nodes": 1}
     assert oct(os.stat(res["path"]).st_mode & 0o777) == "0o600"
-    assert res["sha256"] == hal_sqlite.sha256_file(res["path"])
+    assert res["sha256"] == common_utils.sha256_file(res["path"])
     with open(res["checksum_file"]) as handle:
         assert handle.read().split() == [res["sha256"], os.path.basename(res["path"])]
     assert os.path.basename(res["path"]).startswith("supervisor-")
@@ -146,7 +147,7 @@ def test_backup_bad_source(tmp_path, content, kind):
 def _backup(tmp_path, events):
     src = tmp_path / "src.db"
     make_db(src, events=events).close()
-    return hal_sqlite.backup_database(str(src), str(tmp_path / "b"), prefix="supervisor")["path"]
+    return backup_utils.backup_database(str(src), str(tmp_path / "b"), prefix="supervisor")["path"]
 
 
 def test_restore_replaces_and_keeps_old(tmp_path):
@@ -176,11 +177,11 @@ def test_restore_refuses_tampered_backup(tmp_path):
     conn.close()
     db = tmp_path / "supervisor.db"
     make_db(db, events=5).close()
-    before = hal_sqlite.sha256_file(str(db))
+    before = common_utils.sha256_file(str(db))
     ok, res = run(hal_sqlite_restore, {"src": backup, "dest": str(db)})
     assert not ok and res["kind"] == "checksum"
     assert "checksum mismatch" in res["msg"]
-    assert hal_sqlite.sha256_file(str(db)) == before
+    assert common_utils.sha256_file(str(db)) == before
 
 
 def test_restore_refuses_missing_checksum_unless_allowed(tmp_path):
@@ -232,7 +233,7 @@ def test_recover_saves_readable_rows_and_reports_loss(tmp_path):
     db = tmp_path / "supervisor.db"
     make_db(db, events=3000, wal=False).close()
     _clobber_leaf_pages(db, "events", 10, 3)
-    original = hal_sqlite.sha256_file(str(db))
+    original = common_utils.sha256_file(str(db))
     dest = tmp_path / "recovered.db"
     ok, res = run(hal_sqlite_recover, {"src": str(db), "dest": str(dest)})
     assert ok, res
@@ -241,8 +242,8 @@ def test_recover_saves_readable_rows_and_reports_loss(tmp_path):
     assert events["skipped_ranges"] and not events["complete"]
     assert res["tables"]["nodes"]["saved"] == 1 and res["tables"]["nodes"]["lost"] == 0
     assert res["integrity"] == "ok" and count(dest) == events["saved"]
-    assert hal_sqlite.sha256_file(str(db)) == original  # never touched
-    assert hal_sqlite.verify_backup(str(dest))["ok"]  # restorable as is
+    assert common_utils.sha256_file(str(db)) == original  # never touched
+    assert backup_utils.verify_backup(str(dest))["ok"]  # restorable as is
 
 
 def test_recover_check_mode_creates_nothing(tmp_path):
