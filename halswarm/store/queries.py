@@ -395,3 +395,23 @@ def insert_remediation(conn: sqlite3.Connection, report: dict[str, Any], *, acto
                             "ip_address": ip_address, "client_actor": client_actor})
     return bool(cur.rowcount)
 
+
+
+def get_command(conn: sqlite3.Connection, command_id: str) -> dict[str, Any] | None:
+    """One row of the commands table, shaped for the API (JSON columns decoded, times ISO-8601)."""
+    from halswarm.supervisor.timeutil import iso
+
+    row = conn.execute("SELECT * FROM commands WHERE command_id=?", (command_id,)).fetchone()
+    if row is None:
+        return None
+
+    def j(v: Any) -> Any:
+        try:
+            return json.loads(v) if v is not None else None
+        except ValueError:
+            return v
+
+    return {"command_id": row["command_id"], "type": row["type"], "target": j(row["target"]),
+            "args": j(row["args"]), "node_id": row["node_id"], "status": row["status"], "output": j(row["output"]),
+            "error": row["error"], "actor": row["actor"], "created_at": iso(row["created_at"]),
+            "finished_at": iso(row["finished_at"])}

@@ -7,8 +7,6 @@ import contextlib
 import logging
 import sqlite3
 import ssl
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,6 @@ import uvicorn
 
 from halswarm.config.supervisor import SupervisorConfig
 from halswarm.memwatch import MemoryWatch
-from halswarm.protocol import CommandTarget
 from halswarm.store import queries
 from halswarm.store.db import CorruptDatabase, DatabaseError, connect, quick_check
 from halswarm.store.guard import RECOVERABLE, StorageFault, StorageGuard, startup_problem
@@ -25,19 +22,27 @@ from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.reader import Reader
 from halswarm.store.rescue import rescue_copy
 from halswarm.store.writer import Writer
-from halswarm.supervisor.auth import FailureThrottle
+from halswarm.supervisor.apikit.deps import OperatorGate
+from halswarm.supervisor.apikit.registry import Services
 from halswarm.supervisor.auto_remediation import AutoConfig, AutoRemediation
 from halswarm.supervisor.costs import CostAggregator
 from halswarm.supervisor.dependencies import DependencyManager
 from halswarm.supervisor.dispatcher import Dispatcher, Result
+from halswarm.supervisor.features.audit.service import AuditService
+from halswarm.supervisor.features.commands.service import CommandsService
+from halswarm.supervisor.features.events.service import EventsService
+from halswarm.supervisor.features.health.service import HealthService
+from halswarm.supervisor.features.nodes.service import NodesService
+from halswarm.supervisor.features.sessions.service import SessionsService
 from halswarm.supervisor.http_read_timeout import DEFAULT_READ_TIMEOUT_SEC, read_timeout_protocol
 from halswarm.supervisor.hub import Hub, HubSettings
 from halswarm.supervisor.ingest import Ingestor
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.model import SESSION_STATUSES, Node, Session
+from halswarm.supervisor.model import Node, Session
 from halswarm.supervisor.policies import PolicyEngine
 from halswarm.supervisor.retention import RetentionJob
 from halswarm.supervisor.routes import EventFeed, Router
+from halswarm.supervisor.runtime.commands import CommandRunner
 from halswarm.supervisor.secrets_registry import register_config_secrets
 from halswarm.supervisor.tracker import SessionTracker
 
@@ -80,7 +85,8 @@ class Supervisor:
         self.metrics = Metrics()
         self.nodes: dict[str, Node] = {}
         self.tracker = SessionTracker(note=lambda f, why: self.metrics.values_normalised.labels(f, why).inc())
-        self.api_throttle = FailureThrottle()
+        self.gate = OperatorGate(self.operators)
+        self.services = Services()
         self.recovery_errors: list[str] = []
         self.exit_code = 0
         self.abandon_database = False  # the open database file is no longer the one at its path
@@ -229,17 +235,23 @@ class Supervisor:
         self.dispatcher = Dispatcher(self.hub, self.nodes, self.tracker, self.writer, self.metrics,
                                      default_timeout=float(cfg.command_timeout_sec))
         self.hub.dispatcher = self.dispatcher
+        self.commands = CommandRunner(self.dispatcher, self.tracker, self.writer)
+        self.health = HealthService(self.writer, self.reader, self.hub, self.dispatcher, self.metrics, self.tracker,
+                                    self.nodes)
         await self.hub.start()
         self.retention = RetentionJob(self.writer, cfg.events_retention_days, cfg.audit_retention_days)
         self.retention.start()
         self.memwatch = MemoryWatch(cfg.memory_warn_percent)
         self.memwatch.start()
         await self._start_automation()
+        self._compose_services(credentials.get("version") if isinstance(credentials, dict) else None)
         if cfg.http_port:
-            from halswarm.supervisor.api import build_app
+            from halswarm.supervisor.http.app import build_app
 
+            app = build_app(self.services, max_body=cfg.max_body_bytes, legacy=self,
+                            on_internal=lambda: self.metrics.errors_total.labels("api", "internal").inc())
             uv = uvicorn.Config(
-                build_app(self), host=cfg.host, port=cfg.http_port, log_config=None, access_log=False,
+                app, host=cfg.host, port=cfg.http_port, log_config=None, access_log=False,
                 lifespan="off", ssl_certfile=cfg.tls_cert if cfg.tls_enabled else None,
                 ssl_keyfile=cfg.tls_key if cfg.tls_enabled else None, timeout_graceful_shutdown=5,
                 server_header=False, http=read_timeout_protocol(self.read_timeout_sec),
@@ -253,6 +265,23 @@ class Supervisor:
                 await asyncio.sleep(0.02)
             log.info("HTTP API listening on %s:%d", cfg.host, cfg.http_port)
         self.refresh_gauges()
+
+    def _compose_services(self, credential_version: str | None) -> None:
+        """What the HTTP features serve, by type (see supervisor/http/app.py)."""
+        add = self.services.add
+        add(self.gate)
+        add(self.health)
+        add(NodesService(self.nodes, self.tracker, credential_version))
+        add(SessionsService(self.tracker, self.commands))
+        add(EventsService(self.reader, self.ingestor))
+        add(CommandsService(self.commands, self.reader))
+        add(AuditService(self.reader))
+        add(self.policies)
+        add(self.dependencies)
+
+    def node(self, node_id: str) -> Node:
+        """A known node, or NOT_FOUND (for the route modules not yet split into features)."""
+        return self.services.get(NodesService).get(node_id)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cfg = self.config
@@ -310,6 +339,7 @@ class Supervisor:
         await self.auto_remediation.stop()  # runs in flight are stopped and recorded
         await self.dependencies.stop()
         self.dispatcher.running = False
+        await self.commands.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ingestor.drain(), 10)
         await self.hub.close()
@@ -338,61 +368,11 @@ class Supervisor:
         self.hub.send_ack(node_id, seq)
 
     def refresh_gauges(self) -> None:
-        counts = self.tracker.counts()
-        for status in SESSION_STATUSES:
-            self.metrics.sessions_active.labels(status).set(counts.get(status, 0))
-        self.metrics.nodes_online.set(sum(1 for n in self.nodes.values() if n.status == "online"))
+        self.health.refresh_gauges()
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        try:
-            if not self.writer.alive:
-                raise RuntimeError("writer stopped")
-            await asyncio.wait_for(self.reader.run(lambda c: c.execute("SELECT 1").fetchone()), 2)
-            out["database"] = {"status": "ok"}
-            problem = self.writer.health()
-            if problem:
-                out["database"] = {"status": "error", "error": problem}
-        except Exception as exc:
-            out["database"] = {"status": "error", "error": str(exc) or type(exc).__name__}
-        out["websocket_hub"] = {"status": "ok"} if self.hub.serving else {"status": "error", "error": "not serving"}
-        out["command_dispatcher"] = (
-            {"status": "ok"} if self.dispatcher.running else {"status": "error", "error": "stopped"}
-        )
-        return out
+        return await self.health.readiness()
 
     async def apply_command_output(self, res: Result) -> Session | None:
         """Fold a session object returned by a command into the tracker right away."""
-        out = res.output
-        if not isinstance(out, dict) or res.node_id is None:
-            return None
-        state = out.get("session") if isinstance(out.get("session"), dict) else out
-        if not isinstance(state.get("id"), str):
-            return None
-        changed = []
-        old = out.get("old_session")
-        if isinstance(old, dict) and isinstance(old.get("id"), str):
-            s_old = self.tracker.apply_state(res.node_id, old, at=time.time())
-            if s_old is not None:
-                changed.append(s_old)
-        s = self.tracker.apply_state(res.node_id, state, at=time.time())
-        if s is not None:
-            changed.append(s)
-        if changed:
-            await self.writer.run(lambda c: queries.upsert_sessions(c, changed))
-        return self.tracker.get(state["id"])
-
-    async def dispatch_background(self, ctype: str, target: CommandTarget, args: dict[str, Any], **kw: Any) -> str:
-        """Start a command without waiting (HTTP 202); its outcome lands in the commands table."""
-        self.dispatcher.resolve(ctype, target)  # a bad target is an error now, not later in the background
-        command_id = str(uuid.uuid4())
-
-        async def run() -> None:
-            res = await self.dispatcher.dispatch(ctype, target, args, command_id=command_id, **kw)
-            if res.status == "success":
-                await self.apply_command_output(res)
-
-        task = asyncio.create_task(run())
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
-        return command_id
+        return await self.commands.apply_output(res)

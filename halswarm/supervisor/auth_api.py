@@ -35,7 +35,8 @@ from pydantic import BaseModel, Field
 from halswarm.agent.auth.capability import CAPABILITIES, FAILURE, SUCCESS, manual_required
 from halswarm.core.roles import Role
 from halswarm.protocol import CommandTarget
-from halswarm.supervisor.api import ApiError, actor_of, find_node, ok, require
+from halswarm.supervisor.apikit.deps import actor_of, role_dependencies
+from halswarm.supervisor.apikit.envelope import ApiError, ok
 from halswarm.supervisor.dispatcher import CommandError, Result
 
 if TYPE_CHECKING:
@@ -227,10 +228,10 @@ def include_auth_routes(app: FastAPI, sup: Supervisor) -> None:
         return
     app.state.auth_routes_included = True
 
-    need = require(sup)
+    need = role_dependencies()
 
     def node_or_404(node_id: str) -> Node:
-        return find_node(sup, node_id)
+        return sup.node(node_id)
 
     @app.get("/api/v1/auth/drift", dependencies=need[Role.viewer], tags=["auth"])
     async def auth_drift(include_all: bool = Query(False, alias="all")) -> Any:

@@ -22,7 +22,8 @@ from pydantic import BaseModel
 
 from halswarm.core.roles import Role
 from halswarm.store import queries
-from halswarm.supervisor.api import ApiError, actor_of, client_actor_of, ok, require
+from halswarm.supervisor.apikit.deps import actor_of, client_actor_of, role_dependencies
+from halswarm.supervisor.apikit.envelope import ApiError, ok
 
 if TYPE_CHECKING:
     from halswarm.supervisor.app import Supervisor
@@ -35,7 +36,21 @@ class RefreshBody(BaseModel):
 
 
 def include_cost_routes(app: FastAPI, sup: Supervisor) -> None:
-    need = require(sup)
+    need = role_dependencies()
+
+    async def cost_report(period: str) -> Any:
+        """`data` is exactly the report (SPEC 6); `meta.providers` tells each provider's poll state."""
+        from halswarm.supervisor.costs import BadPeriod
+
+        try:
+            report = await sup.costs.report(period.strip().lower())
+        except BadPeriod as exc:
+            raise ApiError("VALIDATION_ERROR", str(exc)) from None
+        return ok(report, meta={"providers": sup.costs.status()})
+
+    @app.get("/api/v1/cost", dependencies=need[Role.viewer], tags=["cost"])
+    async def cost(period: str = "today") -> Any:
+        return await cost_report(period)
 
     @app.get("/api/v1/cost/status", dependencies=need[Role.viewer], tags=["cost"])
     async def cost_status() -> Any:
@@ -68,3 +83,7 @@ def include_cost_routes(app: FastAPI, sup: Supervisor) -> None:
             "results": results, "actor": actor, "missing_dates": len(health["missing_dates"]),
             "degraded_providers": health["degraded_providers"]})
         return ok({"results": results, "health": health})
+
+    @app.get("/api/v1/cost/{period}", dependencies=need[Role.viewer], tags=["cost"])
+    async def cost_period(period: str) -> Any:
+        return await cost_report(period)

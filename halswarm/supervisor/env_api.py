@@ -54,7 +54,9 @@ from halswarm.agent.env.manifest import (
 from halswarm.agent.env.plan import RiskyCommand, approval_token, risky_command
 from halswarm.core.roles import Role
 from halswarm.protocol import CommandTarget
-from halswarm.supervisor.api import ApiError, actor_of, find_node, ok, raise_for, require
+from halswarm.supervisor.apikit.commands import raise_for
+from halswarm.supervisor.apikit.deps import actor_of, role_dependencies
+from halswarm.supervisor.apikit.envelope import ApiError, ok
 from halswarm.supervisor.dispatcher import CommandError, Result
 from halswarm.supervisor.timeutil import iso
 
@@ -776,10 +778,10 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
     mgr = EnvManager(sup)
     app.state.env_manager = mgr
 
-    need = require(sup)
+    need = role_dependencies()
 
     def node_or_404(node_id: str) -> Any:
-        return find_node(sup, node_id)
+        return sup.node(node_id)
 
     # ----- manifest -----
 

@@ -47,15 +47,22 @@ class RouteShape(NamedTuple):
     has_path_ids: bool
 
 
+def api_routes(app: Any) -> list[Any]:
+    """The app's operations, each with ``path``, ``methods``, ``tags`` and ``dependant`` (the router's own
+    dependencies included). FastAPI >= 0.16x keeps included routers as branches (``iter_route_contexts``
+    flattens them); older versions copy each route into ``app.routes``."""
+    from fastapi import routing
+
+    if hasattr(routing, "iter_route_contexts"):
+        return [c for c in routing.iter_route_contexts(app.routes) if getattr(c, "dependant", None) is not None]
+    return [r for r in app.routes if isinstance(r, routing.APIRoute)]
+
+
 def route_shapes(app: Any) -> dict[tuple[str, str], RouteShape]:
     """(METHOD, path) -> shape of every API route, read from FastAPI's dependants (auth = a dependency
     made by ``auth_dependency``, which carries a ``role``)."""
-    from fastapi.routing import APIRoute
-
     shapes = {}
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
+    for route in api_routes(app):
         dep = route.dependant
         authenticated = any(hasattr(d.call, "role") for d in dep.dependencies)
         params = bool(dep.path_params or dep.query_params or dep.body_params or dep.header_params)

@@ -22,7 +22,16 @@ from fastapi.responses import JSONResponse
 from halswarm.core.roles import Role
 from halswarm.ops.remediation.report import STATUSES, redact, validate_report
 from halswarm.store import queries
-from halswarm.supervisor.api import ApiError, Limit, Offset, _page, _since, actor_of, client_actor_of, ok, require
+from halswarm.supervisor.apikit.deps import (
+    Limit,
+    Offset,
+    actor_of,
+    client_actor_of,
+    page,
+    parse_since,
+    role_dependencies,
+)
+from halswarm.supervisor.apikit.envelope import ApiError, ok
 
 if TYPE_CHECKING:
     from halswarm.supervisor.app import Supervisor
@@ -63,15 +72,15 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
         return
     app.state.remediation_routes_included = True
 
-    need = require(sup)
+    need = role_dependencies()
 
     @app.get("/api/v1/remediations", dependencies=need[Role.viewer], tags=["remediations"])
     async def list_remediations(incident: str | None = None, status: str | None = None, host: str | None = None,
                                 since: str | None = None, limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
-        limit, offset = _page(limit, offset)
+        limit, offset = page(limit, offset)
         if status and status not in STATUSES:
             raise ApiError("VALIDATION_ERROR", f"status must be one of {', '.join(STATUSES)}")
-        f = {"incident": incident, "status": status, "host": host, "since": _since(since)}
+        f = {"incident": incident, "status": status, "host": host, "since": parse_since(since)}
         items, total = await sup.reader.run(lambda c: _query(c, f, limit, offset))
         return ok(items, meta={"total": total, "limit": limit, "offset": offset})
 

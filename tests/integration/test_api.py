@@ -238,7 +238,8 @@ async def test_unhandled_exception_is_internal_error_with_the_envelope():
     """In-process: no route of the real API is known to crash, so a route that raises stands in."""
     from fastapi import FastAPI
 
-    from halswarm.supervisor.api import ApiError, install_error_handling
+    from halswarm.supervisor.apikit.envelope import ApiError
+    from halswarm.supervisor.http.errors import install_error_handling
 
     crashes: list[int] = []
     app = FastAPI()

@@ -115,7 +115,7 @@ def crashing_server() -> Iterator[str]:
     """The API's real error handling on a real uvicorn, with one route that raises."""
     from fastapi import FastAPI
 
-    from halswarm.supervisor.api import install_error_handling
+    from halswarm.supervisor.http.errors import install_error_handling
 
     crashes: list[int] = []
     app = FastAPI()

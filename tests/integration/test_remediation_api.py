@@ -1,7 +1,6 @@
 """/api/v1/remediations against a real supervisor process, plus `halctl remediate history`.
 
-The process is started with the remediation routes included even before build_app wires them (the
-include is idempotent, so this keeps working once it does).
+The process is the real supervisor entry point, started through runpy like the other harnesses.
 """
 
 from __future__ import annotations
@@ -19,17 +18,7 @@ from halswarm.ops.remediation.planners import plan
 from halswarm.ops.remediation.report import build_report
 from tests.support.supervisor_proc import REPO, SupervisorProc
 
-BOOT = (
-    "import sys, runpy, halswarm.supervisor.api as a\n"
-    "from halswarm.supervisor.remediations_api import include_remediation_routes as inc\n"
-    "orig = a.build_app\n"
-    "def build_app(sup):\n"
-    "    app = orig(sup)\n"
-    "    inc(app, sup)\n"
-    "    return app\n"
-    "a.build_app = build_app\n"
-    "runpy.run_module('halswarm.supervisor.main', run_name='__main__')\n"
-)
+BOOT = "import runpy\nrunpy.run_module('halswarm.supervisor.main', run_name='__main__')\n"
 
 
 class RemediationSupervisor(SupervisorProc):

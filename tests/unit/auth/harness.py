@@ -1,7 +1,6 @@
 """Test harness for the auth integration tests (imported by tests/integration/test_auth_*.py).
 
-- ``AuthSupervisorProc``: the real ``hal-supervisor`` process, with the auth routes mounted the way
-  ``build_app`` mounts them once wired (``include_auth_routes`` is idempotent, so this stays valid after).
+- ``AuthSupervisorProc``: the real ``hal-supervisor`` process (with a shorter drift poll when asked).
 - ``AgentSide``: a real agent-side ``AuthService`` behind a real ``SupervisorConnection`` (outbox,
   register, commands, ``on_ready``), the way the agent app wires it.
 - ``stand_in_tools``: shell-script CLIs answering like the real ones, for deterministic runs.
@@ -33,17 +32,9 @@ RECORDED = Path(__file__).parent / "recorded"
 LAUNCHER = """
 import os
 import sys
-import halswarm.supervisor.api as api
 import halswarm.supervisor.auth_api as auth_api
-from halswarm.supervisor.auth_api import include_auth_routes
 if os.environ.get("HAL_TEST_DRIFT_POLL"):
     auth_api.WATCH_INTERVAL = float(os.environ["HAL_TEST_DRIFT_POLL"])
-_build = api.build_app
-def build_app(sup):
-    app = _build(sup)
-    include_auth_routes(app, sup)
-    return app
-api.build_app = build_app
 from halswarm.supervisor.main import main
 sys.exit(main())
 """

@@ -1,0 +1,1 @@
+"""Audit: who did what through the API and the automation."""

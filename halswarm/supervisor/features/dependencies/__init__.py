@@ -1,0 +1,1 @@
+"""Dependencies between sessions: what waits on what."""

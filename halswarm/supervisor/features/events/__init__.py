@@ -1,0 +1,1 @@
+"""Events: the stored stream, paged, and live over Server-Sent Events."""

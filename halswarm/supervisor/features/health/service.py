@@ -1,0 +1,56 @@
+"""Readiness of each component, and the gauges refreshed before a scrape."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from halswarm.store.reader import Reader
+from halswarm.store.writer import Writer
+from halswarm.supervisor.dispatcher import Dispatcher
+from halswarm.supervisor.hub import Hub
+from halswarm.supervisor.metrics import Metrics
+from halswarm.supervisor.model import SESSION_STATUSES, Node
+from halswarm.supervisor.tracker import SessionTracker
+
+READINESS_TIMEOUT_SEC = 2.0
+
+
+class HealthService:
+    def __init__(self, writer: Writer, reader: Reader, hub: Hub, dispatcher: Dispatcher, metrics: Metrics,
+                 tracker: SessionTracker, nodes: dict[str, Node]) -> None:
+        self.writer, self.reader, self.hub, self.dispatcher = writer, reader, hub, dispatcher
+        self.metrics, self.tracker, self.nodes = metrics, tracker, nodes
+
+    async def readiness(self) -> dict[str, dict[str, Any]]:
+        """Each component: `{"status": "ok"}` or `{"status": "error", "error": why}`."""
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            if not self.writer.alive:
+                raise RuntimeError("writer stopped")
+            await asyncio.wait_for(self.reader.run(lambda c: c.execute("SELECT 1").fetchone()),
+                                   READINESS_TIMEOUT_SEC)
+            out["database"] = {"status": "ok"}
+            problem = self.writer.health()
+            if problem:
+                out["database"] = {"status": "error", "error": problem}
+        except Exception as exc:
+            out["database"] = {"status": "error", "error": str(exc) or type(exc).__name__}
+        out["websocket_hub"] = {"status": "ok"} if self.hub.serving else {"status": "error", "error": "not serving"}
+        out["command_dispatcher"] = (
+            {"status": "ok"} if self.dispatcher.running else {"status": "error", "error": "stopped"}
+        )
+        return out
+
+    def refresh_gauges(self) -> None:
+        counts = self.tracker.counts()
+        for status in SESSION_STATUSES:
+            self.metrics.sessions_active.labels(status).set(counts.get(status, 0))
+        self.metrics.nodes_online.set(sum(1 for n in self.nodes.values() if n.status == "online"))
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text of the current metrics, and its content type."""
+        self.refresh_gauges()
+        return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,1 @@
+"""Nodes: the fleet as the hub knows it, and each node's tool auth state."""

@@ -1,0 +1,33 @@
+"""`/api/v1/nodes`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from halswarm.supervisor.apikit.deps import VIEWER, Limit, Offset, page, service
+from halswarm.supervisor.apikit.envelope import ok, page_meta
+from halswarm.supervisor.features.nodes.service import NodesService
+
+router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"], dependencies=[VIEWER])
+Nodes = Annotated[NodesService, service(NodesService)]
+
+
+@router.get("")
+async def list_nodes(nodes: Nodes, status: str | None = None, project: str | None = None, limit: Limit = 100,
+                     offset: Offset = 0) -> JSONResponse:
+    limit, offset = page(limit, offset)
+    items, total = nodes.page(status, project, limit, offset)
+    return ok([n.to_api() for n in items], meta=page_meta(total, limit, offset))
+
+
+@router.get("/{node_id}")
+async def get_node(nodes: Nodes, node_id: str) -> JSONResponse:
+    return ok(nodes.describe(node_id))
+
+
+@router.get("/{node_id}/auth")
+async def node_auth(nodes: Nodes, node_id: str) -> JSONResponse:
+    return ok(nodes.auth(node_id))

@@ -1,0 +1,44 @@
+"""The fleet as the hub knows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from halswarm.supervisor.apikit.envelope import ApiError
+from halswarm.supervisor.model import Node
+from halswarm.supervisor.tracker import SessionTracker
+
+
+class NodesService:
+    def __init__(self, nodes: dict[str, Node], tracker: SessionTracker, credential_version: str | None) -> None:
+        self.nodes = nodes
+        self.tracker = tracker
+        self.credential_version = credential_version  # `credentials.version` of the config, if any
+
+    def page(self, status: str | None, project: str | None, limit: int, offset: int) -> tuple[list[Node], int]:
+        nodes = sorted(self.nodes.values(), key=lambda n: n.id)
+        if status:
+            nodes = [n for n in nodes if n.status == status]
+        if project:
+            nodes = [n for n in nodes if project in n.project_names]
+        return nodes[offset:offset + limit], len(nodes)
+
+    def get(self, node_id: str) -> Node:
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise ApiError("NOT_FOUND", f"node {node_id} not found")
+        return node
+
+    def describe(self, node_id: str) -> dict[str, Any]:
+        node = self.get(node_id)
+        return node.to_api() | {"sessions": [s.id for s in self.tracker.list(node_id=node_id)]}
+
+    def auth(self, node_id: str) -> dict[str, Any]:
+        node = self.get(node_id)
+        expected = self.credential_version
+        if node.credential_version is None or expected is None:
+            sync = "unknown"
+        else:
+            sync = "in_sync" if node.credential_version == expected else "drift_detected"
+        return {"node_id": node.id, "auth_states": node.auth_states, "credential_sync": sync,
+                "credential_version": node.credential_version}

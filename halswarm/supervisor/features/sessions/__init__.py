@@ -1,0 +1,1 @@
+"""Sessions: list and inspect them; create, prompt, resume, restart, hand over and kill through agents."""

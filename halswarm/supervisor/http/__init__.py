@@ -1,0 +1,1 @@
+"""The HTTP app: composes the feature routers, installs error handling, guards and documentation."""

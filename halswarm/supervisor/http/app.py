@@ -1,0 +1,60 @@
+"""`build_app`: the FastAPI app of the supervisor, one router per feature, in a fixed order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from halswarm import __version__
+from halswarm.supervisor.apikit.envelope import STATUS_BY_CODE
+from halswarm.supervisor.apikit.registry import Services
+from halswarm.supervisor.docs_ui import install_docs
+from halswarm.supervisor.features.audit.api import router as audit_router
+from halswarm.supervisor.features.commands.api import router as commands_router
+from halswarm.supervisor.features.dependencies.api import router as dependencies_router
+from halswarm.supervisor.features.events.api import router as events_router
+from halswarm.supervisor.features.health.api import router as health_router
+from halswarm.supervisor.features.nodes.api import router as nodes_router
+from halswarm.supervisor.features.policies.api import router as policies_router
+from halswarm.supervisor.features.sessions.api import router as sessions_router
+from halswarm.supervisor.http.errors import install_error_handling
+from halswarm.supervisor.openapi_doc import install_openapi
+
+if TYPE_CHECKING:
+    from halswarm.supervisor.app import Supervisor
+
+# Order matters where paths overlap (a literal before a parameter: /cost/status before /cost/{period}).
+ROUTERS = (health_router, nodes_router, sessions_router, events_router, commands_router, audit_router)
+LATE_ROUTERS = (policies_router, dependencies_router)
+
+
+def build_app(services: Services, *, max_body: int, on_internal: Callable[[], None] | None = None,
+              legacy: Supervisor | None = None) -> FastAPI:
+    """The app serving `services` (filled by the composition root, `supervisor/app.py`).
+
+    `legacy` is the supervisor object for the route modules not yet split into features."""
+    app = FastAPI(title="hal-supervisor", version=__version__, openapi_url="/openapi.json", docs_url=None,
+                  redoc_url=None)
+    app.state.services = services
+    install_error_handling(app, max_body, on_internal=on_internal)
+    for router in ROUTERS:
+        app.include_router(router)
+    if legacy is not None:
+        from halswarm.supervisor.cost_api import include_cost_routes
+
+        include_cost_routes(app, legacy)
+    for router in LATE_ROUTERS:
+        app.include_router(router)
+    if legacy is not None:
+        from halswarm.supervisor.auth_api import include_auth_routes
+        from halswarm.supervisor.env_api import include_env_routes
+        from halswarm.supervisor.remediations_api import include_remediation_routes
+
+        include_auth_routes(app, legacy)
+        include_env_routes(app, legacy)
+        include_remediation_routes(app, legacy)
+    install_openapi(app, list(STATUS_BY_CODE))
+    install_docs(app)
+    return app

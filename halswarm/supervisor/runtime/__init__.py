@@ -1,0 +1,1 @@
+"""What runs the fleet connection: hub, ingest, dispatcher, session tracker, command runner."""
