@@ -2,7 +2,7 @@
 
 The `halswarm.ops.remediation_plan` filter runs on the Ansible controller; under AWX / Automation
 Platform that controller has the collection but not the hal-o-swarm package. The rules keep one
-source of truth, ``halswarm/ops/remediation/{catalog,planners}.py`` (stdlib only, fixture-tested);
+source of truth, ``halswarm/core/remediation/{catalog,planners}.py`` (stdlib only, fixture-tested);
 this script writes their copies with the one import rewritten, and
 tests/unit/remediation/test_vendored_plugin_utils.py fails when a copy is stale.
 
@@ -21,7 +21,7 @@ SOURCES = {  # package module -> vendored file name
     "catalog": "remediation_catalog.py",
     "planners": "remediation_planners.py",
 }
-IMPORT_FROM = "from halswarm.ops.remediation.catalog import"
+IMPORT_FROM = "from halswarm.core.remediation.catalog import"
 IMPORT_TO = "from ansible_collections.halswarm.ops.plugins.plugin_utils.remediation_catalog import"
 
 
@@ -29,14 +29,14 @@ def header(module: str) -> str:
     return (
         "# Copyright: HAL-O-SWARM contributors\n"
         "# MIT License (see LICENSE in the collection)\n"
-        f"# GENERATED from halswarm/ops/remediation/{module}.py by scripts/vendor_collection.py: edit the\n"
+        f"# GENERATED from halswarm/core/remediation/{module}.py by scripts/vendor_collection.py: edit the\n"
         "# source in the hal-o-swarm package and re-run the script, never this copy.\n"
     )
 
 
 def render(module: str) -> str:
     """The vendored text of one package module."""
-    text = (ROOT / "halswarm" / "ops" / "remediation" / f"{module}.py").read_text()
+    text = (ROOT / "halswarm" / "core" / "remediation" / f"{module}.py").read_text()
     return header(module) + text.replace(IMPORT_FROM, IMPORT_TO)
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from halswarm import __version__
 from halswarm.agent.auth import AuthService, opencode_restarter
 from halswarm.agent.bridge import EventBridge
-from halswarm.agent.capabilities import ToolInfo, detect_tools, resolve_binary
+from halswarm.agent.capabilities import detect_tools, resolve_binary
 from halswarm.agent.commands import AgentCommands
 from halswarm.agent.connection import ConnState, SupervisorConnection
 from halswarm.agent.env import EnvService
@@ -57,6 +57,7 @@ from halswarm.agent.projects import ProjectCheck, check_projects, project_map, w
 from halswarm.agent.resources import sample_resources
 from halswarm.agent.session_state import SessionTracker, read_current_task
 from halswarm.config.agent import AgentConfig
+from halswarm.core.capabilities import ToolInfo
 from halswarm.memwatch import MemoryWatch
 
 log = logging.getLogger(__name__)

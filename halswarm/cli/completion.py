@@ -18,7 +18,7 @@ COMPLETION_LIMIT = 500
 
 
 def complete_incident_ids(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    from halswarm.ops.remediation import catalog
+    from halswarm.core.remediation import catalog
 
     return [CompletionItem(i.id, help=i.section) for i in catalog.INCIDENTS if i.id.startswith(incomplete)]
 

@@ -3,7 +3,7 @@
 ``halctl remediate ID`` runs the collection playbook ``halswarm.ops.remediate_<id>`` through
 halswarm.ops.runner (live per-task progress). The playbook writes its facts, decision, actions and
 verification per host to ``hal_remediation_result_file``; halctl turns that into the JSON report
-(halswarm.ops.remediation.report), saves it under ``<state dir>/remediations/`` and POSTs it to the
+(halswarm.core.remediation.report), saves it under ``<state dir>/remediations/`` and POSTs it to the
 supervisor (``/api/v1/remediations``; a supervisor that cannot be reached only warns). Exit 0 when the
 repair is verified, the symptom is not present, or ``--check`` showed the plan; 1 otherwise.
 """
@@ -22,7 +22,7 @@ from halswarm.cli.completion import complete_incident_ids
 from halswarm.cli.context import app
 from halswarm.cli.errors import HalctlError, UsageProblem
 from halswarm.cli.ops_cmd import parse_extra_vars, playbook_target_options
-from halswarm.ops.remediation import catalog
+from halswarm.core.remediation import catalog
 
 
 class _RemediateGroup(click.Group):
@@ -122,7 +122,7 @@ def playbook_path(incident_id: str) -> Path | None:
 def report_from_result(incident_id: str, result: Mapping[str, Any] | None, *, check: bool, started: float,
                        finished: float, run_ok: bool, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Aggregate the playbook's per-host results into one report (pure; tested without Ansible)."""
-    from halswarm.ops.remediation.report import build_report, decide_status
+    from halswarm.core.remediation.report import build_report, decide_status
 
     hosts_res: Mapping[str, Any] = (result or {}).get("hosts") or {}
     facts = {h: r.get("facts", {}) for h, r in hosts_res.items()}
@@ -387,7 +387,7 @@ def run_cmd(incident_id: str, inventories: tuple[str, ...], limit: str | None, c
     `escalated` and the supervisor routes `remediation.escalated`. Exit 0 only when verified, not present
     or --check.
     """
-    from halswarm.ops.remediation.report import exit_code
+    from halswarm.core.remediation.report import exit_code
     from halswarm.ops.runner import default_state_dir
 
     inc = _incident(incident_id)

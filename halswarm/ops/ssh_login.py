@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from halswarm.agent.auth import claude, codex, opencode
-from halswarm.agent.auth.capability import CAPABILITIES, ERROR
 from halswarm.agent.auth.runner import CliResult
+from halswarm.core.auth_capability import CAPABILITIES, ERROR
 
 DEFAULT_RUN_AS = "hal-agent"
 LOGIN_TIMEOUT = 900.0

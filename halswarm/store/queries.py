@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from halswarm.core.model import SESSION_STATUSES, Node, Session
 from halswarm.core.secret_values import SECRETS
-from halswarm.supervisor.model import SESSION_STATUSES, Node, Session
-from halswarm.supervisor.timeutil import parse_ts
+from halswarm.core.timeutil import parse_ts
 
 
 def _j(value: Any) -> str:
@@ -222,14 +222,14 @@ def last_event_id(conn: sqlite3.Connection) -> int:
 
 def row_to_api(event_db_id: int, r: EventRow) -> dict[str, Any]:
     """API shape of an event row still in memory (same fields as event_to_api)."""
-    from halswarm.supervisor.timeutil import iso
+    from halswarm.core.timeutil import iso
 
     return {"id": event_db_id, "node_id": r[0], "seq": r[1], "event_id": r[2], "session_id": r[3],
             "project": r[4], "type": r[5], "data": _load_json(r[6], None), "timestamp": iso(r[7])}
 
 
 def event_to_api(row: sqlite3.Row) -> dict[str, Any]:
-    from halswarm.supervisor.timeutil import iso
+    from halswarm.core.timeutil import iso
 
     return {
         "id": row["id"],
@@ -326,7 +326,7 @@ def insert_audit(conn: sqlite3.Connection, a: dict[str, Any]) -> None:
 
 def query_audit(conn: sqlite3.Connection, filters: dict[str, Any], limit: int, offset: int
                 ) -> tuple[list[dict[str, Any]], int]:
-    from halswarm.supervisor.timeutil import iso
+    from halswarm.core.timeutil import iso
 
     where, args = [], []
     for col in ("actor", "action"):
@@ -399,7 +399,7 @@ def insert_remediation(conn: sqlite3.Connection, report: dict[str, Any], *, acto
 
 def get_command(conn: sqlite3.Connection, command_id: str) -> dict[str, Any] | None:
     """One row of the commands table, shaped for the API (JSON columns decoded, times ISO-8601)."""
-    from halswarm.supervisor.timeutil import iso
+    from halswarm.core.timeutil import iso
 
     row = conn.execute("SELECT * FROM commands WHERE command_id=?", (command_id,)).fetchone()
     if row is None:

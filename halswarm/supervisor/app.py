@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from halswarm.config.supervisor import SupervisorConfig
+from halswarm.core.model import Node, Session
 from halswarm.memwatch import MemoryWatch
 from halswarm.store import queries
 from halswarm.store.db import CorruptDatabase, DatabaseError, connect, quick_check
@@ -38,7 +39,6 @@ from halswarm.supervisor.http_read_timeout import DEFAULT_READ_TIMEOUT_SEC, read
 from halswarm.supervisor.hub import Hub, HubSettings
 from halswarm.supervisor.ingest import Ingestor
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.model import Node, Session
 from halswarm.supervisor.policies import PolicyEngine
 from halswarm.supervisor.retention import RetentionJob
 from halswarm.supervisor.routes import EventFeed, Router

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
-from halswarm.agent.auth.capability import CAPABILITIES, FAILURE, SUCCESS, manual_required
+from halswarm.core.auth_capability import CAPABILITIES, FAILURE, SUCCESS, manual_required
 from halswarm.core.roles import Role
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.apikit.deps import actor_of, role_dependencies
@@ -40,8 +40,8 @@ from halswarm.supervisor.apikit.envelope import ApiError, ok
 from halswarm.supervisor.dispatcher import CommandError, Result
 
 if TYPE_CHECKING:
+    from halswarm.core.model import Node
     from halswarm.supervisor.app import Supervisor
-    from halswarm.supervisor.model import Node
 
 log = logging.getLogger(__name__)
 

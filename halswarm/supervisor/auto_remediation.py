@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from halswarm.ops.remediation.report import build_report, redact, validate_report
+from halswarm.core.remediation.report import build_report, redact, validate_report
 from halswarm.store import queries
 from halswarm.supervisor.periodic import PeriodicEngine
 

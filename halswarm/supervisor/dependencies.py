@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from halswarm.config.semantic import dependency_edges
+from halswarm.core.timeutil import iso, parse_ts
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.dispatcher import CommandError
 from halswarm.supervisor.periodic import PeriodicEngine
-from halswarm.supervisor.timeutil import iso, parse_ts
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from halswarm.core.model import Node
 from halswarm.protocol import Command, CommandResult, CommandTarget, encode
 from halswarm.store import queries
 from halswarm.store.writer import Writer
 from halswarm.supervisor.auth import CLIENT_ACTOR
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.model import Node
 from halswarm.supervisor.redact import redact
 from halswarm.supervisor.tracker import SessionTracker
 

@@ -53,12 +53,12 @@ from halswarm.agent.env.manifest import (
 )
 from halswarm.agent.env.plan import RiskyCommand, approval_token, risky_command
 from halswarm.core.roles import Role
+from halswarm.core.timeutil import iso
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.apikit.commands import raise_for
 from halswarm.supervisor.apikit.deps import actor_of, role_dependencies
 from halswarm.supervisor.apikit.envelope import ApiError, ok
 from halswarm.supervisor.dispatcher import CommandError, Result
-from halswarm.supervisor.timeutil import iso
 
 if TYPE_CHECKING:
     from halswarm.supervisor.app import Supervisor

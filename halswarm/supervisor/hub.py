@@ -19,6 +19,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from halswarm.core.model import Node
 from halswarm.protocol import (
     Ack,
     AuthState,
@@ -41,7 +42,6 @@ from halswarm.store.writer import Writer, WriterStopped
 from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, token_matches
 from halswarm.supervisor.ingest import ACCEPTED, DUPLICATE, GAP, Ingestor
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.model import Node
 from halswarm.supervisor.tracker import SessionTracker, claimed_session_ids, snapshot_session_id
 
 log = logging.getLogger(__name__)

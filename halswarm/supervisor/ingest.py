@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 
 from halswarm.core.metric_labels import event_type_label
+from halswarm.core.model import Session
 from halswarm.core.secret_values import SECRETS
 from halswarm.core.timestamps import MILLISECONDS, event_time
 from halswarm.protocol import Event
 from halswarm.store import queries
 from halswarm.store.writer import Writer
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.model import Session
 from halswarm.supervisor.tracker import SessionTracker
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from halswarm.supervisor.model import NODE_STATUSES, SESSION_STATUSES
+from halswarm.core.model import NODE_STATUSES, SESSION_STATUSES
 
 _STR, _INT, _NUM = {"type": "string"}, {"type": "integer"}, {"type": "number"}
 _OPT_STR = {"type": ["string", "null"]}

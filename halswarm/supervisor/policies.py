@@ -27,10 +27,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from halswarm.core.timeutil import iso
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.dispatcher import CommandError
 from halswarm.supervisor.periodic import PeriodicEngine
-from halswarm.supervisor.timeutil import iso
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 - ``GET /api/v1/remediations?incident=&status=&host=&since=&limit=&offset=``: stored reports, newest
   first, each the report itself plus ``received_at`` and ``actor``; ``meta`` has total/limit/offset.
-- ``POST /api/v1/remediations`` (a report of ``halswarm.ops.remediation.report``): validated, stored
+- ``POST /api/v1/remediations`` (a report of ``halswarm.core.remediation.report``): validated, stored
   (201), audited, and routed as the event ``remediation.completed`` or, when the run failed or was
   escalated, ``remediation.escalated``. Re-posting the same report id answers 409.
 
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from halswarm.core.remediation.report import STATUSES, redact, validate_report
 from halswarm.core.roles import Role
-from halswarm.ops.remediation.report import STATUSES, redact, validate_report
 from halswarm.store import queries
 from halswarm.supervisor.apikit.deps import (
     Limit,

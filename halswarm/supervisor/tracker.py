@@ -6,9 +6,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from halswarm.core.model import SESSION_STATUSES, TERMINAL_SESSION_STATUSES, Session
 from halswarm.core.timestamps import sane_float, sql_int, to_seconds
-from halswarm.supervisor.model import SESSION_STATUSES, TERMINAL_SESSION_STATUSES, Session
-from halswarm.supervisor.timeutil import parse_ts
+from halswarm.core.timeutil import parse_ts
 
 # Statuses an agent may report; `unreachable` is the supervisor's own verdict.
 AGENT_STATUSES = frozenset(SESSION_STATUSES) - {"unreachable"}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from halswarm.ops.remediation.planners import plan
-from halswarm.ops.remediation.report import build_report
+from halswarm.core.remediation.planners import plan
+from halswarm.core.remediation.report import build_report
 from tests.support.supervisor_proc import REPO, SupervisorProc
 
 BOOT = "import runpy\nrunpy.run_module('halswarm.supervisor.main', run_name='__main__')\n"

@@ -9,10 +9,10 @@ Wiring (agent app)::
     on_ready=auth.on_ready             # SupervisorConnection callback: resend state + credential_sync
 """
 
-from halswarm.agent.auth.capability import CAPABILITIES, STATUSES, TOOL_IDS, manual_guidance, manual_required
 from halswarm.agent.auth.model import ToolAuth
 from halswarm.agent.auth.runner import RunAs
 from halswarm.agent.auth.service import AuthService, opencode_restarter
+from halswarm.core.auth_capability import CAPABILITIES, STATUSES, TOOL_IDS, manual_guidance, manual_required
 
 __all__ = [
     "CAPABILITIES",

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from halswarm.agent.auth.capability import AUTHENTICATED, ERROR, UNAUTHENTICATED
 from halswarm.agent.auth.runner import CliResult, clean_output
+from halswarm.core.auth_capability import AUTHENTICATED, ERROR, UNAUTHENTICATED
 
 ENV_TOKENS = ("CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
 SUBSCRIPTIONS = {"max": "Claude Max", "pro": "Claude Pro", "team": "Claude Team", "enterprise": "Claude Enterprise"}

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from halswarm.agent.auth.capability import AUTHENTICATED, ERROR, UNAUTHENTICATED
 from halswarm.agent.auth.runner import CliResult, clean_output
+from halswarm.core.auth_capability import AUTHENTICATED, ERROR, UNAUTHENTICATED
 
 ENV_KEYS = ("CODEX_API_KEY", "OPENAI_API_KEY")
 

@@ -23,9 +23,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from halswarm.agent.auth.capability import CHALLENGE, FAILURE, SUCCESS
 from halswarm.agent.auth.model import one_line
 from halswarm.agent.auth.runner import RunAs, _kill_group, clean_output, spawn
+from halswarm.core.auth_capability import CHALLENGE, FAILURE, SUCCESS
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from halswarm.agent.auth.capability import AUTHENTICATED, ERROR, UNAUTHENTICATED
 from halswarm.agent.auth.runner import CliResult, clean_output
+from halswarm.core.auth_capability import AUTHENTICATED, ERROR, UNAUTHENTICATED
 
 BUILTIN_PROVIDERS = frozenset({"opencode"})
 KNOWN_TYPES = frozenset({"api", "oauth", "wellknown"})

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from halswarm.agent.auth import claude, codex, opencode
-from halswarm.agent.auth.capability import CAPABILITIES, ERROR, NOT_INSTALLED, TOOL_IDS, capability
 from halswarm.agent.auth.model import ToolAuth
 from halswarm.agent.auth.opencode_api import get_providers
 from halswarm.agent.auth.runner import CliResult, run_cli
 from halswarm.agent.auth.toolenv import ToolEnv
+from halswarm.core.auth_capability import CAPABILITIES, ERROR, NOT_INSTALLED, TOOL_IDS, capability
 
 log = logging.getLogger(__name__)
 

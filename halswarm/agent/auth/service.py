@@ -24,7 +24,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from halswarm.agent.auth import capability as caps
 from halswarm.agent.auth.credentials import (
     CredentialState,
     CredentialStore,
@@ -40,6 +39,7 @@ from halswarm.agent.auth.opencode_api import PROVIDER_ENV, OpencodeAuthError, se
 from halswarm.agent.auth.probes import Prober
 from halswarm.agent.auth.runner import RunAs
 from halswarm.agent.auth.toolenv import ToolEnv
+from halswarm.core import auth_capability as caps
 from halswarm.core.secret_values import SECRETS
 from halswarm.protocol import AuthState, Command, CommandResult, CredentialSync, Message
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from halswarm.agent.auth.capability import capability
 from halswarm.agent.auth.runner import RunAs
 from halswarm.agent.capabilities import resolve_binary
+from halswarm.core.auth_capability import capability
 
 _DROP = ("OPENCODE_SERVER_PASSWORD", "HAL_AUTH_TOKEN")
 

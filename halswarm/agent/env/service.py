@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from halswarm.agent.capabilities import version_probes
 from halswarm.agent.env.apply import _replace, _write_new, apply_actions
 from halswarm.agent.env.checks import check_all
 from halswarm.agent.env.envfile import EnvFile
@@ -41,6 +40,7 @@ from halswarm.agent.env.paths import PathRefused, confine
 from halswarm.agent.env.plan import build_plan
 from halswarm.agent.env.procenv import OpencodeEnvSync, merge_project_env
 from halswarm.agent.env.templates import AGENT_MD, sha256_text, unified_diff
+from halswarm.core.capabilities import version_probes
 from halswarm.core.probe_rules import probe_table
 from halswarm.protocol import Command, CommandResult
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Query, Request
 
 from halswarm.core.roles import Identity, Role, identify
-from halswarm.supervisor.timeutil import parse_ts
+from halswarm.core.timeutil import parse_ts
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.apikit.registry import Services
 from halswarm.supervisor.auth import CLIENT_ACTOR, FailureThrottle, bearer

@@ -23,6 +23,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from halswarm.core.secret_values import SECRETS
+from halswarm.core.timeutil import iso
 from halswarm.supervisor.costs import store
 from halswarm.supervisor.costs.anthropic import AnthropicSource
 from halswarm.supervisor.costs.estimates import estimate, find_rate, provider_of
@@ -31,7 +32,6 @@ from halswarm.supervisor.costs.model import Bucket, day_start, days_between, utc
 from halswarm.supervisor.costs.openai import OpenAISource
 from halswarm.supervisor.costs.report import PERIOD_DAYS, SessionUsage, build_report, period_days
 from halswarm.supervisor.costs.settings import CostSettings, ProviderSettings
-from halswarm.supervisor.timeutil import iso
 
 log = logging.getLogger(__name__)
 

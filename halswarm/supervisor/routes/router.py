@@ -25,12 +25,12 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
+from halswarm.core.timeutil import iso, parse_ts
 from halswarm.supervisor.routes.channels import Channel, ChannelError, resolve
 from halswarm.supervisor.routes.conditions import Facts, evaluate
 from halswarm.supervisor.routes.delivery import DeliveryService, DeliverySettings
 from halswarm.supervisor.routes.formats import Notification
 from halswarm.supervisor.routes.matcher import MatchError, MatchExpr, parse_match
-from halswarm.supervisor.timeutil import iso, parse_ts
 
 log = logging.getLogger(__name__)
 

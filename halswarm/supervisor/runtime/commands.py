@@ -8,11 +8,11 @@ import time
 import uuid
 from typing import Any
 
+from halswarm.core.model import Session
 from halswarm.protocol import CommandTarget
 from halswarm.store import queries
 from halswarm.store.writer import Writer
 from halswarm.supervisor.dispatcher import Dispatcher, Result
-from halswarm.supervisor.model import Session
 from halswarm.supervisor.tracker import SessionTracker
 
 

@@ -174,7 +174,7 @@ def test_ssh_login_commands() -> None:
 
 
 def test_guidance_json_roundtrip() -> None:
-    from halswarm.agent.auth.capability import manual_required
+    from halswarm.core.auth_capability import manual_required
 
     assert json.loads(json.dumps(manual_required("claude_code", "agent-node-1"))) == MANUAL
 

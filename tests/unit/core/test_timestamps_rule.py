@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from halswarm.core.model import Session
 from halswarm.core.timestamps import (
     MILLISECONDS,
     NOT_A_NUMBER,
@@ -17,9 +18,8 @@ from halswarm.core.timestamps import (
     sql_int,
     to_seconds,
 )
+from halswarm.core.timeutil import iso, parse_ts
 from halswarm.store.queries import event_to_api, row_to_api
-from halswarm.supervisor.model import Session
-from halswarm.supervisor.timeutil import iso, parse_ts
 
 
 @pytest.mark.parametrize(("value", "expected"), [

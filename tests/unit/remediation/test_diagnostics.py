@@ -14,8 +14,8 @@ import pytest
 
 from halswarm.cli import main as halctl_main
 from halswarm.cli.remediate_cmd import should_escalate
+from halswarm.core.remediation.planners import plan
 from halswarm.ops import diagnostics as diag
-from halswarm.ops.remediation.planners import plan
 
 TOKEN = "s3cr3t-fleet-token-0123456789abcdef0123456789"
 AGENT_TOKEN = "agent-tok-9876543210fedcba9876543210"

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from halswarm.ops.remediation import catalog, planners
-from halswarm.ops.remediation.planners import GiB, plan
+from halswarm.core.remediation import catalog, planners
+from halswarm.core.remediation.planners import GiB, plan
 
 ACTIVE = {"load_state": "loaded", "active_state": "active", "sub_state": "running", "n_restarts": 0}
 DEAD = {"load_state": "loaded", "active_state": "failed", "sub_state": "failed", "n_restarts": 1}

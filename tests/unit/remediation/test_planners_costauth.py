@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from halswarm.ops.remediation import planners
-from halswarm.ops.remediation.planners import plan
+from halswarm.core.remediation import planners
+from halswarm.core.remediation.planners import plan
 
 HEALTHY_COST: dict[str, Any] = {"providers_configured": ["anthropic", "openai"], "poll_interval_s": 3600,
                                 "last_update_age_s": 120.0, "missing_dates": [], "degraded_providers": [],

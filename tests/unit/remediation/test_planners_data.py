@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from halswarm.ops.remediation import planners
-from halswarm.ops.remediation.planners import plan
+from halswarm.core.remediation import planners
+from halswarm.core.remediation.planners import plan
 
 
 def names(p: planners.Plan) -> list[str]:

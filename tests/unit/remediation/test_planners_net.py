@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from halswarm.ops.remediation import planners
-from halswarm.ops.remediation.planners import plan
+from halswarm.core.remediation import planners
+from halswarm.core.remediation.planners import plan
 
 ACTIVE = {"load_state": "loaded", "active_state": "active", "sub_state": "running", "n_restarts": 0}
 DEAD = {"load_state": "loaded", "active_state": "failed", "sub_state": "failed", "n_restarts": 1}

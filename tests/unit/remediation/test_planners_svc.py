@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from halswarm.ops.remediation.planners import GiB, plan
+from halswarm.core.remediation.planners import GiB, plan
 
 ACTIVE = {"load_state": "loaded", "active_state": "active", "sub_state": "running", "n_restarts": 0}
 RESTARTING = {"load_state": "loaded", "active_state": "activating", "sub_state": "auto-restart", "n_restarts": 2}

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from halswarm.ops.remediation import catalog
-from halswarm.ops.remediation.planners import plan
-from halswarm.ops.remediation.report import (
+from halswarm.core.remediation import catalog
+from halswarm.core.remediation.planners import plan
+from halswarm.core.remediation.report import (
     REQUIRED,
     STATUSES,
     build_report,
@@ -49,7 +49,7 @@ def test_secrets_are_redacted() -> None:
 
 def test_known_secret_values_are_redacted_wherever_they_appear(monkeypatch: pytest.MonkeyPatch) -> None:
     from halswarm.core import secret_values
-    from halswarm.ops.remediation import report as report_mod
+    from halswarm.core.remediation import report as report_mod
 
     reg = secret_values.SecretValues()
     reg.add("tok-" + "9" * 36)

@@ -48,7 +48,7 @@ def test_filter_imports_only_the_collection():
 
 def test_vendored_planner_answers_like_the_package(monkeypatch):
     """Load the copies as Ansible would (ansible_collections namespace, no halswarm on the path)."""
-    from halswarm.ops.remediation.planners import plan
+    from halswarm.core.remediation.planners import plan
 
     base = ROOT / "collections"
     monkeypatch.syspath_prepend(str(base))

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
+from halswarm.core.model import Node, Session
 from halswarm.store import queries
 from halswarm.store.db import DatabaseError, connect, quick_check
 from halswarm.store.migrations import Migration, bundled_migrations, migrate
 from halswarm.store.writer import Writer
-from halswarm.supervisor.model import Node, Session
 from halswarm.supervisor.retention import DAY, RetentionJob
 
 

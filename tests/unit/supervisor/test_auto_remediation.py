@@ -189,7 +189,7 @@ async def store(tmp_path: Path) -> AsyncIterator[tuple[Writer, Reader, Path]]:
 
 
 def good_report(spec: RunSpec) -> dict[str, Any]:
-    from halswarm.ops.remediation.report import build_report
+    from halswarm.core.remediation.report import build_report
 
     return build_report(spec.incident, hosts=[spec.host], facts={spec.host: {"agent": {"token": "s3cret"}}},
                         plan={"decision": "not_present"}, status="not_present", started=NOW, finished=NOW + 2)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from halswarm.core.model import Session
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
 from halswarm.store.reader import Reader
@@ -19,7 +20,6 @@ from halswarm.store.writer import Writer
 from halswarm.supervisor.costs import CostAggregator
 from halswarm.supervisor.costs.aggregator import days_to_poll, usage_delta
 from halswarm.supervisor.costs.model import day_start
-from halswarm.supervisor.model import Session
 from tests.fakes.fake_providers import ANTHROPIC_KEY, OPENAI_KEY, FakeProviders, fake_providers
 
 TODAY = dt.datetime.now(dt.UTC).date()

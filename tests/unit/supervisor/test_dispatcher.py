@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from halswarm.core.model import Node
 from halswarm.protocol import CommandResult, CommandTarget
 from halswarm.store import queries
 from halswarm.store.db import connect
@@ -14,7 +15,6 @@ from halswarm.store.migrations import migrate
 from halswarm.store.writer import Writer
 from halswarm.supervisor.dispatcher import CommandError, Dispatcher, normalize_type
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.model import Node
 from halswarm.supervisor.tracker import SessionTracker
 
 

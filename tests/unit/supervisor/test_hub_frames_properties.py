@@ -141,7 +141,7 @@ def test_no_frame_crashes_the_hub(tmp_path: Path) -> None:
 def test_session_snapshots_with_any_times_do_not_crash_the_hub(tmp_path: Path) -> None:
     """Issue 15 point 1: a snapshot with a millisecond or absurd ``started_at`` must not break the hub.
     Needs ``timeutil.iso`` that never raises (the ingest work of the same issue); skipped until then."""
-    from halswarm.supervisor.timeutil import iso
+    from halswarm.core.timeutil import iso
 
     try:
         iso(1e20)

@@ -34,7 +34,7 @@ def test_describe_answers_adds_security_tags_and_only_the_listed_errors():
 def test_typed_data_schemas_describe_the_real_shapes():
     import jsonschema
 
-    from halswarm.supervisor.model import Node, Session
+    from halswarm.core.model import Node, Session
     from halswarm.supervisor.openapi_models import SCHEMAS
 
     node = Node("n1", hostname="h", status="online", projects=[{"name": "p", "directory": "/srv/p"}],

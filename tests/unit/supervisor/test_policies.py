@@ -6,6 +6,7 @@ import itertools
 from dataclasses import replace
 
 from halswarm.config.supervisor import normalize_supervisor
+from halswarm.core.timeutil import iso
 from halswarm.supervisor.policies import (
     COMPACTION,
     COST,
@@ -22,7 +23,6 @@ from halswarm.supervisor.policies import (
     plan,
     record,
 )
-from halswarm.supervisor.timeutil import iso
 
 NOW = 1_000_000.0
 

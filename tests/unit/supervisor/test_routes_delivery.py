@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from halswarm.supervisor.model import Session
+from halswarm.core.model import Session
 from halswarm.supervisor.routes import Router
 from tests.fakes.receivers import Receiver, receivers
 

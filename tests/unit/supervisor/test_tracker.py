@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from halswarm.supervisor.model import Session
+from halswarm.core.model import Session
 from halswarm.supervisor.tracker import SessionTracker
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from halswarm.core.model import Node
 from halswarm.supervisor.apikit.envelope import ApiError
-from halswarm.supervisor.model import Node
 from halswarm.supervisor.tracker import SessionTracker
 
 

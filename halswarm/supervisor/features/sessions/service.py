@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from halswarm.core.model import Session
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.apikit.commands import raise_for
 from halswarm.supervisor.apikit.envelope import ApiError
-from halswarm.supervisor.model import Session
 from halswarm.supervisor.runtime.commands import CommandRunner
 from halswarm.supervisor.tracker import SessionTracker
 

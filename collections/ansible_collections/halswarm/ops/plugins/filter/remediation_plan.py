@@ -3,7 +3,7 @@
 """Filter ``halswarm.ops.remediation_plan``: the decide phase of every remediation playbook.
 
 The rules live in one place, the pure planners of the hal-o-swarm package
-(``halswarm.ops.remediation.planners``), which are fixture-tested without hosts; playbooks gather facts
+(``halswarm.core.remediation.planners``), which are fixture-tested without hosts; playbooks gather facts
 read-only and hand them to this filter, so YAML never re-implements a decision. The collection carries
 a generated copy of those planners in ``plugin_utils`` (scripts/vendor_collection.py), so a controller
 with only the collection (AWX / Automation Platform) runs every remediation.

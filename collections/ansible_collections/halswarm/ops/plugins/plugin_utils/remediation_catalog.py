@@ -1,6 +1,6 @@
 # Copyright: HAL-O-SWARM contributors
 # MIT License (see LICENSE in the collection)
-# GENERATED from halswarm/ops/remediation/catalog.py by scripts/vendor_collection.py: edit the
+# GENERATED from halswarm/core/remediation/catalog.py by scripts/vendor_collection.py: edit the
 # source in the hal-o-swarm package and re-run the script, never this copy.
 """The remediation catalog: one entry per runbook incident (SPEC 8, seed RUNBOOK.md).
 

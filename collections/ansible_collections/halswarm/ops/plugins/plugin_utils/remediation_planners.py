@@ -1,6 +1,6 @@
 # Copyright: HAL-O-SWARM contributors
 # MIT License (see LICENSE in the collection)
-# GENERATED from halswarm/ops/remediation/planners.py by scripts/vendor_collection.py: edit the
+# GENERATED from halswarm/core/remediation/planners.py by scripts/vendor_collection.py: edit the
 # source in the hal-o-swarm package and re-run the script, never this copy.
 """Pure planners: facts (plain dicts gathered read-only by the diagnose phase) -> plan.
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from halswarm.core.remediation.catalog import get
 from halswarm.core.secret_values import SECRETS
-from halswarm.ops.remediation.catalog import get
 
 STATUSES = ("verified", "not_present", "failed", "escalated", "check")
 SUCCESS = ("verified", "not_present", "check")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from halswarm.supervisor.timeutil import iso
+from halswarm.core.timeutil import iso
 
 NODE_STATUSES = ("online", "offline")
 SESSION_STATUSES = ("running", "idle", "waiting_input", "error", "unreachable", "completed", "killed")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from halswarm.ops.remediation.catalog import get
+from halswarm.core.remediation.catalog import get
 
 GiB = 1024 ** 3
 PRESENT, NOT_PRESENT, MANUAL, ESCALATE, UNKNOWN = "present", "not_present", "manual", "escalate", "unknown"
