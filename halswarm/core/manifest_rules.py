@@ -31,7 +31,7 @@ GIT_CONFIG_VALUES = {"commit.gpgsign": frozenset({"false"}), "tag.gpgsign": froz
 GIT_CONFIG_MARKERS = frozenset({"required", "optional"})
 
 # Git hooks a manifest may ask for (the schema's ``gitHook`` enum): hook files are installed only after
-# an admin approves them (see halswarm/agent/env/plan.py).
+# an admin approves them (see halswarm/core/manifest/risky.py).
 GIT_HOOKS = frozenset({"pre-commit", "prepare-commit-msg", "commit-msg", "post-commit", "pre-rebase",
                        "post-rewrite", "post-checkout", "post-merge", "pre-push", "pre-auto-gc"})
 

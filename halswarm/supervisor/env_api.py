@@ -42,7 +42,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from halswarm.agent.env.manifest import (
+from halswarm.core.manifest.requirements import (
     detect_format,
     digest,
     project_names,
@@ -51,7 +51,7 @@ from halswarm.agent.env.manifest import (
     template_ref_refusal,
     template_refs,
 )
-from halswarm.agent.env.plan import RiskyCommand, approval_token, risky_command
+from halswarm.core.manifest.risky import RiskyCommand, approval_token, risky_command
 from halswarm.core.roles import Role
 from halswarm.core.timeutil import iso
 from halswarm.protocol import CommandTarget
@@ -920,7 +920,7 @@ def include_env_routes(app: FastAPI, sup: Supervisor) -> None:
     async def agentmd_template(project: str) -> Any:
         man = await mgr.manifest()
         req = requirements_for(man["document"] if man else {"projects": {}}, project)
-        from halswarm.agent.env.templates import sha256_text
+        from halswarm.core.manifest.templates import sha256_text
 
         return ok({"project": project, "template": req.agent_md_template, "content": req.agent_md_text,
                    "sha256": sha256_text(req.agent_md_text), "manifest_version": man["version"] if man else None})

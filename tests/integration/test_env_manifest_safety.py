@@ -166,7 +166,7 @@ async def test_a_tool_name_the_node_does_not_list_is_never_run(stack: Stack, tmp
                                  "alias.st", "includeIf.gitdir:/.path", "filter.x.clean", "credential.helper"])
 def test_key_names_are_in_the_error(key: str) -> None:
     """(pure) the 400 names the key: checked against the real server below for a few of them."""
-    from halswarm.agent.env.manifest import safety_problems
+    from halswarm.core.manifest.requirements import safety_problems
 
     errors, _ = safety_problems({"version": "1.0", "projects": {"p": {"git": {"config": {key: "x"}}}}})
     assert len(errors) == 1 and repr(key) in errors[0]

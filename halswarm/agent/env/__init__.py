@@ -15,8 +15,8 @@ project dir), ``checks`` (pure checkers), ``plan`` (pure provisioning planner), 
 actions), ``envfile`` (provisioned env vars), ``service`` (the command handlers).
 """
 
-from halswarm.agent.env.manifest import Requirements, detect_format, digest, requirements_for
 from halswarm.agent.env.model import Item, Plan, overall
 from halswarm.agent.env.service import EnvService
+from halswarm.core.manifest.requirements import Requirements, detect_format, digest, requirements_for
 
 __all__ = ["EnvService", "Item", "Plan", "Requirements", "detect_format", "digest", "overall", "requirements_for"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from halswarm.agent.env.facts import Facts
-from halswarm.agent.env.manifest import Requirements
 from halswarm.agent.env.model import FAIL, MANUAL, PASS, RISKY, SAFE, WARN, Item
-from halswarm.agent.env.templates import AGENT_MD, sha256_text
 from halswarm.agent.env.versions import BadConstraint, parse_version, satisfies
+from halswarm.core.manifest.requirements import Requirements
+from halswarm.core.manifest.templates import AGENT_MD, sha256_text
 from halswarm.core.manifest_rules import (
     env_var_refusal,
     git_config_refusal,

@@ -18,10 +18,10 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from halswarm.agent.env.manifest import DEFAULT_PROBES, PROBES, Requirements, VersionReq
 from halswarm.agent.env.paths import PathRefused, confine, hooks_dir, own_repository_refusal
-from halswarm.agent.env.templates import AGENT_MD
 from halswarm.agent.env.versions import format_version, parse_version
+from halswarm.core.manifest.requirements import DEFAULT_PROBES, PROBES, Requirements, VersionReq
+from halswarm.core.manifest.templates import AGENT_MD
 from halswarm.core.manifest_rules import git_config_refusal
 
 MAX_TEXT_BYTES = 1024 * 1024

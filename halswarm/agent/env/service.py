@@ -34,13 +34,13 @@ from halswarm.agent.env.apply import _replace, _write_new, apply_actions
 from halswarm.agent.env.checks import check_all
 from halswarm.agent.env.envfile import EnvFile
 from halswarm.agent.env.facts import effective_env, file_fact, gather
-from halswarm.agent.env.manifest import DEFAULT_PROBES, ManifestError, Requirements, digest, requirements_for
 from halswarm.agent.env.model import FAIL, PASS, WARN, overall
 from halswarm.agent.env.paths import PathRefused, confine
 from halswarm.agent.env.plan import build_plan
 from halswarm.agent.env.procenv import OpencodeEnvSync, merge_project_env
-from halswarm.agent.env.templates import AGENT_MD, sha256_text, unified_diff
 from halswarm.core.capabilities import version_probes
+from halswarm.core.manifest.requirements import DEFAULT_PROBES, ManifestError, Requirements, digest, requirements_for
+from halswarm.core.manifest.templates import AGENT_MD, sha256_text, unified_diff
 from halswarm.core.probe_rules import probe_table
 from halswarm.protocol import Command, CommandResult
 

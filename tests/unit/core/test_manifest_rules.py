@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from halswarm.agent.env.manifest import VersionReq, safety_problems, template_ref_refusal
+from halswarm.core.manifest.requirements import VersionReq, safety_problems, template_ref_refusal
 from halswarm.core.manifest_rules import (
     env_var_refusal,
     git_config_refusal,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from halswarm.agent.env.checks import check_all
 from halswarm.agent.env.facts import Facts, FileFact, GitFacts, Probe
-from halswarm.agent.env.manifest import requirements_for
 from halswarm.agent.env.model import DEGRADED, MISSING, READY, overall
-from halswarm.agent.env.plan import approval_token, build_plan
-from halswarm.agent.env.templates import sha256_text
+from halswarm.agent.env.plan import build_plan
+from halswarm.core.manifest.requirements import requirements_for
+from halswarm.core.manifest.risky import approval_token
+from halswarm.core.manifest.templates import sha256_text
 
 DOC = {
     "version": "1.0",

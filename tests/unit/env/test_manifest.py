@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from halswarm.agent.env.manifest import (
+from halswarm.core.manifest.requirements import (
     GO,
     SPEC,
     detect_format,
@@ -14,7 +14,7 @@ from halswarm.agent.env.manifest import (
     split_name,
     template_refs,
 )
-from halswarm.agent.env.templates import DEFAULT_AGENT_MD, render
+from halswarm.core.manifest.templates import DEFAULT_AGENT_MD, render
 
 GO_EXAMPLE = json.loads((Path(__file__).parents[2] / "fixtures/configs/go/env-manifest.example.json").read_text())
 

@@ -11,8 +11,8 @@ import pytest
 
 from halswarm.agent.env import EnvService
 from halswarm.agent.env.facts import ndk_probe, probe_version, run
-from halswarm.agent.env.manifest import VersionReq
 from halswarm.agent.env.service import node_probes
+from halswarm.core.manifest.requirements import VersionReq
 from halswarm.core.probe_rules import NOT_KNOWN
 from halswarm.protocol import Command, CommandTarget
 from tests.unit.env.harness import make_repo, stand_in_tool, tool_env

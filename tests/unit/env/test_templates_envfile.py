@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from halswarm.agent.env.envfile import EnvFile
-from halswarm.agent.env.templates import doc_stub, project_variables, render, unified_diff
+from halswarm.core.manifest.templates import doc_stub, project_variables, render, unified_diff
 
 
 def test_render_replaces_known_placeholders_only() -> None:

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from halswarm.agent.env.templates import AGENT_MD, DEFAULT_AGENT_MD, project_variables, render
 from halswarm.core.capabilities import version_probes
+from halswarm.core.manifest.templates import AGENT_MD, DEFAULT_AGENT_MD, project_variables, render
 from halswarm.core.manifest_rules import (
     env_var_refusal,
     git_config_refusal,
