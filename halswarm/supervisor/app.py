@@ -28,7 +28,6 @@ from halswarm.supervisor.apikit.registry import Services
 from halswarm.supervisor.auto_remediation import AutoConfig, AutoRemediation
 from halswarm.supervisor.costs import CostAggregator
 from halswarm.supervisor.dependencies import DependencyManager
-from halswarm.supervisor.dispatcher import Dispatcher, Result
 from halswarm.supervisor.features.audit.service import AuditService
 from halswarm.supervisor.features.commands.service import CommandsService
 from halswarm.supervisor.features.events.service import EventsService
@@ -36,15 +35,16 @@ from halswarm.supervisor.features.health.service import HealthService
 from halswarm.supervisor.features.nodes.service import NodesService
 from halswarm.supervisor.features.sessions.service import SessionsService
 from halswarm.supervisor.http_read_timeout import DEFAULT_READ_TIMEOUT_SEC, read_timeout_protocol
-from halswarm.supervisor.hub import Hub, HubSettings
-from halswarm.supervisor.ingest import Ingestor
 from halswarm.supervisor.metrics import Metrics
+from halswarm.supervisor.notify import EventFeed, Router
 from halswarm.supervisor.policies import PolicyEngine
 from halswarm.supervisor.retention import RetentionJob
-from halswarm.supervisor.routes import EventFeed, Router
 from halswarm.supervisor.runtime.commands import CommandRunner
+from halswarm.supervisor.runtime.dispatcher import Dispatcher, Result
+from halswarm.supervisor.runtime.hub import Hub, HubSettings
+from halswarm.supervisor.runtime.ingest import Ingestor
+from halswarm.supervisor.runtime.tracker import SessionTracker
 from halswarm.supervisor.secrets_registry import register_config_secrets
-from halswarm.supervisor.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from halswarm.core.roles import Role
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.apikit.deps import actor_of, role_dependencies
 from halswarm.supervisor.apikit.envelope import ApiError, ok
-from halswarm.supervisor.dispatcher import CommandError, Result
+from halswarm.supervisor.runtime.dispatcher import CommandError, Result
 
 if TYPE_CHECKING:
     from halswarm.core.model import Node

@@ -45,7 +45,7 @@ from typing import Any
 
 from halswarm.core.remediation.report import build_report, redact, validate_report
 from halswarm.store import queries
-from halswarm.supervisor.periodic import PeriodicEngine
+from halswarm.supervisor.runtime.periodic import PeriodicEngine
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ from halswarm.protocol import CommandTarget
 from halswarm.supervisor.apikit.commands import raise_for
 from halswarm.supervisor.apikit.deps import actor_of, role_dependencies
 from halswarm.supervisor.apikit.envelope import ApiError, ok
-from halswarm.supervisor.dispatcher import CommandError, Result
+from halswarm.supervisor.runtime.dispatcher import CommandError, Result
 
 if TYPE_CHECKING:
     from halswarm.supervisor.app import Supervisor

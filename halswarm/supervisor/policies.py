@@ -29,8 +29,8 @@ from typing import Any
 
 from halswarm.core.timeutil import iso
 from halswarm.protocol import CommandTarget
-from halswarm.supervisor.dispatcher import CommandError
-from halswarm.supervisor.periodic import PeriodicEngine
+from halswarm.supervisor.runtime.dispatcher import CommandError
+from halswarm.supervisor.runtime.periodic import PeriodicEngine
 
 log = logging.getLogger(__name__)
 

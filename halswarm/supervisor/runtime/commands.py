@@ -12,8 +12,8 @@ from halswarm.core.model import Session
 from halswarm.protocol import CommandTarget
 from halswarm.store import queries
 from halswarm.store.writer import Writer
-from halswarm.supervisor.dispatcher import Dispatcher, Result
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.dispatcher import Dispatcher, Result
+from halswarm.supervisor.runtime.tracker import SessionTracker
 
 
 class CommandRunner:

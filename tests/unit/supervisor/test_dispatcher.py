@@ -13,9 +13,9 @@ from halswarm.store import queries
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
 from halswarm.store.writer import Writer
-from halswarm.supervisor.dispatcher import CommandError, Dispatcher, normalize_type
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.dispatcher import CommandError, Dispatcher, normalize_type
+from halswarm.supervisor.runtime.tracker import SessionTracker
 
 
 class FakeHub:

@@ -24,10 +24,10 @@ from halswarm.protocol.messages import MESSAGE_TYPES
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
 from halswarm.store.writer import Writer
-from halswarm.supervisor.hub import Hub, HubSettings
-from halswarm.supervisor.ingest import Ingestor
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.hub import Hub, HubSettings
+from halswarm.supervisor.runtime.ingest import Ingestor
+from halswarm.supervisor.runtime.tracker import SessionTracker
 from tests.support.protocol_strategies import PROPS, finite, json_objects, json_values, messages, nonempty, text
 
 NODE = "prop-node"

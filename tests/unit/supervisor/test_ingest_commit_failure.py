@@ -12,9 +12,9 @@ import sqlite3
 from halswarm.protocol import Event
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
-from halswarm.supervisor.ingest import ACCEPTED, GAP, Ingestor
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.ingest import ACCEPTED, GAP, Ingestor
+from halswarm.supervisor.runtime.tracker import SessionTracker
 from tests.support.gated_writer import GatedWriter
 
 

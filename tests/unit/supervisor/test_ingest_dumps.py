@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from halswarm.supervisor.ingest import _dumps
+from halswarm.supervisor.runtime.ingest import _dumps
 
 
 def test_round_trips_event_data_compactly() -> None:

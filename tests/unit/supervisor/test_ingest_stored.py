@@ -13,9 +13,9 @@ from typing import Any
 
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
-from halswarm.supervisor.ingest import Ingestor
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.ingest import Ingestor
+from halswarm.supervisor.runtime.tracker import SessionTracker
 from tests.support.gated_writer import GatedWriter
 
 

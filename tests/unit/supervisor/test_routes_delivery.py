@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from halswarm.core.model import Session
-from halswarm.supervisor.routes import Router
+from halswarm.supervisor.notify import Router
 from tests.fakes.receivers import Receiver, receivers
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from halswarm.supervisor.routes.channels import ChannelError, resolve
-from halswarm.supervisor.routes.conditions import ConditionError, Facts, evaluate, parse_condition
-from halswarm.supervisor.routes.formats import Notification, discord_payload, slack_payload, webhook_payload
-from halswarm.supervisor.routes.matcher import MatchError, parse_match
-from halswarm.supervisor.routes.router import ErrorWindow, is_error_event
+from halswarm.supervisor.notify.channels import ChannelError, resolve
+from halswarm.supervisor.notify.conditions import ConditionError, Facts, evaluate, parse_condition
+from halswarm.supervisor.notify.formats import Notification, discord_payload, slack_payload, webhook_payload
+from halswarm.supervisor.notify.matcher import MatchError, parse_match
+from halswarm.supervisor.notify.router import ErrorWindow, is_error_event
 
 
 def test_patterns_are_globs_on_the_event_type() -> None:

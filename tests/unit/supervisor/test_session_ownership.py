@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from halswarm.supervisor.tracker import SessionTracker, claimed_session_ids, snapshot_session_id
+from halswarm.supervisor.runtime.tracker import SessionTracker, claimed_session_ids, snapshot_session_id
 
 
 def _tracker_with(sid: str = "ses_1", node: str = "node-b") -> SessionTracker:

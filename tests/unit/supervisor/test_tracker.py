@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from halswarm.core.model import Session
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.tracker import SessionTracker
 
 
 def test_state_event_creates_and_updates_session():

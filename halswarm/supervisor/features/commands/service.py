@@ -9,8 +9,8 @@ from halswarm.protocol import CommandTarget
 from halswarm.store import queries
 from halswarm.store.reader import Reader
 from halswarm.supervisor.apikit.envelope import ApiError
-from halswarm.supervisor.dispatcher import CommandError, normalize_type
 from halswarm.supervisor.runtime.commands import CommandRunner
+from halswarm.supervisor.runtime.dispatcher import CommandError, normalize_type
 
 
 def target_of(t: str | dict[str, str] | None, args: dict[str, Any]) -> CommandTarget:

@@ -9,7 +9,7 @@ from typing import Any
 
 from halswarm.store import queries
 from halswarm.store.reader import Reader
-from halswarm.supervisor.ingest import Ingestor
+from halswarm.supervisor.runtime.ingest import Ingestor
 
 KEEPALIVE_SEC = 15.0
 REPLAY_MAX = 1000  # events sent from `since` before the live part of a stream

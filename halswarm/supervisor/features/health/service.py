@@ -10,10 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from halswarm.core.model import SESSION_STATUSES, Node
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
-from halswarm.supervisor.dispatcher import Dispatcher
-from halswarm.supervisor.hub import Hub
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.dispatcher import Dispatcher
+from halswarm.supervisor.runtime.hub import Hub
+from halswarm.supervisor.runtime.tracker import SessionTracker
 
 READINESS_TIMEOUT_SEC = 2.0
 

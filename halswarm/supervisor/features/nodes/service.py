@@ -6,7 +6,7 @@ from typing import Any
 
 from halswarm.core.model import Node
 from halswarm.supervisor.apikit.envelope import ApiError
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.tracker import SessionTracker
 
 
 class NodesService:

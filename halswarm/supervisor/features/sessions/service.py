@@ -9,7 +9,7 @@ from halswarm.protocol import CommandTarget
 from halswarm.supervisor.apikit.commands import raise_for
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.runtime.commands import CommandRunner
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.tracker import SessionTracker
 
 # API action -> agent command type
 ACTIONS = {"resume": "resume", "restart": "restart_session", "handover": "handover", "kill": "kill_session"}

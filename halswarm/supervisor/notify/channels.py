@@ -21,7 +21,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
-from halswarm.supervisor.routes.formats import Notification, discord_payload, slack_payload, webhook_payload
+from halswarm.supervisor.notify.formats import Notification, discord_payload, slack_payload, webhook_payload
 
 DISCORD_API = "https://discord.com/api/v10"
 SLACK_API = "https://slack.com/api"

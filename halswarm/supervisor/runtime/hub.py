@@ -40,9 +40,9 @@ from halswarm.store import queries
 from halswarm.store.guard import StorageFault
 from halswarm.store.writer import Writer, WriterStopped
 from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, token_matches
-from halswarm.supervisor.ingest import ACCEPTED, DUPLICATE, GAP, Ingestor
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.tracker import SessionTracker, claimed_session_ids, snapshot_session_id
+from halswarm.supervisor.runtime.ingest import ACCEPTED, DUPLICATE, GAP, Ingestor
+from halswarm.supervisor.runtime.tracker import SessionTracker, claimed_session_ids, snapshot_session_id
 
 log = logging.getLogger(__name__)
 FOREIGN_LOG_EVERY_S = 60  # at most one "foreign session" warning per node in this many seconds

@@ -24,8 +24,8 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from halswarm.supervisor.costs.http import retry_after
-from halswarm.supervisor.routes.channels import Channel
-from halswarm.supervisor.routes.formats import Notification
+from halswarm.supervisor.notify.channels import Channel
+from halswarm.supervisor.notify.formats import Notification
 
 log = logging.getLogger(__name__)
 MAX_WAIT_S = 60.0

@@ -26,11 +26,11 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 from halswarm.core.timeutil import iso, parse_ts
-from halswarm.supervisor.routes.channels import Channel, ChannelError, resolve
-from halswarm.supervisor.routes.conditions import Facts, evaluate
-from halswarm.supervisor.routes.delivery import DeliveryService, DeliverySettings
-from halswarm.supervisor.routes.formats import Notification
-from halswarm.supervisor.routes.matcher import MatchError, MatchExpr, parse_match
+from halswarm.supervisor.notify.channels import Channel, ChannelError, resolve
+from halswarm.supervisor.notify.conditions import Facts, evaluate
+from halswarm.supervisor.notify.delivery import DeliveryService, DeliverySettings
+from halswarm.supervisor.notify.formats import Notification
+from halswarm.supervisor.notify.matcher import MatchError, MatchExpr, parse_match
 
 log = logging.getLogger(__name__)
 

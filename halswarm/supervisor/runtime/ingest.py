@@ -26,7 +26,7 @@ from halswarm.protocol import Event
 from halswarm.store import queries
 from halswarm.store.writer import Writer
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
 

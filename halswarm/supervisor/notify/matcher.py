@@ -14,7 +14,7 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
-from halswarm.supervisor.routes.conditions import Condition, ConditionError, is_condition, parse_condition
+from halswarm.supervisor.notify.conditions import Condition, ConditionError, is_condition, parse_condition
 
 _SPLIT = re.compile(r"\s*(?:&&|\band\b)\s*")
 

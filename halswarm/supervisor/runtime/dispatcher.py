@@ -22,7 +22,7 @@ from halswarm.store.writer import Writer
 from halswarm.supervisor.auth import CLIENT_ACTOR
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.redact import redact
-from halswarm.supervisor.tracker import SessionTracker
+from halswarm.supervisor.runtime.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
 
