@@ -1,1 +1,1 @@
-"""SQLite storage for the supervisor: connections, migrations, the batching writer and queries."""
+"""SQLite storage for the supervisor: connections, migrations, the batching writer and the SQL repos (store/repos/)."""

@@ -15,12 +15,13 @@ import uvicorn
 from halswarm.config.supervisor import SupervisorConfig
 from halswarm.core.model import Node, Session
 from halswarm.memwatch import MemoryWatch
-from halswarm.store import queries
 from halswarm.store.db import CorruptDatabase, DatabaseError, connect, quick_check
 from halswarm.store.guard import RECOVERABLE, StorageFault, StorageGuard, startup_problem
 from halswarm.store.migrations import bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.reader import Reader
+from halswarm.store.repos.sessions import upsert_sessions
+from halswarm.store.repos.state import load_state
 from halswarm.store.rescue import rescue_copy
 from halswarm.store.writer import Writer
 from halswarm.supervisor.apikit.deps import OperatorGate
@@ -148,7 +149,7 @@ class Supervisor:
         try:
             applied = migrate(conn)
             _write_probe(conn)
-            report = queries.load_state(conn)
+            report = load_state(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise DatabaseError(f"database {path} cannot be written: {exc}") from None
@@ -210,7 +211,7 @@ class Supervisor:
 
         def job(c: Any) -> None:
             c.execute("UPDATE nodes SET status='offline'")
-            queries.upsert_sessions(c, sessions)
+            upsert_sessions(c, sessions)
 
         if nodes or sessions:
             await self.writer.run(job)

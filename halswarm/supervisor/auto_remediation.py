@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from halswarm.core.remediation.report import build_report, redact, validate_report
-from halswarm.store import queries
+from halswarm.store.repos.remediations import insert_remediation
 from halswarm.supervisor.runtime.periodic import PeriodicEngine
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ def _save_started(conn: Any, incident: str, host: str, at: float, reason: str) -
 def store_report(conn: Any, report: Mapping[str, Any], *, actor: str, now: float, reason: str, host: str) -> None:
     """Insert a report like POST /api/v1/remediations does (row + audit), and finish the throttle row."""
     rid = str(report["id"])[:100]
-    queries.insert_remediation(conn, dict(report), actor=actor, now=now, audit_args={"trigger": reason})
+    insert_remediation(conn, dict(report), actor=actor, now=now, audit_args={"trigger": reason})
     conn.execute("UPDATE auto_remediation_state SET finished_at=?, status=?, report_id=? WHERE incident=? AND host=?",
                  (now, report["status"], rid, report["incident"], host))
 

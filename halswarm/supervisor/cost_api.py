@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel
 
 from halswarm.core.roles import Role
-from halswarm.store import queries
+from halswarm.store.repos.audit import insert_audit
 from halswarm.supervisor.apikit.deps import actor_of, client_actor_of, role_dependencies
 from halswarm.supervisor.apikit.envelope import ApiError, ok
 
@@ -78,7 +78,7 @@ def include_cost_routes(app: FastAPI, sup: Supervisor) -> None:
                "args": {"providers": names}, "result": result, "error": error,
                "duration_ms": int((time.monotonic() - started) * 1000), "ip_address": ip,
                "client_actor": client_actor_of(request)}
-        await sup.writer.run(lambda c: queries.insert_audit(c, row))
+        await sup.writer.run(lambda c: insert_audit(c, row))
         await sup.ingestor.emit_stored(None, "cost.refreshed", {
             "results": results, "actor": actor, "missing_dates": len(health["missing_dates"]),
             "degraded_providers": health["degraded_providers"]})

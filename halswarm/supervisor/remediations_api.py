@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 
 from halswarm.core.remediation.report import STATUSES, redact, validate_report
 from halswarm.core.roles import Role
-from halswarm.store import queries
+from halswarm.store.repos.remediations import insert_remediation
 from halswarm.supervisor.apikit.deps import (
     Limit,
     Offset,
@@ -104,7 +104,7 @@ def include_remediation_routes(app: FastAPI, sup: Supervisor) -> None:
         rid = str(report["id"])[:100]
 
         def write(conn: sqlite3.Connection) -> bool:
-            return queries.insert_remediation(conn, report, actor=actor, now=now, ip_address=ip,
+            return insert_remediation(conn, report, actor=actor, now=now, ip_address=ip,
                                               client_actor=client_actor)
 
         if not await sup.writer.run(write):

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from halswarm.store import queries
+from halswarm.store.repos.retention import purge_older_than
 from halswarm.store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class RetentionJob:
         now = time.time() if now is None else now
         ev_before = now - self.events_days * DAY
         au_before = now - self.audit_days * DAY
-        result = await self.writer.run(lambda c: queries.purge_older_than(c, ev_before, au_before, now))
+        result = await self.writer.run(lambda c: purge_older_than(c, ev_before, au_before, now))
         self.last_result = result
         if any(result.values()):
             log.info("retention removed %s", ", ".join(f"{v} {k}" for k, v in result.items() if v))

@@ -10,7 +10,7 @@ from typing import Any
 
 from halswarm.core.model import Session
 from halswarm.protocol import CommandTarget
-from halswarm.store import queries
+from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.writer import Writer
 from halswarm.supervisor.runtime.dispatcher import Dispatcher, Result
 from halswarm.supervisor.runtime.tracker import SessionTracker
@@ -45,7 +45,7 @@ class CommandRunner:
         if s is not None:
             changed.append(s)
         if changed:
-            await self.writer.run(lambda c: queries.upsert_sessions(c, changed))
+            await self.writer.run(lambda c: upsert_sessions(c, changed))
         return self.tracker.get(state["id"])
 
     async def run_and_apply(self, ctype: str, target: CommandTarget, args: dict[str, Any], **kw: Any) -> Result:

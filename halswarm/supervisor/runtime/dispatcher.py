@@ -17,7 +17,8 @@ from typing import Any
 
 from halswarm.core.model import Node
 from halswarm.protocol import Command, CommandResult, CommandTarget, encode
-from halswarm.store import queries
+from halswarm.store.repos.audit import insert_audit
+from halswarm.store.repos.commands import get_idempotent, insert_command, put_idempotent
 from halswarm.store.writer import Writer
 from halswarm.supervisor.auth import CLIENT_ACTOR
 from halswarm.supervisor.metrics import Metrics
@@ -157,7 +158,7 @@ class Dispatcher:
             payload = json.dumps({"type": ctype, "target": target.to_payload(), "args": args}, sort_keys=True,
                                  default=str)
             key_hash = hashlib.sha256(f"{idempotency_key}:{payload}".encode()).hexdigest()
-            cached = await self.writer.run(lambda c: queries.get_idempotent(c, key_hash, time.time()))
+            cached = await self.writer.run(lambda c: get_idempotent(c, key_hash, time.time()))
             if cached is not None:
                 res = Result(**{k: cached.get(k) for k in ("command_id", "status", "output", "error", "node_id",
                                                            "type", "duration_ms")})
@@ -176,7 +177,7 @@ class Dispatcher:
                                   command_id or str(uuid.uuid4()))
             if key_hash and res.status == "success":
                 # Only successes are replayed: a retry after a failure must really run again.
-                await self.writer.run(lambda c: queries.put_idempotent(
+                await self.writer.run(lambda c: put_idempotent(
                     c, key_hash, res.command_id, res.to_api() | {"node_id": res.node_id},
                     time.time() + IDEMPOTENCY_TTL))
             fut.set_result(res)
@@ -213,7 +214,7 @@ class Dispatcher:
         record = {"command_id": command_id, "type": ctype, "target": target.to_payload(), "args": redact(args),
                   "node_id": node_id, "status": "pending", "actor": actor, "idempotency_key": idempotency_key,
                   "created_at": time.time()}
-        await self.writer.run(lambda c: queries.insert_command(c, record))
+        await self.writer.run(lambda c: insert_command(c, record))
         try:
             sent = await self.hub.send_command(node_id, encode(cmd, request_id=command_id))
             if not sent:
@@ -238,8 +239,8 @@ class Dispatcher:
                          command_id)  # built here, in the request's context (client actor), not in the writer
 
         def job(c: Any) -> None:
-            queries.insert_command(c, record)
-            queries.insert_audit(c, row)
+            insert_command(c, record)
+            insert_audit(c, row)
 
         await self.writer.run(job)
         return res
@@ -252,13 +253,13 @@ class Dispatcher:
             target_desc += f"@{res.node_id}"
         row = _audit_row(actor, ctype, target_desc, args, "replayed", f"idempotent replay of command {res.command_id}"
                          f" ({res.status})", 0, ip, res.command_id)
-        await self.writer.run(lambda c: queries.insert_audit(c, row))
+        await self.writer.run(lambda c: insert_audit(c, row))
 
     async def _audit(self, actor: str, action: str, target: str, args: dict[str, Any], result: str,
                      error: str | None, started: float, ip: str | None, command_id: str | None) -> None:
         row = _audit_row(actor, action, target, args, result, error, int((time.monotonic() - started) * 1000), ip,
                          command_id)
-        await self.writer.run(lambda c: queries.insert_audit(c, row))
+        await self.writer.run(lambda c: insert_audit(c, row))
 
     # ----- results from the hub -----
 

@@ -36,8 +36,10 @@ from halswarm.protocol import (
 )
 from halswarm.protocol import errors as perr
 from halswarm.protocol.codec import encode_raw
-from halswarm.store import queries
 from halswarm.store.guard import StorageFault
+from halswarm.store.repos.events import max_seq
+from halswarm.store.repos.nodes import update_node_auth, update_node_liveness, upsert_node
+from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.writer import Writer, WriterStopped
 from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, token_matches
 from halswarm.supervisor.metrics import Metrics
@@ -309,10 +311,10 @@ class Hub:
         changed = self.tracker.apply_snapshot(reg.node_id, own, at=now)
 
         def job(conn: Any) -> int:
-            queries.upsert_node(conn, node)
+            upsert_node(conn, node)
             if changed:
-                queries.upsert_sessions(conn, changed)
-            return queries.max_seq(conn, node.id)
+                upsert_sessions(conn, changed)
+            return max_seq(conn, node.id)
 
         stored = await self.writer.run(job)
         st = self.ingestor.reset_node(node.id, stored)
@@ -364,7 +366,7 @@ class Hub:
                                   "outbox_max_events": float(ob.max_events),
                                   "outbox_refused_total": float(ob.refused_total)}
                 self.metrics.set_agent_outbox(node.id, ob.pending, ob.max_events, ob.refused_total)
-            self._spawn(self.writer.run(lambda c: queries.update_node_liveness(
+            self._spawn(self.writer.run(lambda c: update_node_liveness(
                 c, node.id, node.status, node.last_heartbeat, node.resources)))
         elif isinstance(msg, CommandResult):
             if self.dispatcher is not None:
@@ -376,12 +378,12 @@ class Hub:
                 if node.auth_states.get(st.tool, {}).get("status") != st.status:
                     changed = True
                 node.auth_states[st.tool] = entry
-            self._spawn(self.writer.run(lambda c: queries.update_node_auth(c, node)))
+            self._spawn(self.writer.run(lambda c: update_node_auth(c, node)))
             if changed:
                 self.ingestor.emit(node.id, "auth.changed", {"auth": node.auth_summary()})
         elif isinstance(msg, CredentialSync):
             node.credential_version = msg.credential_version
-            self._spawn(self.writer.run(lambda c: queries.update_node_auth(c, node)))
+            self._spawn(self.writer.run(lambda c: update_node_auth(c, node)))
             if self.on_credential_sync is not None:
                 self.on_credential_sync(node.id)
         elif isinstance(msg, Register):
@@ -448,9 +450,9 @@ class Hub:
         self.metrics.nodes_online.set(sum(1 for n in self.nodes.values() if n.status == "online"))
 
         def job(conn: Any) -> None:
-            queries.update_node_liveness(conn, node_id, "offline", node.last_heartbeat, None)
+            update_node_liveness(conn, node_id, "offline", node.last_heartbeat, None)
             if sessions:
-                queries.upsert_sessions(conn, sessions)
+                upsert_sessions(conn, sessions)
 
         try:
             await self.writer.run(job)

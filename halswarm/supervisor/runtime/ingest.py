@@ -23,7 +23,9 @@ from halswarm.core.model import Session
 from halswarm.core.secret_values import SECRETS
 from halswarm.core.timestamps import MILLISECONDS, event_time
 from halswarm.protocol import Event
-from halswarm.store import queries
+from halswarm.store.repos.events import EventRow, event_to_api, insert_events, last_event_id, row_to_api
+from halswarm.store.repos.nodes import set_nodes_last_seq
+from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.writer import Writer
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.runtime.tracker import SessionTracker
@@ -73,7 +75,7 @@ class Ingestor:
         self._send_ack = send_ack
         self._send_rewind = send_rewind
         self.seqs: dict[str, SeqState] = {}
-        self._pending: list[tuple[queries.EventRow, float, tuple[str, str, str | None, str | None, Any, float]]] = []
+        self._pending: list[tuple[EventRow, float, tuple[str, str, str | None, str | None, Any, float]]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._idle = asyncio.Event()
@@ -222,7 +224,7 @@ class Ingestor:
             self._idle.clear()
             self._flushing = asyncio.get_running_loop().create_task(self._flush_loop())
 
-    def _wake_stored(self, rows: list[queries.EventRow], ok: bool) -> None:
+    def _wake_stored(self, rows: list[EventRow], ok: bool) -> None:
         if not self._stored_waiters:
             return
         for row in rows:
@@ -266,11 +268,11 @@ class Ingestor:
         want_rows = bool(self._subscribers)
 
         def job(conn: Any) -> tuple[int, list[Any] | None]:
-            last_id = queries.last_event_id(conn) if want_rows else 0
-            inserted = queries.insert_events(conn, rows)
-            queries.set_nodes_last_seq(conn, highs)
+            last_id = last_event_id(conn) if want_rows else 0
+            inserted = insert_events(conn, rows)
+            set_nodes_last_seq(conn, highs)
             if sessions:
-                queries.upsert_sessions(conn, sessions)
+                upsert_sessions(conn, sessions)
             if not want_rows or inserted == len(rows):
                 return last_id, None
             return last_id, conn.execute("SELECT * FROM events WHERE id > ? ORDER BY id", (last_id,)).fetchall()
@@ -302,14 +304,14 @@ class Ingestor:
         if want_rows and self._subscribers:
             self._publish(last_id, rows, stored_rows)
 
-    def _publish(self, last_id: int, rows: list[queries.EventRow], stored_rows: list[Any] | None) -> None:
+    def _publish(self, last_id: int, rows: list[EventRow], stored_rows: list[Any] | None) -> None:
         """Hand committed events to the live subscribers, rendered one by one after the commit."""
         if stored_rows is None:
             # Single writer + AUTOINCREMENT: this batch got the ids right after last_id, in order.
             items: list[Any] = list(enumerate(rows, last_id + 1))
-            render: Callable[[Any], dict[str, Any]] = lambda item: queries.row_to_api(*item)  # noqa: E731
+            render: Callable[[Any], dict[str, Any]] = lambda item: row_to_api(*item)  # noqa: E731
         else:
-            items, render = stored_rows, queries.event_to_api
+            items, render = stored_rows, event_to_api
         for item in items:
             try:
                 ev = render(item)

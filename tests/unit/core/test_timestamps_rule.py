@@ -19,7 +19,7 @@ from halswarm.core.timestamps import (
     to_seconds,
 )
 from halswarm.core.timeutil import iso, parse_ts
-from halswarm.store.queries import event_to_api, row_to_api
+from halswarm.store.repos.events import event_to_api, row_to_api
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -10,9 +10,14 @@ import time
 import pytest
 
 from halswarm.core.model import Node, Session
-from halswarm.store import queries
 from halswarm.store.db import DatabaseError, connect, quick_check
 from halswarm.store.migrations import Migration, bundled_migrations, migrate
+from halswarm.store.repos.audit import insert_audit
+from halswarm.store.repos.commands import put_idempotent
+from halswarm.store.repos.events import insert_events, last_event_id, max_seq
+from halswarm.store.repos.nodes import set_node_last_seq, set_nodes_last_seq, upsert_node
+from halswarm.store.repos.sessions import upsert_sessions
+from halswarm.store.repos.state import load_state
 from halswarm.store.writer import Writer
 from halswarm.supervisor.retention import DAY, RetentionJob
 
@@ -163,17 +168,17 @@ async def test_retention_purges_old_rows_but_keeps_seq_high_water(tmp_path):
     conn = connect(tmp_path / "r.db")
     migrate(conn)
     now = 1_800_000_000.0
-    queries.upsert_node(conn, Node(id="n", status="offline"))
+    upsert_node(conn, Node(id="n", status="offline"))
     rows = [("n", i, f"e{i}", None, None, "t", "{}", now - 40 * DAY if i <= 5 else now - DAY, now) for i in
             range(1, 9)]
-    queries.insert_events(conn, rows)
-    queries.set_node_last_seq(conn, "n", 8)
-    queries.insert_audit(conn, {"timestamp": now - 100 * DAY, "actor": "a", "action": "x", "target": "t",
+    insert_events(conn, rows)
+    set_node_last_seq(conn, "n", 8)
+    insert_audit(conn, {"timestamp": now - 100 * DAY, "actor": "a", "action": "x", "target": "t",
                                 "result": "ok"})
-    queries.insert_audit(conn, {"timestamp": now - 10 * DAY, "actor": "a", "action": "x", "target": "t",
+    insert_audit(conn, {"timestamp": now - 10 * DAY, "actor": "a", "action": "x", "target": "t",
                                 "result": "ok"})
-    queries.put_idempotent(conn, "old", "c", {}, now - 1)
-    queries.put_idempotent(conn, "new", "c", {}, now + 100)
+    put_idempotent(conn, "old", "c", {}, now - 1)
+    put_idempotent(conn, "new", "c", {}, now + 100)
     writer = Writer(conn)
     writer.start(asyncio.get_running_loop())
     job = RetentionJob(writer, events_days=30, audit_days=90)
@@ -181,17 +186,17 @@ async def test_retention_purges_old_rows_but_keeps_seq_high_water(tmp_path):
     await writer.stop()
     assert result == {"events": 5, "audit": 1, "idempotency": 1, "commands": 0}
     assert [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")] == [6, 7, 8]
-    assert queries.max_seq(conn, "n") == 8
+    assert max_seq(conn, "n") == 8
 
 
 def test_load_state_marks_everything_offline_and_skips_bad_rows(tmp_path):
     conn = connect(tmp_path / "l.db")
     migrate(conn)
-    queries.upsert_node(conn, Node(id="n1", status="online", last_heartbeat=1.0,
+    upsert_node(conn, Node(id="n1", status="online", last_heartbeat=1.0,
                                    projects=[{"name": "p", "directory": "/p"}]))
     conn.execute("INSERT INTO nodes(id, status, connected_at) VALUES ('n2', 'online', 'garbage')")
-    queries.upsert_sessions(conn, [Session(id="s1", node_id="n1", project="p", status="running")])
-    rep = queries.load_state(conn)
+    upsert_sessions(conn, [Session(id="s1", node_id="n1", project="p", status="running")])
+    rep = load_state(conn)
     assert [n.id for n in rep.nodes] == ["n1"] and rep.nodes[0].status == "offline"
     assert rep.nodes[0].project_names == ["p"]
     assert [s.id for s in rep.sessions] == ["s1"]
@@ -202,19 +207,19 @@ def test_bulk_insert_and_last_seq_update_match_row_by_row(tmp_path):
     conn = connect(tmp_path / "bulk.db")
     migrate(conn)
     for n in ("a", "b", "c"):
-        queries.upsert_node(conn, Node(id=n))
+        upsert_node(conn, Node(id=n))
     rows = [(n, i, f"{n}{i}", None, None, "t", "{}", 1.0, 1.0) for n in ("a", "b") for i in range(1, 901)]
-    assert queries.insert_events(conn, rows) == 1800
+    assert insert_events(conn, rows) == 1800
     assert [r[0] for r in conn.execute("SELECT id FROM events ORDER BY id")] == list(range(1, 1801))
-    assert queries.insert_events(conn, [*rows[:10], ("c", 1, "c1", None, None, "t", "{}", 1.0, 1.0)]) == 1
+    assert insert_events(conn, [*rows[:10], ("c", 1, "c1", None, None, "t", "{}", 1.0, 1.0)]) == 1
     # A batch with nothing ignored gets the ids right after last_event_id, in row order: the
     # ingestor builds its live-stream dicts from that (and re-reads when something was ignored).
-    last = queries.last_event_id(conn)
+    last = last_event_id(conn)
     fresh = [("c", i, f"c{i}", None, None, "t", "{}", 1.0, 1.0) for i in range(2, 12)]
-    assert queries.insert_events(conn, fresh) == 10
+    assert insert_events(conn, fresh) == 10
     got = conn.execute("SELECT id, event_id FROM events WHERE id > ? ORDER BY id", (last,)).fetchall()
     assert [tuple(r) for r in got] == [(last + k, f"c{k + 1}") for k in range(1, 11)]
-    queries.set_nodes_last_seq(conn, {"a": 900, "b": 5, "ghost": 7})
-    queries.set_nodes_last_seq(conn, {"a": 3})  # never lowers
+    set_nodes_last_seq(conn, {"a": 900, "b": 5, "ghost": 7})
+    set_nodes_last_seq(conn, {"a": 3})  # never lowers
     got = dict(conn.execute("SELECT id, last_seq FROM nodes"))
     assert got == {"a": 900, "b": 5, "c": 0}

@@ -9,9 +9,9 @@ import pytest
 
 from halswarm.core.model import Node
 from halswarm.protocol import CommandResult, CommandTarget
-from halswarm.store import queries
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
+from halswarm.store.repos.nodes import upsert_node
 from halswarm.store.writer import Writer
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.runtime.dispatcher import CommandError, Dispatcher, normalize_type
@@ -52,7 +52,7 @@ async def env(tmp_path):  # type: ignore[no-untyped-def]
         "z": Node(id="z", status="offline", projects=[{"name": "r", "directory": "/r"}]),
     }
     for n in nodes.values():
-        await writer.run(lambda c, n=n: queries.upsert_node(c, n))
+        await writer.run(lambda c, n=n: upsert_node(c, n))
     tracker = SessionTracker()
     tracker.apply_state("a", {"id": "s-a", "project": "p", "status": "running"})
     tracker.apply_state("z", {"id": "s-z", "project": "r", "status": "idle"})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from halswarm.store import queries
 from halswarm.store.reader import Reader
+from halswarm.store.repos.audit import query_audit
 
 
 class AuditService:
@@ -15,4 +15,4 @@ class AuditService:
     async def page(self, actor: str | None, action: str | None, since: float | None, limit: int,
                    offset: int) -> tuple[list[dict[str, Any]], int]:
         f = {"actor": actor, "action": action, "since": since}
-        return await self.reader.run(lambda c: queries.query_audit(c, f, limit, offset))
+        return await self.reader.run(lambda c: query_audit(c, f, limit, offset))

@@ -6,8 +6,8 @@ from typing import Any
 
 from halswarm.core.roles import Identity, command_role
 from halswarm.protocol import CommandTarget
-from halswarm.store import queries
 from halswarm.store.reader import Reader
+from halswarm.store.repos.commands import get_command
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.runtime.commands import CommandRunner
 from halswarm.supervisor.runtime.dispatcher import CommandError, normalize_type
@@ -55,7 +55,7 @@ class CommandsService:
         return (await self.commands.run_and_apply(ctype, target, args, **kw)).to_api()
 
     async def get(self, command_id: str) -> dict[str, Any]:
-        row = await self.reader.run(lambda c: queries.get_command(c, command_id))
+        row = await self.reader.run(lambda c: get_command(c, command_id))
         if row is None:
             raise ApiError("NOT_FOUND", f"command {command_id} not found")
         return row

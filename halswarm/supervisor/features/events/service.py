@@ -7,8 +7,8 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from halswarm.store import queries
 from halswarm.store.reader import Reader
+from halswarm.store.repos.events import query_events
 from halswarm.supervisor.runtime.ingest import Ingestor
 
 KEEPALIVE_SEC = 15.0
@@ -37,7 +37,7 @@ class EventsService:
 
     async def page(self, filters: dict[str, Any], limit: int, offset: int,
                    order: str) -> tuple[list[dict[str, Any]], int]:
-        return await self.reader.run(lambda c: queries.query_events(c, filters, limit, offset, order))
+        return await self.reader.run(lambda c: query_events(c, filters, limit, offset, order))
 
     async def stream(self, filters: dict[str, Any],
                      disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[bytes]:
