@@ -436,7 +436,7 @@ Message = (
 )
 
 _ALL = (Register, Registered, Heartbeat, Event, Ack, Command, CommandResult, AuthState, CredentialSync, ErrorMsg)
-MESSAGE_TYPES: dict[str, type] = {cls.TYPE: cls for cls in _ALL}
+MESSAGE_TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in _ALL}
 
 
 @dataclass(slots=True)
