@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from halswarm.config.problems import Problem, format_path, join_path
 from halswarm.config.schemas import defaults
@@ -34,7 +34,7 @@ def _obj(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _nonempty(value: Any) -> bool:
+def _nonempty(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and bool(value.strip())
 
 

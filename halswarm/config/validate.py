@@ -37,12 +37,17 @@ def _bound(kind: str, value: Any, schema: Mapping[str, Any]) -> str:
 
 def _message(error: ValidationError) -> str:
     """An operator-friendly message for one jsonschema error (the path is rendered apart)."""
-    kind, value, inst, schema = error.validator, error.validator_value, error.instance, error.schema
+    # jsonschema types these fields as maybe `Unset` (for errors built by hand); a validator's errors
+    # carry them all, and the schema values are arbitrary JSON.
+    kind: Any = error.validator
+    value: Any = error.validator_value
+    inst: Any = error.instance
+    schema: Any = error.schema
     custom = schema.get("errorMessage") if isinstance(schema, Mapping) else None
     if "propertyNames" in error.schema_path:
         return custom or f"key {inst!r} is not allowed"
     if kind == "type":
-        types = value if isinstance(value, list) else [value]
+        types: list[str] = value if isinstance(value, list) else [value]
         wanted = " or ".join(TYPE_NAMES.get(t, t) for t in types)
         return f"must be {wanted} (got {json_type(inst)})"
     if kind in ("minimum", "maximum"):
@@ -71,7 +76,8 @@ def _message(error: ValidationError) -> str:
 def _unknown_keys(error: ValidationError, base: list[str | int], severity: Severity) -> Iterator[Problem]:
     import difflib
 
-    schema, inst = error.schema, error.instance
+    schema: Any = error.schema  # an additionalProperties error: the object's schema, and the object
+    inst: Any = error.instance
     known = list(schema.get("properties", {}))
     patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
     for key in inst:
