@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 from halswarm.core.secret_values import SECRETS, SecretValues
 
@@ -59,7 +60,7 @@ class RedactFilter(logging.Filter):
 _PLAIN = logging.Formatter()
 
 
-def setup_logging(level: str = "info", fmt: str = "json", stream=sys.stderr) -> None:  # type: ignore[no-untyped-def]
+def setup_logging(level: str = "info", fmt: str = "json", stream: TextIO = sys.stderr) -> None:
     handler = logging.StreamHandler(stream)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

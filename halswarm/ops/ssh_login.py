@@ -24,7 +24,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -167,7 +167,7 @@ def connect(target: SshTarget) -> Any:
 
 
 @contextlib.contextmanager
-def _raw_terminal(fd: int | None):  # type: ignore[no-untyped-def]
+def _raw_terminal(fd: int | None) -> Iterator[None]:
     """Raw mode on the operator's terminal while relaying (keys such as Ctrl-C go to the remote)."""
     if fd is None or not os.isatty(fd):
         yield
