@@ -233,6 +233,7 @@ class AgentCommands:
         if not isinstance(sid, str):
             raise CommandFailed("opencode created a session without an id")
         await self.bridge.seed([info], None)
+        obj: dict[str, Any] | None
         if prompt:
             before = self.bridge.turn_ends(sid)
             try:

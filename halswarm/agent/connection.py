@@ -558,7 +558,8 @@ class SupervisorConnection:
         self.counters["commands"] += 1
         task = asyncio.create_task(self._run_command(cmd, request_id), name=f"command-{cmd.command_id}")
         self._commands[cmd.command_id] = task
-        task.add_done_callback(lambda _t, cid=cmd.command_id: self._commands.pop(cid, None))
+        command_id = cmd.command_id
+        task.add_done_callback(lambda _t: self._commands.pop(command_id, None))
 
     async def _run_command(self, cmd: Command, request_id: str | None) -> None:
         result = await self._execute(cmd)

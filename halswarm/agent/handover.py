@@ -56,7 +56,8 @@ class TurnSource(Protocol):
 class SessionOps(Protocol):
     """What a handover needs from the agent."""
 
-    bridge: TurnSource
+    @property
+    def bridge(self) -> TurnSource: ...  # read-only, so the agent's EventBridge satisfies it
 
     async def send_prompt(self, session: dict[str, Any], text: str) -> None: ...
     async def kill(self, session: dict[str, Any]) -> dict[str, Any]: ...

@@ -17,7 +17,7 @@ import asyncio
 import codecs
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,7 +228,7 @@ class GlobalEventStream:
     def __aiter__(self) -> AsyncIterator[OpencodeEvent]:
         return self.events()
 
-    async def events(self) -> AsyncIterator[OpencodeEvent]:
+    async def events(self) -> AsyncGenerator[OpencodeEvent, None]:
         delay = self._backoff_initial
         async with httpx.AsyncClient(timeout=self._timeout, auth=self._auth, transport=self._transport) as client:
             while True:

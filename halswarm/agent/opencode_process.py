@@ -34,7 +34,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -362,9 +362,10 @@ class OpencodeProcess:
     async def _wait_url(self, deadline: float) -> str:
         assert self._proc is not None and self._url_found is not None
         proc_done = asyncio.ensure_future(self._proc.wait())
+        waiters: set[asyncio.Future[Any]] = {self._url_found, proc_done}
         try:
             done, _ = await asyncio.wait(
-                {self._url_found, proc_done},
+                waiters,
                 timeout=max(0.0, deadline - time.monotonic()),
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -398,7 +399,7 @@ class OpencodeProcess:
         return httpx.BasicAuth("opencode", self.password) if self.password else None
 
     @staticmethod
-    async def _probe(client: httpx.AsyncClient, url: str) -> str | bool | None:
+    async def _probe(client: httpx.AsyncClient, url: str) -> str | Literal[False] | None:
         """Health check: the version string (or None) when healthy, False when not."""
         try:
             resp = await client.get(url + "/global/health")

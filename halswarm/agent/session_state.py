@@ -87,7 +87,7 @@ def tokens_from(raw: Any) -> dict[str, int]:
     if "total" in raw:
         total = int(_num(raw.get("total")))
     else:
-        cache = raw.get("cache") if isinstance(raw.get("cache"), dict) else {}
+        cache = c if isinstance(c := raw.get("cache"), dict) else {}
         total = inp + out + int(_num(raw.get("reasoning")) + _num(cache.get("read")) + _num(cache.get("write")))
     return {"input": inp, "output": out, "total": total}
 
@@ -307,8 +307,8 @@ class SessionTracker:
         _recompute_usage(state)
 
     def _on_status(self, state: SessionState, event: OpencodeEvent) -> None:
-        status = event.properties.get("status")
-        kind = status.get("type") if isinstance(status, dict) else None
+        status = s if isinstance(s := event.properties.get("status"), dict) else {}
+        kind = status.get("type")
         if kind == "busy":
             _start_turn(state)  # keeps ``retry``: opencode goes retry -> busy -> retry while retrying
         elif kind == "retry":

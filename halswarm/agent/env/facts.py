@@ -205,8 +205,9 @@ async def git_facts(directory: str, req: Requirements, env: Mapping[str, str], t
         facts.hooks_dir = hooks_dir(directory)
     except PathRefused as exc:
         facts.hooks_refused = str(exc)
-    for hook in req.git.hooks if facts.hooks_dir else ():
-        facts.hooks[hook] = hook_fact(os.path.join(facts.hooks_dir, hook))
+    if facts.hooks_dir:
+        for hook in req.git.hooks:
+            facts.hooks[hook] = hook_fact(os.path.join(facts.hooks_dir, hook))
     for key, _ in req.git.config:
         if git_config_refusal(key):
             continue

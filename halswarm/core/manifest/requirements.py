@@ -300,7 +300,8 @@ def _git(raw: Any) -> GitReq | None:
 
 def _context_entries(raw: Any) -> tuple[list[str], list[str]]:
     ctx = _obj(raw)
-    files, dirs = [], []
+    files: list[str] = []
+    dirs: list[str] = []
     for entry in _strs(ctx.get("files")):
         (dirs if entry.endswith("/") else files).append(entry)
     dirs += _strs(ctx.get("directories"))
