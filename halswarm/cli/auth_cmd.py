@@ -148,7 +148,7 @@ def push(node_id: str, pairs: tuple[str, ...], env_file: str | None, version: in
                              timeout=max(ctx.timeout, COMMAND_WAIT + 30)).data or {}
 
     def table() -> None:
-        out = data.get("output") if isinstance(data.get("output"), Mapping) else {}
+        out = o if isinstance(o := data.get("output"), Mapping) else {}
         names = out.get("applied") or sorted(env)
         click.echo(f"credential push to {node_id}: ok (version {out.get('credential_version', version)}, "
                    f"{len(names)} variable(s): {', '.join(names)})")

@@ -229,7 +229,7 @@ def plan_agent_high_memory(facts: Facts) -> Plan:
 
 def plan_supervisor_db_corruption(facts: Facts) -> Plan:
     inc = "supervisor-db-corruption"
-    db = facts.get("db") if isinstance(facts.get("db"), Mapping) else {}
+    db = d if isinstance(d := facts.get("db"), Mapping) else {}
     if not db:
         return Plan(inc, UNKNOWN, ["no database facts"])
     if not db.get("exists", True):
@@ -269,7 +269,7 @@ def plan_supervisor_db_corruption(facts: Facts) -> Plan:
 
 def plan_lost_session_data(facts: Facts) -> Plan:
     inc = "lost-session-data"
-    db = facts.get("db") if isinstance(facts.get("db"), Mapping) else {}
+    db = d if isinstance(d := facts.get("db"), Mapping) else {}
     integrity = str(db.get("integrity", "ok")).strip().lower()
     if db and integrity != "ok":
         return Plan(inc, NOT_PRESENT, ["the live database fails its integrity check: that is "
@@ -601,7 +601,7 @@ def plan_manual_auth_required(facts: Facts) -> Plan:
     if not bad:
         return Plan(inc, NOT_PRESENT, [f"{t}: {_auth_status(st)}" for t, st in sorted(states.items())]
                     or ["every tool is authenticated"])
-    challenges = facts.get("oauth_challenges") if isinstance(facts.get("oauth_challenges"), Mapping) else {}
+    challenges = c if isinstance(c := facts.get("oauth_challenges"), Mapping) else {}
     reasons, guidance, actions = [], [], []
     for tool in bad:
         st = states[tool]
