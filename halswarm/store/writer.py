@@ -98,6 +98,9 @@ class Writer:
 
     def submit(self, job: Job) -> asyncio.Future[Any]:
         """Queue `job(conn)`; the future resolves after the commit that includes it."""
+        return self._put(job)
+
+    def _put(self, job: Job | _Raw) -> asyncio.Future[Any]:
         if self._loop is None or self._stopping:
             raise WriterStopped("database writer is not running")
         fut = self._loop.create_future()
@@ -228,7 +231,7 @@ class Writer:
 
     def run_raw(self, fn: Job) -> asyncio.Future[Any]:
         """Run `fn(conn)` in the writer thread outside any transaction (e.g. a backup of the open file)."""
-        return self.submit(_Raw(fn))
+        return self._put(_Raw(fn))
 
 
 class _Raw:
