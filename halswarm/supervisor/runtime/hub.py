@@ -504,7 +504,7 @@ class Hub:
             await ws.send(encode(ErrorMsg(code, message, request_id), request_id=request_id))
 
 
-def _reap(bg: set[asyncio.Task[Any]]):  # type: ignore[no-untyped-def]
+def _reap(bg: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
     def done(t: asyncio.Task[Any]) -> None:
         bg.discard(t)
         if not t.cancelled() and t.exception() is not None and not isinstance(t.exception(), ConnectionClosed):

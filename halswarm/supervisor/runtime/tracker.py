@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -192,7 +193,9 @@ class SessionTracker:
             s.set_status("running")
         return s if (s.last_activity, s.status) != before else None
 
-    def apply_snapshot(self, node_id: str, states: list[dict[str, Any]], *, at: float) -> list[Session]:
+    # `builtins.list` below: inside the class, `list` is the method above.
+    def apply_snapshot(self, node_id: str, states: builtins.list[dict[str, Any]], *, at: float
+                       ) -> builtins.list[Session]:
         changed = []
         seen = set()
         for st in states:
@@ -209,7 +212,7 @@ class SessionTracker:
                     changed.append(s)
         return changed
 
-    def mark_node_unreachable(self, node_id: str) -> list[Session]:
+    def mark_node_unreachable(self, node_id: str) -> builtins.list[Session]:
         changed = []
         for s in self.sessions.values():
             if s.node_id == node_id and not s.terminal and s.set_status("unreachable"):
