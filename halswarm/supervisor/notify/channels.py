@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from halswarm.supervisor.notify.formats import Notification, discord_payload, slack_payload, webhook_payload
@@ -73,7 +73,7 @@ class Channel:
         return None
 
 
-def _is_url(value: Any) -> bool:
+def _is_url(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and value.strip().lower().startswith(("http://", "https://"))
 
 
@@ -90,10 +90,10 @@ def resolve(target: str, channels: Mapping[str, Any]) -> Channel:
             raise ChannelError(f"{target}: not an http(s) URL")
         return Channel(target, "json", url)
     if target == "n8n":
-        url = _section(channels, "n8n").get("webhook_url")
-        if not _is_url(url):
+        hook = _section(channels, "n8n").get("webhook_url")
+        if not _is_url(hook):
             raise ChannelError("n8n: channels.n8n.webhook_url is not set")
-        return Channel(target, "json", url.strip())
+        return Channel(target, "json", hook.strip())
     for kind in ("discord", "slack"):
         if target.startswith(f"{kind}#"):
             return _chat(kind, target, target[len(kind) + 1:], _section(channels, kind))

@@ -41,7 +41,7 @@ class DeliverySettings:
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> DeliverySettings:
-        r = raw.get("routing") if isinstance(raw.get("routing"), Mapping) else {}
+        r = found if isinstance(found := raw.get("routing"), Mapping) else {}
 
         def num(key: str, default: float, lo: float = 0.0) -> float:
             v = r.get(key)

@@ -98,7 +98,7 @@ class _Pending:
 
 
 def parse_routes(raw: Mapping[str, Any]) -> list[Route]:
-    channels = raw.get("channels") if isinstance(raw.get("channels"), Mapping) else {}
+    channels = found if isinstance(found := raw.get("channels"), Mapping) else {}
     out = []
     for i, r in enumerate(raw.get("routes") or []):
         if not isinstance(r, Mapping):
@@ -122,7 +122,7 @@ class Router:
         self.daily_cost = daily_cost
         self.session_cost = session_cost
         self.clock = clock
-        routing = raw.get("routing") if isinstance(raw.get("routing"), Mapping) else {}
+        routing = found if isinstance(found := raw.get("routing"), Mapping) else {}
         sweep = routing.get("sweep_seconds")
         self.sweep_s = float(sweep) if isinstance(sweep, int | float) and not isinstance(sweep, bool) and sweep > 0 \
             else 15.0
