@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 BACKFILL_DAYS = 31
 FINAL_AFTER_S = 2 * 86400  # a day's provider data is taken as final once polled this long after it began
 SAMPLE_INTERVAL_S = 15.0
-SOURCES = {"anthropic": AnthropicSource, "openai": OpenAISource}
+SOURCES: dict[str, Callable[[ProviderSettings, httpx.AsyncClient, RetryPolicy], Source]] = {
+    "anthropic": AnthropicSource, "openai": OpenAISource,
+}
 
 
 class Source(Protocol):

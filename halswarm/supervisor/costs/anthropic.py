@@ -64,7 +64,7 @@ def parse_usage(buckets: list[dict[str, Any]]) -> dict[Key, tuple[int, int]]:
         for r in b.get("results") or []:
             if not isinstance(r, dict):
                 continue
-            cc = r.get("cache_creation") if isinstance(r.get("cache_creation"), dict) else {}
+            cc = found if isinstance(found := r.get("cache_creation"), dict) else {}
             inp = (as_int(r.get("uncached_input_tokens")) + as_int(r.get("cache_read_input_tokens"))
                    + as_int(cc.get("ephemeral_1h_input_tokens")) + as_int(cc.get("ephemeral_5m_input_tokens"))
                    # flat spellings seen in some SDKs

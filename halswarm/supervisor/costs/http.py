@@ -73,7 +73,9 @@ async def get_json(client: httpx.AsyncClient, url: str, params: list[tuple[str, 
     for attempt in range(retry.max_retries + 1):
         wait: float | None = None
         try:
-            resp = await client.get(url, params=params, headers=headers)
+            # a tuple: httpx takes it like a list, and its type is covariant (list[tuple[str, str]] is not
+            # a list of httpx's wider value type)
+            resp = await client.get(url, params=tuple(params), headers=headers)
         except httpx.TransportError as exc:
             last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         else:

@@ -84,7 +84,7 @@ def parse_costs(buckets: list[dict[str, Any]]) -> dict[Key, float]:
         if date is None:
             continue
         for r in _results(b):
-            amount = r.get("amount") if isinstance(r.get("amount"), dict) else {}
+            amount = found if isinstance(found := r.get("amount"), dict) else {}
             if str(amount.get("currency") or "usd").lower() != "usd":
                 continue
             value = amount.get("value")

@@ -60,14 +60,14 @@ class CostSettings:
 
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> CostSettings:
-        cost = raw.get("cost") if isinstance(raw.get("cost"), Mapping) else {}
+        cost = found if isinstance(found := raw.get("cost"), Mapping) else {}
 
         def pos(key: str, default: float) -> float:
             v = cost.get(key)
             return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 else default
 
         providers: dict[str, ProviderSettings] = {}
-        given = cost.get("providers") if isinstance(cost.get("providers"), Mapping) else {}
+        given = found if isinstance(found := cost.get("providers"), Mapping) else {}
         for name, p in given.items():
             if not isinstance(p, Mapping):
                 continue
@@ -78,7 +78,7 @@ class CostSettings:
             for model, r in (p.get("model_rates") or {}).items():
                 if isinstance(r, Mapping) and model:
                     rates[str(model)] = Rate(float(r.get("input") or 0.0), float(r.get("output") or 0.0))
-            base = p.get("base_url") if isinstance(p.get("base_url"), str) else ""
+            base = found if isinstance(found := p.get("base_url"), str) else ""
             providers[str(name)] = ProviderSettings(str(name), key, enabled, base.strip(), rates)
         retries = cost.get("max_retries")
         return cls(
