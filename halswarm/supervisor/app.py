@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sqlite3
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ class _ApiServer(uvicorn.Server):
     """uvicorn without its own signal handling: the supervisor owns SIGTERM and shuts down in order."""
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def]
+    def capture_signals(self) -> Iterator[None]:
         yield
 
 
@@ -107,7 +108,7 @@ class Supervisor:
     def read_timeout_sec(self) -> float:
         """`server.read_timeout_sec`: a request (HTTP) or opening handshake (WebSocket) must arrive in full
         within it, or the connection is closed."""
-        server = self.config.raw.get("server") if isinstance(self.config.raw.get("server"), dict) else {}
+        server = found if isinstance(found := self.config.raw.get("server"), dict) else {}
         value = server.get("read_timeout_sec", DEFAULT_READ_TIMEOUT_SEC)
         return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_READ_TIMEOUT_SEC
 
@@ -139,6 +140,7 @@ class Supervisor:
                 f"database {path} failed its integrity check ({problem}); restore a backup with "
                 "`halctl restore BACKUP` or run `halctl remediate supervisor-db-corruption`"
             )
+        assert conn is not None  # no connection only for a corrupt file, which has a problem (raised above)
         try:
             saved = backup_before_migrate(conn, path, bundled_migrations())
         except DatabaseError:

@@ -128,7 +128,7 @@ def manifest_problems(doc: Any, base_dir: str | None = None) -> tuple[list[str],
     errors += unsafe
     warnings += notes
     inlined: dict[str, str] = {}
-    templates = doc.get("templates") if isinstance(doc.get("templates"), Mapping) else {}
+    templates = found if isinstance(found := doc.get("templates"), Mapping) else {}
     for where, name in sorted(template_refs(doc).items()):
         if name in templates or name in inlined:
             continue
@@ -161,7 +161,8 @@ def q_manifest(conn: Any) -> dict[str, Any] | None:
 
 
 def q_status(conn: Any, node_id: str | None = None, project: str | None = None) -> list[dict[str, Any]]:
-    sql, params = "SELECT * FROM env_status WHERE 1=1", []
+    sql = "SELECT * FROM env_status WHERE 1=1"
+    params: list[Any] = []
     if node_id:
         sql, params = sql + " AND node_id=?", [*params, node_id]
     if project:
@@ -173,7 +174,8 @@ def q_status(conn: Any, node_id: str | None = None, project: str | None = None) 
 
 
 def q_pending(conn: Any, node_id: str | None = None, statuses: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    sql, params = "SELECT * FROM env_pending WHERE 1=1", []
+    sql = "SELECT * FROM env_pending WHERE 1=1"
+    params: list[Any] = []
     if node_id:
         sql, params = sql + " AND node_id=?", [*params, node_id]
     if statuses:

@@ -72,7 +72,7 @@ class PolicyConfig:
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> PolicyConfig:
         """From the normalized config (`auto_intervention` already folded into `policies`)."""
-        p = raw.get("policies") if isinstance(raw.get("policies"), Mapping) else {}
+        p = found if isinstance(found := raw.get("policies"), Mapping) else {}
 
         def sec(name: str) -> Mapping[str, Any]:
             v = p.get(name)

@@ -20,7 +20,7 @@ def is_secret_key(key: str) -> bool:
 
 def redact(value: Any, _key: str = "") -> Any:
     if isinstance(value, dict):
-        out = {}
+        out: dict[Any, Any] = {}
         for k, v in value.items():
             ks = str(k)
             if ks.lower() in _SECRET_MAPS and isinstance(v, dict):
