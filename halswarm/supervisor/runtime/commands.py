@@ -32,7 +32,7 @@ class CommandRunner:
         out = res.output
         if not isinstance(out, dict) or res.node_id is None:
             return None
-        state = out.get("session") if isinstance(out.get("session"), dict) else out
+        state = found if isinstance(found := out.get("session"), dict) else out
         if not isinstance(state.get("id"), str):
             return None
         changed = []
