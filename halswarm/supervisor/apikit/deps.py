@@ -27,7 +27,7 @@ Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 class OperatorGate:
     """The named operator credentials of the API (issue 14) and the throttle of failed attempts."""
 
-    def __init__(self, operators: list[Identity], throttle: FailureThrottle | None = None) -> None:
+    def __init__(self, operators: tuple[Identity, ...], throttle: FailureThrottle | None = None) -> None:
         self.operators = operators
         self.throttle = throttle or FailureThrottle()
 
@@ -49,7 +49,8 @@ class OperatorGate:
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    services: Services = request.app.state.services
+    return services
 
 
 def service(cls: type[T]) -> Any:

@@ -19,6 +19,7 @@ class Services:
 
     def get(self, cls: type[T]) -> T:
         try:
-            return self._by_type[cls]  # type: ignore[no-any-return]
+            found: T = self._by_type[cls]  # registered under its own type
+            return found
         except KeyError:
             raise LookupError(f"no {cls.__name__} in this app (not composed in supervisor/app.py)") from None
