@@ -20,8 +20,9 @@ from halswarm.core.roles import LEGACY_OPERATOR_NAME, Identity, Role
 @dataclass(frozen=True)
 class SupervisorConfig:
     """Effective supervisor settings. `raw` is the whole document with defaults applied and
-    `auto_intervention` folded into `policies`, for subsystems that read their own sections
-    (cost, policies, routes, channels, credentials, dependencies)."""
+    `auto_intervention` folded into `policies`; the supervisor's features parse their own sections
+    from it once, at start, through `section()` (cost, policies, routing, routes, channels,
+    credentials, dependencies)."""
 
     host: str
     port: int
@@ -46,6 +47,7 @@ class SupervisorConfig:
     memory_warn_percent: int = 80
     max_frame_bytes: int = 1048576
     max_body_bytes: int = 1048576
+    read_timeout_sec: float = 10.0
     command_timeout_sec: int = 30
     remediation_inventory: str | None = None
     remediation_auto: tuple[str, ...] = ()
@@ -65,6 +67,11 @@ class SupervisorConfig:
     def offline_after_sec(self) -> int:
         """Silence after which a node is offline (interval x count)."""
         return self.heartbeat_interval_sec * self.heartbeat_timeout_count
+
+    def section(self, name: str) -> Any:
+        """A copy of one top-level section of the normalized document (None when absent), for a
+        feature's typed settings parser (`features/<f>/settings.py`), called once at start."""
+        return copy.deepcopy(self.raw.get(name))
 
 
 def normalize_supervisor(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,6 +163,7 @@ def build_supervisor_config(
         memory_warn_percent=doc["log"]["memory_warn_percent"],
         max_frame_bytes=server["max_frame_bytes"],
         max_body_bytes=server["max_body_bytes"],
+        read_timeout_sec=float(server["read_timeout_sec"]),
         command_timeout_sec=doc["commands"]["default_timeout_sec"],
         remediation_inventory=_opt(remediation.get("inventory")),
         remediation_auto=tuple(remediation["auto"]),

@@ -13,6 +13,7 @@ from typing import Any
 
 import uvicorn
 
+from halswarm.config.errors import ConfigError
 from halswarm.config.supervisor import SupervisorConfig
 from halswarm.core.model import Node, Session
 from halswarm.memwatch import MemoryWatch
@@ -28,19 +29,24 @@ from halswarm.store.writer import Writer
 from halswarm.supervisor.apikit.deps import OperatorGate
 from halswarm.supervisor.apikit.registry import Services
 from halswarm.supervisor.auto_remediation import AutoConfig, AutoRemediation
-from halswarm.supervisor.costs import CostAggregator
-from halswarm.supervisor.dependencies import DependencyManager
 from halswarm.supervisor.features.audit.service import AuditService
 from halswarm.supervisor.features.commands.service import CommandsService
+from halswarm.supervisor.features.cost.aggregator import CostAggregator
+from halswarm.supervisor.features.cost.service import CostService
+from halswarm.supervisor.features.cost.settings import CostSettings
+from halswarm.supervisor.features.dependencies.service import DependencyManager
+from halswarm.supervisor.features.dependencies.settings import DependencySettings
 from halswarm.supervisor.features.events.service import EventsService
 from halswarm.supervisor.features.health.service import HealthService
 from halswarm.supervisor.features.nodes.service import NodesService
+from halswarm.supervisor.features.policies.engine import PolicyEngine
+from halswarm.supervisor.features.policies.settings import PolicyConfig
+from halswarm.supervisor.features.retention.service import RetentionJob
+from halswarm.supervisor.features.retention.settings import RetentionSettings
 from halswarm.supervisor.features.sessions.service import SessionsService
-from halswarm.supervisor.http_read_timeout import DEFAULT_READ_TIMEOUT_SEC, read_timeout_protocol
+from halswarm.supervisor.http_read_timeout import read_timeout_protocol
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.notify import EventFeed, Router
-from halswarm.supervisor.policies import PolicyEngine
-from halswarm.supervisor.retention import RetentionJob
+from halswarm.supervisor.notify import EventFeed, NotifySettings, Router
 from halswarm.supervisor.runtime.commands import CommandRunner
 from halswarm.supervisor.runtime.dispatcher import Dispatcher, Result
 from halswarm.supervisor.runtime.hub import Hub, HubSettings
@@ -108,9 +114,20 @@ class Supervisor:
     def read_timeout_sec(self) -> float:
         """`server.read_timeout_sec`: a request (HTTP) or opening handshake (WebSocket) must arrive in full
         within it, or the connection is closed."""
-        server = found if isinstance(found := self.config.raw.get("server"), dict) else {}
-        value = server.get("read_timeout_sec", DEFAULT_READ_TIMEOUT_SEC)
-        return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_READ_TIMEOUT_SEC
+        return self.config.read_timeout_sec
+
+    def _parse_settings(self) -> None:
+        """Every feature's typed settings, parsed once from the config (a wrong value stops the start with
+        one line naming the key)."""
+        cfg = self.config
+        try:
+            self.cost_settings = CostSettings.from_config(cfg)
+            self.notify_settings = NotifySettings.from_config(cfg)
+            self.policy_settings = PolicyConfig.from_config(cfg)
+            self.dependency_settings = DependencySettings.from_config(cfg)
+            self.retention_settings = RetentionSettings.from_config(cfg)
+        except ConfigError as exc:
+            raise StartupError(f"invalid configuration: {exc}") from None
 
     # ----- start-up -----
 
@@ -204,6 +221,7 @@ class Supervisor:
 
     async def start(self) -> None:
         cfg = self.config
+        self._parse_settings()
         self.open_database()
         loop = self._loop = asyncio.get_running_loop()
         self.writer.start(loop)
@@ -242,8 +260,8 @@ class Supervisor:
         self.health = HealthService(self.writer, self.reader, self.hub, self.dispatcher, self.metrics, self.tracker,
                                     self.nodes)
         await self.hub.start()
-        self.retention = RetentionJob(self.writer, cfg.events_retention_days, cfg.audit_retention_days)
-        self.retention.start()
+        self.retention = RetentionJob(self.writer, self.retention_settings)
+        await self.retention.start()
         self.memwatch = MemoryWatch(cfg.memory_warn_percent)
         self.memwatch.start()
         await self._start_automation()
@@ -279,6 +297,7 @@ class Supervisor:
         add(EventsService(self.reader, self.ingestor))
         add(CommandsService(self.commands, self.reader))
         add(AuditService(self.reader))
+        add(CostService(self.costs, self.writer, self.ingestor))
         add(self.policies)
         add(self.dependencies)
 
@@ -301,15 +320,15 @@ class Supervisor:
     # ----- cost, routing, dependencies, policies (issue 8) -----
 
     async def _start_automation(self) -> None:
-        raw, registry = self.config.raw, self.metrics.registry
-        self.costs = CostAggregator(raw, self.tracker, self.writer, self.reader, registry)
-        self.router = Router(raw, self.tracker, registry, daily_cost=lambda: self.costs.today_cost,
+        registry = self.metrics.registry
+        self.costs = CostAggregator(self.cost_settings, self.tracker, self.writer, self.reader, registry)
+        self.router = Router(self.notify_settings, self.tracker, registry, daily_cost=lambda: self.costs.today_cost,
                              session_cost=self.costs.session_cost)
-        self.dependencies = DependencyManager(raw, self.tracker, self.dispatcher, self.ingestor, self.writer,
-                                              self.reader, apply_output=self.apply_command_output)
-        self.policies = PolicyEngine(raw, self.tracker, self.dispatcher, self.ingestor, self.writer, self.reader,
-                                     session_cost=self.costs.session_cost, daily_cost=self.costs.daily_cost,
-                                     apply_output=self.apply_command_output)
+        self.dependencies = DependencyManager(self.dependency_settings, self.tracker, self.dispatcher, self.ingestor,
+                                              self.writer, self.reader, apply_output=self.apply_command_output)
+        self.policies = PolicyEngine(self.policy_settings, self.tracker, self.dispatcher, self.ingestor, self.writer,
+                                     self.reader, session_cost=self.costs.session_cost,
+                                     daily_cost=self.costs.daily_cost, apply_output=self.apply_command_output)
         self.feed = EventFeed(self.ingestor, registry)  # subscribes only when someone consumes
         if self.router.active:
             self.feed.add(self.router.on_event)
@@ -352,7 +371,7 @@ class Supervisor:
         await self.feed.stop()
         await self.router.stop()  # short flush of queued notifications
         await self.costs.stop()  # last sample of reported usage
-        self.retention.stop()
+        await self.retention.stop()
         if getattr(self, "memwatch", None) is not None:
             self.memwatch.stop()
         await self.writer.stop()

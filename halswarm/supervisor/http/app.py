@@ -13,6 +13,7 @@ from halswarm.supervisor.apikit.registry import Services
 from halswarm.supervisor.docs_ui import install_docs
 from halswarm.supervisor.features.audit.api import router as audit_router
 from halswarm.supervisor.features.commands.api import router as commands_router
+from halswarm.supervisor.features.cost.api import router as cost_router
 from halswarm.supervisor.features.dependencies.api import router as dependencies_router
 from halswarm.supervisor.features.events.api import router as events_router
 from halswarm.supervisor.features.health.api import router as health_router
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 # Order matters where paths overlap (a literal before a parameter: /cost/status before /cost/{period}).
 ROUTERS = (health_router, nodes_router, sessions_router, events_router, commands_router, audit_router)
-LATE_ROUTERS = (policies_router, dependencies_router)
+LATE_ROUTERS = (cost_router, policies_router, dependencies_router)
 
 
 def build_app(services: Services, *, max_body: int, on_internal: Callable[[], None] | None = None,
@@ -41,10 +42,6 @@ def build_app(services: Services, *, max_body: int, on_internal: Callable[[], No
     install_error_handling(app, max_body, on_internal=on_internal)
     for router in ROUTERS:
         app.include_router(router)
-    if legacy is not None:
-        from halswarm.supervisor.cost_api import include_cost_routes
-
-        include_cost_routes(app, legacy)
     for router in LATE_ROUTERS:
         app.include_router(router)
     if legacy is not None:

@@ -2,5 +2,6 @@
 
 from halswarm.supervisor.notify.feed import EventFeed
 from halswarm.supervisor.notify.router import Router, parse_routes
+from halswarm.supervisor.notify.settings import NotifySettings
 
-__all__ = ["EventFeed", "Router", "parse_routes"]
+__all__ = ["EventFeed", "NotifySettings", "Router", "parse_routes"]

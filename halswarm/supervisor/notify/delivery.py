@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from halswarm.supervisor.costs.http import retry_after
+from halswarm.core.retry_after import retry_after
 from halswarm.supervisor.notify.channels import Channel
 from halswarm.supervisor.notify.formats import Notification
 
@@ -38,17 +38,6 @@ class DeliverySettings:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     timeout_s: float = 10.0
-
-    @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> DeliverySettings:
-        r = found if isinstance(found := raw.get("routing"), Mapping) else {}
-
-        def num(key: str, default: float, lo: float = 0.0) -> float:
-            v = r.get(key)
-            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v >= lo else default
-
-        return cls(queue_size=int(num("queue_size", 1000, 1)), max_retries=int(num("max_retries", 5)),
-                   backoff_base_s=num("backoff_base_ms", 500, 1) / 1000, timeout_s=num("timeout_seconds", 10, 0.001))
 
 
 class _Outbox:

@@ -28,9 +28,10 @@ from prometheus_client import CollectorRegistry
 from halswarm.core.timeutil import iso, parse_ts
 from halswarm.supervisor.notify.channels import Channel, ChannelError, resolve
 from halswarm.supervisor.notify.conditions import Facts, evaluate
-from halswarm.supervisor.notify.delivery import DeliveryService, DeliverySettings
+from halswarm.supervisor.notify.delivery import DeliveryService
 from halswarm.supervisor.notify.formats import Notification
 from halswarm.supervisor.notify.matcher import MatchError, MatchExpr, parse_match
+from halswarm.supervisor.notify.settings import NotifySettings
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +98,14 @@ class _Pending:
     due: float
 
 
-def parse_routes(raw: Mapping[str, Any]) -> list[Route]:
-    channels = found if isinstance(found := raw.get("channels"), Mapping) else {}
+def parse_routes(settings: NotifySettings) -> list[Route]:
+    """The configured routes; one whose match or target is unusable is kept, disabled, with its reason."""
     out = []
-    for i, r in enumerate(raw.get("routes") or []):
-        if not isinstance(r, Mapping):
-            continue
-        route = Route(i, str(r.get("match", "")), str(r.get("target", "")))
+    for i, r in enumerate(settings.routes):
+        route = Route(i, r.match, r.target)
         try:
             route.expr = parse_match(route.match)
-            route.channel = resolve(route.target.strip(), channels)
+            route.channel = resolve(route.target.strip(), settings.channels)
         except (MatchError, ChannelError) as exc:
             route.error = str(exc)
         out.append(route)
@@ -114,7 +113,7 @@ def parse_routes(raw: Mapping[str, Any]) -> list[Route]:
 
 
 class Router:
-    def __init__(self, raw: Mapping[str, Any], tracker: Any, registry: CollectorRegistry | None = None, *,
+    def __init__(self, settings: NotifySettings, tracker: Any, registry: CollectorRegistry | None = None, *,
                  daily_cost: Callable[[], float] = lambda: 0.0,
                  session_cost: Callable[[Any], float] = lambda s: float(s.cost_usd or 0.0),
                  clock: Callable[[], float] = time.time, client: httpx.AsyncClient | None = None) -> None:
@@ -122,16 +121,13 @@ class Router:
         self.daily_cost = daily_cost
         self.session_cost = session_cost
         self.clock = clock
-        routing = found if isinstance(found := raw.get("routing"), Mapping) else {}
-        sweep = routing.get("sweep_seconds")
-        self.sweep_s = float(sweep) if isinstance(sweep, int | float) and not isinstance(sweep, bool) and sweep > 0 \
-            else 15.0
-        self.routes = parse_routes(raw)
+        self.sweep_s = settings.sweep_s
+        self.routes = parse_routes(settings)
         self._by_index = {r.index: r for r in self.routes}
         for r in self.routes:
             if r.error:
                 log.warning("route %d (%r -> %s) is disabled: %s", r.index, r.match, r.target, r.error)
-        self.delivery = DeliveryService(DeliverySettings.from_raw(raw), registry, client)
+        self.delivery = DeliveryService(settings.delivery, registry, client)
         for r in self.routes:
             if r.usable and r.channel is not None:
                 self.delivery.add_channel(r.channel)

@@ -19,7 +19,8 @@ from halswarm.store.repos.nodes import set_node_last_seq, set_nodes_last_seq, up
 from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.repos.state import load_state
 from halswarm.store.writer import Writer
-from halswarm.supervisor.retention import DAY, RetentionJob
+from halswarm.supervisor.features.retention.service import DAY, RetentionJob
+from halswarm.supervisor.features.retention.settings import RetentionSettings
 
 
 def test_fresh_migrate_then_idempotent_rerun(tmp_path):
@@ -181,7 +182,7 @@ async def test_retention_purges_old_rows_but_keeps_seq_high_water(tmp_path):
     put_idempotent(conn, "new", "c", {}, now + 100)
     writer = Writer(conn)
     writer.start(asyncio.get_running_loop())
-    job = RetentionJob(writer, events_days=30, audit_days=90)
+    job = RetentionJob(writer, RetentionSettings(events_days=30, audit_days=90))
     result = await job.run_once(now=now)
     await writer.stop()
     assert result == {"events": 5, "audit": 1, "idempotency": 1, "commands": 0}

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
+from halswarm.core.cost import day_start
 from halswarm.core.model import Session
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
-from halswarm.supervisor.costs import CostAggregator
-from halswarm.supervisor.costs.aggregator import days_to_poll, usage_delta
-from halswarm.supervisor.costs.model import day_start
+from halswarm.supervisor.features.cost.aggregator import CostAggregator, days_to_poll, usage_delta
+from halswarm.supervisor.features.cost.settings import CostSettings
 from tests.fakes.fake_providers import ANTHROPIC_KEY, OPENAI_KEY, FakeProviders, fake_providers
 
 TODAY = dt.datetime.now(dt.UTC).date()
@@ -72,7 +72,7 @@ async def db(tmp_path: Path) -> AsyncIterator[tuple[Writer, Reader, Path]]:
 
 
 def config(fake: FakeProviders, *, retries: int = 2, anthropic: bool = True, openai: bool = True,
-           key: str = ANTHROPIC_KEY) -> dict[str, Any]:
+           key: str = ANTHROPIC_KEY) -> CostSettings:
     providers: dict[str, Any] = {}
     if anthropic:
         providers["anthropic"] = {"admin_api_key": key, "base_url": fake.url,
@@ -80,8 +80,8 @@ def config(fake: FakeProviders, *, retries: int = 2, anthropic: bool = True, ope
     if openai:
         providers["openai"] = {"org_api_key": OPENAI_KEY, "base_url": fake.url + "/v1",
                                "model_rates": {"o3": {"input": 0.002, "output": 0.008}}}
-    return {"cost": {"poll_interval_minutes": 60, "request_timeout_seconds": 2, "max_retries": retries,
-                     "backoff_base_ms": 10, "providers": providers}}
+    return CostSettings.parse({"poll_interval_minutes": 60, "request_timeout_seconds": 2, "max_retries": retries,
+                               "backoff_base_ms": 10, "providers": providers})
 
 
 def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -205,7 +205,7 @@ async def test_session_usage_is_counted_once_across_samples_and_restarts(fake: F
     writer, reader, path = db
     tracker = Tracker()
     s = tracker.add("s1", "alpha", "openai/o3", 1000, 0, cost=0.5)
-    agg = CostAggregator({}, tracker, writer, reader, clock=Clock())
+    agg = CostAggregator(CostSettings(), tracker, writer, reader, clock=Clock())
     await agg.start()
     try:
         assert await agg.sample() == 1
@@ -214,7 +214,7 @@ async def test_session_usage_is_counted_once_across_samples_and_restarts(fake: F
         assert await agg.sample() == 1
     finally:
         await agg.stop()
-    again = CostAggregator({}, tracker, writer, reader, clock=Clock())
+    again = CostAggregator(CostSettings(), tracker, writer, reader, clock=Clock())
     await again.start()
     try:
         assert await again.sample() == 0
@@ -228,7 +228,7 @@ async def test_session_usage_is_counted_once_across_samples_and_restarts(fake: F
 
 async def test_nothing_configured_reports_zeros(db: Any) -> None:
     writer, reader, _ = db
-    agg = CostAggregator({}, Tracker(), writer, reader)
+    agg = CostAggregator(CostSettings(), Tracker(), writer, reader)
     await agg.start()
     try:
         rep = await agg.report("month")

@@ -6,15 +6,15 @@ import datetime as dt
 
 import pytest
 
-from halswarm.supervisor.costs.anthropic import parse_costs as a_costs
-from halswarm.supervisor.costs.anthropic import parse_usage as a_usage
-from halswarm.supervisor.costs.estimates import estimate, find_rate, provider_of, split_model
-from halswarm.supervisor.costs.model import Bucket, day_of, merge
-from halswarm.supervisor.costs.openai import model_of_line_item
-from halswarm.supervisor.costs.openai import parse_costs as o_costs
-from halswarm.supervisor.costs.openai import parse_usage as o_usage
-from halswarm.supervisor.costs.report import UNATTRIBUTED, BadPeriod, SessionUsage, build_report, empty_report
-from halswarm.supervisor.costs.settings import CostSettings, Rate
+from halswarm.core.cost import Bucket, SessionUsage, day_of, merge
+from halswarm.supervisor.features.cost.anthropic import parse_costs as a_costs
+from halswarm.supervisor.features.cost.anthropic import parse_usage as a_usage
+from halswarm.supervisor.features.cost.estimates import estimate, find_rate, provider_of, split_model
+from halswarm.supervisor.features.cost.openai import model_of_line_item
+from halswarm.supervisor.features.cost.openai import parse_costs as o_costs
+from halswarm.supervisor.features.cost.openai import parse_usage as o_usage
+from halswarm.supervisor.features.cost.report import UNATTRIBUTED, BadPeriod, build_report, empty_report
+from halswarm.supervisor.features.cost.settings import CostSettings, Rate
 
 TODAY = dt.date(2025, 8, 10)
 
@@ -138,14 +138,14 @@ def test_estimates_from_model_rates() -> None:
 
 
 def test_settings_go_key_rules() -> None:
-    s = CostSettings.from_raw({"cost": {"poll_interval_minutes": 0.5, "providers": {
+    s = CostSettings.parse({"poll_interval_minutes": 0.5, "providers": {
         "anthropic": {"admin_api_key": "k1", "base_url": "http://127.0.0.1:1/v1/"},
         "openai": {"org_api_key": "k2", "enabled": False},
-        "google": {"api_key": "k3"}}}})
+        "google": {"api_key": "k3"}}})
     assert [p.name for p in s.enabled] == ["anthropic"]
     assert s.providers["anthropic"].root == "http://127.0.0.1:1"
     assert s.poll_interval_s == 30
-    assert CostSettings.from_raw({}).enabled == []
+    assert CostSettings.parse(None).enabled == []
 
 
 def test_provisional_days_of_a_degraded_provider_count_the_larger_of_provider_and_sessions() -> None:

@@ -8,7 +8,8 @@ import pytest
 
 from halswarm.config.errors import ConfigError
 from halswarm.config.supervisor import parse_supervisor_config
-from halswarm.supervisor.dependencies import Graph, Signal, latest_signal, project_states, to_start
+from halswarm.supervisor.features.dependencies.service import Graph, Signal, latest_signal, project_states, to_start
+from halswarm.supervisor.features.dependencies.settings import DependencySettings
 
 TOKEN = "a" * 40
 DEPS = {"ai-os-l0": {"depends_on": ["ai-os-interfaces"]}, "ai-os-l1": ["ai-os-interfaces"],
@@ -32,7 +33,7 @@ def test_acyclic_config_loads_with_autostart_flag() -> None:
 
 
 def test_graph_edges_and_states() -> None:
-    g = Graph.from_raw({"dependencies": DEPS})
+    g = Graph(DependencySettings.parse(DEPS).edges)
     assert g.projects == ["ai-os-interfaces", "ai-os-l0", "ai-os-l1", "ai-os-rom"]
     assert g.dependents("ai-os-interfaces") == ["ai-os-l0", "ai-os-l1"] and g.deps("ai-os-rom") == ["ai-os-l0",
                                                                                                       "ai-os-l1"]
@@ -45,7 +46,7 @@ def test_graph_edges_and_states() -> None:
 
 
 def test_a_completed_upstream_starts_its_ready_dependents_once() -> None:
-    g = Graph.from_raw({"dependencies": DEPS})
+    g = Graph(DependencySettings.parse(DEPS).edges)
     markers = {"ai-os-interfaces": "session:s1"}
     handled = {p: "" for p in g.projects}
     starts, marks = to_start(g, markers, handled, {})

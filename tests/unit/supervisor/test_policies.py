@@ -7,14 +7,12 @@ from dataclasses import replace
 
 from halswarm.config.supervisor import normalize_supervisor
 from halswarm.core.timeutil import iso
-from halswarm.supervisor.policies import (
+from halswarm.supervisor.features.policies.engine import (
     COMPACTION,
     COST,
     RESUME,
     Action,
     Capped,
-    PolicyConfig,
-    PolicySettings,
     RetryState,
     SessionFacts,
     cap,
@@ -23,12 +21,13 @@ from halswarm.supervisor.policies import (
     plan,
     record,
 )
+from halswarm.supervisor.features.policies.settings import PolicyConfig, PolicySettings
 
 NOW = 1_000_000.0
 
 
 def cfg(**policies: dict) -> PolicyConfig:
-    return PolicyConfig.from_raw(normalize_supervisor({"policies": policies}))
+    return PolicyConfig.parse(normalize_supervisor({"policies": policies})["policies"])
 
 
 def fact(sid: str = "s1", status: str = "idle", idle: float = 0.0, **kw: object) -> SessionFacts:
@@ -39,14 +38,14 @@ RES = {"enabled": True, "idle_threshold_seconds": 300, "max_retries": 2, "retry_
 
 
 def test_config_defaults_go_keys_and_spec_alias() -> None:
-    c = PolicyConfig.from_raw(normalize_supervisor({}))
+    c = PolicyConfig.parse(normalize_supervisor({})["policies"])
     assert not c.any_enabled and c.check_interval_seconds == 30
     assert (c.resume.max_retries, c.compaction.max_retries, c.cost.max_retries) == (3, 2, 1)
     assert c.compaction.token_threshold == 180000 and c.cost.cost_threshold_usd == 10.0
-    alias = PolicyConfig.from_raw(normalize_supervisor({"auto_intervention": {
+    alias = PolicyConfig.parse(normalize_supervisor({"auto_intervention": {
         "resume_on_idle": {"enabled": True, "idle_threshold_minutes": 10},
         "restart_on_compaction": {"enabled": True, "compaction_threshold": 2},
-        "kill_on_cost": {"enabled": True, "daily_limit_usd": 50}}}))
+        "kill_on_cost": {"enabled": True, "daily_limit_usd": 50}}})["policies"])
     assert alias.resume.enabled and alias.resume.idle_threshold_seconds == 600
     assert alias.compaction.compaction_threshold == 2 and alias.cost.daily_limit_usd == 50
 

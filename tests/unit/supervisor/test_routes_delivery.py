@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from halswarm.core.model import Session
-from halswarm.supervisor.notify import Router
+from halswarm.supervisor.notify import NotifySettings, Router
 from tests.fakes.receivers import Receiver, receivers
 
 
@@ -54,7 +54,8 @@ async def started() -> AsyncIterator[list[Router]]:
 def make(made: list[Router], raw: dict[str, Any], tracker: Any = None, **kw: Any) -> tuple[Router, CollectorRegistry]:
     reg = CollectorRegistry()
     raw = {"routing": {"backoff_base_ms": 10, "timeout_seconds": 2, **raw.pop("routing", {})}, **raw}
-    r = Router(raw, tracker or Tracker(), reg, **kw)
+    settings = NotifySettings.parse(raw.get("routes"), raw.get("channels"), raw.get("routing"))
+    r = Router(settings, tracker or Tracker(), reg, **kw)
     r.start()
     made.append(r)
     return r, reg

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from halswarm.supervisor.apikit.deps import VIEWER, service
 from halswarm.supervisor.apikit.envelope import ok
-from halswarm.supervisor.dependencies import DependencyManager
+from halswarm.supervisor.features.dependencies.service import DependencyManager
 
 router = APIRouter(prefix="/api/v1/dependencies", tags=["dependencies"], dependencies=[VIEWER])
 Dependencies = Annotated[DependencyManager, service(DependencyManager)]

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from halswarm.supervisor.apikit.deps import VIEWER, service
 from halswarm.supervisor.apikit.envelope import ok
-from halswarm.supervisor.policies import PolicyEngine
+from halswarm.supervisor.features.policies.engine import PolicyEngine
 
 router = APIRouter(prefix="/api/v1/policies", tags=["policies"], dependencies=[VIEWER])
 Policies = Annotated[PolicyEngine, service(PolicyEngine)]

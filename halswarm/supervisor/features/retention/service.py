@@ -1,23 +1,26 @@
-"""Periodic retention: old events and audit rows, expired idempotency entries."""
+"""Periodic retention: old events and audit rows, expired idempotency entries. A service with a
+lifecycle (`start`/`stop`), run whether or not the HTTP API is on; no API of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
 from halswarm.store.repos.retention import purge_older_than
 from halswarm.store.writer import Writer
+from halswarm.supervisor.features.retention.settings import RetentionSettings
 
 log = logging.getLogger(__name__)
 DAY = 86400.0
 
 
 class RetentionJob:
-    def __init__(self, writer: Writer, events_days: int, audit_days: int, *, interval: float = 3600.0) -> None:
+    def __init__(self, writer: Writer, settings: RetentionSettings, *, interval: float = 3600.0) -> None:
         self.writer = writer
-        self.events_days = events_days
-        self.audit_days = audit_days
+        self.events_days = settings.events_days
+        self.audit_days = settings.audit_days
         self.interval = interval
         self._task: asyncio.Task[None] | None = None
         self.last_result: dict[str, int] | None = None
@@ -32,12 +35,15 @@ class RetentionJob:
             log.info("retention removed %s", ", ".join(f"{v} {k}" for k, v in result.items() if v))
         return result
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="retention")
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._task:
             self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
 
     async def _loop(self) -> None:
         await asyncio.sleep(60)  # let start-up settle before the first purge

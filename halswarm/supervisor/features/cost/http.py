@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from halswarm.core.retry_after import retry_after
 from halswarm.core.secret_values import SECRETS, SecretValues
 
 log = logging.getLogger(__name__)
@@ -35,22 +34,6 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         base = self.backoff_base_s * (2 ** attempt)
         return base + random.uniform(0, base / 4)
-
-
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a `Retry-After` header: delta-seconds or an HTTP-date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _short(text: str, n: int = 200) -> str:

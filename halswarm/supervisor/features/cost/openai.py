@@ -33,8 +33,7 @@ from typing import Any
 
 import httpx
 
-from halswarm.supervisor.costs.http import RetryPolicy, get_pages
-from halswarm.supervisor.costs.model import (
+from halswarm.core.cost import (
     DEFAULT_PROJECT,
     UNKNOWN_MODEL,
     Bucket,
@@ -45,7 +44,8 @@ from halswarm.supervisor.costs.model import (
     day_start,
     merge,
 )
-from halswarm.supervisor.costs.settings import ProviderSettings
+from halswarm.supervisor.features.cost.http import RetryPolicy, get_pages
+from halswarm.supervisor.features.cost.settings import ProviderSettings
 
 USAGE_PATH = "/v1/organization/usage/completions"
 COST_PATH = "/v1/organization/costs"

@@ -1,4 +1,5 @@
-"""Daily cost buckets and UTC-day helpers shared by the provider clients, the store and the report."""
+"""Cost records (provider buckets, agent-reported session usage) and UTC-day helpers, shared by the
+provider clients, the cost repository (store/repos/cost.py) and the report. Pure, stdlib only."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 UNKNOWN_MODEL = "unknown"
 DEFAULT_PROJECT = "default"
 Key = tuple[str, str, str]  # (date, model, project)
+Mark = tuple[int, int, int, float]  # cumulative (input, output, total, cost) of a session already accounted for
 
 
 @dataclass
@@ -26,6 +28,19 @@ class Bucket:
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class SessionUsage:
+    """One session's usage on one UTC day (an increment, not a cumulative counter)."""
+
+    date: str
+    session_id: str
+    project: str
+    provider: str
+    model: str
+    tokens: int
+    cost_usd: float
 
 
 def utc_day(ts: float) -> dt.date:

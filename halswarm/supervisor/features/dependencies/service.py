@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from halswarm.config.semantic import dependency_edges
 from halswarm.core.timeutil import iso, parse_ts
 from halswarm.protocol import CommandTarget
+from halswarm.supervisor.features.dependencies.settings import DependencySettings
 from halswarm.supervisor.runtime.dispatcher import CommandError
 from halswarm.supervisor.runtime.periodic import PeriodicEngine
 
@@ -56,10 +56,6 @@ class Graph:
                 self._dependents[d].append(p)
         for v in self._dependents.values():
             v.sort()
-
-    @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> Graph:
-        return cls(dependency_edges(raw.get("dependencies")))
 
     def deps(self, project: str) -> list[str]:
         return self.edges.get(project, [])
@@ -137,12 +133,12 @@ def to_start(graph: Graph, markers: Mapping[str, str | None], handled: Mapping[s
 
 
 class DependencyManager(PeriodicEngine):
-    def __init__(self, raw: Mapping[str, Any], tracker: Any, dispatcher: Any, ingestor: Any, writer: Any,
+    def __init__(self, settings: DependencySettings, tracker: Any, dispatcher: Any, ingestor: Any, writer: Any,
                  reader: Any, *, apply_output: Callable[[Any], Awaitable[Any]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
-        self.graph = Graph.from_raw(raw)
-        self.autostart = raw.get("dependencies_autostart") is True
+        self.graph = Graph(settings.edges)
+        self.autostart = settings.autostart
         self.tracker = tracker
         self.dispatcher = dispatcher
         self.ingestor = ingestor

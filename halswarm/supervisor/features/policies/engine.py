@@ -24,90 +24,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from halswarm.core.timeutil import iso
 from halswarm.protocol import CommandTarget
+from halswarm.supervisor.features.policies.settings import COMPACTION, COST, RESUME, PolicyConfig, PolicySettings
 from halswarm.supervisor.runtime.dispatcher import CommandError
 from halswarm.supervisor.runtime.periodic import PeriodicEngine
 
 log = logging.getLogger(__name__)
 
-RESUME, COMPACTION, COST = "resume_on_idle", "restart_on_compaction", "kill_on_cost"
 POLICIES = (COST, COMPACTION, RESUME)  # precedence
 COMMANDS = {RESUME: "resume", COMPACTION: "handover", COST: "kill_session"}
 LIVE = frozenset({"running", "idle", "waiting_input", "error"})
-
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class PolicySettings:
-    enabled: bool = False
-    max_retries: int = 3
-    retry_reset_seconds: float = 3600.0
-    idle_threshold_seconds: float = 300.0
-    message: str | None = None
-    compaction_threshold: int | None = None
-    token_threshold: int | None = None
-    cost_threshold_usd: float | None = None
-    daily_limit_usd: float | None = None
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    check_interval_seconds: float = 30.0
-    resume: PolicySettings = PolicySettings(max_retries=3)
-    compaction: PolicySettings = PolicySettings(max_retries=2)
-    cost: PolicySettings = PolicySettings(max_retries=1, retry_reset_seconds=86400.0)
-
-    def of(self, policy: str) -> PolicySettings:
-        return {RESUME: self.resume, COMPACTION: self.compaction, COST: self.cost}[policy]
-
-    @property
-    def any_enabled(self) -> bool:
-        return self.resume.enabled or self.compaction.enabled or self.cost.enabled
-
-    @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> PolicyConfig:
-        """From the normalized config (`auto_intervention` already folded into `policies`)."""
-        p = found if isinstance(found := raw.get("policies"), Mapping) else {}
-
-        def sec(name: str) -> Mapping[str, Any]:
-            v = p.get(name)
-            return v if isinstance(v, Mapping) else {}
-
-        def num(m: Mapping[str, Any], key: str, default: Any = None) -> Any:
-            v = m.get(key)
-            return v if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 else default
-
-        def base(m: Mapping[str, Any], retries: int, reset: float) -> dict[str, Any]:
-            return {"enabled": m.get("enabled") is True, "max_retries": int(num(m, "max_retries", retries)),
-                    "retry_reset_seconds": float(num(m, "retry_reset_seconds", reset))}
-
-        r, c, k = sec(RESUME), sec(COMPACTION), sec(COST)
-        msg = r.get("message")
-        return cls(
-            check_interval_seconds=float(num(p, "check_interval_seconds", 30)),
-            resume=PolicySettings(**base(r, 3, 3600), idle_threshold_seconds=float(num(r, "idle_threshold_seconds",
-                                                                                         300)),
-                                  message=msg.strip() if isinstance(msg, str) and msg.strip() else None),
-            compaction=PolicySettings(**base(c, 2, 3600), compaction_threshold=num(c, "compaction_threshold"),
-                                      token_threshold=num(c, "token_threshold")),
-            cost=PolicySettings(**base(k, 1, 86400), cost_threshold_usd=num(k, "cost_threshold_usd"),
-                                daily_limit_usd=num(k, "daily_limit_usd")),
-        )
-
-    def to_api(self) -> dict[str, Any]:
-        def clean(s: PolicySettings, keys: Iterable[str]) -> dict[str, Any]:
-            d = asdict(s)
-            return {k: d[k] for k in ("enabled", *keys, "max_retries", "retry_reset_seconds")}
-
-        return {RESUME: clean(self.resume, ("idle_threshold_seconds", "message")),
-                COMPACTION: clean(self.compaction, ("compaction_threshold", "token_threshold")),
-                COST: clean(self.cost, ("cost_threshold_usd", "daily_limit_usd"))}
-
 
 # --------------------------------------------------------------------------- pure decisions
 
@@ -285,13 +215,13 @@ class _Stats:
 
 
 class PolicyEngine(PeriodicEngine):
-    def __init__(self, raw: Mapping[str, Any], tracker: Any, dispatcher: Any, ingestor: Any, writer: Any,
+    def __init__(self, cfg: PolicyConfig, tracker: Any, dispatcher: Any, ingestor: Any, writer: Any,
                  reader: Any, *, session_cost: Callable[[Any], float] | None = None,
                  daily_cost: Callable[[], Awaitable[float]] | None = None,
                  apply_output: Callable[[Any], Awaitable[Any]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
-        self.cfg = PolicyConfig.from_raw(raw)
+        self.cfg = cfg
         self.tracker = tracker
         self.dispatcher = dispatcher
         self.ingestor = ingestor

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from halswarm.supervisor.costs.model import Bucket
+from halswarm.core.cost import Bucket, SessionUsage
 
 PERIOD_DAYS = {"today": 1, "week": 7, "month": 30}
 UNATTRIBUTED = "(unattributed)"
@@ -29,19 +28,6 @@ UNATTRIBUTED = "(unattributed)"
 
 class BadPeriod(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class SessionUsage:
-    """One session's usage on one UTC day (an increment, not a cumulative counter)."""
-
-    date: str
-    session_id: str
-    project: str
-    provider: str
-    model: str
-    tokens: int
-    cost_usd: float
 
 
 def period_days(period: str, today: dt.date) -> list[str]:

@@ -22,16 +22,16 @@ from typing import Any, Protocol
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from halswarm.core.cost import Bucket, Mark, SessionUsage, day_start, days_between, utc_day
 from halswarm.core.secret_values import SECRETS
 from halswarm.core.timeutil import iso
-from halswarm.supervisor.costs import store
-from halswarm.supervisor.costs.anthropic import AnthropicSource
-from halswarm.supervisor.costs.estimates import estimate, find_rate, provider_of
-from halswarm.supervisor.costs.http import ProviderError, RetryPolicy
-from halswarm.supervisor.costs.model import Bucket, day_start, days_between, utc_day
-from halswarm.supervisor.costs.openai import OpenAISource
-from halswarm.supervisor.costs.report import PERIOD_DAYS, SessionUsage, build_report, period_days
-from halswarm.supervisor.costs.settings import CostSettings, ProviderSettings
+from halswarm.store.repos import cost as repo
+from halswarm.supervisor.features.cost.anthropic import AnthropicSource
+from halswarm.supervisor.features.cost.estimates import estimate, find_rate, provider_of
+from halswarm.supervisor.features.cost.http import ProviderError, RetryPolicy
+from halswarm.supervisor.features.cost.openai import OpenAISource
+from halswarm.supervisor.features.cost.report import PERIOD_DAYS, build_report, period_days
+from halswarm.supervisor.features.cost.settings import CostSettings, ProviderSettings
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def days_to_poll(today: dt.date, polled: dict[str, float]) -> list[dt.date]:
     return out
 
 
-def usage_delta(cur: store.Mark, mark: store.Mark) -> store.Mark | None:
+def usage_delta(cur: Mark, mark: Mark) -> Mark | None:
     """What a session used since its mark; None when nothing changed. A counter that went down (a reset
     on the agent side) starts a new baseline instead of counting negative usage."""
     if cur == mark:
@@ -86,17 +86,17 @@ def usage_delta(cur: store.Mark, mark: store.Mark) -> store.Mark | None:
 
 
 class CostAggregator:
-    def __init__(self, raw: dict[str, Any], tracker: Any, writer: Any, reader: Any,
+    def __init__(self, settings: CostSettings, tracker: Any, writer: Any, reader: Any,
                  registry: CollectorRegistry | None = None, *, clock: Callable[[], float] = time.time,
                  sources: dict[str, Source] | None = None) -> None:
-        self.settings = CostSettings.from_raw(raw)
+        self.settings = settings
         self.tracker = tracker
         self.writer = writer
         self.reader = reader
         self.clock = clock
         self.state: dict[str, ProviderState] = {p.name: ProviderState() for p in self.settings.enabled}
         self._sources = sources
-        self._marks: dict[str, store.Mark] = {}
+        self._marks: dict[str, Mark] = {}
         self._sample_lock = asyncio.Lock()
         self._poll_locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,7 +114,7 @@ class CostAggregator:
     # ----- lifecycle -----
 
     async def start(self) -> None:
-        self._marks = await self.reader.run(store.load_marks)
+        self._marks = await self.reader.run(repo.load_marks)
         self._tasks.append(asyncio.create_task(self._sample_loop(), name="cost-sampler"))
         if self.settings.enabled:
             self._tasks.append(asyncio.create_task(self._poll_loop(), name="cost-poller"))
@@ -155,7 +155,7 @@ class CostAggregator:
         today = utc_day(now)
         st.last_attempt = now
         since = (today - dt.timedelta(days=BACKFILL_DAYS - 1)).isoformat()
-        polled = (await self.reader.run(lambda c: store.polled_days(c, since))).get(p.name, {})
+        polled = (await self.reader.run(lambda c: repo.polled_days(c, since))).get(p.name, {})
         need = days_to_poll(today, polled)
         first = need[0] if need else today
         days = [d.isoformat() for d in days_between(first, today)]
@@ -171,7 +171,7 @@ class CostAggregator:
                 log.warning("cost: provider %s still failing: %s", p.name, st.reason)
             self._count(p.name, "failure")
             return False
-        await self.writer.run(lambda c: store.replace_days(c, p.name, days, buckets, now))
+        await self.writer.run(lambda c: repo.replace_days(c, p.name, days, buckets, now))
         if st.degraded_since is not None:
             log.info("cost: provider %s recovered after %d failed polls", p.name, st.failures)
         st.last_success, st.degraded_since, st.reason, st.failures = now, None, None, 0
@@ -222,7 +222,7 @@ class CostAggregator:
         today = utc_day(now)
         first = today - dt.timedelta(days=BACKFILL_DAYS - 1)
         window = [d.isoformat() for d in days_between(first, today - dt.timedelta(days=1))]
-        polled = await self.reader.run(lambda c: store.polled_days(c, first.isoformat()))
+        polled = await self.reader.run(lambda c: repo.polled_days(c, first.isoformat()))
         providers: dict[str, Any] = {}
         missing_all: set[str] = set()
         ages: list[float | None] = []
@@ -269,7 +269,7 @@ class CostAggregator:
             now = self.clock()
             date = utc_day(now).isoformat()
             rows: list[tuple[SessionUsage, int, int, bool]] = []
-            marks: dict[str, store.Mark] = {}
+            marks: dict[str, Mark] = {}
             rates = self._rates()
             for s in list(self.tracker.sessions.values()):
                 cur = (s.tokens_input, s.tokens_output, max(s.tokens_total, s.tokens_input + s.tokens_output),
@@ -289,7 +289,7 @@ class CostAggregator:
                 rows.append((SessionUsage(date, s.id, s.project or "", provider, name, d_total, d_cost), d_in, d_out,
                              estimated))
             if marks:
-                await self.writer.run(lambda c: store.add_session_usage(c, rows, marks))
+                await self.writer.run(lambda c: repo.add_session_usage(c, rows, marks))
                 self._marks.update(marks)
             return len(rows)
 
@@ -313,7 +313,7 @@ class CostAggregator:
         since = days[0]
 
         def load(c: Any) -> tuple[list[Bucket], dict[str, dict[str, float]], list[SessionUsage]]:
-            return store.load_buckets(c, since), store.polled_days(c, since), store.load_session_usage(c, since)
+            return repo.load_buckets(c, since), repo.polled_days(c, since), repo.load_session_usage(c, since)
 
         buckets, polled, sessions = await self.reader.run(load)
         covered = {p: set(d) for p, d in polled.items() if p in self.state}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from halswarm.supervisor.costs.model import UNKNOWN_MODEL
-from halswarm.supervisor.costs.settings import Rate
+from halswarm.core.cost import UNKNOWN_MODEL
+from halswarm.supervisor.features.cost.settings import Rate
 
 _PREFIXES = {"anthropic": ("claude",), "openai": ("gpt", "o1", "o3", "o4", "chatgpt", "codex")}
 

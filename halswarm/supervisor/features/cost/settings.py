@@ -1,10 +1,12 @@
-"""The `cost` section of the supervisor config, typed (Go rules: go-original.md section 5.1)."""
+"""The `cost` section of the supervisor config, typed and parsed once (Go rules: go-original.md section 5.1)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from halswarm.config.fields import boolean, number, obj, string
+from halswarm.config.supervisor import SupervisorConfig
 
 KNOWN_PROVIDERS = ("anthropic", "openai")
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com"}
@@ -59,33 +61,32 @@ class CostSettings:
         return p.rates if p else {}
 
     @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> CostSettings:
-        cost = found if isinstance(found := raw.get("cost"), Mapping) else {}
+    def from_config(cls, config: SupervisorConfig) -> CostSettings:
+        return cls.parse(config.section("cost"))
 
-        def pos(key: str, default: float) -> float:
-            v = cost.get(key)
-            return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and v > 0 else default
-
+    @classmethod
+    def parse(cls, section: Any) -> CostSettings:
+        """The `cost` section; ConfigError (one line) for a wrong value, defaults for missing ones."""
+        cost = obj(section, "cost")
         providers: dict[str, ProviderSettings] = {}
-        given = found if isinstance(found := cost.get("providers"), Mapping) else {}
-        for name, p in given.items():
-            if not isinstance(p, Mapping):
-                continue
-            key = next((p[k].strip() for k in ("api_key", "admin_api_key", "org_api_key")
-                        if isinstance(p.get(k), str) and p[k].strip()), "")
-            enabled = p["enabled"] if isinstance(p.get("enabled"), bool) else bool(key)
+        for name, p in obj(cost.get("providers"), "cost.providers").items():
+            path = f"cost.providers.{name}"
+            p = obj(p, path)
+            key = next((k for k in (string(p, f, path) for f in ("api_key", "admin_api_key", "org_api_key")) if k), "")
+            enabled = boolean(p, "enabled", path, bool(key))
             rates: dict[str, Rate] = {}
-            for model, r in (p.get("model_rates") or {}).items():
-                if isinstance(r, Mapping) and model:
-                    rates[str(model)] = Rate(float(r.get("input") or 0.0), float(r.get("output") or 0.0))
-            base = found if isinstance(found := p.get("base_url"), str) else ""
-            providers[str(name)] = ProviderSettings(str(name), key, enabled, base.strip(), rates)
-        retries = cost.get("max_retries")
+            for model, r in obj(p.get("model_rates"), f"{path}.model_rates").items():
+                where = f"{path}.model_rates.{model}"
+                r = obj(r, where)
+                if model:
+                    rates[str(model)] = Rate(number(r, "input", where, 0.0, at_least=0),
+                                             number(r, "output", where, 0.0, at_least=0))
+            providers[str(name)] = ProviderSettings(str(name), key, enabled, string(p, "base_url", path) or "", rates)
         return cls(
-            poll_interval_s=pos("poll_interval_minutes", 60) * 60,
-            timeout_s=pos("request_timeout_seconds", 15),
-            max_retries=retries if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0 else 3,
-            backoff_base_s=pos("backoff_base_ms", 500) / 1000,
-            degraded_retry_s=pos("degraded_retry_seconds", 60),
+            poll_interval_s=number(cost, "poll_interval_minutes", "cost", 60.0, above=0) * 60,
+            timeout_s=number(cost, "request_timeout_seconds", "cost", 15.0, above=0),
+            max_retries=number(cost, "max_retries", "cost", 3, at_least=0),
+            backoff_base_s=number(cost, "backoff_base_ms", "cost", 500.0, above=0) / 1000,
+            degraded_retry_s=number(cost, "degraded_retry_seconds", "cost", 60.0, above=0),
             providers=providers,
         )

@@ -1,5 +1,6 @@
-"""SQL of the cost tables (migration 002). Functions take a connection; the aggregator runs them on
-the store's writer thread (writes) or reader threads (reads)."""
+"""SQL of the cost tables (migration 002): provider buckets, polled days, session usage and marks.
+Functions take a connection; the cost aggregator runs them on the store's writer thread (writes) or
+reader threads (reads)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,7 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
-from halswarm.supervisor.costs.model import Bucket
-from halswarm.supervisor.costs.report import SessionUsage
-
-Mark = tuple[int, int, int, float]  # cumulative (input, output, total, cost) already accounted for
+from halswarm.core.cost import Bucket, Mark, SessionUsage
 
 
 def replace_days(conn: sqlite3.Connection, provider: str, days: Iterable[str], buckets: Iterable[Bucket],

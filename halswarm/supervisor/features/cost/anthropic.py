@@ -34,8 +34,7 @@ from typing import Any
 
 import httpx
 
-from halswarm.supervisor.costs.http import RetryPolicy, get_pages
-from halswarm.supervisor.costs.model import (
+from halswarm.core.cost import (
     DEFAULT_PROJECT,
     UNKNOWN_MODEL,
     Bucket,
@@ -46,7 +45,8 @@ from halswarm.supervisor.costs.model import (
     merge,
     rfc3339,
 )
-from halswarm.supervisor.costs.settings import ProviderSettings
+from halswarm.supervisor.features.cost.http import RetryPolicy, get_pages
+from halswarm.supervisor.features.cost.settings import ProviderSettings
 
 USAGE_PATH = "/v1/organizations/usage_report/messages"
 COST_PATH = "/v1/organizations/cost_report"

@@ -1,0 +1,1 @@
+"""Cost: provider usage/cost reports, agent-reported usage, estimates, the period report and its API."""

@@ -1,0 +1,1 @@
+"""Retention: the periodic purge of old events, audit rows and expired idempotency entries."""
