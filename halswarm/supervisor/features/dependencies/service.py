@@ -28,6 +28,7 @@ from typing import Any
 
 from halswarm.core.timeutil import iso, parse_ts
 from halswarm.protocol import CommandTarget
+from halswarm.store.repos import dependencies as repo
 from halswarm.supervisor.features.dependencies.settings import DependencySettings
 from halswarm.supervisor.runtime.dispatcher import CommandError
 from halswarm.supervisor.runtime.periodic import PeriodicEngine
@@ -158,11 +159,7 @@ class DependencyManager(PeriodicEngine):
 
     async def _load_status_events(self) -> None:
         projects = self.graph.projects
-        qs = ",".join("?" * len(projects))
-        events = await self.reader.run(lambda c: c.execute(
-            f"SELECT project, event_id, data, ts AS timestamp FROM events WHERE type=? AND project IN ({qs})"
-            " ORDER BY id",
-            [STATUS_EVENT, *projects]).fetchall())
+        events = await self.reader.run(lambda c: repo.project_status_events(c, STATUS_EVENT, projects))
         for project, event_id, data, ts in events:
             with contextlib.suppress(ValueError, TypeError):
                 self._note_status(project, event_id, json.loads(data) if data else None, float(ts))
@@ -173,10 +170,7 @@ class DependencyManager(PeriodicEngine):
         projects = self.graph.projects
 
         def load(c: Any) -> tuple[dict[str, str], list[Any]]:
-            marks = {r[0]: r[1] for r in c.execute("SELECT project, marker FROM dependency_marks")}
-            starts = c.execute("SELECT project, upstream, marker, session_id, command_id, result, error, started_at"
-                               " FROM dependency_starts ORDER BY id DESC LIMIT 20").fetchall()
-            return marks, list(starts)
+            return repo.load_marks(c), repo.recent_starts(c)
 
         marks, starts = await self.reader.run(load)
         await self._load_status_events()
@@ -188,9 +182,7 @@ class DependencyManager(PeriodicEngine):
             seed = {p: completion_marker(self._signal(p)) or "" for p in projects if p not in self.handled}
             if seed:
                 now = time.time()
-                await self.writer.run(lambda c: c.executemany(
-                    "INSERT OR REPLACE INTO dependency_marks(project, marker, updated_at) VALUES (?,?,?)",
-                    [(p, m, now) for p, m in seed.items()]))
+                await self.writer.run(lambda c: repo.save_marks(c, seed, now))
                 self.handled.update(seed)
             self._start_loop(CHECK_INTERVAL_S, "dependencies", log)
             log.info("dependencies: autostart on for %d projects", len(projects))
@@ -243,9 +235,7 @@ class DependencyManager(PeriodicEngine):
         for up in marks:
             self._retry_at.pop(up, None)
         if marks:
-            await self.writer.run(lambda c: c.executemany(
-                "INSERT OR REPLACE INTO dependency_marks(project, marker, updated_at) VALUES (?,?,?)",
-                [(p, m, time.time()) for p, m in marks.items()]))
+            await self.writer.run(lambda c: repo.save_marks(c, marks, time.time()))
             self.handled.update(marks)
         return starts
 
@@ -271,11 +261,9 @@ class DependencyManager(PeriodicEngine):
         now = time.time()
         row = {"project": project, "upstream": upstream, "marker": marker, "session_id": session_id,
                "command_id": command_id, "result": result, "error": error, "started_at": iso(now)}
-        self.recent = [row, *self.recent][:20]
-        await self.writer.run(lambda c: c.execute(
-            "INSERT INTO dependency_starts(project, upstream, marker, session_id, command_id, result, error,"
-            " started_at) VALUES (?,?,?,?,?,?,?,?)",
-            (project, upstream, marker, session_id, command_id, result, error, now)))
+        self.recent = [row, *self.recent][:repo.RECENT_STARTS]
+        await self.writer.run(lambda c: repo.insert_start(c, project, upstream, marker, session_id, command_id, result,
+                                                          error, now))
         ok = result == "success"
         etype = "dependency.started" if ok else "dependency.start_failed"
         data = {"project": project, "upstream": upstream, "depends_on": deps, "session_id": session_id,

@@ -24,11 +24,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 from typing import Any
 
 from halswarm.core.timeutil import iso
 from halswarm.protocol import CommandTarget
+from halswarm.store.repos.policies import load_policy_states, save_policy_state
 from halswarm.supervisor.features.policies.settings import COMPACTION, COST, RESUME, PolicyConfig, PolicySettings
 from halswarm.supervisor.runtime.dispatcher import CommandError
 from halswarm.supervisor.runtime.periodic import PeriodicEngine
@@ -190,23 +191,6 @@ def cap(st: RetryState, c: Capped, ps: PolicySettings, now: float) -> tuple[Retr
 # --------------------------------------------------------------------------- the engine
 
 
-def _load_states(conn: Any) -> dict[tuple[str, str], RetryState]:
-    return {(r[0], r[1]): RetryState(r[2], r[3], r[4], r[5], r[6], r[7]) for r in conn.execute(
-        "SELECT session_id, policy, retry_count, last_attempt, last_success, last_result, last_error, capped_at"
-        " FROM policy_state")}
-
-
-def _save_state(conn: Any, session_id: str, policy: str, st: RetryState) -> None:
-    conn.execute(
-        "INSERT INTO policy_state(session_id, policy, retry_count, last_attempt, last_success, last_result,"
-        " last_error, capped_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(session_id, policy) DO UPDATE"
-        " SET retry_count=excluded.retry_count, last_attempt=excluded.last_attempt,"
-        " last_success=excluded.last_success, last_result=excluded.last_result, last_error=excluded.last_error,"
-        " capped_at=excluded.capped_at, updated_at=excluded.updated_at",
-        (session_id, policy, st.retry_count, st.last_attempt, st.last_success, st.last_result, st.last_error,
-         st.capped_at, time.time()))
-
-
 @dataclass
 class _Stats:
     checks: int = 0
@@ -237,7 +221,7 @@ class PolicyEngine(PeriodicEngine):
         self.last_daily_cost = 0.0
 
     async def start(self) -> None:
-        self.states = await self.reader.run(_load_states)
+        self.states = {k: RetryState(*row) for k, row in (await self.reader.run(load_policy_states)).items()}
         if self.cfg.any_enabled:
             self._start_loop(self.cfg.check_interval_seconds, "policy-engine", log)
             enabled = [p for p in POLICIES if self.cfg.of(p).enabled]
@@ -276,7 +260,7 @@ class PolicyEngine(PeriodicEngine):
         key = (c.session_id, c.policy)
         new, (etype, data) = cap(self.states.get(key, RetryState()), c, self.cfg.of(c.policy), now)
         self.states[key] = new
-        await self.writer.run(lambda conn: _save_state(conn, c.session_id, c.policy, new))
+        await self.writer.run(lambda conn: save_policy_state(conn, c.session_id, c.policy, astuple(new)))
         s = self.tracker.get(c.session_id)
         await self.ingestor.stored([self.ingestor.emit(s.node_id if s else None, etype, data, session_id=c.session_id,
                                                        project=s.project if s else None, track=True)])
@@ -301,7 +285,7 @@ class PolicyEngine(PeriodicEngine):
             new, events = record(self.states.get(key, RetryState()), a, ps, status, error, self.clock())
             self.states[key] = new
             self.stats.actions[a.policy] = self.stats.actions.get(a.policy, 0) + 1
-            await self.writer.run(lambda c: _save_state(c, a.session_id, a.policy, new))
+            await self.writer.run(lambda c: save_policy_state(c, a.session_id, a.policy, astuple(new)))
             s = self.tracker.get(a.session_id)
             # Stored before the session leaves `inflight`: the next check sees the outcome everywhere.
             await self.ingestor.stored([
