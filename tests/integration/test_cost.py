@@ -16,6 +16,9 @@ from tests.support.agentsim import SimAgent, session_state
 from tests.support.waiting import wait_for
 
 TODAY = dt.datetime.now(dt.UTC).date()
+# The supervisors of the tests keyed by the date see noon of TODAY (tests/support/noon_supervisor.py):
+# a run crossing midnight UTC stays on the day the provider data was put on.
+NOON = ["-m", "tests.support.noon_supervisor", TODAY.isoformat()]
 FIELDS = {"period", "total_tokens", "total_cost_usd", "daily_average_usd", "by_provider", "by_model", "by_project",
           "degraded_providers"}
 
@@ -66,7 +69,9 @@ async def test_cost_report_from_providers_and_agents_matches_halctl(make_supervi
         fake.anthropic_day(day(3), "claude-sonnet-4-5", 1_000, 1_000, cents=100)
         fake.openai_day(day(1), "o3", 5_000, 500, usd=1.25)
         fake.fail("anthropic", "usage", 429, retry_after="0")
-        sup = make_supervisor(cost=providers(fake.url)).start()
+        sup = make_supervisor(cost=providers(fake.url))
+        sup.launcher = NOON
+        sup.start()
         agent = SimAgent(sup.ws_url, sup.agent_token, "cost-node", [("alpha", "/srv/alpha")])
         await agent.connect(sessions=[session_state("ses_c1", "alpha", "idle", model="fake/fake-model",
                                                     tokens={"input": 300, "output": 200, "total": 500},
@@ -116,7 +121,9 @@ async def test_failing_provider_is_degraded_then_recovers(make_supervisor: Any) 
         fake.down.add("anthropic")
         cost = providers(fake.url)
         del cost["providers"]["openai"]
-        sup = make_supervisor(cost=cost).start()
+        sup = make_supervisor(cost=cost)
+        sup.launcher = NOON
+        sup.start()
         agent = SimAgent(sup.ws_url, sup.agent_token, "cost-node", [("alpha", "/srv/alpha")])
         await agent.connect(sessions=[session_state("ses_d1", "alpha", "running",
                                                     model="anthropic/claude-sonnet-4-5",

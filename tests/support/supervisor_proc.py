@@ -33,6 +33,8 @@ class SupervisorProc:
     extra: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     tls_ca: Path | None = None  # set when the config serves TLS: the API is https and verified with it
+    # What `python` runs: the supervisor's entry point, or a test wrapper of it (tests/support/noon_supervisor.py).
+    launcher: list[str] = field(default_factory=lambda: ["-m", "halswarm.supervisor.main"])
 
     @property
     def db_path(self) -> Path:
@@ -87,7 +89,7 @@ class SupervisorProc:
         env = dict(os.environ)
         env.pop("HAL_AUTH_TOKEN", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "halswarm.supervisor.main", "--config", str(self.config_path)],
+            [sys.executable, *self.launcher, "--config", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
         )
         log.close()
