@@ -56,7 +56,7 @@ def optional_number(sec: Mapping[str, Any], key: str, path: str, *, above: float
         raise ConfigError.single(where, f"must be a number or null (got {json_type(value)})")
     if not value > above:
         raise ConfigError.single(where, f"must be greater than {above:g} (got {value!r})")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def boolean(sec: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
