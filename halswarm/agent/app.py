@@ -42,7 +42,7 @@ from halswarm.agent.auth import AuthService, opencode_restarter
 from halswarm.agent.bridge import EventBridge
 from halswarm.agent.capabilities import detect_tools, resolve_binary
 from halswarm.agent.commands import AgentCommands
-from halswarm.agent.connection import ConnState, SupervisorConnection
+from halswarm.agent.connection import SupervisorConnection
 from halswarm.agent.env import EnvService
 from halswarm.agent.env.procenv import OpencodeEnvSync
 from halswarm.agent.env.service import node_probes
@@ -59,6 +59,7 @@ from halswarm.agent.session_state import SessionTracker, read_current_task
 from halswarm.config.agent import AgentConfig
 from halswarm.core.capabilities import ToolInfo
 from halswarm.memwatch import MemoryWatch
+from halswarm.protocol.agent_link import ConnState
 
 log = logging.getLogger(__name__)
 

@@ -5,11 +5,9 @@ the outbox from ``resume_from_seq``, streams new events, answers commands and se
 (the first right after registration; each carries the outbox's pending/refused counts);
 it reconnects forever with full-jitter backoff until ``close()``.
 
-State machine (every change goes through ``_set_state``, which rejects illegal transitions)::
-
-    disconnected -> connecting -> registering -> ready -> disconnected -> ...
-    (connecting | registering) -> disconnected     failed attempt
-    any -> closed                                   close(); terminal
+Every decision (states and their legal transitions, the send window, acks, ``seq_gap`` rewinds,
+backoff, heartbeat and registration deadlines) is made by the sans-I/O
+``halswarm.protocol.agent_link.AgentLinkCore``; this module only moves frames and runs timers.
 
 Per connection a few tasks run side by side: the reader (acks, commands, errors), the event
 sender (windowed: at most ``max_in_flight`` unacked events on the wire), the acker (applies the
@@ -26,17 +24,14 @@ import dataclasses
 import inspect
 import json
 import logging
-import re
 import ssl as ssl_mod
 from collections import deque
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from halswarm.agent.backoff import Backoff
 from halswarm.agent.outbox import AsyncOutbox
 from halswarm.agent.resources import sample_resources
 from halswarm.protocol import (
@@ -54,6 +49,8 @@ from halswarm.protocol import (
     decode,
     encode,
 )
+from halswarm.protocol.agent_link import AgentLinkCore, ConnState, Resync, Rewind
+from halswarm.protocol.backoff import Backoff
 from halswarm.protocol.errors import SEQ_GAP, UNEXPECTED_TYPE
 from halswarm.protocol.messages import COMMAND_STATUSES
 
@@ -65,26 +62,7 @@ ReadyCallback = Callable[[Registered], Awaitable[None] | None]
 
 _AUTH_STATUSES = frozenset({401, 403})
 _THROTTLE_STATUSES = frozenset({429})
-_EXPECTED_RE = re.compile(r"expected\D{0,20}?(\d+)", re.IGNORECASE)
 _PREVIEW_CHARS = 16 * 1024
-_GAP_REWIND_HOLDOFF = 1.0  # seconds before the same seq_gap may trigger another rewind
-
-
-class ConnState(StrEnum):
-    DISCONNECTED = "disconnected"
-    CONNECTING = "connecting"
-    REGISTERING = "registering"
-    READY = "ready"
-    CLOSED = "closed"
-
-
-_TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
-    ConnState.DISCONNECTED: frozenset({ConnState.CONNECTING, ConnState.CLOSED}),
-    ConnState.CONNECTING: frozenset({ConnState.REGISTERING, ConnState.DISCONNECTED, ConnState.CLOSED}),
-    ConnState.REGISTERING: frozenset({ConnState.READY, ConnState.DISCONNECTED, ConnState.CLOSED}),
-    ConnState.READY: frozenset({ConnState.DISCONNECTED, ConnState.CLOSED}),
-    ConnState.CLOSED: frozenset(),
-}
 
 
 class RegistrationError(Exception):
@@ -93,15 +71,6 @@ class RegistrationError(Exception):
 
 class _Resync(Exception):
     """The supervisor expects a seq this outbox no longer holds: re-register to renumber."""
-
-
-def parse_expected_seq(message: str) -> int | None:
-    """Pull the expected seq out of a ``seq_gap`` message ("... expected seq 42 ...")."""
-    m = _EXPECTED_RE.search(message or "")
-    if m is None:
-        m = re.search(r"\d+", message or "")
-        return int(m.group(0)) if m else None
-    return int(m.group(1))
 
 
 class SupervisorConnection:
@@ -131,6 +100,12 @@ class SupervisorConnection:
     ) -> None:
         if max_in_flight < 1 or batch_size < 1:
             raise ValueError("max_in_flight and batch_size must be >= 1")
+        self.core = AgentLinkCore(
+            max_in_flight=max_in_flight,
+            backoff=backoff,
+            auth_backoff=auth_backoff,
+            registered_timeout=registered_timeout,
+        )
         self.url = url
         self._token = token
         self._outbox = outbox
@@ -138,19 +113,13 @@ class SupervisorConnection:
         self._command_handler = command_handler
         self._on_ready = on_ready
         self._resources_fn = resources_fn
-        self._backoff = backoff or Backoff(0.1, 60.0)
-        # 401/403/429 are not going to heal in 100 ms; retry slowly (but forever, never spin).
-        self._auth_backoff = auth_backoff or Backoff(1.0, 300.0, floor=1.0)
         self.open_timeout = open_timeout
-        self.registered_timeout = registered_timeout
         self.close_timeout = close_timeout
-        self.max_in_flight = max_in_flight
         self.batch_size = batch_size
         self.max_frame_bytes = max_frame_bytes
         self._ssl = ssl
         self._proxy = proxy
 
-        self._state = ConnState.DISCONNECTED
         self._closing = False
         self._run_task: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
@@ -160,11 +129,6 @@ class SupervisorConnection:
         # Per-session sender state.
         self._wake = asyncio.Event()  # sender: new event, ack, rewind
         self._ack_wake = asyncio.Event()
-        self._next_to_send = 1
-        self._acked = 0
-        self._gen = 0  # bumped when _next_to_send is moved by someone other than the sender
-        self._gap_rewind: int | None = None
-        self._gap_rewind_at = 0.0
 
         self._queue: deque[str] = deque()
         self._max_queued = max_queued_frames
@@ -198,13 +162,20 @@ class SupervisorConnection:
 
     @property
     def state(self) -> ConnState:
-        return self._state
+        return self.core.state
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.core.max_in_flight
+
+    @property
+    def registered_timeout(self) -> float:
+        return self.core.registered_timeout
 
     def _set_state(self, new: ConnState) -> None:
-        if new not in _TRANSITIONS[self._state]:
-            raise RuntimeError(f"illegal connection state transition {self._state} -> {new}")
-        log.debug("connection state %s -> %s", self._state, new)
-        self._state = new
+        old = self.core.state
+        self.core.transition(new)  # raises IllegalTransition (a RuntimeError)
+        log.debug("connection state %s -> %s", old, new)
         if new is ConnState.READY:
             self._ready.set()
         else:
@@ -225,7 +196,7 @@ class SupervisorConnection:
 
     async def run(self) -> None:
         """Connect and stay connected until ``close()``."""
-        if self._state is ConnState.CLOSED:
+        if self.core.state is ConnState.CLOSED:
             raise RuntimeError("connection is closed")
         if self._run_task is None:
             self._run_task = asyncio.current_task()
@@ -237,7 +208,7 @@ class SupervisorConnection:
 
     async def close(self) -> None:
         """Stop reconnecting, cancel commands and tasks, close the socket. Idempotent."""
-        if self._state is ConnState.CLOSED:
+        if self.core.state is ConnState.CLOSED:
             return
         self._closing = True
         task = self._run_task
@@ -280,7 +251,7 @@ class SupervisorConnection:
             status = exc.response.status_code
             self.counters["connect_failures"] += 1
             if status in _AUTH_STATUSES or status in _THROTTLE_STATUSES:
-                delay = self._auth_backoff.next_delay()
+                delay = self.core.retry_delay(refused=True)
                 if status in _AUTH_STATUSES:
                     self.counters["auth_failures"] += 1
                     log.error(
@@ -307,9 +278,9 @@ class SupervisorConnection:
             log.exception("supervisor connection failed: %s", exc)
         finally:
             self._ws = None
-            if self._state not in (ConnState.DISCONNECTED, ConnState.CLOSED):
+            if self.core.state not in (ConnState.DISCONNECTED, ConnState.CLOSED):
                 self._set_state(ConnState.DISCONNECTED)
-        return self._backoff.next_delay()
+        return self.core.retry_delay()
 
     async def _register(self, ws: ClientConnection) -> Registered:
         built = self._register_builder()
@@ -321,8 +292,9 @@ class SupervisorConnection:
         # The outbox, not the caller, is the authority on what was acknowledged.
         reg = dataclasses.replace(reg, last_acked_seq=self._outbox.last_acked_seq)
         await ws.send(encode(reg))
+        self.core.register_sent()
         try:
-            async with asyncio.timeout(self.registered_timeout):
+            async with asyncio.timeout(self.core.register_time_left()):
                 while True:
                     env = await self._recv(ws)
                     if env is None:
@@ -342,12 +314,7 @@ class SupervisorConnection:
 
     def _became_ready(self, reg: Registered) -> None:
         self.registered = reg
-        self._acked = max(reg.resume_from_seq, self._outbox.last_acked_seq)
-        self._next_to_send = self._acked + 1
-        self._gen += 1
-        self._gap_rewind = None
-        self._backoff.reset()
-        self._auth_backoff.reset()
+        self.core.registered(reg.resume_from_seq, self._outbox.last_acked_seq, reg.heartbeat_interval_sec)
         if self.counters["registrations"]:
             self.counters["reconnects"] += 1
         self.counters["registrations"] += 1
@@ -368,7 +335,7 @@ class SupervisorConnection:
             asyncio.create_task(self._reader(ws), name="conn-reader"),
             asyncio.create_task(self._sender(ws), name="conn-sender"),
             asyncio.create_task(self._acker(), name="conn-acker"),
-            asyncio.create_task(self._heartbeat(ws, self.registered.heartbeat_interval_sec), name="conn-heartbeat"),
+            asyncio.create_task(self._heartbeat(ws), name="conn-heartbeat"),
             asyncio.create_task(self._drain(ws), name="conn-drain"),
         ]
         if self._on_ready is not None:
@@ -381,7 +348,7 @@ class SupervisorConnection:
             await asyncio.gather(*tasks, return_exceptions=True)
             # Persist the last ack heard, so last_acked_seq is exact in the next register.
             with contextlib.suppress(Exception):
-                await self._outbox.ack(self._acked)
+                await self._outbox.ack(self.core.acked)
         for t in done:
             exc = t.exception()
             if exc is not None:
@@ -432,42 +399,22 @@ class SupervisorConnection:
 
     def _on_ack(self, seq: int) -> None:
         self.counters["acks"] += 1
-        if seq <= self._acked:
-            return
-        self._acked = seq
-        if seq >= self._next_to_send:
-            # The supervisor already has these (e.g. acked before we resent them): skip ahead.
-            self._next_to_send = seq + 1
-            self._gen += 1
-        self._ack_wake.set()
-        self._wake.set()
+        if self.core.on_ack(seq):
+            self._ack_wake.set()
+            self._wake.set()
 
     def _on_error(self, err: ErrorMsg) -> None:
         self.counters["errors_received"] += 1
         if err.code != SEQ_GAP:
             log.warning("supervisor error %s: %s", err.code, err.message)
             return
-        expected = parse_expected_seq(err.message)
-        if expected is None:
-            expected = self._acked + 1
-        if expected >= self._next_to_send:
-            return  # not sent (again) yet: nothing to do
-        now = asyncio.get_running_loop().time()
-        if expected == self._gap_rewind and now - self._gap_rewind_at < _GAP_REWIND_HOLDOFF:
-            # Every frame sent behind a hole earns its own seq_gap; rewind once per burst,
-            # not once per error (that would resend the window quadratically).
-            return
-        if expected <= self._acked:
-            # It acked that seq already, so it lost events; we may no longer hold them.
-            # Re-register: resume_from() renumbers what we still have to follow its state.
-            raise _Resync(f"supervisor expects seq {expected} but acked up to {self._acked}")
-        log.warning("seq_gap from supervisor: resending from seq %d", expected)
-        self.counters["seq_gap_rewinds"] += 1
-        self._gap_rewind = expected
-        self._gap_rewind_at = now
-        self._next_to_send = expected
-        self._gen += 1
-        self._wake.set()
+        action = self.core.on_seq_gap(err.message)
+        if isinstance(action, Resync):
+            raise _Resync(str(action))
+        if isinstance(action, Rewind):
+            log.warning("seq_gap from supervisor: resending from seq %d", action.seq)
+            self.counters["seq_gap_rewinds"] += 1
+            self._wake.set()
 
     # ------------------------------------------------------------------ sending
 
@@ -475,47 +422,45 @@ class SupervisorConnection:
         self._wake.set()
 
     async def _sender(self, ws: ClientConnection) -> None:
+        core = self.core
         while True:
             self._wake.clear()
-            in_flight = self._next_to_send - 1 - self._acked
-            room = self.max_in_flight - in_flight
+            room = core.room()
             if room <= 0:
                 await self._wake.wait()
                 continue
-            gen = self._gen
-            events = await self._outbox.pending(self._next_to_send - 1, min(room, self.batch_size))
-            if gen != self._gen:
+            gen = core.generation
+            events = await self._outbox.pending(core.next_to_send - 1, min(room, self.batch_size))
+            if gen != core.generation:
                 continue
             if not events:
                 await self._wake.wait()
                 continue
             for ev in events:
-                if gen != self._gen:
+                if gen != core.generation:
                     break
                 await ws.send(encode(ev))
                 self.counters["events_sent"] += 1
-                if gen == self._gen:
-                    self._next_to_send = ev.seq + 1
+                core.sent(ev.seq, gen)
 
     async def _acker(self) -> None:
-        applied = self._outbox.last_acked_seq
         while True:
             self._ack_wake.clear()
-            target = self._acked
-            if target > applied:
+            target = self.core.ack_to_apply()
+            if target is not None:
                 await self._outbox.ack(target)
-                applied = target
+                self.core.ack_applied(target)
             else:
                 await self._ack_wake.wait()
 
-    async def _heartbeat(self, ws: ClientConnection, interval: float) -> None:
-        # The first one goes right after registration: the supervisor sees the outbox backlog
-        # (and a refused count from the time it was unreachable) without waiting an interval.
+    async def _heartbeat(self, ws: ClientConnection) -> None:
+        # The first one is due right after registration (see AgentLinkCore.registered).
         while True:
+            await asyncio.sleep(self.core.heartbeat_delay())
             resources = await asyncio.to_thread(self._resources_fn)
             await ws.send(encode(Heartbeat(resources=resources, outbox=self._outbox.stats())))
             self.counters["heartbeats_sent"] += 1
-            await asyncio.sleep(interval)
+            self.core.heartbeat_sent()
 
     async def _drain(self, ws: ClientConnection) -> None:
         while True:
@@ -545,7 +490,7 @@ class SupervisorConnection:
         """
         if isinstance(msg, Event | Register):
             raise TypeError(f"{type(msg).TYPE} frames cannot be sent with send_frame")
-        if self._state is ConnState.CLOSED:
+        if self.core.state is ConnState.CLOSED:
             raise RuntimeError("connection is closed")
         self._enqueue(encode(msg, request_id=request_id))
 

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from halswarm.protocol import MAX_FRAME_BYTES, Event
+from halswarm.protocol.agent_link import clamp_ack, plan_resume
 from halswarm.protocol.codec import encode_raw
 from halswarm.protocol.messages import OutboxStats
 
@@ -372,15 +373,13 @@ class Outbox:
     def ack(self, seq: int) -> int:
         """Cumulative ack: the supervisor stored everything up to ``seq``. Returns rows deleted."""
         with self._lock:
-            if seq <= self._last_acked:
-                return 0
-            if seq >= self._next_seq:
+            through = clamp_ack(seq, self._last_acked, self._next_seq)
+            if seq >= self._next_seq and seq > self._last_acked:
                 log.warning("ack for seq %d beyond the last assigned seq %d; clamping", seq, self._next_seq - 1)
-                seq = self._next_seq - 1
-                if seq <= self._last_acked:
-                    return 0
+            if through is None:
+                return 0
             before = self._count
-            self._tx(lambda conn: self._delete_through(conn, seq))
+            self._tx(lambda conn: self._delete_through(conn, through))
             return before - self._count
 
     def resume_from(self, seq: int) -> None:
@@ -394,10 +393,9 @@ class Outbox:
         * ``seq >= next_seq``: our numbering restarted (outbox lost or moved aside); renumber
           the pending events to follow ``seq`` (else they would be discarded as duplicates).
         """
-        if seq < 0:
-            raise ValueError("resume seq must be >= 0")
         with self._lock:
-            if self._last_acked <= seq < self._next_seq:
+            offset = plan_resume(seq, self._last_acked, self._next_seq)
+            if offset is None:
                 if seq > self._last_acked:
                     self._tx(lambda conn: self._delete_through(conn, seq))
                 return
@@ -421,7 +419,6 @@ class Outbox:
                     self._count,
                     seq + 1,
                 )
-            offset = seq - self._last_acked
 
             def work(conn: sqlite3.Connection) -> None:
                 # Via negative keys: a direct shift could collide with a not-yet-moved row,

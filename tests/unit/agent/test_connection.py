@@ -20,8 +20,7 @@ import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from halswarm.agent.backoff import Backoff
-from halswarm.agent.connection import ConnState, SupervisorConnection, parse_expected_seq
+from halswarm.agent.connection import SupervisorConnection
 from halswarm.agent.outbox import AsyncOutbox
 from halswarm.protocol import (
     Ack,
@@ -40,6 +39,8 @@ from halswarm.protocol import (
     decode,
     encode,
 )
+from halswarm.protocol.agent_link import ConnState, parse_expected_seq
+from halswarm.protocol.backoff import Backoff
 from halswarm.protocol.errors import SEQ_GAP
 from halswarm.protocol.messages import OutboxStats
 
@@ -383,24 +384,25 @@ async def test_seq_gap_rewinds_once_per_burst_and_resyncs_when_the_seq_was_acked
     make_conn: Callable[..., SupervisorConnection], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from halswarm.agent import connection as mod
+    from halswarm.protocol import agent_link
 
     conn = make_conn()
-    conn._acked, conn._next_to_send = 2, 41
+    conn.core.acked, conn.core.next_to_send = 2, 41
     conn._on_error(ErrorMsg(SEQ_GAP, "expected seq 3, got 4", None))
-    assert (conn._next_to_send, conn.counters["seq_gap_rewinds"]) == (3, 1)
-    conn._next_to_send = 10  # the sender has resent 3..9 meanwhile
+    assert (conn.core.next_to_send, conn.counters["seq_gap_rewinds"]) == (3, 1)
+    conn.core.next_to_send = 10  # the sender has resent 3..9 meanwhile
     for got in range(5, 41):  # the rest of the burst of errors for the old frames
         conn._on_error(ErrorMsg(SEQ_GAP, f"expected seq 3, got {got}", None))
-    assert (conn._next_to_send, conn.counters["seq_gap_rewinds"]) == (10, 1)
+    assert (conn.core.next_to_send, conn.counters["seq_gap_rewinds"]) == (10, 1)
     conn._on_error(ErrorMsg(SEQ_GAP, "expected seq 12, got 13", None))  # not sent yet: nothing to do
-    assert conn._next_to_send == 10
+    assert conn.core.next_to_send == 10
     conn._on_error(ErrorMsg(SEQ_GAP, "expected seq 6, got 9", None))  # a new hole
-    assert (conn._next_to_send, conn.counters["seq_gap_rewinds"]) == (6, 2)
+    assert (conn.core.next_to_send, conn.counters["seq_gap_rewinds"]) == (6, 2)
     # The same hole again after the hold-off: rewind again rather than stall.
-    monkeypatch.setattr(mod, "_GAP_REWIND_HOLDOFF", 0.0)
-    conn._next_to_send = 10
+    monkeypatch.setattr(agent_link, "GAP_REWIND_HOLDOFF", 0.0)
+    conn.core.next_to_send = 10
     conn._on_error(ErrorMsg(SEQ_GAP, "expected seq 6, got 9", None))
-    assert (conn._next_to_send, conn.counters["seq_gap_rewinds"]) == (6, 3)
+    assert (conn.core.next_to_send, conn.counters["seq_gap_rewinds"]) == (6, 3)
     # A seq the supervisor had acked: we may not hold it any more; re-register to resync.
     with pytest.raises(mod._Resync):
         conn._on_error(ErrorMsg(SEQ_GAP, "expected seq 2", None))
@@ -654,8 +656,8 @@ def test_default_auth_backoff_is_slow() -> None:
         return Register(node_id="n")
 
     conn = SupervisorConnection("ws://127.0.0.1:1", TOKEN, _DummyOutbox(), register_builder=build)  # type: ignore[arg-type]
-    assert conn._auth_backoff.floor >= 1.0 and conn._auth_backoff.cap >= 60.0
-    assert (conn._backoff.base, conn._backoff.cap) == (0.1, 60.0)
+    assert conn.core.auth_backoff.floor >= 1.0 and conn.core.auth_backoff.cap >= 60.0
+    assert (conn.core.backoff.base, conn.core.backoff.cap) == (0.1, 60.0)
 
 
 class _DummyOutbox:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from halswarm.agent.backoff import Backoff
+from halswarm.protocol.backoff import Backoff
 
 
 def test_defaults_match_spec() -> None:
