@@ -3,7 +3,8 @@
 ``HubLinkCore`` holds, per node, what the supervisor expects next and what it has stored, and
 decides what an event frame gets: stored (``ACCEPTED``), acknowledged again (``DUPLICATE``) or
 refused with ``seq_gap`` (``GAP``). It does no I/O: the hub and the ingestor feed it registrations,
-event seqs, commit results and clock readings, and send what it answers.
+event seqs and commit results, and send what it answers. ``Liveness`` is the offline rule, fed
+clock readings.
 
 Per node: ``committed`` is the highest seq durably stored (what an ``ack`` may say), ``accepted``
 the highest seq queued for storage (``>= committed``); the next event must be ``accepted + 1``.
@@ -39,14 +40,12 @@ def rewind_message(expected: int) -> str:
 
 
 class HubLinkCore:
-    """Seq expectations of every node, and the liveness rule. No I/O, no clock of its own."""
+    """Seq expectations of every node. No I/O."""
 
-    __slots__ = ("heartbeat_interval", "liveness_timeout", "seqs")
+    __slots__ = ("seqs",)
 
-    def __init__(self, heartbeat_interval: float = 30.0, heartbeat_timeout_count: int = 3) -> None:
+    def __init__(self) -> None:
         self.seqs: dict[str, SeqState] = {}
-        self.heartbeat_interval = heartbeat_interval
-        self.liveness_timeout = heartbeat_interval * heartbeat_timeout_count
 
     def state(self, node_id: str) -> SeqState:
         st = self.seqs.get(node_id)
@@ -110,13 +109,23 @@ class HubLinkCore:
         st.accepted = st.committed
         return st.committed + 1
 
-    # ----- liveness -----
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """SPEC 4 "Liveness": a node from which no application frame arrived for
+    ``heartbeat_interval_sec * heartbeat_timeout_count`` is offline."""
+
+    heartbeat_interval: float = 30.0
+    heartbeat_timeout_count: int = 3
 
     @property
-    def liveness_tick(self) -> float:
-        """How often the liveness rule is checked."""
+    def timeout(self) -> float:
+        return self.heartbeat_interval * self.heartbeat_timeout_count
+
+    @property
+    def tick(self) -> float:
+        """How often the rule is checked."""
         return min(1.0, self.heartbeat_interval / 4)
 
     def silent(self, last_frame: float, now: float) -> bool:
-        """No application frame for ``heartbeat_interval * heartbeat_timeout_count``: offline."""
-        return now - last_frame > self.liveness_timeout
+        return now - last_frame > self.timeout

@@ -12,6 +12,7 @@ from halswarm.protocol.hub_link import (
     DUPLICATE,
     GAP,
     HubLinkCore,
+    Liveness,
     SeqState,
     gap_message,
     rewind_message,
@@ -85,11 +86,11 @@ def test_the_agent_reads_the_expected_seq_from_both_seq_gap_texts() -> None:
 
 
 def test_liveness_timeout_is_interval_times_count() -> None:
-    hub = HubLinkCore(heartbeat_interval=30, heartbeat_timeout_count=3)
-    assert hub.liveness_timeout == 90 and hub.liveness_tick == 1.0
-    assert not hub.silent(last_frame=100.0, now=190.0)
-    assert hub.silent(last_frame=100.0, now=190.5)
-    assert HubLinkCore(heartbeat_interval=2).liveness_tick == 0.5
+    rule = Liveness(heartbeat_interval=30, heartbeat_timeout_count=3)
+    assert rule.timeout == 90 and rule.tick == 1.0
+    assert not rule.silent(last_frame=100.0, now=190.0)
+    assert rule.silent(last_frame=100.0, now=190.5)  # a fake clock: no waiting
+    assert Liveness(heartbeat_interval=2).tick == 0.5
 
 
 @settings(PROPS, max_examples=300)
