@@ -41,7 +41,7 @@ class Backoff:
         """Upper bound of the next delay."""
         # Once base * 2**n passes cap the exponent no longer matters; clamp it so the float
         # never overflows however long the supervisor stays away.
-        return min(self.cap, self.base * 2 ** min(self._attempt, 64))
+        return min(self.cap, self.base * 2.0 ** min(self._attempt, 64))
 
     def next_delay(self) -> float:
         delay = max(self.floor, self._rng.uniform(0.0, self.ceiling()))
