@@ -36,6 +36,7 @@ from halswarm.protocol import (
 )
 from halswarm.protocol import errors as perr
 from halswarm.protocol.codec import encode_raw
+from halswarm.protocol.hub_link import ACCEPTED, DUPLICATE, GAP, HubLinkCore, Liveness, gap_message, rewind_message
 from halswarm.store.guard import StorageFault
 from halswarm.store.repos.events import max_seq
 from halswarm.store.repos.nodes import update_node_auth, update_node_liveness, upsert_node
@@ -43,7 +44,7 @@ from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.writer import Writer, WriterStopped
 from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, token_matches
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.runtime.ingest import ACCEPTED, DUPLICATE, GAP, Ingestor
+from halswarm.supervisor.runtime.ingest import Ingestor
 from halswarm.supervisor.runtime.tracker import SessionTracker, claimed_session_ids, snapshot_session_id
 
 log = logging.getLogger(__name__)
@@ -340,7 +341,7 @@ class Hub:
         if isinstance(msg, Event):
             claimed = claimed_session_ids(msg.type, msg.session_id, msg.data)
             foreign = self.tracker.foreign(link.node_id, claimed)
-            if foreign and msg.seq == self.ingestor.seq_state(link.node_id).accepted + 1:
+            if foreign and self.ingestor.link.expects(link.node_id, msg.seq):
                 # Refused, but its seq is consumed (a hole would stall the node's stream): what is stored
                 # is only the refusal, under this node and no session.
                 await self._refuse_foreign(link, foreign, "event", f"event seq {msg.seq} ({msg.type[:100]})",
@@ -350,12 +351,11 @@ class Hub:
             verdict, seq = self.ingestor.offer(link.node_id, msg, link.last_frame)
             if verdict == ACCEPTED and claimed and not foreign:
                 self.tracker.claim(link.node_id, claimed)
-            if verdict == DUPLICATE and seq >= msg.seq:
+            if verdict == DUPLICATE and HubLinkCore.acks_duplicate(seq, msg.seq):
                 self._send(link, encode_raw("ack", {"seq": seq}))
             elif verdict == GAP:
                 self.metrics.errors_total.labels("hub", perr.SEQ_GAP).inc()
-                await self._send_error(link.ws, perr.SEQ_GAP, f"seq gap: expected seq {seq}, got {msg.seq}",
-                                       env.request_id)
+                await self._send_error(link.ws, perr.SEQ_GAP, gap_message(seq, msg.seq), env.request_id)
         elif isinstance(msg, Heartbeat):
             node.last_heartbeat = time.time()
             if msg.resources:
@@ -427,13 +427,13 @@ class Hub:
     # ----- liveness -----
 
     async def _liveness_loop(self) -> None:
-        timeout = self.s.heartbeat_interval_sec * self.s.heartbeat_timeout_count
-        tick = min(1.0, self.s.heartbeat_interval_sec / 4)
+        rule = Liveness(self.s.heartbeat_interval_sec, self.s.heartbeat_timeout_count)
+        timeout = rule.timeout
         while True:
-            await asyncio.sleep(tick)
+            await asyncio.sleep(rule.tick)
             now = time.monotonic()
             for node_id, link in list(self.links.items()):
-                if now - link.last_frame > timeout:
+                if rule.silent(link.last_frame, now):
                     log.warning("node %s silent for %.0f s: marking offline", node_id, now - link.last_frame)
                     await self._mark_offline(node_id, f"no frame for {timeout} s")
                     self._spawn(link.ws.close(4001, "heartbeat timeout"))
@@ -472,8 +472,7 @@ class Hub:
         """Ask an agent to resend from `expected` (after the supervisor failed to store its events)."""
         link = self.links.get(node_id)
         if link is not None:
-            msg = f"seq gap: expected seq {expected} (events after it were not stored)"
-            self._spawn(self._send_error(link.ws, perr.SEQ_GAP, msg))
+            self._spawn(self._send_error(link.ws, perr.SEQ_GAP, rewind_message(expected)))
 
     async def send_command(self, node_id: str, frame: str) -> bool:
         link = self.links.get(node_id)

@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,6 +22,7 @@ from halswarm.core.model import Session
 from halswarm.core.secret_values import SECRETS
 from halswarm.core.timestamps import MILLISECONDS, event_time
 from halswarm.protocol import Event
+from halswarm.protocol.hub_link import ACCEPTED, HubLinkCore, SeqState
 from halswarm.store.repos.events import EventRow, event_to_api, insert_events, last_event_id, row_to_api
 from halswarm.store.repos.nodes import set_nodes_last_seq
 from halswarm.store.repos.sessions import upsert_sessions
@@ -51,15 +51,6 @@ def _dumps(value: Any) -> str:
     return SECRETS.scrub_values(text)
 
 
-@dataclass
-class SeqState:
-    committed: int = 0  # highest seq durably stored
-    accepted: int = 0  # highest seq queued for storage (>= committed)
-
-
-ACCEPTED, DUPLICATE, GAP = "accepted", "duplicate", "gap"
-
-
 class Ingestor:
     def __init__(
         self,
@@ -74,7 +65,7 @@ class Ingestor:
         self._metrics = metrics
         self._send_ack = send_ack
         self._send_rewind = send_rewind
-        self.seqs: dict[str, SeqState] = {}
+        self.link = HubLinkCore()  # per-node seq expectations (sans-I/O)
         self._pending: list[tuple[EventRow, float, tuple[str, str, str | None, str | None, Any, float]]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -99,26 +90,17 @@ class Ingestor:
     # ----- per-node seq -----
 
     def seq_state(self, node_id: str) -> SeqState:
-        st = self.seqs.get(node_id)
-        if st is None:
-            st = self.seqs[node_id] = SeqState()
-        return st
+        return self.link.state(node_id)
 
     def reset_node(self, node_id: str, stored: int) -> SeqState:
         """Called at registration: what is durably stored is the new base; anything queued stays queued."""
-        st = self.seq_state(node_id)
-        st.committed = max(st.committed, stored)
-        st.accepted = max(st.accepted, st.committed)
-        return st
+        return self.link.registered(node_id, stored)
 
     def offer(self, node_id: str, ev: Event, received_mono: float) -> tuple[str, int]:
         """Decide what to do with an agent event: (ACCEPTED, seq) | (DUPLICATE, committed) | (GAP, expected)."""
-        st = self.seq_state(node_id)
-        if ev.seq <= st.accepted:
-            return DUPLICATE, st.committed
-        if ev.seq != st.accepted + 1:
-            return GAP, st.accepted + 1
-        st.accepted = ev.seq
+        verdict = self.link.offer(node_id, ev.seq)
+        if verdict[0] != ACCEPTED:
+            return verdict
         now = time.time()
         ts, odd = event_time(ev.timestamp, now)
         if odd is not None:
@@ -126,7 +108,7 @@ class Ingestor:
         row = (node_id, ev.seq, ev.event_id, ev.session_id, ev.project, ev.type, _dumps(ev.data), ts, now)
         self._pending.append((row, received_mono, (node_id, ev.type, ev.session_id, ev.project, ev.data, ts)))
         self._kick()
-        return ACCEPTED, ev.seq
+        return verdict
 
     def _note_odd_time(self, node_id: str, ev: Event, reason: str) -> None:
         """Count a converted or replaced event time; log the first of each kind per node."""
@@ -192,15 +174,15 @@ class Ingestor:
         """
         if not nodes:
             return
+        link = self.link
         self._pending = [item for item in self._pending
                          if item[0][1] is None or item[0][0] not in nodes
-                         or item[0][1] <= self.seq_state(item[0][0]).committed]
+                         or link.is_committed(item[0][0], item[0][1])]
         for node_id in nodes:
-            st = self.seq_state(node_id)
-            st.accepted = st.committed
+            resend_from = link.rollback(node_id)
             if self._send_rewind is not None:
                 try:
-                    self._send_rewind(node_id, st.committed + 1)
+                    self._send_rewind(node_id, resend_from)
                 except Exception as exc:  # a closed socket: the agent resends after reconnecting
                     log.debug("rewind to %s not sent: %s", node_id, exc)
 
@@ -293,10 +275,9 @@ class Ingestor:
             hist.observe(now - received)
         self.stored_total += len(rows)
         for node_id, seq in highs.items():
-            st = self.seq_state(node_id)
-            st.committed = max(st.committed, seq)
+            ack = self.link.committed(node_id, seq)
             try:
-                res = self._send_ack(node_id, st.committed)
+                res = self._send_ack(node_id, ack)
                 if asyncio.iscoroutine(res):
                     await res
             except Exception as exc:  # a closed socket must not stop the others' acks

@@ -10,10 +10,11 @@ import asyncio
 import sqlite3
 
 from halswarm.protocol import Event
+from halswarm.protocol.hub_link import ACCEPTED, GAP
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
 from halswarm.supervisor.metrics import Metrics
-from halswarm.supervisor.runtime.ingest import ACCEPTED, GAP, Ingestor
+from halswarm.supervisor.runtime.ingest import Ingestor
 from halswarm.supervisor.runtime.tracker import SessionTracker
 from tests.support.gated_writer import GatedWriter
 
