@@ -28,7 +28,6 @@ from halswarm.store.rescue import rescue_copy
 from halswarm.store.writer import Writer
 from halswarm.supervisor.apikit.deps import OperatorGate
 from halswarm.supervisor.apikit.registry import Services
-from halswarm.supervisor.auto_remediation import AutoConfig, AutoRemediation
 from halswarm.supervisor.features.audit.service import AuditService
 from halswarm.supervisor.features.commands.service import CommandsService
 from halswarm.supervisor.features.cost.aggregator import CostAggregator
@@ -41,6 +40,9 @@ from halswarm.supervisor.features.health.service import HealthService
 from halswarm.supervisor.features.nodes.service import NodesService
 from halswarm.supervisor.features.policies.engine import PolicyEngine
 from halswarm.supervisor.features.policies.settings import PolicyConfig
+from halswarm.supervisor.features.remediations.engine import AutoRemediation
+from halswarm.supervisor.features.remediations.service import RemediationsService
+from halswarm.supervisor.features.remediations.settings import AutoConfig
 from halswarm.supervisor.features.retention.service import RetentionJob
 from halswarm.supervisor.features.retention.settings import RetentionSettings
 from halswarm.supervisor.features.sessions.service import SessionsService
@@ -126,6 +128,7 @@ class Supervisor:
             self.policy_settings = PolicyConfig.from_config(cfg)
             self.dependency_settings = DependencySettings.from_config(cfg)
             self.retention_settings = RetentionSettings.from_config(cfg)
+            self.remediation_settings = AutoConfig.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -300,6 +303,7 @@ class Supervisor:
         add(CostService(self.costs, self.writer, self.ingestor))
         add(self.policies)
         add(self.dependencies)
+        add(RemediationsService(self.writer, self.reader, self.ingestor))
 
     def node(self, node_id: str) -> Node:
         """A known node, or NOT_FOUND (for the route modules not yet split into features)."""
@@ -339,8 +343,8 @@ class Supervisor:
         self.feed.start()
         await self.dependencies.start()
         await self.policies.start()
-        self.auto_remediation = AutoRemediation(AutoConfig.from_config(self.config), self.nodes, self.ingestor,
-                                                self.writer, self.reader)
+        self.auto_remediation = AutoRemediation(self.remediation_settings, self.nodes, self.ingestor, self.writer,
+                                                self.reader)
         await self.auto_remediation.start()
 
     # ----- running -----

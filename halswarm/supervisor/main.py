@@ -152,9 +152,11 @@ async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
     try:
         await sup.start()
     except DatabaseIntegrityError as exc:
-        from halswarm.supervisor.auto_remediation import DB_CORRUPTION, launch_db_remediation
+        from halswarm.supervisor.features.remediations.db_launch import launch_db_remediation
+        from halswarm.supervisor.features.remediations.settings import DB_CORRUPTION, AutoConfig
 
-        note = await asyncio.to_thread(launch_db_remediation, cfg) if DB_CORRUPTION in cfg.remediation_auto else None
+        auto = AutoConfig.from_config(cfg)
+        note = await asyncio.to_thread(launch_db_remediation, auto) if DB_CORRUPTION in auto.auto else None
         print(f"error: {exc}" + (f"; {note}" if note else ""), file=sys.stderr)
         return 1
     except (DatabaseError, StartupError) as exc:

@@ -19,6 +19,7 @@ from halswarm.supervisor.features.events.api import router as events_router
 from halswarm.supervisor.features.health.api import router as health_router
 from halswarm.supervisor.features.nodes.api import router as nodes_router
 from halswarm.supervisor.features.policies.api import router as policies_router
+from halswarm.supervisor.features.remediations.api import router as remediations_router
 from halswarm.supervisor.features.sessions.api import router as sessions_router
 from halswarm.supervisor.http.errors import install_error_handling
 from halswarm.supervisor.openapi_doc import install_openapi
@@ -47,11 +48,10 @@ def build_app(services: Services, *, max_body: int, on_internal: Callable[[], No
     if legacy is not None:
         from halswarm.supervisor.auth_api import include_auth_routes
         from halswarm.supervisor.env_api import include_env_routes
-        from halswarm.supervisor.remediations_api import include_remediation_routes
 
         include_auth_routes(app, legacy)
         include_env_routes(app, legacy)
-        include_remediation_routes(app, legacy)
+    app.include_router(remediations_router)
     install_openapi(app, list(STATUS_BY_CODE))
     install_docs(app)
     return app

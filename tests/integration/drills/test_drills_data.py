@@ -343,10 +343,11 @@ def test_high_latency_old_events_archived(fleet: DrillFleet) -> None:
 _LAUNCH = """
 import dataclasses, sys
 from halswarm.config.supervisor import load_supervisor_config
-from halswarm.supervisor.auto_remediation import launch_db_remediation
+from halswarm.supervisor.features.remediations.db_launch import launch_db_remediation
+from halswarm.supervisor.features.remediations.settings import AutoConfig
 cfg, _ = load_supervisor_config(sys.argv[1])
 cfg = dataclasses.replace(cfg, remediation_inventory=sys.argv[2], database_path=sys.argv[3])
-print(launch_db_remediation(cfg))
+print(launch_db_remediation(AutoConfig.from_config(cfg)))
 """
 
 

@@ -20,23 +20,19 @@ from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
-from halswarm.supervisor.auto_remediation import (
-    AGENT_CRASHED,
-    DB_CORRUPTION,
-    AutoConfig,
-    AutoRemediation,
-    NodeFacts,
+from halswarm.supervisor.features.remediations.db_launch import launch_db_remediation, systemd_run_argv
+from halswarm.supervisor.features.remediations.engine import AutoRemediation
+from halswarm.supervisor.features.remediations.halctl_run import (
     Outcome,
     RunSpec,
-    decide,
     display_command,
     halctl_argv,
-    launch_db_remediation,
     parse_report,
     preflight,
     run_halctl,
-    systemd_run_argv,
 )
+from halswarm.supervisor.features.remediations.policy import NodeFacts, decide
+from halswarm.supervisor.features.remediations.settings import AGENT_CRASHED, DB_CORRUPTION, AutoConfig
 
 TOKEN = "a" * 40
 NOW = 1_000_000.0
@@ -283,10 +279,10 @@ async def test_untriggered_ids_only_warn(store: Any, caplog: pytest.LogCaptureFi
 # --------------------------------------------------------------------------- DB corruption at start
 
 
-def sup_cfg(tmp_path: Path, **remediation: Any) -> Any:
+def sup_cfg(tmp_path: Path, **remediation: Any) -> AutoConfig:
     cfg, _ = parse_supervisor_config({"auth_token": TOKEN, "database": {"path": str(tmp_path / "s.db")},
                                       "remediation": {"auto": [DB_CORRUPTION], **remediation}})
-    return cfg
+    return AutoConfig.from_config(cfg)
 
 
 def test_db_launch_without_inventory_or_systemd_names_the_command(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Remediations: stored runbook reports (HTTP) and the automatic runs of `remediation.auto`."""

@@ -1,0 +1,192 @@
+"""Event-driven remediation (`remediation.auto`, SPEC 8): the supervisor runs runbook remediations by itself.
+
+Triggers (only for incident ids listed in `remediation.auto`):
+
+- ``agent-crashed``: a node offline for `remediation.offline_minutes` (default 2) -> the remediation
+  limited to that node's inventory host (the collection names agent hosts by their node id).
+- ``supervisor-db-corruption``: the database fails its integrity check at start (see `db_launch`).
+
+Other ids in `remediation.auto` have no trigger yet: a warning at start says so.
+
+Throttling: at most one run per (incident, host) within `remediation.window_minutes`, counted from the
+start of the last automatic run and persisted (table ``auto_remediation_state``) so a restart honours it.
+One offline episode of a node yields one decision (`policy.decide`): a run, or one
+``remediation.throttled`` event.
+
+A run is ``halctl --output json remediate ID -i INVENTORY --limit HOST --no-send`` (`halctl_run`); the
+supervisor stores the report itself (actor ``auto``, audited, like a POSTed one) and emits the routed
+events ``remediation.started``, then the event of `core.remediation.routing.route` (the rule of the HTTP
+API), or ``remediation.failed`` when no report came out (missing inventory or ansible-runner, timeout,
+crash); that failure is recorded too, as a ``failed`` report carrying the one-line error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from halswarm.core.remediation.report import build_report, redact, validate_report
+from halswarm.core.remediation.routing import route
+from halswarm.store.repos.remediations import load_auto_started, save_auto_started, store_auto_report
+from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, run_halctl
+from halswarm.supervisor.features.remediations.policy import Decision, NodeFacts, decide
+from halswarm.supervisor.features.remediations.settings import AGENT_CRASHED, AutoConfig
+from halswarm.supervisor.runtime.periodic import PeriodicEngine
+
+if TYPE_CHECKING:
+    from halswarm.core.model import Node
+    from halswarm.store.reader import Reader
+    from halswarm.store.writer import Writer
+    from halswarm.supervisor.runtime.ingest import Ingestor
+
+log = logging.getLogger(__name__)
+
+ACTOR = "auto"
+MAX_CONCURRENT = 2  # ansible runs at once; more wait their turn (a partition can drop many nodes)
+
+Runner = Callable[[RunSpec, asyncio.Event], Awaitable[Outcome]]
+
+
+@dataclass
+class _Stats:
+    runs: int = 0
+    throttled: int = 0
+    failed: int = 0
+    last: dict[str, Any] = field(default_factory=dict)
+
+
+class AutoRemediation(PeriodicEngine):
+    """Watches node liveness, decides with `decide`, runs, records and routes. A service: the composition
+    root starts it after the hub and stops it (runs in flight recorded as interrupted) before the hub."""
+
+    def __init__(self, cfg: AutoConfig, nodes: Mapping[str, Node], ingestor: Ingestor, writer: Writer,
+                 reader: Reader, *, runner: Runner = run_halctl, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.nodes = nodes
+        self.ingestor = ingestor
+        self.writer = writer
+        self.reader = reader
+        self.runner = runner
+        self.clock = clock
+        self.offline_since: dict[str, float] = {}
+        self._connected: dict[str, float | None] = {}
+        self.last_started: dict[tuple[str, str], float] = {}
+        self.decided: set[tuple[str, str, float]] = set()
+        self.stats = _Stats()
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+
+    @property
+    def active(self) -> bool:
+        return AGENT_CRASHED in self.cfg.auto
+
+    async def start(self) -> None:
+        for inc in self.cfg.untriggered:
+            log.warning("remediation.auto: %s has no automatic trigger in this version; it is not run by itself",
+                        inc)
+        if not self.active:
+            return
+        self.last_started = await self.reader.run(load_auto_started)
+        self.observe(self.clock())  # nodes offline at start count from now: they get a full threshold
+        self._start_loop(self.cfg.check_interval, "auto-remediation", log)
+        log.info("auto remediation: %s after %g s offline, at most once per host every %g min (inventory %s)",
+                 AGENT_CRASHED, self.cfg.offline_seconds, self.cfg.window_seconds / 60, self.cfg.inventory or "unset")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._stop_loop(grace=15)  # runs in flight stop their halctl and record the interruption
+
+    def observe(self, now: float) -> None:
+        """Track since when each node is offline (the engine's own clock). A node that reconnected and
+        dropped again between two looks (a new `connected_at`) starts a new offline episode."""
+        for node_id, node in list(self.nodes.items()):
+            conn = getattr(node, "connected_at", None)
+            if node.status != "offline":
+                self.offline_since.pop(node_id, None)
+            elif node_id not in self.offline_since or self._connected.get(node_id) != conn:
+                self.offline_since[node_id] = now
+            self._connected[node_id] = conn
+        for node_id in [n for n in self.offline_since if n not in self.nodes]:
+            del self.offline_since[node_id]
+        live = set(self.offline_since.items())
+        self.decided = {e for e in self.decided if (e[1], e[2]) in live}
+
+    def facts(self) -> list[NodeFacts]:
+        return [NodeFacts(nid, n.status, self.offline_since.get(nid)) for nid, n in list(self.nodes.items())]
+
+    async def check(self) -> list[Decision]:
+        now = self.clock()
+        self.observe(now)
+        decisions = decide(now, self.cfg, self.facts(), self.last_started, self.decided)
+        for d in decisions:
+            self.decided.add(d.episode)
+            if d.kind == "throttled":
+                self._throttled(d, now)
+                continue
+            await self.launch(d.incident, d.host, d.host, d.reason, now)
+        return decisions
+
+    def _throttled(self, d: Decision, now: float) -> None:
+        self.stats.throttled += 1
+        log.info("auto remediation %s on %s throttled: last run %.0f s ago (window %g min)", d.incident,
+                 d.host, now - (d.last_started or now), self.cfg.window_seconds / 60)
+        self.ingestor.emit(d.host, "remediation.throttled", {
+            "incident": d.incident, "hosts": [d.host], "actor": ACTOR, "trigger": d.reason,
+            "last_started_at": d.last_started, "retry_after": d.retry_after,
+            "window_minutes": self.cfg.window_seconds / 60})
+
+    async def launch(self, incident: str, host: str, limit: str, reason: str, now: float) -> None:
+        """Persist the throttle mark, announce, and run in the background."""
+        self.last_started[(incident, host)] = now
+        await self.writer.run(lambda c: save_auto_started(c, incident, host, now, reason))
+        self.stats.runs += 1
+        log.info("auto remediation %s on %s started: %s", incident, host, reason)
+        self.ingestor.emit(host, "remediation.started", {"incident": incident, "hosts": [host], "actor": ACTOR,
+                                                          "trigger": reason})
+        spec = RunSpec(incident, host, limit, reason, self.cfg.inventory, self.cfg.timeout_seconds,
+                       self.cfg.state_dir)
+        self._spawn(self._run(spec, now), name=f"auto-remediation-{incident}-{host}")
+
+    async def _outcome(self, spec: RunSpec) -> Outcome:
+        """The run's outcome; a report that does not validate counts as no report."""
+        try:
+            async with self._slots:
+                outcome = await self.runner(spec, self._stopping) if not self._stopping.is_set() else \
+                    Outcome(error="interrupted: the supervisor is shutting down")
+        except Exception as exc:
+            return Outcome(error=f"{type(exc).__name__}: {exc}")
+        problems = validate_report(outcome.report) if outcome.report is not None else []
+        if problems:
+            return Outcome(error="invalid report from halctl: " + "; ".join(problems[:5]), rc=outcome.rc)
+        return outcome
+
+    async def _run(self, spec: RunSpec, started: float) -> None:
+        outcome = await self._outcome(spec)
+        report = outcome.report
+        if report is None:
+            report = build_report(spec.incident, hosts=[spec.host], facts={}, plan={"decision": "unknown"},
+                                  status="failed", started=started, finished=self.clock(),
+                                  error=outcome.error or "no report", run={"rc": outcome.rc, "actor": ACTOR})
+        report = redact(report)
+        now = self.clock()
+        try:
+            await self.writer.run(lambda c: store_auto_report(c, report, actor=ACTOR, now=now, reason=spec.reason,
+                                                              host=spec.host))
+        except Exception as exc:
+            log.error("auto remediation %s on %s: report %s not stored: %s", spec.incident, spec.host,
+                      report["id"], exc)
+        ev_type, level, data = route(report, produced=outcome.report is not None)
+        if outcome.report is None:
+            self.stats.failed += 1
+            log.log(level, "auto remediation %s on %s failed: %s", spec.incident, spec.host, outcome.error)
+        else:
+            log.log(level, "auto remediation %s on %s: %s (report %s)", spec.incident, spec.host, report["status"],
+                    report["id"])
+        self.stats.last = {"incident": spec.incident, "host": spec.host, "status": report["status"],
+                           "id": report["id"], "event": ev_type}
+        self.ingestor.emit(spec.host, ev_type, data | {"actor": ACTOR, "trigger": spec.reason})

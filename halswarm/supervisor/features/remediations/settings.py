@@ -1,0 +1,45 @@
+"""`remediation.*` of the supervisor config, parsed once into `AutoConfig` (SPEC 8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from halswarm.config.supervisor import SupervisorConfig
+
+AGENT_CRASHED = "agent-crashed"
+DB_CORRUPTION = "supervisor-db-corruption"
+# The incidents `remediation.auto` can start by itself, and what starts them.
+TRIGGERS = {AGENT_CRASHED: "node offline", DB_CORRUPTION: "database integrity failure at start"}
+
+
+@dataclass(frozen=True)
+class AutoConfig:
+    auto: tuple[str, ...] = ()
+    inventory: str | None = None
+    window_seconds: float = 3600.0
+    offline_seconds: float = 120.0
+    timeout_seconds: float = 900.0
+    supervisor_host: str | None = None
+    state_dir: Path = Path(".")
+    database_path: str = ""
+
+    @classmethod
+    def from_config(cls, cfg: SupervisorConfig) -> AutoConfig:
+        """From the typed config (validated there); run artifacts live beside the database."""
+        return cls(auto=tuple(cfg.remediation_auto), inventory=cfg.remediation_inventory,
+                   window_seconds=cfg.remediation_window_minutes * 60.0,
+                   offline_seconds=cfg.remediation_offline_minutes * 60.0,
+                   timeout_seconds=cfg.remediation_timeout_minutes * 60.0,
+                   supervisor_host=cfg.remediation_supervisor_host,
+                   state_dir=Path(cfg.database_path).expanduser().resolve().parent / "remediation-runs",
+                   database_path=cfg.database_path)
+
+    @property
+    def check_interval(self) -> float:
+        """How often node liveness is looked at: fine enough for the threshold, never busy."""
+        return min(5.0, max(0.25, self.offline_seconds / 8))
+
+    @property
+    def untriggered(self) -> list[str]:
+        return [i for i in self.auto if i not in TRIGGERS]
