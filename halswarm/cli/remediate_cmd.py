@@ -3,7 +3,7 @@
 ``halctl remediate ID`` runs the collection playbook ``halswarm.ops.remediate_<id>`` through
 halswarm.ops.runner (live per-task progress). The playbook writes its facts, decision, actions and
 verification per host to ``hal_remediation_result_file``; halctl turns that into the JSON report
-(halswarm.core.remediation.report), saves it under ``<state dir>/remediations/`` and POSTs it to the
+(halswarm.core.remediation.result_report, pure), saves it under ``<state dir>/remediations/`` and POSTs it to the
 supervisor (``/api/v1/remediations``; a supervisor that cannot be reached only warns). Exit 0 when the
 repair is verified, the symptom is not present, or ``--check`` showed the plan; 1 otherwise.
 """
@@ -23,6 +23,7 @@ from halswarm.cli.context import app
 from halswarm.cli.errors import HalctlError, UsageProblem
 from halswarm.cli.ops_cmd import parse_extra_vars, playbook_target_options
 from halswarm.core.remediation import catalog
+from halswarm.core.remediation.result_report import report_from_result
 
 
 class _RemediateGroup(click.Group):
@@ -117,51 +118,6 @@ def playbook_path(incident_id: str) -> Path | None:
         if p.is_file():
             return p
     return None
-
-
-def report_from_result(incident_id: str, result: Mapping[str, Any] | None, *, check: bool, started: float,
-                       finished: float, run_ok: bool, run_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Aggregate the playbook's per-host results into one report (pure; tested without Ansible)."""
-    from halswarm.core.remediation.report import build_report, decide_status
-
-    hosts_res: Mapping[str, Any] = (result or {}).get("hosts") or {}
-    facts = {h: r.get("facts", {}) for h, r in hosts_res.items()}
-    plans = {h: r.get("plan", {}) for h, r in hosts_res.items()}
-    present_hosts = [h for h, p in plans.items() if p.get("present")]
-    decisions = {str(p.get("decision", "unknown")) for p in plans.values()}
-    decision = ("present" if present_hosts else
-                "not_present" if decisions == {"not_present"} else "unknown")
-    manual = any(p.get("decision") in ("manual", "escalate") for p in plans.values())
-    actions = [dict(a) | {"host": h, "result": a.get("result", "planned" if check else "done")}
-               for h, r in hosts_res.items() for a in (r.get("actions") or plans[h].get("actions") or [])]
-    verified = bool(present_hosts) and all(hosts_res[h].get("verified") is True for h in present_hosts)
-    error = None
-    if not run_ok:
-        error = "the playbook failed (see the run artifacts)"
-    elif not hosts_res:
-        error = (f"no result: no host of the inventory is in group {catalog.get(incident_id).hosts!r} "
-                 "(or the playbook stopped before its report)")
-    elif decision == "unknown":
-        error = "facts incomplete: could not decide whether the symptom is present"
-    elif manual:
-        error = "manual action required (see guidance)"
-    host_errors = [f"{h}: {r['error']}" for h, r in hosts_res.items() if r.get("error")]
-    if host_errors:
-        error = "; ".join(([error] if error else []) + host_errors)
-    present = decision != "not_present" or error is not None
-    status = decide_status(check=check and error is None, present=present, resolve_ok=run_ok and not manual,
-                           verified=verified and error is None)
-    plan = {"decision": decision,
-            "reasons": [f"{h}: {r}" for h, p in plans.items() for r in p.get("reasons", [])],
-            "guidance": [g for p in plans.values() for g in p.get("guidance", [])],
-            "verify": sorted({v for p in plans.values() for v in p.get("verify", [])})}
-    verification = {"checks": plan["verify"], "passed": verified if present_hosts and not check else None,
-                    "hosts": {h: hosts_res[h].get("verified") for h in present_hosts},
-                    "details": {h: hosts_res[h]["verification"] for h in present_hosts
-                                if hosts_res[h].get("verification")}}
-    return build_report(incident_id, hosts=list(hosts_res) or [], facts=facts, plan=plan, status=status,
-                        started=started, finished=finished, check=check, actions_done=actions,
-                        verification=verification, error=error, run=run_info)
 
 
 def save_report(report: Mapping[str, Any], state_dir: Path | None, path: Path | None = None) -> Path:

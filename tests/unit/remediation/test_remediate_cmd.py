@@ -7,10 +7,11 @@ import json
 import pytest
 
 from halswarm.cli import main as halctl_main
-from halswarm.cli.remediate_cmd import remediate, report_from_result
+from halswarm.cli.remediate_cmd import remediate
 from halswarm.core.remediation import catalog
 from halswarm.core.remediation.planners import plan
 from halswarm.core.remediation.report import exit_code, validate_report
+from halswarm.core.remediation.result_report import report_from_result
 
 DEAD = {"load_state": "loaded", "active_state": "failed", "sub_state": "failed", "n_restarts": 1}
 ACTIVE = {"load_state": "loaded", "active_state": "active", "sub_state": "running", "n_restarts": 0}
