@@ -33,7 +33,7 @@ def insert_remediation(conn: sqlite3.Connection, report: dict[str, Any], *, acto
 
 def _row(r: sqlite3.Row) -> dict[str, Any]:
     try:
-        report = json.loads(r["report"])
+        report: dict[str, Any] = json.loads(r["report"])
     except ValueError:
         report = {}
     return report | {"id": r["id"], "received_at": r["received_at"], "actor": r["actor"]}

@@ -62,4 +62,4 @@ class RemediationsService:
         problems = validate_report(body)
         if problems:
             raise ApiError("VALIDATION_ERROR", "invalid remediation report: " + "; ".join(problems[:10]))
-        return body  # type: ignore[no-any-return]
+        return body
