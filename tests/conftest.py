@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.agent_proc import make_agent  # noqa: F401 - the fixture, registered for every test
 from tests.support.supervisor_proc import SupervisorProc
 
 # ----- scheduling under pytest-xdist (`make test` runs -n 2 --dist loadfile --no-loadscope-reorder) -----

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from halswarm.agent.opencode_events import GlobalEventStream, OpencodeEvent
 from halswarm.agent.opencode_process import OpencodeProcess
 from halswarm.agent.session_state import Change, SessionTracker
 from tests.fakes.fake_llm import FakeLLM, opencode_config_content
+from tests.support.waiting import on_loop
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,17 +130,15 @@ class Recorder:
 
     async def wait(self, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
         """Poll ``predicate`` until truthy; on timeout fail with the recent event types."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def check() -> Any:
             if self.task is not None and self.task.done():
                 self.task.result()  # surface a crashed consumer
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                recent = [e.type for e in self.events[-25:]]
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}; recent events: {recent}")
-            await asyncio.sleep(0.05)
+            return predicate()
+
+        try:
+            return await on_loop(check, what, timeout, interval=0.05, retry=())
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; recent events: {[e.type for e in self.events[-25:]]}") from None
 
 
 @dataclass

@@ -5,15 +5,16 @@ project checked, provisioned (idempotent) and its AGENT.md drift reported. The a
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.fake_llm import FakeLLM, opencode_config
-from tests.integration.test_agent_harness import AgentProc, api_get, opencode_env, reply_text, wait_for, wait_status
-from tests.unit.env.harness import EnvSupervisorProc, make_repo, probed, stand_in_tool, tool_env, tree_digest
+from tests.support.agent_proc import AgentProc, api_get, opencode_env, reply_text, wait_status
+from tests.support.projects import make_repo, probed, stand_in_tool, tool_env, tree_digest
+from tests.support.supervisor_proc import InstalledSupervisorProc
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -26,11 +27,11 @@ MANIFEST = {"version": "1.0", "templates": {"AGENT.md": "# {{project}} (managed)
 
 
 @pytest.fixture
-def real_stack(tmp_path: Path) -> Iterator[tuple[EnvSupervisorProc, AgentProc, Path]]:
+def real_stack(tmp_path: Path) -> Iterator[tuple[InstalledSupervisorProc, AgentProc, Path]]:
     env = tool_env(tmp_path / "tools")
     stand_in_tool(tmp_path / "tools" / "bin", "hallisted", "2.4.0")
     project = make_repo(tmp_path / "projects" / "demo", env)
-    sup = EnvSupervisorProc(tmp_path / "sup").start()
+    sup = InstalledSupervisorProc(tmp_path / "sup").start()
     # the node's own config lists the extra tools its env checks may probe (the manifest cannot)
     agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.agent_token, node_id=NODE,
                       projects=[("demo", str(project))],
@@ -46,7 +47,7 @@ def real_stack(tmp_path: Path) -> Iterator[tuple[EnvSupervisorProc, AgentProc, P
 
 
 def test_env_check_provision_and_drift_through_the_real_agent(
-        real_stack: tuple[EnvSupervisorProc, AgentProc, Path]) -> None:
+        real_stack: tuple[InstalledSupervisorProc, AgentProc, Path]) -> None:
     sup, _, project = real_stack
     with sup.client() as c:
         assert c.put("/api/v1/env/manifest", json=MANIFEST).status_code == 201
@@ -76,18 +77,15 @@ def test_env_check_provision_and_drift_through_the_real_agent(
         assert r["status"] == "degraded"
         diff = c.get("/api/v1/agent-md/demo/diff").json()["data"]
         assert diff["status"] == "modified" and "-my local rule\n" in diff["diff"]
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def drift_event() -> bool:
             evs = c.get("/api/v1/events", params={"type": "env.drift.detected", "node_id": NODE}).json()["data"]
-            if any(i["item"] == "AGENT.md" for e in evs for i in e["data"]["items"]):
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("no env.drift.detected event for AGENT.md")
+            return any(i["item"] == "AGENT.md" for e in evs for i in e["data"]["items"])
+
+        wait_for(drift_event, "an env.drift.detected event for AGENT.md", 10, interval=0.2)
 
 
 def test_the_real_agent_probes_only_the_tools_its_config_lists(
-        real_stack: tuple[EnvSupervisorProc, AgentProc, Path], tmp_path: Path) -> None:
+        real_stack: tuple[InstalledSupervisorProc, AgentProc, Path], tmp_path: Path) -> None:
     """A name on the node's PATH that the manifest asks for (a `reboot` stand-in) is never run by the real
     agent's check or provision; a tool its config lists in env.probe_tools is probed."""
     sup, _, _ = real_stack
@@ -130,7 +128,7 @@ def test_provisioned_env_vars_reach_the_real_opencode_at_a_safe_point(tmp_path: 
     git_env = tool_env(tmp_path / "tools")
     demo = make_repo(tmp_path / "projects" / "demo", git_env)
     beta = make_repo(tmp_path / "projects" / "beta", git_env)
-    sup = EnvSupervisorProc(tmp_path / "sup").start()
+    sup = InstalledSupervisorProc(tmp_path / "sup").start()
     env = opencode_env(tmp_path / "home", json.dumps(opencode_config(fake.base_url))) | {"npm_config_offline": "true"}
     agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.agent_token, node_id=NODE,
                       projects=[("demo", str(demo)), ("beta", str(beta))], manage=True, binary=opencode_bin, env=env,

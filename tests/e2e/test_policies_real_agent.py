@@ -32,17 +32,9 @@ from typing import Any
 import pytest
 
 from tests.fakes.fake_llm import MODEL_ID, PROVIDER_ID, FakeLLM, opencode_config
-from tests.integration.test_agent_harness import (
-    AgentProc,
-    api_get,
-    db_rows,
-    opencode_env,
-    reply_text,
-    session_of,
-    wait_for,
-    wait_status,
-)
+from tests.support.agent_proc import AgentProc, api_get, db_rows, opencode_env, reply_text, session_of, wait_status
 from tests.support.supervisor_proc import SupervisorProc
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

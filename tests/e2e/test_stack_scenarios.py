@@ -26,7 +26,7 @@ import pytest
 from halswarm.agent.bridge import NOISE_TYPES
 from halswarm.agent.opencode_events import SSEParser, parse_data
 from tests.fakes.fake_llm import FakeLLM, opencode_config_content
-from tests.integration.test_agent_harness import (
+from tests.support.agent_proc import (
     AgentProc,
     TcpProxy,
     api_get,
@@ -35,10 +35,10 @@ from tests.integration.test_agent_harness import (
     node_status,
     opencode_env,
     reply_text,
-    wait_for,
     wait_status,
 )
 from tests.support.supervisor_proc import SupervisorProc
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 

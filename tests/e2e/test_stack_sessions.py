@@ -16,20 +16,19 @@ import httpx
 import pytest
 
 from tests.fakes.fake_llm import FakeLLM, opencode_config_content
-from tests.integration.test_agent_harness import (
+from tests.support.agent_proc import (
     AgentProc,
     api_get,
-    halctl,
-    halctl_json,
     opencode_env,
     reply_text,
     session_events,
     session_of,
-    wait_for,
     wait_status,
 )
+from tests.support.halctl import halctl, halctl_json
 from tests.support.ports import free_port
 from tests.support.supervisor_proc import SupervisorProc
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 

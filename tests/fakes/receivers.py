@@ -10,7 +10,6 @@ A Receiver records every POST (path, headers, JSON body, arrival time) and answe
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -19,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support import waiting
 
 
 @dataclass
@@ -51,27 +52,27 @@ class Receiver:
         with self.lock:
             return [r.body for r in self.received]
 
+    def _got(self, n: int) -> list[Received] | None:
+        with self.lock:
+            return list(self.received) if len(self.received) >= n else None
+
+    def _short(self, n: int, exc: AssertionError) -> TimeoutError:
+        with self.lock:
+            return TimeoutError(f"{exc}: got {len(self.received)} of {n} deliveries ({self.attempts} attempts)")
+
     def wait_for(self, n: int, timeout: float = 10.0) -> list[Received]:
         """Blocking wait (for tests whose deliveries run in another process)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.received) >= n:
-                    return list(self.received)
-            time.sleep(0.02)
-        with self.lock:
-            raise TimeoutError(f"receiver got {len(self.received)} of {n} deliveries ({self.attempts} attempts)")
+        try:
+            return waiting.wait_for(lambda: self._got(n), f"{n} deliveries", timeout, interval=0.02)
+        except AssertionError as exc:
+            raise self._short(n, exc) from None
 
     async def until(self, n: int, timeout: float = 10.0) -> list[Received]:
         """The same wait without blocking the event loop (deliveries from this process)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.received) >= n:
-                    return list(self.received)
-            await asyncio.sleep(0.02)
-        with self.lock:
-            raise TimeoutError(f"receiver got {len(self.received)} of {n} deliveries ({self.attempts} attempts)")
+        try:
+            return await waiting.on_loop(lambda: self._got(n), f"{n} deliveries", timeout, interval=0.02)
+        except AssertionError as exc:
+            raise self._short(n, exc) from None
 
     def _answer(self) -> tuple[int, dict[str, str], bytes | None]:
         with self.lock:

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.test_agent_harness import AgentProc, make_agent, wait_for  # noqa: F401
 from tests.support.supervisor_proc import REPO
+from tests.support.waiting import wait_for
 
 HAL_AGENT = shutil.which("hal-agent", path=str(Path(sys.executable).parent))
 TOKEN = "t" * 40
@@ -82,7 +82,7 @@ def test_unusable_data_dir_exits_1(tmp_path: Path) -> None:
     assert f"error: cannot use data_dir {blocker / 'data'}" in res.stderr
 
 
-def test_outbox_held_by_another_agent_exits_1(tmp_path: Path, make_agent) -> None:  # noqa: F811
+def test_outbox_held_by_another_agent_exits_1(tmp_path: Path, make_agent) -> None:
     class _NoSup:
         ws_url = "ws://127.0.0.1:9/ws/agent"  # nothing listens: the first agent just keeps retrying
         token = agent_token = TOKEN

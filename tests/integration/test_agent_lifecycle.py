@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_agent_harness import (  # noqa: F401
-    FakeOpencode,
-    api_get,
-    assert_gap_free,
-    make_agent,
-    node,
-    node_status,
-    wait_for,
-)
+from tests.support.agent_proc import FakeOpencode, api_get, assert_gap_free, node, node_status
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -30,7 +23,7 @@ def events(sup, **params):  # type: ignore[no-untyped-def]
     return api_get(sup, "/api/v1/events", limit=1000, **params)
 
 
-def test_registers_with_projects_capabilities_and_heartbeats(sup, make_agent, tmp_path: Path) -> None:  # noqa: F811
+def test_registers_with_projects_capabilities_and_heartbeats(sup, make_agent, tmp_path: Path) -> None:
     alpha = tmp_path / "alpha"
     alpha.mkdir()
     agent = make_agent(sup, "reg", projects=[("alpha", str(alpha)), ("ghost", str(tmp_path / "ghost"))],
@@ -70,7 +63,7 @@ def test_registers_with_projects_capabilities_and_heartbeats(sup, make_agent, tm
         assert state["checked_at"]
 
 
-def test_missing_opencode_binary_still_registers_and_says_why(sup, make_agent, tmp_path: Path) -> None:  # noqa: F811
+def test_missing_opencode_binary_still_registers_and_says_why(sup, make_agent, tmp_path: Path) -> None:
     proj = tmp_path / "p"
     proj.mkdir()
     agent = make_agent(sup, "nobin", projects=[("p", str(proj))], manage=True,
@@ -95,7 +88,7 @@ def test_missing_opencode_binary_still_registers_and_says_why(sup, make_agent, t
         assert r.json()["data"]["error"] == "session ses_x not found on this node"
 
 
-def test_sigterm_stops_cleanly_and_the_node_goes_offline(sup, make_agent) -> None:  # noqa: F811
+def test_sigterm_stops_cleanly_and_the_node_goes_offline(sup, make_agent) -> None:
     agent = make_agent(sup, "term").start()
     agent.wait_online(sup)
     started = time.monotonic()
@@ -106,7 +99,7 @@ def test_sigterm_stops_cleanly_and_the_node_goes_offline(sup, make_agent) -> Non
     assert "hal-agent stopped" in log and "Traceback" not in log
 
 
-def test_events_from_opencode_reach_the_supervisor_in_order(sup, make_agent, tmp_path: Path) -> None:  # noqa: F811
+def test_events_from_opencode_reach_the_supervisor_in_order(sup, make_agent, tmp_path: Path) -> None:
     proj = tmp_path / "p"
     proj.mkdir()
     fake = FakeOpencode().start()

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from halswarm.supervisor.main import _local_opencode
-from tests.integration.test_agent_harness import wait_for
 from tests.support.ports import free_port
 from tests.support.supervisor_proc import REPO
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

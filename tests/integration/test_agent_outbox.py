@@ -12,16 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_agent_harness import (  # noqa: F401
-    FakeOpencode,
-    TcpProxy,
-    api_get,
-    assert_gap_free,
-    db_rows,
-    make_agent,
-    node_status,
-    wait_for,
-)
+from tests.support.agent_proc import FakeOpencode, TcpProxy, api_get, assert_gap_free, db_rows, node_status
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,7 +36,7 @@ def stored_ids(sup, node_id: str) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_agent_killed_with_unacked_events_delivers_each_once_after_restart(
-        make_supervisor, make_agent, fake: FakeOpencode, tmp_path: Path) -> None:  # noqa: F811
+        make_supervisor, make_agent, fake: FakeOpencode, tmp_path: Path) -> None:
     proj = tmp_path / "p"
     proj.mkdir()
     sid = fake.add_session(str(proj))["id"]
@@ -72,7 +64,7 @@ def test_agent_killed_with_unacked_events_delivers_each_once_after_restart(
 
 
 def test_supervisor_killed_agent_reconnects_with_backoff_and_resends(
-        make_supervisor, make_agent, fake: FakeOpencode, tmp_path: Path) -> None:  # noqa: F811
+        make_supervisor, make_agent, fake: FakeOpencode, tmp_path: Path) -> None:
     proj = tmp_path / "p"
     proj.mkdir()
     sid = fake.add_session(str(proj))["id"]
@@ -98,7 +90,7 @@ def test_supervisor_killed_agent_reconnects_with_backoff_and_resends(
 
 
 def test_1000_events_in_order_across_a_supervisor_restart(
-        make_supervisor, make_agent, fake: FakeOpencode, tmp_path: Path) -> None:  # noqa: F811
+        make_supervisor, make_agent, fake: FakeOpencode, tmp_path: Path) -> None:
     """A burst of 1,000 events; the supervisor is restarted in the middle of it."""
     proj = tmp_path / "p"
     proj.mkdir()
@@ -130,7 +122,7 @@ def outbox_metrics(sup, node_id: str) -> dict[str, float]:  # type: ignore[no-un
 
 
 def test_full_outbox_refuses_new_events_and_reports_it_in_heartbeats(
-        make_supervisor, make_agent, fake: FakeOpencode, tmp_path: Path) -> None:  # noqa: F811
+        make_supervisor, make_agent, fake: FakeOpencode, tmp_path: Path) -> None:
     """outbox.max_events 20, supervisor partitioned away while 60 events are produced: the agent keeps
     20 (never drops stored ones), refuses the rest, and once connected its heartbeats show the refused
     count and the backlog draining to 0 in /metrics and in GET /api/v1/nodes/{id}."""

@@ -134,7 +134,7 @@ def crashing_server() -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: server.started, 15, "uvicorn to start")
+        wait_for(lambda: server.started, "uvicorn to start", 15)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

@@ -6,7 +6,6 @@ anywhere the supervisor or the agent keeps or says things (diagnostics bundle in
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -21,7 +20,12 @@ import pytest_asyncio
 
 from halswarm.ops import diagnostics
 from tests.fakes.receivers import Receiver
-from tests.unit.auth.harness import AgentSide, AuthSupervisorProc, aclient, halctl, stand_in_tools, wait_api
+from tests.support.agent_side import AuthAgent
+from tests.support.api import aclient, wait_api
+from tests.support.auth_tools import stand_in_tools
+from tests.support.halctl import ahalctl
+from tests.support.supervisor_proc import InstalledSupervisorProc
+from tests.support.waiting import until
 
 BIN = Path(__file__).resolve().parents[2] / ".tools" / "npm" / "node_modules" / ".bin"
 
@@ -48,17 +52,16 @@ MANUAL_JSON = {
 
 @pytest_asyncio.fixture
 async def make_env(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    sups: list[AuthSupervisorProc] = []
-    agents: list[AgentSide] = []
+    sups: list[InstalledSupervisorProc] = []
+    agents: list[AuthAgent] = []
 
     async def factory(node_id: str = "agent-node-1", *, drift_poll: float | None = None,
                       service_kwargs: dict[str, Any] | None = None,
-                      **extra: Any) -> tuple[AuthSupervisorProc, AgentSide]:
-        sup = AuthSupervisorProc(tmp_path / f"sup-{len(sups)}", extra=extra)
-        sup.drift_poll = drift_poll  # type: ignore[attr-defined]
+                      **extra: Any) -> tuple[InstalledSupervisorProc, AuthAgent]:
+        sup = InstalledSupervisorProc(tmp_path / f"sup-{len(sups)}", extra=extra, drift_poll=drift_poll)
         sups.append(sup)
         sup.start()
-        agent = AgentSide(sup, node_id, tmp_path / f"agent-{node_id}", service_kwargs=service_kwargs or {
+        agent = AuthAgent(sup, node_id, tmp_path / f"agent-{node_id}", service_kwargs=service_kwargs or {
             "base_env": stand_in_tools(tmp_path / f"tools-{node_id}")})
         agents.append(agent)
         await agent.start()
@@ -79,7 +82,7 @@ async def test_push_sync_drift_cleared(make_env: Callable[..., Any]) -> None:
     drift = await wait_api(sup, "/auth/drift", lambda d: len(d) == 1)
     assert drift[0]["node_id"] == "agent-node-1" and drift[0]["credential_sync"] == "drift_detected"
 
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/commands/credentials/push", json={
             "target_node": "agent-node-1", "env_vars": {"ANTHROPIC_API_KEY": SECRET, "GITHUB_TOKEN": SECRET2},
             "version": 2})
@@ -95,16 +98,16 @@ async def test_push_sync_drift_cleared(make_env: Callable[..., Any]) -> None:
     assert node["credential_sync"] == "in_sync" and node["credential_version"] == 2
 
     # halctl shows the runbook's layout
-    out = await halctl(sup, "auth", "status", "agent-node-1")
+    out = await ahalctl(sup, "auth", "status", "agent-node-1")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("Node: agent-node-1\nCredential Sync: in_sync\nCredential Version: 2\n\n"
                                  "Tool            Status              Reason\n")
     assert "claude_code     authenticated       API key from ANTHROPIC_API_KEY" in out.stdout
-    out = await halctl(sup, "auth", "drift")
+    out = await ahalctl(sup, "auth", "drift")
     assert out.returncode == 0 and "Total: 0 nodes with credential drift" in out.stdout
 
     # validation: Go's 400s
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         push = "/api/v1/commands/credentials/push"
         assert (await c.post(push, json={"target_node": "agent-node-1", "env_vars": {}})).status_code == 400
         assert (await c.post(push, json={"target_node": "agent-node-1", "env_vars": {"A": ""}})).status_code == 400
@@ -127,7 +130,7 @@ async def test_configured_credentials_are_pushed_to_drifting_nodes(make_env: Cal
     assert pushed["data"]["names"] == ["ANTHROPIC_API_KEY", "GITHUB_TOKEN"]
     assert pushed["data"]["actor"] == "supervisor:auto-push"
     # POST push without env_vars: the configured section (idempotent re-push)
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/commands/credentials/push", json={"target_node": "agent-node-1"})
         assert r.status_code == 200 and r.json()["data"]["output"]["credential_version"] == 3
         r = await c.post("/api/v1/commands/credentials/push", json={})  # nobody drifts: nothing to do
@@ -136,7 +139,7 @@ async def test_configured_credentials_are_pushed_to_drifting_nodes(make_env: Cal
 
 async def test_oauth_trigger(make_env: Callable[..., Any]) -> None:
     sup, _ = await make_env()
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/oauth/trigger", json={"node_id": "agent-node-1", "tool": "claude_code"})
         assert r.status_code == 200 and r.json()["data"] == MANUAL_JSON
         assert (await c.post("/api/v1/oauth/trigger", json={"node_id": "nope", "tool": "codex"})).status_code == 404
@@ -151,7 +154,7 @@ async def test_oauth_trigger(make_env: Callable[..., Any]) -> None:
     assert ev[0]["data"]["status"] == "success" and ev[0]["data"]["flow_id"] == data["flow_id"]
     await wait_api(sup, "/nodes/agent-node-1/auth", lambda d: d["auth_states"]["codex"]["status"] == "authenticated")
     # halctl --output json prints the runbook's guidance for claude_code
-    out = await halctl(sup, "auth", "login", "agent-node-1", "claude_code", "--output", "json")
+    out = await ahalctl(sup, "auth", "login", "agent-node-1", "claude_code", "--output", "json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == MANUAL_JSON
 
@@ -164,7 +167,7 @@ async def test_secrets_never_leak(make_env: Callable[..., Any], tmp_path: Path,
     sup, agent = await make_env(credentials={"version": 5, "defaults": {"env": {"ANTHROPIC_API_KEY": SECRET}}})
     await wait_api(sup, "/nodes/agent-node-1/auth", lambda d: d["credential_sync"] == "in_sync")
     said: list[str] = []
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/commands/credentials/push", json={
             "target_node": "agent-node-1", "env_vars": {"ANTHROPIC_API_KEY": SECRET, "DEPLOY_TOKEN": SECRET2},
             "version": 5, "idempotency_key": "k1"})
@@ -231,7 +234,7 @@ async def test_auth_changed_is_stored_and_routed(make_env: Callable[..., Any]) -
         sup, _ = await make_env(routes=[{"match": "auth.*", "target": f"webhook:{receiver.url}/auth"}])
         await wait_api(sup, "/nodes/agent-node-1/auth",
                        lambda d: d["auth_states"].get("claude_code", {}).get("status") == "unauthenticated")
-        async with aclient(sup) as c:
+        async with aclient(sup, prefix="") as c:
             r = await c.post("/api/v1/commands/credentials/push", json={
                 "target_node": "agent-node-1", "env_vars": {"ANTHROPIC_API_KEY": SECRET}, "version": 1})
             assert r.status_code == 200, r.text
@@ -241,14 +244,11 @@ async def test_auth_changed_is_stored_and_routed(make_env: Callable[..., Any]) -
         changed = next(e for e in events if e["data"]["auth"].get("claude_code") == "authenticated")
         assert changed["node_id"] == "agent-node-1" and changed["type"] == "auth.changed"
         # ... and the auth.* route delivered it to the receiver
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:
-            got = [b for b in receiver.bodies() if isinstance(b, dict) and b.get("event", {}).get("type")
-                   == "auth.changed" and b["event"]["data"]["auth"].get("claude_code") == "authenticated"]
-            if got or asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.1)
-        assert got, f"no routed auth.changed; received: {receiver.bodies()}"
+        def routed() -> list[Any]:
+            return [b for b in receiver.bodies() if isinstance(b, dict) and b.get("event", {}).get("type")
+                    == "auth.changed" and b["event"]["data"]["auth"].get("claude_code") == "authenticated"]
+
+        got = await until(routed, "the routed auth.changed at the receiver", 30)
         assert got[0]["event"]["node_id"] == "agent-node-1"
         assert all(SECRET not in json.dumps(b) for b in receiver.bodies())
     finally:
@@ -268,7 +268,7 @@ async def test_push_sync_drift_cleared_with_the_real_claude(make_env: Callable[.
     node = await wait_api(sup, "/nodes/agent-node-1/auth", lambda d: "claude_code" in d["auth_states"]
                           and d["credential_sync"] == "drift_detected", timeout=60)
     assert node["auth_states"]["claude_code"]["status"] == "unauthenticated", node
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/commands/credentials/push", json={
             "target_node": "agent-node-1", "env_vars": {"ANTHROPIC_API_KEY": SECRET}, "version": 7})
     assert r.status_code == 200, r.text
@@ -283,7 +283,7 @@ async def test_push_sync_drift_cleared_with_the_real_claude(make_env: Callable[.
 
 async def test_auth_state_survives_a_supervisor_restart(make_env: Callable[..., Any]) -> None:
     sup, agent = await make_env(credentials={"version": 4, "auto_push": False})
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/commands/credentials/push", json={
             "target_node": "agent-node-1", "env_vars": {"ANTHROPIC_API_KEY": SECRET}, "version": 4})
         assert r.status_code == 200, r.text
@@ -293,7 +293,7 @@ async def test_auth_state_survives_a_supervisor_restart(make_env: Callable[..., 
     await agent.stop()  # no agent to re-report after the restart
     sup.stop()
     sup.start()
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         r = await c.get("/api/v1/nodes/agent-node-1/auth")
     assert r.status_code == 200, r.text
     after = r.json()["data"]
@@ -308,7 +308,7 @@ async def test_drift_is_recomputed_on_credential_sync(make_env: Callable[..., An
     sup, _ = await make_env(drift_poll=3600.0, credentials={"version": 2, "auto_push": False})
     await wait_api(sup, "/events?node_id=agent-node-1&type=credential.*",
                    lambda d: [e["type"] for e in d] == ["credential.drift_detected"], timeout=15)
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/commands/credentials/push", json={
             "target_node": "agent-node-1", "env_vars": {"GITHUB_TOKEN": SECRET2}, "version": 2})
         assert r.status_code == 200, r.text
@@ -330,17 +330,17 @@ async def test_claude_trigger_is_recorded_as_manual_required(make_env: Callable[
     sup, agent = await make_env()
     await wait_api(sup, "/nodes/agent-node-1/auth",
                    lambda d: d["auth_states"].get("claude_code", {}).get("status") == "unauthenticated")
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/oauth/trigger", json={"node_id": "agent-node-1", "tool": "claude_code"})
     assert r.status_code == 200 and r.json()["data"] == MANUAL_JSON  # answered at once, as before
     node = await wait_api(sup, "/nodes/agent-node-1/auth",
                           lambda d: d["auth_states"]["claude_code"]["status"] == "manual_required")
     assert node["auth_states"]["claude_code"]["reason"] == MANUAL_JSON["reason"]
     assert [c.type for c in agent.commands] == ["oauth_trigger"]
-    out = await halctl(sup, "auth", "status", "agent-node-1")
+    out = await ahalctl(sup, "auth", "status", "agent-node-1")
     assert "claude_code     manual_required" in out.stdout, out.stdout
     # a later refresh keeps it while logged out ...
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/commands", json={"type": "auth_refresh", "target": {"node_id": "agent-node-1"}})
         assert r.status_code == 200, r.text
         data = (await c.get("/api/v1/nodes/agent-node-1/auth")).json()["data"]

@@ -22,8 +22,10 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_agent_harness import AgentProc, api_get, wait_for
-from tests.unit.auth.harness import AuthSupervisorProc, stand_in_tools
+from tests.support.agent_proc import AgentProc, api_get
+from tests.support.auth_tools import stand_in_tools
+from tests.support.supervisor_proc import InstalledSupervisorProc
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,8 +34,8 @@ NODE = "persist-node"
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[AuthSupervisorProc, AgentProc]]:
-    sup = AuthSupervisorProc(tmp_path / "sup", extra={"credentials": {"version": 3, "auto_push": False}})
+def stack(tmp_path: Path) -> Iterator[tuple[InstalledSupervisorProc, AgentProc]]:
+    sup = InstalledSupervisorProc(tmp_path / "sup", extra={"credentials": {"version": 3, "auto_push": False}})
     env = stand_in_tools(tmp_path / "tools") | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     agent = AgentProc(tmp_path / "agent", sup.ws_url, sup.agent_token, node_id=NODE, env=env, clean_env=True,
                       extra={"auth_report_interval_sec": 3600})
@@ -47,7 +49,7 @@ def stack(tmp_path: Path) -> Iterator[tuple[AuthSupervisorProc, AgentProc]]:
         sup.stop()
 
 
-def auth_of(sup: AuthSupervisorProc) -> dict[str, Any]:
+def auth_of(sup: InstalledSupervisorProc) -> dict[str, Any]:
     return api_get(sup, f"/api/v1/nodes/{NODE}/auth")
 
 
@@ -57,7 +59,7 @@ def _epoch(v: Any) -> float:
     return datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp() if v else 0.0
 
 
-def claude_has_key(sup: AuthSupervisorProc, version: int, since: float = 0.0) -> dict[str, Any] | None:
+def claude_has_key(sup: InstalledSupervisorProc, version: int, since: float = 0.0) -> dict[str, Any] | None:
     """The node's auth with claude_code authenticated by the pushed key, probed at or after ``since``."""
     a = auth_of(sup)
     claude = a["auth_states"].get("claude_code", {})
@@ -66,13 +68,13 @@ def claude_has_key(sup: AuthSupervisorProc, version: int, since: float = 0.0) ->
     return a if ok and fresh and claude.get("reason") == "API key from ANTHROPIC_API_KEY" else None
 
 
-def push(sup: AuthSupervisorProc, version: int, value: str = SECRET) -> Any:
+def push(sup: InstalledSupervisorProc, version: int, value: str = SECRET) -> Any:
     with sup.client() as c:
         return c.post("/api/v1/commands/credentials/push", json={
             "target_node": NODE, "env_vars": {"ANTHROPIC_API_KEY": value}, "version": version})
 
 
-def test_pushed_credentials_survive_an_agent_kill_and_restart(stack: tuple[AuthSupervisorProc, AgentProc]) -> None:
+def test_pushed_credentials_survive_an_agent_kill_and_restart(stack: tuple[InstalledSupervisorProc, AgentProc]) -> None:
     sup, agent = stack
     wait_for(lambda: auth_of(sup)["credential_sync"] == "drift_detected", "drift before the push", 30)
     r = push(sup, 3)

@@ -23,7 +23,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.unit.auth.harness import AgentSide, AuthSupervisorProc, SshHost, aclient, halctl, halctl_argv, wait_api
+from tests.support.agent_side import AuthAgent
+from tests.support.api import aclient, wait_api
+from tests.support.halctl import ahalctl, halctl_argv
+from tests.support.ssh_host import SshHost
+from tests.support.supervisor_proc import InstalledSupervisorProc
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".tools" / "npm" / "node_modules" / ".bin"
@@ -56,12 +60,12 @@ async def env(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[d
     tag = uuid.uuid4().hex[:6]
     host = SshHost(workdir, user=f"halop{tag}", service=f"halsvc{tag}",
                    password=SUDO_PASSWORD if getattr(request, "param", "") == "password" else None)
-    sup = AuthSupervisorProc(tmp_path / "sup")
-    agent: AgentSide | None = None
+    sup = InstalledSupervisorProc(tmp_path / "sup")
+    agent: AuthAgent | None = None
     try:
         host.start()
         sup.start()
-        agent = AgentSide(sup, "agent-node-1", tmp_path / "agent", service_kwargs={
+        agent = AuthAgent(sup, "agent-node-1", tmp_path / "agent", service_kwargs={
             "base_env": {"PATH": f"{BIN}:/usr/bin:/bin", "npm_config_offline": "true"},
             "run_as": host.run_as(), "tool_paths": {"claude": "/nonexistent/claude",
                                                     "opencode": "/nonexistent/opencode"}})
@@ -82,7 +86,7 @@ def ssh_args(host: SshHost, *extra: str) -> list[str]:
 
 @pytest.mark.parametrize("env", ["nopasswd", "password"], indirect=True)
 async def test_codex_login_over_ssh_flips_the_supervisor_view(env: dict[str, Any]) -> None:
-    sup: AuthSupervisorProc = env["sup"]
+    sup: InstalledSupervisorProc = env["sup"]
     host: SshHost = env["host"]
     with_password = host.password is not None
     # like the role: the service user has no shell and no key; the operator SSHes in as itself
@@ -134,7 +138,7 @@ async def test_codex_login_over_ssh_flips_the_supervisor_view(env: dict[str, Any
     # the real state changed in the service user's HOME ...
     assert (host.home / ".codex" / "auth.json").stat().st_uid == host.run_as().uid
     # ... and the supervisor knows at once (the agent's periodic probe is hours away: auth_refresh did it)
-    async with aclient(sup) as c:
+    async with aclient(sup, prefix="") as c:
         data = (await c.get("/api/v1/nodes/agent-node-1/auth")).json()["data"]
     assert data["auth_states"]["codex"]["status"] == "authenticated"
     assert data["auth_states"]["codex"]["reason"] == "API key configured (codex login)"
@@ -142,11 +146,11 @@ async def test_codex_login_over_ssh_flips_the_supervisor_view(env: dict[str, Any
 
 
 async def test_unknown_host_key_is_refused(env: dict[str, Any], tmp_path: Path) -> None:
-    sup: AuthSupervisorProc = env["sup"]
+    sup: InstalledSupervisorProc = env["sup"]
     host: SshHost = env["host"]
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    res = await halctl(sup, "auth", "login", "agent-node-1", "codex", *ssh_args(host, "--known-hosts", str(empty)))
+    res = await ahalctl(sup, "auth", "login", "agent-node-1", "codex", *ssh_args(host, "--known-hosts", str(empty)))
     assert res.returncode == 1
     assert "not found in known_hosts" in res.stderr and "--insecure-host-key" in res.stderr
     # a different key under the right name is a mismatch, also refused
@@ -155,5 +159,5 @@ async def test_unknown_host_key_is_refused(env: dict[str, Any], tmp_path: Path) 
                             check=True)
     pub = (tmp_path / "other_key.pub").read_text().split()
     empty.write_text(f"[{host.host}]:{host.port} {pub[0]} {pub[1]}\n")
-    res = await halctl(sup, "auth", "login", "agent-node-1", "codex", *ssh_args(host, "--known-hosts", str(empty)))
+    res = await ahalctl(sup, "auth", "login", "agent-node-1", "codex", *ssh_args(host, "--known-hosts", str(empty)))
     assert res.returncode == 1 and "does not match" in res.stderr, res.stderr

@@ -9,13 +9,11 @@ not_present); the test asserts the mechanism, not that outcome.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from tests.fakes.receivers import Receiver, receivers
 from tests.support.agentsim import SimAgent
 from tests.support.ports import free_port
 from tests.support.supervisor_proc import REPO
+from tests.support.waiting import until
 
 pytest.importorskip("ansible_runner")
 
@@ -33,15 +32,6 @@ NODE = "auto-node"
 
 def _types(hook: Receiver) -> list[str]:
     return [b["event"]["type"] for b in hook.bodies()]
-
-
-async def _until(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(pred):
-            return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(what)
 
 
 @pytest.mark.timeout(120)
@@ -57,16 +47,18 @@ async def test_offline_node_gets_agent_crashed_once_per_window(make_supervisor: 
         agent = SimAgent(sup.ws_url, sup.agent_token, NODE)
         await agent.connect()
         await agent.close()  # offline; the threshold is 1.2 s
-        await _until(lambda: "remediation.started" in _types(hook), 15, "no remediation.started")
+        await until(lambda: "remediation.started" in _types(hook), "remediation.started", 15, interval=0.2)
 
         # Second offline episode inside the window (while the first run may still be going): throttled.
         again = SimAgent(sup.ws_url, sup.agent_token, NODE)
         await again.connect()
         await again.close()
-        await _until(lambda: "remediation.throttled" in _types(hook), 15, "no remediation.throttled")
+        await until(lambda: "remediation.throttled" in _types(hook), "remediation.throttled", 15, interval=0.2)
         done = ("remediation.completed", "remediation.escalated", "remediation.failed")
-        await _until(lambda: any(t in done for t in _types(hook)), 60,
-                     f"the run did not finish: {_types(hook)}\n{sup.log_tail()}")
+        try:
+            await until(lambda: any(t in done for t in _types(hook)), "the run to finish", 60, interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {_types(hook)}\n{sup.log_tail()}") from None
 
         with sup.client() as c:
             items = c.get("/api/v1/remediations").json()["data"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_backup_helpers import COLLECTIONS
+from tests.support.backup import COLLECTIONS
 
 SOURCE = COLLECTIONS / "ansible_collections/halswarm/ops"
 MODULES = ("hal_config", "hal_sqlite_backup", "hal_sqlite_restore", "hal_sqlite_recover")

@@ -18,7 +18,7 @@ import pytest
 from halswarm.ops import datasafety
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
-from tests.integration.test_backup_helpers import halctl, one_error_line, sha256
+from tests.support.backup import halctl, one_error_line, sha256
 
 COMMON = datasafety.core("common")
 BACKUP = datasafety.core("backup")

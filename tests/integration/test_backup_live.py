@@ -8,14 +8,14 @@ import json
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_backup_helpers import REPO, count, halctl_json
 from tests.support.agentsim import SimAgent
+from tests.support.backup import REPO, count, halctl_json
 from tests.support.supervisor_proc import SupervisorProc
+from tests.support.waiting import on_loop
 
 PROBE = "probe-node"
 
@@ -58,11 +58,11 @@ def test_backup_under_ingest_load_keeps_every_acked_event(supervisor: Supervisor
 
             sender = asyncio.create_task(stream())
             try:
-                deadline = time.monotonic() + 60
-                while _bench_events(sup.db_path) < 2000 or agent.acked < 500:  # the load is flowing
-                    assert time.monotonic() < deadline, "load generator did not get going"
+                def flowing() -> bool:
                     assert load.poll() is None, load.stderr.read() if load.stderr else ""
-                    await asyncio.sleep(0.1)
+                    return _bench_events(sup.db_path) >= 2000 and agent.acked >= 500
+
+                await on_loop(flowing, "the load flowing (2,000 bench events, 500 acked)", 60, interval=0.1)
                 acked_before = agent.acked  # cumulative: every seq <= this is durably stored
                 bench_before = _bench_events(sup.db_path)
                 result = await asyncio.get_running_loop().run_in_executor(

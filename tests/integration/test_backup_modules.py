@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.test_backup_helpers import PLAYBOOKS, REPO, count, populate, run_playbook, sha256, task_result
+from tests.support.backup import PLAYBOOKS, REPO, count, populate, run_playbook, sha256, task_result
 from tests.support.supervisor_proc import SupervisorProc
 
 VENV = Path(sys.executable).parent.parent

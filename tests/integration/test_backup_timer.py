@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.test_backup_helpers import COLLECTIONS, count, populate, run_playbook
+from tests.support.backup import COLLECTIONS, count, populate, run_playbook
 from tests.support.supervisor_proc import SupervisorProc
 
 ROLE = COLLECTIONS / "ansible_collections/halswarm/ops/roles/supervisor"

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from halswarm.ops import datasafety
-from tests.integration.test_backup_helpers import run_playbook, task_result
-from tests.unit.datasafety.test_data_remediation_core import DAY, make_db
+from tests.support.backup import run_playbook, task_result
+from tests.support.databases import DAY, make_db
 
 BACKUP = datasafety.core("backup")
 pytestmark = pytest.mark.timeout(300)

@@ -91,7 +91,8 @@ def test_progress_md_edit_in_a_real_agent_starts_the_ready_dependent(make_superv
     """The real `hal-agent` process watches `.context/PROGRESS.md`: the status line turning `completed`
     travels as a `project.status` event and the supervisor starts the ready dependent on that agent
     (opencode is the loopback fake; the session is really created through it)."""
-    from tests.integration.test_agent_harness import AgentProc, FakeOpencode, api_get, wait_for
+    from tests.support.agent_proc import AgentProc, FakeOpencode, api_get
+    from tests.support.waiting import wait_for
 
     sup = make_supervisor(dependencies={"api": ["core"]}, dependencies_autostart=True).start()
     core, api = tmp_path / "core", tmp_path / "api"

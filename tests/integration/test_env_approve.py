@@ -22,20 +22,12 @@ import pytest_asyncio
 import yaml
 
 from halswarm.protocol import Command, CommandResult
-from tests.unit.auth.harness import SshHost
-from tests.unit.env.harness import (
-    REMOTE_PYTHON,
-    EnvAgent,
-    EnvSupervisorProc,
-    aclient,
-    events,
-    halctl,
-    make_repo,
-    probed,
-    ssh_inventory,
-    tool_env,
-    wait_api,
-)
+from tests.support.agent_side import EnvAgent
+from tests.support.api import aclient, events, wait_api
+from tests.support.halctl import ahalctl
+from tests.support.projects import make_repo, probed, tool_env
+from tests.support.ssh_host import REMOTE_PYTHON, SshHost, ssh_inventory
+from tests.support.supervisor_proc import InstalledSupervisorProc
 
 NODE = "env-node-3"
 
@@ -63,7 +55,7 @@ async def approve_stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {NODE: {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
-    sup = EnvSupervisorProc(tmp_path / "sup", extra={"remediation": {"inventory": str(inventory)}})
+    sup = InstalledSupervisorProc(tmp_path / "sup", extra={"remediation": {"inventory": str(inventory)}})
     sup.start()
     env = tool_env(tmp_path / "tools")
     bin_dir = tmp_path / "tools" / "bin"
@@ -91,7 +83,7 @@ async def approve_stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
 
 @pytest.mark.timeout(300)
 async def test_approved_item_runs_through_ansible_and_is_reported(approve_stack: dict[str, Any]) -> None:
-    sup: EnvSupervisorProc = approve_stack["sup"]
+    sup: InstalledSupervisorProc = approve_stack["sup"]
     tool = approve_stack["bin"] / "haltool"
     async with aclient(sup) as c:
         r = await c.post(f"/env/approve/{NODE}", json={"item": "alpha:tools:haltool"})
@@ -101,7 +93,7 @@ async def test_approved_item_runs_through_ansible_and_is_reported(approve_stack:
     assert sorted(p["id"] for p in pending) == ["alpha:native_libs:halnosuchlib", "alpha:tools:haltool"]
     assert not tool.exists()  # risky items never run by themselves
 
-    out = await halctl(sup, "env", "approve", NODE, "alpha:tools:haltool")
+    out = await ahalctl(sup, "env", "approve", NODE, "alpha:tools:haltool")
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     # the exact command and its target, shown before it runs
@@ -131,7 +123,7 @@ async def test_approved_item_runs_through_ansible_and_is_reported(approve_stack:
     assert not tool.exists()
 
     # a failing item: reported as failed (exit 1), with the command's output
-    out = await halctl(sup, "env", "approve", NODE, "alpha:native_libs:halnosuchlib")
+    out = await ahalctl(sup, "env", "approve", NODE, "alpha:native_libs:halnosuchlib")
     assert out.returncode == 1
     assert "failed (rc 3" in out.stdout and "approved item alpha:native_libs:halnosuchlib failed" in out.stderr
     assert approve_stack["marker"].read_text() == "trying\n"
@@ -146,7 +138,7 @@ async def test_approved_item_runs_through_ansible_and_is_reported(approve_stack:
 
 @pytest.mark.timeout(120)
 async def test_approval_needs_an_inventory(tmp_path: Path) -> None:
-    sup = EnvSupervisorProc(tmp_path / "sup")
+    sup = InstalledSupervisorProc(tmp_path / "sup")
     sup.start()
     env = tool_env(tmp_path / "tools")
     alpha = make_repo(tmp_path / "alpha", env)
@@ -168,7 +160,7 @@ async def test_approval_needs_an_inventory(tmp_path: Path) -> None:
 async def test_a_tampered_command_from_the_agent_never_runs(approve_stack: dict[str, Any]) -> None:
     """A compromised agent reports a root command for a risky item (and one item the manifest does not
     have): the supervisor stores and runs the command its own manifest defines, never the reported text."""
-    sup: EnvSupervisorProc = approve_stack["sup"]
+    sup: InstalledSupervisorProc = approve_stack["sup"]
     agent: EnvAgent = approve_stack["agent"]
     pwned = approve_stack["tmp"] / "pwned.marker"
     evil = f"sh -c 'id > {pwned}'"
@@ -202,7 +194,7 @@ async def test_a_tampered_command_from_the_agent_never_runs(approve_stack: dict[
         r = await c.post(f"/env/approve/{NODE}", json={"item": "alpha:tools:planted"})
         assert r.status_code == 409 and "not in the supervisor's manifest" in r.json()["error"]
 
-    out = await halctl(sup, "env", "approve", NODE, "alpha:tools:haltool")
+    out = await ahalctl(sup, "env", "approve", NODE, "alpha:tools:haltool")
     assert out.returncode == 0, out.stdout + out.stderr
     assert evil not in out.stdout and approve_stack["install"] in out.stdout.splitlines()[0]
     assert not pwned.exists()
@@ -234,7 +226,7 @@ async def ssh_stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     _ssh_requirements()
     workdir = Path(tempfile.mkdtemp(prefix="hal-envssh-", dir="/var/tmp"))  # reachable by the SSH user
     host = SshHost(workdir, user=f"halenv{uuid.uuid4().hex[:6]}")
-    sup: EnvSupervisorProc | None = None
+    sup: InstalledSupervisorProc | None = None
     agent: EnvAgent | None = None
     try:
         host.start()
@@ -250,7 +242,7 @@ async def ssh_stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         marker = host.home / "halnosuchlib.marker"
         inventory = ssh_inventory(tmp_path / "inventory.yml", NODE, host=host.host, port=host.port, user=host.user,
                                   key=host.client_key, known_hosts=host.known_hosts)
-        sup = EnvSupervisorProc(tmp_path / "sup", extra={"remediation": {"inventory": str(inventory)}})
+        sup = InstalledSupervisorProc(tmp_path / "sup", extra={"remediation": {"inventory": str(inventory)}})
         sup.start()
         env = tool_env(tmp_path / "tools")
         env["PATH"] = f"{drop}:{env['PATH']}"
@@ -278,7 +270,7 @@ async def ssh_stack(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
 
 @pytest.mark.timeout(300)
 async def test_approved_item_runs_over_ssh_on_the_node_host(ssh_stack: dict[str, Any]) -> None:
-    sup: EnvSupervisorProc = ssh_stack["sup"]
+    sup: InstalledSupervisorProc = ssh_stack["sup"]
     host: SshHost = ssh_stack["host"]
     tool: Path = ssh_stack["tool"]
     async with aclient(sup) as c:
@@ -287,7 +279,7 @@ async def test_approved_item_runs_over_ssh_on_the_node_host(ssh_stack: dict[str,
     assert _owner(tool) is None
     assert f"Accepted publickey for {host.user}" not in host.log_tail()  # nothing connected before the approval
 
-    out = await halctl(sup, "env", "approve", NODE, "alpha:tools:haltool")
+    out = await ahalctl(sup, "env", "approve", NODE, "alpha:tools:haltool")
     assert out.returncode == 0, f"{out.stdout}{out.stderr}\nsshd: {host.log_tail()}"
     lines = out.stdout.splitlines()
     assert lines[0] == (f"running alpha:tools:haltool on host {NODE} (inventory {ssh_stack['inventory']}, "
@@ -314,7 +306,7 @@ async def test_approved_item_runs_over_ssh_on_the_node_host(ssh_stack: dict[str,
     assert [(e["data"]["item"], e["data"]["rc"]) for e in ok] == [("alpha:tools:haltool", 0)]
 
     # a failing item over SSH: it ran there as the SSH user (marker in its HOME), reported as failed
-    out = await halctl(sup, "env", "approve", NODE, "alpha:native_libs:halnosuchlib")
+    out = await ahalctl(sup, "env", "approve", NODE, "alpha:native_libs:halnosuchlib")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "failed (rc 3" in out.stdout and "approved item alpha:native_libs:halnosuchlib failed" in out.stderr
     marker: Path = ssh_stack["marker"]
@@ -330,7 +322,7 @@ async def test_approved_item_runs_over_ssh_on_the_node_host(ssh_stack: dict[str,
 async def test_an_unknown_ssh_host_key_is_refused(ssh_stack: dict[str, Any]) -> None:
     """Host key checking is real: with a known_hosts that lacks the host's key the run is unreachable,
     reported as failed, and nothing ran on the host."""
-    sup: EnvSupervisorProc = ssh_stack["sup"]
+    sup: InstalledSupervisorProc = ssh_stack["sup"]
     host: SshHost = ssh_stack["host"]
     host.known_hosts.write_text("")
     async with aclient(sup) as c:

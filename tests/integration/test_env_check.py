@@ -12,18 +12,11 @@ from typing import Any
 
 import pytest_asyncio
 
-from tests.unit.env.harness import (
-    EnvAgent,
-    EnvSupervisorProc,
-    aclient,
-    events,
-    halctl,
-    make_repo,
-    probed,
-    stand_in_tool,
-    tool_env,
-    wait_api,
-)
+from tests.support.agent_side import EnvAgent
+from tests.support.api import aclient, events, wait_api
+from tests.support.halctl import ahalctl
+from tests.support.projects import make_repo, probed, stand_in_tool, tool_env
+from tests.support.supervisor_proc import InstalledSupervisorProc
 
 REMOTE = "https://git.example.invalid/team/alpha.git"
 GO_EXAMPLE = (Path(__file__).resolve().parents[1] / "fixtures/configs/go/env-manifest.example.json").read_text()
@@ -86,14 +79,14 @@ def _projects(tmp_path: Path, env: dict[str, str]) -> dict[str, Path]:
 
 @pytest_asyncio.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    sups: list[EnvSupervisorProc] = []
+    sups: list[InstalledSupervisorProc] = []
     agents: list[EnvAgent] = []
     made: dict[str, Any] = {}
 
-    async def factory(*, start_agent: bool = True, sup: EnvSupervisorProc | None = None,
-                      **extra: Any) -> tuple[EnvSupervisorProc, EnvAgent | None, dict[str, Path], dict[str, str]]:
+    async def factory(*, start_agent: bool = True, sup: InstalledSupervisorProc | None = None,
+                      **extra: Any) -> tuple[InstalledSupervisorProc, EnvAgent | None, dict[str, Path], dict[str, str]]:
         if sup is None:
-            sup = EnvSupervisorProc(tmp_path / "sup", extra=extra)
+            sup = InstalledSupervisorProc(tmp_path / "sup", extra=extra)
             sups.append(sup)
             sup.start()
         env, dirs = made.get("env") or _make_projects(tmp_path), made.get("dirs")
@@ -166,7 +159,7 @@ async def test_bad_manifests_are_rejected_with_paths(stack: Callable[..., Any], 
 
     bad_file = tmp_path / "bad.yaml"
     bad_file.write_text("version: '1'\nrequirements:\n  docs: {}\n")
-    out = await halctl(sup, "env", "manifest", "set", str(bad_file))
+    out = await ahalctl(sup, "env", "manifest", "set", str(bad_file))
     assert out.returncode == 1
     assert "version: must be in format X.Y" in out.stderr and "requirements.docs: must have at least one" in out.stderr
     events_ = await events(sup, "env.manifest.updated")
@@ -262,18 +255,18 @@ async def test_each_category_passes_and_fails(stack: Callable[..., Any]) -> None
     assert agent.service.manifest_version == 1
 
     # halctl views
-    out = await halctl(sup, "-o", "table", "env", "status")
+    out = await ahalctl(sup, "-o", "table", "env", "status")
     assert out.returncode == 0, out.stderr
     lines = [ln.split() for ln in out.stdout.splitlines()]
     assert lines[1][:3] == ["env-node-1", "bad", "missing"] and lines[2][:3] == ["env-node-1", "good", "ready"]
-    out = await halctl(sup, "env", "status")  # piped without --output: one key: value line per item
+    out = await ahalctl(sup, "env", "status")  # piped without --output: one key: value line per item
     assert [ln.split("  ")[:3] for ln in out.stdout.splitlines()] == [
         ["node: env-node-1", "project: bad", "status: missing"], ["node: env-node-1", "project: good", "status: ready"]]
-    out = await halctl(sup, "env", "check", "--project", "good")
+    out = await ahalctl(sup, "env", "check", "--project", "good")
     assert out.returncode == 0 and "env-node-1/good: ready (pass" in out.stdout
-    out = await halctl(sup, "env", "drift", "--project", "bad")
+    out = await ahalctl(sup, "env", "drift", "--project", "bad")
     assert out.returncode == 0 and "halnosuchlib" in out.stdout and "good" not in out.stdout
-    out = await halctl(sup, "env", "check", "--node", "env-node-1", "-o", "json")
+    out = await ahalctl(sup, "env", "check", "--node", "env-node-1", "-o", "json")
     data = json.loads(out.stdout)
     assert [r["status"] for r in data["results"]] == ["missing", "ready"]
 

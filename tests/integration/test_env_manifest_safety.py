@@ -29,24 +29,17 @@ import pytest_asyncio
 import yaml
 
 from halswarm.core.probe_rules import NOT_KNOWN
-from tests.unit.env.harness import (
-    EnvAgent,
-    EnvSupervisorProc,
-    aclient,
-    git,
-    make_repo,
-    probed,
-    stand_in_tool,
-    tool_env,
-    wait_api,
-)
+from tests.support.agent_side import EnvAgent
+from tests.support.api import aclient, wait_api
+from tests.support.projects import git, make_repo, probed, stand_in_tool, tool_env
+from tests.support.supervisor_proc import InstalledSupervisorProc
 
 NODE = "safety-node"
 
 
 @dataclass
 class Stack:
-    sup: EnvSupervisorProc
+    sup: InstalledSupervisorProc
     agent: EnvAgent
     alpha: Path  # its own repository
     inner: Path  # a directory inside the repository ``outer``, not its own
@@ -67,7 +60,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     inventory = tmp_path / "inventory.yml"  # approved items run on this host through Ansible (local connection)
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {NODE: {
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
-    sup = EnvSupervisorProc(tmp_path / "sup", extra={"remediation": {"inventory": str(inventory)}})
+    sup = InstalledSupervisorProc(tmp_path / "sup", extra={"remediation": {"inventory": str(inventory)}})
     sup.start()
     stand_in_tool(tmp_path / "tools" / "bin", "hallisted", "1.5.0")
     agent = EnvAgent(sup, NODE, tmp_path / "agent", {"alpha": str(alpha), "inner": str(inner)}, env,

@@ -11,18 +11,11 @@ from typing import Any
 
 import pytest_asyncio
 
-from tests.unit.env.harness import (
-    EnvAgent,
-    EnvSupervisorProc,
-    aclient,
-    events,
-    halctl,
-    make_repo,
-    probed,
-    tool_env,
-    tree_digest,
-    wait_api,
-)
+from tests.support.agent_side import EnvAgent
+from tests.support.api import aclient, events, wait_api
+from tests.support.halctl import ahalctl
+from tests.support.projects import make_repo, probed, tool_env, tree_digest
+from tests.support.supervisor_proc import InstalledSupervisorProc
 
 NODE = "env-node-2"
 REMOTE = "git@git.example.invalid:team/alpha.git"
@@ -54,8 +47,8 @@ def agent_md() -> str:
 
 
 @pytest_asyncio.fixture
-async def env_stack(tmp_path: Path) -> AsyncIterator[tuple[EnvSupervisorProc, EnvAgent, Path]]:
-    sup = EnvSupervisorProc(tmp_path / "sup")
+async def env_stack(tmp_path: Path) -> AsyncIterator[tuple[InstalledSupervisorProc, EnvAgent, Path]]:
+    sup = InstalledSupervisorProc(tmp_path / "sup")
     sup.start()
     env = tool_env(tmp_path / "tools")
     alpha = make_repo(tmp_path / "projects" / "alpha", env, config={"pull.rebase": "false"})
@@ -72,12 +65,12 @@ async def env_stack(tmp_path: Path) -> AsyncIterator[tuple[EnvSupervisorProc, En
 
 
 async def test_dry_run_changes_nothing_then_provision_is_idempotent(
-        env_stack: tuple[EnvSupervisorProc, EnvAgent, Path], tmp_path: Path) -> None:
+        env_stack: tuple[InstalledSupervisorProc, EnvAgent, Path], tmp_path: Path) -> None:
     sup, agent, alpha = env_stack
     env_file = tmp_path / "agent" / "env" / "alpha.env"
     before = tree_digest(alpha)
 
-    out = await halctl(sup, "env", "provision", "--node", NODE, "--project", "alpha", "--dry-run")
+    out = await ahalctl(sup, "env", "provision", "--node", NODE, "--project", "alpha", "--dry-run")
     assert out.returncode == 0, out.stderr
     assert "env-node-2/alpha: plan (dry run, nothing changed)" in out.stdout
     assert "would create agent_config:AGENT.md" in out.stdout and "would git_remote_add git:remote.origin" in out.stdout
@@ -124,7 +117,7 @@ async def test_dry_run_changes_nothing_then_provision_is_idempotent(
         "git:hooks/commit-msg", "git:hooks/pre-commit"}
 
     # second run: nothing changes (checksums) and nothing is reported as changed
-    out = await halctl(sup, "env", "provision", "--node", NODE, "--project", "alpha", "-o", "json")
+    out = await ahalctl(sup, "env", "provision", "--node", NODE, "--project", "alpha", "-o", "json")
     assert out.returncode == 0, out.stderr
     second = json.loads(out.stdout)["results"][0]
     assert second["changes"] == [] and second["details"]["applied"] == []
@@ -160,20 +153,20 @@ async def test_dry_run_changes_nothing_then_provision_is_idempotent(
 
 
 async def test_agent_md_drift_diff_and_no_overwrite_without_force(
-        env_stack: tuple[EnvSupervisorProc, EnvAgent, Path]) -> None:
+        env_stack: tuple[InstalledSupervisorProc, EnvAgent, Path]) -> None:
     sup, _, alpha = env_stack
     # AGENT.md missing: diff against nothing, sync creates it
-    out = await halctl(sup, "agent-md", "diff", "alpha")
+    out = await ahalctl(sup, "agent-md", "diff", "alpha")
     assert out.returncode == 0 and "+# Agent rules for alpha" in out.stdout
-    out = await halctl(sup, "agent-md", "sync", "alpha")
+    out = await ahalctl(sup, "agent-md", "sync", "alpha")
     assert out.returncode == 0, out.stderr
     assert "env-node-2/alpha: synced: AGENT.md created" in out.stdout
     assert (alpha / "AGENT.md").read_text() == agent_md()
-    out = await halctl(sup, "agent-md", "diff", "alpha")
+    out = await ahalctl(sup, "agent-md", "diff", "alpha")
     assert out.returncode == 0 and out.stdout == ""
-    out = await halctl(sup, "agent-md", "show", "alpha")
+    out = await ahalctl(sup, "agent-md", "show", "alpha")
     assert out.returncode == 0 and out.stdout == agent_md()
-    out = await halctl(sup, "agent-md", "show", "alpha", "--template")
+    out = await ahalctl(sup, "agent-md", "show", "alpha", "--template")
     assert out.stdout == agent_md()
     async with aclient(sup) as c:
         r = await c.post(f"/env/check/{NODE}", json={"project": "alpha"})
@@ -197,13 +190,13 @@ async def test_agent_md_drift_diff_and_no_overwrite_without_force(
     assert len(new) == drift_before + 1
     assert [i["item"] for i in new[-1]["data"]["items"]] == ["AGENT.md"]
 
-    out = await halctl(sup, "agent-md", "diff", "alpha")
+    out = await ahalctl(sup, "agent-md", "diff", "alpha")
     assert out.returncode == 0
     assert out.stdout.startswith("--- a/AGENT.md (local)\n+++ b/AGENT.md (template)\n@@ ")
     assert "-Use model whatever-I-like.\n+Use model model-y.\n" in out.stdout and "-Local note.\n" in out.stdout
 
     # not overwritten: neither by sync nor by provision, without force
-    out = await halctl(sup, "agent-md", "sync", "alpha")
+    out = await ahalctl(sup, "agent-md", "sync", "alpha")
     assert out.returncode == 1
     assert "modified" in out.stdout and "-Local note." in out.stdout and "--force" in out.stderr
     assert (alpha / "AGENT.md").read_text() == edited
@@ -216,13 +209,13 @@ async def test_agent_md_drift_diff_and_no_overwrite_without_force(
     assert (alpha / "AGENT.md").read_text() == edited
 
     # with force: replaced, then in sync
-    out = await halctl(sup, "agent-md", "sync", "alpha", "--force")
+    out = await ahalctl(sup, "agent-md", "sync", "alpha", "--force")
     assert out.returncode == 0 and "replaced by the template (force)" in out.stdout
     assert (alpha / "AGENT.md").read_text() == agent_md()
     synced = await events(sup, "agentmd.synced", node_id=NODE)
     assert len(synced) == 2
-    out = await halctl(sup, "-o", "table", "agent-md", "show")
+    out = await ahalctl(sup, "-o", "table", "agent-md", "show")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[1].split()[:4] == ["env-node-2", "alpha", "true", "true"]
-    out = await halctl(sup, "agent-md", "diff")
+    out = await ahalctl(sup, "agent-md", "diff")
     assert out.returncode == 0 and out.stdout == "" and "matches the template" in out.stderr

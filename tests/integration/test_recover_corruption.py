@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_backup_helpers import REPO, count, halctl, halctl_json, one_error_line, populate, sha256
+from tests.support.backup import REPO, count, halctl, halctl_json, one_error_line, populate, sha256
 from tests.support.supervisor_proc import SupervisorProc
 
 NODE = "node-r"

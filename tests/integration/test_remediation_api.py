@@ -17,6 +17,7 @@ import pytest
 from halswarm.core.remediation.planners import plan
 from halswarm.core.remediation.report import build_report
 from tests.support.supervisor_proc import REPO, SupervisorProc
+from tests.support.waiting import wait_for
 
 BOOT = "import runpy\nrunpy.run_module('halswarm.supervisor.main', run_name='__main__')\n"
 
@@ -55,7 +56,6 @@ def _events(client, ev_type: str) -> list[dict]:  # type: ignore[no-untyped-def]
 
 
 def test_post_list_filter_events_and_errors(sup: SupervisorProc) -> None:
-    import time
 
     with sup.client() as c:
         ok = _report("verified")
@@ -81,12 +81,11 @@ def test_post_list_filter_events_and_errors(sup: SupervisorProc) -> None:
         assert c.get("/api/v1/remediations", params={"status": "bogus"}).status_code == 400
         assert c.get("/api/v1/remediations", params={"limit": 0}).status_code == 400
 
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def both() -> tuple[list[dict], list[dict]] | None:
             done, esc = _events(c, "remediation.completed"), _events(c, "remediation.escalated")
-            if done and esc:
-                break
-            time.sleep(0.2)
+            return (done, esc) if done and esc else None
+
+        done, esc = wait_for(both, "remediation.completed and remediation.escalated", 10, interval=0.2)
         assert done[0]["data"]["id"] == ok["id"] and done[0]["node_id"] == "sup-1"
         assert esc[0]["data"]["incident"] == "agent-crashed" and esc[0]["data"]["status"] == "failed"
         audit = c.get("/api/v1/audit", params={"action": "remediation"}).json()["data"]

@@ -13,18 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.halctl import HALCTL
 from tests.support.supervisor_proc import REPO
 
 pytest.importorskip("ansible_runner")
-
-CODE = (
-    "import sys\n"
-    "from halswarm.cli import main as m\n"
-    "from halswarm.cli.remediate_cmd import remediate\n"
-    "if 'remediate' not in m.cli.commands:\n"
-    "    m.cli.add_command(remediate); m.add_output_option(m.cli)\n"
-    "sys.exit(m.run(sys.argv[1:]))\n"
-)
 
 
 @pytest.mark.timeout(300)
@@ -34,7 +26,7 @@ def test_check_mode_on_host_without_service(tmp_path: Path) -> None:
                    f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
     env = dict(os.environ, HOME=str(tmp_path), HALCTL_AUTH_TOKEN="x")
     out = subprocess.run(
-        [sys.executable, "-c", CODE, "--output", "json", "remediate", "supervisor-crashed", "-i", str(inv),
+        [HALCTL, "--output", "json", "remediate", "supervisor-crashed", "-i", str(inv),
          "--check", "--no-send", "--state-dir", str(tmp_path / "state")],
         capture_output=True, text=True, timeout=280, cwd=REPO, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_remediation_playbook import CODE
+from tests.support.halctl import HALCTL
 from tests.support.supervisor_proc import REPO
 
 pytest.importorskip("ansible_runner")
@@ -48,7 +48,7 @@ def test_a_start_attempt_in_a_crash_loop_is_not_taken_for_a_running_service(tmp_
     env = dict(os.environ, HOME=str(tmp_path), HALCTL_AUTH_TOKEN="x", PATH=f"{stub}:{os.environ['PATH']}",
                STATE=str(tmp_path / "calls"), CRASH_AT="3")
     out = subprocess.run(
-        [sys.executable, "-c", CODE, "--output", "json", "remediate", "supervisor-crashed", "-i", str(inv),
+        [HALCTL, "--output", "json", "remediate", "supervisor-crashed", "-i", str(inv),
          "--check", "--no-send", "--state-dir", str(tmp_path / "state")],
         capture_output=True, text=True, timeout=280, cwd=REPO, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

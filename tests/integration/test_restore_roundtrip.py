@@ -14,7 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.test_backup_helpers import (
+from tests.support.agentsim import SimAgent
+from tests.support.backup import (
     PLAYBOOKS,
     SupervisorService,
     count,
@@ -26,7 +27,6 @@ from tests.integration.test_backup_helpers import (
     sha256,
     task_result,
 )
-from tests.support.agentsim import SimAgent
 
 NODE = "node-a"
 

@@ -138,7 +138,7 @@ async def test_policy_env_and_daily_cost_events_reach_their_targets(make_supervi
     an env check result the node reports (answering the supervisor's `env_check` as hal-agent does) and a
     kill_on_cost daily limit (only `daily_limit_usd` set: no per-session default threshold applies)."""
     from halswarm.protocol import Command, CommandResult
-    from tests.integration.test_policies import SimFleet
+    from tests.support.simfleet import SimFleet
 
     with receivers("ok", "ok") as (pol, disc):
         sup = make_supervisor(

@@ -30,6 +30,7 @@ from halswarm.protocol import Command, CommandResult
 from tests.fakes.fake_providers import ANTHROPIC_KEY, fake_providers
 from tests.support.agentsim import SimAgent, session_state
 from tests.support.runbook import DRILL_RUN, extract_commands
+from tests.support.waiting import until
 
 RUNBOOK = Path(__file__).resolve().parents[1] / "fixtures" / "runbook" / "RUNBOOK.md"
 BIN = Path(sys.executable).parent
@@ -231,10 +232,10 @@ async def live_checks(host: Host, agent: SimAgent, fake: Any) -> None:
     assert (await host.ok(f'sqlite3 {DB} "SELECT COUNT(*) FROM sessions;"')).strip() == "3"
     recent = f'sqlite3 {DB} "SELECT COUNT(*) FROM sessions WHERE timestamp > datetime(\'now\', \'-1 day\');"'
 
-    deadline = time.monotonic() + 15
-    while (await host.ok(recent)).strip() != "3":  # the sessions' upsert is batched: poll, bounded
-        assert time.monotonic() < deadline, "the three sessions were not counted as active in the last day"
-        await asyncio.sleep(0.1)
+    async def counted() -> bool:
+        return (await host.ok(recent)).strip() == "3"
+
+    await until(counted, "the three sessions counted as active in the last day", 15)  # the upsert is batched
     costs = await host.ok(f'sqlite3 {DB} "SELECT * FROM costs ORDER BY date DESC LIMIT 10;"')
     assert costs.splitlines()[0].startswith(f"anthropic|{today_iso()}|claude-sonnet-4-5"), costs
     assert sup.db_path.exists()

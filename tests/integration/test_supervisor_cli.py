@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 GO = REPO / "tests/fixtures/configs/go"
@@ -151,15 +152,7 @@ def test_local_mode_generates_token_and_prints_halctl_instructions(tmp_path):
 
 
 def _wait_http(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
+    wait_for(lambda: httpx.get(url, timeout=1).status_code == 200, f"200 from {url}", timeout)
 
 
 def test_json_logs_and_log_level_flags_override_the_config(tmp_path):
@@ -175,16 +168,11 @@ def test_json_logs_and_log_level_flags_override_the_config(tmp_path):
                                  "--log-level", "debug", "--log-format", "json"],
                                 stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=env_with())
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def ready() -> bool:
             assert proc.poll() is None, err_path.read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "supervisor not ready"
-            time.sleep(0.1)
+            return httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code == 200
+
+        wait_for(ready, "the supervisor ready", 30)
         assert httpx.get(f"http://127.0.0.1:{http_port}/api/v1/nodes", timeout=5).status_code == 401
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import yaml
 
 from tests.molecule_support.env import ARTIFACTS, AUTH_TOKEN, IMAGE, ROOT, WHEELHOUSE, ansible_env, run, wheels
 from tests.molecule_support.molecule import container_pid, podman_exec
+from tests.support.waiting import wait_for
 
 SUP_DB = "/var/lib/hal-o-swarm/supervisor/supervisor.db"
 SUP_CONFIG = "/etc/hal-o-swarm/supervisor.config.json"
@@ -256,12 +256,11 @@ class DrillFleet:
         return res["body"]["data"].get("status")
 
     def wait_node_online(self, timeout: float = 90) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.node_status() == "online":
-                return True
-            time.sleep(1)
-        return False
+        try:
+            wait_for(lambda: self.node_status() == "online", f"{self.agent} online", timeout, interval=1)
+        except AssertionError:
+            return False
+        return True
 
     def sha256(self, host: str, *paths: str) -> dict[str, str]:
         out = self.exec(host, "sh", "-c", "sha256sum " + " ".join(paths) + " 2>/dev/null; true")

@@ -8,7 +8,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,11 @@ from typing import Any
 import httpx
 
 from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_NAME = "test-admin"
+BIN = Path(sys.executable).parent
 
 
 @dataclass
@@ -97,17 +98,15 @@ class SupervisorProc:
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"supervisor exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(self.api + "/readyz", timeout=1, verify=self.verify).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"supervisor not ready within {timeout} s:\n{self.log_tail()}")
+            return httpx.get(self.api + "/readyz", timeout=1, verify=self.verify).status_code == 200
+
+        try:
+            wait_for(ready, "the supervisor ready", timeout)
+        except AssertionError as exc:
+            raise TimeoutError(f"{exc}:\n{self.log_tail()}") from None
 
     def log_tail(self, n: int = 40) -> str:
         try:
@@ -135,3 +134,38 @@ class SupervisorProc:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {self.token}"}, timeout=30,
                             verify=self.verify)
+
+
+# The real routes with one knob the config does not have: the credential-drift watcher's fallback poll.
+DRIFT_LAUNCHER = """
+import os
+import sys
+import halswarm.supervisor.auth_api as auth_api
+auth_api.WATCH_INTERVAL = float(os.environ["HAL_TEST_DRIFT_POLL"])
+from halswarm.supervisor.main import main
+sys.exit(main())
+"""
+
+
+@dataclass
+class InstalledSupervisorProc(SupervisorProc):
+    """The ``hal-supervisor`` console script in the environment of an installed node: no token from the
+    environment, SSH host keys checked (no ``ANSIBLE_HOST_KEY_CHECKING``). ``drift_poll`` (seconds): the
+    credential-drift watcher's fallback poll interval, for tests that must not see its poll."""
+
+    drift_poll: float | None = None
+
+    def start(self, timeout: float = 20.0) -> InstalledSupervisorProc:
+        self.write_config()
+        env = dict(os.environ)
+        for name in ("HAL_AUTH_TOKEN", "ANSIBLE_HOST_KEY_CHECKING", "HAL_TEST_DRIFT_POLL"):
+            env.pop(name, None)
+        argv = [str(BIN / "hal-supervisor")]
+        if self.drift_poll is not None:
+            env["HAL_TEST_DRIFT_POLL"] = str(self.drift_poll)
+            argv = [sys.executable, "-c", DRIFT_LAUNCHER]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([*argv, "--config", str(self.config_path)], stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        self.wait_ready(timeout)
+        return self

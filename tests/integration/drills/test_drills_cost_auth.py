@@ -286,7 +286,7 @@ def test_credential_drift_after_agent_restart_is_pushed_in_sync(fleet: DrillFlee
 
 @pytest.fixture
 def auth_bench(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    from tests.integration.test_agent_harness import AgentProc
+    from tests.support.agent_proc import AgentProc
     from tests.support.supervisor_proc import SupervisorProc
 
     for tool in ("claude", "codex"):

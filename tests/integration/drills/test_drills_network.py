@@ -12,13 +12,13 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.molecule_support.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, DrillFleet
 from tests.molecule_support.molecule import container_pid
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -51,12 +51,12 @@ def restart_agent(fleet: DrillFleet) -> None:
 
 
 def wait_status(fleet: DrillFleet, want_online: bool, timeout: float = 60) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (fleet.node_status() == "online") == want_online:
-            return True
-        time.sleep(1)
-    return False
+    try:
+        wait_for(lambda: (fleet.node_status() == "online") == want_online,
+                 f"the node {'online' if want_online else 'offline'}", timeout, interval=1)
+    except AssertionError:
+        return False
+    return True
 
 
 # ----- faults (also used by bench/drills) -----

@@ -68,7 +68,7 @@ class Operator:
 
 
 def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    wait_for(pred, timeout, what, interval=0.5)  # each probe is a command on a fleet host: poll gently
+    wait_for(pred, what, timeout, interval=0.5)  # each probe is a command on a fleet host: poll gently
 
 
 def _levels(journal: str) -> list[str]:

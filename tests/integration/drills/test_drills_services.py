@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.molecule_support.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(2400)
 
@@ -42,12 +43,7 @@ def remediate(fleet: DrillFleet, incident: str, *args: str) -> tuple[int, dict[s
 
 
 def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    wait_for(pred, what, timeout, interval=0.5)  # each probe is a command on a fleet host: poll gently
 
 
 # ----- faults -----

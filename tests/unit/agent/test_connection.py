@@ -43,6 +43,7 @@ from halswarm.protocol.agent_link import ConnState, parse_expected_seq
 from halswarm.protocol.backoff import Backoff
 from halswarm.protocol.errors import SEQ_GAP
 from halswarm.protocol.messages import OutboxStats
+from tests.support.waiting import on_loop
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -145,14 +146,6 @@ class FakeSupervisor:
         self.ws.transport.abort()
 
 
-async def until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def sup() -> AsyncIterator[FakeSupervisor]:
     s = FakeSupervisor()
@@ -220,7 +213,7 @@ async def test_register_is_first_frame_with_token_and_last_acked_seq(
     conn.start()
     await conn.wait_ready(5)
     assert conn.state is ConnState.READY
-    await until(lambda: sup.high == 5, what="events 4, 5")
+    await on_loop(lambda: sup.high == 5, what="events 4, 5")
     first = sup.connections[0][0]
     assert first.type == "register"
     reg: Register = first.payload
@@ -257,7 +250,7 @@ async def test_no_registered_reply_times_out_and_retries(
     sup.answer_register = False
     conn = make_conn(registered_timeout=0.2)
     conn.start()
-    await until(lambda: len(sup.registers) >= 3, what="register retries")
+    await on_loop(lambda: len(sup.registers) >= 3, what="register retries")
     assert conn.state is not ConnState.READY
     assert conn.counters["registrations"] == 0
     sup.answer_register = True
@@ -275,7 +268,7 @@ async def test_pending_events_resent_from_resume_from_seq_after_reconnect(
     sup.auto_ack = False
     conn = make_conn()
     conn.start()
-    await until(lambda: sup.high == 5, what="3..5 delivered")
+    await on_loop(lambda: sup.high == 5, what="3..5 delivered")
     assert sup.received_seqs == [3, 4, 5]
     assert [e.seq for e in await outbox.pending()] == [3, 4, 5]  # resume_from deleted 1..2
     # Supervisor crashes having committed only up to 3; the connection drops.
@@ -283,11 +276,11 @@ async def test_pending_events_resent_from_resume_from_seq_after_reconnect(
     sup.stored = sup.stored[:1]
     sup.auto_ack = True
     await sup.drop()
-    await until(lambda: len(sup.connections) == 2 and sup.high == 5, what="resend after reconnect")
+    await on_loop(lambda: len(sup.connections) == 2 and sup.high == 5, what="resend after reconnect")
     assert [f.type for f in sup.connections[1] if f.type != "heartbeat"][:3] == ["register", "event", "event"]
     assert [f.payload.seq for f in sup.connections[1] if f.type == "event"] == [4, 5]
     assert [e.seq for e in sup.stored] == [3, 4, 5]
-    await until(lambda: outbox.core.size() == 0, what="acked and deleted")
+    await on_loop(lambda: outbox.core.size() == 0, what="acked and deleted")
     assert conn.counters["reconnects"] == 1
 
 
@@ -298,19 +291,19 @@ async def test_events_appended_while_disconnected_are_delivered_once_in_order(
     conn.start()
     await conn.wait_ready(5)
     await append(outbox, 3)
-    await until(lambda: sup.high == 3, what="first events")
+    await on_loop(lambda: sup.high == 3, what="first events")
     sup.reject_status = 503  # supervisor down
     await sup.drop()
-    await until(lambda: conn.state is not ConnState.READY, what="disconnect")
+    await on_loop(lambda: conn.state is not ConnState.READY, what="disconnect")
     await append(outbox, 5)
-    await until(lambda: len(sup.attempt_times) >= 3, what="refused reconnects")
+    await on_loop(lambda: len(sup.attempt_times) >= 3, what="refused reconnects")
     assert sup.high == 3
     sup.reject_status = None
-    await until(lambda: sup.high == 8, what="backlog delivered")
+    await on_loop(lambda: sup.high == 8, what="backlog delivered")
     await asyncio.sleep(0.1)
     assert [e.seq for e in sup.stored] == list(range(1, 9))
     assert sup.received_seqs == list(range(1, 9))  # exactly once each, in order
-    await until(lambda: outbox.core.size() == 0, what="outbox drained")
+    await on_loop(lambda: outbox.core.size() == 0, what="outbox drained")
 
 
 async def test_new_events_stream_while_ready(
@@ -326,7 +319,7 @@ async def test_new_events_stream_while_ready(
             await asyncio.sleep(0)
 
     await producer()
-    await until(lambda: sup.high == 100, what="100 events")
+    await on_loop(lambda: sup.high == 100, what="100 events")
     assert sup.received_seqs == list(range(1, 101))
     assert conn.counters["events_sent"] == 100
 
@@ -339,13 +332,13 @@ async def test_ack_deletes_from_outbox(
     conn.start()
     await conn.wait_ready(5)
     await append(outbox, 6)
-    await until(lambda: sup.high == 6, what="events")
+    await on_loop(lambda: sup.high == 6, what="events")
     assert await outbox.size() == 6
     await sup.send(Ack(4))
-    await until(lambda: outbox.last_acked_seq == 4, what="ack applied")
+    await on_loop(lambda: outbox.last_acked_seq == 4, what="ack applied")
     assert [e.seq for e in await outbox.pending()] == [5, 6]
     await sup.send(Ack(6))
-    await until(lambda: outbox.core.size() == 0, what="all acked")
+    await on_loop(lambda: outbox.core.size() == 0, what="all acked")
     assert conn.counters["acks"] == 2
 
 
@@ -356,11 +349,11 @@ async def test_in_flight_window_bounds_unacked_events(
     await append(outbox, 50)
     conn = make_conn(max_in_flight=10, batch_size=4)
     conn.start()
-    await until(lambda: len(sup.received_seqs) == 10, what="first window")
+    await on_loop(lambda: len(sup.received_seqs) == 10, what="first window")
     await asyncio.sleep(0.2)
     assert sup.received_seqs == list(range(1, 11))
     await sup.send(Ack(10))
-    await until(lambda: len(sup.received_seqs) == 20, what="second window")
+    await on_loop(lambda: len(sup.received_seqs) == 20, what="second window")
     await asyncio.sleep(0.1)
     assert sup.received_seqs == list(range(1, 21))
 
@@ -372,12 +365,12 @@ async def test_seq_gap_error_makes_the_agent_resend_from_the_expected_seq(
     await append(outbox, 40)
     conn = make_conn()
     conn.start()
-    await until(lambda: sup.high == 40, what="gap repaired")
+    await on_loop(lambda: sup.high == 40, what="gap repaired")
     assert [e.seq for e in sup.stored] == list(range(1, 41))
     # Every event behind the hole earns a seq_gap error; the agent rewinds once, not per error.
     assert 1 <= conn.counters["seq_gap_rewinds"] <= 2
     assert len(sup.received_seqs) < 2 * 40 + 5
-    await until(lambda: outbox.core.size() == 0, what="acked")
+    await on_loop(lambda: outbox.core.size() == 0, what="acked")
 
 
 async def test_seq_gap_rewinds_once_per_burst_and_resyncs_when_the_seq_was_acked(
@@ -418,16 +411,16 @@ async def test_supervisor_restored_from_backup_keeps_the_stream_going(
     conn.start()
     await conn.wait_ready(5)
     await append(outbox, 5)
-    await until(lambda: outbox.last_acked_seq == 5, what="acked")
+    await on_loop(lambda: outbox.last_acked_seq == 5, what="acked")
     sup.reject_status = 503
     await sup.drop()
-    await until(lambda: conn.state is not ConnState.READY, what="disconnect")
+    await on_loop(lambda: conn.state is not ConnState.READY, what="disconnect")
     ids = [(await outbox.append(f"late-{i}", "session.status")).event_id for i in range(2)]  # type: ignore[union-attr]
     sup.high = 2  # restored from a backup: 3..5 are gone on both sides
     sup.stored = sup.stored[:2]
     sup.reject_status = None
     with caplog.at_level(logging.WARNING):
-        await until(lambda: sup.high == 4, what="renumbered events stored")
+        await on_loop(lambda: sup.high == 4, what="renumbered events stored")
     assert sup.registers[-1].last_acked_seq == 5
     assert [e.event_id for e in sup.stored[2:]] == ids
     assert "restored from backup" in caplog.text
@@ -451,10 +444,10 @@ async def test_commands_run_concurrently_and_results_are_returned(
     t0 = time.monotonic()
     await sup.send(Command("c-slow", "slow", timeout_ms=5000), request_id="c-slow")
     await sup.send(Command("c-fast", "fast", args={"x": 1}, timeout_ms=5000), request_id="c-fast")
-    await until(lambda: "c-fast" in sup.results, what="fast result")
+    await on_loop(lambda: "c-fast" in sup.results, what="fast result")
     assert "c-slow" not in sup.results
     assert sup.results["c-fast"][0] - t0 < 0.5
-    await until(lambda: "c-slow" in sup.results, what="slow result")
+    await on_loop(lambda: "c-slow" in sup.results, what="slow result")
     at, res, rid = sup.results["c-fast"]
     assert res.status == "success" and res.output == {"ran": "fast", "args": {"x": 1}} and rid == "c-fast"
     assert sup.results["c-slow"][0] > at
@@ -479,7 +472,7 @@ async def test_command_timeout_returns_timeout_result(
     await conn.wait_ready(5)
     t0 = time.monotonic()
     await sup.send(Command("c-1", "prompt_session", timeout_ms=200))
-    await until(lambda: "c-1" in sup.results, what="timeout result")
+    await on_loop(lambda: "c-1" in sup.results, what="timeout result")
     at, res, rid = sup.results["c-1"]
     assert res.status == "timeout" and "200 ms" in (res.error or "")
     assert 0.15 < at - t0 < 1.5
@@ -504,7 +497,7 @@ async def test_handler_exception_becomes_failure(
     await sup.send(Command("c-1", "boom"))
     await sup.send(Command("c-2", "plain"))
     await sup.send(Command("c-3", "bad-status"))
-    await until(lambda: len(sup.results) == 3, what="three results")
+    await on_loop(lambda: len(sup.results) == 3, what="three results")
     r1, r2, r3 = (sup.results[c][1] for c in ("c-1", "c-2", "c-3"))
     assert r1.status == "failure" and "kaboom" in (r1.error or "") and "RuntimeError" in (r1.error or "")
     assert r2.status == "success" and r2.output == {"answer": 42}
@@ -519,7 +512,7 @@ async def test_no_command_handler_answers_failure(
     conn.start()
     await conn.wait_ready(5)
     await sup.send(Command("c-1", "env_check"))
-    await until(lambda: "c-1" in sup.results, what="result")
+    await on_loop(lambda: "c-1" in sup.results, what="result")
     assert sup.results["c-1"][1].status == "failure"
 
 
@@ -533,7 +526,7 @@ async def test_oversized_command_output_is_truncated_to_fit_a_frame(
     conn.start()
     await conn.wait_ready(5)
     await sup.send(Command("c-big", "agentmd_diff"))
-    await until(lambda: "c-big" in sup.results, what="result")
+    await on_loop(lambda: "c-big" in sup.results, what="result")
     res = sup.results["c-big"][1]
     assert res.output["truncated"] is True and res.output["original_bytes"] > 2 * 1024 * 1024
     assert "truncated" in (res.error or "")
@@ -550,7 +543,7 @@ async def test_heartbeat_sent_at_once_then_at_the_registered_interval(
     conn.start()
     await conn.wait_ready(5)
     t0 = time.monotonic()
-    await until(lambda: len(sup.heartbeats) >= 3, timeout=5, what="three heartbeats")
+    await on_loop(lambda: len(sup.heartbeats) >= 3, timeout=5, what="three heartbeats")
     (t1, hb1), (t2, _), (t3, _) = sup.heartbeats[:3]
     assert t1 - t0 < 0.5  # the first right after registration
     assert 0.8 < t2 - t1 < 1.5
@@ -577,11 +570,11 @@ async def test_heartbeat_reports_the_outbox_backlog_and_refused_events(
         assert [e is not None for e in states] == [True, True, False, False]
         assert box.stats() == OutboxStats(pending=4, max_events=4, refused_total=3)
         conn.start()
-        await until(lambda: sup.heartbeats, what="first heartbeat")
+        await on_loop(lambda: sup.heartbeats, what="first heartbeat")
         first = sup.heartbeats[0][1].outbox
         assert first is not None and first.refused_total == 3 and first.max_events == 4
-        await until(lambda: sup.high == 4, what="backlog delivered")
-        await until(lambda: sup.heartbeats[-1][1].outbox.pending == 0, timeout=5, what="pending 0 reported")
+        await on_loop(lambda: sup.high == 4, what="backlog delivered")
+        await on_loop(lambda: sup.heartbeats[-1][1].outbox.pending == 0, timeout=5, what="pending 0 reported")
         assert sup.heartbeats[-1][1].outbox.refused_total == 3
     finally:
         await conn.close()
@@ -597,12 +590,12 @@ async def test_send_frame_is_queued_until_ready(
     with pytest.raises(TypeError):
         conn.send_frame(Event(1, "e", "t"))
     conn.start()
-    await until(lambda: len(sup.connections) == 1 and len(sup.connections[0]) >= 3, what="queued frames")
+    await on_loop(lambda: len(sup.connections) == 1 and len(sup.connections[0]) >= 3, what="queued frames")
     types = [f.type for f in sup.connections[0]]
     assert types[0] == "register"
     assert types.index("credential_sync") < types.index("auth_state")
     conn.send_frame(CredentialSync(4))
-    await until(lambda: sum(f.type == "credential_sync" for f in sup.connections[0]) == 2, what="live frame")
+    await on_loop(lambda: sum(f.type == "credential_sync" for f in sup.connections[0]) == 2, what="live frame")
 
 
 async def test_bad_frames_from_supervisor_get_an_error_reply_and_the_connection_survives(
@@ -620,11 +613,11 @@ async def test_bad_frames_from_supervisor_get_an_error_reply_and_the_connection_
     await sup.send(Register(node_id="x"))  # a valid frame the agent does not accept
     await sup.send(Heartbeat(resources=RESOURCES))  # ignored
     await sup.send(ErrorMsg("internal_error", "something odd", None))  # logged
-    await until(lambda: len(sup.errors) == 3, what="error replies")
+    await on_loop(lambda: len(sup.errors) == 3, what="error replies")
     assert [e.code for e in sup.errors] == ["bad_json", "unsupported_version", "unexpected_type"]
     assert sup.errors[1].request_id == "r-2"
     await sup.send(Command("c-1", "x"))
-    await until(lambda: "c-1" in sup.results, what="still working")
+    await on_loop(lambda: "c-1" in sup.results, what="still working")
     assert conn.counters["bad_frames"] == 3 and conn.counters["errors_received"] == 1
     assert len(sup.connections) == 1
 
@@ -680,7 +673,7 @@ async def test_state_machine_and_counters_over_a_reconnect(
     conn.start()
     await conn.wait_ready(5)
     await sup.drop()
-    await until(lambda: conn.counters["registrations"] == 2, what="re-registration")
+    await on_loop(lambda: conn.counters["registrations"] == 2, what="re-registration")
     await conn.close()
     assert seen == [
         "connecting",

@@ -21,7 +21,7 @@ from halswarm.agent.handover import (
 )
 from halswarm.agent.opencode_client import OpencodeServerError
 from halswarm.protocol import Command, CommandTarget
-from tests.unit.agent.test_commands import Rig
+from tests.support.commands_rig import Rig
 
 
 @pytest.fixture

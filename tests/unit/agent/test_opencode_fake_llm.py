@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.fakes.fake_llm import FakeLLM, opencode_config, opencode_config_content
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -119,9 +120,7 @@ def test_stop_wakes_a_slow_handler() -> None:
 
     t = threading.Thread(target=call)
     t.start()
-    deadline = time.monotonic() + 5
-    while not fake.chat_requests() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(fake.chat_requests, "the slow chat request at the fake", 5, interval=0.02)
     t0 = time.monotonic()
     fake.stop()
     t.join(10)

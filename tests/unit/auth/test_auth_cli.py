@@ -16,7 +16,7 @@ from halswarm.cli.auth_cmd import auth, parse_env, render_drift, render_status
 from halswarm.cli.errors import UsageProblem
 from halswarm.cli.main import add_output_option, cli, run
 from halswarm.ops.ssh_login import SshLoginError, login_command, status_command
-from tests.unit.cli.halctl_fakes import TOKEN, URL, FakeSupervisor, Result, ok
+from tests.fakes.supervisor_api import TOKEN, URL, FakeSupervisor, Result, ok
 
 AUTH = {
     "node_id": "agent-node-1", "credential_sync": "in_sync", "credential_version": 1,

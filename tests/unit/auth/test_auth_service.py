@@ -14,6 +14,7 @@ import pytest
 from halswarm.agent.auth import AuthService
 from halswarm.core.secret_values import SECRETS
 from halswarm.protocol import AuthState, Command, CredentialSync
+from tests.support.waiting import on_loop
 
 REC = Path(__file__).parent / "recorded"
 SECRET = "sk-ant-api03-UNITSECRET-7f3a9c"
@@ -89,14 +90,6 @@ def states(frames: list[Any]) -> dict[str, tuple[str, str]]:
     return {e.tool: (e.status, e.reason) for e in reports[-1].states} if reports else {}
 
 
-async def wait_for(pred: Any, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met")
-
-
 async def test_first_report_and_change_detection(tools: dict[str, Any]) -> None:
     frames: list[Any] = []
     svc = make(tools, frames, interval=0.2)
@@ -110,7 +103,7 @@ async def test_first_report_and_change_detection(tools: dict[str, Any]) -> None:
         n = len([f for f in frames if isinstance(f, AuthState)])
         (tools["home"] / ".codex").mkdir()
         (tools["home"] / ".codex" / "auth.json").write_text('{"OPENAI_API_KEY": "k"}')
-        await wait_for(lambda: len([f for f in frames if isinstance(f, AuthState)]) > n)
+        await on_loop(lambda: len([f for f in frames if isinstance(f, AuthState)]) > n, "another auth state frame")
         assert states(frames)["codex"] == ("authenticated", "API key configured (codex login)")
         snap = svc.snapshot()
         assert snap["tools"]["codex"]["version"] == "codex-cli 0.171.0"
@@ -282,7 +275,7 @@ async def test_oauth_trigger_claude_is_manual_required(tools: dict[str, Any]) ->
             "node_id": "agent-node-1",
         },
     }
-    await wait_for(lambda: svc.states["claude_code"].status == "manual_required")
+    await on_loop(lambda: svc.states["claude_code"].status == "manual_required", "claude_code manual_required")
     # once logged in (here: a pushed key) the override is gone
     await svc.handle_credential_push(Command("p", "credential_push", args={"env_vars": {"ANTHROPIC_API_KEY": SECRET},
                                                                            "version": 1}))
@@ -304,9 +297,9 @@ async def test_oauth_trigger_codex_device_flow(tools: dict[str, Any]) -> None:
         # a second trigger while it runs answers with the same challenge
         again = await svc.handle_oauth_trigger(Command("o3", "oauth_trigger", args={"tool": "codex"}))
         assert again.output["flow_id"] == res.output["flow_id"]
-        await wait_for(lambda: events)
+        await on_loop(lambda: events, "an auth event")
         assert events[0][0] == "auth.oauth_completed" and events[0][1]["status"] == "success"
-        await wait_for(lambda: states(frames).get("codex", ("",))[0] == "authenticated")
+        await on_loop(lambda: states(frames).get("codex", ("",))[0] == "authenticated", "codex authenticated")
     finally:
         # Always stop: a device flow left running would keep the event loop from closing.
         await asyncio.wait_for(svc.stop(), 10)

@@ -17,7 +17,7 @@ from halswarm.cli import client as client_mod
 from halswarm.cli import output as output_mod
 from halswarm.cli import sessions as sessions_mod
 from halswarm.cli.main import run
-from tests.unit.cli.halctl_fakes import TOKEN, URL, FakeSupervisor, Result
+from tests.fakes.supervisor_api import TOKEN, URL, FakeSupervisor, Result
 
 _SET_LINE_MODE = output_mod.set_line_mode
 

@@ -14,7 +14,7 @@ import pytest
 from halswarm.cli.completion import complete_incident_ids, complete_node_ids, complete_session_ids
 from halswarm.cli.main import cli
 from halswarm.core.remediation import catalog
-from tests.unit.cli.halctl_fakes import TOKEN, URL, FakeSupervisor, err
+from tests.fakes.supervisor_api import TOKEN, URL, FakeSupervisor, err
 
 ROOT = Path(__file__).resolve().parents[3]
 

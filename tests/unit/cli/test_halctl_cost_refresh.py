@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.unit.cli.halctl_fakes import FakeSupervisor, err
+from tests.fakes.supervisor_api import FakeSupervisor, err
 
 REPORT = {"period": "today", "total_tokens": 10, "total_cost_usd": 1.5, "daily_average_usd": 1.5,
           "by_provider": [{"provider": "anthropic", "tokens": 10, "cost_usd": 1.5}], "by_model": [],

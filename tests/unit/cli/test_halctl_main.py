@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from tests.unit.cli.halctl_fakes import TOKEN, URL, FakeSupervisor, err, ok
+from tests.fakes.supervisor_api import TOKEN, URL, FakeSupervisor, err, ok
 
 NODE = {"id": "n1", "hostname": "worker-1", "status": "online", "projects": ["api"], "resources": {},
         "last_heartbeat": "2025-01-02T03:04:05.000Z", "connected_at": 1735786800.0}

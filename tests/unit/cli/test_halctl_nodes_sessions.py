@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from tests.unit.cli.halctl_fakes import FakeSupervisor, err, ok
+from tests.fakes.supervisor_api import FakeSupervisor, err, ok
 
 NODES = [
     {

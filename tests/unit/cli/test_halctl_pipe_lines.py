@@ -8,7 +8,7 @@ import json
 import pytest
 
 from halswarm.cli import output
-from tests.unit.cli.halctl_fakes import FakeSupervisor, ok
+from tests.fakes.supervisor_api import FakeSupervisor, ok
 
 pytestmark = pytest.mark.usefixtures("pipe_lines")
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import httpx
 
 from halswarm.cli.audit import since_param
-from tests.unit.cli.halctl_fakes import FakeSupervisor, ok
+from tests.fakes.supervisor_api import FakeSupervisor, ok
 
 NODES = [
     {"id": "n1", "hostname": "h1", "status": "online", "projects": ["api"]},

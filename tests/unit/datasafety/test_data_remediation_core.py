@@ -14,33 +14,16 @@ import pytest
 
 from halswarm.ops import datasafety
 from halswarm.store.db import connect
-from halswarm.store.migrations import migrate
+from tests.support.databases import DAY, NOW, make_db
 
 COMMON = datasafety.core("common")
 BACKUP = datasafety.core("backup")
 FACTS = datasafety.core("facts")
 ARCHIVE = datasafety.core("archive")
-DAY = 86400.0
-NOW = 1_800_000_000.0
 # The stored columns of events (its `timestamp` is generated since migration 012: SELECT * has one more).
 COLS = "id, node_id, seq, event_id, session_id, project, type, data, ts, received_at"
 HOLD = ("import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1])\nc.execute('PRAGMA journal_mode=WAL')\n"
         "c.execute('SELECT count(*) FROM events').fetchone()\nprint('open', flush=True)\ntime.sleep(60)\n")
-
-
-def make_db(path: Path, events: int = 50, old: int = 0, sessions: int = 3) -> None:
-    conn = connect(path)
-    migrate(conn)
-    conn.execute("INSERT INTO nodes(id) VALUES ('n1')")
-    conn.execute("BEGIN")
-    for i in range(1, sessions + 1):
-        conn.execute("INSERT INTO sessions(id, node_id, status) VALUES (?, 'n1', 'running')", (f"s{i}",))
-    for i in range(1, events + 1):
-        ts = NOW - 40 * DAY - i if i <= old else NOW - 3600 + i
-        conn.execute("INSERT INTO events(node_id, seq, event_id, type, data, ts, received_at)"
-                     " VALUES ('n1', ?, ?, 't', ?, ?, ?)", (i, f"e{i}", '"' + "x" * 50 + '"', ts, ts))
-    conn.execute("COMMIT")
-    conn.close()
 
 
 def q(path: Path, sql: str) -> list[tuple]:

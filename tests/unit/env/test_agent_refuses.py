@@ -15,7 +15,7 @@ from halswarm.agent.env.envfile import EnvFile
 from halswarm.agent.env.model import Action
 from halswarm.agent.env.paths import PathRefused, confine, hooks_dir
 from halswarm.protocol import Command, CommandTarget
-from tests.unit.env.harness import git, make_repo, tool_env
+from tests.support.projects import git, make_repo, tool_env
 
 
 def cmd(ctype: str, project: str | None = None, **args: object) -> Command:

@@ -15,7 +15,7 @@ from halswarm.agent.env.service import node_probes
 from halswarm.core.manifest.requirements import VersionReq
 from halswarm.core.probe_rules import NOT_KNOWN
 from halswarm.protocol import Command, CommandTarget
-from tests.unit.env.harness import make_repo, stand_in_tool, tool_env
+from tests.support.projects import make_repo, stand_in_tool, tool_env
 
 
 def cmd(ctype: str, project: str | None = None, **args: object) -> Command:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from halswarm.core.model import Session
 from halswarm.supervisor.notify import NotifySettings, Router
 from tests.fakes.receivers import Receiver, receivers
+from tests.support.waiting import on_loop
 
 
 class Tracker:
@@ -33,14 +34,6 @@ def ev(type_: str, n: int = 1, **kw: Any) -> dict[str, Any]:
 
 def sample(reg: CollectorRegistry, target: str, status: str) -> float:
     return reg.get_sample_value("hal_o_swarm_route_deliveries_total", {"target": target, "status": status}) or 0.0
-
-
-async def wait_until(pred: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -90,9 +83,9 @@ async def test_each_target_gets_its_format(started: list[Router]) -> None:
         (n,) = await n8n.until(1)
         assert n.body["event"]["type"] == "policy.action" and n.body["target"] == "n8n"
         assert [r.body["event"]["id"] for r in await hook.until(4)] == [1, 2, 3, 4]  # in order
-        await wait_until(lambda: sample(reg, "discord#alerts", "sent") == 1)
+        await on_loop(lambda: sample(reg, "discord#alerts", "sent") == 1, "one discord delivery")
         hook_label = f"webhook:http://127.0.0.1:{hook.server.server_address[1]}"
-        await wait_until(lambda: sample(reg, hook_label, "sent") == 4)
+        await on_loop(lambda: sample(reg, hook_label, "sent") == 4, "four webhook deliveries")
 
 
 async def test_failures_are_retried_with_backoff_and_retry_after(started: list[Router]) -> None:
@@ -109,7 +102,7 @@ async def test_failures_are_retried_with_backoff_and_retry_after(started: list[R
         await limited.until(1)
         assert time.monotonic() - t0 >= 0.95 and limited.attempts == 2
         label = f"webhook:http://127.0.0.1:{flaky.server.server_address[1]}"
-        await wait_until(lambda: sample(reg, label, "sent") == 1)
+        await on_loop(lambda: sample(reg, label, "sent") == 1, "one delivery")
         assert sample(reg, label, "retried") == 2 and sample(reg, label, "failed") == 0
 
 
@@ -121,7 +114,7 @@ async def test_dead_target_fails_and_is_logged_without_its_url(started: list[Rou
         router, _ = make(started, raw)
         with caplog.at_level(logging.WARNING):
             router.on_event(ev("x"))
-            await wait_until(lambda: router.delivery.failed == 2)
+            await on_loop(lambda: router.delivery.failed == 2, "two failed deliveries")
         assert dead.attempts == 3 and gone.attempts == 1  # 4xx other than 429 is not retried
         lines = [r.getMessage() for r in caplog.records if "route delivery" in r.getMessage()]
         assert len(lines) == 2 and all("s3cr3t" not in line for line in lines)
@@ -146,7 +139,7 @@ async def test_hanging_target_never_blocks_and_drops_oldest(started: list[Router
         assert router.delivery.depth()[label] == 5
         # The healthy target is unaffected (its own queue keeps the newest five too).
         await ok.until(5)
-        await wait_until(lambda: router.delivery.failed >= 1, 5)  # the hung request timed out and failed
+        await on_loop(lambda: router.delivery.failed >= 1, "the hung request to time out and fail", 5)
 
 
 async def test_stuck_condition_waits_for_a_quiet_session(started: list[Router]) -> None:

@@ -1,5 +1,5 @@
-"""Test harness for the REAL `hal-agent` process (used by tests/integration/test_agent_*.py and
-tests/e2e/test_stack_*.py), plus the self-tests of its fakes.
+"""Harness for the REAL `hal-agent` process (used by tests/integration/test_agent_*.py and
+tests/e2e/test_stack_*.py); its fakes are self-tested in tests/integration/test_agent_fakes.py.
 
 - :class:`AgentProc`: writes an agent config and runs ``python -m halswarm.agent.main`` as a child
   process; every stop is by PID (SIGTERM, then SIGKILL), and :meth:`AgentProc.cleanup` also ends an
@@ -38,27 +38,11 @@ import pytest
 
 from tests.support.ports import free_port
 from tests.support.supervisor_proc import REPO, SupervisorProc
+from tests.support.waiting import wait_for
 
 # ----------------------------------------------------------------------------------------------
-# polling helpers
+# API and database reads
 # ----------------------------------------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0, interval: float = 0.1) -> Any:
-    """Poll until ``predicate()`` is truthy and return it; AssertionError naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except (httpx.HTTPError, OSError, KeyError, sqlite3.Error) as exc:
-            last_exc = exc
-        if time.monotonic() >= deadline:
-            extra = f" (last error: {last_exc})" if last_exc else ""
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{extra}")
-        time.sleep(interval)
 
 
 def api_get(sup: SupervisorProc, path: str, **params: Any) -> Any:
@@ -554,80 +538,8 @@ class TcpProxy:
 
 
 # ----------------------------------------------------------------------------------------------
-# self-tests of the fakes (so a broken harness fails here, not as a mystery elsewhere)
-# ----------------------------------------------------------------------------------------------
-
-
-async def test_fake_opencode_speaks_what_the_agent_reads(tmp_path: Path) -> None:
-    from halswarm.agent.opencode_client import OpencodeClient, OpencodeNotFound
-    from halswarm.agent.opencode_events import GlobalEventStream
-
-    fake = FakeOpencode().start()
-    try:
-        info = fake.add_session(str(tmp_path))
-        async with OpencodeClient(fake.url) as client:
-            assert (await client.health())["healthy"] is True
-            assert [s["id"] for s in await client.list_sessions([str(tmp_path)])] == [info["id"]]
-            assert await client.session_status_map(directory=str(tmp_path)) == {}
-            try:
-                await client.get_session("ses_missing")
-                raise AssertionError("expected 404")
-            except OpencodeNotFound:
-                pass
-        stream = GlobalEventStream(fake.url)
-        got: list[str] = []
-        async for ev in stream:
-            got.append(ev.type)
-            if ev.type == "server.connected":
-                fake.emit("session.status", {"sessionID": info["id"], "status": {"type": "busy"}}, str(tmp_path))
-            else:
-                break
-        assert got == ["server.connected", "session.status"]
-    finally:
-        fake.stop()
-
-
-def test_tcp_proxy_relays_and_cuts() -> None:
-    echo = socket.create_server(("127.0.0.1", 0))
-    port = echo.getsockname()[1]
-
-    def serve() -> None:
-        while True:
-            try:
-                c, _ = echo.accept()
-            except OSError:
-                return
-            with c:
-                while data := c.recv(1024):
-                    c.sendall(data)
-
-    threading.Thread(target=serve, daemon=True).start()
-    proxy = TcpProxy(port).start()
-    try:
-        s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
-        s.sendall(b"ping")
-        assert s.recv(4) == b"ping"
-        proxy.cut()
-        assert s.recv(4) == b""  # dropped
-        s2 = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
-        assert s2.recv(4) == b""  # refused while cut
-        proxy.restore()
-        s3 = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
-        s3.sendall(b"pong")
-        assert s3.recv(4) == b"pong"
-        for sock in (s, s2, s3):
-            sock.close()
-    finally:
-        proxy.close()
-        echo.close()
-
-
-# ----------------------------------------------------------------------------------------------
 # end-to-end stacks: real supervisor + real agent managing a real opencode (tests/e2e/test_stack_*.py)
 # ----------------------------------------------------------------------------------------------
-
-HALCTL = str(Path(sys.executable).parent / "halctl")
-
 
 def opencode_env(home: Path, config_content: str) -> dict[str, str]:
     """What the agent (and so the opencode it starts) runs with: its own HOME and XDG dirs, the fake
@@ -643,18 +555,6 @@ def opencode_env(home: Path, config_content: str) -> dict[str, str]:
         "OPENCODE_DISABLE_SHARE": "1",
         "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
     }
-
-
-def halctl(sup: SupervisorProc, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(sup.workdir),
-           "HALCTL_SUPERVISOR_URL": sup.api, "HALCTL_AUTH_TOKEN": sup.token}
-    return subprocess.run([HALCTL, *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def halctl_json(sup: SupervisorProc, *args: str, timeout: float = 120.0) -> Any:
-    res = halctl(sup, *args, "--output", "json", timeout=timeout)
-    assert res.returncode == 0, f"halctl {' '.join(args)} -> {res.returncode}\n{res.stdout}\n{res.stderr}"
-    return json.loads(res.stdout)
 
 
 def session_of(sup: SupervisorProc, sid: str) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Helpers of the data-safety integration tests (no tests here): halctl as a subprocess, the supervisor
-as a "service" with stop/start commands, playbooks through ansible-runner, test databases."""
+"""Harness of the data-safety integration tests: halctl as a subprocess (optionally as another user), the
+supervisor as a "service" with stop/start commands, playbooks through ansible-runner, test databases."""
 
 from __future__ import annotations
 

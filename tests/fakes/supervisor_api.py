@@ -1,4 +1,4 @@
-"""Shared helpers for halctl tests: a fake supervisor speaking SPEC 6 (for `httpx.MockTransport`)."""
+"""A fake supervisor API speaking SPEC 6 for halctl tests (an `httpx.MockTransport` handler)."""
 
 from __future__ import annotations
 
