@@ -1,8 +1,8 @@
 """Remediation drills benchmark: MTTR per incident and the overhead of `halctl remediate`.
 
 On a fleet deployed for the purpose (supervisor + agent under real systemd in podman, the drill harness
-of tests/molecule_support/fleet.py), for every incident with a fault injector (the ``FAULTS`` of the drill
-modules tests/integration/drills/test_drills_*.py):
+of tests/support/fleet/fleet.py), for every incident with a fault injector (the ``FAULTS`` of the drill
+modules tests/fleet/drills/test_drills_*.py):
 
 1. MTTR: inject the real fault, run `halctl remediate ID`; time from injection to the verified report.
 2. Overhead: the same playbook on the healthy fleet (diagnose + decide + report, `not_present`), run
@@ -30,8 +30,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.molecule_support.env import ARTIFACTS, host_ready, run  # noqa: E402
-from tests.molecule_support.fleet import DrillFleet  # noqa: E402
+from tests.support.fleet.env import ARTIFACTS, host_ready, run  # noqa: E402
+from tests.support.fleet.fleet import DrillFleet  # noqa: E402
 
 DRILL_DIR = REPO / "tests" / "integration" / "drills"
 PLAYBOOKS = REPO / "collections" / "ansible_collections" / "halswarm" / "ops" / "playbooks"
@@ -39,7 +39,7 @@ PLAYBOOKS = REPO / "collections" / "ansible_collections" / "halswarm" / "ops" / 
 
 def _cost_stale(fleet: DrillFleet) -> None:
     """Stale cost data: the provider was down (degraded, nothing polled), and is back now."""
-    from tests.integration.drills import test_drills_cost_auth as ca
+    from tests.fleet.drills import test_drills_cost_auth as ca
 
     ca.FAULTS["cost-data-discrepancy"](fleet)
     ca.start_fake(fleet)
@@ -47,7 +47,7 @@ def _cost_stale(fleet: DrillFleet) -> None:
 
 def _credential_drift(fleet: DrillFleet) -> None:
     """Credentials configured and pushed, then rotated on the supervisor: the agent drifts."""
-    from tests.integration.drills import test_drills_cost_auth as ca
+    from tests.fleet.drills import test_drills_cost_auth as ca
 
     ca.patch_sup_config(fleet, {"credentials": {"version": 5, "auto_push": False,
                                                 "agents": {fleet.agent: {"env": {"ANTHROPIC_API_KEY": ca.DRILL_KEY}}}}})
@@ -58,14 +58,14 @@ def _credential_drift(fleet: DrillFleet) -> None:
 
 
 def _restore_supervisor_config(fleet: DrillFleet) -> None:
-    from tests.integration.drills import test_drills_cost_auth as ca
+    from tests.fleet.drills import test_drills_cost_auth as ca
 
     ca.stop_fake(fleet)
     ca.restore_sup_config(fleet)
 
 
 def _restore_credentials(fleet: DrillFleet) -> None:
-    from tests.integration.drills import test_drills_cost_auth as ca
+    from tests.fleet.drills import test_drills_cost_auth as ca
 
     _restore_supervisor_config(fleet)
     ca.reset_agent_credentials(fleet)  # pushed credentials persist on the agent
@@ -90,7 +90,7 @@ def collect_faults() -> dict[str, Callable[..., Any]]:
     """Every drill module's FAULTS, merged (incident id -> injector), with the benchmark's wrappers."""
     faults: dict[str, Callable[..., Any]] = {}
     for path in sorted(DRILL_DIR.glob("test_drills_*.py")):
-        mod = importlib.import_module(f"tests.integration.drills.{path.stem}")
+        mod = importlib.import_module(f"tests.fleet.drills.{path.stem}")
         faults.update(getattr(mod, "FAULTS", {}) or {})
     faults.update(BENCH_INJECTORS)
     return {k: v for k, v in faults.items() if k not in NOT_BENCHED}

@@ -21,7 +21,7 @@ VENV="${HAL_CI_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Keep in sync with tests/molecule_support/env.py (IMAGE, WHEELHOUSE).
+# Keep in sync with tests/support/fleet/env.py (IMAGE, WHEELHOUSE).
 IMAGE="${HAL_CI_IMAGE:-localhost/halswarm-ops-systemd:bookworm-4}"
 WHEELHOUSE="${HAL_CI_WHEELHOUSE:-/var/cache/halswarm-ci/wheelhouse}"
 IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables,procps,sqlite3,sudo,ca-certificates"

@@ -15,7 +15,7 @@ import pytest
 from halswarm.cli.errors import UsageProblem
 from halswarm.cli.ops_cmd import parse_extra_vars
 from halswarm.ops.runner import PlaybookRun, ProgressFormatter, host_address, resolve_playbook, run_playbook
-from tests.molecule_support.env import ROOT, ansible_env
+from tests.support.fleet.env import ROOT, ansible_env
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -140,7 +140,7 @@ def test_playbook_names_and_extra_vars() -> None:
 
 
 def _halctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tests.molecule_support.halctl", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "tests.support.fleet.halctl", *args], cwd=ROOT,
                           env=ansible_env(), capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -195,7 +195,7 @@ def test_halctl_batch_size_reaches_serial(tmp_path: Path, command: str) -> None:
     state = tmp_path / "state"
 
     def halctl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tests.molecule_support.halctl", command, "-i", str(inv),
+        return subprocess.run([sys.executable, "-m", "tests.support.fleet.halctl", command, "-i", str(inv),
                                "--state-dir", str(state), "-v", *args], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=120, check=False)
 
@@ -272,7 +272,7 @@ def test_halctl_says_why_a_playbook_could_not_start(tmp_path: Path, verbose: lis
     (playbooks / "deploy.yml").write_text(
         "- name: Broken\n  hosts: all\n  tasks:\n    - name: x\n      ansible.builtin.debug: msg={{\n")
     state = tmp_path / "state"
-    done = subprocess.run([sys.executable, "-m", "tests.molecule_support.halctl", "deploy", "-i", _inventory(tmp_path),
+    done = subprocess.run([sys.executable, "-m", "tests.support.fleet.halctl", "deploy", "-i", _inventory(tmp_path),
                            "--state-dir", str(state), *verbose], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, check=False, env=ansible_env(HALCTL_COLLECTIONS_PATH=str(tmp_path / "coll")))
     assert done.returncode == 1, done.stdout + done.stderr

@@ -2,7 +2,7 @@
 halctl, hal-supervisor, hal-agent or sqlite3 is either run here against a real supervisor (with protocol
 agents and the fake cost providers on loopback) and its documented outcome checked, or run on the drill
 fleet (systemd, journald, ps/ss, `ssh <host> "X"`: DRILL_RUN in tests/support/runbook.py, run by
-tests/integration/drills/test_drills_runbook.py), or listed in NOT_RUN with the reason. A runbook command
+tests/fleet/drills/test_drills_runbook.py), or listed in NOT_RUN with the reason. A runbook command
 in none of the lists, or in two, fails the coverage test, so a runbook change cannot slip past.
 
 Substitutions (what an operator's host has, mapped to the test's): the runbook paths under /etc, /var/lib
@@ -69,7 +69,7 @@ RUN = {
 _INTERACTIVE = ("interactive (an editor, or a screen that never returns); the drill fleet runs what it "
                 "leads to instead")
 _WATCH = ("`watch` repeats its command forever; the command it repeats is run on the drill fleet "
-          "(tests/integration/drills/test_drills_runbook.py)")
+          "(tests/fleet/drills/test_drills_runbook.py)")
 NOT_RUN = {
     "sudo systemctl edit hal-supervisor": _INTERACTIVE + " (a MemoryMax drop-in and daemon-reload: the "
                                                          "high-memory drills)",

@@ -13,4 +13,5 @@ another).
 - ``commands_rig``: the agent's command handlers around an in-process fake opencode.
 - ``gated_writer``: a batching writer whose jobs can be held or failed; ``protocol_strategies``: Hypothesis
   strategies for protocol frames.
+- ``fleet/``: podman/systemd hosts under Molecule for tests/fleet (host set-up, wheels, netns plumbing).
 """

@@ -50,7 +50,7 @@ def extract_commands(markdown: str) -> list[str]:
 
 
 # The runbook lines that need systemd, journald or the deployed processes: run as typed on the drill
-# fleet's hosts by tests/integration/drills/test_drills_runbook.py (`ssh <host> "X"` runs X on that host),
+# fleet's hosts by tests/fleet/drills/test_drills_runbook.py (`ssh <host> "X"` runs X on that host),
 # each with the outcome it checks. tests/integration/test_runbook.py counts them as covered, so every
 # runbook command sits in exactly one of its RUN, this DRILL_RUN, or its NOT_RUN.
 _ERR_ONLY = "only error lines of the daemon (no info/warning), the provoked error among them"

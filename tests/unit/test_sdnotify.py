@@ -11,6 +11,8 @@ import pytest
 
 from halswarm.sdnotify import notify
 
+pytestmark = pytest.mark.process  # a datagram socket
+
 
 @pytest.fixture
 def listener(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:

@@ -45,7 +45,7 @@ from halswarm.protocol.errors import SEQ_GAP
 from halswarm.protocol.messages import OutboxStats
 from tests.support.waiting import on_loop
 
-pytestmark = pytest.mark.timeout(20)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(20)]  # a fake supervisor's WebSocket server on loopback
 
 TOKEN = "t" * 40
 RESOURCES = {"cpu_percent": 1.0, "ram_used_mb": 2.0, "ram_total_mb": 3.0, "disk_used_gb": 4.0, "disk_total_gb": 5.0}

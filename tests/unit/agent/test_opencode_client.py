@@ -198,6 +198,7 @@ async def test_timeouts_and_refused_connections() -> None:
     assert info.value.status is None
 
 
+@pytest.mark.process
 async def test_real_timeout_against_silent_server() -> None:
     """A TCP server that accepts and never answers: the call ends within its timeout."""
     import asyncio

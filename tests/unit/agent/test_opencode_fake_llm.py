@@ -12,7 +12,7 @@ import pytest
 from tests.fakes.fake_llm import FakeLLM, opencode_config, opencode_config_content
 from tests.support.waiting import wait_for
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(30)]  # the fake LLM's HTTP server on loopback
 
 BASH_TOOL = {"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}
 

@@ -24,7 +24,7 @@ from halswarm.agent.opencode_process import (
     ProcessState,
 )
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.process, pytest.mark.timeout(60)]  # starts stand-in opencode processes
 
 FAKE_OPENCODE = textwrap.dedent(
     """\

@@ -443,6 +443,7 @@ async def test_on_append_fires_on_loop_for_appends_from_other_threads(tmp_path: 
         await box.close()
 
 
+@pytest.mark.process
 def test_sigkill_mid_stream_loses_nothing_that_was_returned(tmp_path: Path) -> None:
     """A process killed with SIGKILL keeps every event whose append() had returned, gap-free."""
     import os

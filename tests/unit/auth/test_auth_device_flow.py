@@ -7,7 +7,11 @@ import shlex
 import time
 from pathlib import Path
 
+import pytest
+
 from halswarm.agent.auth.device_flow import DeviceFlow, FlowResult
+
+pytestmark = pytest.mark.process  # runs stand-in CLIs as processes
 
 REC = Path(__file__).parent / "recorded"
 ENV = {"PATH": "/usr/bin:/bin"}

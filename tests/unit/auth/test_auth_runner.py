@@ -14,6 +14,8 @@ from halswarm.agent.auth.runner import CliResult
 from halswarm.agent.auth.toolenv import ToolEnv
 from halswarm.ops.ssh_login import as_service_user, login_command, sudo_refused
 
+pytestmark = pytest.mark.process  # runs stand-in CLIs as processes
+
 SLOW_CODEX = """#!/bin/sh
 [ "$1" = --version ] && { echo "codex-cli 0.171.0"; exit 0; }
 sleep 30 &

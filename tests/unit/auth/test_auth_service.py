@@ -16,6 +16,8 @@ from halswarm.core.secret_values import SECRETS
 from halswarm.protocol import AuthState, Command, CredentialSync
 from tests.support.waiting import on_loop
 
+pytestmark = pytest.mark.process  # runs stand-in CLIs as processes
+
 REC = Path(__file__).parent / "recorded"
 SECRET = "sk-ant-api03-UNITSECRET-7f3a9c"
 SECRET2 = "ghp_UNITSECRET2_d41d8cd98f"

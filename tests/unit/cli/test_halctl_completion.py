@@ -61,6 +61,7 @@ def test_api_failures_complete_nothing(fake: FakeSupervisor, failure: str) -> No
     assert complete_session_ids(ctx, click.Argument(["x"]), "") == []
 
 
+@pytest.mark.process
 def test_bash_completion_of_incident_ids_in_a_real_shell_call() -> None:
     env = {**os.environ, "_HALCTL_COMPLETE": "bash_complete", "COMP_WORDS": "halctl remediate show supervisor-",
            "COMP_CWORD": "3", "PYTHONPATH": str(ROOT)}

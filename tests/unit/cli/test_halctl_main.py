@@ -155,6 +155,7 @@ def test_unexpected_exception_is_one_line(halctl, fake: FakeSupervisor) -> None:
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
 
 
+@pytest.mark.process
 def test_help_is_fast_and_light() -> None:
     code = (
         "import sys, time; t = time.perf_counter();"

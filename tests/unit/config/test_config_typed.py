@@ -191,6 +191,7 @@ def test_cli_token_resolution_and_errors(write) -> None:
         load_cli_config(write("d.json", "{}").parent / "absent.yaml", env={})
 
 
+@pytest.mark.process
 def test_importing_the_cli_config_does_not_import_jsonschema() -> None:
     import subprocess
     import sys

@@ -186,6 +186,7 @@ def test_exclusions_are_checked(tmp_path: Path) -> None:
         "events": 0}
 
 
+@pytest.mark.process
 def test_merge_refuses_a_bad_backup_and_a_database_in_use(tmp_path: Path) -> None:
     db = tmp_path / "supervisor.db"
     make_db(db)

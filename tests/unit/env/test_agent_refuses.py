@@ -9,6 +9,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from halswarm.agent.env import EnvService
 from halswarm.agent.env.apply import apply_actions
 from halswarm.agent.env.envfile import EnvFile
@@ -16,6 +18,8 @@ from halswarm.agent.env.model import Action
 from halswarm.agent.env.paths import PathRefused, confine, hooks_dir
 from halswarm.protocol import Command, CommandTarget
 from tests.support.projects import git, make_repo, tool_env
+
+pytestmark = pytest.mark.process  # runs git
 
 
 def cmd(ctype: str, project: str | None = None, **args: object) -> Command:

@@ -17,6 +17,8 @@ from halswarm.core.probe_rules import NOT_KNOWN
 from halswarm.protocol import Command, CommandTarget
 from tests.support.projects import make_repo, stand_in_tool, tool_env
 
+pytestmark = pytest.mark.process  # runs git and probe processes
+
 
 def cmd(ctype: str, project: str | None = None, **args: object) -> Command:
     return Command(f"c-{ctype}-{time.monotonic_ns()}", ctype, CommandTarget(project=project), dict(args))

@@ -19,6 +19,8 @@ from halswarm.store.db import DatabaseError, connect
 from halswarm.store.migrations import Migration, bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate, backup_path
 
+pytestmark = pytest.mark.process  # runs the sqlite3 CLI
+
 DAY = 86400.0
 SQLITE3 = shutil.which("sqlite3")
 ARCHIVE = "DELETE FROM events WHERE timestamp < datetime('now', '-30 days');"

@@ -22,6 +22,8 @@ from halswarm.supervisor.features.cost.aggregator import CostAggregator, days_to
 from halswarm.supervisor.features.cost.settings import CostSettings
 from tests.fakes.fake_providers import ANTHROPIC_KEY, OPENAI_KEY, FakeProviders, fake_providers
 
+pytestmark = pytest.mark.process  # fake provider APIs on loopback
+
 TODAY = dt.datetime.now(dt.UTC).date()
 # Noon of TODAY, not the wall clock: the tests move their clock by minutes to days and must stay on the
 # UTC day they expect whatever time the suite runs at (at 23:xx UTC an hour later is the next day).

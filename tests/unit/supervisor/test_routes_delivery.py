@@ -17,6 +17,8 @@ from halswarm.supervisor.notify import NotifySettings, Router
 from tests.fakes.receivers import Receiver, receivers
 from tests.support.waiting import on_loop
 
+pytestmark = pytest.mark.process  # HTTP receivers on loopback
+
 
 class Tracker:
     def __init__(self) -> None:

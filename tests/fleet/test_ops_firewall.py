@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from tests.molecule_support.env import ARTIFACTS, ansible_env, host_ready
-from tests.molecule_support.molecule import molecule
+from tests.support.fleet.env import ARTIFACTS, ansible_env, host_ready
+from tests.support.fleet.molecule import molecule
 
 pytestmark = pytest.mark.timeout(900)
 

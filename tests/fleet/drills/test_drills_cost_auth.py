@@ -35,8 +35,8 @@ import pytest
 import yaml
 
 from tests.fakes import fake_providers
-from tests.molecule_support.env import ARTIFACTS, ROOT, ansible_env
-from tests.molecule_support.fleet import AGENT_UNIT, SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet, parse_report
+from tests.support.fleet.env import ARTIFACTS, ROOT, ansible_env
+from tests.support.fleet.fleet import AGENT_UNIT, SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet, parse_report
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -323,7 +323,7 @@ def auth_bench(tmp_path: Path) -> Iterator[dict[str, Any]]:
 def remediate_loopback(bench: dict[str, Any], incident: str, *args: str) -> tuple[int, dict[str, Any]]:
     sup = bench["sup"]
     env = ansible_env(HALCTL_SUPERVISOR_URL=sup.api, HALCTL_AUTH_TOKEN=sup.token, HOME=str(bench["state"]))
-    proc = subprocess.run([sys.executable, "-m", "tests.molecule_support.halctl", "--output", "json", "remediate",
+    proc = subprocess.run([sys.executable, "-m", "tests.support.fleet.halctl", "--output", "json", "remediate",
                            incident, "-i", str(bench["inventory"]), "--state-dir", str(bench["state"]), *args],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=400, check=False)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from tests.molecule_support.env import ARTIFACTS, AUTH_TOKEN, IMAGE, ROOT, WHEELHOUSE, ansible_env, run, wheels
-from tests.molecule_support.molecule import container_pid, podman_exec
+from tests.support.fleet.env import ARTIFACTS, AUTH_TOKEN, IMAGE, ROOT, WHEELHOUSE, ansible_env, run, wheels
+from tests.support.fleet.molecule import container_pid, podman_exec
 from tests.support.waiting import wait_for
 
 SUP_DB = "/var/lib/hal-o-swarm/supervisor/supervisor.db"
@@ -274,7 +274,7 @@ class DrillFleet:
     # ----- halctl -----
 
     def halctl(self, *args: str, log: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
-        return run([sys.executable, "-m", "tests.molecule_support.halctl", *args], env=self.env(**env),
+        return run([sys.executable, "-m", "tests.support.fleet.halctl", *args], env=self.env(**env),
                    timeout=timeout, log=ARTIFACTS / log, check=False, cwd=ROOT)
 
     def remediate(self, incident: str, *args: str, timeout: float = 600, **env: str) -> tuple[int, dict[str, Any]]:
@@ -284,7 +284,7 @@ class DrillFleet:
         kept apart so a warning never spoils the report; both go to a log named after the run."""
         self._runs += 1
         log = ARTIFACTS / f"drill-{self.prefix}-{self._runs:03d}-{incident}.log"
-        cmd = [sys.executable, "-m", "tests.molecule_support.halctl", "--output", "json", "remediate", incident,
+        cmd = [sys.executable, "-m", "tests.support.fleet.halctl", "--output", "json", "remediate", incident,
                "-i", str(self.inventory), "--state-dir", str(self.state_dir), *args]
         try:
             proc = subprocess.run(cmd, env=self.env(**env), cwd=ROOT, text=True, capture_output=True,

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.molecule_support.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet
-from tests.molecule_support.molecule import container_pid
+from tests.support.fleet.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet
+from tests.support.fleet.molecule import container_pid
 from tests.support.runbook import DRILL_RUN
 from tests.support.waiting import wait_for
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.molecule_support.fleet import SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet
+from tests.support.fleet.fleet import SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet
 
 pytestmark = pytest.mark.timeout(2400)
 

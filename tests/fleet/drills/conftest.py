@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.molecule_support.env import host_ready
-from tests.molecule_support.fleet import AGENT_UNIT, SUP_UNIT, DrillFleet
+from tests.support.fleet.env import host_ready
+from tests.support.fleet.fleet import AGENT_UNIT, SUP_UNIT, DrillFleet
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.molecule_support.env import ARTIFACTS, COLLECTION, VENV_BIN, ansible_env, host_ready, run
+from tests.support.fleet.env import ARTIFACTS, COLLECTION, VENV_BIN, ansible_env, host_ready, run
 
 pytestmark = pytest.mark.timeout(900)
 

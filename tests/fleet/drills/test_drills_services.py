@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.molecule_support.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet
+from tests.support.fleet.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(2400)

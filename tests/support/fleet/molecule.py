@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tests.molecule_support.env import ARTIFACTS, ROOT, VENV_BIN, run
+from tests.support.fleet.env import ARTIFACTS, ROOT, VENV_BIN, run
 
 
 def molecule(action: str, scenario: str, env: Mapping[str, str], *, timeout: float,
@@ -55,5 +55,5 @@ def write_nsenter_inventory(path: Path, hosts: Mapping[str, Sequence[str]], vari
 
 def halctl(*args: str, env: Mapping[str, str], timeout: float, log: Path) -> subprocess.CompletedProcess[str]:
     """The real halctl CLI (ops commands registered) as a subprocess; output kept in `log`."""
-    return run([sys.executable, "-m", "tests.molecule_support.halctl", *args], env=dict(env), timeout=timeout,
+    return run([sys.executable, "-m", "tests.support.fleet.halctl", *args], env=dict(env), timeout=timeout,
                log=log, check=False, cwd=ROOT)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.molecule_support.env import (
+from tests.support.fleet.env import (
     ARTIFACTS,
     AUTH_TOKEN,
     ROOT,
@@ -46,7 +46,7 @@ from tests.molecule_support.env import (
     run,
     wheels,
 )
-from tests.molecule_support.molecule import halctl, molecule, podman_exec, write_nsenter_inventory
+from tests.support.fleet.molecule import halctl, molecule, podman_exec, write_nsenter_inventory
 
 pytestmark = pytest.mark.timeout(1200)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.molecule_support.fleet import SUP_UNIT, DrillFleet
+from tests.support.fleet.fleet import SUP_UNIT, DrillFleet
 
 pytestmark = pytest.mark.timeout(1500)
 

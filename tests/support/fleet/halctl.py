@@ -1,4 +1,4 @@
-"""Run halctl with the ops commands registered (``python -m tests.molecule_support.halctl deploy ...``).
+"""Run halctl with the ops commands registered (``python -m tests.support.fleet.halctl deploy ...``).
 
 The ops commands live in halswarm/cli/ops_cmd.py; this entry point adds them to the root group when
 halctl's main module does not register them (yet), so the tests exercise the real CLI either way.

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from halswarm.ops import diagnostics
-from tests.molecule_support.env import AUTH_TOKEN
-from tests.molecule_support.fleet import AGENT_UNIT, SUP_CONFIG, SUP_UNIT, DrillFleet
+from tests.support.fleet.env import AUTH_TOKEN
+from tests.support.fleet.fleet import AGENT_UNIT, SUP_CONFIG, SUP_UNIT, DrillFleet
 
 pytestmark = pytest.mark.timeout(1500)
 MASK = "[REDACTED]"

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.molecule_support.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, DrillFleet
-from tests.molecule_support.molecule import container_pid
+from tests.support.fleet.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, DrillFleet
+from tests.support.fleet.molecule import container_pid
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(1800)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from halswarm.core.remediation.catalog import IDS
-from tests.molecule_support.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet
+from tests.support.fleet.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, SUP_DB, SUP_UNIT, DrillFleet
 
 pytestmark = pytest.mark.timeout(1800)
 

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
 COLLECTION = ROOT / "collections" / "ansible_collections" / "halswarm" / "ops"
 # Keep in sync with scripts/ci-setup.sh.
