@@ -145,7 +145,7 @@ async def test_failing_provider_is_degraded_then_recovers(make_supervisor: Any) 
                     data = c.get("/api/v1/cost/today").json()["data"]
                     return data if not data["degraded_providers"] else None
 
-                today = await asyncio.to_thread(wait_for, recovered, 20)
+                today = await asyncio.to_thread(wait_for, recovered, "the provider recovered", 20)
                 assert today["by_provider"] == [{"provider": "anthropic", "tokens": 50_000, "cost_usd": 3.0}]
                 metrics = c.get("/metrics").text
             assert 'hal_o_swarm_cost_polls_total{provider="anthropic",status="failure"}' in metrics
