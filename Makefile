@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint unit integration e2e bench bench-drills clis ops-setup clean
+.PHONY: run test lint unit integration e2e fleet bench bench-drills clis ops-setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,14 +44,18 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+## One test layer (markers set by tests/conftest.py; costs in the README)
 unit: $(STAMP)
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -p no:cacheprovider -m unit
 
 integration: $(STAMP)
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q -p no:cacheprovider -m process
 
 e2e: $(STAMP) clis
-	$(BIN)/pytest -q tests/e2e
+	$(BIN)/pytest -q -p no:cacheprovider -m e2e
+
+fleet: $(STAMP) ops-setup
+	$(BIN)/pytest -q -p no:cacheprovider -m fleet
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
