@@ -242,9 +242,8 @@ class AgentProc:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while _cmdline(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            with contextlib.suppress(AssertionError):  # best effort: the group got SIGKILL
+                wait_for(lambda: not _cmdline(pid), f"opencode {pid} gone", 5, interval=0.05)
 
     def outbox_size(self) -> int:
         path = self.data_dir / "outbox.db"

@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.support.agentsim import SimAgent
 from tests.support.supervisor_proc import SupervisorProc
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTIONS = REPO / "collections"
@@ -159,9 +160,8 @@ class SupervisorService:
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+            with contextlib.suppress(AssertionError):  # best effort: it got SIGKILL
+                wait_for(lambda: not Path(f"/proc/{pid}").exists(), f"supervisor {pid} gone", 5, interval=0.05)
 
     def ready(self) -> bool:
         import httpx
