@@ -10,6 +10,7 @@ another).
 - ``ssh_host``: a real sshd with throwaway users; ``projects``: git work trees and probe tools;
   ``auth_tools``: stand-in claude/codex/opencode CLIs.
 - ``backup`` / ``databases``: the data-safety harness and test databases; ``runbook``: the runbook lists.
+- ``config_fixtures``: tokens and fixture files of the config tests.
 - ``commands_rig``: the agent's command handlers around an in-process fake opencode.
 - ``gated_writer``: a batching writer whose jobs can be held or failed; ``protocol_strategies``: Hypothesis
   strategies for protocol frames.

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.config.config_helpers import FIXTURES
+from tests.support.config_fixtures import FIXTURES
 
 
 @pytest.fixture

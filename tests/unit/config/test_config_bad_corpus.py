@@ -8,7 +8,7 @@ import pytest
 
 from halswarm.config import validate_data
 from halswarm.config.loader import deep_merge
-from tests.unit.config.config_helpers import OP_TOKEN, TOKEN
+from tests.support.config_fixtures import OP_TOKEN, TOKEN
 
 SUP: dict[str, Any] = {"server": {"auth_token": TOKEN},
                        "security": {"operators": [{"name": "admin", "role": "admin", "token": OP_TOKEN}]}}

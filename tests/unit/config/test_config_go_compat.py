@@ -15,7 +15,7 @@ from halswarm.config import (
     load_supervisor_config,
     validate_data,
 )
-from tests.unit.config.config_helpers import NO_OPERATOR, TOKEN, load_fixture
+from tests.support.config_fixtures import NO_OPERATOR, TOKEN, load_fixture
 
 # Every key of go-original 5.1 (supervisor) and 5.2 (agent), as dotted paths.
 GO_SUPERVISOR_KEYS = [

@@ -9,7 +9,7 @@ import pytest
 from halswarm.config import validate_data
 from halswarm.config.errors import ConfigError
 from halswarm.config.supervisor import parse_supervisor_config
-from tests.unit.config.config_helpers import NO_OPERATOR, OP_TOKEN, TOKEN
+from tests.support.config_fixtures import NO_OPERATOR, OP_TOKEN, TOKEN
 
 VIEWER = "v" * 8 + "1f2e3d4c5b6a79880f1e2d3c4b5a6978"
 NODE = "n" * 8 + "8f9e0d1c2b3a49586f7e8d9c0b1a2f3e"

@@ -13,7 +13,7 @@ import yaml
 
 from halswarm.config import defaults, load_supervisor_config, render_default, validate_data, write_config_atomic
 from halswarm.config.render import new_token
-from tests.unit.config.config_helpers import TOKEN, load_fixture
+from tests.support.config_fixtures import TOKEN, load_fixture
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 

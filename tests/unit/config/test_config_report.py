@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from halswarm.config import run_validate
-from tests.unit.config.config_helpers import NO_OPERATOR, TOKEN
+from tests.support.config_fixtures import NO_OPERATOR, TOKEN
 
 
 def _run(path: Path, kind: str | None = None, **kw) -> tuple[int, list[str], list[str]]:

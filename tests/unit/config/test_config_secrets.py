@@ -6,7 +6,7 @@ import pytest
 
 from halswarm.config import ConfigError, load_agent_config, load_supervisor_config, validate_data
 from halswarm.config.secrets import holds_inline_secret, token_weakness
-from tests.unit.config.config_helpers import NO_OPERATOR, TOKEN
+from tests.support.config_fixtures import NO_OPERATOR, TOKEN
 
 OTHER = "b" * 64
 PERM_WARNING = "(file): readable by group/others and holds secrets; chmod 600"

@@ -17,7 +17,7 @@ from halswarm.config import (
     load_supervisor_config,
     parse_supervisor_config,
 )
-from tests.unit.config.config_helpers import FIXTURES, NO_OPERATOR, TOKEN
+from tests.support.config_fixtures import FIXTURES, NO_OPERATOR, TOKEN
 
 
 def test_minimal_supervisor_gets_every_default(write) -> None:
