@@ -1,7 +1,7 @@
 """ansible-test `units` on the data-safety plugins (the collection's tests/unit/plugins/modules/test_hal_*.py),
 on a copy of the collection in a temporary ansible_collections tree (the repo's tree may hold
 .ansible/ caches that ansible-test would lint; feasibility.md section 1, gotcha b). `ansible-test sanity`
-runs once over the whole collection, these plugins included (tests/integration/test_ops_lint.py).
+runs once over the whole collection, these plugins included (tests/fleet/test_ops_lint.py).
 
 The modules are MIT licensed like the project: validate-modules' missing-gplv3-license is ignored
 (tests/sanity/ignore-2.19.txt lines below, merged into the collection's own ignore file if it has one)."""

@@ -3,7 +3,7 @@ templates with its defaults pass `systemd-analyze verify`, and the service's Exe
 backs up a live supervisor database (integrity check, checksum, retention). Under a real systemd,
 Molecule scenario `default` (inventory.example enables the timer) checks in verify.yml that the timer is
 enabled and active and that `systemctl start hal-supervisor-backup.service` writes a 0600 backup with a
-sha256 sidecar that hal_sqlite_restore accepts (tests/integration/test_ops_fleet.py::test_verify_real_systemd);
+sha256 sidecar that hal_sqlite_restore accepts (tests/fleet/test_ops_fleet.py::test_verify_real_systemd);
 the timer's calendar firing itself is not waited for."""
 
 from __future__ import annotations
