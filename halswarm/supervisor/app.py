@@ -22,6 +22,7 @@ from halswarm.store.guard import RECOVERABLE, StorageFault, StorageGuard, startu
 from halswarm.store.migrations import bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.reader import Reader
+from halswarm.store.repos.events import fill_event_timestamps
 from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.repos.state import load_state
 from halswarm.store.rescue import rescue_copy
@@ -170,6 +171,7 @@ class Supervisor:
             log.info("database backed up before migrating: %s", saved)
         try:
             applied = migrate(conn)
+            fill_event_timestamps(conn)
             _write_probe(conn)
             report = load_state(conn)
         except sqlite3.Error as exc:

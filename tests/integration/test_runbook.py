@@ -336,3 +336,30 @@ def test_supervisor_start_migrates_an_old_database_after_a_checked_backup(make_s
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     assert [r[0] for r in db_rows(sup.db_path, "SELECT event_id FROM events WHERE node_id='old-node'")] == ["e2"]
+
+
+def test_supervisor_start_fills_the_runbook_text_of_rows_written_without_it(make_supervisor: Any) -> None:
+    """Schema 013 writes `events.timestamp` with each event; a row another tool wrote with `ts` only (a
+    restore, a salvage) gets its text at the next start, so the runbook's archive query sees it."""
+    import subprocess
+
+    from halswarm.store.db import connect
+    from halswarm.store.migrations import migrate
+
+    sup = make_supervisor()
+    sup.workdir.mkdir(parents=True)
+    conn = connect(sup.db_path)
+    migrate(conn)
+    old = time.time() - 45 * 86400
+    conn.execute("INSERT INTO events(node_id, seq, event_id, type, data, ts, received_at)"
+                 " VALUES (NULL, NULL, 'restored', 't', '{}', ?, ?)", (old, old))
+    conn.close()
+    sup.start()
+    sup.stop()
+    assert db_rows(sup.db_path, "SELECT timestamp = datetime(ts, 'unixepoch') FROM events"
+                   " WHERE event_id='restored'") == [(1,)]
+    res = subprocess.run(["sqlite3", str(sup.db_path),
+                          "DELETE FROM events WHERE timestamp < datetime('now', '-30 days');"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    assert db_rows(sup.db_path, "SELECT COUNT(*) FROM events WHERE event_id='restored'") == [(0,)]

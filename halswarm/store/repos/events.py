@@ -6,19 +6,20 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from halswarm.core.timestamps import sql_datetimes
 from halswarm.store.repos.jsonfields import _load_json
 
 EventRow = tuple[str | None, int | None, str, str | None, str | None, str, str, float, float]
 
 
 _EVENT_INSERT = ("INSERT OR IGNORE INTO events(node_id, seq, event_id, session_id, project, type, data, ts,"
-                 " received_at) VALUES ")
+                 " received_at, timestamp) VALUES ")
 
 
-_EVENT_VALUES = "(?,?,?,?,?,?,?,?,?)"
+_EVENT_VALUES = "(?,?,?,?,?,?,?,?,?,?)"
 
 
-_ROWS_PER_STATEMENT = 400  # 9 variables a row: 3,600, far below SQLite's 32,766 limit
+_ROWS_PER_STATEMENT = 400  # 10 variables a row: 4,000, far below SQLite's 32,766 limit
 
 
 def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
@@ -29,13 +30,21 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
     thread every re-take can wait a whole switch interval, so per-row steps made batch commits
     (and therefore acks) slow exactly when the hub was busiest.
     (node_id, seq) is unique: a resent event is ignored here as a last line of defence.
+    The runbook's `timestamp` text (schema 013) is computed here, not by SQLite in the INSERT.
     """
     before = conn.total_changes
     for start in range(0, len(rows), _ROWS_PER_STATEMENT):
         chunk = rows[start:start + _ROWS_PER_STATEMENT]
         sql = _EVENT_INSERT + ",".join([_EVENT_VALUES] * len(chunk))
-        conn.execute(sql, [value for row in chunk for value in row])
+        stamps = sql_datetimes([row[7] for row in chunk])
+        conn.execute(sql, [value for row, stamp in zip(chunk, stamps, strict=True) for value in (*row, stamp)])
     return conn.total_changes - before
+
+
+def fill_event_timestamps(conn: sqlite3.Connection) -> int:
+    """Write the runbook's `timestamp` text (schema 013) of events another tool inserted without it
+    (a restore, a salvage, a test fixture); its index finds them. Returns how many were filled."""
+    return conn.execute("UPDATE events SET timestamp = datetime(ts, 'unixepoch') WHERE timestamp IS NULL").rowcount
 
 
 def max_seq(conn: sqlite3.Connection, node_id: str) -> int:

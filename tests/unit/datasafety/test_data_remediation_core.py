@@ -20,7 +20,7 @@ COMMON = datasafety.core("common")
 BACKUP = datasafety.core("backup")
 FACTS = datasafety.core("facts")
 ARCHIVE = datasafety.core("archive")
-# The stored columns of events (its `timestamp` is generated since migration 012: SELECT * has one more).
+# The columns of events this test writes (since migration 012 SELECT * also has the runbook's `timestamp`).
 COLS = "id, node_id, seq, event_id, session_id, project, type, data, ts, received_at"
 HOLD = ("import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1])\nc.execute('PRAGMA journal_mode=WAL')\n"
         "c.execute('SELECT count(*) FROM events').fetchone()\nprint('open', flush=True)\ntime.sleep(60)\n")

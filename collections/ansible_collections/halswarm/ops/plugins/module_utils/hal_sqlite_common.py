@@ -441,11 +441,10 @@ def _has_column(conn, table, column, schema="main"):
 
 
 def epoch_column(conn, table, column, schema="main"):
-    """The epoch-seconds column behind `column`: since schema 012 `events.timestamp` is a generated
-    'YYYY-MM-DD HH:MM:SS' text column (hidden from table_info) over the REAL epoch `ts`, so a
-    numeric cutoff must be compared with `ts`. Older databases keep the REAL `timestamp`."""
-    if column == "timestamp":
-        cols = _columns(conn, table, schema)
-        if "timestamp" not in cols and "ts" in cols:
-            return "ts"
+    """The epoch-seconds column behind `column`: since schema 012 `events.timestamp` is the runbook's
+    'YYYY-MM-DD HH:MM:SS' text (generated in 012, hidden from table_info; a written column since 013)
+    and the REAL epoch is `ts`, so a numeric cutoff must be compared with `ts`. Older databases keep
+    the REAL `timestamp` and have no `ts`."""
+    if column == "timestamp" and "ts" in _columns(conn, table, schema):
+        return "ts"
     return column
