@@ -46,13 +46,26 @@ class SecretValues:
     def __len__(self) -> int:
         return len(self._values)
 
+    def found_in(self, text: str) -> bool:
+        """Whether any known secret value occurs in `text` (plain substring tests, no regex)."""
+        return any(v in text for v in self._values)
+
     def scrub_values(self, text: str) -> str:
         """`text` with only the known secret values replaced. Built for hot paths (every stored event):
         a plain substring test per value first, the regex only when one is there."""
-        pattern, values = self._pattern, self._values
-        if pattern is None or not any(v in text for v in values):
+        pattern = self._pattern
+        if pattern is None or not self.found_in(text):
             return text
         return pattern.sub(REDACTED, text)
+
+    def scrub_texts(self, texts: list[str]) -> list[str]:
+        """`scrub_values` of each text, for a batch (the event data of one commit): one substring test
+        per value over the whole batch joined, so the common case (no secret anywhere) costs no Python
+        work per text. A value found in the joined text but in no single one (it spans the separator)
+        only costs the per-text pass; a value in a text is always in the joined text."""
+        if self._pattern is None or not texts or not self.found_in("\n".join(texts)):
+            return texts
+        return [self.scrub_values(t) for t in texts]
 
     def scrub(self, text: str) -> str:
         """`text` with every known secret, bearer credential and `token=` query value replaced."""

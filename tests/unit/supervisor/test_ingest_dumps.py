@@ -30,3 +30,18 @@ def test_non_str_keys_and_unknown_types() -> None:
 
 def test_nan_is_stored_as_valid_json() -> None:
     assert json.loads(_dumps({"x": float("nan")})) == {"x": None}  # the stdlib wrote NaN, which is not JSON
+
+
+def test_stored_rows_have_secret_values_redacted_from_their_data(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from halswarm.core.secret_values import REDACTED, SecretValues
+    from halswarm.supervisor.runtime import ingest
+
+    reg = SecretValues()
+    monkeypatch.setattr(ingest, "SECRETS", reg)
+    rows = [("n", i, f"e{i}", "s", "p", "t", _dumps({"delta": f"part {i}"}), 1.0, 1.0) for i in range(1, 6)]
+    assert ingest._scrubbed(rows) is rows
+    reg.add("tok-0123456789abcdef")
+    leaky = [*rows, ("n", 6, "e6", "s", "p", "t", _dumps({"out": "tok-0123456789abcdef"}), 2.0, 2.0)]
+    out = ingest._scrubbed(leaky)
+    assert out[:5] == rows and json.loads(out[5][6]) == {"out": REDACTED}
+    assert out[5][:6] == leaky[5][:6] and out[5][7:] == leaky[5][7:]

@@ -76,3 +76,23 @@ def test_scrub_values_replaces_only_known_values_and_keeps_json_valid() -> None:
     assert json.loads(out) == {"stdout": f"Bearer abc key={REDACTED}", "n": 1}  # no bearer/query rules here
     clean = json.dumps({"stdout": "nothing secret"})
     assert reg.scrub_values(clean) is clean
+
+
+def test_scrub_texts_checks_a_batch_once_and_redacts_only_the_texts_holding_a_value() -> None:
+    reg = SecretValues()
+    texts = [json.dumps({"delta": f"part {i}"}) for i in range(50)]
+    assert reg.scrub_texts(texts) is texts  # nothing registered
+    reg.add("sk-live-0123456789")
+    assert reg.scrub_texts(texts) is texts  # registered, in no text: the same list, no per-text work
+    leaky = [*texts[:10], json.dumps({"stdout": "key=sk-live-0123456789"}), *texts[10:]]
+    out = reg.scrub_texts(leaky)
+    assert json.loads(out[10]) == {"stdout": f"key={REDACTED}"}
+    assert all(a is b for i, (a, b) in enumerate(zip(leaky, out, strict=True)) if i != 10)
+    assert "sk-live-0123456789" not in "".join(out)
+
+
+def test_scrub_texts_value_split_across_two_texts_is_not_a_leak_in_either() -> None:
+    reg = SecretValues()
+    reg.add("abcdefgh\nijklmnop")  # a value the batch separator could fake across two texts
+    texts = ["xx abcdefgh", "ijklmnop yy"]
+    assert reg.scrub_texts(texts) == texts  # found in the joined text only: each text is checked, none changes
