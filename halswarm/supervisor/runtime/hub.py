@@ -45,7 +45,7 @@ from halswarm.store.writer import Writer, WriterStopped
 from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, token_matches
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.runtime.ingest import Ingestor
-from halswarm.supervisor.runtime.tracker import SessionTracker, claimed_session_ids, snapshot_session_id
+from halswarm.supervisor.runtime.tracker import SessionTracker, snapshot_session_id
 
 log = logging.getLogger(__name__)
 FOREIGN_LOG_EVERY_S = 60  # at most one "foreign session" warning per node in this many seconds
@@ -339,8 +339,7 @@ class Hub:
         msg = env.payload
         node = self.nodes[link.node_id]
         if isinstance(msg, Event):
-            claimed = claimed_session_ids(msg.type, msg.session_id, msg.data)
-            foreign = self.tracker.foreign(link.node_id, claimed)
+            claimed, foreign = self.tracker.event_claims(link.node_id, msg.type, msg.session_id, msg.data)
             if foreign and self.ingestor.link.expects(link.node_id, msg.seq):
                 # Refused, but its seq is consumed (a hole would stall the node's stream): what is stored
                 # is only the refusal, under this node and no session.

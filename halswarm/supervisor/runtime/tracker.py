@@ -72,9 +72,33 @@ class SessionTracker:
         owner = self.owner(session_id)
         return owner is None or owner == node_id or self._handover_to.get(session_id) == node_id
 
+    def event_claims(self, node_id: str, ev_type: str, session_id: str | None, data: Any
+                     ) -> tuple[list[str], list[str]]:
+        """(ids an agent event names, those of them another node owns), checked before it is accepted.
+
+        Once per agent event, so the common case, an event of the node's own known session (nothing
+        foreign, nothing new to `claim`), is one dict lookup; everything else takes the full rule."""
+        if ev_type != STATE_EVENT and session_id:
+            s = self.sessions.get(session_id)
+            if s is not None and s.node_id == node_id:
+                return [], []
+        claimed = claimed_session_ids(ev_type, session_id, data)
+        return claimed, self.foreign(node_id, claimed)
+
     def foreign(self, node_id: str, session_ids: list[str]) -> list[str]:
-        """The ids among `session_ids` that belong to another node."""
-        return [sid for sid in session_ids if not self.may_claim(node_id, sid)]
+        """The ids among `session_ids` that belong to another node (`may_claim` false).
+
+        Once per agent event: the common case (the node's own, already known session) is one dict
+        lookup here, without the calls of `may_claim`."""
+        sessions = self.sessions
+        out: list[str] = []
+        for sid in session_ids:
+            s = sessions.get(sid)
+            if s is not None and s.node_id == node_id:
+                continue
+            if not self.may_claim(node_id, sid):
+                out.append(sid)
+        return out
 
     def expect_handover(self, session_id: str, node_id: str) -> None:
         """The supervisor dispatched a handover of `session_id` to `node_id`: that node (only) may
@@ -180,10 +204,10 @@ class SessionTracker:
             return self.apply_state(node_id, state, at=timestamp)
         if not session_id:
             return None
-        if not self.may_claim(node_id, session_id):
+        s = self.sessions.get(session_id)
+        if (s is None or s.node_id != node_id) and not self.may_claim(node_id, session_id):
             self.refused += 1
             return None
-        s = self.sessions.get(session_id)
         if s is None:
             return self.apply_state(node_id, {"id": session_id, "project": project or "", "status": "running"},
                                     at=timestamp)

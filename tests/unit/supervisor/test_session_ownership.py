@@ -55,3 +55,34 @@ def test_an_accepted_but_unapplied_event_already_claims_its_session() -> None:
     assert t.apply_event("node-b", "message.updated", "ses_new", "p", {}, 1.0) is None
     assert t.apply_event("node-a", "message.updated", "ses_new", "p", {}, 2.0) is not None
     assert t.owner("ses_new") == "node-a" and t._claimed == {}
+
+
+def test_event_claims_agree_with_the_full_rule() -> None:
+    """The hub's per-event check: its fast path (own known session) answers what `foreign` answers."""
+    t = _tracker_with()
+    t.claim("node-c", ["ses_pending"])  # accepted, not yet applied: owned from the moment it was accepted
+    cases = [
+        ("node-b", "message.part.delta", "ses_1", None),  # own, known: the fast path
+        ("node-a", "message.part.delta", "ses_1", None),  # another node's
+        ("node-a", "message.part.delta", "ses_pending", None),
+        ("node-c", "message.part.delta", "ses_pending", None),
+        ("node-a", "message.part.delta", "ses_new", None),
+        ("node-a", "message.part.delta", None, None),
+        ("node-b", "session.state", "ses_1", {"id": "ses_pending"}),  # own envelope, foreign inner id
+        ("node-b", "session.state", None, {"session_id": "ses_1"}),
+    ]
+    for node, ev_type, sid, data in cases:
+        claimed, foreign = t.event_claims(node, ev_type, sid, data)
+        assert foreign == t.foreign(node, claimed_session_ids(ev_type, sid, data)), (node, ev_type, sid, data)
+        assert set(claimed) <= set(claimed_session_ids(ev_type, sid, data))
+    assert t.event_claims("node-b", "message.part.delta", "ses_1", None) == ([], [])
+    assert t.event_claims("node-a", "message.part.delta", "ses_1", None) == (["ses_1"], ["ses_1"])
+    assert t.event_claims("node-b", "session.state", "ses_1", {"id": "ses_pending"}) == (
+        ["ses_1", "ses_pending"], ["ses_pending"])
+
+
+def test_handover_target_is_not_refused_by_the_fast_path() -> None:
+    t = _tracker_with()
+    t.expect_handover("ses_1", "node-c")
+    assert t.event_claims("node-c", "message.part.delta", "ses_1", None) == (["ses_1"], [])
+    assert t.event_claims("node-a", "message.part.delta", "ses_1", None) == (["ses_1"], ["ses_1"])
