@@ -5,7 +5,8 @@ Runs, in one invocation on the same machine:
   2. a raw `websockets` server (child process, counts frames and acks every 50) with the same load;
   3. raw SQLite batched inserts of the same rows (WAL, synchronous=FULL, this process);
   4. optionally M mostly idle agents held open, to read the supervisor's RSS.
-The last line is `ratio=<durable supervisor events/s / raw websockets frames/s>`.
+The last line is `ratio=<durable supervisor events/s / raw websockets frames/s>`; `cpu_ratio=` before it
+compares CPU time per event (raw server / supervisor), which a loaded machine disturbs much less.
 
   python bench/ingest.py [--agents 100] [--seconds 10] [--idle 2000]
 """
@@ -261,6 +262,13 @@ def _run_loadgen(url: str, token: str | None, agents: int, seconds: float, raw: 
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _cpu_seconds(pid: int) -> float:
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
 def _wait_port(port: int, timeout: float = 20) -> None:
     import socket
 
@@ -290,7 +298,9 @@ def orchestrate(args: argparse.Namespace) -> int:
     raw = _spawn([__file__, "--role", "rawserver", "--port", str(raw_port)], work / "raw.log")
     try:
         _wait_port(raw_port)
+        raw_cpu0 = _cpu_seconds(raw.pid)
         base = _run_loadgen(f"ws://127.0.0.1:{raw_port}", None, args.agents, args.seconds, True, timeout)
+        raw_cpu_us = (_cpu_seconds(raw.pid) - raw_cpu0) / max(base["sent"], 1) * 1e6
     finally:
         _stop(raw)
     print(f"raw websockets : {base['events_per_s']:>10.0f} frames/s   ack p50 {base['p50_ms']:.1f} ms"
@@ -302,7 +312,9 @@ def orchestrate(args: argparse.Namespace) -> int:
     sup = _spawn(["-m", "halswarm.supervisor.main", "--config", str(work / "sup.json")], work / "sup.log")
     try:
         _wait_port(http_port)
+        sup_cpu0 = _cpu_seconds(sup.pid)
         res = _run_loadgen(f"ws://127.0.0.1:{ws_port}/ws/agent", token, args.agents, args.seconds, False, timeout)
+        sup_cpu = _cpu_seconds(sup.pid) - sup_cpu0
         rss_busy = psutil.Process(sup.pid).memory_info().rss / 2**20
         db = sqlite3.connect(work / "bench.db")
         stored = db.execute("SELECT COUNT(*) FROM events WHERE seq IS NOT NULL").fetchone()[0]
@@ -312,6 +324,9 @@ def orchestrate(args: argparse.Namespace) -> int:
         print(f"hal-supervisor : {res['events_per_s']:>10.0f} durable events/s   ack p50 {res['p50_ms']:.1f} ms"
               f"  p99 {res['p99_ms']:.1f} ms (saturated)   RSS {rss_busy:.0f} MB   stored {stored}, duplicates {dupes}"
               + (f"   errors {res['error_count']}: {res['errors']}" if res["error_count"] else ""), flush=True)
+        sup_cpu_us = sup_cpu / max(stored, 1) * 1e6
+        print(f"cpu            : supervisor {sup_cpu_us:.1f} us/event, raw websockets server {raw_cpu_us:.1f} us/frame",
+              flush=True)
         # Latency under a steady load below saturation: at saturation any queue makes latency
         # in-flight/throughput (Little's law), which says nothing about the ack path itself.
         paced_rate = max(100.0, round(res["events_per_s"] * 0.5, -2))
@@ -337,6 +352,9 @@ def orchestrate(args: argparse.Namespace) -> int:
           f"{'ok' if paced['p99_ms'] < 250 else 'MISSED'} (paced)"
           + (f"; idle RSS < 400 MB -> {'ok' if idle['rss_mb'] < 400 else 'MISSED'}" if idle else ""))
     print(f"sqlite_ratio={res['events_per_s'] / sql_rate:.3f}")
+    # CPU per event of each server: far steadier than events/s on a machine others load, since the two
+    # throughputs are measured one after the other, each under whatever load there is at the time.
+    print(f"cpu_ratio={raw_cpu_us / sup_cpu_us if sup_cpu_us else 0.0:.3f}")
     print(f"ratio={ratio:.3f}")
     return 0
 
