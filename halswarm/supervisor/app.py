@@ -48,6 +48,7 @@ from halswarm.supervisor.features.retention.service import RetentionJob
 from halswarm.supervisor.features.retention.settings import RetentionSettings
 from halswarm.supervisor.features.sessions.service import SessionsService
 from halswarm.supervisor.http_read_timeout import read_timeout_protocol
+from halswarm.supervisor.lifecycle import Lifecycle
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.notify import EventFeed, NotifySettings, Router
 from halswarm.supervisor.runtime.commands import CommandRunner
@@ -106,6 +107,8 @@ class Supervisor:
         self._api: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+        self.lifecycle = Lifecycle()  # what start() started, stopped in reverse by shutdown()
         self.writer: Writer
         self.reader: Reader
         self.hub: Hub
@@ -225,11 +228,22 @@ class Supervisor:
         self.request_stop()
 
     async def start(self) -> None:
+        """Build and start every part in dependency order; each is registered with the lifecycle as it
+        starts, so shutdown (or a start that fails half-way) stops them in reverse."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.lifecycle.stop()
+            raise
+        self.lifecycle.running()
+
+    async def _start(self) -> None:
         cfg = self.config
+        lc = self.lifecycle
         self._parse_settings()
         self.open_database()
         loop = self._loop = asyncio.get_running_loop()
-        self.writer.start(loop)
+        await lc.start("database writer", lambda: self.writer.start(loop), self._close_store)
         # Persist the restart verdict: every node offline, live sessions unreachable.
         nodes = list(self.nodes.values())
         sessions = [s for s in self.tracker.sessions.values() if s.status == "unreachable"]
@@ -264,33 +278,74 @@ class Supervisor:
         self.commands = CommandRunner(self.dispatcher, self.tracker, self.writer)
         self.health = HealthService(self.writer, self.reader, self.hub, self.dispatcher, self.metrics, self.tracker,
                                     self.nodes)
-        await self.hub.start()
-        self.retention = RetentionJob(self.writer, self.retention_settings)
-        await self.retention.start()
-        self.memwatch = MemoryWatch(cfg.memory_warn_percent)
-        self.memwatch.start()
-        await self._start_automation()
+        # Observers of stored events start before the hub, so they still see its last events at shutdown.
+        await self._start_observers()
+        await lc.start("agent hub", self.hub.start, self._close_hub, timeout=30)
+        # Actors (they send commands through the hub) start after it and stop before it.
+        await self._start_actors()
         self._compose_services(credentials.get("version") if isinstance(credentials, dict) else None)
         if cfg.http_port:
-            from halswarm.supervisor.http.app import build_app
-
-            app = build_app(self.services, max_body=cfg.max_body_bytes, legacy=self,
-                            on_internal=lambda: self.metrics.errors_total.labels("api", "internal").inc())
-            uv = uvicorn.Config(
-                app, host=cfg.host, port=cfg.http_port, log_config=None, access_log=False,
-                lifespan="off", ssl_certfile=cfg.tls_cert if cfg.tls_enabled else None,
-                ssl_keyfile=cfg.tls_key if cfg.tls_enabled else None, timeout_graceful_shutdown=5,
-                server_header=False, http=read_timeout_protocol(self.read_timeout_sec),
-            )
-            self._api = _ApiServer(uv)
-            self._api_task = asyncio.create_task(self._api.serve())
-            while not self._api.started:
-                if self._api_task.done():
-                    self._api_task.result()
-                    raise OSError(f"HTTP API could not listen on {cfg.host}:{cfg.http_port}")
-                await asyncio.sleep(0.02)
-            log.info("HTTP API listening on %s:%d", cfg.host, cfg.http_port)
+            await lc.start("HTTP API", self._start_api, self._stop_api)
         self.refresh_gauges()
+
+    async def _start_api(self) -> None:
+        from halswarm.supervisor.http.app import build_app
+
+        cfg = self.config
+        app = build_app(self.services, max_body=cfg.max_body_bytes, legacy=self,
+                        on_internal=lambda: self.metrics.errors_total.labels("api", "internal").inc())
+        uv = uvicorn.Config(
+            app, host=cfg.host, port=cfg.http_port, log_config=None, access_log=False,
+            lifespan="off", ssl_certfile=cfg.tls_cert if cfg.tls_enabled else None,
+            ssl_keyfile=cfg.tls_key if cfg.tls_enabled else None, timeout_graceful_shutdown=5,
+            server_header=False, http=read_timeout_protocol(self.read_timeout_sec),
+        )
+        self._api = _ApiServer(uv)
+        self._api_task = asyncio.create_task(self._api.serve())
+        while not self._api.started:
+            if self._api_task.done():
+                self._api_task.result()
+                raise OSError(f"HTTP API could not listen on {cfg.host}:{cfg.http_port}")
+            await asyncio.sleep(0.02)
+        log.info("HTTP API listening on %s:%d", cfg.host, cfg.http_port)
+        self._api_task.add_done_callback(self._api_ended)
+
+    def _api_ended(self, task: asyncio.Task[None]) -> None:
+        """The HTTP server stopped on its own (not by shutdown): a supervisor that runs but no longer
+        listens is the runbook's worst "unreachable" case, so exit with code 1 for systemd to restart it."""
+        if self._stop.is_set() or self._stopping:
+            return
+        why = "it stopped serving"
+        if not task.cancelled() and task.exception() is not None:
+            why = f"{type(task.exception()).__name__}: {task.exception()}"
+        log.error("HTTP API on %s:%d is no longer listening (%s); exiting with code 1 for a restart",
+                  self.config.host, self.config.http_port, why)
+        self.exit_code = 1
+        self.request_stop()
+
+    async def _stop_api(self) -> None:
+        if self._api is not None:
+            self._api.should_exit = True
+        if self._api_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._api_task, 10)
+
+    async def _close_hub(self) -> None:
+        """No new commands, flush what agents sent, then close their connections (marked offline)."""
+        self.dispatcher.running = False
+        await self.commands.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ingestor.drain(), 10)
+        await self.hub.close()
+
+    async def _close_store(self) -> None:
+        await self.writer.stop()
+        self.reader.close()
+        if self.abandon_database:
+            # Closing would checkpoint and then delete `<path>-wal` by name: the WAL of whatever file
+            # is at the path now. The process exits without closing (main uses os._exit).
+            return
+        self._conn.close()
 
     def _compose_services(self, credential_version: str | None) -> None:
         """What the HTTP features serve, by type (see supervisor/http/app.py)."""
@@ -325,29 +380,39 @@ class Supervisor:
 
     # ----- cost, routing, dependencies, policies (issue 8) -----
 
-    async def _start_automation(self) -> None:
-        registry = self.metrics.registry
+    async def _start_observers(self) -> None:
+        """Parts that watch stored events and the clock: cost polling, notifications, retention, memory."""
+        lc, registry = self.lifecycle, self.metrics.registry
         self.costs = CostAggregator(self.cost_settings, self.tracker, self.writer, self.reader, registry)
+        await lc.start("cost aggregator", self.costs.start, self.costs.stop)  # stop: last sample of usage
         self.router = Router(self.notify_settings, self.tracker, registry, daily_cost=lambda: self.costs.today_cost,
                              session_cost=self.costs.session_cost)
+        await lc.start("notification router", self.router.start, self.router.stop)  # stop: short flush
         self.dependencies = DependencyManager(self.dependency_settings, self.tracker, self.dispatcher, self.ingestor,
                                               self.writer, self.reader, apply_output=self.apply_command_output)
-        self.policies = PolicyEngine(self.policy_settings, self.tracker, self.dispatcher, self.ingestor, self.writer,
-                                     self.reader, session_cost=self.costs.session_cost,
-                                     daily_cost=self.costs.daily_cost, apply_output=self.apply_command_output)
         self.feed = EventFeed(self.ingestor, registry)  # subscribes only when someone consumes
         if self.router.active:
             self.feed.add(self.router.on_event)
         if self.dependencies.wants_events:
             self.feed.add(self.dependencies.on_event)
-        await self.costs.start()
-        self.router.start()
-        self.feed.start()
-        await self.dependencies.start()
-        await self.policies.start()
+        await lc.start("event feed", self.feed.start, self.feed.stop)
+        self.retention = RetentionJob(self.writer, self.retention_settings)
+        await lc.start("retention", self.retention.start, self.retention.stop)
+        self.memwatch = MemoryWatch(self.config.memory_warn_percent)
+        await lc.start("memory watch", self.memwatch.start, self.memwatch.stop)
+
+    async def _start_actors(self) -> None:
+        """Parts that act on sessions through commands. Policies start last so they stop first: no new
+        intervention begins while the others finish theirs."""
+        lc = self.lifecycle
+        await lc.start("dependencies", self.dependencies.start, self.dependencies.stop)
         self.auto_remediation = AutoRemediation(self.remediation_settings, self.nodes, self.ingestor, self.writer,
                                                 self.reader)
-        await self.auto_remediation.start()
+        await lc.start("auto remediation", self.auto_remediation.start, self.auto_remediation.stop)
+        self.policies = PolicyEngine(self.policy_settings, self.tracker, self.dispatcher, self.ingestor, self.writer,
+                                     self.reader, session_cost=self.costs.session_cost,
+                                     daily_cost=self.costs.daily_cost, apply_output=self.apply_command_output)
+        await lc.start("policies", self.policies.start, self.policies.stop)
 
     # ----- running -----
 
@@ -358,36 +423,18 @@ class Supervisor:
         await self._stop.wait()
 
     async def shutdown(self) -> None:
-        """Graceful stop: refuse new work, flush what was received, close everything."""
+        """Graceful stop: refuse new work at once, then stop every part in reverse order of start (API,
+        policies and the other actors, the hub after flushing what agents sent, observers, the store)."""
         log.info("shutting down: no new connections, flushing events")
-        self.hub.stop_accepting()
+        self._stopping = True
+        if getattr(self, "hub", None) is not None:
+            self.hub.stop_accepting()
         if self._api is not None:
             self._api.should_exit = True
-        await self.policies.stop()  # no new interventions (commands in flight may finish)
-        await self.auto_remediation.stop()  # runs in flight are stopped and recorded
-        await self.dependencies.stop()
-        self.dispatcher.running = False
-        await self.commands.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ingestor.drain(), 10)
-        await self.hub.close()
-        if self._api_task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._api_task, 10)
-        await self.feed.stop()
-        await self.router.stop()  # short flush of queued notifications
-        await self.costs.stop()  # last sample of reported usage
-        await self.retention.stop()
-        if getattr(self, "memwatch", None) is not None:
-            self.memwatch.stop()
-        await self.writer.stop()
-        self.reader.close()
+        await self.lifecycle.stop()
         if self.abandon_database:
-            # Closing would checkpoint and then delete `<path>-wal` by name: the WAL of whatever file
-            # is at the path now. The process exits without closing (main uses os._exit).
             log.info("supervisor stopped (database left unclosed)")
             return
-        self._conn.close()
         log.info("supervisor stopped")
 
     # ----- helpers used by the API -----
