@@ -21,8 +21,10 @@ from halswarm.store.db import CorruptDatabase, DatabaseError, connect, quick_che
 from halswarm.store.guard import RECOVERABLE, StorageFault, StorageGuard, startup_problem
 from halswarm.store.migrations import bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
+from halswarm.store.probes import write_probe
 from halswarm.store.reader import Reader
 from halswarm.store.repos.events import fill_event_timestamps
+from halswarm.store.repos.nodes import mark_all_offline
 from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.repos.state import load_state
 from halswarm.store.rescue import rescue_copy
@@ -70,15 +72,6 @@ class StartupError(RuntimeError):
 
 class DatabaseIntegrityError(DatabaseError):
     """The database failed its integrity check at start (incident supervisor-db-corruption)."""
-
-
-def _write_probe(conn: sqlite3.Connection) -> None:
-    """Fail now, not at the first registration, if the database takes no writes (read-only, locked)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE _hal_write_probe(x)")
-    finally:
-        conn.execute("ROLLBACK")
 
 
 class _ApiServer(uvicorn.Server):
@@ -175,7 +168,7 @@ class Supervisor:
         try:
             applied = migrate(conn)
             fill_event_timestamps(conn)
-            _write_probe(conn)
+            write_probe(conn)
             report = load_state(conn)
         except sqlite3.Error as exc:
             conn.close()
@@ -249,7 +242,7 @@ class Supervisor:
         sessions = [s for s in self.tracker.sessions.values() if s.status == "unreachable"]
 
         def job(c: Any) -> None:
-            c.execute("UPDATE nodes SET status='offline'")
+            mark_all_offline(c)
             upsert_sessions(c, sessions)
 
         if nodes or sessions:

@@ -62,6 +62,11 @@ def last_event_id(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
+def events_after(conn: sqlite3.Connection, last_id: int) -> list[sqlite3.Row]:
+    """Stored rows with an id above `last_id`, oldest first (what a commit added, for live subscribers)."""
+    return conn.execute("SELECT * FROM events WHERE id > ? ORDER BY id", (last_id,)).fetchall()
+
+
 def row_to_api(event_db_id: int, r: EventRow) -> dict[str, Any]:
     """API shape of an event row still in memory (same fields as event_to_api)."""
     from halswarm.core.timeutil import iso

@@ -64,3 +64,8 @@ def set_nodes_last_seq(conn: sqlite3.Connection, highs: dict[str, int]) -> None:
             + ",".join(["(?,?)"] * len(chunk)) + ") AS v WHERE nodes.id = v.column1",
             [x for pair in chunk for x in pair],
         )
+
+
+def mark_all_offline(conn: sqlite3.Connection) -> None:
+    """The restart verdict: no node is connected to a supervisor that just started."""
+    conn.execute("UPDATE nodes SET status='offline'")

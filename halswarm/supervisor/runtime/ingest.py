@@ -25,7 +25,7 @@ from halswarm.core.secret_values import SECRETS
 from halswarm.core.timestamps import MILLISECONDS, event_time
 from halswarm.protocol import Event
 from halswarm.protocol.hub_link import ACCEPTED, HubLinkCore, SeqState
-from halswarm.store.repos.events import EventRow, event_to_api, insert_events, last_event_id, row_to_api
+from halswarm.store.repos.events import EventRow, event_to_api, events_after, insert_events, last_event_id, row_to_api
 from halswarm.store.repos.nodes import set_nodes_last_seq
 from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.writer import Writer
@@ -269,7 +269,7 @@ class Ingestor:
                 upsert_sessions(conn, sessions)
             if not want_rows or inserted == len(rows):
                 return last_id, None
-            return last_id, conn.execute("SELECT * FROM events WHERE id > ? ORDER BY id", (last_id,)).fetchall()
+            return last_id, events_after(conn, last_id)
 
         try:
             last_id, stored_rows = await self._writer.run(job)

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from halswarm.core.model import SESSION_STATUSES, Node
+from halswarm.store.probes import ping
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
 from halswarm.supervisor.metrics import Metrics
@@ -30,7 +31,7 @@ class HealthService:
         try:
             if not self.writer.alive:
                 raise RuntimeError("writer stopped")
-            await asyncio.wait_for(self.reader.run(lambda c: c.execute("SELECT 1").fetchone()),
+            await asyncio.wait_for(self.reader.run(ping),
                                    READINESS_TIMEOUT_SEC)
             out["database"] = {"status": "ok"}
             problem = self.writer.health()

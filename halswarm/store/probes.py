@@ -1,0 +1,19 @@
+"""Cheap questions to the database: does it answer, does it take writes."""
+
+from __future__ import annotations
+
+import sqlite3
+
+
+def ping(conn: sqlite3.Connection) -> None:
+    """One trivial read: raises if the database does not answer (readiness)."""
+    conn.execute("SELECT 1").fetchone()
+
+
+def write_probe(conn: sqlite3.Connection) -> None:
+    """Fail now, not at the first registration, if the database takes no writes (read-only, locked)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE _hal_write_probe(x)")
+    finally:
+        conn.execute("ROLLBACK")
