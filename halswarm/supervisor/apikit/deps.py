@@ -12,7 +12,7 @@ from halswarm.core.roles import Identity, Role, identify
 from halswarm.core.timeutil import parse_ts
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.apikit.registry import Services
-from halswarm.supervisor.auth import CLIENT_ACTOR, FailureThrottle, bearer
+from halswarm.supervisor.security import CLIENT_ACTOR, FailureThrottle, bearer
 
 T = TypeVar("T")
 

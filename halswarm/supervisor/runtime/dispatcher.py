@@ -20,10 +20,10 @@ from halswarm.protocol import Command, CommandResult, CommandTarget, encode
 from halswarm.store.repos.audit import insert_audit
 from halswarm.store.repos.commands import get_idempotent, insert_command, put_idempotent
 from halswarm.store.writer import Writer
-from halswarm.supervisor.auth import CLIENT_ACTOR
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.redact import redact
 from halswarm.supervisor.runtime.tracker import SessionTracker
+from halswarm.supervisor.security import CLIENT_ACTOR
 
 log = logging.getLogger(__name__)
 

@@ -42,10 +42,10 @@ from halswarm.store.repos.events import max_seq
 from halswarm.store.repos.nodes import update_node_auth, update_node_liveness, upsert_node
 from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.writer import Writer, WriterStopped
-from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, token_matches
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.runtime.ingest import Ingestor
 from halswarm.supervisor.runtime.tracker import SessionTracker, snapshot_session_id
+from halswarm.supervisor.security import FailureThrottle, bearer, origin_allowed, token_matches
 
 log = logging.getLogger(__name__)
 FOREIGN_LOG_EVERY_S = 60  # at most one "foreign session" warning per node in this many seconds

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from halswarm.supervisor.auth import FailureThrottle, bearer, origin_allowed, token_matches
 from halswarm.supervisor.redact import REDACTED, redact
+from halswarm.supervisor.security import FailureThrottle, bearer, origin_allowed, token_matches
 
 
 def test_token_and_bearer_parsing():

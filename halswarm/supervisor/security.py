@@ -1,4 +1,9 @@
-"""Token checks (constant-time) and throttling of repeated failures."""
+"""How the supervisor checks who connects, for agents (WebSocket) and operators (HTTP) alike: the bearer
+header, constant-time token comparison, the throttle of repeated failures, the browser origin allowlist,
+and the client's self-declared actor for the audit log.
+
+Not the tool auth of agents (``features/tool_auth``) nor the operator identities and roles
+(``core/roles``)."""
 
 from __future__ import annotations
 
