@@ -49,6 +49,9 @@ from halswarm.supervisor.features.remediations.settings import AutoConfig
 from halswarm.supervisor.features.retention.service import RetentionJob
 from halswarm.supervisor.features.retention.settings import RetentionSettings
 from halswarm.supervisor.features.sessions.service import SessionsService
+from halswarm.supervisor.features.tool_auth.service import ToolAuthService
+from halswarm.supervisor.features.tool_auth.settings import CredentialsSettings
+from halswarm.supervisor.features.tool_auth.watcher import CredentialDriftWatcher
 from halswarm.supervisor.http_read_timeout import read_timeout_protocol
 from halswarm.supervisor.lifecycle import Lifecycle
 from halswarm.supervisor.metrics import Metrics
@@ -108,6 +111,9 @@ class Supervisor:
         self.ingestor: Ingestor
         self.dispatcher: Dispatcher
         self.retention: RetentionJob
+        self.credential_settings: CredentialsSettings
+        self.tool_auth: ToolAuthService
+        self.drift_watcher: CredentialDriftWatcher
 
     @property
     def read_timeout_sec(self) -> float:
@@ -126,6 +132,7 @@ class Supervisor:
             self.dependency_settings = DependencySettings.from_config(cfg)
             self.retention_settings = RetentionSettings.from_config(cfg)
             self.remediation_settings = AutoConfig.from_config(cfg)
+            self.credential_settings = CredentialsSettings.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -252,14 +259,13 @@ class Supervisor:
         for n in nodes:
             self.ingestor.reset_node(n.id, n.last_seq)
         ssl_ctx = self._ssl_context()
-        credentials = cfg.raw.get("credentials") if isinstance(cfg.raw.get("credentials"), dict) else {}
         self.hub = Hub(
             HubSettings(
                 host=cfg.host, port=cfg.port, token=cfg.shared_agent_token, agent_tokens=dict(cfg.agent_tokens),
                 heartbeat_interval_sec=cfg.heartbeat_interval_sec,
                 heartbeat_timeout_count=cfg.heartbeat_timeout_count, max_frame_bytes=cfg.max_frame_bytes,
                 origin_allowlist=list(cfg.origin_allowlist or cfg.allowed_origins), ssl=ssl_ctx,
-                credential_version=credentials.get("version") if isinstance(credentials, dict) else None,
+                credential_version=self.credential_settings.version,
                 open_timeout=self.read_timeout_sec,
                 api_port=cfg.http_port,
             ),
@@ -276,7 +282,14 @@ class Supervisor:
         await lc.start("agent hub", self.hub.start, self._close_hub, timeout=30)
         # Actors (they send commands through the hub) start after it and stop before it.
         await self._start_actors()
-        self._compose_services(credentials.get("version") if isinstance(credentials, dict) else None)
+        self._compose_services()
+        # Started here, not by the HTTP app: the watcher runs (and auto-pushes) with the API disabled too.
+        # An actor (it pushes through the hub): it starts after the hub and stops before it.
+        await lc.start("tool auth", lambda: None, self.tool_auth.stop)
+        self.drift_watcher = CredentialDriftWatcher(self.credential_settings, self.nodes, self.ingestor,
+                                                    self.tool_auth)
+        self.hub.on_credential_sync = self.drift_watcher.on_sync
+        await lc.start("credential drift watcher", self.drift_watcher.start, self.drift_watcher.stop)
         if cfg.http_port:
             await lc.start("HTTP API", self._start_api, self._stop_api)
         self.refresh_gauges()
@@ -340,12 +353,13 @@ class Supervisor:
             return
         self._conn.close()
 
-    def _compose_services(self, credential_version: str | None) -> None:
+    def _compose_services(self) -> None:
         """What the HTTP features serve, by type (see supervisor/http/app.py)."""
+        self.tool_auth = ToolAuthService(self.credential_settings, self.nodes, self.commands, self.ingestor)
         add = self.services.add
         add(self.gate)
         add(self.health)
-        add(NodesService(self.nodes, self.tracker, credential_version))
+        add(NodesService(self.nodes, self.tracker, self.credential_settings.version))
         add(SessionsService(self.tracker, self.commands))
         add(EventsService(self.reader, self.ingestor))
         add(CommandsService(self.commands, self.reader))
@@ -354,6 +368,7 @@ class Supervisor:
         add(self.policies)
         add(self.dependencies)
         add(RemediationsService(self.writer, self.reader, self.ingestor))
+        add(self.tool_auth)
 
     def node(self, node_id: str) -> Node:
         """A known node, or NOT_FOUND (for the route modules not yet split into features)."""

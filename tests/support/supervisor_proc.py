@@ -136,12 +136,13 @@ class SupervisorProc:
                             verify=self.verify)
 
 
-# The real routes with one knob the config does not have: the credential-drift watcher's fallback poll.
+# The real supervisor with one knob the config does not have: the credential-drift watcher's fallback poll
+# (features/tool_auth/watcher.WATCH_INTERVAL, read when the watcher is built at start).
 DRIFT_LAUNCHER = """
 import os
 import sys
-import halswarm.supervisor.auth_api as auth_api
-auth_api.WATCH_INTERVAL = float(os.environ["HAL_TEST_DRIFT_POLL"])
+import halswarm.supervisor.features.tool_auth.watcher as drift_watcher
+drift_watcher.WATCH_INTERVAL = float(os.environ["HAL_TEST_DRIFT_POLL"])
 from halswarm.supervisor.main import main
 sys.exit(main())
 """

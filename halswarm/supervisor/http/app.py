@@ -21,6 +21,7 @@ from halswarm.supervisor.features.nodes.api import router as nodes_router
 from halswarm.supervisor.features.policies.api import router as policies_router
 from halswarm.supervisor.features.remediations.api import router as remediations_router
 from halswarm.supervisor.features.sessions.api import router as sessions_router
+from halswarm.supervisor.features.tool_auth.api import router as tool_auth_router
 from halswarm.supervisor.http.errors import install_error_handling
 from halswarm.supervisor.openapi_doc import install_openapi
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 # Order matters where paths overlap (a literal before a parameter: /cost/status before /cost/{period}).
 ROUTERS = (health_router, nodes_router, sessions_router, events_router, commands_router, audit_router)
-LATE_ROUTERS = (cost_router, policies_router, dependencies_router)
+LATE_ROUTERS = (cost_router, policies_router, dependencies_router, tool_auth_router)
 
 
 def build_app(services: Services, *, max_body: int, on_internal: Callable[[], None] | None = None,
@@ -46,10 +47,8 @@ def build_app(services: Services, *, max_body: int, on_internal: Callable[[], No
     for router in LATE_ROUTERS:
         app.include_router(router)
     if legacy is not None:
-        from halswarm.supervisor.auth_api import include_auth_routes
         from halswarm.supervisor.env_api import include_env_routes
 
-        include_auth_routes(app, legacy)
         include_env_routes(app, legacy)
     app.include_router(remediations_router)
     install_openapi(app, list(STATUS_BY_CODE))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from halswarm.core.credential_sync import credential_sync
 from halswarm.core.model import Node
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.runtime.tracker import SessionTracker
 
 
 class NodesService:
-    def __init__(self, nodes: dict[str, Node], tracker: SessionTracker, credential_version: str | None) -> None:
+    def __init__(self, nodes: dict[str, Node], tracker: SessionTracker, credential_version: int | None) -> None:
         self.nodes = nodes
         self.tracker = tracker
         self.credential_version = credential_version  # `credentials.version` of the config, if any
@@ -35,10 +36,6 @@ class NodesService:
 
     def auth(self, node_id: str) -> dict[str, Any]:
         node = self.get(node_id)
-        expected = self.credential_version
-        if node.credential_version is None or expected is None:
-            sync = "unknown"
-        else:
-            sync = "in_sync" if node.credential_version == expected else "drift_detected"
+        sync = credential_sync(node.credential_version, self.credential_version)
         return {"node_id": node.id, "auth_states": node.auth_states, "credential_sync": sync,
                 "credential_version": node.credential_version}
