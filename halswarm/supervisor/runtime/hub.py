@@ -115,7 +115,7 @@ class Hub:
         self._foreign_logged: dict[str, float] = {}  # node id -> when its last foreign-claim warning was logged
         self.throttle = FailureThrottle()
         self.dispatcher: Any = None  # set by the app (command results are routed to it)
-        self.on_credential_sync: Callable[[str], None] | None = None  # the auth drift watcher, when mounted
+        self.on_credential_sync: Callable[[str], None] | None = None  # set by app.py: the drift watcher
         self._server: Server | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
