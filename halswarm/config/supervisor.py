@@ -36,6 +36,9 @@ class SupervisorConfig:
     database_path: str = "/var/lib/hal-o-swarm/supervisor.db"
     events_retention_days: int = 30
     audit_retention_days: int = 90
+    retention_batch_rows: int = 2000
+    retention_batch_ms: float = 30.0
+    integrity_check_hours: float = 24.0
     tls_enabled: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -152,6 +155,9 @@ def build_supervisor_config(
         database_path=doc["database"]["path"],
         events_retention_days=doc["retention"]["events_days"],
         audit_retention_days=_audit_days(data, doc),
+        retention_batch_rows=doc["retention"]["batch_rows"],
+        retention_batch_ms=float(doc["retention"]["batch_ms"]),
+        integrity_check_hours=float(doc["database"]["integrity_check_hours"]),
         tls_enabled=security["tls"]["enabled"],
         tls_cert=_opt(security["tls"].get("cert_path")),
         tls_key=_opt(security["tls"].get("key_path")),

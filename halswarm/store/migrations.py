@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from importlib import resources
 
 from halswarm.store.db import DatabaseError
+from halswarm.store.repos.retention import set_incremental_on_new
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ def migrate(conn: sqlite3.Connection, migrations: list[Migration] | None = None)
     An applied migration whose file changed since is refused: the schema would no longer match
     what the code expects, and silently continuing is how data gets lost.
     """
+    if set_incremental_on_new(conn):  # before the first table: freed pages can be given back later
+        log.info("new database: auto_vacuum=INCREMENTAL")
     migrations = bundled_migrations() if migrations is None else migrations
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("

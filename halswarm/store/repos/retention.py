@@ -1,20 +1,90 @@
-"""Retention: deleting old events, audit rows, commands and expired idempotency entries."""
+"""Retention: deleting old events, audit rows, commands and expired idempotency entries, in bounded
+steps, and giving the freed pages back (incremental vacuum)."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
+
+# Each target: its table, the column compared with the cutoff, the comparison. The subquery walks the
+# column's index from the oldest row, so a step costs its own rows, not a scan of the table.
+TARGETS: dict[str, tuple[str, str, str]] = {
+    "events": ("events", "ts", "<"),
+    "audit": ("audit_log", "timestamp", "<"),
+    "idempotency": ("command_idempotency", "expires_at", "<="),
+    "commands": ("commands", "created_at", "<"),
+}
+CHUNK_ROWS = 250  # rows per DELETE statement inside one step (the time budget is checked between them)
+
+
+def delete_step(conn: sqlite3.Connection, target: str, cutoff: float, max_rows: int, budget_sec: float,
+                *, clock: Callable[[], float] = time.monotonic) -> int:
+    """Delete at most `max_rows` rows of `target` older than `cutoff`, oldest first, stopping early once
+    `budget_sec` has passed; return how many went (callers repeat until it returns 0)."""
+    table, column, op = TARGETS[target]
+    sql = (f"DELETE FROM {table} WHERE rowid IN "
+           f"(SELECT rowid FROM {table} WHERE {column} {op} ? ORDER BY {column} LIMIT ?)")
+    start = clock()
+    done = 0
+    while done < max_rows:
+        want = min(CHUNK_ROWS, max_rows - done)
+        n = conn.execute(sql, (cutoff, want)).rowcount
+        done += n
+        if n < want or clock() - start >= budget_sec:
+            break
+    return done
 
 
 def purge_older_than(conn: sqlite3.Connection, events_before: float, audit_before: float, now: float
                      ) -> dict[str, int]:
-    """Retention: drop old events and audit rows, and expired idempotency entries.
+    """Everything old in one transaction (tools and tests on a small file; the supervisor uses
+    `delete_step` through its writer so that ingest commits between steps).
 
     nodes.last_seq keeps the per-node high-water mark, so deleting events never lowers the
     `resume_from_seq` an agent is told.
     """
+    cutoffs = {"events": events_before, "audit": audit_before, "idempotency": now, "commands": audit_before}
     out = {}
-    out["events"] = conn.execute("DELETE FROM events WHERE ts < ?", (events_before,)).rowcount
-    out["audit"] = conn.execute("DELETE FROM audit_log WHERE timestamp < ?", (audit_before,)).rowcount
-    out["idempotency"] = conn.execute("DELETE FROM command_idempotency WHERE expires_at <= ?", (now,)).rowcount
-    out["commands"] = conn.execute("DELETE FROM commands WHERE created_at < ?", (audit_before,)).rowcount
+    for target, cutoff in cutoffs.items():
+        table, column, op = TARGETS[target]
+        out[target] = conn.execute(f"DELETE FROM {table} WHERE {column} {op} ?", (cutoff,)).rowcount
     return out
+
+
+def auto_vacuum_mode(conn: sqlite3.Connection) -> str:
+    """'none', 'full' or 'incremental'."""
+    return {0: "none", 1: "full", 2: "incremental"}.get(int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]),
+                                                        "none")
+
+
+def free_pages(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+
+
+def vacuum_step(conn: sqlite3.Connection, pages: int) -> int:
+    """Give back up to `pages` free pages at the end of the file (auto_vacuum=INCREMENTAL only);
+    return how many free pages remain."""
+    conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()  # each row is one page moved
+    return free_pages(conn)
+
+
+def set_incremental_on_new(conn: sqlite3.Connection) -> bool:
+    """On a file without any table yet, choose auto_vacuum=INCREMENTAL; the VACUUM that makes it take
+    effect (the WAL header is already written) costs nothing on an empty file. An existing file keeps
+    its mode: converting it rewrites the whole file (`convert_to_incremental`). True when set."""
+    if conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None:
+        return False
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    conn.execute("VACUUM")
+    return auto_vacuum_mode(conn) == "incremental"
+
+
+def convert_to_incremental(conn: sqlite3.Connection) -> bool:
+    """Switch an existing file to auto_vacuum=INCREMENTAL: a full VACUUM (rewrites the file, needs as
+    much free disk again and holds the database for the whole copy: offline only). True if changed."""
+    if auto_vacuum_mode(conn) == "incremental":
+        return False
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    conn.execute("VACUUM")
+    return auto_vacuum_mode(conn) == "incremental"

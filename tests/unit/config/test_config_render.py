@@ -47,7 +47,7 @@ def test_keeps_every_existing_key_including_unknown_ones() -> None:
     assert doc["cost"]["providers"]["anthropic"]["enabled"] is True
     assert doc["cost"]["request_timeout_seconds"] == 15 and doc["cost"]["backoff_base_ms"] == 500
     assert list(doc)[: len(existing)] == list(existing)  # existing order first, new defaults after
-    assert doc["retention"] == {"events_days": 30, "audit_days": 90}
+    assert doc["retention"] == {"events_days": 30, "audit_days": 90, "batch_rows": 2000, "batch_ms": 30}
 
 
 def test_agent_keeps_tool_paths_and_fills_defaults() -> None:

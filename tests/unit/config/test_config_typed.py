@@ -28,7 +28,8 @@ def test_minimal_supervisor_gets_every_default(write) -> None:
         "operators": (), "allow_shared_agent_token": True,
         "heartbeat_interval_sec": 30, "heartbeat_timeout_count": 3, "allowed_origins": (), "origin_allowlist": (),
         "database_path": "/var/lib/hal-o-swarm/supervisor.db", "events_retention_days": 30,
-        "audit_retention_days": 90, "tls_enabled": False, "tls_cert": None, "tls_key": None, "agent_tokens": {},
+        "audit_retention_days": 90, "retention_batch_rows": 2000, "retention_batch_ms": 30.0,
+        "integrity_check_hours": 24.0, "tls_enabled": False, "tls_cert": None, "tls_key": None, "agent_tokens": {},
         "log_level": "info", "log_format": "text", "memory_warn_percent": 80, "max_frame_bytes": 1048576,
         "max_body_bytes": 1048576, "read_timeout_sec": 10.0,
         "command_timeout_sec": 30, "remediation_inventory": None, "remediation_auto": (),
@@ -214,7 +215,7 @@ def test_defaults_come_from_the_schema() -> None:
         "heartbeat_timeout_count": 3, "allowed_origins": [], "max_frame_bytes": 1048576, "max_body_bytes": 1048576,
         "read_timeout_sec": 10,
     }
-    assert doc["retention"] == {"events_days": 30, "audit_days": 90}
+    assert doc["retention"] == {"events_days": 30, "audit_days": 90, "batch_rows": 2000, "batch_ms": 30}
     assert doc["commands"] == {"default_timeout_sec": 30}
     assert "auto_intervention" not in doc
     assert defaults("cli") == {"supervisor_url": "http://localhost:8421", "output": "table"}
