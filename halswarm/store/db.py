@@ -76,3 +76,40 @@ def quick_check(conn: sqlite3.Connection) -> str | None:
         return str(exc)
     first = rows[0][0] if rows else "no result"
     return None if first == "ok" else str(first)
+
+
+class FileCheck:
+    """`quick_check` of the file at `path` on a read-only connection of its own (a background check
+    beside the writer); `interrupt()` from another thread ends a check in progress (shutdown)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def __call__(self) -> str | None:
+        try:
+            conn = connect(self.path, readonly=True)
+        except DatabaseError as exc:
+            return str(exc).split(": ", 1)[-1]
+        self._conn = conn
+        try:
+            return quick_check(conn)
+        finally:
+            self._conn = None
+            conn.close()
+
+    def interrupt(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.interrupt()
+
+
+def schema_problem(conn: sqlite3.Connection) -> str | None:
+    """The cheap start-up check, independent of the file's size: the header and the schema read.
+    Damage inside a table is the background `quick_check`'s to find."""
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None

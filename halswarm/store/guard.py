@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 # Kinds of storage fault; `recoverable` ones clear by themselves when the cause goes away.
-DELETED, REPLACED, READ_ONLY = "deleted", "replaced", "read_only"
+DELETED, REPLACED, READ_ONLY, CORRUPT = "deleted", "replaced", "read_only", "corrupt"
 RECOVERABLE = frozenset({READ_ONLY})
 
 

@@ -67,6 +67,10 @@ class Writer:
             return self.job_error
         return self.last_error
 
+    def report_fault(self, fault: StorageFault) -> None:
+        """A fault found outside the writer (e.g. the background integrity check): commit nothing more."""
+        self._set_fault(fault)
+
     def _set_fault(self, fault: StorageFault) -> None:
         first = self.fault is None or self.fault.kind != fault.kind
         self.fault = fault

@@ -17,8 +17,8 @@ from halswarm.config.errors import ConfigError
 from halswarm.config.supervisor import SupervisorConfig
 from halswarm.core.model import Node, Session
 from halswarm.memwatch import MemoryWatch
-from halswarm.store.db import CorruptDatabase, DatabaseError, connect, quick_check
-from halswarm.store.guard import RECOVERABLE, StorageFault, StorageGuard, startup_problem
+from halswarm.store.db import CorruptDatabase, DatabaseError, FileCheck, connect, schema_problem
+from halswarm.store.guard import CORRUPT, RECOVERABLE, StorageFault, StorageGuard, startup_problem
 from halswarm.store.migrations import bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.probes import write_probe
@@ -40,12 +40,15 @@ from halswarm.supervisor.features.dependencies.service import DependencyManager
 from halswarm.supervisor.features.dependencies.settings import DependencySettings
 from halswarm.supervisor.features.events.service import EventsService
 from halswarm.supervisor.features.health.service import HealthService
+from halswarm.supervisor.features.integrity.service import IntegrityWatch
+from halswarm.supervisor.features.integrity.settings import IntegritySettings
 from halswarm.supervisor.features.nodes.service import NodesService
 from halswarm.supervisor.features.policies.engine import PolicyEngine
 from halswarm.supervisor.features.policies.settings import PolicyConfig
+from halswarm.supervisor.features.remediations.db_launch import launch_db_remediation
 from halswarm.supervisor.features.remediations.engine import AutoRemediation
 from halswarm.supervisor.features.remediations.service import RemediationsService
-from halswarm.supervisor.features.remediations.settings import AutoConfig
+from halswarm.supervisor.features.remediations.settings import DB_CORRUPTION, AutoConfig
 from halswarm.supervisor.features.retention.service import RetentionJob
 from halswarm.supervisor.features.retention.settings import RetentionSettings
 from halswarm.supervisor.features.sessions.service import SessionsService
@@ -77,6 +80,12 @@ class DatabaseIntegrityError(DatabaseError):
     """The database failed its integrity check at start (incident supervisor-db-corruption)."""
 
 
+def integrity_message(path: str, problem: str) -> str:
+    """The one line for a database that failed its integrity check (at start or in the background)."""
+    return (f"database {path} failed its integrity check ({problem}); restore a backup with "
+            "`halctl restore BACKUP` or run `halctl remediate supervisor-db-corruption`")
+
+
 class _ApiServer(uvicorn.Server):
     """uvicorn without its own signal handling: the supervisor owns SIGTERM and shuts down in order."""
 
@@ -98,6 +107,8 @@ class Supervisor:
         self.recovery_errors: list[str] = []
         self.exit_code = 0
         self.abandon_database = False  # the open database file is no longer the one at its path
+        self.fatal_error: str | None = None  # why the supervisor stopped itself (main prints it as `error:`)
+        self.integrity: IntegrityWatch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._api: _ApiServer | None = None
@@ -133,6 +144,7 @@ class Supervisor:
             self.retention_settings = RetentionSettings.from_config(cfg)
             self.remediation_settings = AutoConfig.from_config(cfg)
             self.credential_settings = CredentialsSettings.from_config(cfg)
+            self.integrity_settings = IntegritySettings.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -142,7 +154,9 @@ class Supervisor:
         """Open, check and migrate the database; raises DatabaseError with an operator-facing line.
 
         Whatever makes the database unusable (read-only, locked, not a database, an unreadable
-        directory) is found here, before anything reports ready.
+        directory, an unreadable schema) is found here, before anything reports ready. Only cheap
+        checks: the full `quick_check` reads the whole file, so it runs in the background once ready
+        (IntegrityWatch), and its failure takes the same corruption path.
         """
         path = self.config.database_path
         problem = startup_problem(path)
@@ -150,7 +164,7 @@ class Supervisor:
             raise DatabaseError(problem)
         try:
             conn = connect(path)
-            problem = quick_check(conn)
+            problem = schema_problem(conn)
         except CorruptDatabase as exc:
             conn, problem = None, str(exc).split(": ", 1)[-1]
         if problem is not None and "locked" in problem:
@@ -160,10 +174,7 @@ class Supervisor:
         if problem is not None:
             if conn is not None:
                 conn.close()
-            raise DatabaseIntegrityError(
-                f"database {path} failed its integrity check ({problem}); restore a backup with "
-                "`halctl restore BACKUP` or run `halctl remediate supervisor-db-corruption`"
-            )
+            raise DatabaseIntegrityError(integrity_message(path, problem))
         assert conn is not None  # no connection only for a corrupt file, which has a problem (raised above)
         try:
             saved = backup_before_migrate(conn, path, bundled_migrations())
@@ -196,8 +207,8 @@ class Supervisor:
 
     def _on_storage_fault(self, fault: StorageFault) -> None:
         """From the writer (any thread): a fault the supervisor cannot clear in place ends the process."""
-        if fault.kind in RECOVERABLE or self._loop is None:
-            return
+        if fault.kind in RECOVERABLE or fault.kind == CORRUPT or self._loop is None:
+            return  # corruption: _on_integrity_failure has it
         with contextlib.suppress(RuntimeError):  # loop closed: shutting down anyway
             self._loop.call_soon_threadsafe(self._fatal_storage_fault, fault)
 
@@ -225,6 +236,26 @@ class Supervisor:
                         "restart", fault.kind, where, FAULT_EXIT_DELAY_SEC)
         # Meanwhile /readyz answers 503 with the cause, so probes and operators see why it went.
         await asyncio.sleep(FAULT_EXIT_DELAY_SEC)
+        self.request_stop()
+
+    def _on_integrity_failure(self, problem: str) -> None:
+        """The background check found damage: the corruption path of a failed start-up check, later.
+        Nothing commits from now on (no ack for a write into a damaged file; agents keep their events),
+        /readyz answers 503 naming the cause, supervisor-db-corruption is launched when automatic, and
+        the process exits 1 with the same one-line error as at start."""
+        message = integrity_message(self.config.database_path, problem)
+        self.writer.report_fault(StorageFault(CORRUPT, message))
+        self.exit_code = 1
+        task = asyncio.ensure_future(self._corruption_path(message))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _corruption_path(self, message: str) -> None:
+        auto = self.remediation_settings
+        note = await asyncio.to_thread(launch_db_remediation, auto) if DB_CORRUPTION in auto.auto else None
+        self.fatal_error = message + (f"; {note}" if note else "")
+        log.error("%s; exiting with code 1 in %g s", self.fatal_error, FAULT_EXIT_DELAY_SEC)
+        await asyncio.sleep(FAULT_EXIT_DELAY_SEC)  # meanwhile /readyz answers 503 with the cause
         self.request_stop()
 
     async def start(self) -> None:
@@ -293,6 +324,10 @@ class Supervisor:
         if cfg.http_port:
             await lc.start("HTTP API", self._start_api, self._stop_api)
         self.refresh_gauges()
+        self.integrity = IntegrityWatch(FileCheck(cfg.database_path), self.integrity_settings,
+                                        self._on_integrity_failure)
+        # The full check runs once ready, never on the start path; stopped first (it interrupts a check).
+        await lc.start("integrity check", self.integrity.start, self.integrity.stop)
 
     async def _start_api(self) -> None:
         from halswarm.supervisor.http.app import build_app

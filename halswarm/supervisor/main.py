@@ -181,6 +181,8 @@ async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
     if agent is not None:
         await asyncio.to_thread(_stop_local_agent, agent)
     await sup.shutdown()
+    if sup.fatal_error:  # e.g. the background integrity check found damage: the start-up error, later
+        print(f"error: {sup.fatal_error}", file=sys.stderr)
     if sup.abandon_database:
         # The open database is not the file at its path any more: exit without closing it (see
         # Supervisor.shutdown), so SQLite does not delete the WAL now at that path.
