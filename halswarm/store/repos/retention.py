@@ -65,7 +65,10 @@ def free_pages(conn: sqlite3.Connection) -> int:
 def vacuum_step(conn: sqlite3.Connection, pages: int) -> int:
     """Give back up to `pages` free pages at the end of the file (auto_vacuum=INCREMENTAL only);
     return how many free pages remain."""
-    conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()  # each row is one page moved
+    # One page per statement: Python's sqlite3 steps a pragma that returns no rows only once, and
+    # each step of incremental_vacuum frees one page, so `incremental_vacuum(N)` would free just one.
+    for _ in range(pages):
+        conn.execute("PRAGMA incremental_vacuum(1)")
     return free_pages(conn)
 
 

@@ -1,0 +1,288 @@
+"""Store scale benchmark (issue 22): start-up, file size and retention as the events table grows.
+
+For each size (default 100k and 1M events; add 5M/10M with --sizes) it builds a database with the
+project's own migrations and realistic rows (50 nodes, 500 sessions, 20 projects, 30 event types,
+60 days, ~400-byte payloads), then prints:
+  - start-up to ready: the real `hal-supervisor` process on that file, until /readyz answers 200;
+  - retention removing half the rows (events_days=30 of 60): duration, writer steps, file size
+    before/after (with the WAL), while a paced ingest of --rate events/s runs; the worst ack latency.
+and growth factors between the smallest and the largest size.
+
+Why the paced ingest goes through the writer here and not the hub: the hub acks an event exactly when
+the writer's future for its batch resolves (after the COMMIT that holds it), so submit -> resolve of
+an `insert_events` job in batches of 50 is the ack latency minus the loopback hop, and retention
+can be started on demand (in the supervisor it runs on its hourly timer). `--old` also runs the purge
+as one writer job (the code before issue 22) for comparison.
+
+  python bench/store_scale.py [--sizes 100k,1M] [--rate 500] [--old] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from halswarm.core.model import Node, Session  # noqa: E402
+from halswarm.store.db import connect  # noqa: E402
+from halswarm.store.migrations import migrate  # noqa: E402
+from halswarm.store.repos.events import insert_events  # noqa: E402
+from halswarm.store.repos.nodes import set_nodes_last_seq, upsert_node  # noqa: E402
+from halswarm.store.repos.retention import purge_older_than  # noqa: E402
+from halswarm.store.repos.sessions import upsert_sessions  # noqa: E402
+from halswarm.store.writer import Writer  # noqa: E402
+from halswarm.supervisor.features.retention.service import DAY, RetentionJob  # noqa: E402
+from halswarm.supervisor.features.retention.settings import RetentionSettings  # noqa: E402
+
+NODES, SESSIONS, PROJECTS, TYPES, DAYS = 50, 500, 20, 30, 60
+NOW = 1_800_000_000.0
+BUILD_BATCH = 20_000
+INGEST_BATCH = 50  # events per writer job of the paced ingest (the hub groups frames the same way)
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    return int(float(text[:-1] if mult > 1 else text) * mult)
+
+
+def label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def file_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
+
+
+# ---------------------------------------------------------------- building
+
+def build(db: Path, events: int, seed: int = 7) -> float:
+    """A database of `events` rows spread evenly over DAYS days before NOW, oldest first."""
+    t0 = time.monotonic()
+    rnd = random.Random(seed)
+    conn = connect(db)
+    migrate(conn)
+    conn.execute("PRAGMA synchronous=OFF")  # building only: the measured runs use the supervisor's settings
+    nodes = [f"node-{i:02d}" for i in range(NODES)]
+    projects = [f"project-{i:02d}" for i in range(PROJECTS)]
+    types = [f"type.{i:02d}" for i in range(TYPES)]
+    sessions = [(f"ses_{i:04d}", nodes[i % NODES], projects[i % PROJECTS]) for i in range(SESSIONS)]
+    conn.execute("BEGIN")
+    for n in nodes:
+        upsert_node(conn, Node(id=n, status="offline"))
+    upsert_sessions(conn, [Session(id=s, node_id=n, project=p, status="completed", started_at=NOW - DAYS * DAY,
+                                   last_activity=NOW - DAY) for s, n, p in sessions])
+    conn.execute("COMMIT")
+    filler = "".join(rnd.choice("abcdefghij klmnopqrstuvwxyz") for _ in range(2000))
+    seqs = dict.fromkeys(nodes, 0)
+    span = DAYS * DAY
+    for start in range(0, events, BUILD_BATCH):
+        rows = []
+        for k in range(start, min(events, start + BUILD_BATCH)):
+            sid, node, project = sessions[rnd.randrange(SESSIONS)]
+            seqs[node] += 1
+            ts = NOW - span + span * k / events
+            off = rnd.randrange(1500)
+            data = json.dumps({"sessionID": sid, "messageID": f"msg_{k}", "field": "text",
+                               "delta": filler[off:off + 360]})
+            rows.append((node, seqs[node], f"ev-{k}", sid, project, types[rnd.randrange(TYPES)], data, ts, ts))
+        conn.execute("BEGIN")
+        insert_events(conn, rows)
+        conn.execute("COMMIT")
+    conn.execute("BEGIN")
+    set_nodes_last_seq(conn, seqs)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return time.monotonic() - t0
+
+
+# ---------------------------------------------------------------- start-up to ready
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def startup_to_ready(db: Path, work: Path, timeout: float = 120.0) -> float:
+    """Seconds from spawning the real supervisor on `db` until /readyz answers 200."""
+    import httpx
+
+    http_port = free_port()
+    cfg = {"server": {"host": "127.0.0.1", "port": free_port(), "http_port": http_port,
+                      "auth_token": secrets.token_hex(32)},
+           "database": {"path": str(db)}, "log": {"level": "warning"}}
+    cfg_path = work / "supervisor.config.json"
+    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k not in ("HAL_AUTH_TOKEN", "INVOCATION_ID")}
+    with open(work / "supervisor.log", "ab") as log:
+        t0 = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "halswarm.supervisor.main", "--config", str(cfg_path)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    try:
+        while time.monotonic() - t0 < timeout:
+            if proc.poll() is not None:
+                raise RuntimeError(f"supervisor exited with {proc.returncode}; see {work / 'supervisor.log'}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code == 200:
+                    return time.monotonic() - t0
+            time.sleep(0.02)
+        raise TimeoutError(f"not ready within {timeout} s")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+# ---------------------------------------------------------------- retention under a paced ingest
+
+async def retention_under_ingest(db: Path, rate: float, old: bool) -> dict[str, Any]:
+    conn = connect(db)
+    writer = Writer(conn)
+    writer.start(asyncio.get_running_loop())
+    latencies: list[float] = []
+    done = asyncio.Event()
+    seq = 0
+
+    async def ingest() -> None:
+        nonlocal seq
+        interval = INGEST_BATCH / rate
+        pending: set[asyncio.Task[None]] = set()
+        next_at = time.monotonic()
+        while not done.is_set():
+            rows = []
+            for _ in range(INGEST_BATCH):
+                seq += 1
+                rows.append(("bench-live", seq, f"live-{seq}", "ses_live", "project-00", "type.00",
+                             '{"delta": "' + "z" * 380 + '"}', NOW, NOW))
+
+            async def one(batch: list[tuple[Any, ...]]) -> None:
+                t = time.monotonic()
+                await writer.run(lambda c: insert_events(c, batch))
+                latencies.append(time.monotonic() - t)
+
+            task = asyncio.create_task(one(rows))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        if pending:
+            await asyncio.gather(*pending)
+
+    size_before = file_bytes(db)
+    await writer.run(lambda c: upsert_node(c, Node(id="bench-live", status="online")))
+    feeder = asyncio.create_task(ingest())
+    await asyncio.sleep(1.0)  # the ingest's steady state before retention starts
+    steps: list[int] = []
+    job = RetentionJob(writer, RetentionSettings(events_days=DAYS // 2, audit_days=90),
+                       on_step=lambda target, n: steps.append(n))
+    t0 = time.monotonic()
+    if old:
+        cut = NOW - DAYS // 2 * DAY
+        removed = (await writer.run(lambda c: purge_older_than(c, cut, NOW - 90 * DAY, NOW)))["events"]
+        pages = 0
+    else:
+        result = await job.run_once(now=NOW)
+        removed, pages = result["events"], result["pages_freed"]
+    duration = time.monotonic() - t0
+    await asyncio.sleep(1.0)
+    done.set()
+    await feeder
+    await writer.run_raw(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+    await writer.stop()
+    conn.close()
+    lat = sorted(latencies)
+    return {"removed": removed, "duration_s": duration, "steps": len(steps) or 1, "pages_freed": pages,
+            "size_before": size_before, "size_after": file_bytes(db), "acked_batches": len(lat),
+            "ack_p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
+            "ack_p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+            "ack_max_ms": 1000 * lat[-1] if lat else None}
+
+
+# ---------------------------------------------------------------- orchestration
+
+def run_size(events: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    work = root / label(events)
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "supervisor.db"
+    built = build(db, events)
+    print(f"[{label(events)}] built in {built:.1f} s, {file_bytes(db) / 2**20:.0f} MiB", flush=True)
+    out: dict[str, Any] = {"events": events}
+    if args.old:
+        copy = work / "old.db"
+        shutil.copyfile(db, copy)
+        out["old"] = asyncio.run(retention_under_ingest(copy, args.rate, old=True))
+        copy.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{copy}-wal").unlink()
+    out["startup_s"] = startup_to_ready(db, work)
+    out["retention"] = asyncio.run(retention_under_ingest(db, args.rate, old=False))
+    out["startup_after_s"] = startup_to_ready(db, work)
+    return out
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    def mib(n: int) -> str:
+        return f"{n / 2**20:.0f}"
+
+    print("\nsize   start-up  retention  steps  removed   file MiB before->after  ack p50/p99/max ms (batches)")
+    for r in rows:
+        for key, tag in (("old", "old"), ("retention", "new")):
+            if key not in r:
+                continue
+            x = r[key]
+            start = f"{r['startup_s']:.2f}s" if key == "retention" else "-"
+            print(f"{label(r['events']):<6} {start:>8}  {x['duration_s']:>8.1f}s  {x['steps']:>5}  {x['removed']:>8}"
+                  f"  {mib(x['size_before']):>10} -> {mib(x['size_after']):<10}"
+                  f"  {x['ack_p50_ms']:.1f}/{x['ack_p99_ms']:.1f}/{x['ack_max_ms']:.1f} ({x['acked_batches']}) [{tag}]")
+    if len(rows) > 1:
+        a, b = rows[0], rows[-1]
+        g = f"growth {label(a['events'])} -> {label(b['events'])}:"
+        print(f"{g} start-up x{b['startup_s'] / a['startup_s']:.2f}, retention duration "
+              f"x{b['retention']['duration_s'] / a['retention']['duration_s']:.1f}, worst ack "
+              f"x{b['retention']['ack_max_ms'] / a['retention']['ack_max_ms']:.2f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="100k,1M", help="comma-separated event counts, e.g. 100k,1M,5M,10M")
+    ap.add_argument("--rate", type=float, default=500.0, help="paced ingest during retention, events/s")
+    ap.add_argument("--old", action="store_true", help="also run the one-transaction purge for comparison")
+    ap.add_argument("--keep", help="build in this directory and keep it (default: a temporary one, removed)")
+    args = ap.parse_args()
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="hal-store-scale-"))
+    try:
+        rows = [run_size(n, root, args) for n in sizes]
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    report(rows)
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
