@@ -248,3 +248,27 @@ def test_archive_rejects_bad_arguments(tmp_path: Path) -> None:
         ARCHIVE.archive_rows(str(db), str(db))
     with pytest.raises(COMMON.DataSafetyError, match="no table nope"):
         ARCHIVE.archive_rows(str(db), str(tmp_path / "a.db"), table="nope")
+
+
+def test_archive_deletes_in_bounded_transactions_and_gives_pages_back(tmp_path: Path, monkeypatch) -> None:
+    """Issue 22: the runbook's archive must not hold the supervisor's writer for the whole delete."""
+    db = tmp_path / "supervisor.db"
+    make_db(db, events=300, old=200)
+    deletes: list[int] = []
+    real = ARCHIVE._in_own_transaction
+
+    def counted(conn, sql, params):  # type: ignore[no-untyped-def]
+        n = real(conn, sql, params)
+        if sql.startswith("DELETE"):
+            deletes.append(n)
+        return n
+
+    monkeypatch.setattr(ARCHIVE, "_in_own_transaction", counted)
+    monkeypatch.setattr(ARCHIVE, "DELETE_BATCH_ROWS", 30)
+    res = ARCHIVE.archive_rows(str(db), str(tmp_path / "arc.db"), older_than_days=30, now=NOW)
+    assert res["deleted"] == 200 and sum(deletes) == 200
+    assert len(deletes) > 1 and max(deletes) <= 30, deletes
+    assert q(db, f"SELECT count(*) FROM events WHERE ts < {NOW - 30 * DAY}") == [(0,)]
+    assert q(db, "SELECT count(*) FROM events") == [(100,)]
+    assert q(db, "PRAGMA auto_vacuum") == [(2,)]  # a database made by the migrations: incremental
+    assert res["pages_freed"] > 0 and q(db, "PRAGMA freelist_count") == [(0,)]

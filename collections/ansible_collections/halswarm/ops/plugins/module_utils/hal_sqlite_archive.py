@@ -287,6 +287,54 @@ def _in_own_transaction(conn, sql, params):
     return count
 
 
+DELETE_BATCH_ROWS = 2000  # rows per delete transaction of archive_rows
+BATCH_PAUSE_SEC = 0.005  # between two batches: another writer (the supervisor's) gets the lock first
+VACUUM_BATCH_PAGES = 256  # free pages given back per transaction (auto_vacuum=INCREMENTAL files)
+
+
+def _delete_archived(conn, qt, qc, match, cutoff, batch=None):
+    """Delete the rows older than `cutoff` that the archive holds, at most `batch` rows per
+    transaction, until none is left; the number deleted."""
+    batch = DELETE_BATCH_ROWS if batch is None else batch
+    found = f"m.{qc} < ? AND EXISTS (SELECT 1 FROM arc.{qt} AS a WHERE {match})"
+    try:
+        conn.execute(f"SELECT rowid FROM main.{qt} LIMIT 0")
+    except sqlite3.OperationalError:  # a WITHOUT ROWID table: one statement, as before
+        return _in_own_transaction(conn, f"DELETE FROM main.{qt} AS m WHERE {found}", (cutoff,))
+    sql = f"DELETE FROM main.{qt} WHERE rowid IN (SELECT m.rowid FROM main.{qt} AS m WHERE {found} LIMIT ?)"
+    total = 0
+    while True:
+        n = _in_own_transaction(conn, sql, (cutoff, batch))
+        total += n
+        if n < batch:
+            return total
+        time.sleep(BATCH_PAUSE_SEC)
+
+
+def _give_back_pages(conn):
+    """On an auto_vacuum=INCREMENTAL file, return the freed pages to the file system in small
+    transactions (one page per statement: Python steps a row-less pragma once); pages given back."""
+    if conn.execute("PRAGMA main.auto_vacuum").fetchone()[0] != 2:
+        return 0
+    before = left = conn.execute("PRAGMA main.freelist_count").fetchone()[0]
+    while left:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for _ in range(min(left, VACUUM_BATCH_PAGES)):
+                conn.execute("PRAGMA main.incremental_vacuum(1)")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        now_left = conn.execute("PRAGMA main.freelist_count").fetchone()[0]
+        if now_left >= left:
+            break
+        left = now_left
+        time.sleep(BATCH_PAUSE_SEC)
+    return before - left
+
+
 def archive_rows(db, archive, table="events", column="timestamp", older_than_days=30, now=None,
                  vacuum=False, analyze=False, check_mode=False, online=False):
     """Move the rows of `table` whose `column` (epoch seconds) is older than `older_than_days` into
@@ -295,8 +343,11 @@ def archive_rows(db, archive, table="events", column="timestamp", older_than_day
     Never a blind DELETE: the rows are first copied (INSERT OR IGNORE by key) and committed in the
     archive, then only rows whose key is found in the archive are deleted from `db`. A crash between
     the two leaves rows in both places, never in neither; running it again finishes the move.
+    The delete goes in transactions of DELETE_BATCH_ROWS rows, so with `online` the supervisor's
+    writer commits (and acks) between two of them; on an auto_vacuum=INCREMENTAL file the freed
+    pages are then given back in small transactions too (pages_freed).
     Refuses a database held open by another process unless `online`. Returns old_rows, archived,
-    deleted, archive_rows, size_before/size_after, vacuumed, analyzed, quick_check, integrity of
+    deleted, pages_freed, archive_rows, size_before/size_after, vacuumed, analyzed, quick_check, integrity of
     the archive, cutoff.
     """
     db = os.path.abspath(db)
@@ -312,7 +363,8 @@ def archive_rows(db, archive, table="events", column="timestamp", older_than_day
     cutoff = now - older_than_days * DAY_SECONDS
     result = {"db": db, "archive": archive, "table": table, "column": column, "cutoff": _iso(cutoff),
               "cutoff_ts": cutoff, "old_rows": 0, "archived": 0, "deleted": 0, "archive_rows": None,
-              "size_before": os.path.getsize(db), "size_after": None, "vacuumed": False, "analyzed": False,
+              "size_before": os.path.getsize(db), "size_after": None, "pages_freed": 0, "vacuumed": False,
+              "analyzed": False,
               "quick_check": None, "archive_integrity": None, "changed": False}
     existed = wal_files(db)
     side_before = set(_db_side_files(db))
@@ -364,10 +416,10 @@ def archive_rows(db, archive, table="events", column="timestamp", older_than_day
             result["archived"] = _in_own_transaction(
                 conn, f"INSERT OR IGNORE INTO arc.{qt} ({names}) SELECT {names} FROM main.{qt} WHERE {qc} < ?",
                 (cutoff,))
-            # 2. delete only what the archive holds
-            result["deleted"] = _in_own_transaction(
-                conn, f"DELETE FROM main.{qt} AS m WHERE m.{qc} < ? AND EXISTS "
-                      f"(SELECT 1 FROM arc.{qt} AS a WHERE {match})", (cutoff,))
+            # 2. delete only what the archive holds, in bounded transactions (a live supervisor's writer
+            # waits for one batch at most, not for the whole delete)
+            result["deleted"] = _delete_archived(conn, qt, qc, match, cutoff)
+            result["pages_freed"] = _give_back_pages(conn)
             result["archive_rows"] = conn.execute(f"SELECT count(*) FROM arc.{qt}").fetchone()[0]
             rows = [str(r[0]) for r in conn.execute("PRAGMA arc.integrity_check(20)").fetchall()]
             result["archive_integrity"] = "ok" if rows == ["ok"] else rows

@@ -85,7 +85,11 @@ archived:
   returned: success
   type: int
 deleted:
-  description: Rows deleted from the database (each one is in the archive).
+  description: Rows deleted from the database (each one is in the archive), in transactions of at most 2000 rows.
+  returned: success
+  type: int
+pages_freed:
+  description: Free pages given back to the file system after the delete (auto_vacuum=INCREMENTAL databases; else 0).
   returned: success
   type: int
 archive_rows:
