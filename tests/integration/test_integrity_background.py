@@ -58,7 +58,7 @@ def test_background_check_finds_a_damaged_events_page_after_ready(tmp_path: Path
             return res.status_code == 503 and "failed its integrity check" in res.json()["components"][
                 "database"].get("error", "")
 
-        wait_for(unready_for_integrity, 30, "/readyz 503 naming the failed integrity check")
+        wait_for(unready_for_integrity, "/readyz 503 naming the failed integrity check", 30)
         assert proc.wait(30) == 1
     finally:
         if proc.poll() is None:
