@@ -62,13 +62,17 @@ def free_pages(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
-def vacuum_step(conn: sqlite3.Connection, pages: int) -> int:
-    """Give back up to `pages` free pages at the end of the file (auto_vacuum=INCREMENTAL only);
-    return how many free pages remain."""
+def vacuum_step(conn: sqlite3.Connection, pages: int, budget_sec: float = 1.0,
+                *, clock: Callable[[], float] = time.monotonic) -> int:
+    """Give back up to `pages` free pages at the end of the file (auto_vacuum=INCREMENTAL only),
+    stopping early once `budget_sec` has passed; return how many free pages remain."""
     # One page per statement: Python's sqlite3 steps a pragma that returns no rows only once, and
     # each step of incremental_vacuum frees one page, so `incremental_vacuum(N)` would free just one.
-    for _ in range(pages):
+    start = clock()
+    for i in range(pages):
         conn.execute("PRAGMA incremental_vacuum(1)")
+        if i % 32 == 31 and clock() - start >= budget_sec:
+            break
     return free_pages(conn)
 
 

@@ -13,7 +13,7 @@ from halswarm.store.migrations import migrate
 from halswarm.store.repos.audit import insert_audit
 from halswarm.store.repos.events import insert_events
 from halswarm.store.repos.nodes import upsert_node
-from halswarm.store.repos.retention import auto_vacuum_mode, delete_step, free_pages
+from halswarm.store.repos.retention import auto_vacuum_mode, delete_step, free_pages, vacuum_step
 from halswarm.store.writer import Writer
 from halswarm.supervisor.features.retention.service import DAY, RetentionJob
 from halswarm.supervisor.features.retention.settings import RetentionSettings
@@ -127,3 +127,15 @@ async def test_new_database_gives_freed_pages_back_in_steps(tmp_path):
     assert len(vac) > 1 and max(vac) <= 50
     assert free_pages(conn) == 0
     assert conn.execute("PRAGMA page_count").fetchone()[0] < pages_full / 2
+
+
+def test_vacuum_step_stops_at_its_time_budget(tmp_path):
+    conn = connect(tmp_path / "b.db")
+    migrate(conn)
+    _fill(conn, old=2000, new=0)
+    conn.execute("DELETE FROM events")
+    free = free_pages(conn)
+    assert free > 100
+    ticks = iter(range(10_000))  # a clock that has always spent the budget: the first check stops it
+    assert vacuum_step(conn, 1000, 0.5, clock=lambda: float(next(ticks))) == free - 32
+    assert vacuum_step(conn, 1000, 10.0) == max(0, free - 32 - 1000)

@@ -76,7 +76,8 @@ class RetentionJob:
             return 0
         before = left = await self.writer.run(free_pages)
         while left > 0:
-            now_left: int = await self.writer.run(lambda c: vacuum_step(c, self.settings.vacuum_pages))
+            now_left: int = await self.writer.run(
+                lambda c: vacuum_step(c, self.settings.vacuum_pages, self.settings.batch_ms / 1000.0))
             self._stepped("vacuum", left - now_left)
             if now_left >= left:  # nothing moved: stop rather than spin
                 break
