@@ -38,6 +38,13 @@ from halswarm.supervisor.features.cost.service import CostService
 from halswarm.supervisor.features.cost.settings import CostSettings
 from halswarm.supervisor.features.dependencies.service import DependencyManager
 from halswarm.supervisor.features.dependencies.settings import DependencySettings
+from halswarm.supervisor.features.env.agentmd import AgentMdService
+from halswarm.supervisor.features.env.approvals import EnvApprovals
+from halswarm.supervisor.features.env.checks import EnvChecks
+from halswarm.supervisor.features.env.manifests import EnvManifests
+from halswarm.supervisor.features.env.service import EnvService
+from halswarm.supervisor.features.env.settings import EnvSettings
+from halswarm.supervisor.features.env.watcher import EnvWatcher
 from halswarm.supervisor.features.events.service import EventsService
 from halswarm.supervisor.features.health.service import HealthService
 from halswarm.supervisor.features.integrity.service import IntegrityWatch
@@ -321,6 +328,9 @@ class Supervisor:
                                                     self.tool_auth)
         self.hub.on_credential_sync = self.drift_watcher.on_sync
         await lc.start("credential drift watcher", self.drift_watcher.start, self.drift_watcher.stop)
+        # The manifest push is a service of its own: it runs (and stops) with or without the HTTP API.
+        watcher = self.services.get(EnvWatcher)
+        await lc.start("env watcher", watcher.start, watcher.stop)
         if cfg.http_port:
             await lc.start("HTTP API", self._start_api, self._stop_api)
         self.refresh_gauges()
@@ -404,6 +414,20 @@ class Supervisor:
         add(self.dependencies)
         add(RemediationsService(self.writer, self.reader, self.ingestor))
         add(self.tool_auth)
+        self._compose_env()
+
+    def _compose_env(self) -> None:
+        """The env manifest, checks, approvals, AGENT.md and the manifest push watcher (issue 9)."""
+        settings = EnvSettings.from_config(self.config)
+        manifests = EnvManifests(self.reader, self.writer, self.dispatcher, self.nodes)
+        checks = EnvChecks(manifests, self.reader, self.writer, self.ingestor)
+        approvals = EnvApprovals(manifests, checks, self.reader, self.writer, self.ingestor, self.nodes, settings)
+        watcher = EnvWatcher(manifests, checks, self.dispatcher, self.nodes, watch_interval=settings.watch_interval,
+                             recheck_interval=settings.recheck_interval)
+        add = self.services.add
+        add(watcher)
+        add(EnvService(manifests, checks, approvals, watcher, self.reader, self.ingestor, self.nodes, settings))
+        add(AgentMdService(manifests, self.ingestor, self.nodes))
 
     def node(self, node_id: str) -> Node:
         """A known node, or NOT_FOUND (for the route modules not yet split into features)."""

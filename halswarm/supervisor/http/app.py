@@ -15,6 +15,7 @@ from halswarm.supervisor.features.audit.api import router as audit_router
 from halswarm.supervisor.features.commands.api import router as commands_router
 from halswarm.supervisor.features.cost.api import router as cost_router
 from halswarm.supervisor.features.dependencies.api import router as dependencies_router
+from halswarm.supervisor.features.env.api import router as env_router
 from halswarm.supervisor.features.events.api import router as events_router
 from halswarm.supervisor.features.health.api import router as health_router
 from halswarm.supervisor.features.nodes.api import router as nodes_router
@@ -46,10 +47,7 @@ def build_app(services: Services, *, max_body: int, on_internal: Callable[[], No
         app.include_router(router)
     for router in LATE_ROUTERS:
         app.include_router(router)
-    if legacy is not None:
-        from halswarm.supervisor.env_api import include_env_routes
-
-        include_env_routes(app, legacy)
+    app.include_router(env_router)
     app.include_router(remediations_router)
     install_openapi(app, list(STATUS_BY_CODE))
     install_docs(app)

@@ -1,4 +1,4 @@
-"""Supervisor-side helpers of env_api: manifest validation with template files, the approval play,
+"""Supervisor-side helpers of the env feature: manifest validation with template files, the approval play,
 reading the module's result from ansible-runner job events, store migrations; halctl renderers."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import yaml
 
 from halswarm.cli.env_cmd import render_check, render_provision
 from halswarm.store.migrations import migrate
-from halswarm.supervisor.env_api import _drift_rows, _module_result, _worst, approval_play, manifest_problems
+from halswarm.supervisor.features.env.approvals import approval_play, module_result
+from halswarm.supervisor.features.env.service import drift_rows, worst
+from halswarm.supervisor.features.env.validation import manifest_problems
 
 
 def test_manifest_problems_reads_template_files(tmp_path: Path) -> None:
@@ -19,13 +21,13 @@ def test_manifest_problems_reads_template_files(tmp_path: Path) -> None:
     (tmp_path / "templates" / "AGENT.md").write_text("# {{project}} from a file\n")
     doc = {"version": "1.0", "projects": {"a": {"agent_config": {"AGENT.md": "templates/AGENT.md"}},
                                           "b": {"agent_config": {"AGENT.md": "missing.md"}}}}
-    errors, warnings, inlined = manifest_problems(doc, str(tmp_path))
+    errors, warnings, inlined = manifest_problems(doc, tmp_path / "templates")
     assert errors == ["projects.b.agent_config[\"AGENT.md\"]: template 'missing.md' not found (not in templates, no "
                       "such file on the supervisor)"]
     assert inlined == {"templates/AGENT.md": "# {{project}} from a file\n"} and warnings == []
-    errors, warnings, _ = manifest_problems({"version": "1.0", "requirements": {}, "colour": "blue"})
+    errors, warnings, _ = manifest_problems({"version": "1.0", "requirements": {}, "colour": "blue"}, tmp_path)
     assert errors == [] and warnings == ["colour: unknown key"]
-    assert manifest_problems(["x"])[0] == ["(root): manifest must be a JSON object"]
+    assert manifest_problems(["x"], tmp_path)[0] == ["(root): manifest must be a JSON object"]
 
 
 def test_approval_play_is_yaml_with_the_module() -> None:
@@ -51,8 +53,8 @@ def test_module_result_from_job_events(tmp_path: Path) -> None:
     (ev / "2-b.json").write_text(json.dumps({"event": "runner_on_ok", "event_data": {
         "host": "n1", "task_action": "halswarm.ops.hal_env_item", "res": {"rc": 0, "changed": True}}}))
     (ev / "3-c.json").write_text("not json")
-    assert _module_result(tmp_path) == ("n1", "runner_on_ok", {"rc": 0, "changed": True})
-    assert _module_result(tmp_path / "nothing") is None
+    assert module_result(tmp_path) == ("n1", "runner_on_ok", {"rc": 0, "changed": True})
+    assert module_result(tmp_path / "nothing") is None
 
 
 def test_migrations_create_the_env_tables() -> None:
@@ -67,9 +69,9 @@ def test_migrations_create_the_env_tables() -> None:
 def test_drift_rows_and_worst() -> None:
     rows = [{"node_id": "n", "project": "p", "checked_at": 0.0, "result": {"details": {"drift": [
         {"category": "docs", "item": "A", "status": "pass"}, {"category": "docs", "item": "B", "status": "warn"}]}}}]
-    assert [(d["item"], d["status"]) for d in _drift_rows(rows)] == [("B", "warn")]
-    assert _worst(["ready", "degraded"]) == "degraded" and _worst(["missing", "ready"]) == "missing"
-    assert _worst([]) == "unknown"
+    assert [(d["item"], d["status"]) for d in drift_rows(rows)] == [("B", "warn")]
+    assert worst(["ready", "degraded"]) == "degraded" and worst(["missing", "ready"]) == "missing"
+    assert worst([]) == "unknown"
 
 
 def test_cli_renderers() -> None:
