@@ -343,7 +343,7 @@ class Supervisor:
         from halswarm.supervisor.http.app import build_app
 
         cfg = self.config
-        app = build_app(self.services, max_body=cfg.max_body_bytes, legacy=self,
+        app = build_app(self.services, max_body=cfg.max_body_bytes,
                         on_internal=lambda: self.metrics.errors_total.labels("api", "internal").inc())
         uv = uvicorn.Config(
             app, host=cfg.host, port=cfg.http_port, log_config=None, access_log=False,
@@ -428,10 +428,6 @@ class Supervisor:
         add(watcher)
         add(EnvService(manifests, checks, approvals, watcher, self.reader, self.ingestor, self.nodes, settings))
         add(AgentMdService(manifests, self.ingestor, self.nodes))
-
-    def node(self, node_id: str) -> Node:
-        """A known node, or NOT_FOUND (for the route modules not yet split into features)."""
-        return self.services.get(NodesService).get(node_id)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cfg = self.config

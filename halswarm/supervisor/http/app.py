@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -26,19 +25,13 @@ from halswarm.supervisor.features.tool_auth.api import router as tool_auth_route
 from halswarm.supervisor.http.errors import install_error_handling
 from halswarm.supervisor.openapi_doc import install_openapi
 
-if TYPE_CHECKING:
-    from halswarm.supervisor.app import Supervisor
-
 # Order matters where paths overlap (a literal before a parameter: /cost/status before /cost/{period}).
 ROUTERS = (health_router, nodes_router, sessions_router, events_router, commands_router, audit_router)
 LATE_ROUTERS = (cost_router, policies_router, dependencies_router, tool_auth_router)
 
 
-def build_app(services: Services, *, max_body: int, on_internal: Callable[[], None] | None = None,
-              legacy: Supervisor | None = None) -> FastAPI:
-    """The app serving `services` (filled by the composition root, `supervisor/app.py`).
-
-    `legacy` is the supervisor object for the route modules not yet split into features."""
+def build_app(services: Services, *, max_body: int, on_internal: Callable[[], None] | None = None) -> FastAPI:
+    """The app serving `services` (filled by the composition root, `supervisor/app.py`)."""
     app = FastAPI(title="hal-supervisor", version=__version__, openapi_url="/openapi.json", docs_url=None,
                   redoc_url=None)
     app.state.services = services
