@@ -62,7 +62,7 @@ from halswarm.supervisor.features.sessions.service import SessionsService
 from halswarm.supervisor.features.tool_auth.service import ToolAuthService
 from halswarm.supervisor.features.tool_auth.settings import CredentialsSettings
 from halswarm.supervisor.features.tool_auth.watcher import CredentialDriftWatcher
-from halswarm.supervisor.http_read_timeout import read_timeout_protocol
+from halswarm.supervisor.http.read_timeout import read_timeout_protocol
 from halswarm.supervisor.lifecycle import Lifecycle
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.notify import EventFeed, NotifySettings, Router

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from halswarm.protocol import Register, decode, encode
-from halswarm.supervisor.openapi_routes import DISPATCH, ROUTES
+from halswarm.supervisor.http.openapi_routes import DISPATCH, ROUTES
 
 TAGS = {"sessions", "nodes", "events", "commands", "audit", "cost", "policies", "dependencies", "auth", "env",
         "agent-md", "remediations", "health"}

@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from halswarm import __version__
 from halswarm.supervisor.apikit.envelope import STATUS_BY_CODE
 from halswarm.supervisor.apikit.registry import Services
-from halswarm.supervisor.docs_ui import install_docs
 from halswarm.supervisor.features.audit.api import router as audit_router
 from halswarm.supervisor.features.commands.api import router as commands_router
 from halswarm.supervisor.features.cost.api import router as cost_router
@@ -22,8 +21,9 @@ from halswarm.supervisor.features.policies.api import router as policies_router
 from halswarm.supervisor.features.remediations.api import router as remediations_router
 from halswarm.supervisor.features.sessions.api import router as sessions_router
 from halswarm.supervisor.features.tool_auth.api import router as tool_auth_router
+from halswarm.supervisor.http.docs_ui import install_docs
 from halswarm.supervisor.http.errors import install_error_handling
-from halswarm.supervisor.openapi_doc import install_openapi
+from halswarm.supervisor.http.openapi_doc import install_openapi
 
 # Order matters where paths overlap (a literal before a parameter: /cost/status before /cost/{period}).
 ROUTERS = (health_router, nodes_router, sessions_router, events_router, commands_router, audit_router)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from halswarm.supervisor.apikit.envelope import ApiError, err
-from halswarm.supervisor.http_guard import RequestGuard
+from halswarm.supervisor.http.guard import RequestGuard
 from halswarm.supervisor.runtime.dispatcher import CommandError
 
 log = logging.getLogger("halswarm.supervisor.api")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from halswarm.supervisor.openapi_doc import RouteShape, describe_answers
-from halswarm.supervisor.openapi_routes import DISPATCH, error_statuses
+from halswarm.supervisor.http.openapi_doc import RouteShape, describe_answers
+from halswarm.supervisor.http.openapi_routes import DISPATCH, error_statuses
 
 
 def test_statuses_follow_the_route_shape():
@@ -35,7 +35,7 @@ def test_typed_data_schemas_describe_the_real_shapes():
     import jsonschema
 
     from halswarm.core.model import Node, Session
-    from halswarm.supervisor.openapi_models import SCHEMAS
+    from halswarm.supervisor.http.openapi_models import SCHEMAS
 
     node = Node("n1", hostname="h", status="online", projects=[{"name": "p", "directory": "/srv/p"}],
                 resources={"cpu": 1.5}, auth_states={"claude": {"status": "ok"}}, last_heartbeat=1.7e9)

@@ -14,8 +14,8 @@ import copy
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from halswarm.supervisor.openapi_models import DATA, SCHEMAS, data_schema
-from halswarm.supervisor.openapi_routes import ROUTES, error_statuses
+from halswarm.supervisor.http.openapi_models import DATA, SCHEMAS, data_schema
+from halswarm.supervisor.http.openapi_routes import ROUTES, error_statuses
 
 ERROR_SCHEMA = "ErrorEnvelope"
 SUCCESS_SCHEMA = "SuccessEnvelope"
