@@ -6,8 +6,10 @@ import sqlite3
 import time
 from typing import Any
 
+from halswarm.core.paging import Page, PageRequest, window
 from halswarm.core.secret_values import SECRETS
 from halswarm.store.repos.jsonfields import _j, _load_json
+from halswarm.store.repos.keyset import count_capped, keyset_select
 
 
 def insert_audit(conn: sqlite3.Connection, a: dict[str, Any]) -> None:
@@ -24,10 +26,7 @@ def insert_audit(conn: sqlite3.Connection, a: dict[str, Any]) -> None:
     )
 
 
-def query_audit(conn: sqlite3.Connection, filters: dict[str, Any], limit: int, offset: int
-                ) -> tuple[list[dict[str, Any]], int]:
-    from halswarm.core.timeutil import iso
-
+def _audit_filters(filters: dict[str, Any]) -> tuple[str, list[Any]]:
     where, args = [], []
     for col in ("actor", "action"):
         if filters.get(col):
@@ -36,26 +35,42 @@ def query_audit(conn: sqlite3.Connection, filters: dict[str, Any], limit: int, o
     if filters.get("since") is not None:
         where.append("timestamp>=?")
         args.append(filters["since"])
-    w = (" WHERE " + " AND ".join(where)) if where else ""
-    total = conn.execute(f"SELECT COUNT(*) FROM audit_log{w}", args).fetchone()[0]
-    rows = conn.execute(
-        f"SELECT * FROM audit_log{w} ORDER BY timestamp DESC, id DESC LIMIT ? OFFSET ?", [*args, limit, offset]
-    ).fetchall()
-    out = [
-        {
-            "id": r["id"],
-            "timestamp": iso(r["timestamp"]),
-            "actor": r["actor"],
-            "client_actor": r["client_actor"],
-            "action": r["action"],
-            "target": r["target"],
-            "args": _load_json(r["args"], None),
-            "result": r["result"],
-            "error": r["error"],
-            "duration_ms": r["duration_ms"],
-            "ip_address": r["ip_address"],
-            "command_id": r["command_id"],
-        }
-        for r in rows
-    ]
-    return out, int(total)
+    return (" WHERE " + " AND ".join(where)) if where else "", args
+
+
+def _audit_to_api(r: sqlite3.Row) -> dict[str, Any]:
+    from halswarm.core.timeutil import iso
+
+    return {
+        "id": r["id"],
+        "timestamp": iso(r["timestamp"]),
+        "actor": r["actor"],
+        "client_actor": r["client_actor"],
+        "action": r["action"],
+        "target": r["target"],
+        "args": _load_json(r["args"], None),
+        "result": r["result"],
+        "error": r["error"],
+        "duration_ms": r["duration_ms"],
+        "ip_address": r["ip_address"],
+        "command_id": r["command_id"],
+        "_ts": r["timestamp"],
+    }
+
+
+def page_audit(conn: sqlite3.Connection, filters: dict[str, Any], req: PageRequest
+               ) -> tuple[Page[dict[str, Any]], int, bool]:
+    """One page of the audit log, newest first by (timestamp, id), with (total, total_is_estimate)."""
+    where, args = _audit_filters(filters)
+    total, estimate = count_capped(conn, "audit_log", where, args)
+    sql, params = keyset_select("audit_log", ("timestamp", "id"), where, args, req, descending=True)
+    page = window([_audit_to_api(r) for r in conn.execute(sql, params)], req, lambda a: (a["_ts"], a["id"]))
+    for a in page.items:
+        del a["_ts"]
+    return page, total, estimate
+
+
+def query_audit(conn: sqlite3.Connection, filters: dict[str, Any], limit: int, offset: int
+                ) -> tuple[list[dict[str, Any]], int]:
+    page, total, _ = page_audit(conn, filters, PageRequest(limit, offset))
+    return page.items, total

@@ -6,8 +6,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from halswarm.core.paging import Page, PageRequest, window
 from halswarm.core.timestamps import sql_datetimes
 from halswarm.store.repos.jsonfields import _load_json
+from halswarm.store.repos.keyset import count_capped, keyset_select
 
 EventRow = tuple[str | None, int | None, str, str | None, str | None, str, str, float, float]
 
@@ -111,16 +113,32 @@ def _event_filters(f: dict[str, Any]) -> tuple[str, list[Any]]:
     if f.get("after_id") is not None:
         where.append("id>?")
         args.append(f["after_id"])
+    if f.get("until_id") is not None:
+        where.append("id<=?")
+        args.append(f["until_id"])
     return (" WHERE " + " AND ".join(where)) if where else "", args
+
+
+def event_key(ev: dict[str, Any]) -> tuple[float, int]:
+    return ev["_ts"], ev["id"]
+
+
+def page_events(conn: sqlite3.Connection, filters: dict[str, Any], req: PageRequest, order: str = "asc",
+                *, count: bool = True) -> tuple[Page[dict[str, Any]], int, bool]:
+    """One page of events in (timestamp, id) order, with (total, total_is_estimate) of the filter
+    (0, False without ``count``)."""
+    where, args = _event_filters(filters)
+    total, estimate = count_capped(conn, "events", where, args) if count else (0, False)
+    sql, params = keyset_select("events", ("ts", "id"), where, args, req, order == "desc")
+    rows = [event_to_api(r) | {"_ts": r["ts"]} for r in conn.execute(sql, params)]
+    page = window(rows, req, event_key)
+    for ev in page.items:
+        del ev["_ts"]
+    return page, total, estimate
 
 
 def query_events(conn: sqlite3.Connection, filters: dict[str, Any], limit: int, offset: int,
                  order: str = "asc") -> tuple[list[dict[str, Any]], int]:
-    where, args = _event_filters(filters)
-    total = conn.execute(f"SELECT COUNT(*) FROM events{where}", args).fetchone()[0]
-    direction = "DESC" if order == "desc" else "ASC"
-    rows = conn.execute(
-        f"SELECT * FROM events{where} ORDER BY ts {direction}, id {direction} LIMIT ? OFFSET ?",
-        [*args, limit, offset],
-    ).fetchall()
-    return [event_to_api(r) for r in rows], int(total)
+    """A page by offset with its (capped) total; see page_events for cursors."""
+    page, total, _ = page_events(conn, filters, PageRequest(limit, offset), order)
+    return page.items, total

@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
 
+from halswarm.core.paging import MAX_CURSOR_CHARS, CursorError, PageRequest, page_request
 from halswarm.core.roles import Identity, Role, identify
 from halswarm.core.timeutil import parse_ts
 from halswarm.supervisor.apikit.envelope import ApiError
@@ -22,6 +23,11 @@ MAX_OFFSET = 1_000_000_000
 # The bounds, declared for the OpenAPI document too (a violation is a 400 VALIDATION_ERROR either way).
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+# Keyset paging (docs/paging.md): opaque cursors from a previous answer's `meta.next` / `meta.prev`.
+After = Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS,
+                                    description="Rows after this cursor (a previous answer's meta.next).")]
+Before = Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS,
+                                     description="Rows before this cursor (a previous answer's meta.prev).")]
 
 
 class OperatorGate:
@@ -120,6 +126,16 @@ def page(limit: int, offset: int) -> tuple[int, int]:
     if offset < 0 or offset > MAX_OFFSET:
         raise ApiError("VALIDATION_ERROR", f"offset must be between 0 and {MAX_OFFSET}")
     return limit, offset
+
+
+def cursor_page(limit: int, offset: int, after: str | None, before: str | None, shape: str) -> PageRequest:
+    """The page asked for: `after`/`before` cursors (of key `shape`, see core.paging) or `offset`;
+    a cursor this listing did not hand out is a VALIDATION_ERROR."""
+    limit, offset = page(limit, offset)
+    try:
+        return page_request(limit, offset, after, before, shape)
+    except CursorError as exc:
+        raise ApiError("VALIDATION_ERROR", f"after/before: {exc}") from None
 
 
 def parse_since(value: str | None) -> float | None:

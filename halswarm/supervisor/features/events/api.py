@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from halswarm.supervisor.apikit.deps import VIEWER, Limit, Offset, page, parse_since, service
-from halswarm.supervisor.apikit.envelope import ok, page_meta
-from halswarm.supervisor.features.events.service import EventsService
+from halswarm.core.paging import page_meta
+from halswarm.supervisor.apikit.deps import VIEWER, After, Before, Limit, Offset, cursor_page, parse_since, service
+from halswarm.supervisor.apikit.envelope import ok
+from halswarm.supervisor.features.events.service import EVENT_CURSOR, EventsService
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"], dependencies=[VIEWER])
 Events = Annotated[EventsService, service(EventsService)]
@@ -25,10 +26,11 @@ def _filters(session_id: str | None, project: str | None, node_id: str | None, t
 async def list_events(events: Events, session_id: str | None = None, project: str | None = None,
                       node_id: str | None = None, type: str | None = None, since: str | None = None,
                       limit: Limit = 100, offset: Offset = 0,
-                      order: str = Query("asc", pattern="^(asc|desc)$")) -> JSONResponse:
-    limit, offset = page(limit, offset)
-    items, total = await events.page(_filters(session_id, project, node_id, type, since), limit, offset, order)
-    return ok(items, meta=page_meta(total, limit, offset))
+                      order: str = Query("asc", pattern="^(asc|desc)$"), after: After = None,
+                      before: Before = None) -> JSONResponse:
+    req = cursor_page(limit, offset, after, before, EVENT_CURSOR)
+    page, total, estimate = await events.page(_filters(session_id, project, node_id, type, since), req, order)
+    return ok(page.items, meta=page_meta(page, req, total, estimate))
 
 
 @router.get("/stream")

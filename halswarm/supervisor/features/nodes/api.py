@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from halswarm.supervisor.apikit.deps import VIEWER, Limit, Offset, page, service
-from halswarm.supervisor.apikit.envelope import ok, page_meta
-from halswarm.supervisor.features.nodes.service import NodesService
+from halswarm.core.paging import page_meta
+from halswarm.supervisor.apikit.deps import VIEWER, After, Before, Limit, Offset, cursor_page, service
+from halswarm.supervisor.apikit.envelope import ok
+from halswarm.supervisor.features.nodes.service import NODE_CURSOR, NodesService
 
 router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"], dependencies=[VIEWER])
 Nodes = Annotated[NodesService, service(NodesService)]
@@ -17,10 +18,10 @@ Nodes = Annotated[NodesService, service(NodesService)]
 
 @router.get("")
 async def list_nodes(nodes: Nodes, status: str | None = None, project: str | None = None, limit: Limit = 100,
-                     offset: Offset = 0) -> JSONResponse:
-    limit, offset = page(limit, offset)
-    items, total = nodes.page(status, project, limit, offset)
-    return ok([n.to_api() for n in items], meta=page_meta(total, limit, offset))
+                     offset: Offset = 0, after: After = None, before: Before = None) -> JSONResponse:
+    req = cursor_page(limit, offset, after, before, NODE_CURSOR)
+    page, total = nodes.page(status, project, req)
+    return ok([n.to_api() for n in page.items], meta=page_meta(page, req, total, False))
 
 
 @router.get("/{node_id}")

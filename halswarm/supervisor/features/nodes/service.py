@@ -6,8 +6,15 @@ from typing import Any
 
 from halswarm.core.credential_sync import credential_sync
 from halswarm.core.model import Node
+from halswarm.core.paging import Page, PageRequest, slice_sorted
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.runtime.tracker import SessionTracker
+
+NODE_CURSOR = "s"  # (id,)
+
+
+def node_key(n: Node) -> tuple[str]:
+    return (n.id,)
 
 
 class NodesService:
@@ -16,13 +23,14 @@ class NodesService:
         self.tracker = tracker
         self.credential_version = credential_version  # `credentials.version` of the config, if any
 
-    def page(self, status: str | None, project: str | None, limit: int, offset: int) -> tuple[list[Node], int]:
+    def page(self, status: str | None, project: str | None, req: PageRequest) -> tuple[Page[Node], int]:
+        """By id, with the exact total (in memory)."""
         nodes = sorted(self.nodes.values(), key=lambda n: n.id)
         if status:
             nodes = [n for n in nodes if n.status == status]
         if project:
             nodes = [n for n in nodes if project in n.project_names]
-        return nodes[offset:offset + limit], len(nodes)
+        return slice_sorted(nodes, req, node_key, descending=False), len(nodes)
 
     def get(self, node_id: str) -> Node:
         node = self.nodes.get(node_id)

@@ -8,9 +8,20 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from halswarm.supervisor.apikit.deps import OPERATOR, VIEWER, CallerDep, Limit, Offset, page, service
-from halswarm.supervisor.apikit.envelope import ok, page_meta
-from halswarm.supervisor.features.sessions.service import SessionsService
+from halswarm.core.paging import page_meta
+from halswarm.supervisor.apikit.deps import (
+    OPERATOR,
+    VIEWER,
+    After,
+    Before,
+    CallerDep,
+    Limit,
+    Offset,
+    cursor_page,
+    service,
+)
+from halswarm.supervisor.apikit.envelope import ok
+from halswarm.supervisor.features.sessions.service import SESSION_CURSOR, SessionsService
 
 router = APIRouter(prefix="/api/v1/sessions", tags=["sessions"])
 Sessions = Annotated[SessionsService, service(SessionsService)]
@@ -31,10 +42,11 @@ class PromptBody(BaseModel):
 
 @router.get("", dependencies=[VIEWER])
 async def list_sessions(sessions: Sessions, project: str | None = None, status: str | None = None,
-                        node_id: str | None = None, limit: Limit = 100, offset: Offset = 0) -> JSONResponse:
-    limit, offset = page(limit, offset)
-    items, total = sessions.page(project, status, node_id, limit, offset)
-    return ok([s.to_api() for s in items], meta=page_meta(total, limit, offset))
+                        node_id: str | None = None, limit: Limit = 100, offset: Offset = 0, after: After = None,
+                        before: Before = None) -> JSONResponse:
+    req = cursor_page(limit, offset, after, before, SESSION_CURSOR)
+    page, total = sessions.page(project, status, node_id, req)
+    return ok([s.to_api() for s in page.items], meta=page_meta(page, req, total, False))
 
 
 @router.get("/{session_id}", dependencies=[VIEWER])

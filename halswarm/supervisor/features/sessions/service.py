@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from halswarm.core.model import Session
+from halswarm.core.paging import Page, PageRequest, slice_sorted
 from halswarm.protocol import CommandTarget
 from halswarm.supervisor.apikit.commands import raise_for
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.runtime.commands import CommandRunner
 from halswarm.supervisor.runtime.tracker import SessionTracker
+
+SESSION_CURSOR = "fs"  # (started_at, id)
+
+
+def session_key(s: Session) -> tuple[float, str]:
+    return float(s.started_at or 0), s.id
+
 
 # API action -> agent command type
 ACTIONS = {"resume": "resume", "restart": "restart_session", "handover": "handover", "kill": "kill_session"}
@@ -20,10 +28,11 @@ class SessionsService:
         self.tracker = tracker
         self.commands = commands
 
-    def page(self, project: str | None, status: str | None, node_id: str | None, limit: int,
-             offset: int) -> tuple[list[Session], int]:
+    def page(self, project: str | None, status: str | None, node_id: str | None,
+             req: PageRequest) -> tuple[Page[Session], int]:
+        """Newest first by (started_at, id), the tracker's order; with the exact total (in memory)."""
         items = self.tracker.list(project=project or None, status=status or None, node_id=node_id or None)
-        return items[offset:offset + limit], len(items)
+        return slice_sorted(items, req, session_key, descending=True), len(items)
 
     def get(self, session_id: str) -> Session:
         s = self.tracker.get(session_id)
