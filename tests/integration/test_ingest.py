@@ -47,8 +47,15 @@ async def test_events_stored_once_and_acked_in_order(supervisor):
         with supervisor.client() as c:
             r = c.get("/api/v1/events", params={"node_id": "n1", "type": "message.part.*", "limit": 5, "offset": 10})
         body = r.json()
-        assert body["meta"] == {"total": 202, "limit": 5, "offset": 10}
+        meta = body["meta"]
+        assert {k: meta[k] for k in ("total", "total_is_estimate", "limit", "offset")} == {
+            "total": 202, "total_is_estimate": False, "limit": 5, "offset": 10}
         assert [e["seq"] for e in body["data"]] == [11, 12, 13, 14, 15]
+        with supervisor.client() as c:  # the cursors continue where the offset page ends, both ways
+            nxt = c.get("/api/v1/events", params={"node_id": "n1", "limit": 3, "after": meta["next"]}).json()
+            prv = c.get("/api/v1/events", params={"node_id": "n1", "limit": 3, "before": meta["prev"]}).json()
+        assert [e["seq"] for e in nxt["data"]] == [16, 17, 18]
+        assert [e["seq"] for e in prv["data"]] == [8, 9, 10]
         assert set(body["data"][0]) >= {"node_id", "seq", "event_id", "session_id", "project", "type", "data",
                                          "timestamp"}
     finally:

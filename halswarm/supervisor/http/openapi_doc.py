@@ -14,7 +14,7 @@ import copy
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from halswarm.supervisor.http.openapi_models import DATA, SCHEMAS, data_schema
+from halswarm.supervisor.http.openapi_models import DATA, PAGED, SCHEMAS, data_schema
 from halswarm.supervisor.http.openapi_routes import ROUTES, error_statuses
 
 ERROR_SCHEMA = "ErrorEnvelope"
@@ -116,9 +116,11 @@ def describe_answers(doc: dict[str, Any], codes: list[str],
                     continue
                 if path in MEDIA_TYPES:
                     answer["content"] = {MEDIA_TYPES[path]: {"schema": {"type": "string"}}}
-                elif key in DATA:
-                    typed = {"allOf": [{"$ref": f"#/components/schemas/{SUCCESS_SCHEMA}"},
-                                       {"properties": {"data": data_schema(*DATA[key])}}]}
+                elif key in DATA or key in PAGED:
+                    props: dict[str, Any] = {"data": data_schema(*DATA[key])} if key in DATA else {}
+                    if key in PAGED:
+                        props["meta"] = {"$ref": "#/components/schemas/PageMeta"}
+                    typed = {"allOf": [{"$ref": f"#/components/schemas/{SUCCESS_SCHEMA}"}, {"properties": props}]}
                     answer["content"] = {"application/json": {"schema": typed}}
                 elif path.startswith("/api/v1/"):
                     answer["content"] = success_ref

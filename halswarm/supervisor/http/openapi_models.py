@@ -39,8 +39,20 @@ SESSION = {
         "command_id": {"type": "string", "description": "on the answers of session commands"},
     },
 }
+_CURSOR = {"type": ["string", "null"], "description": "opaque; send it back as `after`/`before`"}
+PAGE_META = {
+    "type": "object",
+    "description": "Paging of a list answer (docs/paging.md). `total` is exact while `total_is_estimate` is"
+                   " false; beyond 10,000 matching rows it is 10,000 and `total_is_estimate` is true.",
+    "required": ["total", "total_is_estimate", "limit", "offset", "next", "prev"],
+    "properties": {
+        "total": _INT, "total_is_estimate": {"type": "boolean"}, "limit": _INT, "offset": _INT,
+        "next": _CURSOR | {"description": "rows follow this page: pass as `after` (null at the end)"},
+        "prev": _CURSOR | {"description": "rows precede this page: pass as `before` (null at the start)"},
+    },
+}
 HEALTH = {"type": "object", "required": ["status", "version"], "properties": {"status": _STR, "version": _STR}}
-SCHEMAS: dict[str, dict[str, Any]] = {"Node": NODE, "Session": SESSION, "Health": HEALTH}
+SCHEMAS: dict[str, dict[str, Any]] = {"Node": NODE, "Session": SESSION, "Health": HEALTH, "PageMeta": PAGE_META}
 
 _REF = "#/components/schemas/"
 # (METHOD, path) -> (schema name, whether `data` is a list of it)
@@ -51,6 +63,11 @@ DATA: dict[tuple[str, str], tuple[str, bool]] = {
     ("GET", "/api/v1/sessions/{session_id}"): ("Session", False),
     ("POST", "/api/v1/sessions"): ("Session", False),
 }
+
+# List routes paged by cursor, whose `meta` is a PageMeta.
+PAGED: frozenset[tuple[str, str]] = frozenset({
+    ("GET", "/api/v1/nodes"), ("GET", "/api/v1/sessions"), ("GET", "/api/v1/events"), ("GET", "/api/v1/audit"),
+})
 
 
 def data_schema(name: str, many: bool) -> dict[str, Any]:

@@ -45,3 +45,21 @@ def test_typed_data_schemas_describe_the_real_shapes():
     jsonschema.validate(session.to_api() | {"command_id": "c1"}, SCHEMAS["Session"])
     with pytest.raises(jsonschema.ValidationError):  # an unknown status must not validate
         jsonschema.validate(session.to_api() | {"status": "exploded"}, SCHEMAS["Session"])
+
+
+def test_paged_routes_describe_their_meta():
+    import jsonschema
+
+    from halswarm.core.paging import PageRequest, encode_cursor, page_meta, slice_sorted
+    from halswarm.supervisor.openapi_models import SCHEMAS
+
+    doc = {"paths": {"/api/v1/audit": {"get": {"responses": {"200": {}}}}}}
+    out = describe_answers(doc, ["AUTH_REQUIRED"], {("GET", "/api/v1/audit"): RouteShape("audit", True, True, False)})
+    schema = out["paths"]["/api/v1/audit"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {"properties": {"meta": {"$ref": "#/components/schemas/PageMeta"}}} in schema["allOf"]
+    req = PageRequest(1, after=("a",))
+    meta = page_meta(slice_sorted([("a",), ("b",), ("c",)], req, lambda r: r, False), req, 3, False)
+    assert meta["next"] == encode_cursor(("b",)) and meta["prev"] == encode_cursor(("b",))
+    jsonschema.validate(meta, SCHEMAS["PageMeta"])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"total": 3, "limit": 1, "offset": 0}, SCHEMAS["PageMeta"])
