@@ -66,6 +66,7 @@ def list_audit(actor: str | None, action: str | None, since: str | None, limit: 
         )
         total = env.meta.get("total")
         if isinstance(total, int) and total > len(items):
-            note(f"showing {len(items)} of {total} entries (use --limit / --since)")
+            more = "+" if env.meta.get("total_is_estimate") else ""
+            note(f"showing {len(items)} of {total}{more} entries (use --limit / --since)")
 
     emit(ctx.output, items, table)

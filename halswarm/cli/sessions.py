@@ -212,17 +212,12 @@ def _follow(session_id: str, since: Any, seen: _Seen, on_event: Callable[[Mappin
 
 
 def _recent_events(session_id: str, limit: int) -> list[Mapping[str, Any]]:
-    """The newest `limit` events of the session, oldest first, whatever order the API pages in."""
+    """The newest `limit` events of the session, oldest first: one page newest first (the supervisor
+    seeks its index; no total or offset needed, so nothing is counted or skipped)."""
     client = app().client()
-    params: dict[str, Any] = {"session_id": session_id, "limit": limit}
+    params: dict[str, Any] = {"session_id": session_id, "limit": limit, "order": "desc"}
     env = client.get("/events", params)
     events = [e for e in env.data or [] if isinstance(e, Mapping)]
-    total = env.meta.get("total")
-    ascending = len(events) < 2 or _event_sort_key(events[0]) <= _event_sort_key(events[-1])
-    if isinstance(total, int) and total > len(events) and ascending:
-        # the API pages oldest first: fetch the last page instead of the first one
-        env = client.get("/events", {**params, "offset": total - limit})
-        events = [e for e in env.data or [] if isinstance(e, Mapping)]
     return sorted(events, key=_event_sort_key)
 
 
