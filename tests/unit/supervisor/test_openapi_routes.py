@@ -51,7 +51,7 @@ def test_paged_routes_describe_their_meta():
     import jsonschema
 
     from halswarm.core.paging import PageRequest, encode_cursor, page_meta, slice_sorted
-    from halswarm.supervisor.openapi_models import SCHEMAS
+    from halswarm.supervisor.http.openapi_models import SCHEMAS
 
     doc = {"paths": {"/api/v1/audit": {"get": {"responses": {"200": {}}}}}}
     out = describe_answers(doc, ["AUTH_REQUIRED"], {("GET", "/api/v1/audit"): RouteShape("audit", True, True, False)})
