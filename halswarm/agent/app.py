@@ -43,7 +43,7 @@ from halswarm.agent.bridge import EventBridge
 from halswarm.agent.capabilities import detect_tools, resolve_binary
 from halswarm.agent.commands import AgentCommands
 from halswarm.agent.connection import SupervisorConnection
-from halswarm.agent.env import EnvService
+from halswarm.agent.env import NodeEnvService
 from halswarm.agent.env.procenv import OpencodeEnvSync
 from halswarm.agent.env.service import node_probes
 from halswarm.agent.opencode_client import OpencodeClient, OpencodeError, OpencodeNotFound
@@ -55,7 +55,7 @@ from halswarm.agent.progress import STATE_FILE as PROGRESS_STATE_FILE
 from halswarm.agent.progress import ProgressWatcher
 from halswarm.agent.projects import ProjectCheck, check_projects, project_map, warning_text
 from halswarm.agent.resources import sample_resources
-from halswarm.agent.session_state import SessionTracker, read_current_task
+from halswarm.agent.session_state import SessionReducer, read_current_task
 from halswarm.config.agent import AgentConfig
 from halswarm.core.capabilities import ToolInfo
 from halswarm.memwatch import MemoryWatch
@@ -126,7 +126,7 @@ class Agent:
         self.data_dir = Path(cfg.data_dir)
         self.shutdown_flush_timeout = shutdown_flush_timeout
         self.hostname = socket.gethostname()
-        self.tracker = SessionTracker(project_map(cfg.projects), task_reader=read_current_task)
+        self.tracker = SessionReducer(project_map(cfg.projects), task_reader=read_current_task)
         self.bridge = EventBridge(self.tracker, self._append, coalesce_interval=coalesce_interval)
         self.commands = AgentCommands(
             self.bridge,
@@ -147,7 +147,7 @@ class Agent:
         )
         self.commands.add_handlers(self.auth.handlers())
         # Environment manifest (issue 9): checks, safe provisioning, AGENT.md, served as commands.
-        self.env = EnvService(
+        self.env = NodeEnvService(
             projects=lambda: {c.name: c.directory for c in check_projects(cfg.projects) if c.ok},
             data_dir=cfg.data_dir,
             node_id=cfg.node_id,

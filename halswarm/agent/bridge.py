@@ -3,7 +3,7 @@
 For every event of opencode's ``/global/event`` stream the bridge
 
 1. drops noise (see below) and coalesces ``message.part.delta`` runs (:class:`DeltaCoalescer`),
-2. folds the event into the :class:`SessionTracker`,
+2. folds the event into the :class:`SessionReducer`,
 3. appends the raw event (``data`` = opencode's ``properties``) to the outbox, and then
 4. one ``session.state`` event (``data`` = the session object) when the session's reported
    fields changed.
@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from halswarm.agent.opencode_events import OpencodeEvent
-from halswarm.agent.session_state import COMPLETED, KILLED, TERMINAL, DeltaCoalescer, SessionTracker
+from halswarm.agent.session_state import COMPLETED, KILLED, TERMINAL, DeltaCoalescer, SessionReducer
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _key(obj: Mapping[str, Any]) -> dict[str, Any]:
 class EventBridge:
     def __init__(
         self,
-        tracker: SessionTracker,
+        tracker: SessionReducer,
         sink: Sink,
         *,
         coalesce_interval: float = 0.5,

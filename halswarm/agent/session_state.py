@@ -1,6 +1,6 @@
 """Pure session state derived from opencode's events, plus a coalescer for streaming text deltas.
 
-:class:`SessionTracker` is a reducer: ``apply(event) -> list[Change]``.  It does no I/O; the clock and
+:class:`SessionReducer` is a reducer: ``apply(event) -> list[Change]``.  It does no I/O; the clock and
 the ``.context/CURRENT_TASK.md`` reader are injected.  Field names follow SPEC section 5.
 
 Mapping of opencode events (field names checked against the 1.18.33 captures and OpenAPI):
@@ -29,9 +29,9 @@ Mapping of opencode events (field names checked against the 1.18.33 captures and
 ===============================  ===============================================================
 
 ``killed``/``completed`` are terminal: later events for that id (opencode emits idle even for an
-aborted unknown id) change nothing; drop them with :meth:`SessionTracker.forget` once reported.
+aborted unknown id) change nothing; drop them with :meth:`SessionReducer.forget` once reported.
 Events that only name a session id we have never seen are ignored (no phantom sessions); seed
-existing sessions with :meth:`SessionTracker.seed` after (re)connecting.
+existing sessions with :meth:`SessionReducer.seed` after (re)connecting.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ TaskReader = Callable[[str], str | None]
 def read_current_task(directory: str) -> str | None:
     """First non-empty line of ``<directory>/.context/CURRENT_TASK.md`` (None if absent/unreadable).
 
-    This is the I/O half; pass it as ``task_reader`` to :class:`SessionTracker`."""
+    This is the I/O half; pass it as ``task_reader`` to :class:`SessionReducer`."""
     path = os.path.join(directory, ".context", "CURRENT_TASK.md")
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
@@ -174,7 +174,7 @@ class Change:
 _DIFF_FIELDS = tuple(n for n in SessionState.REPORTED if n != "last_activity")
 
 
-class SessionTracker:
+class SessionReducer:
     """Reduce opencode events into :class:`SessionState` objects.
 
     ``projects`` maps our project names to their directories; a session belongs to the project whose
@@ -417,18 +417,18 @@ def _recompute_usage(state: SessionState) -> None:
     state.cost_usd = round(max(sum(state.message_costs.values()), state.session_cost), 10)
 
 
-_Handler = Callable[[SessionTracker, SessionState, OpencodeEvent], None]
+_Handler = Callable[[SessionReducer, SessionState, OpencodeEvent], None]
 _HANDLERS: dict[str, _Handler] = {
-    "session.created": SessionTracker._on_session_info,
-    "session.updated": SessionTracker._on_session_info,
-    "session.status": SessionTracker._on_status,
-    "session.idle": SessionTracker._on_idle,
-    "session.error": SessionTracker._on_error,
-    "session.compacted": SessionTracker._on_compacted,
-    "session.deleted": SessionTracker._on_deleted,
-    "permission.asked": SessionTracker._on_permission_asked,
-    "permission.replied": SessionTracker._on_permission_replied,
-    "message.updated": SessionTracker._on_message,
+    "session.created": SessionReducer._on_session_info,
+    "session.updated": SessionReducer._on_session_info,
+    "session.status": SessionReducer._on_status,
+    "session.idle": SessionReducer._on_idle,
+    "session.error": SessionReducer._on_error,
+    "session.compacted": SessionReducer._on_compacted,
+    "session.deleted": SessionReducer._on_deleted,
+    "permission.asked": SessionReducer._on_permission_asked,
+    "permission.replied": SessionReducer._on_permission_replied,
+    "message.updated": SessionReducer._on_message,
 }
 # Events that carry enough (session info or a message of the session) to start tracking a session.
 _CREATING = frozenset({"session.created", "session.updated", "message.updated"})
@@ -534,8 +534,8 @@ __all__ = [
     "WAITING_INPUT",
     "Change",
     "DeltaCoalescer",
+    "SessionReducer",
     "SessionState",
-    "SessionTracker",
     "TaskReader",
     "read_current_task",
     "tokens_from",

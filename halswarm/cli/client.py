@@ -13,19 +13,19 @@ import httpx
 from halswarm.cli.errors import (
     AUTH_FAILED_MESSAGE,
     ApiAuthError,
-    ApiError,
     ApiNotFound,
     ApiUnreachable,
+    SupervisorRefused,
 )
 
 __all__ = [
     "ApiAuthError",
     "ApiClient",
-    "ApiError",
     "ApiNotFound",
     "ApiUnreachable",
     "Envelope",
     "SseEvent",
+    "SupervisorRefused",
     "iter_sse",
     "path_id",
     "transport_factory",
@@ -241,7 +241,8 @@ class ApiClient:
         try:
             body = resp.json()
         except ValueError:
-            raise ApiError(resp.status_code, "BAD_RESPONSE", f"{method} {path}: response is not JSON") from None
+            raise SupervisorRefused(resp.status_code, "BAD_RESPONSE",
+                                    f"{method} {path}: response is not JSON") from None
         if isinstance(body, dict) and "data" in body:
             meta = body.get("meta")
             return Envelope(data=body["data"], meta=meta if isinstance(meta, dict) else {}, status=resp.status_code)
@@ -278,7 +279,7 @@ class ApiClient:
             raise ApiAuthError(AUTH_FAILED_MESSAGE, status=status)
         message, code = _error_fields(resp)
         if status == 426 or "websocket" in message.lower():
-            raise ApiError(status, code or "WRONG_PORT",
+            raise SupervisorRefused(status, code or "WRONG_PORT",
                            f"{self.base_url} is the agents' WebSocket port, not the HTTP API; use the API port "
                            "(server.http_port, default 8421)")
         if status == 404:
@@ -290,7 +291,7 @@ class ApiClient:
             else:
                 err.message = f"not found: {message}"
             raise err
-        raise ApiError(status, code, message)
+        raise SupervisorRefused(status, code, message)
 
 
 def _clean(params: Mapping[str, Any] | None) -> dict[str, Any] | None:

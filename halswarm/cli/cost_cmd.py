@@ -38,7 +38,7 @@ def refresh_notes(results: Any, health: Any) -> list[str]:
 
 def _refresh(timeout: float) -> None:
     """Poll the providers now; any failure is reported on stderr and the (stored) report still follows."""
-    from halswarm.cli.errors import ApiAuthError, ApiError, ApiUnreachable
+    from halswarm.cli.errors import ApiAuthError, ApiUnreachable, SupervisorRefused
     from halswarm.cli.output import note
 
     ctx = app()
@@ -49,7 +49,7 @@ def _refresh(timeout: float) -> None:
             raise
         note(f"cost refresh: no answer within {timeout:g} s; showing the figures stored so far")
         return
-    except (ApiError, ApiAuthError) as exc:
+    except (SupervisorRefused, ApiAuthError) as exc:
         note(f"cost refresh failed: {exc}; showing the figures stored so far")
         return
     data = env.data if isinstance(env.data, Mapping) else {}

@@ -273,7 +273,7 @@ def manifest_show() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False), metavar="FILE")
 def manifest_set(path: str) -> None:
     """Validate and store FILE (JSON or YAML; Go or spec 8.1 format); it is pushed to the agents."""
-    from halswarm.cli.errors import ApiError
+    from halswarm.cli.errors import SupervisorRefused
     from halswarm.cli.output import emit
     from halswarm.config import ConfigError, read_config_file
 
@@ -284,7 +284,7 @@ def manifest_set(path: str) -> None:
         raise UsageProblem(f"{path}: {exc}") from None
     try:
         env_ = ctx.client()._call("PUT", "/api/v1/env/manifest", json_body=doc, what="env manifest")
-    except ApiError as exc:
+    except SupervisorRefused as exc:
         raise CommandFailed(exc.server_message) from None
     data = env_.data or {}
 

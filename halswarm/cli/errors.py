@@ -43,7 +43,7 @@ class ApiAuthError(HalctlError):
         self.status = status
 
 
-class ApiError(HalctlError):
+class SupervisorRefused(HalctlError):
     """The supervisor answered with an error body `{"error": msg, "code": CODE}`."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -53,7 +53,7 @@ class ApiError(HalctlError):
         self.server_message = message
 
 
-class ApiNotFound(ApiError):
+class ApiNotFound(SupervisorRefused):
     """404 from the supervisor."""
 
     def __init__(self, status: int, code: str, message: str) -> None:

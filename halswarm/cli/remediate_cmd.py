@@ -148,7 +148,7 @@ def flush_unsent(state_dir: Path | None) -> list[str]:
     A report the supervisor already has (409) is dropped from the queue; any other failure keeps it
     (and the rest) for the next run.
     """
-    from halswarm.cli.errors import ApiError
+    from halswarm.cli.errors import SupervisorRefused
 
     sent: list[str] = []
     d = _unsent_dir(state_dir)
@@ -159,7 +159,7 @@ def flush_unsent(state_dir: Path | None) -> list[str]:
             continue
         try:
             app().client().post("/remediations", report, what="queued remediation report")
-        except ApiError as exc:
+        except SupervisorRefused as exc:
             if exc.status != 409:
                 break
         except HalctlError:

@@ -17,7 +17,7 @@ SESSION_ORDER = ("running", "idle", "waiting_input", "error", "unreachable", "co
 
 def _readiness() -> dict[str, Any]:
     """`GET /readyz`: 200 ready, 503 not ready (with the failing components)."""
-    from halswarm.cli.errors import ApiError, ApiUnreachable
+    from halswarm.cli.errors import ApiUnreachable, SupervisorRefused
 
     ctx = app()
     info: dict[str, Any] = {"url": ctx.supervisor_url, "ready": None, "status": "unknown", "components": {}}
@@ -25,7 +25,7 @@ def _readiness() -> dict[str, Any]:
         code, body = ctx.client().get_plain("/readyz", ok=(200, 503))
     except ApiUnreachable:
         raise
-    except ApiError as exc:
+    except SupervisorRefused as exc:
         info["status"] = f"unknown ({exc.server_message})"
         return info
     info["ready"] = code == 200

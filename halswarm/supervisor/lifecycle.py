@@ -39,7 +39,7 @@ ALLOWED = {
 }
 
 
-class IllegalTransition(RuntimeError):
+class LifecycleError(RuntimeError):
     pass
 
 
@@ -64,7 +64,7 @@ class Lifecycle:
 
     def _to(self, new: State) -> None:
         if new not in ALLOWED[self.state]:
-            raise IllegalTransition(f"lifecycle: {self.state.value} -> {new.value}")
+            raise LifecycleError(f"lifecycle: {self.state.value} -> {new.value}")
         self.state = new
 
     @property
@@ -77,7 +77,7 @@ class Lifecycle:
         if self.state is State.NEW:
             self._to(State.STARTING)
         if self.state is not State.STARTING:
-            raise IllegalTransition(f"lifecycle: cannot start {name} while {self.state.value}")
+            raise LifecycleError(f"lifecycle: cannot start {name} while {self.state.value}")
         result = await _call(start)
         self._parts.append(Part(name, stop, timeout))
         return result

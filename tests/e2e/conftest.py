@@ -22,7 +22,7 @@ import pytest_asyncio
 from halswarm.agent.opencode_client import OpencodeClient
 from halswarm.agent.opencode_events import GlobalEventStream, OpencodeEvent
 from halswarm.agent.opencode_process import OpencodeProcess
-from halswarm.agent.session_state import Change, SessionTracker
+from halswarm.agent.session_state import Change, SessionReducer
 from tests.fakes.fake_llm import FakeLLM, opencode_config_content
 from tests.support.waiting import on_loop
 
@@ -97,10 +97,10 @@ def make_process(binary: str, home: Path, fake: FakeLLM | None, **kw: Any) -> Op
 
 @dataclass
 class Recorder:
-    """Runs a GlobalEventStream in a task, keeps every event and feeds a SessionTracker."""
+    """Runs a GlobalEventStream in a task, keeps every event and feeds a SessionReducer."""
 
     stream: GlobalEventStream
-    tracker: SessionTracker
+    tracker: SessionReducer
     events: list[OpencodeEvent] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
@@ -146,7 +146,7 @@ class Harness:
     process: OpencodeProcess
     client: OpencodeClient
     recorder: Recorder
-    tracker: SessionTracker
+    tracker: SessionReducer
     workdir: Path
     fake: FakeLLM
 
@@ -168,7 +168,7 @@ async def harness(opencode_bin: str, fake_llm: FakeLLM, oc_home: Path) -> AsyncI
         await proc.start()
         async with asyncio.timeout(45):
             url = await proc.wait_running()
-        tracker = SessionTracker({"e2e": str(workdir)})
+        tracker = SessionReducer({"e2e": str(workdir)})
         recorder = Recorder(GlobalEventStream(lambda: proc.base_url, backoff_initial=0.1), tracker).start()
         async with asyncio.timeout(15):
             await recorder.stream.connected.wait()
@@ -197,7 +197,7 @@ def opencode_factory(opencode_bin: str) -> Callable[..., OpencodeProcess]:
 def recorder_factory() -> Callable[..., Recorder]:
     """``recorder_factory(stream, tracker)`` -> a started :class:`Recorder` (call inside the test's loop)."""
 
-    def factory(stream: GlobalEventStream, tracker: SessionTracker) -> Recorder:
+    def factory(stream: GlobalEventStream, tracker: SessionReducer) -> Recorder:
         return Recorder(stream, tracker).start()
 
     return factory

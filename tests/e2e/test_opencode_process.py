@@ -18,7 +18,7 @@ import pytest
 from halswarm.agent.opencode_client import OpencodeAuthError, OpencodeClient
 from halswarm.agent.opencode_events import GlobalEventStream
 from halswarm.agent.opencode_process import OpencodeNotice, OpencodeProcess, ProcessState
-from halswarm.agent.session_state import SessionTracker
+from halswarm.agent.session_state import SessionReducer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -53,7 +53,7 @@ async def test_kill9_restarts_and_events_reconnect(
         await proc.start()
         first = await next_notice(proc, "opencode.started", timeout=45)
         assert first.data["version"] == "1.18.33"
-        tracker = SessionTracker({"restart": str(workdir)})
+        tracker = SessionReducer({"restart": str(workdir)})
         stream = GlobalEventStream(lambda: proc.base_url, backoff_initial=0.1, backoff_max=1.0)
         recorder = recorder_factory(stream, tracker)
         async with asyncio.timeout(15):

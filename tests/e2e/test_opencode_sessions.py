@@ -2,7 +2,7 @@
 
 One server for the whole module (config: model ``fake/fake-model``, ``permission: {bash: ask}``); each
 test works in its own project directory.  Events come from ``/global/event`` through GlobalEventStream
-into a SessionTracker, and the assertions are on the tracker's state and status trail.
+into a SessionReducer, and the assertions are on the tracker's state and status trail.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Env manifest and env checks on real project directories, with the real supervisor process and a real
-agent-side EnvService behind a real SupervisorConnection: the manifest is validated (both formats, bad ones
+agent-side NodeEnvService behind a real SupervisorConnection: the manifest is validated (both formats, bad ones
 rejected with paths), pushed on registration and on change, each check category passes and fails, per-project
 overrides apply, results are stored and `env.check.fail` / `env.drift.detected` events are routed."""
 

@@ -1,5 +1,5 @@
 """Issue 14, "manifest content is data, never a command": the attacks, against the real supervisor process
-and a real agent-side EnvService behind a real SupervisorConnection, on real git repositories in tmp.
+and a real agent-side NodeEnvService behind a real SupervisorConnection, on real git repositories in tmp.
 
 - probe command injection: a tool whose ``command`` is ``sh -c 'touch ...'`` never runs during a check
   (nor a provision); it becomes a pending item that needs approval;

@@ -2,7 +2,7 @@
 with the HTTP API disabled (`server.http_port: 0`) a node that registers still gets the manifest pushed
 (an `env_check` no operator asked for, its result stored), and `Supervisor.shutdown` stops the watcher and
 every push it started. The supervisor runs in this process (real store, real hub on loopback) so its tasks
-can be inspected; the agent side is the real `EnvService` behind a real `SupervisorConnection`."""
+can be inspected; the agent side is the real `NodeEnvService` behind a real `SupervisorConnection`."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``AgentSide`` holds a real ``AsyncOutbox`` and a real ``SupervisorConnection`` (register, commands,
 ``on_ready``), the way the agent app wires them, around one agent service's command handlers:
-``EnvAgent`` (an ``EnvService``) and ``AuthAgent`` (an ``AuthService``) only say which service and what
+``EnvAgent`` (an ``NodeEnvService``) and ``AuthAgent`` (an ``AuthService``) only say which service and what
 the node registers with.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from halswarm.agent.auth import AuthService
 from halswarm.agent.connection import SupervisorConnection
-from halswarm.agent.env import EnvService
+from halswarm.agent.env import NodeEnvService
 from halswarm.agent.env.service import node_probes
 from halswarm.agent.outbox import AsyncOutbox
 from halswarm.protocol import Command, CommandResult, ProjectRef, Register
@@ -89,12 +89,12 @@ class AgentSide:
 class EnvAgent(AgentSide):
     projects: dict[str, str]
     base_env: dict[str, str]
-    service: EnvService | None = None
+    service: NodeEnvService | None = None
     # the node's agent config `env.probe_tools` (tool -> argv): the only extra programs its checks run
     probe_tools: dict[str, list[str]] = field(default_factory=dict)
 
     def _service(self) -> dict[str, Handler]:
-        self.service = EnvService(projects=lambda: self.projects, data_dir=self.data_dir, node_id=self.node_id,
+        self.service = NodeEnvService(projects=lambda: self.projects, data_dir=self.data_dir, node_id=self.node_id,
                                   base_env=self.base_env, probe_timeout=10.0, probes=node_probes(self.probe_tools))
         return self.service.handlers()
 

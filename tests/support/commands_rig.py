@@ -14,7 +14,7 @@ from halswarm.agent.bridge import EventBridge
 from halswarm.agent.commands import AgentCommands
 from halswarm.agent.opencode_client import OpencodeNotFound
 from halswarm.agent.opencode_events import OpencodeEvent
-from halswarm.agent.session_state import SessionTracker
+from halswarm.agent.session_state import SessionReducer
 from halswarm.protocol import Command, CommandTarget
 
 
@@ -136,7 +136,7 @@ class Rig:
         self.proj.mkdir()
         self.projects = {"alpha": str(self.proj), "ghost": str(tmp / "ghost")}
         self.sink = Sink()
-        self.bridge = EventBridge(SessionTracker(self.projects), self.sink)
+        self.bridge = EventBridge(SessionReducer(self.projects), self.sink)
         self.fake = FakeOpencode(self.bridge, **fake_kw)
         self.up = True
         self.commands = AgentCommands(

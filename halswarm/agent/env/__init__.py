@@ -2,7 +2,7 @@
 
 Wiring (agent app)::
 
-    env = EnvService(projects=lambda: {c.name: c.directory for c in check_projects(cfg.projects) if c.ok},
+    env = NodeEnvService(projects=lambda: {c.name: c.directory for c in check_projects(cfg.projects) if c.ok},
                      data_dir=cfg.data_dir, node_id=cfg.node_id,
                      extra_env=lambda: auth.toolenv.pushed)     # pushed credentials count as set
     handlers = env.handlers()   # env_check, env_provision, agentmd_show|diff|sync (+ Go aliases)
@@ -16,7 +16,7 @@ actions), ``envfile`` (provisioned env vars), ``service`` (the command handlers)
 """
 
 from halswarm.agent.env.model import Item, Plan, overall
-from halswarm.agent.env.service import EnvService
+from halswarm.agent.env.service import NodeEnvService
 from halswarm.core.manifest.requirements import Requirements, detect_format, digest, requirements_for
 
-__all__ = ["EnvService", "Item", "Plan", "Requirements", "detect_format", "digest", "overall", "requirements_for"]
+__all__ = ["Item", "NodeEnvService", "Plan", "Requirements", "detect_format", "digest", "overall", "requirements_for"]

@@ -81,7 +81,7 @@ def _bool(args: Mapping[str, Any], name: str) -> bool:
     return bool(v)
 
 
-class EnvService:
+class NodeEnvService:
     def __init__(
         self,
         *,

@@ -7,7 +7,7 @@ from typing import Protocol
 from halswarm.supervisor.apikit.envelope import ApiError
 
 
-class Outcome(Protocol):
+class CommandOutcome(Protocol):
     status: str
     type: str
     error: str | None
@@ -15,7 +15,7 @@ class Outcome(Protocol):
     node_id: str | None
 
 
-def raise_for(res: Outcome) -> None:
+def raise_for(res: CommandOutcome) -> None:
     """Map a command that did not succeed to TIMEOUT (504) or DISPATCH_ERROR (502)."""
     if res.status == "timeout":
         raise ApiError("TIMEOUT", f"{res.type}: {res.error or 'timed out'} (command {res.command_id})")

@@ -9,7 +9,7 @@ from typing import Any
 
 from halswarm.agent.bridge import NOISE_TYPES, STATE_EVENT, EventBridge, session_object
 from halswarm.agent.opencode_events import OpencodeEvent, parse_global_stream
-from halswarm.agent.session_state import SessionTracker
+from halswarm.agent.session_state import SessionReducer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "opencode"  # captured opencode 1.x streams
 
@@ -45,8 +45,8 @@ class Clock:
         return self.now
 
 
-def make(projects: dict[str, str] | None = None, **kw: Any) -> tuple[EventBridge, Sink, SessionTracker]:
-    tracker = SessionTracker(projects or {"alpha": PROJ}, clock=itertools.count(1000).__next__)
+def make(projects: dict[str, str] | None = None, **kw: Any) -> tuple[EventBridge, Sink, SessionReducer]:
+    tracker = SessionReducer(projects or {"alpha": PROJ}, clock=itertools.count(1000).__next__)
     sink = Sink()
     return EventBridge(tracker, sink, **kw), sink, tracker
 
@@ -216,7 +216,7 @@ async def test_seed_with_unknown_status_keeps_the_status() -> None:
 
 async def test_current_task_is_read_when_a_turn_ends_and_on_refresh(tmp_path: Path) -> None:
     proj = str(tmp_path)
-    tracker = SessionTracker({"alpha": proj}, task_reader=lambda d: _read_task(d))
+    tracker = SessionReducer({"alpha": proj}, task_reader=lambda d: _read_task(d))
     sink = Sink()
     bridge = EventBridge(tracker, sink)
     await bridge.handle(created(directory=proj))

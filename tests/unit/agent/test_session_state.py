@@ -1,4 +1,4 @@
-"""SessionTracker (reducer) and DeltaCoalescer, fed with real opencode 1.18.33 captures: facts in, state out."""
+"""SessionReducer (reducer) and DeltaCoalescer, fed with real opencode 1.18.33 captures: facts in, state out."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from halswarm.agent.session_state import (
     RUNNING,
     WAITING_INPUT,
     DeltaCoalescer,
-    SessionTracker,
+    SessionReducer,
     read_current_task,
     tokens_from,
 )
@@ -36,17 +36,17 @@ def fake_clock() -> itertools.count:
     return itertools.count(1000)
 
 
-def tracker(**kw) -> SessionTracker:
+def tracker(**kw) -> SessionReducer:
     clock = fake_clock()
-    return SessionTracker(kw.pop("projects", {"proj": "/srv/work/home.Y6EL/proj"}), clock=lambda: next(clock), **kw)
+    return SessionReducer(kw.pop("projects", {"proj": "/srv/work/home.Y6EL/proj"}), clock=lambda: next(clock), **kw)
 
 
-def replay_until(t: SessionTracker, evs: list[OpencodeEvent], stop: int) -> None:
+def replay_until(t: SessionReducer, evs: list[OpencodeEvent], stop: int) -> None:
     for ev in evs[:stop]:
         t.apply(ev)
 
 
-def status_trail(t: SessionTracker, evs: list[OpencodeEvent], sid: str) -> list[str]:
+def status_trail(t: SessionReducer, evs: list[OpencodeEvent], sid: str) -> list[str]:
     trail: list[str] = []
     for ev in evs:
         for ch in t.apply(ev):

@@ -7,7 +7,7 @@ import pytest
 
 from halswarm.cli.client import ApiClient, Envelope, iter_sse, path_id
 from halswarm.cli.context import normalize_supervisor_url
-from halswarm.cli.errors import ApiAuthError, ApiError, ApiNotFound, ApiUnreachable, UsageProblem
+from halswarm.cli.errors import ApiAuthError, ApiNotFound, ApiUnreachable, SupervisorRefused, UsageProblem
 
 
 @pytest.mark.parametrize(
@@ -88,12 +88,12 @@ def test_not_found_and_server_errors() -> None:
         c.get("/sessions/x", what="session x")
     assert nf.value.message == "not found: session x"
     c = _client(lambda _r: httpx.Response(502, json={"error": "node offline", "code": "DISPATCH_ERROR"}))
-    with c, pytest.raises(ApiError) as info:
+    with c, pytest.raises(SupervisorRefused) as info:
         c.post("/sessions", {"project": "p"})
     assert (info.value.status, info.value.code, info.value.server_message) == (502, "DISPATCH_ERROR", "node offline")
     assert "node offline" in info.value.message and "DISPATCH_ERROR" in info.value.message
     c = _client(lambda _r: httpx.Response(500, text="<html>oops</html>"))
-    with c, pytest.raises(ApiError) as info:
+    with c, pytest.raises(SupervisorRefused) as info:
         c.get("/nodes")
     assert info.value.server_message == "<html>oops</html>"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from halswarm.agent.env import EnvService
+from halswarm.agent.env import NodeEnvService
 from halswarm.agent.env.apply import apply_actions
 from halswarm.agent.env.envfile import EnvFile
 from halswarm.agent.env.model import Action
@@ -39,7 +39,7 @@ async def test_an_unvalidated_manifest_plants_nothing(tmp_path: Path) -> None:
                            "commit.gpgsign": "true", "core.autocrlf": "input"}},
         "docs": {"required": ["../outside/a.md", str(outside / "b.md"), "README.md"]},
         "context": {"files": ["../outside/c.md"]}, "env_vars": {"LD_PRELOAD": "/tmp/evil.so", "HAL_OK": "1"}}}))
-    svc = EnvService(projects=lambda: {"p": str(repo)}, data_dir=tmp_path / "data", base_env=env)
+    svc = NodeEnvService(projects=lambda: {"p": str(repo)}, data_dir=tmp_path / "data", base_env=env)
     h = svc.handlers()
     r = await h["env_provision"](cmd("env_provision", "p"))
     assert r.status == "success", r.error

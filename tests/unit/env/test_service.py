@@ -1,4 +1,4 @@
-"""EnvService on real directories (git repos in tmp), without a supervisor: fact gathering, the Go
+"""NodeEnvService on real directories (git repos in tmp), without a supervisor: fact gathering, the Go
 fallback manifest, timeouts of version probes, the AGENT.md commands, failures as one-line errors."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from halswarm.agent.env import EnvService
+from halswarm.agent.env import NodeEnvService
 from halswarm.agent.env.facts import ndk_probe, probe_version, run
 from halswarm.agent.env.service import node_probes
 from halswarm.core.manifest.requirements import VersionReq
@@ -94,7 +94,7 @@ async def test_check_provision_and_agent_md_commands(tmp_path: Path) -> None:
     # the Go fallback: a manifest in the project directory (no supervisor manifest yet)
     (other / "env-manifest.json").write_text(json.dumps({"version": "1.0", "requirements": {
         "docs": {"required": ["CONTRIBUTING.md"]}}}))
-    svc = EnvService(projects=lambda: {"alpha": str(repo), "beta": str(other)}, data_dir=tmp_path / "data",
+    svc = NodeEnvService(projects=lambda: {"alpha": str(repo), "beta": str(other)}, data_dir=tmp_path / "data",
                      node_id="n1", base_env=env)
     h = svc.handlers()
     assert set(h) >= {"env_check", "check_env", "env_provision", "provision_env", "agentmd_show", "agentmd_diff",
@@ -113,7 +113,7 @@ async def test_check_provision_and_agent_md_commands(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "data" / "env" / "manifest.json").read_text())
     assert saved["version"] == 7 and saved["manifest"] == doc
     # a fresh service picks the kept manifest up
-    svc2 = EnvService(projects=lambda: {"alpha": str(repo)}, data_dir=tmp_path / "data", base_env=env)
+    svc2 = NodeEnvService(projects=lambda: {"alpha": str(repo)}, data_dir=tmp_path / "data", base_env=env)
     assert svc2.manifest_version == 7 and svc2.manifest == doc
 
     r = await h["env_provision"](cmd("env_provision", "alpha", dry_run="true"))
@@ -143,13 +143,13 @@ async def test_check_provision_and_agent_md_commands(tmp_path: Path) -> None:
     ("env_provision", "nope", "project nope is not configured on this node"),
 ])
 async def test_failures_are_one_line(tmp_path: Path, ctype: str, project: str | None, error: str) -> None:
-    svc = EnvService(projects=lambda: {}, data_dir=tmp_path, base_env={})
+    svc = NodeEnvService(projects=lambda: {}, data_dir=tmp_path, base_env={})
     r = await svc.handlers()[ctype](cmd(ctype, project))
     assert r.status == "failure" and r.error == error
 
 
 async def test_missing_directory_is_reported(tmp_path: Path) -> None:
-    svc = EnvService(projects=lambda: {"gone": str(tmp_path / "gone")}, data_dir=tmp_path, base_env={})
+    svc = NodeEnvService(projects=lambda: {"gone": str(tmp_path / "gone")}, data_dir=tmp_path, base_env={})
     r = await svc.handlers()["env_check"](cmd("env_check"))
     assert r.output["results"][0]["status"] == "missing" and "does not exist" in r.output["results"][0]["error"]
     r = await svc.handlers()["env_provision"](cmd("env_provision", "gone"))
@@ -157,7 +157,7 @@ async def test_missing_directory_is_reported(tmp_path: Path) -> None:
 
 
 async def test_manifest_outdated_when_the_kept_manifest_differs(tmp_path: Path) -> None:
-    svc = EnvService(projects=lambda: {"a": str(tmp_path)}, data_dir=tmp_path / "data", base_env={})
+    svc = NodeEnvService(projects=lambda: {"a": str(tmp_path)}, data_dir=tmp_path / "data", base_env={})
     h = svc.handlers()
     r = await h["env_check"](cmd("env_check", "a", manifest_digest="abc", manifest_version=3))
     assert r.status == "failure" and (r.error or "").startswith("manifest_outdated: this node has manifest none")
@@ -170,11 +170,11 @@ async def test_manifest_outdated_when_the_kept_manifest_differs(tmp_path: Path) 
 
 SYNC_CHILD = """
 import asyncio, json, resource, signal, sys, time
-from halswarm.agent.env import EnvService
+from halswarm.agent.env import NodeEnvService
 from halswarm.protocol import Command, CommandTarget
 repo, data = sys.argv[1], sys.argv[2]
 doc = {"version": "1.0", "templates": {"AGENT.md": "# alpha\\n" + "x" * 4096}, "projects": {"alpha": {}}}
-svc = EnvService(projects=lambda: {"alpha": repo}, data_dir=data, base_env={})
+svc = NodeEnvService(projects=lambda: {"alpha": repo}, data_dir=data, base_env={})
 svc.adopt({"manifest": doc, "manifest_version": 1})
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))  # writes past 1 KiB fail with EFBIG, even as root
@@ -209,7 +209,7 @@ def test_forced_sync_that_cannot_write_fails(tmp_path: Path) -> None:
 async def test_sync_onto_a_directory_fails(tmp_path: Path) -> None:
     repo = tmp_path / "alpha"
     (repo / "AGENT.md").mkdir(parents=True)
-    svc = EnvService(projects=lambda: {"alpha": str(repo)}, data_dir=tmp_path / "data", base_env={})
+    svc = NodeEnvService(projects=lambda: {"alpha": str(repo)}, data_dir=tmp_path / "data", base_env={})
     h = svc.handlers()
     doc = {"version": "1.0", "templates": {"AGENT.md": "# alpha\n"}, "projects": {"alpha": {}}}
     for force in (False, True):

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from halswarm.supervisor.lifecycle import IllegalTransition, Lifecycle, State
+from halswarm.supervisor.lifecycle import Lifecycle, LifecycleError, State
 
 
 def _recorder(log: list[str], name: str, *, fail: bool = False, hang: bool = False):
@@ -65,13 +65,13 @@ async def test_failing_and_hanging_stops_do_not_keep_the_rest_running() -> None:
 
 async def test_illegal_transitions_raise() -> None:
     lc = Lifecycle()
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(LifecycleError):
         lc.running()  # nothing is starting
     await lc.start("a", lambda: None, lambda: None)
     lc.running()
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(LifecycleError):
         await lc.start("late", lambda: None, lambda: None)
     await lc.stop()
     assert await lc.stop() == []  # stopping twice is a no-op
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(LifecycleError):
         lc.running()
