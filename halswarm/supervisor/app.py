@@ -17,7 +17,7 @@ from halswarm.config.errors import ConfigError
 from halswarm.config.supervisor import SupervisorConfig
 from halswarm.core.model import Node, Session
 from halswarm.memwatch import MemoryWatch
-from halswarm.store.db import CorruptDatabase, DatabaseError, FileCheck, connect, schema_problem
+from halswarm.store.db import CorruptDatabase, DatabaseError, FileCheck, connect, quick_check, schema_problem
 from halswarm.store.guard import CORRUPT, RECOVERABLE, StorageFault, StorageGuard, startup_problem
 from halswarm.store.migrations import bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
@@ -161,9 +161,9 @@ class Supervisor:
         """Open, check and migrate the database; raises DatabaseError with an operator-facing line.
 
         Whatever makes the database unusable (read-only, locked, not a database, an unreadable
-        directory, an unreadable schema) is found here, before anything reports ready. Only cheap
-        checks: the full `quick_check` reads the whole file, so it runs in the background once ready
-        (IntegrityWatch), and its failure takes the same corruption path.
+        directory, an unreadable schema, a failed `quick_check`) is found here, before anything reports
+        ready: a damaged file must refuse the start (the runbook's supervisor-db-corruption path).
+        IntegrityWatch repeats the check in the background while the supervisor runs.
         """
         path = self.config.database_path
         problem = startup_problem(path)
@@ -171,7 +171,7 @@ class Supervisor:
             raise DatabaseError(problem)
         try:
             conn = connect(path)
-            problem = schema_problem(conn)
+            problem = schema_problem(conn) or quick_check(conn)
         except CorruptDatabase as exc:
             conn, problem = None, str(exc).split(": ", 1)[-1]
         if problem is not None and "locked" in problem:

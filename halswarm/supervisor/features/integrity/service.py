@@ -70,6 +70,10 @@ class IntegrityWatch:
             self._task = None
 
     async def _loop(self) -> None:
+        if self.settings.check_hours <= 0:
+            return
+        # Start-up has just checked the file: the next check is one interval away.
+        await asyncio.sleep(self.settings.check_hours * 3600.0)
         while True:
             try:
                 problem = await self.run_once()

@@ -10,7 +10,7 @@ from halswarm.config.supervisor import SupervisorConfig
 
 @dataclass(frozen=True)
 class IntegritySettings:
-    check_hours: float = 24.0  # 0: only the check after start-up
+    check_hours: float = 24.0  # 0: only the check at start-up
 
     def __post_init__(self) -> None:
         value = self.check_hours
