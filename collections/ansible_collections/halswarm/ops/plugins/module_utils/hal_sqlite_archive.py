@@ -320,7 +320,7 @@ def _give_back_pages(conn):
     while left:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for _ in range(min(left, VACUUM_BATCH_PAGES)):
+            for _step in range(min(left, VACUUM_BATCH_PAGES)):
                 conn.execute("PRAGMA main.incremental_vacuum(1)")
             conn.execute("COMMIT")
         except BaseException:
