@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from halswarm.agent.auth import claude, codex, opencode
-from halswarm.agent.auth.runner import CliResult
 from halswarm.core.auth_capability import CAPABILITIES, ERROR
+from halswarm.core.auth_status import claude, codex, opencode
+from halswarm.core.auth_status.cli_output import CliResult
 
 DEFAULT_RUN_AS = "hal-agent"
 LOGIN_TIMEOUT = 900.0

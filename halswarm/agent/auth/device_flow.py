@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from halswarm.agent.auth.model import one_line
-from halswarm.agent.auth.runner import RunAs, _kill_group, clean_output, spawn
+from halswarm.agent.auth.runner import RunAs, _kill_group, spawn
 from halswarm.core.auth_capability import CHALLENGE, FAILURE, SUCCESS
+from halswarm.core.auth_status.cli_output import clean_output
 
 log = logging.getLogger(__name__)
 

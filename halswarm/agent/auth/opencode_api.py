@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from halswarm.agent.auth.opencode import connected_from_provider_body
+from halswarm.core.auth_status.opencode import connected_from_provider_body
 
 # env var -> opencode provider id (the keys opencode itself reads from the environment)
 PROVIDER_ENV: dict[str, str] = {

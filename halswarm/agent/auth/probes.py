@@ -12,12 +12,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from halswarm.agent.auth import claude, codex, opencode
 from halswarm.agent.auth.model import ToolAuth
 from halswarm.agent.auth.opencode_api import get_providers
-from halswarm.agent.auth.runner import CliResult, run_cli
+from halswarm.agent.auth.runner import run_cli
+from halswarm.agent.auth.tool_files import claude_credentials, codex_auth_file, opencode_auth_file
 from halswarm.agent.auth.toolenv import ToolEnv
 from halswarm.core.auth_capability import CAPABILITIES, ERROR, NOT_INSTALLED, TOOL_IDS, capability
+from halswarm.core.auth_status import claude, codex, opencode
+from halswarm.core.auth_status.cli_output import CliResult
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,12 @@ class Prober:
     async def _claude(self, path: str) -> tuple[str, str, dict[str, Any]]:
         res = await self.run([path, *CAPABILITIES["claude_code"].status_args])
         env = self.toolenv.env()
-        creds = await asyncio.to_thread(claude.inspect_credentials, self.toolenv.claude_config_dir())
+        creds = await asyncio.to_thread(claude_credentials, self.toolenv.claude_config_dir())
         return claude.interpret(res, env, creds)
 
     async def _codex(self, path: str) -> tuple[str, str, dict[str, Any]]:
         res = await self.run([path, *CAPABILITIES["codex"].status_args])
-        auth_file = await asyncio.to_thread(codex.inspect_auth_file, self.toolenv.codex_home())
+        auth_file = await asyncio.to_thread(codex_auth_file, self.toolenv.codex_home())
         return codex.interpret(res, self.toolenv.env(), auth_file)
 
     async def _opencode(self, path: str) -> tuple[str, str, dict[str, Any]]:
@@ -112,5 +114,5 @@ class Prober:
                 return opencode.interpret_providers(doc)
         res = await self.run([path, *CAPABILITIES["opencode"].status_args], timeout=OPENCODE_LIST_TIMEOUT,
                              extra_env={"OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1"})
-        auth_file = await asyncio.to_thread(opencode.inspect_auth_file, self.toolenv.opencode_auth_file())
+        auth_file = await asyncio.to_thread(opencode_auth_file, self.toolenv.opencode_auth_file())
         return opencode.interpret_list(res, auth_file)

@@ -1,4 +1,6 @@
-"""Parsers of the real CLIs' answers (shapes from reference/peers.md 3-5 and recorded outputs)."""
+"""Parsers of the real CLIs' answers (shapes from reference/peers.md 3-5 and recorded outputs): the pure
+``core.auth_status`` interpretations and the agent's device-flow output parsers. Reading the tools' files is
+tested in test_auth_tool_files.py."""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from halswarm.agent.auth import claude, codex, opencode
 from halswarm.agent.auth.device_flow import failure_reason, parse_challenge
-from halswarm.agent.auth.runner import CliResult, clean_output
+from halswarm.core.auth_status import claude, codex, opencode
+from halswarm.core.auth_status.cli_output import CliResult, clean_output
 
 REC = Path(__file__).parent / "recorded"
 WARNING = ('WARNING: proceeding, even though we could not create PATH aliases: Refusing to create helper binaries '
@@ -53,36 +55,48 @@ def test_claude_errors() -> None:
     assert st == "error" and "native binary not installed" in reason
 
 
-def _creds(tmp_path: Path, doc: object) -> claude.CredentialsFile:
-    d = tmp_path / ".claude"
-    d.mkdir(exist_ok=True)
-    (d / ".credentials.json").write_text(doc if isinstance(doc, str) else json.dumps(doc))
-    return claude.inspect_credentials(d)
+CREDS = "/home/hal/.claude/.credentials.json"
 
 
-def test_claude_credentials_diagnosis(tmp_path: Path) -> None:
+def _creds(doc: object) -> claude.CredentialsFile:
+    return claude.credentials_from_doc(CREDS, doc)
+
+
+def test_claude_credentials_diagnosis() -> None:
     logged_in = CliResult(0, js({"loggedIn": True, "authMethod": "claude.ai", "subscriptionType": "max"}), "")
     logged_out = CliResult(1, js({"loggedIn": False, "authMethod": "none"}), "")
     past = (time.time() - 3600) * 1000
     # expired token with a refresh token: still usable (claude refreshes it), said in the reason
-    creds = _creds(tmp_path, {"claudeAiOauth": {"accessToken": "sk-ant-oat01-x", "refreshToken": "r",
-                                                "expiresAt": past}})
+    creds = _creds({"claudeAiOauth": {"accessToken": "sk-ant-oat01-x", "refreshToken": "r", "expiresAt": past}})
     st, reason, _ = claude.interpret(logged_in, {}, creds)
     assert st == "authenticated" and "access token expired" in reason and "refreshed on next use" in reason
     assert "sk-ant" not in reason
     # expired and nothing to refresh it with
-    creds = _creds(tmp_path, {"claudeAiOauth": {"accessToken": "sk-ant-oat01-x", "refreshToken": None,
-                                                "expiresAt": past}})
+    creds = _creds({"claudeAiOauth": {"accessToken": "sk-ant-oat01-x", "refreshToken": None, "expiresAt": past}})
     assert claude.interpret(logged_in, {}, creds)[0] == "unauthenticated"
     # no expiry at all
-    creds = _creds(tmp_path, {"claudeAiOauth": {"accessToken": "a", "refreshToken": None, "expiresAt": None}})
+    creds = _creds({"claudeAiOauth": {"accessToken": "a", "refreshToken": None, "expiresAt": None}})
     assert claude.interpret(logged_in, {}, creds)[0] == "authenticated"
     # malformed and empty token: logged out, with the why
-    creds = _creds(tmp_path, "not json")
-    assert claude.interpret(logged_out, {}, creds)[1].endswith(".credentials.json is not valid JSON")
-    creds = _creds(tmp_path, {"claudeAiOauth": {"accessToken": ""}})
-    assert claude.interpret(logged_out, {}, creds)[1].endswith(".credentials.json holds no access token")
-    assert claude.inspect_credentials(tmp_path / "nowhere").exists is False
+    creds = claude.CredentialsFile(CREDS, exists=True)  # there, but unreadable or not JSON
+    assert claude.interpret(logged_out, {}, creds)[1] == f"not logged in; {CREDS} is not valid JSON"
+    creds = _creds({"claudeAiOauth": {"accessToken": ""}})
+    assert claude.interpret(logged_out, {}, creds)[1] == f"not logged in; {CREDS} holds no access token"
+    # no file: nothing to add
+    assert claude.interpret(logged_out, {}, claude.CredentialsFile(CREDS, exists=False))[1] == "not logged in"
+
+
+@pytest.mark.parametrize(("doc", "expected"), [
+    ([], claude.CredentialsFile(CREDS, True, True)),  # JSON, but not the shape claude writes
+    ({"claudeAiOauth": "x"}, claude.CredentialsFile(CREDS, True, True)),
+    ({"claudeAiOauth": {"accessToken": "a", "refreshToken": "r", "expiresAt": 1_700_000_000_000}},
+     claude.CredentialsFile(CREDS, True, True, True, True, 1_700_000_000.0)),
+    ({"claudeAiOauth": {"accessToken": "a", "expiresAt": True}}, claude.CredentialsFile(CREDS, True, True, True)),
+    ({"claudeAiOauth": {"accessToken": "a", "expiresAt": -5}}, claude.CredentialsFile(CREDS, True, True, True)),
+    ({"claudeAiOauth": {"accessToken": "a", "expiresAt": "soon"}}, claude.CredentialsFile(CREDS, True, True, True)),
+])
+def test_claude_credentials_shape(doc: object, expected: claude.CredentialsFile) -> None:
+    assert claude.credentials_from_doc(CREDS, doc) == expected
 
 
 # ----- codex -----
@@ -108,22 +122,24 @@ def test_codex_env_key_is_authenticated() -> None:
     assert st == "authenticated" and "CODEX_API_KEY" in reason and detail == {"method": "env"}
 
 
-def test_codex_quirks_corrected_by_auth_file(tmp_path: Path) -> None:
-    home = tmp_path / ".codex"
-    home.mkdir()
-    (home / "auth.json").write_text("{}")
-    f = codex.inspect_auth_file(home)
+CODEX_AUTH = "/home/hal/.codex/auth.json"
+
+
+def test_codex_quirks_corrected_by_auth_file() -> None:
+    f = codex.auth_file_from_doc(CODEX_AUTH, {})
     assert f.empty
     st, reason, _ = codex.interpret(CliResult(0, "", "Logged in using ChatGPT\n"), {}, f)
     assert st == "unauthenticated" and "neither an API key nor ChatGPT tokens" in reason
-    (home / "auth.json").write_text('{"OPENAI_API_KEY": ""}')
-    st, reason, _ = codex.interpret(CliResult(0, "", "API key configured - ***\n"), {}, codex.inspect_auth_file(home))
-    assert st == "unauthenticated" and "is empty" in reason
-    (home / "auth.json").write_text(json.dumps({"auth_mode": "chatgpt", "OPENAI_API_KEY": None,
-                                                "tokens": {"id_token": "x", "access_token": "a",
-                                                           "refresh_token": "r"}}))
-    assert codex.interpret(CliResult(0, "", "Logged in using ChatGPT\n"), {}, codex.inspect_auth_file(home))[0] == \
-        "authenticated"
+    f = codex.auth_file_from_doc(CODEX_AUTH, {"OPENAI_API_KEY": ""})
+    st, reason, _ = codex.interpret(CliResult(0, "", "API key configured - ***\n"), {}, f)
+    assert (st, reason) == ("unauthenticated", f"the API key stored in {CODEX_AUTH} is empty")
+    f = codex.auth_file_from_doc(CODEX_AUTH, {"auth_mode": "chatgpt", "OPENAI_API_KEY": None,
+                                              "tokens": {"id_token": "x", "access_token": "a", "refresh_token": "r"}})
+    assert codex.interpret(CliResult(0, "", "Logged in using ChatGPT\n"), {}, f)[0] == "authenticated"
+    # a file that is not JSON (or not an object) corrects nothing: the CLI's answer stands
+    for f in (codex.AuthFile(CODEX_AUTH, exists=True), codex.auth_file_from_doc(CODEX_AUTH, ["x"])):
+        assert codex.interpret(CliResult(0, "", "Logged in using ChatGPT\n"), {}, f)[0] == "authenticated"
+        assert codex.interpret(CliResult(0, "", "API key configured - ***\n"), {}, f)[0] == "authenticated"
 
 
 # ----- opencode -----
@@ -143,13 +159,14 @@ def test_opencode_auth_list_recorded() -> None:
     assert reason == "2 credential(s): Anthropic api, OpenAI oauth; environment: ANTHROPIC_API_KEY"
 
 
-def test_opencode_malformed_and_unknown_type(tmp_path: Path) -> None:
+def test_opencode_malformed_and_unknown_type() -> None:
     empty = CliResult(0, (REC / "opencode_auth_list_empty.txt").read_text(), "")
-    path = tmp_path / "auth.json"
-    path.write_text("not json")
-    assert "is not valid JSON" in opencode.interpret_list(empty, opencode.inspect_auth_file(path))[1]
-    path.write_text('{"x": {"type": "weird", "key": "k"}}')
-    assert opencode.interpret_list(empty, opencode.inspect_auth_file(path))[1].endswith("unknown type ignored: x")
+    path = "/home/hal/.local/share/opencode/auth.json"
+    assert "is not valid JSON" in opencode.interpret_list(empty, opencode.AuthFile(path, exists=True))[1]
+    f = opencode.auth_file_from_doc(path, {"x": {"type": "weird", "key": "k"}, "a": {"type": "api", "key": "k"},
+                                           "b": "k"})
+    assert (f.entries, f.unknown) == ({"a": "api"}, ["b", "x"])
+    assert opencode.interpret_list(empty, f)[1].endswith("unknown type ignored: b, x")
 
 
 def test_opencode_providers() -> None:

@@ -10,8 +10,8 @@ import pytest
 
 from halswarm.agent.auth.credentials import CredentialState, CredentialStore, restored_version
 from halswarm.agent.auth.probes import Prober
-from halswarm.agent.auth.runner import CliResult
 from halswarm.agent.auth.toolenv import ToolEnv
+from halswarm.core.auth_status.cli_output import CliResult
 from halswarm.ops.ssh_login import as_service_user, login_command, sudo_refused
 
 pytestmark = pytest.mark.process  # runs stand-in CLIs as processes

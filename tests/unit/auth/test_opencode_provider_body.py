@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from halswarm.agent.auth import opencode
+from halswarm.core.auth_status import opencode
 
 CATALOGUE = [{"id": f"p{i}", "name": 'x "connected": ["fake"]', "models": {"m": {"connected": ["nested"]}}}
              for i in range(3)]

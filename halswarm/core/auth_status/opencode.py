@@ -2,8 +2,8 @@
 
 peers.md 2 and 5: ``connected`` always holds ``opencode`` (the Zen provider ships a public key), so
 only the other providers count. ``opencode auth list`` always exits 0 and prints decorated text;
-a malformed ``auth.json`` or an entry of unknown type silently counts as 0 credentials, so the
-file is looked at (never its values) to say why.
+a malformed ``auth.json`` or an entry of unknown type silently counts as 0 credentials, so what the
+file looks like (never its values) says why.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from halswarm.agent.auth.runner import CliResult, clean_output
 from halswarm.core.auth_capability import AUTHENTICATED, ERROR, UNAUTHENTICATED
+from halswarm.core.auth_status.cli_output import CliResult, clean_output, run_failure
 
 BUILTIN_PROVIDERS = frozenset({"opencode"})
 KNOWN_TYPES = frozenset({"api", "oauth", "wellknown"})
@@ -66,15 +65,10 @@ class AuthFile:
     unknown: list[str] = field(default_factory=list)  # providers with an unknown/missing type
 
 
-def inspect_auth_file(path: Path) -> AuthFile:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return AuthFile(str(path), exists=False)
-    except (OSError, ValueError):
-        return AuthFile(str(path), exists=True)
+def auth_file_from_doc(path: str, doc: Any) -> AuthFile:
+    """The shape of a parsed ``auth.json`` at ``path``: each provider's credential type, never its value."""
     if not isinstance(doc, dict):
-        return AuthFile(str(path), exists=True)
+        return AuthFile(path, exists=True)
     entries: dict[str, str] = {}
     unknown: list[str] = []
     for provider, entry in doc.items():
@@ -83,15 +77,13 @@ def inspect_auth_file(path: Path) -> AuthFile:
             entries[str(provider)] = kind
         else:
             unknown.append(str(provider))
-    return AuthFile(str(path), True, True, entries, sorted(unknown))
+    return AuthFile(path, True, True, entries, sorted(unknown))
 
 
 def interpret_list(result: CliResult, auth_file: AuthFile | None = None) -> tuple[str, str, dict[str, Any]]:
     """(status, reason, detail) from a finished ``opencode auth list``."""
-    if result.timed_out:
-        return ERROR, "opencode auth list timed out", {}
-    if result.spawn_error:
-        return ERROR, result.spawn_error, {}
+    if (failed := run_failure(result, "opencode auth list")) is not None:
+        return failed
     parsed = parse_auth_list(result.stdout + "\n" + result.stderr)
     if result.returncode != 0 or parsed.credential_count is None:
         first = (result.text or "no output").splitlines()[0]

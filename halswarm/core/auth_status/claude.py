@@ -1,7 +1,7 @@
 """Claude Code: ``claude auth status`` (JSON on stdout, rc 0 logged in / 1 not; peers.md 3).
 
-The CLI is the authority. Reading ``.credentials.json`` only adds a diagnosis to the reason
-(malformed file, empty or expired token); no value from it ever leaves this module.
+The CLI is the authority. What ``.credentials.json`` looks like only adds a diagnosis to the reason
+(malformed file, empty or expired token); no value from it is ever kept here.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from halswarm.agent.auth.runner import CliResult, clean_output
 from halswarm.core.auth_capability import AUTHENTICATED, ERROR, UNAUTHENTICATED
+from halswarm.core.auth_status.cli_output import CliResult, clean_output, run_failure
 
 ENV_TOKENS = ("CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
 SUBSCRIPTIONS = {"max": "Claude Max", "pro": "Claude Pro", "team": "Claude Team", "enterprise": "Claude Enterprise"}
@@ -37,25 +36,15 @@ class CredentialsFile:
         return self.expires_at is not None and self.expires_at < time.time()
 
 
-def inspect_credentials(config_dir: Path) -> CredentialsFile:
-    path = config_dir / ".credentials.json"
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return CredentialsFile(str(path), exists=False)
-    except OSError:
-        return CredentialsFile(str(path), exists=True)
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return CredentialsFile(str(path), exists=True)
+def credentials_from_doc(path: str, doc: Any) -> CredentialsFile:
+    """The shape of a parsed ``.credentials.json`` at ``path`` (which tokens are there, the expiry)."""
     oauth = doc.get("claudeAiOauth") if isinstance(doc, dict) else None
     if not isinstance(oauth, dict):
-        return CredentialsFile(str(path), exists=True, valid_json=True)
+        return CredentialsFile(path, exists=True, valid_json=True)
     exp = oauth.get("expiresAt")
     expires = float(exp) / 1000.0 if isinstance(exp, int | float) and not isinstance(exp, bool) and exp > 0 else None
     return CredentialsFile(
-        str(path),
+        path,
         exists=True,
         valid_json=True,
         access_token=bool(oauth.get("accessToken")),
@@ -94,10 +83,8 @@ def interpret(
 ) -> tuple[str, str, dict[str, Any]]:
     """(status, reason, detail) from a finished ``claude auth status`` (+ optional file diagnosis)."""
     env = env or {}
-    if result.timed_out:
-        return ERROR, "claude auth status timed out", {}
-    if result.spawn_error:
-        return ERROR, result.spawn_error, {}
+    if (failed := run_failure(result, "claude auth status")) is not None:
+        return failed
     try:
         status = json.loads(result.stdout)
         if not isinstance(status, dict) or "loggedIn" not in status:

@@ -1,21 +1,19 @@
 """Codex: ``codex login status`` (text on stderr, rc 0 / 1; peers.md 4).
 
-Two quirks of the CLI are corrected with a look at ``$CODEX_HOME/auth.json`` (never its values):
-``{}`` (no key, no tokens) is reported as "Logged in using ChatGPT", and an empty stored key as
-"API key configured". And keys in the environment (``OPENAI_API_KEY``, ``CODEX_API_KEY``) are
-not seen by ``login status`` at all, though codex uses them.
+Two quirks of the CLI are corrected with what ``$CODEX_HOME/auth.json`` looks like (never its
+values): ``{}`` (no key, no tokens) is reported as "Logged in using ChatGPT", and an empty stored key
+as "API key configured". And keys in the environment (``OPENAI_API_KEY``, ``CODEX_API_KEY``) are not
+seen by ``login status`` at all, though codex uses them.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from halswarm.agent.auth.runner import CliResult, clean_output
 from halswarm.core.auth_capability import AUTHENTICATED, ERROR, UNAUTHENTICATED
+from halswarm.core.auth_status.cli_output import CliResult, clean_output, run_failure
 
 ENV_KEYS = ("CODEX_API_KEY", "OPENAI_API_KEY")
 
@@ -33,20 +31,14 @@ class AuthFile:
         return self.valid_json and not self.api_key and not self.tokens
 
 
-def inspect_auth_file(codex_home: Path) -> AuthFile:
-    path = codex_home / "auth.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return AuthFile(str(path), exists=False)
-    except (OSError, ValueError):
-        return AuthFile(str(path), exists=True)
+def auth_file_from_doc(path: str, doc: Any) -> AuthFile:
+    """The shape of a parsed ``auth.json`` at ``path`` (is there a key, are there tokens)."""
     if not isinstance(doc, dict):
-        return AuthFile(str(path), exists=True)
+        return AuthFile(path, exists=True)
     key = doc.get("OPENAI_API_KEY")
     tokens = doc.get("tokens")
     return AuthFile(
-        str(path),
+        path,
         exists=True,
         valid_json=True,
         api_key=None if "OPENAI_API_KEY" not in doc else bool(key),
@@ -59,10 +51,8 @@ def interpret(
 ) -> tuple[str, str, dict[str, Any]]:
     """(status, reason, detail) from a finished ``codex login status``."""
     env = env or {}
-    if result.timed_out:
-        return ERROR, "codex login status timed out", {}
-    if result.spawn_error:
-        return ERROR, result.spawn_error, {}
+    if (failed := run_failure(result, "codex login status")) is not None:
+        return failed
     lines = result.text.splitlines()
     first = lines[0] if lines else ""
     env_key = next((k for k in ENV_KEYS if env.get(k)), None)
