@@ -14,53 +14,19 @@ import pytest
 from halswarm.agent.auth import AuthService
 from halswarm.core.secret_values import SECRETS
 from halswarm.protocol import AuthState, Command, CredentialSync
+from tests.support.auth_tools import stand_in_tools
 from tests.support.waiting import on_loop
 
 pytestmark = pytest.mark.process  # runs stand-in CLIs as processes
 
-REC = Path(__file__).parent / "recorded"
 SECRET = "sk-ant-api03-UNITSECRET-7f3a9c"
 SECRET2 = "ghp_UNITSECRET2_d41d8cd98f"
-
-CLAUDE = """#!/bin/sh
-[ "$1" = --version ] && { echo "2.1.197 (Claude Code)"; exit 0; }
-if [ -n "$ANTHROPIC_API_KEY" ]; then
-  echo '{"loggedIn": true, "authMethod": "api_key", "apiProvider": "firstParty", "apiKeySource": "ANTHROPIC_API_KEY"}'
-  exit 0
-fi
-echo '{"loggedIn": false, "authMethod": "none", "apiProvider": "firstParty"}'; exit 1
-"""
-CODEX = """#!/bin/sh
-[ "$1" = --version ] && { echo "codex-cli 0.171.0"; exit 0; }
-if [ "$1 $2" = "login status" ]; then
-  [ -f "$HOME/.codex/auth.json" ] && { echo "API key configured - sk-***abcde" >&2; exit 0; }
-  echo "Not logged in" >&2; exit 1
-fi
-if [ "$1 $2" = "login --device-auth" ]; then
-  cat "$REC/codex_device_auth_challenge.stdout.txt"; sleep 0.5
-  mkdir -p "$HOME/.codex"; echo '{"OPENAI_API_KEY": "sk-from-device"}' > "$HOME/.codex/auth.json"; exit 0
-fi
-exit 2
-"""
-OPENCODE = """#!/bin/sh
-[ "$1" = --version ] && { echo "1.18.33"; exit 0; }
-[ "$1 $2" = "auth list" ] && { cat "$REC/opencode_auth_list_empty.txt"; exit 0; }
-exit 2
-"""
 
 
 @pytest.fixture
 def tools(tmp_path: Path) -> dict[str, Any]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, body in (("claude", CLAUDE), ("codex", CODEX), ("opencode", OPENCODE)):
-        p = bin_dir / name
-        p.write_text(body)
-        p.chmod(0o755)
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "REC": str(REC)}
-    return {"env": env, "home": home, "data": tmp_path / "data"}
+    env = stand_in_tools(tmp_path)
+    return {"env": env, "home": Path(env["HOME"]), "data": tmp_path / "data"}
 
 
 class FakeOpencode:
