@@ -22,7 +22,7 @@ from halswarm.ops import diagnostics
 from tests.fakes.receivers import Receiver
 from tests.support.agent_side import AuthAgent
 from tests.support.api import aclient, wait_api
-from tests.support.auth_tools import stand_in_tools
+from tests.support.auth_tools import CLAUDE_MANUAL_REQUIRED, stand_in_tools
 from tests.support.halctl import ahalctl
 from tests.support.supervisor_proc import InstalledSupervisorProc
 from tests.support.waiting import until
@@ -31,23 +31,6 @@ BIN = Path(__file__).resolve().parents[2] / ".tools" / "npm" / "node_modules" / 
 
 SECRET = "sk-ant-api03-LEAKCHECK-9f8e7d6c5b4a"
 SECRET2 = "ghp_LEAKCHECK2_0a1b2c3d4e5f6a7b"
-MANUAL_JSON = {
-    "status": "manual_required",
-    "reason": "Tool 'claude_code' does not support remote OAuth flows",
-    "manual_guidance": {
-        "tool": "claude_code",
-        "reason_code": "no_remote_oauth",
-        "reason": "Tool 'claude_code' does not support remote OAuth flows",
-        "steps": [
-            "SSH into the agent server: ssh user@agent-node-1",
-            "Run the login command: claude auth login",
-            "Follow the browser-based authentication flow",
-            "Verify auth status: claude auth status",
-        ],
-        "login_command": "claude auth login",
-        "node_id": "agent-node-1",
-    },
-}
 
 
 @pytest_asyncio.fixture
@@ -141,7 +124,7 @@ async def test_oauth_trigger(make_env: Callable[..., Any]) -> None:
     sup, _ = await make_env()
     async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/oauth/trigger", json={"node_id": "agent-node-1", "tool": "claude_code"})
-        assert r.status_code == 200 and r.json()["data"] == MANUAL_JSON
+        assert r.status_code == 200 and r.json()["data"] == CLAUDE_MANUAL_REQUIRED
         assert (await c.post("/api/v1/oauth/trigger", json={"node_id": "nope", "tool": "codex"})).status_code == 404
         assert (await c.post("/api/v1/oauth/trigger", json={"tool": "codex"})).status_code == 400
         r = await c.post("/api/v1/oauth/trigger", json={"node_id": "agent-node-1", "tool": "codex"})
@@ -156,7 +139,7 @@ async def test_oauth_trigger(make_env: Callable[..., Any]) -> None:
     # halctl --output json prints the runbook's guidance for claude_code
     out = await ahalctl(sup, "auth", "login", "agent-node-1", "claude_code", "--output", "json")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == MANUAL_JSON
+    assert json.loads(out.stdout) == CLAUDE_MANUAL_REQUIRED
 
 
 async def test_secrets_never_leak(make_env: Callable[..., Any], tmp_path: Path,
@@ -332,10 +315,10 @@ async def test_claude_trigger_is_recorded_as_manual_required(make_env: Callable[
                    lambda d: d["auth_states"].get("claude_code", {}).get("status") == "unauthenticated")
     async with aclient(sup, prefix="") as c:
         r = await c.post("/api/v1/oauth/trigger", json={"node_id": "agent-node-1", "tool": "claude_code"})
-    assert r.status_code == 200 and r.json()["data"] == MANUAL_JSON  # answered at once, as before
+    assert r.status_code == 200 and r.json()["data"] == CLAUDE_MANUAL_REQUIRED  # answered at once, as before
     node = await wait_api(sup, "/nodes/agent-node-1/auth",
                           lambda d: d["auth_states"]["claude_code"]["status"] == "manual_required")
-    assert node["auth_states"]["claude_code"]["reason"] == MANUAL_JSON["reason"]
+    assert node["auth_states"]["claude_code"]["reason"] == CLAUDE_MANUAL_REQUIRED["reason"]
     assert [c.type for c in agent.commands] == ["oauth_trigger"]
     out = await ahalctl(sup, "auth", "status", "agent-node-1")
     assert "claude_code     manual_required" in out.stdout, out.stdout

@@ -1,5 +1,6 @@
 """Stand-in CLIs for the auth tests: shell scripts answering like claude, codex and opencode do (the
-answers recorded in tests/unit/auth/recorded), for deterministic runs."""
+answers recorded in tests/unit/auth/recorded), for deterministic runs; and the answer they expect to an
+``oauth_trigger`` for claude_code."""
 
 from __future__ import annotations
 
@@ -33,6 +34,26 @@ OPENCODE = """#!/bin/sh
 [ "$1 $2" = "auth list" ] && { cat "$HAL_RECORDED/opencode_auth_list_empty.txt"; exit 0; }
 exit 2
 """
+
+# The runbook's manual_required answer for claude_code on node "agent-node-1", written out (not built with
+# core.auth_capability.manual_guidance, so that a change of the wording fails the tests).
+CLAUDE_MANUAL_REQUIRED = {
+    "status": "manual_required",
+    "reason": "Tool 'claude_code' does not support remote OAuth flows",
+    "manual_guidance": {
+        "tool": "claude_code",
+        "reason_code": "no_remote_oauth",
+        "reason": "Tool 'claude_code' does not support remote OAuth flows",
+        "steps": [
+            "SSH into the agent server: ssh user@agent-node-1",
+            "Run the login command: claude auth login",
+            "Follow the browser-based authentication flow",
+            "Verify auth status: claude auth status",
+        ],
+        "login_command": "claude auth login",
+        "node_id": "agent-node-1",
+    },
+}
 
 
 def stand_in_tools(root: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ import pytest
 from halswarm.agent.auth import AuthService
 from halswarm.core.secret_values import SECRETS
 from halswarm.protocol import AuthState, Command, CredentialSync
-from tests.support.auth_tools import stand_in_tools
+from tests.support.auth_tools import CLAUDE_MANUAL_REQUIRED, stand_in_tools
 from tests.support.waiting import on_loop
 
 pytestmark = pytest.mark.process  # runs stand-in CLIs as processes
@@ -226,23 +226,7 @@ async def test_oauth_trigger_claude_is_manual_required(tools: dict[str, Any]) ->
     await svc.refresh()
     res = await svc.handlers()["oauth_trigger"](Command("o1", "oauth_trigger", args={"tool": "claude_code"}))
     assert res.status == "success"
-    assert res.output == {
-        "status": "manual_required",
-        "reason": "Tool 'claude_code' does not support remote OAuth flows",
-        "manual_guidance": {
-            "tool": "claude_code",
-            "reason_code": "no_remote_oauth",
-            "reason": "Tool 'claude_code' does not support remote OAuth flows",
-            "steps": [
-                "SSH into the agent server: ssh user@agent-node-1",
-                "Run the login command: claude auth login",
-                "Follow the browser-based authentication flow",
-                "Verify auth status: claude auth status",
-            ],
-            "login_command": "claude auth login",
-            "node_id": "agent-node-1",
-        },
-    }
+    assert res.output == CLAUDE_MANUAL_REQUIRED
     await on_loop(lambda: svc.states["claude_code"].status == "manual_required", "claude_code manual_required")
     # once logged in (here: a pushed key) the override is gone
     await svc.handle_credential_push(Command("p", "credential_push", args={"env_vars": {"ANTHROPIC_API_KEY": SECRET},
