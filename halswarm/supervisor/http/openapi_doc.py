@@ -14,7 +14,7 @@ import copy
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from halswarm.supervisor.http.openapi_models import DATA, PAGED, SCHEMAS, data_schema
+from halswarm.supervisor.http.openapi_models import BARE, SCHEMAS, envelope_schema
 from halswarm.supervisor.http.openapi_routes import ROUTES, error_statuses
 
 ERROR_SCHEMA = "ErrorEnvelope"
@@ -114,18 +114,15 @@ def describe_answers(doc: dict[str, Any], codes: list[str],
             for status, answer in responses.items():
                 if not status.startswith("2"):
                     continue
+                typed = envelope_schema(key, status, f"#/components/schemas/{SUCCESS_SCHEMA}")
                 if path in MEDIA_TYPES:
                     answer["content"] = {MEDIA_TYPES[path]: {"schema": {"type": "string"}}}
-                elif key in DATA or key in PAGED:
-                    props: dict[str, Any] = {"data": data_schema(*DATA[key])} if key in DATA else {}
-                    if key in PAGED:
-                        props["meta"] = {"$ref": "#/components/schemas/PageMeta"}
-                    typed = {"allOf": [{"$ref": f"#/components/schemas/{SUCCESS_SCHEMA}"}, {"properties": props}]}
+                elif typed is not None:
                     answer["content"] = {"application/json": {"schema": typed}}
+                elif key in BARE:
+                    answer["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{BARE[key]}"}}}
                 elif path.startswith("/api/v1/"):
                     answer["content"] = success_ref
-                elif key == ("GET", "/healthz"):
-                    answer["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}
     return doc
 
 

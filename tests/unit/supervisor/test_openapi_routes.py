@@ -56,7 +56,9 @@ def test_paged_routes_describe_their_meta():
     doc = {"paths": {"/api/v1/audit": {"get": {"responses": {"200": {}}}}}}
     out = describe_answers(doc, ["AUTH_REQUIRED"], {("GET", "/api/v1/audit"): RouteShape("audit", True, True, False)})
     schema = out["paths"]["/api/v1/audit"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
-    assert {"properties": {"meta": {"$ref": "#/components/schemas/PageMeta"}}} in schema["allOf"]
+    assert schema["allOf"][1]["properties"]["meta"] == {"$ref": "#/components/schemas/PageMeta"}
+    assert schema["allOf"][1]["properties"]["data"] == {"type": "array",
+                                                        "items": {"$ref": "#/components/schemas/AuditEntry"}}
     req = PageRequest(1, after=("a",))
     meta = page_meta(slice_sorted([("a",), ("b",), ("c",)], req, lambda r: r, False), req, 3, False)
     assert meta["next"] == encode_cursor(("b",)) and meta["prev"] == encode_cursor(("b",))
