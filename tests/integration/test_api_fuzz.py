@@ -4,7 +4,9 @@ Every operation of ``/openapi.json`` gets valid (positive) and invalid (negative
 from its schema, sent with the operator token to a real supervisor process, and each answer is checked:
 no 5xx (``not_a_server_error``), a status the document lists (``status_code_conformance``), its media
 type (``content_type_conformance``) and its schema (``response_schema_conformance``: the
-``{"error", "code"}`` envelope for errors, ``{"data", "meta"}`` for ``/api/v1`` successes).
+``{"error", "code"}`` envelope for errors, for successes the typed schema every JSON route declares
+(``openapi_models``), so a 2xx body whose shape differs from the document fails here too; without an agent
+the dispatching routes only answer errors: tests/integration/test_openapi_doc.py calls every route to a 2xx).
 
 Deterministic and bounded: ``derandomize=True`` (examples derived from the test, no random seed, no
 example database), ``POSITIVE``/``NEGATIVE`` examples per operation, no shrinking (each answer is
@@ -46,6 +48,7 @@ class Tally:
     server_errors: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
+    succeeded: set[tuple[str, str]] = field(default_factory=set)  # operations with a 2xx body checked
 
 
 @pytest.mark.timeout(400)
@@ -72,6 +75,8 @@ def test_openapi_fuzz_finds_no_server_error_and_no_schema_violation(supervisor):
                 response = case.call(session=session, base_url=supervisor.api, timeout=30)
                 tally.requests += 1
                 tally.statuses[response.status_code] += 1
+                if response.status_code < 300:
+                    tally.succeeded.add((case.method.upper(), case.operation.path))
                 what = f"{case.method} {case.formatted_path} {response.status_code}"
                 if response.status_code >= 500:
                     tally.server_errors.append(f"{what}: {response.text[:200]}")
@@ -92,6 +97,7 @@ def test_openapi_fuzz_finds_no_server_error_and_no_schema_violation(supervisor):
     print(f"\nAPI fuzz: {len(operations)} operations ({no_negative} with nothing to make invalid), "
           f"{tally.requests} requests, "
           f"{len(tally.server_errors)} 5xx, {len(tally.violations)} schema violations, {elapsed:.1f} s; "
+          f"{len(tally.succeeded)} operations answered 2xx bodies checked against their typed schema; "
           f"statuses {dict(sorted(tally.statuses.items()))}")
     assert tally.requests >= len(operations) * 2
     assert not tally.server_errors, "\n".join(tally.server_errors[:20])

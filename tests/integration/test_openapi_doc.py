@@ -12,8 +12,12 @@ import jsonschema
 import pytest
 from websockets.asyncio.client import connect
 
-from halswarm.protocol import Register, decode, encode
+from halswarm.core.remediation.planners import plan
+from halswarm.core.remediation.report import build_report
+from halswarm.protocol import Command, CommandResult, Register, decode, encode
+from halswarm.supervisor.http.openapi_doc import MEDIA_TYPES
 from halswarm.supervisor.http.openapi_routes import DISPATCH, ROUTES
+from tests.support.agentsim import SimAgent, session_state
 
 TAGS = {"sessions", "nodes", "events", "commands", "audit", "cost", "policies", "dependencies", "auth", "env",
         "agent-md", "remediations", "health"}
@@ -63,6 +67,13 @@ async def test_every_operation_documents_itself(supervisor):
         needed |= ROUTES[(method, path)].extra
         if not needed <= statuses:
             problems.append(f"{where}: missing {sorted(needed - statuses)}")
+        for status in {s for s in statuses if s.startswith("2")}:
+            content = op["responses"][status].get("content") or {}
+            if path in MEDIA_TYPES:
+                if set(content) != {MEDIA_TYPES[path]}:
+                    problems.append(f"{where} {status}: media type {sorted(content)}")
+            elif not _typed(content.get("application/json", {}).get("schema", {})):
+                problems.append(f"{where} {status}: no typed JSON schema")
         for status in statuses - {"200", "201", "202"}:
             ref = op["responses"][status]["content"]["application/json"]["schema"]["$ref"]
             if ref != "#/components/schemas/ErrorEnvelope":
@@ -71,6 +82,14 @@ async def test_every_operation_documents_itself(supervisor):
     # a route that reads nothing answers no 404, and a dispatching one the agent failures
     assert "404" not in ops[("GET", "/api/v1/nodes")]["responses"]
     assert set(ops[("POST", "/api/v1/commands")]["responses"]) >= DISPATCH
+
+
+def _typed(schema: dict) -> bool:
+    """A named schema other than the bare envelope, or the envelope with a typed ``data``."""
+    if "$ref" in schema:
+        return schema["$ref"] != "#/components/schemas/SuccessEnvelope"
+    parts = schema.get("allOf") or []
+    return any("$ref" in str(p.get("properties", {}).get("data", {})) for p in parts)
 
 
 def _validate(doc: dict, instance: object, schema: dict) -> None:
@@ -120,3 +139,139 @@ async def test_docs_page_loads_only_local_assets(supervisor):
         assert got.headers["content-type"].startswith(kinds[asset.rsplit(".", 1)[-1]]), asset
         assert len(got.content) > 100
     assert "validatorUrl" in r.text  # no badge from validator.swagger.io
+
+
+NODE, PROJECT = "api-node", "alpha"
+GIT_PENDING = {"id": "tools:git", "category": "tools", "item": "git", "command": "apt-get install -y git",
+               "become": True, "reason": "git is missing", "check": ["git", "--version"]}
+GIT_DRIFT = {"category": "tools", "item": "git", "expected": ">=2.0", "actual": None, "status": "fail",
+             "fix": "install git"}
+
+
+def _agent_answer(cmd: Command) -> CommandResult:
+    """A scripted agent: each command type answers the output the real agent's contract gives."""
+    sid = cmd.target.session_id or "ses_old"
+    outputs = {
+        "create_session": session_state("ses_new", PROJECT, "running"),
+        "prompt_session": {"accepted": True},
+        "handover": {"old_session": session_state(sid, PROJECT, "killed"),
+                     "session": session_state(sid + "-next", PROJECT, "running")},
+        "kill_session": session_state(sid, PROJECT, "killed"),
+        "env_check": {"manifest_version": 1, "results": [{
+            "project": PROJECT, "status": "missing", "manifest_version": 1, "summary": {"pass": 0, "fail": 1},
+            "details": {"drift": [GIT_DRIFT]}}]},
+        "env_provision": {"manifest_version": 1, "dry_run": False, "results": [{
+            "project": PROJECT, "status": "pending", "details": {"pending": [GIT_PENDING]}}]},
+        "agentmd_show": {"project": PROJECT, "exists": True, "content": "# alpha\n"},
+        "agentmd_diff": {"project": PROJECT, "diff": "", "in_sync": True},
+        "agentmd_sync": {"results": [{"project": PROJECT, "status": "synced", "message": "written"}]},
+        "oauth_trigger": {"status": "challenge", "challenge_url": "https://login.example.invalid/device",
+                          "user_code": "ABCD-1234"},
+        "credential_push": {"applied": ["HAL_KEY"], "version": cmd.args.get("version")},
+    }
+    return CommandResult(cmd.command_id, "success", outputs.get(cmd.type, session_state(sid, PROJECT, "running")))
+
+
+@pytest.mark.timeout(120)
+async def test_every_route_answers_what_the_document_declares(make_supervisor, tmp_path):
+    """Each operation of the document is called until it succeeds (a scripted agent answers the commands),
+    and the answer must validate against the typed schema the document declares for that status."""
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(f"{NODE} ansible_connection=local\n")
+    sup = make_supervisor(remediation={"inventory": str(inventory)},
+                          credentials={"version": 2, "auto_push": False, "defaults": {"env": {"HAL_KEY": "k"}}})
+    sup.start()
+    doc = (await _get(sup.api + "/openapi.json")).json()
+    ops = _operations(doc)
+    agent = SimAgent(sup.ws_url, sup.agent_token, NODE, [(PROJECT, "/srv/alpha")])
+    agent.handler = _agent_answer
+    await agent.connect(sessions=[session_state("ses_old", PROJECT, "idle")])
+    validated: dict[tuple[str, str], set[str]] = {}
+    facts = {"supervisor": {"active_state": "failed", "load_state": "loaded"}}
+    remediation = build_report("supervisor-crashed", hosts=[NODE], facts=facts, status="verified", started=100.0,
+                               finished=101.0, plan=plan("supervisor-crashed", facts).to_dict())
+    manifest = {"version": "1.0", "defaults": {"tools": {"git": ">=2.0"}}, "projects": {PROJECT: {}}}
+    v1 = "/api/v1"
+    # (method, documented path, real url, body, expected status), in an order where each call finds what it needs
+    calls: list[tuple[str, str, str, object, int]] = [
+        ("GET", "/healthz", "/healthz", None, 200), ("GET", "/readyz", "/readyz", None, 200),
+        ("PUT", f"{v1}/env/manifest", f"{v1}/env/manifest", manifest, 201),
+        ("PUT", f"{v1}/env/manifest", f"{v1}/env/manifest", manifest, 200),
+        ("GET", f"{v1}/env/manifest", f"{v1}/env/manifest", None, 200),
+        ("GET", f"{v1}/nodes", f"{v1}/nodes", None, 200),
+        ("GET", f"{v1}/nodes/{{node_id}}", f"{v1}/nodes/{NODE}", None, 200),
+        ("GET", f"{v1}/nodes/{{node_id}}/auth", f"{v1}/nodes/{NODE}/auth", None, 200),
+        ("GET", f"{v1}/sessions", f"{v1}/sessions", None, 200),
+        ("GET", f"{v1}/sessions/{{session_id}}", f"{v1}/sessions/ses_old", None, 200),
+        ("POST", f"{v1}/sessions", f"{v1}/sessions", {"project": PROJECT}, 201),
+        ("POST", f"{v1}/sessions/{{session_id}}/prompt", f"{v1}/sessions/ses_old/prompt", {"message": "hi"}, 200),
+        ("POST", f"{v1}/sessions/{{session_id}}/resume", f"{v1}/sessions/ses_old/resume", None, 200),
+        ("POST", f"{v1}/sessions/{{session_id}}/restart", f"{v1}/sessions/ses_old/restart", None, 200),
+        ("POST", f"{v1}/sessions/{{session_id}}/handover", f"{v1}/sessions/ses_old/handover", None, 200),
+        ("DELETE", f"{v1}/sessions/{{session_id}}", f"{v1}/sessions/ses_new", None, 200),
+        ("POST", f"{v1}/commands", f"{v1}/commands",
+         {"type": "session_status", "target": {"session_id": "ses_old"}}, 200),
+        ("POST", f"{v1}/commands", f"{v1}/commands",
+         {"type": "session_status", "target": {"session_id": "ses_old"}, "wait": False}, 202),
+        ("POST", f"{v1}/env/check/{{node_id}}", f"{v1}/env/check/{NODE}", {"project": PROJECT}, 200),
+        ("POST", f"{v1}/env/provision/{{node_id}}", f"{v1}/env/provision/{NODE}", {"project": PROJECT}, 200),
+        ("POST", f"{v1}/env/approve/{{node_id}}", f"{v1}/env/approve/{NODE}",
+         {"item": "tools:git", "dry_run": True}, 200),
+        ("GET", f"{v1}/env/status", f"{v1}/env/status", None, 200),
+        ("GET", f"{v1}/env/status/{{node_id}}", f"{v1}/env/status/{NODE}", None, 200),
+        ("GET", f"{v1}/env/status/{{node_id}}", f"{v1}/env/status/{PROJECT}", None, 200),
+        ("GET", f"{v1}/env/drift", f"{v1}/env/drift", None, 200),
+        ("GET", f"{v1}/agent-md/{{project}}", f"{v1}/agent-md/{PROJECT}", None, 200),
+        ("GET", f"{v1}/agent-md/{{project}}/diff", f"{v1}/agent-md/{PROJECT}/diff", None, 200),
+        ("GET", f"{v1}/agent-md/{{project}}/template", f"{v1}/agent-md/{PROJECT}/template", None, 200),
+        ("POST", f"{v1}/agent-md/sync", f"{v1}/agent-md/sync", {"project": PROJECT}, 200),
+        ("GET", f"{v1}/auth/drift", f"{v1}/auth/drift?all=true", None, 200),
+        ("POST", f"{v1}/commands/credentials/push", f"{v1}/commands/credentials/push", {}, 200),
+        ("POST", f"{v1}/commands/credentials/push", f"{v1}/commands/credentials/push",
+         {"target_node": NODE, "env_vars": {"HAL_KEY": "other"}}, 200),
+        ("POST", f"{v1}/oauth/trigger", f"{v1}/oauth/trigger", {"node_id": NODE, "tool": "codex"}, 200),
+        ("POST", f"{v1}/oauth/trigger", f"{v1}/oauth/trigger", {"node_id": NODE, "tool": "unknown-tool"}, 200),
+        ("POST", f"{v1}/remediations", f"{v1}/remediations", remediation, 201),
+        ("GET", f"{v1}/remediations", f"{v1}/remediations", None, 200),
+        ("GET", f"{v1}/cost", f"{v1}/cost", None, 200), ("GET", f"{v1}/cost/{{period}}", f"{v1}/cost/week", None, 200),
+        ("GET", f"{v1}/cost/status", f"{v1}/cost/status", None, 200),
+        ("POST", f"{v1}/cost/refresh", f"{v1}/cost/refresh", {}, 200),
+        ("GET", f"{v1}/policies", f"{v1}/policies", None, 200),
+        ("GET", f"{v1}/dependencies", f"{v1}/dependencies", None, 200),
+        ("GET", f"{v1}/events", f"{v1}/events?order=desc", None, 200),
+        ("GET", f"{v1}/audit", f"{v1}/audit", None, 200),
+    ]
+    problems: list[str] = []
+    try:
+        async with httpx.AsyncClient(base_url=sup.api, timeout=30,
+                                     headers={"Authorization": f"Bearer {sup.token}"}) as c:
+            command_id = None
+            for method, path, url, body, status in calls:
+                r = await c.request(method, url, json=body) if body is not None else await c.request(method, url)
+                if r.status_code != status:
+                    problems.append(f"{method} {url}: {r.status_code} (expected {status}) {r.text[:300]}")
+                    continue
+                schema = ops[(method, path)]["responses"][str(status)]["content"]["application/json"]["schema"]
+                try:
+                    _validate(doc, r.json(), schema)
+                except jsonschema.ValidationError as exc:
+                    problems.append(f"{method} {url} {status}: {exc.message} at {list(exc.absolute_path)}")
+                    continue
+                validated.setdefault((method, path), set()).add(str(status))
+                if (method, path, status) == ("POST", f"{v1}/commands", 200):
+                    command_id = r.json()["data"]["command_id"]
+            r = await c.get(f"{v1}/commands/{command_id}")
+            schema = ops[("GET", f"{v1}/commands/{{command_id}}")]["responses"]["200"]["content"]
+            _validate(doc, r.json(), schema["application/json"]["schema"])
+            validated[("GET", f"{v1}/commands/{{command_id}}")] = {"200"}
+            for path, media in MEDIA_TYPES.items():
+                async with c.stream("GET", path) as r:
+                    assert r.status_code == 200 and r.headers["content-type"].startswith(media), path
+                    assert media in ops[("GET", path)]["responses"]["200"]["content"]
+                validated[("GET", path)] = {"200"}
+    finally:
+        await agent.close()
+    assert not problems, "\n".join(problems)
+    assert set(validated) == set(ROUTES), f"not called: {sorted(set(ROUTES) - set(validated))}"
+    print(f"\n{len(ops)} operations, every one answered and validated: "
+          f"{sum(len(v) for v in validated.values())} success statuses")
