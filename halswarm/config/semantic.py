@@ -86,6 +86,12 @@ def supervisor_checks(data: Mapping[str, Any], env: Mapping[str, str], source: S
 
     operator_problems, operator_secrets = _operator_checks(security, operator, token, source)
     problems += operator_problems
+    alert = resolve_secret(data, inline=("alerts.token",), files=("alerts.token_file",), env_var=None, env=env,
+                           source_path=source)
+    problems += alert.problems + check_token(alert)
+    if alert.value is not None and alert.value in _identity_tokens(token, operator, operator_secrets, agent_tokens):
+        problems.append(Problem(alert.where or "alerts.token", "equals an agent or operator token: the alert "
+                                "token must be a credential of its own"))
     tls = _obj(security.get("tls"))
     if tls.get("enabled") is True:
         for key in ("cert_path", "key_path"):
@@ -109,7 +115,15 @@ def supervisor_checks(data: Mapping[str, Any], env: Mapping[str, str], source: S
         problems.append(Problem("remediation.inventory", "is not set: the automatic runs of remediation.auto "
                                 "will fail until it is", "warning"))
 
-    return problems, {"auth_token": token, "operator_token": operator, **operator_secrets}
+    return problems, {"auth_token": token, "operator_token": operator, "alert_token": alert, **operator_secrets}
+
+
+def _identity_tokens(token: SecretResult, operator: SecretResult, operators: Secrets, agent_tokens: Any) -> set[str]:
+    """Every other credential's value (agent, per-node, legacy operator, named operators)."""
+    values = {r.value for r in (token, operator, *operators.values()) if r.value}
+    if isinstance(agent_tokens, Mapping):
+        values |= {v.strip() for v in agent_tokens.values() if isinstance(v, str) and v.strip()}
+    return values
 
 
 def operator_secret_key(index: int) -> str:

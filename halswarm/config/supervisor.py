@@ -44,6 +44,7 @@ class SupervisorConfig:
     tls_key: str | None = None
     agent_tokens: dict[str, str] = field(default_factory=dict, repr=False)
     operators: tuple[Identity, ...] = field(default=(), repr=False)
+    alert_token: str | None = field(default=None, repr=False)  # `alerts.token(_file)`: may only post alerts
     allow_shared_agent_token: bool = True
     log_level: str = "info"
     log_format: str = "text"
@@ -163,6 +164,7 @@ def build_supervisor_config(
         tls_key=_opt(security["tls"].get("key_path")),
         agent_tokens=agent_tokens,
         operators=operator_identities(security, secrets),
+        alert_token=secrets["alert_token"].value if "alert_token" in secrets else None,
         allow_shared_agent_token=allow_shared if isinstance(allow_shared, bool) else not agent_tokens,
         log_level=doc["log"]["level"],
         log_format=doc["log"]["format"],

@@ -29,8 +29,10 @@ from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.repos.state import load_state
 from halswarm.store.rescue import rescue_copy
 from halswarm.store.writer import Writer
-from halswarm.supervisor.apikit.deps import OperatorGate
+from halswarm.supervisor.apikit.deps import OperatorGate, alert_poster
 from halswarm.supervisor.apikit.registry import Services
+from halswarm.supervisor.features.alerts.service import AlertsService
+from halswarm.supervisor.features.alerts.settings import AlertSettings
 from halswarm.supervisor.features.audit.service import AuditService
 from halswarm.supervisor.features.commands.service import CommandsService
 from halswarm.supervisor.features.cost.aggregator import CostAggregator
@@ -109,7 +111,7 @@ class Supervisor:
         self.metrics = Metrics()
         self.nodes: dict[str, Node] = {}
         self.tracker = SessionTracker(note=lambda f, why: self.metrics.values_normalised.labels(f, why).inc())
-        self.gate = OperatorGate(self.operators)
+        self.gate = OperatorGate(self.operators, alert_poster=alert_poster(config.alert_token))
         self.services = Services()
         self.recovery_errors: list[str] = []
         self.exit_code = 0
@@ -152,6 +154,7 @@ class Supervisor:
             self.remediation_settings = AutoConfig.from_config(cfg)
             self.credential_settings = CredentialsSettings.from_config(cfg)
             self.integrity_settings = IntegritySettings.from_config(cfg)
+            self.alert_settings = AlertSettings.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -413,6 +416,7 @@ class Supervisor:
         add(self.policies)
         add(self.dependencies)
         add(RemediationsService(self.writer, self.reader, self.ingestor))
+        add(AlertsService(self.alert_settings, self.auto_remediation, self.ingestor, self.writer))
         add(self.tool_auth)
         self._compose_env()
 

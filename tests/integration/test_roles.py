@@ -41,9 +41,13 @@ EXPECTED: dict[tuple[str, str], Role] = {
     ("GET", "/api/v1/agent-md/{project}"): V, ("GET", "/api/v1/agent-md/{project}/diff"): V,
     ("GET", "/api/v1/agent-md/{project}/template"): V, ("POST", "/api/v1/agent-md/sync"): OP,
     ("GET", "/api/v1/remediations"): V, ("POST", "/api/v1/remediations"): OP,
+    ("POST", "/api/v1/alerts"): A,  # or the dedicated alerts.token (ALERT_TOKEN below), which opens nothing else
 }
+# The only route the alert token (`alerts.token`, least privilege) opens.
+ALERT_ROUTES = {("POST", "/api/v1/alerts")}
 
 VIEWER_TOKEN, OPERATOR_TOKEN = "v" * 8 + "0123456789abcdef" * 3, "o" * 8 + "fedcba9876543210" * 3
+ALERT_TOKEN = "a" * 8 + "00112233445566778899aabb" * 2
 
 
 def _operators(sup: SupervisorProc) -> dict[str, object]:
@@ -54,7 +58,7 @@ def _operators(sup: SupervisorProc) -> dict[str, object]:
 
 @pytest.fixture
 def roles_sup(make_supervisor):  # type: ignore[no-untyped-def]
-    sup = make_supervisor()
+    sup = make_supervisor(alerts={"token": ALERT_TOKEN})
     sup.extra["security"] = _operators(sup)
     return sup.start()
 
@@ -79,7 +83,8 @@ async def test_role_matrix_covers_every_route(roles_sup):
     assert not missing, f"routes without a row in the role matrix (add one, and to docs/security.md): {missing}"
     assert sorted(EXPECTED) == routes  # and no stale rows
     tokens = {"none": (None, None), "wrong": ("wrong-" + "w" * 40, None), "agent": (sup.agent_token, None),
-              "viewer": (VIEWER_TOKEN, V), "operator": (OPERATOR_TOKEN, OP), "admin": (sup.token, A)}
+              "viewer": (VIEWER_TOKEN, V), "operator": (OPERATOR_TOKEN, OP), "admin": (sup.token, A),
+              "alert": (ALERT_TOKEN, None)}
     bad: list[str] = []
     for i, (method, path) in enumerate(routes):
         concrete = re.sub(r"\{[^}]+\}", "x", path)
@@ -91,7 +96,11 @@ async def test_role_matrix_covers_every_route(roles_sup):
         needed = EXPECTED[(method, path)]
         for who, (_token, role) in tokens.items():
             status, code = results[who]
-            if role is None:
+            if who == "alert":
+                allowed = (method, path) in ALERT_ROUTES
+                want = "allowed" if allowed else "403 FORBIDDEN"
+                ok = status not in (401, 403, 429) if allowed else (status, code) == (403, "FORBIDDEN")
+            elif role is None:
                 want = "401 AUTH_REQUIRED"
                 ok = (status, code) == (401, "AUTH_REQUIRED")
             elif role < needed:

@@ -16,6 +16,7 @@ from halswarm.supervisor.apikit.registry import Services
 from halswarm.supervisor.security import CLIENT_ACTOR, FailureThrottle, bearer
 
 T = TypeVar("T")
+ALERT_ACTOR = "alertmanager"  # the audit actor of the `alerts.token` credential
 
 MAX_LIMIT = 10_000
 # Far past any table, far below SQLite's 64-bit OFFSET (2^63 and up would overflow into a 500).
@@ -33,9 +34,12 @@ Before = Annotated[str | None, Query(max_length=MAX_CURSOR_CHARS,
 class OperatorGate:
     """The named operator credentials of the API (issue 14) and the throttle of failed attempts."""
 
-    def __init__(self, operators: tuple[Identity, ...], throttle: FailureThrottle | None = None) -> None:
+    def __init__(self, operators: tuple[Identity, ...], throttle: FailureThrottle | None = None, *,
+                 alert_poster: Identity | None = None) -> None:
         self.operators = operators
         self.throttle = throttle or FailureThrottle()
+        # The `alerts.token` identity: known (so 403, not 401, elsewhere) but allowed only `admit_alerts`.
+        self.alert_poster = alert_poster
 
     def admit(self, header: str | None, addr: str, role: Role) -> Identity:
         """The caller's identity if it may use a route needing `role`.
@@ -44,6 +48,8 @@ class OperatorGate:
         per address, and a valid token is checked first, so a flood of bad tokens never locks a valid
         credential out."""
         ident = identify(bearer(header), self.operators)
+        if ident is None and self._is_alert_poster(header):
+            raise ApiError("FORBIDDEN", f"{ALERT_ACTOR} may only post alerts (POST /api/v1/alerts)")
         if ident is None:
             if self.throttle.blocked(addr):
                 raise ApiError("RATE_LIMITED", "too many failed authentications; retry later")
@@ -52,6 +58,22 @@ class OperatorGate:
         if not ident.allows(role):
             raise ApiError("FORBIDDEN", f"{ident.name} has role {ident.role.name}; this needs {role.name}")
         return ident
+
+
+    def admit_alerts(self, header: str | None, addr: str) -> Identity:
+        """The caller of POST /api/v1/alerts: the alert token's identity, or an admin."""
+        if self._is_alert_poster(header):
+            assert self.alert_poster is not None
+            return self.alert_poster
+        return self.admit(header, addr, Role.admin)
+
+    def _is_alert_poster(self, header: str | None) -> bool:
+        return self.alert_poster is not None and identify(bearer(header), (self.alert_poster,)) is not None
+
+
+def alert_poster(token: str | None) -> Identity | None:
+    """The identity of `alerts.token` (never one of the operators: it has no role on other routes)."""
+    return Identity(ALERT_ACTOR, Role.viewer, token) if token else None
 
 
 def services_of(request: Request) -> Services:
@@ -84,6 +106,18 @@ def require_role(role: Role) -> Callable[[Request], Awaitable[Identity]]:
     authorize.__name__ = f"require_{role.name}"
     return authorize
 
+
+async def _alert_poster_or_admin(request: Request) -> Identity:
+    addr = request.client.host if request.client else "?"
+    ident = services_of(request).get(OperatorGate).admit_alerts(request.headers.get("authorization"), addr)
+    request.state.identity = ident
+    CLIENT_ACTOR.set(client_actor_of(request))
+    return ident
+
+
+_alert_poster_or_admin.role = Role.admin  # type: ignore[attr-defined]  # for the OpenAPI document: authenticated
+# POST /api/v1/alerts: the dedicated alert token or an admin.
+ALERT_POSTER = Depends(_alert_poster_or_admin)
 
 _VIEWER, _OPERATOR, _ADMIN = (require_role(r) for r in (Role.viewer, Role.operator, Role.admin))
 # For `dependencies=[...]` of routes that do not need the identity itself.

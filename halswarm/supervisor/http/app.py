@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from halswarm import __version__
 from halswarm.supervisor.apikit.envelope import STATUS_BY_CODE
 from halswarm.supervisor.apikit.registry import Services
+from halswarm.supervisor.features.alerts.api import router as alerts_router
 from halswarm.supervisor.features.audit.api import router as audit_router
 from halswarm.supervisor.features.commands.api import router as commands_router
 from halswarm.supervisor.features.cost.api import router as cost_router
@@ -42,6 +43,7 @@ def build_app(services: Services, *, max_body: int, on_internal: Callable[[], No
         app.include_router(router)
     app.include_router(env_router)
     app.include_router(remediations_router)
+    app.include_router(alerts_router)
     install_openapi(app, list(STATUS_BY_CODE))
     install_docs(app)
     return app

@@ -89,6 +89,8 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("POST", f"{V1}/agent-md/sync"): _r("Sync AGENT.md", "Writes the template to the project's nodes.", DISPATCH),
     ("GET", f"{V1}/remediations"): _r("List remediations", "Recorded remediations, filtered and paged."),
     ("POST", f"{V1}/remediations"): _r("Record a remediation", "Stores a remediation run's outcome.", "409"),
+    ("POST", f"{V1}/alerts"): _r("Receive alerts", "Alertmanager's webhook: each firing alert starts its "
+                                 "remediation (remediation.auto) or is routed with the halctl command."),
 }
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -25,7 +25,7 @@ def test_minimal_supervisor_gets_every_default(write) -> None:
     assert [str(w) for w in warnings] == [NO_OPERATOR]
     assert dataclasses.asdict(cfg) | {"raw": None} == {
         "host": "0.0.0.0", "port": 8420, "http_port": 8421, "auth_token": TOKEN, "operator_token": None,
-        "operators": (), "allow_shared_agent_token": True,
+        "operators": (), "alert_token": None, "allow_shared_agent_token": True,
         "heartbeat_interval_sec": 30, "heartbeat_timeout_count": 3, "allowed_origins": (), "origin_allowlist": (),
         "database_path": "/var/lib/hal-o-swarm/supervisor.db", "events_retention_days": 30,
         "audit_retention_days": 90, "retention_batch_rows": 2000, "retention_batch_ms": 30.0,

@@ -276,6 +276,42 @@ async def test_untriggered_ids_only_warn(store: Any, caplog: pytest.LogCaptureFi
     await eng.stop()
 
 
+async def test_alert_starts_a_listed_incident_once_per_window_persisted(store: Any, tmp_path: Path) -> None:
+    """`on_alert` (POST /api/v1/alerts): the same throttle as the built-in triggers, for incidents without one
+    too; a storm starts one run and tells one throttled event; a restart keeps the window."""
+    writer, reader, _ = store
+    clock = [NOW]
+    ran: list[RunSpec] = []
+
+    async def runner(spec: RunSpec, stopping: asyncio.Event) -> Outcome:
+        ran.append(spec)
+        return Outcome(report=good_report(spec), rc=0)
+
+    ev = Emitted()
+    cfg = AutoConfig(auto=("agent-high-memory",), inventory="/inv", window_seconds=3600, state_dir=tmp_path)
+    eng = AutoRemediation(cfg, {}, ev, writer, reader, runner=runner, clock=lambda: clock[0])
+    await eng.start()
+    assert eng._task is None  # no liveness loop: only alerts start this incident
+    storm = await asyncio.gather(*(eng.on_alert("agent-high-memory", "n1", "n1", "alert X") for _ in range(5)))
+    assert sorted(storm) == ["started"] + ["throttled"] * 4
+    assert await eng.on_alert("agent-crashed", "n1", "n1", "alert Y") == "not_auto"
+    assert await eng.on_alert("agent-high-memory", "n2", "n2", "alert X") == "started"  # another host
+    await asyncio.wait(eng._running, timeout=5)
+    assert sorted(s.limit for s in ran) == ["n1", "n2"]
+    assert ev.types().count("remediation.started") == 2 and ev.types().count("remediation.throttled") == 1
+    await eng.stop()
+
+    eng2 = AutoRemediation(cfg, {}, ev, writer, reader, runner=runner, clock=lambda: clock[0])
+    await eng2.start()
+    clock[0] += 600
+    assert await eng2.on_alert("agent-high-memory", "n1", "n1", "alert X") == "throttled"
+    clock[0] += 3600
+    assert await eng2.on_alert("agent-high-memory", "n1", "n1", "alert X") == "started"
+    await asyncio.wait(eng2._running, timeout=5)
+    await eng2.stop()
+    assert len(ran) == 3
+
+
 # --------------------------------------------------------------------------- DB corruption at start
 
 

@@ -6,7 +6,9 @@ Triggers (only for incident ids listed in `remediation.auto`):
   limited to that node's inventory host (the collection names agent hosts by their node id).
 - ``supervisor-db-corruption``: the database fails its integrity check at start (see `db_launch`).
 
-Other ids in `remediation.auto` have no trigger yet: a warning at start says so.
+- any listed incident: a firing Alertmanager alert naming it (``POST /api/v1/alerts``, `on_alert`).
+
+Other ids in `remediation.auto` have no built-in trigger: a warning at start says only alerts start them.
 
 Throttling: at most one run per (incident, host) within `remediation.window_minutes`, counted from the
 start of the last automatic run and persisted (table ``auto_remediation_state``) so a restart honours it.
@@ -77,6 +79,7 @@ class AutoRemediation(PeriodicEngine):
         self._connected: dict[str, float | None] = {}
         self.last_started: dict[tuple[str, str], float] = {}
         self.decided: set[tuple[str, str, float]] = set()
+        self._alert_throttled: set[tuple[str, str, float]] = set()  # (incident, host, last start) told once
         self.stats = _Stats()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
@@ -87,11 +90,12 @@ class AutoRemediation(PeriodicEngine):
 
     async def start(self) -> None:
         for inc in self.cfg.untriggered:
-            log.warning("remediation.auto: %s has no automatic trigger in this version; it is not run by itself",
-                        inc)
+            log.warning("remediation.auto: %s has no automatic trigger; only an alert (POST /api/v1/alerts) "
+                        "starts it", inc)
+        if self.cfg.auto:  # alerts can start any listed incident: the persisted throttle applies to them too
+            self.last_started = await self.reader.run(load_auto_started)
         if not self.active:
             return
-        self.last_started = await self.reader.run(load_auto_started)
         self.observe(self.clock())  # nodes offline at start count from now: they get a full threshold
         self._start_loop(self.cfg.check_interval, "auto-remediation", log)
         log.info("auto remediation: %s after %g s offline, at most once per host every %g min (inventory %s)",
@@ -130,6 +134,24 @@ class AutoRemediation(PeriodicEngine):
                 continue
             await self.launch(d.incident, d.host, d.host, d.reason, now)
         return decisions
+
+    async def on_alert(self, incident: str, host: str, limit: str, reason: str) -> str:
+        """Start `incident` on `limit` for a firing alert, under the same throttle as the built-in triggers
+        (one run per incident and `host` per window, persisted): "started", "throttled" or "not_auto".
+        One throttled event per window and host, however many times the alert repeats."""
+        if incident not in self.cfg.auto:
+            return "not_auto"
+        now = self.clock()
+        last = self.last_started.get((incident, host))
+        if last is not None and now - last < self.cfg.window_seconds:
+            episode = (incident, host, last)
+            if episode not in self._alert_throttled:
+                self._alert_throttled.add(episode)
+                self._throttled(Decision("throttled", incident, host, reason, episode, last,
+                                         last + self.cfg.window_seconds), now)
+            return "throttled"
+        await self.launch(incident, host, limit, reason, now)  # marks the throttle before its first await
+        return "started"
 
     def _throttled(self, d: Decision, now: float) -> None:
         self.stats.throttled += 1

@@ -1,0 +1,1 @@
+"""Alerts: Alertmanager's webhook drives remediation (issue 18)."""

@@ -1,0 +1,109 @@
+"""Alertmanager alerts in, remediation or a routed notification out, every alert audited.
+
+Per alert (deduplicated by fingerprint): a firing alert of an incident listed in `remediation.auto` starts
+the remediation through the auto-remediation engine (`AlertRemediator`, same throttle, persisted); any
+other firing alert is emitted as ``alert.firing`` carrying the exact ``halctl remediate`` command (routed by
+`routes` like every event); a resolved alert is emitted as ``alert.resolved`` (a run in flight is left to
+finish). Alerts that name no known incident or no valid host are ignored with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Protocol
+
+from halswarm.core.alerts import (
+    AlertPayloadError,
+    Ignored,
+    Mapped,
+    Payload,
+    map_payload,
+    parse_payload,
+    remediate_command,
+    run_target,
+)
+from halswarm.core.remediation.catalog import BY_ID, IDS
+from halswarm.store.repos.audit import insert_audit
+from halswarm.store.writer import Writer
+from halswarm.supervisor.apikit.envelope import ApiError
+from halswarm.supervisor.features.alerts.settings import AlertSettings
+from halswarm.supervisor.runtime.ingest import Ingestor
+
+MAX_BODY_BYTES = 1_000_000
+
+
+class AlertRemediator(Protocol):
+    async def on_alert(self, incident: str, host: str, limit: str, reason: str) -> str:
+        """"started", "throttled" or "not_auto"."""
+        ...
+
+
+class AlertsService:
+    def __init__(self, settings: AlertSettings, remediator: AlertRemediator, ingestor: Ingestor,
+                 writer: Writer) -> None:
+        self.settings = settings
+        self.remediator = remediator
+        self.ingestor = ingestor
+        self.writer = writer
+
+    def parse(self, raw: bytes) -> Payload:
+        """The payload, or a one-line 400."""
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError("PAYLOAD_TOO_LARGE", f"alert payload exceeds {MAX_BODY_BYTES} bytes")
+        try:
+            doc = json.loads(raw or b"null")
+        except ValueError:
+            raise ApiError("BAD_REQUEST", "body must be JSON (Alertmanager webhook payload)") from None
+        try:
+            return parse_payload(doc, max_alerts=self.settings.max_alerts)
+        except AlertPayloadError as exc:
+            raise ApiError("VALIDATION_ERROR", f"invalid alert payload: {exc}") from None
+
+    async def receive(self, raw: bytes, *, actor: str, ip: str | None, client_actor: str | None
+                      ) -> dict[str, Any]:
+        """Act on every alert of the payload; answers what was done with each."""
+        payload = self.parse(raw)
+        results = [await self._act(m, payload) for m in map_payload(payload, IDS)]
+        now = time.time()
+        rows = [{"timestamp": now, "actor": actor, "action": "alert", "target": r.get("incident") or "-",
+                 "args": {k: r.get(k) for k in ("status", "fingerprint", "alertname", "host", "command")}
+                 | {"receiver": payload.receiver, "group_key": payload.group_key[:200]},
+                 "result": r["action"], "error": r.get("reason"), "ip_address": ip, "client_actor": client_actor}
+                for r in results]
+
+        def audit(conn: Any) -> None:
+            for row in rows:
+                insert_audit(conn, row)
+
+        if rows:
+            await self.writer.run(audit)
+        return {"received": len(payload.alerts), "truncated": payload.truncated_alerts, "results": results}
+
+    async def _act(self, m: Mapped | Ignored, payload: Payload) -> dict[str, Any]:
+        a = m.alert
+        out: dict[str, Any] = {"fingerprint": a.fingerprint, "status": a.status,
+                               "alertname": a.labels.get("alertname", "")}
+        if isinstance(m, Ignored):
+            return out | {"incident": a.labels.get("incident") or None, "action": "ignored", "reason": m.reason}
+        incident = BY_ID[m.incident]
+        target = run_target(incident.hosts, m.host, self.settings.supervisor_host)
+        host, limit = target if isinstance(target, tuple) else (m.host, None)
+        command = remediate_command(m.incident, self.settings.inventory, limit)
+        out |= {"incident": m.incident, "host": host, "command": command}
+        data = {"incident": m.incident, "host": host, "severity": incident.severity, "command": command,
+                "alertname": out["alertname"], "fingerprint": a.fingerprint, "receiver": payload.receiver,
+                "summary": a.annotations.get("summary", "")[:500], "generator_url": a.generator_url,
+                "starts_at": a.starts_at}
+        if a.status == "resolved":
+            await self.ingestor.emit_stored(host, "alert.resolved", data | {"ends_at": a.ends_at})
+            return out | {"action": "resolved"}
+        reason = f"alert {out['alertname'] or m.incident} firing (fingerprint {a.fingerprint or '-'})"
+        if m.incident in self.settings.auto and isinstance(target, tuple):
+            action = await self.remediator.on_alert(m.incident, target[0], target[1], reason)
+            if action in ("started", "throttled"):
+                return out | {"action": action}
+        if m.incident in self.settings.auto and isinstance(target, str):
+            data["not_started"] = out["reason"] = target
+        await self.ingestor.emit_stored(host, "alert.firing", data)
+        return out | {"action": "routed"}
