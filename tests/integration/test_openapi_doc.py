@@ -5,7 +5,9 @@ the /api/v1 ones the bearer scheme; real answers validate against it; /docs load
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from pathlib import Path
 
 import httpx
 import jsonschema
@@ -20,8 +22,9 @@ from halswarm.supervisor.http.openapi_routes import DISPATCH, ROUTES
 from tests.support.agentsim import SimAgent, session_state
 
 TAGS = {"sessions", "nodes", "events", "commands", "audit", "cost", "policies", "dependencies", "auth", "env",
-        "agent-md", "remediations", "health"}
+        "agent-md", "remediations", "alerts", "health"}
 UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics"}
+ALERTS_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager" / "grouped_mixed.json"
 
 
 async def _get(url: str, **kw: object) -> httpx.Response:
@@ -190,6 +193,7 @@ async def test_every_route_answers_what_the_document_declares(make_supervisor, t
     facts = {"supervisor": {"active_state": "failed", "load_state": "loaded"}}
     remediation = build_report("supervisor-crashed", hosts=[NODE], facts=facts, status="verified", started=100.0,
                                finished=101.0, plan=plan("supervisor-crashed", facts).to_dict())
+    alerts = json.loads(ALERTS_FIXTURE.read_text())
     manifest = {"version": "1.0", "defaults": {"tools": {"git": ">=2.0"}}, "projects": {PROJECT: {}}}
     v1 = "/api/v1"
     # (method, documented path, real url, body, expected status), in an order where each call finds what it needs
@@ -233,6 +237,7 @@ async def test_every_route_answers_what_the_document_declares(make_supervisor, t
         ("POST", f"{v1}/oauth/trigger", f"{v1}/oauth/trigger", {"node_id": NODE, "tool": "unknown-tool"}, 200),
         ("POST", f"{v1}/remediations", f"{v1}/remediations", remediation, 201),
         ("GET", f"{v1}/remediations", f"{v1}/remediations", None, 200),
+        ("POST", f"{v1}/alerts", f"{v1}/alerts", alerts, 200),
         ("GET", f"{v1}/cost", f"{v1}/cost", None, 200), ("GET", f"{v1}/cost/{{period}}", f"{v1}/cost/week", None, 200),
         ("GET", f"{v1}/cost/status", f"{v1}/cost/status", None, 200),
         ("POST", f"{v1}/cost/refresh", f"{v1}/cost/refresh", {}, 200),

@@ -1,5 +1,5 @@
 """JSON Schemas of the ``data`` (and ``meta``) the feature routes answer besides nodes and sessions: events,
-commands, audit, cost, policies, dependencies, tool auth, env, AGENT.md, remediations and ``/readyz``.
+commands, audit, cost, policies, dependencies, tool auth, env, AGENT.md, remediations, alerts and ``/readyz``.
 
 Each mirrors the dict its service builds (named in its description); ``required`` lists the keys that
 service always sets, so a renamed or dropped key fails tests/unit/supervisor/test_openapi_models.py (real
@@ -160,6 +160,13 @@ REMEDIATION = obj("A remediation run's report (core/remediation/report) as store
     "verification": _OPT_OBJ, "started_at": _TIME, "finished_at": _TIME, "duration_s": _OPT_NUM,
     "status": {"type": "string", "enum": list(REMEDIATION_STATUSES)}, "received_at": _NUM, "actor": _STR},
     required=("id", "incident", "hosts", "status", "received_at", "actor"))
+_ALERT_RESULT = obj("What was done with one alert (features/alerts/service.py).", {
+    "fingerprint": _STR, "status": {"type": "string", "enum": ["firing", "resolved"]}, "alertname": _STR,
+    "incident": _OPT_STR, "host": _OPT_STR, "command": _STR,
+    "action": {"type": "string", "enum": ["started", "throttled", "routed", "resolved", "ignored"]},
+    "reason": _STR}, required=("fingerprint", "status", "alertname", "incident", "action"))
+ALERTS_RECEIVED = obj("An Alertmanager payload handled alert by alert (AlertsService.receive).", {
+    "received": _INT, "truncated": _INT, "results": arr(_ALERT_RESULT)})
 OFFSET_META = obj("Paging by offset.", {"total": _INT, "limit": _INT, "offset": _INT})
 
 READINESS = obj("Each component's readiness; on 503 also the error envelope's `error` and `code`.", {
@@ -179,5 +186,6 @@ FEATURE_SCHEMAS: dict[str, dict[str, Any]] = {
     "EnvDriftMeta": ENV_DRIFT_META, "EnvCheck": ENV_CHECK, "EnvProvision": ENV_PROVISION,
     "EnvApproval": ENV_APPROVAL, "AgentMd": AGENT_MD, "AgentMdTemplate": AGENT_MD_TEMPLATE,
     "AgentMdSync": AGENT_MD_SYNC, "AgentMdSyncMeta": AGENT_MD_SYNC_META, "Remediation": REMEDIATION,
-    "OffsetMeta": OFFSET_META, "Readiness": READINESS,
+    "OffsetMeta": OFFSET_META, "Readiness": READINESS, "AlertResult": _ALERT_RESULT,
+    "AlertsReceived": ALERTS_RECEIVED,
 }

@@ -102,6 +102,7 @@ DATA: dict[tuple[str, str], tuple[str, bool]] = {
     ("POST", f"{V1}/agent-md/sync"): ("AgentMdSync", True),
     ("GET", f"{V1}/remediations"): ("Remediation", True),
     ("POST", f"{V1}/remediations"): ("Remediation", False),
+    ("POST", f"{V1}/alerts"): ("AlertsReceived", False),
 }
 # A status whose `data` differs from the route's other successes.
 DATA_BY_STATUS: dict[tuple[str, str, str], tuple[str, bool]] = {
