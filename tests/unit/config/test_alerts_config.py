@@ -48,3 +48,16 @@ def test_bad_alert_settings_are_one_clear_error(alerts: dict[str, object], messa
 def test_unknown_alerts_key_is_named() -> None:
     _, warnings = _parse({"colour": "red"})
     assert any("alerts.colour" in str(w) for w in warnings), warnings
+
+
+def test_alert_token_from_a_file_is_redacted_by_value(tmp_path: Path) -> None:
+    from halswarm.core.secret_values import SecretValues
+    from halswarm.supervisor.secrets_registry import register_config_secrets
+
+    f = tmp_path / "alert.token"
+    f.write_text(ALERT)
+    f.chmod(0o600)
+    cfg, _ = _parse({"token_file": str(f)})
+    registry = SecretValues()
+    register_config_secrets(cfg, registry)
+    assert registry.found_in(f"posted with {ALERT}") and ALERT not in registry.scrub(f"x {ALERT} y")
