@@ -114,9 +114,30 @@ async def test_other_incidents_are_routed_with_the_command_and_unknown_ones_igno
         (ev,) = _events(hook, "alert.firing")
         assert ev["data"]["command"] == command and ev["data"]["incident"] == "agent-high-memory"
         assert ev["data"]["severity"] == "High" and ev["node_id"] == "worker-2.example"
+
+        # An auto incident without a host is never run on the whole group: routed, saying why. A supervisor
+        # incident runs on the supervisors group (no supervisor_host set), whatever `instance` says.
+        doc = json.loads(_fixture("firing_agent_crashed.json"))
+        hostless = doc["alerts"][0]
+        for key in ("node", "instance"):
+            del hostless["labels"][key]
+        sup_alert = json.loads(json.dumps(hostless))
+        sup_alert["labels"] |= {"incident": "supervisor-high-memory", "instance": "10.0.0.5:8421"}
+        sup_alert["fingerprint"] = "5555555555555555"
+        doc["alerts"].append(sup_alert)
+        r = await _post(sup, json.dumps(doc).encode())
+        no_host, supervisor = r.json()["data"]["results"]
+        assert (no_host["action"], no_host["host"]) == ("routed", None)
+        assert no_host["reason"] == "no node or instance label: the remediation needs a host"
+        assert no_host["command"] == f"halctl remediate agent-crashed -i {inv}"
+        assert supervisor["command"] == f"halctl remediate supervisor-high-memory -i {inv} --limit hal_supervisors"
+        await until(lambda: len(_events(hook, "alert.firing")) == 3, "3 alert.firing routed", 15, interval=0.2)
+        assert "remediation.started" not in _types(hook)
         with sup.client() as c:
             audit = c.get("/api/v1/audit", params={"action": "alert"}).json()["data"]
     assert sorted((a["actor"], a["target"], a["result"], a["error"]) for a in audit) == [
+        ("alertmanager", "agent-crashed", "routed", "no node or instance label: the remediation needs a host"),
+        ("alertmanager", "supervisor-high-memory", "routed", None),
         ("test-admin", "agent-high-memory", "routed", None),
         ("test-admin", "disk-on-fire", "ignored", "unknown incident 'disk-on-fire'")]
 
