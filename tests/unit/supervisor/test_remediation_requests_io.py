@@ -57,10 +57,12 @@ def test_runner_takes_valid_requests_and_removes_everything(tmp_path: Path) -> N
     (d / "link.json").symlink_to(secret)
     (d / "notes.txt").write_text("x")
     (d / "sub").mkdir()
+    (d / "full").mkdir()
+    (d / "full" / "x").write_text("x")
     said: list[str] = []
     reqs = take_requests(d, now, said.append)
     assert [r.incident for r in reqs] == [DB_CORRUPTION]
-    assert sorted(p.name for p in d.iterdir()) == ["sub"]
+    assert sorted(p.name for p in d.iterdir()) == ["full"]  # a non-empty directory is never walked into
     assert secret.read_text() == "hunter2-secret" and not any("hunter2" in line for line in said)
     assert any(line.startswith("forged-1.json: refused (incident 'agent-crashed'") for line in said), said
     assert "link.json: refused (not a request file name or not a regular file), removed" in said

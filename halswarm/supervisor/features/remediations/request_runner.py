@@ -40,8 +40,9 @@ def take_requests(directory: Path, now: float, say: Callable[[str], None]) -> li
             shown = name.encode("unicode_escape").decode()[:80]
             try:
                 st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    say(f"{shown}: refused (a directory), left in place")
+                if stat.S_ISDIR(st.st_mode):  # an empty one goes (a leftover would re-trigger the path unit)
+                    os.rmdir(name, dir_fd=dfd)
+                    say(f"{shown}: refused (a directory), removed")
                     continue
                 body = b""
                 if stat.S_ISREG(st.st_mode):
