@@ -103,3 +103,37 @@ def test_corrupt_database_names_the_remediation_command_without_systemd(tmp_path
                              f"supervisor-db-corruption -i {tmp_path / 'hosts.ini'} --limit hal_supervisors`")
     with pytest.raises(sqlite3.DatabaseError):
         sqlite3.connect(db).execute("SELECT * FROM sqlite_master").fetchall()  # untouched, still corrupt
+
+
+def test_corrupt_database_writes_a_request_the_root_runner_accepts(tmp_path: Path) -> None:
+    """Deployed, the supervisor cannot start a root unit: with its request directory present it writes a
+    request (no systemd-run), and the runner the role's root path unit starts takes it and runs the fixed
+    halctl command line (here a missing inventory: halctl fails fast, one line, nothing touched)."""
+    db = tmp_path / "supervisor.db"
+    db.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    requests = tmp_path / "remediation-requests"
+    requests.mkdir(mode=0o700)
+    inventory = tmp_path / "no-such-hosts.ini"
+    cfg = tmp_path / "s.json"
+    cfg.write_text(json.dumps({
+        "server": {"auth_token": "a" * 40, "port": free_port(), "http_port": free_port()},
+        "database": {"path": str(db)},
+        "remediation": {"inventory": str(inventory), "auto": ["supervisor-db-corruption"]}}))
+    cfg.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "HAL_AUTH_TOKEN")}
+    res = subprocess.run([sys.executable, "-m", "halswarm.supervisor.main", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    assert res.returncode == 1
+    (line,) = [ln for ln in res.stderr.strip().splitlines() if ln.startswith("error:")]
+    (req,) = requests.iterdir()
+    assert f"; auto remediation requested ({req}; hal-supervisor-remediate.service runs `halctl remediate " \
+           f"supervisor-db-corruption -i {inventory} --limit hal_supervisors`)" in line, line
+    run = subprocess.run([sys.executable, "-m", "halswarm.supervisor.features.remediations.request_runner",
+                          "--config", str(cfg), "--dir", str(requests)],
+                         capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert f"{req.name}: accepted (supervisor-db-corruption)" in run.stdout, run.stdout + run.stderr
+    assert f"running `halctl remediate supervisor-db-corruption -i {inventory} --limit hal_supervisors`" \
+        in run.stdout and run.returncode != 0, run.stdout + run.stderr
+    assert list(requests.iterdir()) == []
+    with pytest.raises(sqlite3.DatabaseError):
+        sqlite3.connect(db).execute("SELECT * FROM sqlite_master").fetchall()  # untouched, still corrupt

@@ -341,40 +341,77 @@ def test_high_latency_old_events_archived(fleet: DrillFleet) -> None:
 
 
 _LAUNCH = """
-import dataclasses, sys
+import dataclasses, pathlib, sys
 from halswarm.config.supervisor import load_supervisor_config
 from halswarm.supervisor.features.remediations.db_launch import launch_db_remediation
 from halswarm.supervisor.features.remediations.settings import AutoConfig
 cfg, _ = load_supervisor_config(sys.argv[1])
 cfg = dataclasses.replace(cfg, remediation_inventory=sys.argv[2], database_path=sys.argv[3])
-print(launch_db_remediation(AutoConfig.from_config(cfg)))
+auto = dataclasses.replace(AutoConfig.from_config(cfg), request_dir=pathlib.Path(sys.argv[4]))
+print(launch_db_remediation(auto))
 """
+_SET_INVENTORY = """
+import json, sys
+doc = json.load(open(sys.argv[1]))
+doc.setdefault("remediation", {})["inventory"] = sys.argv[2]
+open(sys.argv[1], "w").write(json.dumps(doc, indent=2))
+"""
+REQUESTS = "/var/lib/hal-o-swarm/supervisor/remediation-requests"
+REQUEST_UNIT = "hal-supervisor-remediate.service"
 
 
-def test_db_corruption_start_up_launch_through_the_real_systemd_run(fleet: DrillFleet) -> None:
-    """The supervisor's start-up launch of `supervisor-db-corruption` (issue 23 point 7), with the real
-    systemd-run and the privileges the deployed daemon has: run in a service as the supervisor's user with
-    NoNewPrivileges, like hal-supervisor.service. The launch must either start the detached unit (which then
-    runs: here it fails fast on a missing inventory, touching nothing) or say plainly why not and name the
-    command to run."""
+def test_db_corruption_start_up_launch_through_the_root_path_unit(fleet: DrillFleet) -> None:
+    """The supervisor's start-up launch of `supervisor-db-corruption` (issue 23 point 7) with the
+    privileges the deployed daemon has (a service as the supervisor's user, NoNewPrivileges, which cannot
+    start a root unit): it writes a request; the role's root hal-supervisor-remediate.path starts the
+    oneshot service, which validates it and runs the fixed `halctl remediate` command line with the
+    config's inventory (here a missing one: the run fails fast, touching nothing). A forged request (an
+    incident off the allowlist) is refused and removed, and runs nothing."""
     work = "/run/hal-drill-launch"
     inventory = f"{work}/no-such-inventory.yml"
+    assert fleet.active(fleet.sup, "hal-supervisor-remediate.path") == "active"
+    assert fleet.sh(fleet.sup, f"stat -c %U:%a {REQUESTS}").strip() == f"{SVC_USER}:700"
+    runs_dir = "/var/lib/hal-o-swarm/supervisor/remediation-runs"
+    had_runs_dir = fleet.sh(fleet.sup, f"test -d {runs_dir} && echo yes || true").strip() == "yes"
+    config = fleet.exec(fleet.sup, "cat", SUP_CONFIG)
     fleet.sh(fleet.sup, f"install -d -o {SVC_USER} -m 0700 {work}")
+    since = time.time() - 1
     try:
+        # The root runner takes the inventory from the supervisor's config, never from the request.
+        fleet.exec(fleet.sup, "python3", "-c", _SET_INVENTORY, SUP_CONFIG, inventory)
+        started = time.monotonic()
         out = fleet.exec(fleet.sup, "systemd-run", "--wait", "--pipe", "--quiet", "-p", f"User={SVC_USER}",
                          "-p", "NoNewPrivileges=yes", "/opt/hal-o-swarm/current/bin/python", "-c", _LAUNCH,
-                         SUP_CONFIG, inventory, f"{work}/supervisor.db", timeout=180).strip()
-        assert "remediate supervisor-db-corruption" in out and inventory in out, out
-        if "started as systemd unit" not in out:
-            assert "could not be started (" in out and ": run `" in out, out  # the plain fallback
-            pytest.xfail(f"the deployed (non-root) supervisor cannot start a transient unit: {out}")
-        unit = out.split("started as systemd unit ", 1)[1].split()[0]
-        stamp = fleet.exec(fleet.sup, "cat", f"{work}/supervisor.db.auto-remediation.json")
-        assert json.loads(stamp)["unit"] == unit
-        # The detached run happened (systemd logged it), and failed on the missing inventory.
+                         SUP_CONFIG, inventory, f"{work}/supervisor.db", REQUESTS, timeout=180).strip()
+        assert out.startswith(f"auto remediation requested ({REQUESTS}/supervisor-db-corruption-"), out
+        assert f"{REQUEST_UNIT} runs `halctl remediate supervisor-db-corruption -i {inventory}" in out, out
+        stamp = json.loads(fleet.exec(fleet.sup, "cat", f"{work}/supervisor.db.auto-remediation.json"))
+        assert stamp["unit"] == REQUEST_UNIT
         deadline = time.monotonic() + 120
-        while "remediate" not in fleet.journal(fleet.sup, f"{unit}.service"):
-            assert time.monotonic() < deadline, f"{unit} never ran"
+        while "halctl remediate exited" not in (log := fleet.journal(fleet.sup, REQUEST_UNIT, since=since)):
+            assert time.monotonic() < deadline, f"{REQUEST_UNIT} never ran the request:\n{log}"
             time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        assert ": accepted (supervisor-db-corruption)" in log, log
+        assert f"running `halctl remediate supervisor-db-corruption -i {inventory} --limit" in log, log
+        assert fleet.exec(fleet.sup, "ls", "-A", REQUESTS).strip() == ""  # consumed
+
+        # A forged request (the supervisor's user can write anything there): refused, removed, nothing run.
+        since = time.time() - 1
+        forged = json.dumps({"schema": 1, "incident": "agent-crashed", "requested_at": int(time.time())})
+        fleet.exec(fleet.sup, "setpriv", f"--reuid={SVC_USER}", f"--regid={SVC_USER}", "--clear-groups", "sh", "-c",
+                   f"printf '%s' '{forged}' > {work}/f.json && mv {work}/f.json {REQUESTS}/forged-1.json")
+        deadline = time.monotonic() + 60
+        while "forged-1.json: refused" not in (log := fleet.journal(fleet.sup, REQUEST_UNIT, since=since)):
+            assert time.monotonic() < deadline, f"{REQUEST_UNIT} never looked at the forged request:\n{log}"
+            time.sleep(0.5)
+        assert "is not one a request may start" in log and "running `" not in log, log
+        assert fleet.exec(fleet.sup, "ls", "-A", REQUESTS).strip() == ""
+        assert fleet.active(fleet.sup, SUP_UNIT) == "active"
+        print("db-corruption start-up request drill:", json.dumps({"request_to_run_s": round(elapsed, 1)}))
     finally:
-        fleet.sh(fleet.sup, f"rm -rf {work}", check=False)
+        fleet.exec(fleet.sup, "python3", "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])",
+                   SUP_CONFIG, config, check=False)
+        fleet.sh(fleet.sup, f"rm -rf {work}; find {REQUESTS} -mindepth 1 -delete", check=False)
+        if not had_runs_dir:
+            fleet.sh(fleet.sup, f"rm -rf {runs_dir}", check=False)

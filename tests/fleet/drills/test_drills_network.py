@@ -1,22 +1,25 @@
 """Network drills: agent-cannot-connect and supervisor-unreachable on a real fleet.
 
-Faults are real: a wrong (valid-length) token in the agent's token file, and iptables rules in the
-fleet's own network namespace (the agent shares the supervisor's; rules are inserted from the host with
-``nsenter -n`` and never touch the host's firewall). The test image carries the iptables package, as
-production hosts do, so the remediation reads and edits the rules from inside the hosts. Unrelated
-decoy rules must survive every remediation.
+Faults are real: a wrong (valid-length) token in the agent's token file, the supervisor's agent listener
+destroyed in the kernel (``ss -K``: the daemon keeps running, nothing listens on 8420, the runbook's
+"running but not listening"), and iptables rules in the fleet's own network namespace (the agent
+shares the supervisor's; rules are inserted from the host with ``nsenter -n`` and never touch the host's
+firewall). The test image carries the iptables package, as production hosts do, so the remediation reads
+and edits the rules from inside the hosts. Unrelated decoy rules must survive every remediation.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.fleet.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, DrillFleet
+from tests.support.fleet.fleet import AGENT_CONFIG, AGENT_UNIT, SUP_CONFIG, SUP_UNIT, DrillFleet
 from tests.support.fleet.molecule import container_pid
 from tests.support.waiting import wait_for
 
@@ -38,6 +41,16 @@ def ipt(fleet: DrillFleet, *args: str, check: bool = True) -> subprocess.Complet
     """iptables in the fleet's network namespace (the host's binary, the namespace's rules)."""
     return subprocess.run(["nsenter", "-t", str(container_pid(fleet.sup)), "-n", "iptables", "-w", "5", *args],
                           capture_output=True, text=True, timeout=60, check=check)
+
+
+def nsenter_net(fleet: DrillFleet, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A host binary run in the fleet's network namespace (its sockets, its rules)."""
+    return subprocess.run(["nsenter", "-t", str(container_pid(fleet.sup)), "-n", *argv],
+                          capture_output=True, text=True, timeout=60, check=check)
+
+
+def listening(fleet: DrillFleet, port: int = 8420) -> bool:
+    return bool(nsenter_net(fleet, "ss", "-Hltn", f"( sport = :{port} )").stdout.strip())
 
 
 def rules(fleet: DrillFleet) -> list[str]:
@@ -80,6 +93,18 @@ def firewall_reject_out(fleet: DrillFleet) -> None:
     ipt(fleet, "-I", *BLOCK_OUT)
     restart_agent(fleet)
     assert wait_status(fleet, False), "node still online after the firewall fault"
+
+
+def listener_destroyed(fleet: DrillFleet) -> None:
+    """The kernel drops the supervisor's listening socket on 8420 (``ss -K``, SOCK_DESTROY) while the
+    daemon keeps running; the agent, restarted, finds nothing listening and stays offline."""
+    pid = fleet.unit_state(fleet.sup, SUP_UNIT)["MainPID"]
+    nsenter_net(fleet, "ss", "-K", "state", "listening", "( sport = :8420 )")
+    assert not listening(fleet), "something still listens on 8420 after ss -K"
+    restart_agent(fleet)
+    assert wait_status(fleet, False), "node still online without a listener"
+    state = fleet.unit_state(fleet.sup, SUP_UNIT)
+    assert state["ActiveState"] == "active" and state["MainPID"] == pid, f"the supervisor did not keep running: {state}"
 
 
 FAULTS: dict[str, Callable[[DrillFleet], None]] = {
@@ -191,3 +216,32 @@ def test_supervisor_unreachable_firewall(nfleet: DrillFleet) -> None:
     assert nfleet.node_status() == "online"
     runs = nfleet.api("/api/v1/remediations?incident=supervisor-unreachable")["body"]["data"]
     assert runs[0]["status"] == "verified"
+
+
+def test_supervisor_running_but_not_listening(nfleet: DrillFleet) -> None:
+    """Runbook "Supervisor Unreachable", "if not listening, restart supervisor": the remediation sees the
+    unit active with no listener on 8420 and the agents offline, restarts the supervisor and the offline
+    agents, and verifies the port and every node."""
+    if not shutil.which("ss"):
+        pytest.skip("needs ss (iproute2) on the host")
+    pid = nfleet.unit_state(nfleet.sup, SUP_UNIT)["MainPID"]
+    start = time.monotonic()
+    listener_destroyed(nfleet)
+    before = _state(nfleet)
+    rc, report = nfleet.remediate("supervisor-unreachable", "--check")
+    assert rc == 0 and report["status"] == "check", report
+    assert _state(nfleet) == before and not listening(nfleet), "--check changed something"
+    facts = report["facts"][nfleet.sup]
+    assert facts["listening"] is False and facts["offline_agents"], facts
+    fixed = time.monotonic()
+    rc, report = nfleet.remediate("supervisor-unreachable")
+    assert rc == 0 and report["status"] == "verified", report
+    names = [a["name"] for a in report["actions"]]
+    assert names[0] == "restart_service" and "allow_port" not in names, report["actions"]
+    assert any("not listening on 8420" in r for r in report["reasons"]), report["reasons"]
+    assert listening(nfleet) and nfleet.node_status() == "online"
+    assert nfleet.unit_state(nfleet.sup, SUP_UNIT)["MainPID"] != pid, "the supervisor was not restarted"
+    _decoys_kept(nfleet)
+    print("running-but-not-listening drill:", json.dumps({
+        "fault_to_verified_s": round(time.monotonic() - start, 1),
+        "remediation_s": round(time.monotonic() - fixed, 1)}))

@@ -23,6 +23,8 @@ class AutoConfig:
     supervisor_host: str | None = None
     state_dir: Path = Path(".")
     database_path: str = ""
+    # Where the supervisor asks root for a run (see core.remediation.requests); used when it exists.
+    request_dir: Path | None = None
 
     @classmethod
     def from_config(cls, cfg: SupervisorConfig) -> AutoConfig:
@@ -33,7 +35,8 @@ class AutoConfig:
                    timeout_seconds=cfg.remediation_timeout_minutes * 60.0,
                    supervisor_host=cfg.remediation_supervisor_host,
                    state_dir=Path(cfg.database_path).expanduser().resolve().parent / "remediation-runs",
-                   database_path=cfg.database_path)
+                   database_path=cfg.database_path,
+                   request_dir=Path(cfg.database_path).expanduser().resolve().parent / "remediation-requests")
 
     @property
     def check_interval(self) -> float:

@@ -1,0 +1,77 @@
+"""Remediation request files: how the unprivileged supervisor asks root to run a remediation.
+
+The supervisor (a non-root service with NoNewPrivileges) cannot start a root unit. At start, on a
+database that fails its check, it writes one small JSON document into a directory it owns; a root
+systemd ``.path`` unit starts a oneshot service that validates it here and runs a fixed command line.
+Nothing in a request is ever used as a command: the only value taken from it is an incident id, and
+only when it is in `REQUESTABLE`. Pure: bytes in, a verdict out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+DB_CORRUPTION = "supervisor-db-corruption"
+# The incidents a request may name (what the supervisor itself raises at start-up).
+REQUESTABLE = frozenset({DB_CORRUPTION})
+SCHEMA = 1
+MAX_BYTES = 512
+# A request older than this is stale (the condition it reported may be gone); one from the future is forged
+# or a clock jump.
+MAX_AGE_SECONDS = 3600.0
+CLOCK_SKEW_SECONDS = 300.0
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}\.json$")
+
+
+@dataclass(frozen=True)
+class Request:
+    incident: str
+    requested_at: float
+
+
+class RequestError(ValueError):
+    """A request file that must not be acted on (one line, safe to log)."""
+
+
+def encode_request(incident: str, now: float) -> bytes:
+    """The file body the supervisor writes (fixed schema)."""
+    if incident not in REQUESTABLE:
+        raise RequestError(f"incident {incident!r} cannot be requested")
+    return json.dumps({"schema": SCHEMA, "incident": incident, "requested_at": round(now, 3)},
+                      sort_keys=True).encode() + b"\n"
+
+
+def request_file_name(incident: str, now: float) -> str:
+    return f"{incident}-{int(now)}.json"
+
+
+def valid_file_name(name: str) -> bool:
+    """Only plain names we would have written (no dot files, no temporaries, no path parts)."""
+    return bool(_NAME.match(name))
+
+
+def parse_request(body: bytes, now: float) -> Request:
+    """The request in `body`, or RequestError saying why it is refused."""
+    if len(body) > MAX_BYTES:
+        raise RequestError(f"request larger than {MAX_BYTES} bytes")
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise RequestError("request is not JSON") from None
+    if not isinstance(doc, dict) or set(doc) != {"schema", "incident", "requested_at"}:
+        raise RequestError("request must hold exactly schema, incident and requested_at")
+    if doc["schema"] != SCHEMA or isinstance(doc["schema"], bool):
+        raise RequestError(f"unknown request schema {doc['schema']!r}")
+    incident, at = doc["incident"], doc["requested_at"]
+    if not isinstance(incident, str) or incident not in REQUESTABLE:
+        raise RequestError(f"incident {str(incident)[:80]!r} is not one a request may start "
+                           f"(allowed: {', '.join(sorted(REQUESTABLE))})")
+    if isinstance(at, bool) or not isinstance(at, int | float) or at != at:
+        raise RequestError("requested_at must be a number (epoch seconds)")
+    if at > now + CLOCK_SKEW_SECONDS:
+        raise RequestError(f"requested_at is {at - now:.0f} s in the future")
+    if now - at > MAX_AGE_SECONDS:
+        raise RequestError(f"request is stale ({now - at:.0f} s old, limit {MAX_AGE_SECONDS:.0f} s)")
+    return Request(incident, float(at))
