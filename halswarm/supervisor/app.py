@@ -321,6 +321,7 @@ class Supervisor:
         # Observers of stored events start before the hub, so they still see its last events at shutdown.
         await self._start_observers()
         await lc.start("agent hub", self.hub.start, self._close_hub, timeout=30)
+        loop.set_exception_handler(self._loop_exception)
         # Actors (they send commands through the hub) start after it and stop before it.
         await self._start_actors()
         self._compose_services()
@@ -363,6 +364,11 @@ class Supervisor:
             await asyncio.sleep(0.02)
         log.info("HTTP API listening on %s:%d", cfg.host, cfg.http_port)
         self._api_task.add_done_callback(self._api_ended)
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The hub claims a failing accept() on its listener (one error, not one per loop turn)."""
+        if not self.hub.take_accept_failure(context):
+            loop.default_exception_handler(context)
 
     def _api_ended(self, task: asyncio.Task[None]) -> None:
         """The HTTP server stopped on its own (not by shutdown): a supervisor that runs but no longer

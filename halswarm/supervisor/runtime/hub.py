@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sqlite3
 import ssl
 import time
@@ -120,12 +121,38 @@ class Hub:
         self._monitor: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self.frames_rejected = 0
+        self.listener_error: str | None = None  # set once when the listening socket itself fails
 
     # ----- lifecycle -----
 
     @property
     def serving(self) -> bool:
-        return self._server is not None and self._server.is_serving()
+        return self._server is not None and self._server.is_serving() and self.listener_error is None
+
+    def take_accept_failure(self, context: dict[str, Any]) -> bool:
+        """Claim an event-loop exception raised by accept() on our listening socket.
+
+        A listening socket that the kernel destroyed (``ss -K``) or shut down stays readable and every
+        accept() fails: asyncio reports it once per loop iteration (thousands of tracebacks a second).
+        Taking the socket off the selector stops that; the hub then reports one error and /readyz turns
+        503 so that the runbook's supervisor-unreachable remediation (a restart) is what brings it back.
+        Returns False for anything else, which goes to the default handler."""
+        exc, handle = context.get("exception"), context.get("handle")
+        if not isinstance(exc, OSError) or handle is None or self._server is None:
+            return False
+        ours = {s.fileno() for s in self._server.sockets}
+        dead = [a for a in getattr(handle, "_args", ()) if isinstance(a, socket.socket) and a.fileno() in ours]
+        if not dead:
+            return False
+        loop = asyncio.get_running_loop()
+        for sock in dead:
+            loop.remove_reader(sock.fileno())
+        if self.listener_error is None:
+            self.listener_error = f"agent listener failed: {exc.strerror or exc}"
+            log.error("agent listener on %s:%d failed (%s): agents cannot connect until the supervisor restarts "
+                      "(/readyz reports websocket_hub; runbook: halctl remediate supervisor-unreachable)",
+                      self.s.host, self.s.port, exc.strerror or exc)
+        return True
 
     @property
     def bound_port(self) -> int:

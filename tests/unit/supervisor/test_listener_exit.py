@@ -4,6 +4,7 @@ running but not listening), instead of running on deaf; a normal shutdown is not
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import httpx
@@ -49,3 +50,39 @@ async def test_a_normal_shutdown_exits_0(tmp_path: Path) -> None:
     await sup.shutdown()
     assert sup.exit_code == 0
     assert sup.lifecycle.state.value == "stopped"
+
+
+async def test_failed_agent_listener_is_reported_once_and_turns_readyz_503(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The agent listener destroyed under a running supervisor (what ``ss -K`` does): every accept()
+    fails with EINVAL on a socket that stays readable. Before, asyncio logged one traceback per loop turn
+    (thousands a second, ~1 MB of log a second); now one error, /readyz 503 naming the hub, and the HTTP
+    API keeps answering for the operator."""
+    import socket
+
+    sup = Supervisor(_config(tmp_path))
+    await sup.start()
+    try:
+        listening = sup.hub._server.sockets[0]  # type: ignore[union-attr]
+        raw = socket.socket(fileno=listening.fileno())
+        try:
+            raw.shutdown(socket.SHUT_RDWR)
+        finally:
+            raw.detach()
+        with caplog.at_level(logging.ERROR):
+            async with httpx.AsyncClient() as c:
+                base = f"http://127.0.0.1:{sup.config.http_port}"
+                deadline = asyncio.get_running_loop().time() + 10
+                while (r := await c.get(f"{base}/readyz")).status_code != 503:
+                    assert asyncio.get_running_loop().time() < deadline, r.text
+                    await asyncio.sleep(0.05)
+                assert "agent listener failed" in r.json()["components"]["websocket_hub"]["error"], r.text
+                await asyncio.sleep(0.5)  # long enough for thousands of loop turns
+                assert (await c.get(f"{base}/healthz")).status_code == 200
+        loop_errors = [r for r in caplog.records if "Exception in callback" in r.getMessage()]
+        ours = [r for r in caplog.records if "agent listener on" in r.getMessage()]
+        assert not loop_errors, f"{len(loop_errors)} loop tracebacks"
+        assert len(ours) == 1, [r.getMessage() for r in ours]
+        assert sup.exit_code == 0 and not sup.hub.serving
+    finally:
+        await sup.shutdown()

@@ -39,7 +39,8 @@ class HealthService:
                 out["database"] = {"status": "error", "error": problem}
         except Exception as exc:
             out["database"] = {"status": "error", "error": str(exc) or type(exc).__name__}
-        out["websocket_hub"] = {"status": "ok"} if self.hub.serving else {"status": "error", "error": "not serving"}
+        out["websocket_hub"] = ({"status": "ok"} if self.hub.serving
+                                else {"status": "error", "error": self.hub.listener_error or "not serving"})
         out["command_dispatcher"] = (
             {"status": "ok"} if self.dispatcher.running else {"status": "error", "error": "stopped"}
         )
