@@ -65,7 +65,7 @@ class SessionTracker:
         self._claimed: dict[str, str] = {}
         self.refused = 0  # foreign claims refused by apply_state (defence in depth behind the hub)
         self._live: dict[str, Session] = {}  # not terminal
-        self._by_node: dict[str, set[str]] = {}  # ids in memory, by owner
+        self._by_node: dict[str, dict[str, None]] = {}  # ids in memory, by owner (ordered sets)
         self._ended: dict[str, float] = {}  # terminal ids in memory -> clock() of their last change, oldest first
         self._indexed: dict[str, tuple[str, str]] = {}  # id -> (node, status) when last indexed
         self._counts: Counter[str] = Counter()  # every session ever seen, by status
@@ -88,7 +88,7 @@ class SessionTracker:
                 self._counts[s.status] += 1
         elif new:
             self._counts[s.status] += 1
-        self._by_node.setdefault(s.node_id, set()).add(s.id)
+        self._by_node.setdefault(s.node_id, {})[s.id] = None
         self._ended.pop(s.id, None)
         if s.terminal:
             self._live.pop(s.id, None)
@@ -101,7 +101,7 @@ class SessionTracker:
     def _unlink(self, node_id: str, sid: str) -> None:
         ids = self._by_node.get(node_id)
         if ids is not None:
-            ids.discard(sid)
+            ids.pop(sid, None)
             if not ids:
                 del self._by_node[node_id]
 
