@@ -287,8 +287,6 @@ class Supervisor:
         reader = self.reader
         self.tracker.loader = lambda sid: reader.run_sync(lambda c: get_session(c, sid))
         loop = self._loop = asyncio.get_running_loop()
-        self.looplag = LoopLagProbe(self.metrics.loop_lag_max, self.metrics.loop_lag)
-        await lc.start("event-loop lag probe", self.looplag.start, self.looplag.stop)
         await lc.start("database writer", lambda: self.writer.start(loop), self._close_store)
         # Persist the restart verdict: every node offline, live sessions unreachable.
         nodes = list(self.nodes.values())
@@ -346,6 +344,9 @@ class Supervisor:
                                         self._on_integrity_failure)
         # The full check runs once ready, never on the start path; stopped first (it interrupts a check).
         await lc.start("integrity check", self.integrity.start, self.integrity.stop)
+        # Last: it measures stalls of the running supervisor, not the building of its parts.
+        self.looplag = LoopLagProbe(self.metrics.loop_lag_max, self.metrics.loop_lag)
+        await lc.start("event-loop lag probe", self.looplag.start, self.looplag.stop)
 
     async def _start_api(self) -> None:
         from halswarm.supervisor.http.app import build_app
