@@ -7,6 +7,8 @@ import pytest
 
 from halswarm.config.errors import ConfigError
 from halswarm.core.model import Session
+from halswarm.supervisor.features.policies.engine import PolicyEngine
+from halswarm.supervisor.features.policies.settings import PolicyConfig
 from halswarm.supervisor.features.sessions.memory import sweep_interval
 from halswarm.supervisor.features.sessions.settings import SessionSettings
 from halswarm.supervisor.runtime.tracker import SessionTracker
@@ -166,3 +168,17 @@ def test_the_grace_setting_refuses_bad_values_in_one_line(bad: object):
 
 def test_sweep_interval_is_bounded():
     assert sweep_interval(0) == 0.2 and sweep_interval(300) == 30.0 and sweep_interval(8) == 2.0
+
+
+def test_the_policy_pass_reads_only_live_sessions():
+    t, store, clock = tracker()
+    for i in range(1000):
+        store.save(t.apply_state("n", {"id": f"old{i}", "status": "completed"}, at=1.0))
+    t.apply_state("n", {"id": "busy", "status": "running"}, at=2.0)
+    t.apply_state("n", {"id": "quiet", "status": "idle"}, at=2.0)
+    clock.t += 10
+    evict(t, store, 1)
+    engine = PolicyEngine(PolicyConfig(), t, None, None, None, None)
+    t.visited = 0
+    assert sorted(f.id for f in engine.facts()) == ["busy", "quiet"]
+    assert t.visited == 2
