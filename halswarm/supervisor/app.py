@@ -25,7 +25,7 @@ from halswarm.store.probes import write_probe
 from halswarm.store.reader import Reader
 from halswarm.store.repos.events import fill_event_timestamps
 from halswarm.store.repos.nodes import mark_all_offline
-from halswarm.store.repos.sessions import upsert_sessions
+from halswarm.store.repos.sessions import get_session, upsert_sessions
 from halswarm.store.repos.state import load_state
 from halswarm.store.rescue import rescue_copy
 from halswarm.store.writer import Writer
@@ -60,7 +60,9 @@ from halswarm.supervisor.features.remediations.service import RemediationsServic
 from halswarm.supervisor.features.remediations.settings import DB_CORRUPTION, AutoConfig
 from halswarm.supervisor.features.retention.service import RetentionJob
 from halswarm.supervisor.features.retention.settings import RetentionSettings
+from halswarm.supervisor.features.sessions.memory import SessionMemory
 from halswarm.supervisor.features.sessions.service import SessionsService
+from halswarm.supervisor.features.sessions.settings import SessionSettings
 from halswarm.supervisor.features.tool_auth.service import ToolAuthService
 from halswarm.supervisor.features.tool_auth.settings import CredentialsSettings
 from halswarm.supervisor.features.tool_auth.watcher import CredentialDriftWatcher
@@ -72,6 +74,7 @@ from halswarm.supervisor.runtime.commands import CommandRunner
 from halswarm.supervisor.runtime.dispatcher import Dispatcher, Result
 from halswarm.supervisor.runtime.hub import Hub, HubSettings
 from halswarm.supervisor.runtime.ingest import Ingestor
+from halswarm.supervisor.runtime.looplag import LoopLagProbe
 from halswarm.supervisor.runtime.tracker import SessionTracker
 from halswarm.supervisor.secrets_registry import register_config_secrets
 
@@ -155,6 +158,7 @@ class Supervisor:
             self.credential_settings = CredentialsSettings.from_config(cfg)
             self.integrity_settings = IntegritySettings.from_config(cfg)
             self.alert_settings = AlertSettings.from_config(cfg)
+            self.session_settings = SessionSettings.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -283,6 +287,8 @@ class Supervisor:
         lc = self.lifecycle
         self._parse_settings()
         self.open_database()
+        reader = self.reader
+        self.tracker.loader = lambda sid: reader.run_sync(lambda c: get_session(c, sid))
         loop = self._loop = asyncio.get_running_loop()
         await lc.start("database writer", lambda: self.writer.start(loop), self._close_store)
         # Persist the restart verdict: every node offline, live sessions unreachable.
@@ -342,6 +348,9 @@ class Supervisor:
                                         self._on_integrity_failure)
         # The full check runs once ready, never on the start path; stopped first (it interrupts a check).
         await lc.start("integrity check", self.integrity.start, self.integrity.stop)
+        # Last: it measures stalls of the running supervisor, not the building of its parts.
+        self.looplag = LoopLagProbe(self.metrics.loop_lag_max, self.metrics.loop_lag)
+        await lc.start("event-loop lag probe", self.looplag.start, self.looplag.stop)
 
     async def _start_api(self) -> None:
         from halswarm.supervisor.http.app import build_app
@@ -413,8 +422,8 @@ class Supervisor:
         add = self.services.add
         add(self.gate)
         add(self.health)
-        add(NodesService(self.nodes, self.tracker, self.credential_settings.version))
-        add(SessionsService(self.tracker, self.commands))
+        add(NodesService(self.nodes, self.reader, self.credential_settings.version))
+        add(SessionsService(self.tracker, self.commands, self.reader))
         add(EventsService(self.reader, self.ingestor))
         add(CommandsService(self.commands, self.reader))
         add(AuditService(self.reader))
@@ -471,6 +480,8 @@ class Supervisor:
         await lc.start("event feed", self.feed.start, self.feed.stop)
         self.retention = RetentionJob(self.writer, self.retention_settings)
         await lc.start("retention", self.retention.start, self.retention.stop)
+        self.session_memory = SessionMemory(self.tracker, self.reader, self.session_settings)
+        await lc.start("session memory", self.session_memory.start, self.session_memory.stop)
         self.memwatch = MemoryWatch(self.config.memory_warn_percent)
         await lc.start("memory watch", self.memwatch.start, self.memwatch.stop)
 

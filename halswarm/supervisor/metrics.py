@@ -41,6 +41,16 @@ class Metrics:
         self.connections_active = Gauge(P + "connections_active", "Open agent connections", registry=r)
         self.sessions_active = Gauge(P + "sessions_active", "Sessions by status", ["status"], registry=r)
         self.nodes_online = Gauge(P + "nodes_online", "Nodes currently online", registry=r)
+        self.sessions_in_memory = Gauge(
+            P + "sessions_in_memory", "Sessions held in memory (live, and ended within the grace period)", registry=r
+        )
+        self.sessions_evicted = Gauge(
+            P + "sessions_evicted", "Ended sessions that left memory since start", registry=r
+        )
+        self.loop_lag_max = Gauge(
+            P + "event_loop_lag_max_seconds", "Longest event-loop stall seen since start", registry=r
+        )
+        self.loop_lag = Gauge(P + "event_loop_lag_seconds", "Event-loop stall at the last probe", registry=r)
         # Reported by each agent in its heartbeats (the outbox lives on the agent).
         self.agent_outbox_pending = Gauge(
             P + "agent_outbox_pending", "Events in the agent's outbox waiting for an ack", ["node"], registry=r

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from halswarm.core.model import Session
+from halswarm.core.model import SESSION_STATUSES, Session
+from halswarm.core.paging import PageRequest
+from halswarm.core.timeutil import parse_ts
+from halswarm.store.repos.keyset import keyset_select
 
 
 def upsert_sessions(conn: sqlite3.Connection, sessions: Iterable[Session]) -> None:
@@ -25,3 +29,99 @@ def upsert_sessions(conn: sqlite3.Connection, sessions: Iterable[Session]) -> No
             for s in sessions
         ],
     )
+
+
+# The API's order of sessions: newest first by (started_at, id), a missing start counting as 0 (the
+# expression of the 015 indexes, so a page walks an index instead of sorting).
+STARTED = "COALESCE(started_at, 0)"
+_FILTERS = ("project", "status", "node_id")
+
+
+def session_from_row(row: sqlite3.Row) -> Session:
+    """A stored row as a Session; ValueError/TypeError for a row that cannot be one."""
+    status = str(row["status"])
+    if status not in SESSION_STATUSES:
+        raise ValueError(f"status={status!r}")
+    s = Session(
+        id=str(row["id"]),
+        node_id=str(row["node_id"]),
+        project=str(row["project"] or ""),
+        status=status,
+        model=row["model"],
+        tokens_input=int(row["tokens_input"] or 0),
+        tokens_output=int(row["tokens_output"] or 0),
+        tokens_total=int(row["tokens_total"] or 0),
+        compaction_count=int(row["compaction_count"] or 0),
+        current_task=row["current_task"],
+        cost_usd=float(row["cost_usd"] or 0),
+        error=row["error"],
+        title=row["title"],
+    )
+    for col in ("started_at", "last_activity"):
+        raw = row[col]
+        ts = parse_ts(raw)
+        if raw is not None and ts is None:
+            raise ValueError(f"{col}={raw!r}")
+        setattr(s, col, ts)
+    return s
+
+
+def _readable(rows: Iterable[sqlite3.Row]) -> list[Session]:
+    """Rows as sessions, skipping the unreadable ones (as the start-up load does)."""
+    out = []
+    for row in rows:
+        try:
+            out.append(session_from_row(row))
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def get_session(conn: sqlite3.Connection, session_id: str) -> Session | None:
+    found = _readable(conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)))
+    return found[0] if found else None
+
+
+def get_sessions(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Session]:
+    out: dict[str, Session] = {}
+    for i in range(0, len(ids), 500):
+        chunk = list(ids[i:i + 500])
+        marks = ",".join("?" * len(chunk))
+        out.update((s.id, s) for s in _readable(conn.execute(f"SELECT * FROM sessions WHERE id IN ({marks})", chunk)))
+    return out
+
+
+def _where(filters: Mapping[str, str | None]) -> tuple[str, list[Any]]:
+    conds = [f"{k} = ?" for k in _FILTERS if filters.get(k)]
+    args = [filters[k] for k in _FILTERS if filters.get(k)]
+    return (" WHERE " + " AND ".join(conds)) if conds else "", args
+
+
+def list_sessions(conn: sqlite3.Connection, req: PageRequest, *, project: str | None = None,
+                  status: str | None = None, node_id: str | None = None) -> tuple[list[Session], int]:
+    """(one page's rows plus one, read in the walking direction; the exact number of matches)."""
+    where, args = _where({"project": project, "status": status, "node_id": node_id})
+    sql, params = keyset_select("sessions", (STARTED, "id"), where, args, req, descending=True)
+    rows = _readable(conn.execute(sql, params))
+    total = conn.execute(f"SELECT count(*) FROM sessions{where}", args).fetchone()[0]
+    return rows, int(total)
+
+
+def session_ids_of_node(conn: sqlite3.Connection, node_id: str) -> list[str]:
+    """A node's session ids in the API's order (newest first)."""
+    rows = conn.execute(f"SELECT id FROM sessions WHERE node_id = ? ORDER BY {STARTED} DESC, id DESC", (node_id,))
+    return [str(r[0]) for r in rows]
+
+
+def latest_completed(conn: sqlite3.Connection, projects: Iterable[str]) -> list[Session]:
+    """Each project's most recent completed session (by last activity, else start)."""
+    out: list[Session] = []
+    for p in projects:
+        out.extend(_readable(conn.execute(
+            "SELECT * FROM sessions WHERE project = ? AND status = 'completed'"
+            " ORDER BY COALESCE(last_activity, started_at, 0) DESC LIMIT 1", (p,))))
+    return out
+
+
+def status_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return {str(st): int(n) for st, n in conn.execute("SELECT status, count(*) FROM sessions GROUP BY status")}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from halswarm.core.model import SESSION_STATUSES, Node, Session
+from halswarm.core.model import Node, Session
 from halswarm.core.timeutil import parse_ts
 from halswarm.store.repos.jsonfields import _load_json
+from halswarm.store.repos.sessions import session_from_row
 
 
 @dataclass
@@ -47,30 +48,7 @@ def load_state(conn: sqlite3.Connection) -> LoadReport:
         rep.nodes.append(node)
     for row in conn.execute("SELECT * FROM sessions"):
         try:
-            status = str(row["status"])
-            if status not in SESSION_STATUSES:
-                raise ValueError(f"status={status!r}")
-            s = Session(
-                id=str(row["id"]),
-                node_id=str(row["node_id"]),
-                project=str(row["project"] or ""),
-                status=status,
-                model=row["model"],
-                tokens_input=int(row["tokens_input"] or 0),
-                tokens_output=int(row["tokens_output"] or 0),
-                tokens_total=int(row["tokens_total"] or 0),
-                compaction_count=int(row["compaction_count"] or 0),
-                current_task=row["current_task"],
-                cost_usd=float(row["cost_usd"] or 0),
-                error=row["error"],
-                title=row["title"],
-            )
-            for col in ("started_at", "last_activity"):
-                raw = row[col]
-                ts = parse_ts(raw)
-                if raw is not None and ts is None:
-                    raise ValueError(f"{col}={raw!r}")
-                setattr(s, col, ts)
+            s = session_from_row(row)
         except (ValueError, TypeError) as exc:
             rep.bad_rows.append(f"sessions[{row['id']!r}]: {exc}")
             continue

@@ -270,7 +270,7 @@ class Router:
                 self._edge(route, "*", ok, ev, values)
                 continue
             seen = set()
-            for s in list(self.tracker.sessions.values()):
+            for s in self.tracker.live():
                 if s.status not in LIVE:
                     continue
                 seen.add(s.id)

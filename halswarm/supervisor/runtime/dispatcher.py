@@ -142,7 +142,7 @@ class Dispatcher:
         return node_id
 
     def _busy(self, node_id: str) -> int:
-        return sum(1 for s in self.tracker.sessions.values() if s.node_id == node_id and s.status == "running")
+        return sum(1 for s in self.tracker.live_on(node_id) if s.status == "running")
 
     # ----- dispatch -----
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import builtins
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from halswarm.core.model import SESSION_STATUSES, TERMINAL_SESSION_STATUSES, Session
@@ -23,6 +24,7 @@ def _int(v: Any, default: int = 0) -> int:
 
 
 Note = Callable[[str, str], None]  # (field, reason) of a value that was converted or refused
+Loader = Callable[[str], "Session | None"]  # a session's stored row, by id (None: not stored)
 
 
 def claimed_session_ids(ev_type: str, session_id: str | None, data: Any) -> list[str]:
@@ -44,27 +46,148 @@ def snapshot_session_id(state: Any) -> str | None:
 class SessionTracker:
     """Sessions by id. Each session belongs to the node that first reported it: another node's
     report of the same id is refused (never applied), until the supervisor itself hands the
-    session over (`expect_handover`)."""
+    session over (`expect_handover`).
 
-    def __init__(self, note: Note | None = None) -> None:
-        self.sessions: dict[str, Session] = {}
+    Memory holds live sessions and those that ended less than `grace` seconds ago (issue 22): an
+    ended session leaves memory by `evict` once its stored row says what memory says, and `get`
+    reads it from the store (`loader`); a report about it brings it back. Live sessions are indexed
+    (`live`, `live_on`), so periodic and per-node work never walks every session ever seen."""
+
+    def __init__(self, note: Note | None = None, *, loader: Loader | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sessions: dict[str, Session] = {}  # in memory: live, and ended within the grace period
         self.note = note  # told about every time value converted (milliseconds) or refused
+        self.loader = loader
+        self.clock = clock
         self._handover_to: dict[str, str] = {}  # session id -> the node a supervisor handover moves it to
         # Ids first named by an event accepted but not yet applied (events reach the tracker only after
         # their commit): the first node to name an id owns it from that moment, not from its commit.
         self._claimed: dict[str, str] = {}
         self.refused = 0  # foreign claims refused by apply_state (defence in depth behind the hub)
+        self._live: dict[str, Session] = {}  # not terminal
+        self._by_node: dict[str, dict[str, None]] = {}  # ids in memory, by owner (ordered sets)
+        self._ended: dict[str, float] = {}  # terminal ids in memory -> clock() of their last change, oldest first
+        self._indexed: dict[str, tuple[str, str]] = {}  # id -> (node, status) when last indexed
+        self._counts: Counter[str] = Counter()  # every session ever seen, by status
+        self._changed: set[str] = set()  # ids changed since the last `drain_changed` (the cost sampler's)
+        self.evicted = 0  # sessions that left memory (introspection for tests and metrics)
+        self.reloaded = 0  # evicted sessions a report brought back
+        self.visited = 0  # sessions handed to periodic passes by `live`/`live_on`
+
+    # ----- memory -----
+
+    def _index(self, s: Session, *, new: bool) -> None:
+        """Keep the indexes true after `s` was created (`new`), reloaded or changed: O(1)."""
+        prev = self._indexed.get(s.id)
+        if prev is not None:
+            node0, status0 = prev
+            if node0 != s.node_id:
+                self._unlink(node0, s.id)
+            if status0 != s.status:
+                self._counts[status0] -= 1
+                self._counts[s.status] += 1
+        elif new:
+            self._counts[s.status] += 1
+        self._by_node.setdefault(s.node_id, {})[s.id] = None
+        self._ended.pop(s.id, None)
+        if s.terminal:
+            self._live.pop(s.id, None)
+            self._ended[s.id] = self.clock()  # re-inserted: the dict stays ordered by time
+        else:
+            self._live[s.id] = s
+        self._indexed[s.id] = (s.node_id, s.status)
+        self._changed.add(s.id)
+
+    def _unlink(self, node_id: str, sid: str) -> None:
+        ids = self._by_node.get(node_id)
+        if ids is not None:
+            ids.pop(sid, None)
+            if not ids:
+                del self._by_node[node_id]
+
+    def add(self, s: Session) -> None:
+        """Put a session in memory (and its indexes) as it is."""
+        self.sessions[s.id] = s
+        self._index(s, new=True)
+
+    def _resident(self, sid: str) -> Session | None:
+        """The session to update: from memory, else reloaded from the store into memory."""
+        s = self.sessions.get(sid)
+        if s is None and self.loader is not None:
+            s = self.loader(sid)
+            if s is not None:
+                self.sessions[sid] = s
+                self._index(s, new=False)
+                self.reloaded += 1
+        return s
+
+    def eviction_candidates(self, grace: float, limit: int = 500) -> builtins.list[Session]:
+        """Ended sessions unchanged for `grace` seconds, oldest first (O(result))."""
+        deadline = self.clock() - grace
+        out: builtins.list[Session] = []
+        for sid, at in self._ended.items():
+            if at > deadline or len(out) >= limit:
+                break
+            out.append(self.sessions[sid])
+        return out
+
+    def evict(self, grace: float, stored: Mapping[str, Session]) -> int:
+        """Drop from memory the candidates whose stored row (`stored`, read after
+        `eviction_candidates`) equals memory: never lose a change the store does not have yet."""
+        deadline = self.clock() - grace
+        n = 0
+        for sid, row in stored.items():
+            s = self.sessions.get(sid)
+            at = self._ended.get(sid)
+            if s is None or at is None or at > deadline or row.to_api() != s.to_api():
+                continue
+            del self.sessions[sid], self._ended[sid], self._indexed[sid]
+            self._unlink(s.node_id, sid)  # a pending `_changed` entry stays: drain reads the stored row
+            n += 1
+        self.evicted += n
+        return n
+
+    def in_memory(self) -> int:
+        return len(self.sessions)
+
+    def live(self) -> builtins.list[Session]:
+        """The sessions not ended (what periodic passes walk)."""
+        out = list(self._live.values())
+        self.visited += len(out)
+        return out
+
+    def live_on(self, node_id: str) -> builtins.list[Session]:
+        out = [s for sid in self._by_node.get(node_id, ()) if (s := self._live.get(sid)) is not None]
+        self.visited += len(out)
+        return out
+
+    def mark_changed(self, ids: Iterable[str]) -> None:
+        """Hand ids back to the next `drain_changed` (their sampling failed)."""
+        self._changed.update(ids)
+
+    def drain_changed(self) -> builtins.list[Session]:
+        """Sessions changed since the last call (from memory, else as stored)."""
+        ids, self._changed = self._changed, set()
+        out: builtins.list[Session] = []
+        for sid in ids:
+            s = self.get(sid)
+            if s is not None:
+                out.append(s)
+        return out
 
     # ----- ownership -----
 
     def owner(self, session_id: str) -> str | None:
-        s = self.sessions.get(session_id)
-        return s.node_id if s is not None else self._claimed.get(session_id)
+        claimed = self._claimed.get(session_id)
+        if claimed is not None:
+            return claimed
+        s = self.get(session_id)
+        return s.node_id if s is not None else None
 
     def claim(self, node_id: str, session_ids: list[str]) -> None:
         """Record the owner of ids an accepted event names before the event is applied."""
         for sid in session_ids:
-            if sid not in self.sessions and len(self._claimed) < 100_000:
+            if sid not in self.sessions and len(self._claimed) < 100_000 and self.get(sid) is None:
                 self._claimed.setdefault(sid, node_id)
 
     def may_claim(self, node_id: str, session_id: str) -> bool:
@@ -120,17 +243,28 @@ class SessionTracker:
         return secs
 
     def load(self, sessions: list[Session]) -> None:
-        """Restore from the database: nodes are offline after a restart, so live sessions are unreachable."""
+        """Restore from the database: nodes are offline after a restart, so live sessions are unreachable.
+        Ended sessions are only counted: they stay in the store."""
         for s in sessions:
-            if s.status not in TERMINAL_SESSION_STATUSES:
-                s.set_status("unreachable")
+            if s.status in TERMINAL_SESSION_STATUSES:
+                self._counts[s.status] += 1
+                continue
+            self._counts[s.status] += 1
             self.sessions[s.id] = s
+            self._indexed[s.id] = (s.node_id, s.status)
+            s.set_status("unreachable")
+            self._index(s, new=False)
 
     def get(self, session_id: str) -> Session | None:
-        return self.sessions.get(session_id)
+        """From memory, else as stored (not brought back into memory: reading changes nothing)."""
+        s = self.sessions.get(session_id)
+        if s is None and self.loader is not None:
+            s = self.loader(session_id)
+        return s
 
     def list(self, *, project: str | None = None, status: str | None = None, node_id: str | None = None
              ) -> list[Session]:
+        """The sessions in memory (live and recently ended); the API lists from the store."""
         out = [
             s for s in self.sessions.values()
             if (project is None or s.project == project)
@@ -141,24 +275,25 @@ class SessionTracker:
         return out
 
     def counts(self) -> Counter[str]:
-        return Counter(s.status for s in self.sessions.values())
+        """Every session ever seen, by status (kept up to date, never counted by walking)."""
+        return +self._counts
 
     def apply_state(self, node_id: str, state: dict[str, Any], *, at: float | None = None) -> Session | None:
         """Merge a session object reported by an agent; returns the session if anything changed."""
         sid = state.get("id", state.get("session_id"))
         if not isinstance(sid, str) or not sid:
             return None
+        s = self._resident(sid)
         if not self.may_claim(node_id, sid):
             self.refused += 1
             return None
         if self._handover_to.get(sid) == node_id:
             del self._handover_to[sid]
-        s = self.sessions.get(sid)
         created = s is None
         if s is None:
             s = Session(id=sid, node_id=node_id, started_at=at)
-            self.sessions[sid] = s
             self._claimed.pop(sid, None)
+            self.add(s)
         before = s.to_api()
         s.node_id = node_id
         if isinstance(state.get("project"), str) and state["project"]:
@@ -191,7 +326,10 @@ class SessionTracker:
             s.last_activity = last
         elif at is not None:
             s.last_activity = max(s.last_activity or 0, at)
-        return s if created or s.to_api() != before else None
+        if created or s.to_api() != before:
+            self._index(s, new=False)
+            return s
+        return None
 
     def apply_event(self, node_id: str, ev_type: str, session_id: str | None, project: str | None, data: Any,
                     timestamp: float) -> Session | None:
@@ -204,7 +342,7 @@ class SessionTracker:
             return self.apply_state(node_id, state, at=timestamp)
         if not session_id:
             return None
-        s = self.sessions.get(session_id)
+        s = self._resident(session_id)
         if (s is None or s.node_id != node_id) and not self.may_claim(node_id, session_id):
             self.refused += 1
             return None
@@ -215,7 +353,10 @@ class SessionTracker:
         s.last_activity = max(s.last_activity or 0, timestamp)
         if s.status == "unreachable":
             s.set_status("running")
-        return s if (s.last_activity, s.status) != before else None
+        if (s.last_activity, s.status) != before:
+            self._index(s, new=False)
+            return s
+        return None
 
     # `builtins.list` below: inside the class, `list` is the method above.
     def apply_snapshot(self, node_id: str, states: builtins.list[dict[str, Any]], *, at: float
@@ -228,17 +369,19 @@ class SessionTracker:
             seen.add(sid)
             if s is not None:
                 changed.append(s)
-        for s in self.sessions.values():
-            if s.node_id == node_id and s.id not in seen and s.status == "unreachable":
+        for s in self.live_on(node_id):
+            if s.id not in seen and s.status == "unreachable":
                 msg = "not reported by its node after it registered again"
                 if s.error != msg:
                     s.error = msg
+                    self._index(s, new=False)
                     changed.append(s)
         return changed
 
     def mark_node_unreachable(self, node_id: str) -> builtins.list[Session]:
         changed = []
-        for s in self.sessions.values():
-            if s.node_id == node_id and not s.terminal and s.set_status("unreachable"):
+        for s in self.live_on(node_id):
+            if s.set_status("unreachable"):
+                self._index(s, new=False)
                 changed.append(s)
         return changed

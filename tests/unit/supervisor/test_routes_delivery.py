@@ -27,6 +27,9 @@ class Tracker:
     def get(self, sid: str) -> Session | None:
         return self.sessions.get(sid)
 
+    def live(self) -> list[Session]:
+        return [s for s in self.sessions.values() if not s.terminal]
+
 
 def ev(type_: str, n: int = 1, **kw: Any) -> dict[str, Any]:
     base = {"id": n, "node_id": "node-1", "seq": n, "event_id": f"e{n}", "session_id": "ses_1", "project": "alpha",

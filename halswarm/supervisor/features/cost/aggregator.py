@@ -271,7 +271,9 @@ class CostAggregator:
             rows: list[tuple[SessionUsage, int, int, bool]] = []
             marks: dict[str, Mark] = {}
             rates = self._rates()
-            for s in list(self.tracker.sessions.values()):
+            # Only the sessions changed since the last sample (issue 22: never every session ever seen).
+            changed = self.tracker.drain_changed()
+            for s in changed:
                 cur = (s.tokens_input, s.tokens_output, max(s.tokens_total, s.tokens_input + s.tokens_output),
                        float(s.cost_usd or 0.0))
                 mark = self._marks.get(s.id, (0, 0, 0, 0.0))
@@ -289,7 +291,11 @@ class CostAggregator:
                 rows.append((SessionUsage(date, s.id, s.project or "", provider, name, d_total, d_cost), d_in, d_out,
                              estimated))
             if marks:
-                await self.writer.run(lambda c: repo.add_session_usage(c, rows, marks))
+                try:
+                    await self.writer.run(lambda c: repo.add_session_usage(c, rows, marks))
+                except BaseException:
+                    self.tracker.mark_changed([s.id for s in changed])  # sampled again next time
+                    raise
                 self._marks.update(marks)
             return len(rows)
 

@@ -29,6 +29,7 @@ from typing import Any
 from halswarm.core.timeutil import iso, parse_ts
 from halswarm.protocol import CommandTarget
 from halswarm.store.repos import dependencies as repo
+from halswarm.store.repos.sessions import latest_completed
 from halswarm.supervisor.features.dependencies.settings import DependencySettings
 from halswarm.supervisor.runtime.dispatcher import CommandError
 from halswarm.supervisor.runtime.periodic import PeriodicEngine
@@ -179,7 +180,7 @@ class DependencyManager(PeriodicEngine):
                         "result": r[5], "error": r[6], "started_at": iso(r[7])} for r in starts]
         if self.autostart:
             # Completions known before autostart was enabled start nothing: record them as handled.
-            seed = {p: completion_marker(self._signal(p)) or "" for p in projects if p not in self.handled}
+            seed = {p: m or "" for p, m in (await self._markers(p for p in projects if p not in self.handled)).items()}
             if seed:
                 now = time.time()
                 await self.writer.run(lambda c: repo.save_marks(c, seed, now))
@@ -207,12 +208,17 @@ class DependencyManager(PeriodicEngine):
             self._note_status(ev.get("project"), ev.get("event_id"), ev.get("data"),
                               parse_ts(ev.get("timestamp")) or self.clock())
 
-    def _signal(self, project: str) -> Signal | None:
-        return latest_signal(project, list(self.tracker.sessions.values()), self.status_events.get(project))
+    async def _markers(self, projects: Iterable[str]) -> dict[str, str | None]:
+        """Each project's completion marker: its latest completed session (ended sessions leave memory,
+        so from the store, plus memory for what is not committed yet) or `project.status` event."""
+        projects = list(projects)
+        stored = await self.reader.run(lambda c: latest_completed(c, projects))
+        known = [*stored, *self.tracker.list()]
+        return {p: completion_marker(latest_signal(p, known, self.status_events.get(p))) for p in projects}
 
     def _active(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for s in list(self.tracker.sessions.values()):
+        for s in self.tracker.live():
             if s.status in ACTIVE:
                 counts[s.project] = counts.get(s.project, 0) + 1
         return counts
@@ -220,7 +226,7 @@ class DependencyManager(PeriodicEngine):
     # ----- autostart -----
 
     async def check(self) -> list[tuple[str, str, str]]:
-        markers = {p: completion_marker(self._signal(p)) for p in self.graph.projects}
+        markers = await self._markers(self.graph.projects)
         now = self.clock()
         handled = {p: m for p, m in self.handled.items() if self._retry_at.get(p, 0) <= now}
         handled.update({p: markers.get(p) or "" for p, t in self._retry_at.items() if t > now})
@@ -281,6 +287,6 @@ class DependencyManager(PeriodicEngine):
     async def snapshot(self) -> dict[str, Any]:
         if self.graph.projects and not self.wants_events:
             await self._load_status_events()
-        done = {p: completion_marker(self._signal(p)) is not None for p in self.graph.projects}
+        done = {p: m is not None for p, m in (await self._markers(self.graph.projects)).items()}
         return {"autostart": self.autostart, "projects": project_states(self.graph, done, self._active()),
                 "recent_starts": list(self.recent)}

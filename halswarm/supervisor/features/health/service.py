@@ -50,6 +50,8 @@ class HealthService:
         counts = self.tracker.counts()
         for status in SESSION_STATUSES:
             self.metrics.sessions_active.labels(status).set(counts.get(status, 0))
+        self.metrics.sessions_in_memory.set(self.tracker.in_memory())
+        self.metrics.sessions_evicted.set(self.tracker.evicted)
         self.metrics.nodes_online.set(sum(1 for n in self.nodes.values() if n.status == "online"))
 
     def exposition(self) -> tuple[bytes, str]:

@@ -26,7 +26,7 @@ async def list_nodes(nodes: Nodes, status: str | None = None, project: str | Non
 
 @router.get("/{node_id}")
 async def get_node(nodes: Nodes, node_id: str) -> JSONResponse:
-    return ok(nodes.describe(node_id))
+    return ok(await nodes.describe(node_id))
 
 
 @router.get("/{node_id}/auth")

@@ -7,8 +7,9 @@ from typing import Any
 from halswarm.core.credential_sync import credential_sync
 from halswarm.core.model import Node
 from halswarm.core.paging import Page, PageRequest, slice_sorted
+from halswarm.store.reader import Reader
+from halswarm.store.repos.sessions import session_ids_of_node
 from halswarm.supervisor.apikit.envelope import ApiError
-from halswarm.supervisor.runtime.tracker import SessionTracker
 
 NODE_CURSOR = "s"  # (id,)
 
@@ -18,9 +19,9 @@ def node_key(n: Node) -> tuple[str]:
 
 
 class NodesService:
-    def __init__(self, nodes: dict[str, Node], tracker: SessionTracker, credential_version: int | None) -> None:
+    def __init__(self, nodes: dict[str, Node], reader: Reader, credential_version: int | None) -> None:
         self.nodes = nodes
-        self.tracker = tracker
+        self.reader = reader  # a node's sessions are listed from the store (ended ones leave memory)
         self.credential_version = credential_version  # `credentials.version` of the config, if any
 
     def page(self, status: str | None, project: str | None, req: PageRequest) -> tuple[Page[Node], int]:
@@ -38,9 +39,10 @@ class NodesService:
             raise ApiError("NOT_FOUND", f"node {node_id} not found")
         return node
 
-    def describe(self, node_id: str) -> dict[str, Any]:
+    async def describe(self, node_id: str) -> dict[str, Any]:
         node = self.get(node_id)
-        return node.to_api() | {"sessions": [s.id for s in self.tracker.list(node_id=node_id)]}
+        ids = await self.reader.run(lambda c: session_ids_of_node(c, node_id))
+        return node.to_api() | {"sessions": ids}
 
     def auth(self, node_id: str) -> dict[str, Any]:
         node = self.get(node_id)

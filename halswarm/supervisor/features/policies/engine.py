@@ -233,7 +233,7 @@ class PolicyEngine(PeriodicEngine):
     def facts(self) -> list[SessionFacts]:
         return [SessionFacts(s.id, s.node_id, s.project, s.status, s.last_activity, s.compaction_count,
                              s.tokens_total, self.session_cost(s))
-                for s in list(self.tracker.sessions.values()) if s.status in LIVE]
+                for s in self.tracker.live() if s.status in LIVE]
 
     async def check(self) -> list[Action]:
         """One evaluation: decide, then start the actions (each in its own task)."""

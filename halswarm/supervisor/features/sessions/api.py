@@ -45,13 +45,13 @@ async def list_sessions(sessions: Sessions, project: str | None = None, status: 
                         node_id: str | None = None, limit: Limit = 100, offset: Offset = 0, after: After = None,
                         before: Before = None) -> JSONResponse:
     req = cursor_page(limit, offset, after, before, SESSION_CURSOR)
-    page, total = sessions.page(project, status, node_id, req)
+    page, total = await sessions.page(project, status, node_id, req)
     return ok([s.to_api() for s in page.items], meta=page_meta(page, req, total, False))
 
 
 @router.get("/{session_id}", dependencies=[VIEWER])
 async def get_session(sessions: Sessions, session_id: str) -> JSONResponse:
-    return ok(sessions.get(session_id).to_api())
+    return ok((await sessions.get(session_id)).to_api())
 
 
 @router.post("", dependencies=[OPERATOR], status_code=201)

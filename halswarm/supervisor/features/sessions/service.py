@@ -1,12 +1,15 @@
-"""Sessions: read from the tracker; every change is a command to the session's agent."""
+"""Sessions: listed from the store (ended sessions leave memory), a session from memory else the
+store; every change is a command to the session's agent."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from halswarm.core.model import Session
-from halswarm.core.paging import Page, PageRequest, slice_sorted
+from halswarm.core.paging import Page, PageRequest, window
 from halswarm.protocol import CommandTarget
+from halswarm.store.reader import Reader
+from halswarm.store.repos.sessions import get_session, list_sessions
 from halswarm.supervisor.apikit.commands import raise_for
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.runtime.commands import CommandRunner
@@ -24,18 +27,25 @@ ACTIONS = {"resume": "resume", "restart": "restart_session", "handover": "handov
 
 
 class SessionsService:
-    def __init__(self, tracker: SessionTracker, commands: CommandRunner) -> None:
+    def __init__(self, tracker: SessionTracker, commands: CommandRunner, reader: Reader) -> None:
         self.tracker = tracker
         self.commands = commands
+        self.reader = reader
 
-    def page(self, project: str | None, status: str | None, node_id: str | None,
-             req: PageRequest) -> tuple[Page[Session], int]:
-        """Newest first by (started_at, id), the tracker's order; with the exact total (in memory)."""
-        items = self.tracker.list(project=project or None, status=status or None, node_id=node_id or None)
-        return slice_sorted(items, req, session_key, descending=True), len(items)
+    async def page(self, project: str | None, status: str | None, node_id: str | None,
+                   req: PageRequest) -> tuple[Page[Session], int]:
+        """Newest first by (started_at, id), walking the store's index; with the exact total.
 
-    def get(self, session_id: str) -> Session:
-        s = self.tracker.get(session_id)
+        Every change the tracker makes is stored before it is acknowledged, so the store lists what
+        memory holds, and also the sessions that left memory."""
+        rows, total = await self.reader.run(lambda c: list_sessions(c, req, project=project or None,
+                                                                    status=status or None, node_id=node_id or None))
+        return window(rows, req, session_key), total
+
+    async def get(self, session_id: str) -> Session:
+        s = self.tracker.sessions.get(session_id)  # in memory: the newest word
+        if s is None:
+            s = await self.reader.run(lambda c: get_session(c, session_id))
         if s is None:
             raise ApiError("NOT_FOUND", f"session {session_id} not found")
         return s
@@ -64,7 +74,7 @@ class SessionsService:
         return await self._on_session(session_id, ACTIONS[action], {"session_id": session_id}, actor=actor, ip=ip)
 
     async def _on_session(self, session_id: str, ctype: str, args: dict[str, Any], **kw: Any) -> dict[str, Any]:
-        self.get(session_id)
+        await self.get(session_id)
         res = await self.commands.dispatch(ctype, CommandTarget(session_id=session_id), args, **kw)
         raise_for(res)
         await self.commands.apply_output(res)
