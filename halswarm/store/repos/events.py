@@ -69,6 +69,39 @@ def events_after(conn: sqlite3.Connection, last_id: int) -> list[sqlite3.Row]:
     return conn.execute("SELECT * FROM events WHERE id > ? ORDER BY id", (last_id,)).fetchall()
 
 
+StreamRow = tuple[int, str | None, int | None, str, str | None, str | None, str, str, float]
+
+_STREAM_COLS = "id, node_id, seq, event_id, session_id, project, type, data, ts"
+
+
+def stream_rows(conn: sqlite3.Connection, filters: dict[str, Any], after_id: int, until_id: int | None,
+                limit: int, scan: int) -> tuple[list[StreamRow], int]:
+    """Stored events matching `filters` with `after_id` < id <= hi, by id, at most `limit` of them, and
+    the id reached (the next call's `after_id`). hi is `after_id + scan`, capped at `until_id` and at the
+    last committed id, so one call reads at most `scan` rows whatever the filters match.
+
+    The id range is walked on the rowid (NOT INDEXED), so a filter matching few rows cannot make SQLite
+    sort a whole index. Ids grow in commit order under the single writer: once id N is visible every
+    smaller id is too, so the id reached never skips a row committed later."""
+    last = last_event_id(conn)
+    hi = min(after_id + scan, last if until_id is None else min(until_id, last))
+    if hi <= after_id:
+        return [], after_id
+    where, args = _event_filters({k: filters.get(k) for k in ("session_id", "project", "node_id", "type", "since")})
+    cond = (" AND " + where.removeprefix(" WHERE ")) if where else ""
+    rows = conn.execute(f"SELECT {_STREAM_COLS} FROM events NOT INDEXED WHERE id > ? AND id <= ?{cond}"
+                        " ORDER BY id LIMIT ?", [after_id, hi, *args, limit]).fetchall()
+    reached = rows[-1][0] if len(rows) == limit else hi
+    return [tuple(r) for r in rows], reached
+
+
+def first_id_since(conn: sqlite3.Connection, since: float) -> int | None:
+    """The smallest id of an event stamped at or after `since` (None if none): where a stream that
+    replays from `since` starts walking by id."""
+    row = conn.execute("SELECT MIN(id) FROM events WHERE ts >= ?", (since,)).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def row_to_api(event_db_id: int, r: EventRow) -> dict[str, Any]:
     """API shape of an event row still in memory (same fields as event_to_api)."""
     from halswarm.core.timeutil import iso

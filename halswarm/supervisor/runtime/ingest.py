@@ -25,11 +25,12 @@ from halswarm.core.secret_values import SECRETS
 from halswarm.core.timestamps import MILLISECONDS, event_time
 from halswarm.protocol import Event
 from halswarm.protocol.hub_link import ACCEPTED, HubLinkCore, SeqState
-from halswarm.store.repos.events import EventRow, event_to_api, events_after, insert_events, last_event_id, row_to_api
+from halswarm.store.repos.events import EventRow, events_after, insert_events, last_event_id
 from halswarm.store.repos.nodes import set_nodes_last_seq
 from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.writer import Writer
 from halswarm.supervisor.metrics import Metrics
+from halswarm.supervisor.runtime.broadcast import EventBroadcast
 from halswarm.supervisor.runtime.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class Ingestor:
         self.link = HubLinkCore()  # per-node seq expectations (sans-I/O)
         self._pending: list[tuple[EventRow, float, tuple[str, str, str | None, str | None, Any, float]]] = []
         self._flushing: asyncio.Task[None] | None = None
-        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.broadcast = EventBroadcast(metrics.registry)
         self._idle = asyncio.Event()
         self._idle.set()
         self.stored_total = 0
@@ -198,18 +199,19 @@ class Ingestor:
                 except Exception as exc:  # a closed socket: the agent resends after reconnecting
                     log.debug("rewind to %s not sent: %s", node_id, exc)
 
-    # ----- live subscribers (SSE) -----
+    # ----- live subscribers (SSE streams and the routing feed; see runtime/broadcast.py) -----
 
     def subscribe(self, maxsize: int = 1000) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of committed event dicts; dropped (see `is_subscribed`) when it overflows."""
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=maxsize)
-        self._subscribers.add(q)
+        self.broadcast.queues.add(q)
         return q
 
     def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
-        self._subscribers.discard(q)
+        self.broadcast.queues.discard(q)
 
     def is_subscribed(self, q: asyncio.Queue[dict[str, Any]]) -> bool:
-        return q in self._subscribers
+        return q in self.broadcast.queues
 
     # ----- flushing -----
 
@@ -259,7 +261,7 @@ class Ingestor:
             if r[1] is not None and r[0] is not None:
                 highs[r[0]] = max(highs.get(r[0], 0), r[1])
         sessions = list(changed.values())
-        want_rows = bool(self._subscribers)
+        want_rows = self.broadcast.wanted
 
         def job(conn: Any) -> tuple[int, list[Any] | None]:
             last_id = last_event_id(conn) if want_rows else 0
@@ -294,27 +296,5 @@ class Ingestor:
                     await res
             except Exception as exc:  # a closed socket must not stop the others' acks
                 log.debug("ack to %s not sent: %s", node_id, exc)
-        if want_rows and self._subscribers:
-            self._publish(last_id, rows, stored_rows)
-
-    def _publish(self, last_id: int, rows: list[EventRow], stored_rows: list[Any] | None) -> None:
-        """Hand committed events to the live subscribers, rendered one by one after the commit."""
-        if stored_rows is None:
-            # Single writer + AUTOINCREMENT: this batch got the ids right after last_id, in order.
-            items: list[Any] = list(enumerate(rows, last_id + 1))
-            render: Callable[[Any], dict[str, Any]] = lambda item: row_to_api(*item)  # noqa: E731
-        else:
-            items, render = stored_rows, event_to_api
-        for item in items:
-            try:
-                ev = render(item)
-            except Exception:  # stored and acked already; only the live copy is lost
-                log.exception("could not render a stored event for live subscribers")
-                self._metrics.errors_total.labels("ingest", "render").inc()
-                continue
-            for q in list(self._subscribers):
-                try:
-                    q.put_nowait(ev)
-                except asyncio.QueueFull:
-                    self._subscribers.discard(q)
-                    log.warning("dropping a slow event-stream subscriber")
+        if want_rows:  # an append: rendering and fan-out run in the broadcast's own task
+            self.broadcast.publish(last_id, rows, stored_rows)

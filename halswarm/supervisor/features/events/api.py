@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from halswarm.core.paging import page_meta
+from halswarm.core.sse import LastEventIdError, parse_last_event_id
 from halswarm.supervisor.apikit.deps import VIEWER, After, Before, Limit, Offset, cursor_page, parse_since, service
-from halswarm.supervisor.apikit.envelope import ok
+from halswarm.supervisor.apikit.envelope import ApiError, ok
 from halswarm.supervisor.features.events.service import EVENT_CURSOR, EventsService
 
 router = APIRouter(prefix="/api/v1/events", tags=["events"], dependencies=[VIEWER])
@@ -38,5 +39,9 @@ async def stream_events(events: Events, request: Request, session_id: str | None
                         node_id: str | None = None, type: str | None = None,
                         since: str | None = None) -> StreamingResponse:
     f = _filters(session_id, project, node_id, type, since)
-    return StreamingResponse(events.stream(f, request.is_disconnected), media_type="text/event-stream",
+    try:
+        last_seen = parse_last_event_id(request.headers.get("last-event-id"))
+    except LastEventIdError as exc:
+        raise ApiError("VALIDATION_ERROR", str(exc)) from None
+    return StreamingResponse(events.stream(f, last_seen), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -2,92 +2,88 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
-from halswarm.core.paging import Page, PageRequest, decode_cursor
+from halswarm.core.paging import Page, PageRequest
 from halswarm.store.reader import Reader
-from halswarm.store.repos.events import last_event_id, page_events
+from halswarm.store.repos.events import first_id_since, last_event_id, page_events, stream_rows
+from halswarm.supervisor.runtime.broadcast import encode_event
 from halswarm.supervisor.runtime.ingest import Ingestor
 
 KEEPALIVE_SEC = 15.0
-REPLAY_PAGE = 500  # stored events read per query while a stream replays from `since`
+CHUNK_EVENTS = 500  # frames a stream sends in one write at most
+CHUNK_BYTES = 256 * 1024  # ... and bytes (a reader that stops holds at most one such chunk)
+STORE_SCAN = 5000  # ids a stream behind the shared buffer reads from the store per query
 EVENT_CURSOR = "fi"  # (timestamp, id)
-
-
-def matches(ev: dict[str, Any], f: dict[str, Any]) -> bool:
-    """Whether a live event passes a stream's filters (`type` may end in `*` for a prefix)."""
-    for key in ("session_id", "project", "node_id"):
-        if f.get(key) and ev.get(key) != f[key]:
-            return False
-    t = f.get("type")
-    if t:
-        if t.endswith("*"):
-            if not str(ev.get("type", "")).startswith(t[:-1]):
-                return False
-        elif ev.get("type") != t:
-            return False
-    return True
-
-
-def _frame(ev: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(ev, default=str)}\n\n".encode()
 
 
 class EventsService:
     def __init__(self, reader: Reader, ingestor: Ingestor) -> None:
         self.reader = reader
         self.ingestor = ingestor
+        self.broadcast = ingestor.broadcast
 
     async def page(self, filters: dict[str, Any], req: PageRequest,
                    order: str) -> tuple[Page[dict[str, Any]], int, bool]:
         """A page with (total, total_is_estimate)."""
         return await self.reader.run(lambda c: page_events(c, filters, req, order))
 
-    async def replay(self, filters: dict[str, Any], until_id: int) -> AsyncIterator[dict[str, Any]]:
-        """Every stored event matching `filters` with an id up to `until_id`, oldest first, read by
-        cursor in pages of REPLAY_PAGE (the same keyset query as the list route)."""
-        f = filters | {"until_id": until_id}
-        req = PageRequest(REPLAY_PAGE)
-        while True:
-            page, _, _ = await self.reader.run(partial(page_events, filters=f, req=req, order="asc", count=False))
-            for ev in page.items:
-                yield ev
-            if page.next is None:
-                return
-            req = PageRequest(REPLAY_PAGE, after=decode_cursor(page.next, EVENT_CURSOR))
+    async def _from_store(self, filters: dict[str, Any], cursor: int,
+                          until_id: int | None) -> tuple[list[bytes], int]:
+        """Frames of stored events after `cursor` (by id), one bounded read, and the id reached."""
+        rows, reached = await self.reader.run(partial(stream_rows, filters=filters, after_id=cursor,
+                                                      until_id=until_id, limit=CHUNK_EVENTS, scan=STORE_SCAN))
+        return [encode_event(r) for r in rows], reached
 
-    async def stream(self, filters: dict[str, Any],
-                     disconnected: Callable[[], Awaitable[bool]]) -> AsyncIterator[bytes]:
-        """SSE frames: every stored event from `since` (if given), then live ones, with keepalive comments.
+    async def start_id(self, since: float | None, last_seen: int | None) -> tuple[int, int]:
+        """(cursor, boundary): the stream sends every matching event with an id above `cursor`; up to
+        `boundary` (committed when the stream opened) `since` filters them, after it only the filters do."""
+        boundary = await self.reader.run(last_event_id)
+        if last_seen is not None:
+            return last_seen, boundary
+        if since is None:
+            return boundary, boundary
+        first = await self.reader.run(partial(first_id_since, since=since))
+        return (boundary if first is None else first - 1), boundary
 
-        The subscription starts before the store is read: events committed up to that moment (ids up to
-        `boundary`) come from the store, later ones from the live queue, so none is sent twice or lost."""
-        q = self.ingestor.subscribe()
+    async def stream(self, filters: dict[str, Any], last_seen: int | None = None) -> AsyncIterator[bytes]:
+        """SSE frames (`id:` = event id) after `last_seen` (a `Last-Event-ID`), or from `since`, or from
+        now; then live ones, with keepalive comments; in id (commit) order, none twice, none skipped.
+
+        Frames come from the broadcast's shared buffer; whenever this stream is behind what the buffer
+        still holds (a slow reader, or a replay), it reads the store by id instead: never dropped."""
+        hub = self.broadcast
+        hub.open_stream()  # before reading the store: every later commit reaches the buffer
         try:
-            boundary = 0
-            if filters.get("since") is not None:
-                boundary = await self.reader.run(last_event_id)
-                sent = 0
-                async for ev in self.replay(filters, boundary):
-                    yield _frame(ev)
-                    sent += 1
-                    if sent % REPLAY_PAGE == 0 and await disconnected():
-                        return
+            cursor, boundary = await self.start_id(filters.get("since"), last_seen)
+            live = {k: v for k, v in filters.items() if k != "since"}
+            while cursor < boundary:
+                frames, cursor = await self._from_store(filters, cursor, boundary)
+                if frames:
+                    yield b"".join(frames)
             yield b": connected\n\n"
+            behind = True  # counted in `catchups` only when a stream that kept up falls behind
             while True:
-                if await disconnected() or not self.ingestor.is_subscribed(q):
-                    return
-                try:
-                    ev = await asyncio.wait_for(q.get(), KEEPALIVE_SEC)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
+                got = hub.after(cursor, live, CHUNK_EVENTS, CHUNK_BYTES)
+                if got is None:
+                    if not behind:
+                        hub.catchups.inc()
+                        behind = True
+                    frames, reached = await self._from_store(live, cursor, None)
+                    if reached == cursor and not await hub.wait(cursor, KEEPALIVE_SEC):
+                        yield b": keepalive\n\n"
+                    cursor = reached
+                else:
+                    behind = False
+                    frames, cursor = got
+                    if frames:
+                        yield b"".join(frames)
+                    if not await hub.wait(cursor, KEEPALIVE_SEC):
+                        yield b": keepalive\n\n"
                     continue
-                if ev["id"] <= boundary or not matches(ev, filters):
-                    continue
-                yield _frame(ev)
+                if frames:
+                    yield b"".join(frames)
         finally:
-            self.ingestor.unsubscribe(q)
+            hub.close_stream()

@@ -1,0 +1,241 @@
+"""Live fan-out of committed events, off the ingest path (issue 22 point 5).
+
+The Ingestor hands each committed batch over with `publish` (an append, nothing more). A task of this
+module then renders every event ONCE into its SSE frame and keeps the frames in a shared ring, bounded
+in events and in bytes. A stream subscriber is only a cursor (the last id it sent) into that ring: it
+takes every frame after its cursor in one chunk per wake-up. A subscriber whose cursor fell out of the
+ring (it read slower than events arrived) is not dropped: it reads the events it missed from the store
+by id, then rejoins the ring. Nothing per subscriber is held but the chunk it is sending.
+
+Consumers that want event dicts (the routing feed) still get a bounded queue each, filled by the same
+task; those are dropped when full, as before (the feed re-subscribes and counts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from halswarm.core.sse import sse_frame
+from halswarm.core.timeutil import iso
+from halswarm.store.repos.events import EventRow, StreamRow, event_to_api, row_to_api
+
+log = logging.getLogger(__name__)
+
+RING_EVENTS = 10_000  # frames kept for subscribers that are behind
+RING_BYTES = 32 * 2**20
+WAKE_INTERVAL = 0.05  # subscribers are woken at most this often: each write then carries more events
+_P = "hal_o_swarm_"
+
+# (id, node_id, session_id, project, type, frame): what a subscriber needs to filter and send.
+Entry = tuple[int, str | None, str | None, str | None, str, bytes]
+
+
+def encode_event(r: StreamRow) -> bytes:
+    """The SSE frame of a stored event (same JSON fields and order as `event_to_api`). The `data` text
+    is stored JSON already (scrubbed at ingest), so it is spliced in rather than parsed and re-encoded."""
+    head = orjson.dumps({"id": r[0], "node_id": r[1], "seq": r[2], "event_id": r[3], "session_id": r[4],
+                         "project": r[5], "type": r[6]})
+    body = b"%s,\"data\":%s,\"timestamp\":%s}" % (head[:-1], r[7].encode() if r[7] else b"null",
+                                                  orjson.dumps(iso(r[8])))
+    return sse_frame(r[0], body)
+
+
+def entry_of(r: StreamRow) -> Entry:
+    return r[0], r[1], r[4], r[5], r[6], encode_event(r)
+
+
+def matches_entry(e: Entry, f: dict[str, Any]) -> bool:
+    """Whether a frame passes a stream's filters (`type` may end in `*` for a prefix); `since` is the
+    replay's business, not the live part's."""
+    if f.get("node_id") and e[1] != f["node_id"]:
+        return False
+    if f.get("session_id") and e[2] != f["session_id"]:
+        return False
+    if f.get("project") and e[3] != f["project"]:
+        return False
+    t = f.get("type")
+    if t:
+        return e[4].startswith(t[:-1]) if t.endswith("*") else e[4] == t
+    return True
+
+
+class EventBroadcast:
+    def __init__(self, registry: CollectorRegistry | None = None, ring_events: int = RING_EVENTS,
+                 ring_bytes: int = RING_BYTES) -> None:
+        r = registry or CollectorRegistry()
+        self.encoded = Counter(_P + "stream_frames_encoded_total",
+                               "Live events rendered into an SSE frame (once per event, whatever the subscribers)",
+                               registry=r)
+        self.catchups = Counter(_P + "stream_catchups_total",
+                                "Times a stream subscriber fell out of the shared buffer and read from the store",
+                                registry=r)
+        self.ring_bytes_gauge = Gauge(_P + "stream_buffer_bytes", "Bytes of SSE frames in the shared buffer",
+                                      registry=r)
+        self.subscribers_gauge = Gauge(_P + "stream_subscribers", "Open event stream subscribers", registry=r)
+        self.ring_events = ring_events
+        self.ring_bytes = ring_bytes
+        self._ids: list[int] = []
+        self._entries: list[Entry] = []
+        self._head = 0  # index of the oldest kept entry
+        self._bytes = 0
+        self.covered_from: int | None = None  # every committed id above this is in the ring (or coming)
+        self._inbox: deque[tuple[int, list[EventRow], list[Any] | None]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._tick = asyncio.Event()
+        self._woken_upto = 0  # the newest id announced to the subscribers
+        self._last_wake = 0.0
+        self._wake_handle: asyncio.TimerHandle | None = None
+        self.streams = 0
+        self.queues: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    # ----- who listens -----
+
+    @property
+    def wanted(self) -> bool:
+        """Whether committed batches should be handed over (someone listens)."""
+        return bool(self.streams or self.queues)
+
+    def open_stream(self) -> None:
+        self.streams += 1
+        self.subscribers_gauge.set(self.streams)
+
+    def close_stream(self) -> None:
+        self.streams -= 1
+        self.subscribers_gauge.set(self.streams)
+        if not self.streams:  # the ring stops following commits: start afresh with the next listener
+            self._clear()
+
+    # ----- the ingest side: O(1) -----
+
+    def publish(self, last_id: int, rows: list[EventRow], stored_rows: list[Any] | None) -> None:
+        """A committed batch: `rows` got the ids after `last_id` in order, unless `stored_rows` (read back
+        because some rows were ignored as duplicates) says which rows were stored."""
+        self._inbox.append((last_id, rows, stored_rows))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain(), name="event-broadcast")
+
+    async def _drain(self) -> None:
+        while self._inbox:
+            last_id, rows, stored_rows = self._inbox.popleft()
+            try:
+                self._render(last_id, rows, stored_rows)
+            except Exception:  # stored and acked already: subscribers read it from the store
+                log.exception("could not render committed events for live subscribers")
+                self.covered_from = None
+            self._wake()
+            await asyncio.sleep(0)
+
+    def _render(self, last_id: int, rows: list[EventRow], stored_rows: list[Any] | None) -> None:
+        if stored_rows is None:
+            srows: list[StreamRow] = [(i, *r[:7], r[7]) for i, r in enumerate(rows, last_id + 1)]
+        else:
+            srows = [(r["id"], r["node_id"], r["seq"], r["event_id"], r["session_id"], r["project"], r["type"],
+                      r["data"], r["ts"]) for r in stored_rows]
+        if self.streams:
+            newest = self._ids[-1] if len(self._ids) > self._head else self.covered_from
+            if newest != last_id:  # a batch went by unseen (nobody listened): the ring starts again here
+                self._clear()
+                self.covered_from = last_id
+            self._append(entry_of(r) for r in srows)
+            self.encoded.inc(len(srows))
+        if self.queues:
+            self._to_queues(last_id, rows, stored_rows)
+
+    def _append(self, entries: Iterable[Entry]) -> None:
+        for e in entries:
+            self._ids.append(e[0])
+            self._entries.append(e)
+            self._bytes += len(e[5])
+        while len(self._ids) - self._head > self.ring_events or (
+                self._bytes > self.ring_bytes and len(self._ids) - self._head > 1):
+            old = self._entries[self._head]
+            self._bytes -= len(old[5])
+            self.covered_from = old[0]
+            self._head += 1
+        if self._head > 4096 and self._head * 2 > len(self._ids):
+            del self._ids[:self._head], self._entries[:self._head]
+            self._head = 0
+        self.ring_bytes_gauge.set(self._bytes)
+
+    def _clear(self) -> None:
+        self._ids, self._entries, self._head, self._bytes = [], [], 0, 0
+        self.covered_from = None
+        self.ring_bytes_gauge.set(0)
+
+    def _wake(self) -> None:
+        """Announce new frames now, or at WAKE_INTERVAL after the last announcement: 200 subscribers
+        writing once per commit would cost more CPU than the commits themselves."""
+        if self._wake_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._last_wake + WAKE_INTERVAL - loop.time()
+        if delay <= 0:
+            self._announce()
+        else:
+            self._wake_handle = loop.call_later(delay, self._announce)
+
+    def _announce(self) -> None:
+        self._wake_handle = None
+        self._last_wake = asyncio.get_running_loop().time()
+        self._woken_upto = self.newest() or 0
+        tick, self._tick = self._tick, asyncio.Event()
+        tick.set()
+
+    def _to_queues(self, last_id: int, rows: list[EventRow], stored_rows: list[Any] | None) -> None:
+        evs = ([row_to_api(i, r) for i, r in enumerate(rows, last_id + 1)] if stored_rows is None
+               else [event_to_api(r) for r in stored_rows])
+        for q in list(self.queues):
+            for ev in evs:
+                try:
+                    q.put_nowait(ev)
+                except asyncio.QueueFull:
+                    self.queues.discard(q)
+                    log.warning("dropping a slow event consumer")
+                    break
+
+    # ----- the subscriber side -----
+
+    def after(self, cursor: int, filters: dict[str, Any], max_events: int,
+              max_bytes: int) -> tuple[list[bytes], int] | None:
+        """Frames after `cursor` that match, at most `max_events`/`max_bytes` of them, and the new cursor;
+        None if the ring no longer holds everything after `cursor` (read the store)."""
+        if self.covered_from is None or cursor < self.covered_from:
+            return None
+        i = bisect.bisect_right(self._ids, cursor, lo=self._head)
+        end = min(len(self._ids), i + max_events)
+        if i == end:
+            return [], cursor
+        if not any(filters.get(k) for k in ("node_id", "session_id", "project", "type")):
+            out = [e[5] for e in self._entries[i:end]]
+            return out, self._ids[end - 1]
+        out = []
+        size = 0
+        for e in self._entries[i:end]:
+            cursor = e[0]
+            if matches_entry(e, filters):
+                out.append(e[5])
+                size += len(e[5])
+                if size >= max_bytes:
+                    break
+        return out, cursor
+
+    def newest(self) -> int | None:
+        return self._ids[-1] if len(self._ids) > self._head else self.covered_from
+
+    async def wait(self, cursor: int, timeout: float) -> bool:
+        """Wait until frames after `cursor` were announced (True) or `timeout` passed (False)."""
+        if self._woken_upto > cursor:
+            return True
+        try:
+            await asyncio.wait_for(self._tick.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

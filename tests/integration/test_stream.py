@@ -1,0 +1,242 @@
+"""The live event stream against the real supervisor (issue 22 point 5, issue 18 point 5).
+
+Readers are real HTTP clients on loopback (a raw socket with a small receive buffer, decoded with h11),
+so a reader that stops reading really pushes back on the server. Each test checks the events by their
+agent seq: none lost, none twice, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+from typing import Any
+
+import h11
+import httpx
+import psutil
+import pytest
+
+from tests.support.agentsim import SimAgent
+from tests.support.waiting import wait_for
+
+PAYLOAD = "x" * 2000  # ~2 KB a frame: 15,000 of them overflow the shared buffer's 10,000 frames
+RING_BYTES = 32 * 2**20
+
+
+class SseReader:
+    """An SSE client in a daemon thread on a raw socket; `paused` stops it reading (the socket's buffers
+    fill, and the server's writes block), `read_delay` makes it slow."""
+
+    def __init__(self, sup: Any, params: dict[str, str], last_event_id: str | None = None,
+                 rcvbuf: int = 32 * 1024, limit: int | None = None) -> None:
+        self.limit = limit  # hang up after this many events
+        self.sup, self.params, self.last_event_id, self.rcvbuf = sup, params, last_event_id, rcvbuf
+        self.events: list[tuple[int, dict[str, Any]]] = []
+        self.connected = threading.Event()
+        self.closed = threading.Event()  # the server ended the stream
+        self.paused = threading.Event()
+        self.read_delay = 0.0
+        self.status = 0
+        self._stop = threading.Event()
+        self._buf = b""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> SseReader:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.paused.clear()
+        self._thread.join(10)
+
+    def seqs(self) -> list[int]:
+        return [ev["seq"] for _, ev in self.events if ev.get("seq") is not None]
+
+    def _run(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        sock.settimeout(0.5)
+        sock.connect(("127.0.0.1", self.sup.http_port))
+        conn = h11.Connection(h11.CLIENT)
+        headers = [("Host", "127.0.0.1"), ("Authorization", f"Bearer {self.sup.token}"),
+                   ("Accept", "text/event-stream")]
+        if self.last_event_id is not None:
+            headers.append(("Last-Event-ID", self.last_event_id))
+        target = "/api/v1/events/stream?" + httpx.QueryParams(self.params).__str__()
+        sock.sendall(conn.send(h11.Request(method="GET", target=target, headers=headers)) or b"")
+        sock.sendall(conn.send(h11.EndOfMessage()) or b"")
+        try:
+            while not self._stop.is_set():
+                if self.paused.is_set():
+                    time.sleep(0.05)
+                    continue
+                try:
+                    data = sock.recv(4096)
+                except TimeoutError:
+                    continue
+                conn.receive_data(data)
+                while True:
+                    ev = conn.next_event()
+                    if ev is h11.NEED_DATA:
+                        break
+                    if isinstance(ev, h11.Response):
+                        self.status = ev.status_code
+                    elif isinstance(ev, h11.Data):
+                        self._feed(bytes(ev.data))
+                    elif isinstance(ev, h11.EndOfMessage | h11.ConnectionClosed):
+                        self.closed.set()
+                        return
+                if not data:
+                    self.closed.set()
+                    return
+                if self.read_delay:
+                    time.sleep(self.read_delay)
+        finally:
+            sock.close()
+
+    def _feed(self, data: bytes) -> None:
+        self._buf += data
+        while b"\n\n" in self._buf:
+            msg, self._buf = self._buf.split(b"\n\n", 1)
+            text = msg.decode()
+            if text.startswith(": connected"):
+                self.connected.set()
+                continue
+            m = re.fullmatch(r"id: (\d+)\ndata: (.*)", text, re.S)
+            if m:
+                ev = json.loads(m.group(2))
+                assert ev["id"] == int(m.group(1)), text
+                if self.limit is not None and len(self.events) >= self.limit:
+                    self._stop.set()
+                    return
+                self.events.append((int(m.group(1)), ev))
+
+
+def metric(sup: Any, name: str) -> float:
+    text = httpx.get(sup.api + "/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def send(agent: SimAgent, seqs: range, data: Any = None) -> None:
+    for seq in seqs:
+        await agent.send_event(seq, "message.part.delta", session_id="ses_s", project="p", data=data)
+        if seq % 200 == 0:
+            await asyncio.sleep(0)
+    await agent.wait_acked(seqs[-1], timeout=120)
+
+
+async def until(pred: Any, what: str, timeout: float = 60) -> None:
+    await asyncio.to_thread(wait_for, pred, what, timeout)
+
+
+@pytest.mark.timeout(240)
+async def test_a_reader_that_stops_then_reads_slowly_catches_up_from_the_store_and_stays_open(supervisor):
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "n1", [("p", "/p")])
+    await agent.connect()
+    stalled = SseReader(supervisor, {"node_id": "n1", "type": "message.part.*"}).start()
+    steady = SseReader(supervisor, {"node_id": "n1", "type": "message.part.*"}).start()
+    try:
+        await until(lambda: stalled.connected.is_set() and steady.connected.is_set(), "both streams open")
+        stalled.paused.set()
+        rss_before = psutil.Process(supervisor.proc.pid).memory_info().rss
+        n = 15_000
+        peak_ring = 0.0
+        for start in range(1, n + 1, 1000):
+            await send(agent, range(start, start + 1000), {"text": PAYLOAD})
+            peak_ring = max(peak_ring, metric(supervisor, "hal_o_swarm_stream_buffer_bytes"))
+        # Meanwhile the steady reader was served in full: the stalled one held nobody up.
+        await until(lambda: len(steady.seqs()) >= n, "the steady reader has every event", 120)
+        rss_growth = psutil.Process(supervisor.proc.pid).memory_info().rss - rss_before
+        assert peak_ring <= RING_BYTES
+        # ~31 MB went by the stalled reader: the supervisor kept only its bounded shared buffer.
+        assert rss_growth < 80 * 2**20, f"RSS grew by {rss_growth / 2**20:.0f} MB for a reader that stopped"
+        assert not stalled.closed.is_set(), "the server closed a stream that had stopped reading"
+        stalled.read_delay = 0.002  # then reads slowly
+        stalled.paused.clear()
+        await until(lambda: len(stalled.seqs()) >= n, "the stalled reader caught up", 180)
+        assert metric(supervisor, "hal_o_swarm_stream_catchups_total") >= 1  # it did read from the store
+        await send(agent, range(n + 1, n + 6))  # still open, and live again
+        await until(lambda: len(stalled.seqs()) >= n + 5, "the caught-up reader gets live events", 60)
+    finally:
+        stalled.stop()
+        steady.stop()
+        await agent.close()
+    assert stalled.seqs() == list(range(1, n + 6)), "the slow reader lost or repeated events"
+    assert steady.seqs()[:n] == list(range(1, n + 1))
+    ids = [i for i, _ in stalled.events]
+    assert ids == sorted(set(ids))
+    assert not stalled.closed.is_set()
+
+
+@pytest.mark.timeout(120)
+async def test_each_event_is_encoded_once_whatever_the_number_of_subscribers(supervisor):
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "n1", [("p", "/p")])
+    await agent.connect()
+    readers = [SseReader(supervisor, {"node_id": "n1"}).start() for _ in range(6)]
+    try:
+        await until(lambda: all(r.connected.is_set() for r in readers), "six streams open")
+        encoded0 = metric(supervisor, "hal_o_swarm_stream_frames_encoded_total")
+        stored0 = metric(supervisor, "hal_o_swarm_events_total")
+        await send(agent, range(1, 301))
+        await until(lambda: all(len(r.seqs()) >= 300 for r in readers), "every reader has every event")
+        encoded = metric(supervisor, "hal_o_swarm_stream_frames_encoded_total") - encoded0
+        stored = metric(supervisor, "hal_o_swarm_events_total") - stored0
+    finally:
+        for r in readers:
+            r.stop()
+        await agent.close()
+    assert stored >= 300
+    assert encoded == stored, f"{encoded:.0f} frames encoded for {stored:.0f} events and 6 subscribers"
+    for r in readers:
+        assert r.seqs() == list(range(1, 301))
+
+
+@pytest.mark.timeout(180)
+async def test_resume_from_last_event_id_across_a_restart_loses_and_repeats_nothing(supervisor):
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "n1", [("p", "/p")])
+    await agent.connect()
+    first = SseReader(supervisor, {"node_id": "n1", "type": "message.part.*"}, limit=120).start()
+    try:
+        await until(first.connected.is_set, "stream open")
+        await send(agent, range(1, 201))
+        await until(lambda: len(first.seqs()) >= 120, "the first reader got some events")
+    finally:
+        first.stop()
+        await agent.close()
+    seen = list(first.events)
+    last_id = seen[-1][0]
+    supervisor.stop()
+    supervisor.start()
+    agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "n1", [("p", "/p")])
+    reg = await agent.connect(last_acked_seq=200)
+    assert reg.resume_from_seq == 200
+    resumed = SseReader(supervisor, {"node_id": "n1", "type": "message.part.*"}, last_event_id=str(last_id)).start()
+    try:
+        await until(resumed.connected.is_set, "resumed stream open")
+        await send(agent, range(201, 301))
+        await until(lambda: len(resumed.seqs()) >= 300 - len(seen), "the resumed reader has the rest", 60)
+    finally:
+        resumed.stop()
+        await agent.close()
+    got = [ev["seq"] for _, ev in seen] + resumed.seqs()
+    assert got == list(range(1, 301)), "resuming lost or repeated events"
+    assert resumed.events[0][0] > last_id
+
+
+@pytest.mark.timeout(60)
+async def test_a_last_event_id_that_is_not_an_id_is_a_validation_error(supervisor):
+    def get(value: str) -> httpx.Response:
+        with supervisor.client() as c:
+            return c.get("/api/v1/events/stream", headers={"Last-Event-ID": value})
+
+    r = await asyncio.to_thread(get, "abc")
+    assert r.status_code == 400 and r.json()["code"] == "VALIDATION_ERROR", r.text
