@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 
 import httpx
@@ -52,9 +53,12 @@ async def test_ms_timestamps_with_a_live_subscriber_do_not_rewind_a_healthy_node
         assert not [e for e in good.errors if e["code"] == "seq_gap"], good.errors[:3]
         assert not [e for e in bad.errors if e["code"] == "seq_gap"], bad.errors[:3]
         good.assert_acks_monotonic()
-        await until(lambda: sum('"node_id": "nodey"' in ln for ln in lines) >= 138, timeout=20,
+        def streamed() -> list[dict]:
+            return [json.loads(ln[6:]) for ln in list(lines) if ln.startswith("data: ")]
+
+        await until(lambda: sum(e["node_id"] == "nodey" for e in streamed()) >= 138, timeout=20,
                     what="the subscriber to get every event of the healthy node")
-        assert any('"node_id": "nodex"' in ln and MS_ISO in ln for ln in lines)
+        assert any(e["node_id"] == "nodex" and e["timestamp"] == MS_ISO for e in streamed())
         with sup.client() as c:
             r = c.get("/api/v1/events", params={"node_id": "nodex", "limit": 10})
             assert r.status_code == 200, r.text
