@@ -205,14 +205,18 @@ class ApiClient:
         self._raise_for(resp, "GET", path, None)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def stream(self, path: str, params: Mapping[str, Any] | None = None) -> Iterator[SseEvent]:
-        """Open an SSE stream under `/api/v1` and yield its events until the server closes it.
+    def stream(self, path: str, params: Mapping[str, Any] | None = None,
+               last_event_id: str | None = None) -> Iterator[SseEvent]:
+        """Open an SSE stream under `/api/v1` and yield its events until the server closes it
+        (`last_event_id`: resume right after that event).
 
         A connection that cannot be made or that breaks mid-stream raises `ApiUnreachable`.
         """
         full = API_PREFIX + path
         timeout = httpx.Timeout(self.timeout, read=max(self.timeout, STREAM_READ_TIMEOUT))
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
         try:
             with self._http.stream("GET", full, params=_clean(params), headers=headers, timeout=timeout) as resp:
                 if resp.status_code >= 400:

@@ -181,18 +181,21 @@ class _Seen:
 
 
 def _follow(session_id: str, since: Any, seen: _Seen, on_event: Callable[[Mapping[str, Any]], None]) -> None:
-    """Stream `/events/stream` for the session forever, reconnecting (with `since`) when it drops."""
+    """Stream `/events/stream` for the session forever; when it drops, reconnect and resume right after
+    the last event received (`Last-Event-ID`), or from `since` before any arrived."""
     from halswarm.cli.errors import ApiUnreachable
     from halswarm.cli.output import note
 
     client = app().client()
     delay = RECONNECT_MIN
+    last_id: str | None = None  # the stream's cursor: a reconnect resumes right after it
     while True:
         params: dict[str, Any] = {"session_id": session_id}
         if since is not None:
             params["since"] = since
         try:
-            for sse in client.stream("/events/stream", params):
+            for sse in client.stream("/events/stream", params, last_event_id=last_id):
+                last_id = sse.id or last_id
                 try:
                     event = sse.json()
                 except ValueError:

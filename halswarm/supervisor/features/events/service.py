@@ -40,9 +40,9 @@ class EventsService:
     async def start_id(self, since: float | None, last_seen: int | None) -> tuple[int, int]:
         """(cursor, boundary): the stream sends every matching event with an id above `cursor`; up to
         `boundary` (committed when the stream opened) `since` filters them, after it only the filters do."""
+        if last_seen is not None:  # a resume: whatever `since` was, the stream it resumes was past it
+            return last_seen, last_seen
         boundary = await self.reader.run(last_event_id)
-        if last_seen is not None:
-            return last_seen, boundary
         if since is None:
             return boundary, boundary
         first = await self.reader.run(partial(first_id_since, since=since))
