@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +59,10 @@ class _Sub(asyncio.Protocol):
         self._tail = b""
         self._buf = b""
 
+    transport: asyncio.Transport
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -90,8 +94,8 @@ async def _subscribers(port: int, token: str, count: int) -> dict:
     req = (f"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
            "Accept: text/event-stream\r\n\r\n").encode()
     for i in range(count):
-        _, sub = await loop.create_connection(lambda i=i: _Sub(i < SAMPLED, lat), "127.0.0.1", port)
-        sub.transport.write(req)  # type: ignore[attr-defined]
+        _, sub = await loop.create_connection(partial(_Sub, i < SAMPLED, lat), "127.0.0.1", port)
+        sub.transport.write(req)
         subs.append(sub)
     ok = await asyncio.wait_for(asyncio.gather(*(s.connected for s in subs)), 60) if subs else []
     print(json.dumps({"ready": sum(ok)}), flush=True)
@@ -117,13 +121,13 @@ async def _subscribers(port: int, token: str, count: int) -> dict:
            "max_frames": max(frames, default=0), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "samples": len(lat)}
     for s in subs:
         with contextlib.suppress(Exception):
-            s.transport.close()  # type: ignore[attr-defined]
+            s.transport.close()
     return res
 
 
 # ---------------------------------------------------------------- orchestration
 
-def _stop(p: subprocess.Popen) -> None:  # type: ignore[type-arg]
+def _stop(p: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)
         try:
@@ -171,10 +175,11 @@ def _run(http_port: int, ws_url: str, token: str, op_token: str, subs: int, args
             raise RuntimeError(f"only {ready['ready']} of {subs} subscribers connected")
         p.stdin.write("measure\n")
         p.stdin.flush()
-        cpu0 = _cpu(sup_pid)
+        cpu0, subs_cpu0 = _cpu(sup_pid), _cpu(p.pid)
         load = _loadgen(ws_url, token, args.agents, args.seconds, rate)
         # per event sent during the whole load run (warm-up included), as the CPU time covers it all
         load["cpu_us"] = (_cpu(sup_pid) - cpu0) / max(load["sent"], 1) * 1e6
+        load["subs_cpu_s"] = _cpu(p.pid) - subs_cpu0  # the readers compete for the same cores
         p.stdin.write("stop\n")
         p.stdin.flush()
         out = json.loads(p.stdout.readline())
@@ -216,7 +221,8 @@ def orchestrate(args: argparse.Namespace) -> int:
             base = rates.get(counts[0]) or 0.0
             print(f"saturated {n:>4} subscribers: {load['events_per_s']:>8.0f} durable events/s  "
                   f"ratio {load['events_per_s'] / base if base else float('nan'):.3f}  "
-                  f"supervisor {load['cpu_us']:.1f} us CPU/event  dropped {out['closed']}"
+                  f"supervisor {load['cpu_us']:.1f} us CPU/event  readers' CPU {load['subs_cpu_s']:.1f} s  "
+                  f"dropped {out['closed']}"
                   + (f"  frames/subscriber {out['min_frames']}..{out['max_frames']}" if n else ""), flush=True)
         for n in [c for c in counts if c]:
             load, out = _run(http_port, ws_url, token, op_token, n, args, args.rate, sup.pid)
