@@ -58,8 +58,10 @@ async def test_cursor_walk_returns_each_event_once_while_an_agent_sends(supervis
     ids = Counter(e["id"] for e in seen)
     assert max(ids.values()) == 1, "an event was returned twice"
     assert stored <= set(ids), f"{len(stored - set(ids))} stored events were skipped"
-    keys = [(e["timestamp"], e["id"]) for e in seen]
-    assert keys == sorted(keys)
+    # The walk is in (timestamp, id) order at full precision; the answer shows timestamps cut to the
+    # millisecond, so within one millisecond the ids may come in any order (agent clocks, not ids, rule).
+    stamps = [e["timestamp"] for e in seen]
+    assert stamps == sorted(stamps)
     assert pages > 300 // 9
 
 
