@@ -56,10 +56,12 @@ from halswarm.agent.progress import ProgressWatcher
 from halswarm.agent.projects import ProjectCheck, check_projects, project_map, warning_text
 from halswarm.agent.resources import sample_resources
 from halswarm.agent.session_state import SessionReducer, read_current_task
+from halswarm.agent.vitals import sample_vitals
 from halswarm.config.agent import AgentConfig
 from halswarm.core.capabilities import ToolInfo
 from halswarm.memwatch import MemoryWatch
 from halswarm.protocol.agent_link import ConnState
+from halswarm.systemd_restarts import read_own_nrestarts
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +197,7 @@ class Agent:
         # Register with a settled picture (capabilities and the session snapshot are only sent
         # at registration): give opencode a bounded moment to come up and be listed.
         await self._await_opencode_settled()
+        unit_restarts = await asyncio.to_thread(read_own_nrestarts)  # fixed for this process's lifetime
         self.connection = SupervisorConnection(
             cfg.supervisor_url,
             cfg.auth_token,
@@ -203,6 +206,7 @@ class Agent:
             command_handler=self.commands.handle,
             on_ready=self.auth.on_ready,
             resources_fn=lambda: sample_resources(cfg.data_dir),
+            process_fn=lambda: sample_vitals(unit_restarts, self._opencode_restarts()),
         )
         self.connection.start()
         self.auth.start()
@@ -281,6 +285,11 @@ class Agent:
     ) -> Any:
         assert self.outbox is not None
         return await self.outbox.append(event_id, etype, session_id, project, data)
+
+    def _opencode_restarts(self) -> int | None:
+        """Restarts of the opencode serve this agent supervises (None when it only attaches to one)."""
+        oc = self.opencode
+        return oc.restarts if oc is not None and oc.manage else None
 
     async def warn(self, message: str) -> None:
         log.warning("%s", message)

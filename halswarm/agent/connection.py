@@ -86,6 +86,7 @@ class SupervisorConnection:
         command_handler: CommandHandler | None = None,
         on_ready: ReadyCallback | None = None,
         resources_fn: Callable[[], dict[str, float]] = sample_resources,
+        process_fn: Callable[[], dict[str, float]] | None = None,
         backoff: Backoff | None = None,
         auth_backoff: Backoff | None = None,
         open_timeout: float = 10.0,
@@ -113,6 +114,7 @@ class SupervisorConnection:
         self._command_handler = command_handler
         self._on_ready = on_ready
         self._resources_fn = resources_fn
+        self._process_fn = process_fn
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
         self.batch_size = batch_size
@@ -453,12 +455,16 @@ class SupervisorConnection:
             else:
                 await self._ack_wake.wait()
 
+    def _sample(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The heartbeat's `resources` and `process` figures (procfs reads: run in a thread)."""
+        return self._resources_fn(), (self._process_fn() if self._process_fn is not None else {})
+
     async def _heartbeat(self, ws: ClientConnection) -> None:
         # The first one is due right after registration (see AgentLinkCore.registered).
         while True:
             await asyncio.sleep(self.core.heartbeat_delay())
-            resources = await asyncio.to_thread(self._resources_fn)
-            await ws.send(encode(Heartbeat(resources=resources, outbox=self._outbox.stats())))
+            resources, process = await asyncio.to_thread(self._sample)
+            await ws.send(encode(Heartbeat(resources=resources, outbox=self._outbox.stats(), process=process)))
             self.counters["heartbeats_sent"] += 1
             self.core.heartbeat_sent()
 

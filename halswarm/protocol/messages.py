@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from halswarm.core.agent_vitals import parse_vitals
 from halswarm.protocol.errors import BAD_PAYLOAD, ProtocolError
 
 RESOURCE_KEYS = ("cpu_percent", "ram_used_mb", "ram_total_mb", "disk_used_gb", "disk_total_gb")
@@ -194,6 +195,9 @@ class Heartbeat:
     TYPE: ClassVar[str] = "heartbeat"
     resources: dict[str, float] = field(default_factory=dict)
     outbox: OutboxStats | None = None  # optional: agents before it send none
+    # Optional: the agent's own figures (halswarm.core.agent_vitals.VITAL_KEYS). Lenient on purpose: a bad
+    # or unknown value is dropped, never an error, so the heartbeat (liveness) always counts.
+    process: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_payload(cls, payload: Any) -> Heartbeat:
@@ -202,12 +206,16 @@ class Heartbeat:
         return cls(
             resources=_resources(d.get("resources"), cls.TYPE),
             outbox=OutboxStats.from_payload(ob) if ob is not None else None,
+            process=parse_vitals(d.get("process")),
         )
 
     def to_payload(self) -> dict[str, Any]:
-        if self.outbox is None:
-            return {"resources": self.resources}
-        return {"resources": self.resources, "outbox": self.outbox.to_payload()}
+        out: dict[str, Any] = {"resources": self.resources}
+        if self.outbox is not None:
+            out["outbox"] = self.outbox.to_payload()
+        if self.process:
+            out["process"] = dict(self.process)
+        return out
 
 
 @dataclass(slots=True)

@@ -74,9 +74,11 @@ from halswarm.supervisor.runtime.commands import CommandRunner
 from halswarm.supervisor.runtime.dispatcher import Dispatcher, Result
 from halswarm.supervisor.runtime.hub import Hub, HubSettings
 from halswarm.supervisor.runtime.ingest import Ingestor
+from halswarm.supervisor.runtime.live_metrics import LiveMetrics
 from halswarm.supervisor.runtime.looplag import LoopLagProbe
 from halswarm.supervisor.runtime.tracker import SessionTracker
 from halswarm.supervisor.secrets_registry import register_config_secrets
+from halswarm.systemd_restarts import read_own_nrestarts
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +324,9 @@ class Supervisor:
                                      default_timeout=float(cfg.command_timeout_sec))
         self.hub.dispatcher = self.dispatcher
         self.commands = CommandRunner(self.dispatcher, self.tracker, self.writer)
+        live = LiveMetrics(self.nodes, lambda: self.hub.links.keys(), self.hub.vitals, Path(cfg.database_path))
+        self.metrics.registry.register(live)
+        live.restarts = await asyncio.to_thread(read_own_nrestarts)  # fixed while this process lives
         self.health = HealthService(self.writer, self.reader, self.hub, self.dispatcher, self.metrics, self.tracker,
                                     self.nodes)
         # Observers of stored events start before the hub, so they still see its last events at shutdown.
@@ -357,7 +362,8 @@ class Supervisor:
 
         cfg = self.config
         app = build_app(self.services, max_body=cfg.max_body_bytes,
-                        on_internal=lambda: self.metrics.errors_total.labels("api", "internal").inc())
+                        on_internal=lambda: self.metrics.errors_total.labels("api", "internal").inc(),
+                        request_duration=self.metrics.http_request_duration)
         uv = uvicorn.Config(
             app, host=cfg.host, port=cfg.http_port, log_config=None, access_log=False,
             lifespan="off", ssl_certfile=cfg.tls_cert if cfg.tls_enabled else None,

@@ -10,6 +10,19 @@ from prometheus_client.process_collector import ProcessCollector
 P = "hal_o_swarm_"
 MAX_NODE_LABELS = 2000  # distinct `node` label values of the agent outbox gauges (far above a real fleet)
 
+# Why an agent connection failed (hub side), a fixed set: the label never carries what a peer sent.
+# Handshake: origin, token in the URL, no token, unknown token, throttled after failures. Registration:
+# no register in time, first frame not a register, a per-node token used for another node, the shared
+# token used for a node that has its own. Frames: the codec's error codes.
+HANDSHAKE_FAILURES = ("origin_forbidden", "token_in_url", "no_token", "bad_token", "throttled")
+REGISTER_FAILURES = ("register_timeout", "not_registered", "token_node_mismatch", "shared_token_refused")
+FRAME_FAILURES = ("frame_too_large", "bad_json", "bad_envelope", "unsupported_version", "unknown_type",
+                  "bad_payload")
+CONNECTION_FAILURE_REASONS = (*HANDSHAKE_FAILURES, *REGISTER_FAILURES, *FRAME_FAILURES, "other")
+
+# Request durations: the runbook alerts above 5 s, so 5 is a bucket bound.
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
 
 class Metrics:
     """One registry per supervisor instance, so tests can run several in one process."""
@@ -64,6 +77,18 @@ class Metrics:
             ["node"],
             registry=r,
         )
+        self.http_request_duration = Histogram(
+            P + "http_request_duration_seconds",
+            "HTTP API time to the response status line, by route template, method and status class",
+            ["route", "method", "status_class"], buckets=HTTP_BUCKETS, registry=r,
+        )
+        self.agent_connection_failures = Counter(
+            P + "agent_connection_failures_total",
+            "Agent connections refused or frames rejected by the hub, by reason (a fixed set)", ["reason"],
+            registry=r,
+        )
+        for reason in CONNECTION_FAILURE_REASONS:  # every series exists from the start: rate() sees the first
+            self.agent_connection_failures.labels(reason)
         self.event_processing = Histogram(
             P + "event_processing_duration_seconds",
             "Time from receiving an event frame to its durable commit",
@@ -81,3 +106,6 @@ class Metrics:
         self.agent_outbox_pending.labels(node).set(pending)
         self.agent_outbox_max_events.labels(node).set(max_events)
         self.agent_outbox_refused_total.labels(node).set(refused_total)
+
+    def connection_failed(self, reason: str) -> None:
+        self.agent_connection_failures.labels(reason if reason in CONNECTION_FAILURE_REASONS else "other").inc()

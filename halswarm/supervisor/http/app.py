@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from prometheus_client import Histogram
 
 from halswarm import __version__
 from halswarm.supervisor.apikit.envelope import STATUS_BY_CODE
@@ -25,13 +26,15 @@ from halswarm.supervisor.features.tool_auth.api import router as tool_auth_route
 from halswarm.supervisor.http.docs_ui import install_docs
 from halswarm.supervisor.http.errors import install_error_handling
 from halswarm.supervisor.http.openapi_doc import install_openapi
+from halswarm.supervisor.http.request_metrics import RequestMetrics
 
 # Order matters where paths overlap (a literal before a parameter: /cost/status before /cost/{period}).
 ROUTERS = (health_router, nodes_router, sessions_router, events_router, commands_router, audit_router)
 LATE_ROUTERS = (cost_router, policies_router, dependencies_router, tool_auth_router)
 
 
-def build_app(services: Services, *, max_body: int, on_internal: Callable[[], None] | None = None) -> FastAPI:
+def build_app(services: Services, *, max_body: int, on_internal: Callable[[], None] | None = None,
+              request_duration: Histogram | None = None) -> FastAPI:
     """The app serving `services` (filled by the composition root, `supervisor/app.py`)."""
     app = FastAPI(title="hal-supervisor", version=__version__, openapi_url="/openapi.json", docs_url=None,
                   redoc_url=None)
@@ -46,4 +49,6 @@ def build_app(services: Services, *, max_body: int, on_internal: Callable[[], No
     app.include_router(alerts_router)
     install_openapi(app, list(STATUS_BY_CODE))
     install_docs(app)
+    if request_duration is not None:  # outermost: it times the guard and the error handling too
+        app.add_middleware(RequestMetrics, histogram=request_duration)
     return app

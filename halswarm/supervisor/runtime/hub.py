@@ -113,6 +113,7 @@ class Hub:
         self.writer = writer
         self.metrics = metrics
         self.links: dict[str, AgentLink] = {}
+        self.vitals: dict[str, dict[str, float]] = {}  # node -> its last heartbeat `process` figures
         self._foreign_logged: dict[str, float] = {}  # node id -> when its last foreign-claim warning was logged
         self.throttle = FailureThrottle()
         self.dispatcher: Any = None  # set by the app (command results are routed to it)
@@ -212,11 +213,13 @@ class Hub:
             return _plain(HTTPStatus.OK, hub_info_text(self.s.api_port, self.s.ssl is not None))
         if not origin_allowed(request.headers.get("Origin"), self.s.origin_allowlist):
             self.metrics.connections_total.labels("forbidden").inc()
+            self.metrics.connection_failed("origin_forbidden")
             return _plain(HTTPStatus.FORBIDDEN, "origin not allowed")
         if "token" in parse_qs(urlsplit(request.path).query):
             # A token in the URL ends up in proxies' and libraries' logs: refused even when valid.
             self.throttle.failed(addr)
             self.metrics.connections_total.labels("unauthorized").inc()
+            self.metrics.connection_failed("token_in_url")
             log.warning("agent connection from %s refused: token in the URL query string", addr)
             return _plain(HTTPStatus.UNAUTHORIZED,
                           "token in the URL refused: send it as Authorization: Bearer <token>")
@@ -225,6 +228,7 @@ class Hub:
             # No credential at all guesses nothing: not a failed authentication (so the runbook's
             # `curl ws://host:8420` probe from an agent host never throttles that host's agent).
             self.metrics.connections_total.labels("unauthorized").inc()
+            self.metrics.connection_failed("no_token")
             return _plain(HTTPStatus.UNAUTHORIZED, "unauthorized: no agent token.\n"
                           + hub_info_text(self.s.api_port, self.s.ssl is not None))
         owner = self._token_owner(token)
@@ -232,9 +236,11 @@ class Hub:
             # Only failures are throttled: a valid token is never locked out by others' bad ones (issue 14).
             if self.throttle.blocked(addr):
                 self.metrics.connections_total.labels("throttled").inc()
+                self.metrics.connection_failed("throttled")
                 return _plain(HTTPStatus.TOO_MANY_REQUESTS, "too many failed authentications; retry later")
             self.throttle.failed(addr)
             self.metrics.connections_total.labels("unauthorized").inc()
+            self.metrics.connection_failed("bad_token")
             log.warning("agent connection from %s refused: bad or missing token", addr)
             return _plain(HTTPStatus.UNAUTHORIZED, "unauthorized")
         self.throttle.succeeded(addr)
@@ -279,6 +285,7 @@ class Hub:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                self.metrics.connection_failed("register_timeout")
                 await self._send_error(ws, perr.NOT_REGISTERED, "no register frame within 10 s")
                 await ws.close(1008, "register timeout")
                 return None
@@ -292,18 +299,21 @@ class Hub:
                 await self._reject(ws, exc)
                 continue
             if not isinstance(env.payload, Register):
+                self.metrics.connection_failed("not_registered")
                 await self._send_error(ws, perr.NOT_REGISTERED, f"first frame must be register, got {env.type}",
                                        env.request_id)
                 continue
             reg = env.payload
             owner = getattr(ws, "token_owner", "*")
             if owner != "*" and owner != reg.node_id:
+                self.metrics.connection_failed("token_node_mismatch")
                 await self._send_error(ws, perr.NOT_REGISTERED, "this token belongs to another node")
                 await ws.close(1008, "token does not match node_id")
                 return None
             if owner == "*" and reg.node_id in self.s.agent_tokens:
                 # A node with its own token cannot be impersonated with the shared (opt-in) token.
                 self.metrics.connections_total.labels("forbidden").inc()
+                self.metrics.connection_failed("shared_token_refused")
                 log.warning("agent connection from %s refused: the shared token cannot register node %s, "
                             "which has its own token", _peer(ws), reg.node_id)
                 await self._send_error(ws, perr.NOT_REGISTERED, f"node {reg.node_id} must use its own token")
@@ -392,6 +402,9 @@ class Hub:
                                   "outbox_max_events": float(ob.max_events),
                                   "outbox_refused_total": float(ob.refused_total)}
                 self.metrics.set_agent_outbox(node.id, ob.pending, ob.max_events, ob.refused_total)
+            # The latest report replaces the last (a figure no longer sent is no longer shown); the codec
+            # kept only known keys with bounded numbers (halswarm.core.agent_vitals).
+            self.vitals[node.id] = msg.process
             self._spawn(self.writer.run(lambda c: update_node_liveness(
                 c, node.id, node.status, node.last_heartbeat, node.resources)))
         elif isinstance(msg, CommandResult):
@@ -466,6 +479,7 @@ class Hub:
 
     async def _mark_offline(self, node_id: str, reason: str) -> None:
         self.links.pop(node_id, None)
+        self.vitals.pop(node_id, None)  # a node's own figures are only shown while it is connected
         node = self.nodes.get(node_id)
         if node is None or node.status == "offline":
             return
@@ -521,6 +535,7 @@ class Hub:
     async def _reject(self, ws: ServerConnection, exc: ProtocolError) -> None:
         self.frames_rejected += 1
         self.metrics.errors_total.labels("hub", exc.code).inc()
+        self.metrics.connection_failed(exc.code)
         log.warning("rejected frame from %s: %s", _peer(ws), exc.message[:200])
         await self._send_error(ws, exc.code, exc.message[:500], exc.request_id)
 

@@ -96,6 +96,7 @@ SAMPLES: list[Any] = [
     CredentialSync(credential_version=7),
     ErrorMsg(code="seq_gap", message="expected seq 5", request_id="r-1"),
     ErrorMsg(code="bad_json", message="nope", request_id=None),
+    Heartbeat(resources=RESOURCES, process={"rss_bytes": 1e8, "memory_max_bytes": 2e9, "restarts": 1.0}),
 ]
 
 
@@ -472,3 +473,13 @@ def test_heartbeat_outbox_errors_name_the_field() -> None:
     assert err.message == "heartbeat.outbox: 'max_events' is required"
     err = reject(encode_raw("heartbeat", {"outbox": []}), BAD_PAYLOAD)
     assert err.message == "heartbeat: 'outbox' must be an object"
+
+
+def test_heartbeat_process_figures_are_optional_bounded_and_never_an_error() -> None:
+    assert "process" not in json.loads(encode(Heartbeat(resources=RESOURCES)))["payload"]  # older wire kept
+    assert decode(encode_raw("heartbeat", {"resources": RESOURCES})).payload.process == {}
+    hostile = {"rss_bytes": -1, "memory_max_bytes": 1e300, "restarts": "3", "opencode_restarts": 2, "node": "x"}
+    hb = decode(encode_raw("heartbeat", {"resources": RESOURCES, "process": hostile})).payload
+    assert hb.process == {"opencode_restarts": 2.0} and hb.resources == RESOURCES
+    for raw in ("x", [1], 5, None):
+        assert decode(encode_raw("heartbeat", {"process": raw})).payload.process == {}

@@ -15,12 +15,14 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from halswarm.core.cost import Bucket, Mark, SessionUsage, day_start, days_between, utc_day
 from halswarm.core.secret_values import SECRETS
@@ -97,6 +99,7 @@ class CostAggregator:
         self.state: dict[str, ProviderState] = {p.name: ProviderState() for p in self.settings.enabled}
         self._sources = sources
         self._marks: dict[str, Mark] = {}
+        self._stored_success: dict[str, float] = {}  # provider -> newest stored poll (loaded at start)
         self._sample_lock = asyncio.Lock()
         self._poll_locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,11 +113,16 @@ class CostAggregator:
             self.degraded_gauge = Gauge("hal_o_swarm_cost_provider_degraded",
                                         "1 while a cost provider is degraded (estimates in use)", ["provider"],
                                         registry=registry)
+            for p in self.settings.enabled:  # every series exists from the start: increase() sees the first
+                for status in ("success", "failure"):
+                    self.polls.labels(p.name, status)
+            registry.register(_CostFreshness(self))
 
     # ----- lifecycle -----
 
     async def start(self) -> None:
         self._marks = await self.reader.run(repo.load_marks)
+        await self._load_last_success()
         self._tasks.append(asyncio.create_task(self._sample_loop(), name="cost-sampler"))
         if self.settings.enabled:
             self._tasks.append(asyncio.create_task(self._poll_loop(), name="cost-poller"))
@@ -135,6 +143,23 @@ class CostAggregator:
             await self.sample()  # account for the last reported usage
 
     # ----- provider polling -----
+
+    async def _load_last_success(self) -> None:
+        """The newest stored poll of each provider, so the data's age survives a restart."""
+        since = (utc_day(self.clock()) - dt.timedelta(days=BACKFILL_DAYS - 1)).isoformat()
+        polled = await self.reader.run(lambda c: repo.polled_days(c, since))
+        self._stored_success = {name: max(days.values()) for name, days in polled.items() if days}
+
+    def data_ages(self) -> dict[str, float]:
+        """Enabled provider -> seconds since its data was last updated (never polled: left out)."""
+        now = self.clock()
+        out: dict[str, float] = {}
+        for p in self.settings.enabled:
+            st = self.state.get(p.name)
+            times = [t for t in (st.last_success if st else None, self._stored_success.get(p.name)) if t is not None]
+            if times:
+                out[p.name] = max(0.0, now - max(times))
+        return out
 
     def _source(self, p: ProviderSettings) -> Source:
         if self._sources and p.name in self._sources:
@@ -341,3 +366,18 @@ class CostAggregator:
 
 
 __all__ = ["PERIOD_DAYS", "CostAggregator", "days_to_poll", "usage_delta"]
+
+
+class _CostFreshness(Collector):
+    """`hal_o_swarm_cost_data_age_seconds{provider}`, computed at scrape time (never a stale age)."""
+
+    def __init__(self, aggregator: CostAggregator) -> None:
+        self.aggregator = aggregator
+
+    def collect(self) -> Iterable[Metric]:
+        fam = GaugeMetricFamily("hal_o_swarm_cost_data_age_seconds",
+                                "Seconds since the provider's cost data was last updated by a successful poll",
+                                labels=["provider"])
+        for name, age in self.aggregator.data_ages().items():
+            fam.add_metric([name], age)
+        yield fam
