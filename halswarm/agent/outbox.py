@@ -18,7 +18,7 @@ stream gap-free. To keep room for events that carry state, high-volume low-value
 ``append`` returns ``None`` and increments ``refused_total`` (in memory, since start). What is
 lost is recent history, not current state: ``register`` carries a fresh sessions snapshot on
 every reconnect. ``stats()`` (pending, max_events, refused_total) goes out in every heartbeat, and
-the supervisor exports it as ``hal_o_swarm_agent_outbox_*{node}`` gauges.
+the supervisor exports it as ``hal_o_swarm_agent_outbox_*{node}`` series.
 
 A corrupt or foreign ``outbox.db`` at start is moved aside to ``outbox.db.corrupt-<ts>`` (with
 its -wal/-shm) and a fresh outbox is started with one error line, so a bad file never turns

@@ -8,7 +8,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 P = "hal_o_swarm_"
-MAX_NODE_LABELS = 2000  # distinct `node` label values of the agent outbox gauges (far above a real fleet)
+MAX_NODE_LABELS = 2000  # distinct `node` label values of the per-node series (far above a real fleet)
 
 # Why an agent connection failed (hub side), a fixed set: the label never carries what a peer sent.
 # Handshake: origin, token in the URL, no token, unknown token, throttled after failures. Registration:
@@ -28,7 +28,6 @@ class Metrics:
     """One registry per supervisor instance, so tests can run several in one process."""
 
     def __init__(self) -> None:
-        self._outbox_nodes: set[str] = set()
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -64,19 +63,8 @@ class Metrics:
             P + "event_loop_lag_max_seconds", "Longest event-loop stall seen since start", registry=r
         )
         self.loop_lag = Gauge(P + "event_loop_lag_seconds", "Event-loop stall at the last probe", registry=r)
-        # Reported by each agent in its heartbeats (the outbox lives on the agent).
-        self.agent_outbox_pending = Gauge(
-            P + "agent_outbox_pending", "Events in the agent's outbox waiting for an ack", ["node"], registry=r
-        )
-        self.agent_outbox_max_events = Gauge(
-            P + "agent_outbox_max_events", "Bound of the agent's outbox (outbox.max_events)", ["node"], registry=r
-        )
-        self.agent_outbox_refused_total = Gauge(
-            P + "agent_outbox_refused_total",
-            "Events the agent refused because its outbox was full (since the agent started)",
-            ["node"],
-            registry=r,
-        )
+        # Per-node series (up, heartbeat, the agent's own figures and outbox) are rendered from live state
+        # by runtime/live_metrics.LiveMetrics, so none lingers after a node leaves.
         self.http_request_duration = Histogram(
             P + "http_request_duration_seconds",
             "HTTP API time to the response status line, by route template, method and status class",
@@ -96,16 +84,6 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
-
-    def set_agent_outbox(self, node: str, pending: int, max_events: int, refused_total: int) -> None:
-        # Node ids are chosen by agents (any id, on the shared token): the label is bounded too.
-        if node not in self._outbox_nodes:
-            if len(self._outbox_nodes) >= MAX_NODE_LABELS:
-                return
-            self._outbox_nodes.add(node)
-        self.agent_outbox_pending.labels(node).set(pending)
-        self.agent_outbox_max_events.labels(node).set(max_events)
-        self.agent_outbox_refused_total.labels(node).set(refused_total)
 
     def connection_failed(self, reason: str) -> None:
         self.agent_connection_failures.labels(reason if reason in CONNECTION_FAILURE_REASONS else "other").inc()

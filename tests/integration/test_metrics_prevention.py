@@ -29,8 +29,11 @@ pytestmark = pytest.mark.timeout(120)
 P = "hal_o_swarm_"
 RESOURCES = {"cpu_percent": 1.0, "ram_used_mb": 1, "ram_total_mb": 2, "disk_used_gb": 1, "disk_total_gb": 2}
 VITALS = {"rss_bytes": 123_456_789, "memory_max_bytes": 1 << 30, "restarts": 2, "opencode_restarts": 1}
+OUTBOX = {"pending": 3, "max_events": 100, "refused_total": 4}
 AGENT_SERIES = {"agent_resident_memory_bytes": ("gauge", 123_456_789), "agent_memory_max_bytes": ("gauge", 1 << 30),
                 "agent_systemd_restarts": ("counter", 2), "agent_opencode_restarts": ("counter", 1)}
+OUTBOX_SERIES = {"agent_outbox_pending": ("gauge", 3), "agent_outbox_max_events": ("gauge", 100),
+                 "agent_outbox_refused": ("counter", 4)}
 
 
 class Scrape:
@@ -68,7 +71,7 @@ def scrape(sup: Any) -> Scrape:
 
 
 async def heartbeat(agent: SimAgent, process: Any) -> None:
-    await agent.send_raw(raw_frame("heartbeat", {"resources": RESOURCES, "process": process}))
+    await agent.send_raw(raw_frame("heartbeat", {"resources": RESOURCES, "process": process, "outbox": OUTBOX}))
 
 
 def node_vital(sup: Any, node: str, family: str = "agent_resident_memory_bytes") -> float | None:
@@ -88,7 +91,7 @@ async def test_per_node_series_from_heartbeats_and_gone_when_the_node_leaves(sup
             assert s.type(P + fam) == typ and s.labelsets(P + fam) == {(("node", "m1"),)}
         assert s.value(P + "node_up", node="m1") == 1 and s.value(P + "node_connected", node="m1") == 1
         assert abs((s.value(P + "node_last_heartbeat_timestamp_seconds", node="m1") or 0) - time.time()) < 60
-        for fam, (typ, want) in AGENT_SERIES.items():
+        for fam, (typ, want) in (AGENT_SERIES | OUTBOX_SERIES).items():
             assert s.type(P + fam) == typ, fam
             sample = P + fam + ("_total" if typ == "counter" else "")
             assert s.value(sample, node="m1") == want, fam
@@ -98,7 +101,7 @@ async def test_per_node_series_from_heartbeats_and_gone_when_the_node_leaves(sup
     s = await asyncio.to_thread(scrape, supervisor)  # the next scrape
     assert s.value(P + "node_up", node="m1") == 0 and s.value(P + "node_connected", node="m1") == 0
     assert s.value(P + "node_last_heartbeat_timestamp_seconds", node="m1") is not None  # when it was last seen
-    for fam in AGENT_SERIES:
+    for fam in AGENT_SERIES | OUTBOX_SERIES:
         assert s.labelsets(P + fam) == set(), f"{fam} still shown for a node that left"
 
 

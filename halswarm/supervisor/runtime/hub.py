@@ -401,7 +401,6 @@ class Hub:
                 node.resources = {**node.resources, "outbox_pending": float(ob.pending),
                                   "outbox_max_events": float(ob.max_events),
                                   "outbox_refused_total": float(ob.refused_total)}
-                self.metrics.set_agent_outbox(node.id, ob.pending, ob.max_events, ob.refused_total)
             # The latest report replaces the last (a figure no longer sent is no longer shown); the codec
             # kept only known keys with bounded numbers (halswarm.core.agent_vitals).
             self.vitals[node.id] = msg.process

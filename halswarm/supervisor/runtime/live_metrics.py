@@ -1,7 +1,7 @@
 """Series rendered from the live state at each scrape (a custom collector), so none goes stale.
 
 Per node: `up` and `connected` for every known node (0 once it leaves), its last heartbeat time, and the
-figures its agent reports (RSS, MemoryMax, restarts) only while it is connected. The supervisor's own RSS,
+figures its agent reports (RSS, MemoryMax, restarts, outbox) only while it is connected. The supervisor's own RSS,
 MemoryMax and systemd restarts; the database's size and its filesystem's free space. A figure that cannot
 be read has no sample (never a made-up 0).
 """
@@ -26,6 +26,14 @@ AGENT_FIGURES = {
     "restarts": ("agent_systemd_restarts", "systemd NRestarts of the node's hal-agent unit", True),
     "opencode_restarts": ("agent_opencode_restarts",
                           "Restarts of opencode serve by the node's hal-agent since the agent started", True),
+}
+
+# what the supervisor keeps of a heartbeat's `outbox` (node.resources key) -> (metric name, help, counter?)
+OUTBOX_FIGURES = {
+    "outbox_pending": ("agent_outbox_pending", "Events in the agent's outbox waiting for an ack", False),
+    "outbox_max_events": ("agent_outbox_max_events", "Bound of the agent's outbox (outbox.max_events)", False),
+    "outbox_refused_total": ("agent_outbox_refused",
+                             "Events the agent refused because its outbox was full (since the agent started)", True),
 }
 
 
@@ -55,9 +63,9 @@ class LiveMetrics(Collector):
     def __init__(self, nodes: Mapping[str, Node], connected: Callable[[], Iterable[str]],
                  vitals: Mapping[str, Mapping[str, float]], database_path: Path, *,
                  rss_fn: Callable[[], int | None] = read_rss,
-                 limit_fn: Callable[[], int | None] = read_memory_max) -> None:
+                 limit_fn: Callable[[], int | None] = read_memory_max, max_nodes: int = MAX_NODE_LABELS) -> None:
         self.nodes, self.connected, self.vitals, self.database_path = nodes, connected, vitals, database_path
-        self.rss_fn, self.limit_fn = rss_fn, limit_fn
+        self.rss_fn, self.limit_fn, self.max_nodes = rss_fn, limit_fn, max_nodes
         self.restarts: int | None = None  # the supervisor unit's NRestarts, set once known
 
     def collect(self) -> Iterable[Metric]:
@@ -74,9 +82,11 @@ class LiveMetrics(Collector):
                                  "Unix time of the node's last heartbeat or registration", labels=["node"])
         fams = {key: (CounterMetricFamily if counter else GaugeMetricFamily)(P + name, doc, labels=["node"])
                 for key, (name, doc, counter) in AGENT_FIGURES.items()}
+        outbox = {key: (CounterMetricFamily if counter else GaugeMetricFamily)(P + name, doc, labels=["node"])
+                  for key, (name, doc, counter) in OUTBOX_FIGURES.items()}
         linked = set(self.connected())
-        # Node ids are chosen by agents: at most MAX_NODE_LABELS of them, the online ones first.
-        known = sorted(self.nodes.values(), key=lambda n: (n.status != "online", n.id))[:MAX_NODE_LABELS]
+        # Node ids are chosen by agents: at most max_nodes of them, the online ones first.
+        known = sorted(self.nodes.values(), key=lambda n: (n.status != "online", n.id))[:self.max_nodes]
         for node in known:
             up.add_metric([node.id], 1.0 if node.status == "online" else 0.0)
             conn.add_metric([node.id], 1.0 if node.id in linked else 0.0)
@@ -86,7 +96,10 @@ class LiveMetrics(Collector):
                 for key, value in self.vitals.get(node.id, {}).items():
                     if key in fams:
                         fams[key].add_metric([node.id], value)
-        yield from (up, conn, seen, *fams.values())
+                for key, fam in outbox.items():
+                    if key in node.resources:
+                        fam.add_metric([node.id], node.resources[key])
+        yield from (up, conn, seen, *fams.values(), *outbox.values())
 
     def _own(self) -> Iterable[Metric]:
         rss, limit = self.rss_fn(), self.limit_fn()

@@ -11,13 +11,19 @@ def test_event_type_labels_are_bounded() -> None:
     assert {event_type_label(f"made.up.{i}") for i in range(3000)} == {OTHER}
 
 
-def test_node_labels_of_the_outbox_gauges_are_bounded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from halswarm.supervisor import metrics as metrics_mod
+def test_node_labels_of_the_per_node_series_are_bounded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Node ids are chosen by agents: at most `max_nodes` of them are rendered, the online ones first, and a
+    node's own figures (here its outbox) only while it is connected."""
+    from halswarm.core.model import Node
+    from halswarm.supervisor.runtime.live_metrics import LiveMetrics
 
-    monkeypatch.setattr(metrics_mod, "MAX_NODE_LABELS", 3)
-    m = metrics_mod.Metrics()
-    for i in range(10):
-        m.set_agent_outbox(f"node-{i}", 1, 10, 0)
-    m.set_agent_outbox("node-0", 5, 10, 0)  # a node already labelled keeps being updated
-    samples = {s.labels["node"]: s.value for s in next(iter(m.agent_outbox_pending.collect())).samples}
-    assert samples == {"node-0": 5, "node-1": 1, "node-2": 1}
+    nodes = {f"node-{i}": Node(id=f"node-{i}", status="online" if i >= 5 else "offline",
+                               resources={"outbox_pending": float(i), "outbox_max_events": 10.0})
+             for i in range(10)}
+    live = LiveMetrics(nodes, lambda: ["node-5", "node-6", "node-0"], {}, tmp_path / "x.db",
+                       rss_fn=lambda: None, limit_fn=lambda: None, max_nodes=3)
+    fams = {f.name: {s.labels["node"]: s.value for s in f.samples} for f in live.collect()
+            if f.name.startswith("hal_o_swarm_node_") or f.name.startswith("hal_o_swarm_agent_outbox")}
+    assert fams["hal_o_swarm_node_up"] == {"node-5": 1, "node-6": 1, "node-7": 1}
+    assert fams["hal_o_swarm_node_connected"] == {"node-5": 1, "node-6": 1, "node-7": 0}
+    assert fams["hal_o_swarm_agent_outbox_pending"] == {"node-5": 5, "node-6": 6}
