@@ -30,8 +30,12 @@ BUSY_RETRY_SEC = 60.0  # a check that met a lock is tried again this much later
 
 
 class IntegrityWatch:
-    def __init__(self, check: Check, settings: IntegritySettings, on_failure: Callable[[str], None]) -> None:
+    def __init__(self, check: Check, settings: IntegritySettings, on_failure: Callable[[str], None], *,
+                 first_delay_sec: float | None = None) -> None:
+        """`first_delay_sec`: when start-up skipped the full check (clean-shutdown marker), the first
+        check runs this soon after start, even with `check_hours` 0; None: one interval after start."""
         self.check = check
+        self.first_delay_sec = first_delay_sec
         self.settings = settings
         self.on_failure = on_failure
         self.last_checked_at: float | None = None
@@ -70,10 +74,14 @@ class IntegrityWatch:
             self._task = None
 
     async def _loop(self) -> None:
-        if self.settings.check_hours <= 0:
+        if self.first_delay_sec is not None:
+            # Start-up skipped the full check: it runs now, in the background.
+            await asyncio.sleep(self.first_delay_sec)
+        elif self.settings.check_hours <= 0:
             return
-        # Start-up has just checked the file: the next check is one interval away.
-        await asyncio.sleep(self.settings.check_hours * 3600.0)
+        else:
+            # Start-up has just checked the file: the next check is one interval away.
+            await asyncio.sleep(self.settings.check_hours * 3600.0)
         while True:
             try:
                 problem = await self.run_once()
