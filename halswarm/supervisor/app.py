@@ -453,10 +453,9 @@ class Supervisor:
         full during this run (at start, or by a background check that passed), so a start that skipped
         the check and stopped before its background check never hands the marker on unchecked."""
         watch = self.integrity
-        checked = self.startup_full_check or (watch is not None and watch.checks > 0)
+        checked = self.startup_full_check or (watch is not None and watch.passed > 0)
         damaged = watch is not None and watch.last_problem is not None and not is_busy(watch.last_problem)
-        busy = watch is not None and watch.last_problem is not None and is_busy(watch.last_problem)
-        return self.exit_code == 0 and self.writer.fault is None and checked and not damaged and not busy
+        return self.exit_code == 0 and self.writer.fault is None and checked and not damaged
 
     def _compose_services(self) -> None:
         """What the HTTP features serve, by type (see supervisor/http/app.py)."""

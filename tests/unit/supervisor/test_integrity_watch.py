@@ -29,7 +29,7 @@ async def test_failure_goes_to_the_corruption_path_and_a_lock_does_not() -> None
     assert await watch.run_once() is None and failures == []
     assert await watch.run_once() == "database is locked" and failures == []
     await watch.run_once()
-    assert failures == ["*** in database main *** Page 7: bad"] and watch.checks == 3
+    assert failures == ["*** in database main *** Page 7: bad"] and watch.checks == 3 and watch.passed == 1
 
 
 async def test_stop_interrupts_a_check_in_progress() -> None:

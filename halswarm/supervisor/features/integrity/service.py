@@ -1,7 +1,6 @@
-"""The database's integrity check, off the start path: `PRAGMA quick_check` reads the whole file
-(seconds at millions of events), so start-up only proves the file opens and its schema reads, and
-this watch runs the full check in a thread on its own read-only connection once the supervisor is
-ready, then every `database.integrity_check_hours`. A failure is handed to `on_failure` (the
+"""The database's integrity check in the background: `PRAGMA quick_check` in a thread on its own
+read-only connection every `database.integrity_check_hours`, and soon after a start that skipped it
+(clean-shutdown marker, see halswarm.store.clean_marker). A failure is handed to `on_failure` (the
 supervisor's corruption path: stop committing, /readyz 503 naming the cause, supervisor-db-corruption)."""
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ class IntegrityWatch:
         self.last_duration_sec: float | None = None
         self.last_problem: str | None = None
         self.checks = 0
+        self.passed = 0  # checks that found the file sound
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> str | None:
@@ -55,6 +55,7 @@ class IntegrityWatch:
         self.last_checked_at = time.time()
         self.last_problem = problem
         if problem is None:
+            self.passed += 1
             log.info("database integrity check passed (%.1f s)", self.last_duration_sec)
         elif is_busy(problem):
             log.warning("database integrity check could not read the file (%s); trying again later", problem)
