@@ -3,7 +3,9 @@
 For each size (default 100k and 1M events; add 5M/10M with --sizes) it builds a database with the
 project's own migrations and realistic rows (50 nodes, 500 sessions, 20 projects, 30 event types,
 60 days, ~400-byte payloads), then prints:
-  - start-up to ready: the real `hal-supervisor` process on that file, until /readyz answers 200;
+  - start-up to ready: the real `hal-supervisor` process on that file, until /readyz answers 200,
+    first without a clean-shutdown marker (full quick_check at start), then right after that run's
+    clean stop (marker: the check is skipped at start and runs in the background);
   - retention removing half the rows (events_days=30 of 60): duration, writer steps, file size
     before/after (with the WAL), while a paced ingest of --rate events/s runs; the worst ack latency.
 and growth factors between the smallest and the largest size.
@@ -14,7 +16,7 @@ an `insert_events` job in batches of 50 is the ack latency minus the loopback ho
 can be started on demand (in the supervisor it runs on its hourly timer). `--old` also runs the purge
 as one writer job (the code before issue 22) for comparison.
 
-  python bench/store_scale.py [--sizes 100k,1M] [--rate 500] [--old] [--keep DIR]
+  python bench/store_scale.py [--sizes 100k,1M] [--rate 500] [--old] [--startup-only] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from halswarm.core.model import Node, Session  # noqa: E402
+from halswarm.store.clean_marker import marker_path  # noqa: E402
 from halswarm.store.db import connect  # noqa: E402
 from halswarm.store.migrations import migrate  # noqa: E402
 from halswarm.store.repos.events import insert_events  # noqa: E402
@@ -237,7 +240,16 @@ def run_size(events: int, root: Path, args: argparse.Namespace) -> dict[str, Any
         copy.unlink()
         with contextlib.suppress(FileNotFoundError):
             Path(f"{copy}-wal").unlink()
+    with contextlib.suppress(FileNotFoundError):
+        marker_path(db).unlink()  # the build is not a supervisor's clean stop: a full check at start
     out["startup_s"] = startup_to_ready(db, work)
+    if not marker_path(db).exists():
+        raise RuntimeError(f"no clean-shutdown marker after a clean stop; see {work / 'supervisor.log'}")
+    out["startup_marker_s"] = startup_to_ready(db, work)
+    print(f"[{label(events)}] start-up to ready: {out['startup_s']:.2f} s full check, "
+          f"{out['startup_marker_s']:.2f} s after a clean stop", flush=True)
+    if args.startup_only:
+        return out
     out["retention"] = asyncio.run(retention_under_ingest(db, args.rate, old=False))
     out["startup_after_s"] = startup_to_ready(db, work)
     return out
@@ -247,6 +259,11 @@ def report(rows: list[dict[str, Any]]) -> None:
     def mib(n: int) -> str:
         return f"{n / 2**20:.0f}"
 
+    print("\nsize   start-up (full check / after a clean stop)")
+    for r in rows:
+        print(f"{label(r['events']):<6} {r['startup_s']:.2f}s / {r['startup_marker_s']:.2f}s")
+    if any("retention" not in r for r in rows):
+        return
     print("\nsize   start-up  retention  steps  removed   file MiB before->after  ack p50/p99/max ms (batches)")
     for r in rows:
         for key, tag in (("old", "old"), ("retention", "new")):
@@ -270,6 +287,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="100k,1M", help="comma-separated event counts, e.g. 100k,1M,5M,10M")
     ap.add_argument("--rate", type=float, default=500.0, help="paced ingest during retention, events/s")
     ap.add_argument("--old", action="store_true", help="also run the one-transaction purge for comparison")
+    ap.add_argument("--startup-only", action="store_true", help="measure start-up only (no retention run)")
     ap.add_argument("--keep", help="build in this directory and keep it (default: a temporary one, removed)")
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]

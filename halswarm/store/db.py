@@ -113,3 +113,13 @@ def schema_problem(conn: sqlite3.Connection) -> str | None:
     except sqlite3.DatabaseError as exc:
         return str(exc)
     return None
+
+
+def final_checkpoint(conn: sqlite3.Connection) -> bool:
+    """At a clean shutdown: fold the whole WAL into the file and truncate it. True when every frame
+    was checkpointed (no other connection held it back), the precondition of a clean-shutdown marker."""
+    try:
+        busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error:
+        return False
+    return bool(busy == 0 and frames == done)

@@ -17,7 +17,16 @@ from halswarm.config.errors import ConfigError
 from halswarm.config.supervisor import SupervisorConfig
 from halswarm.core.model import Node, Session
 from halswarm.memwatch import MemoryWatch
-from halswarm.store.db import CorruptDatabase, DatabaseError, FileCheck, connect, quick_check, schema_problem
+from halswarm.store.clean_marker import take_marker, write_marker
+from halswarm.store.db import (
+    CorruptDatabase,
+    DatabaseError,
+    FileCheck,
+    connect,
+    final_checkpoint,
+    quick_check,
+    schema_problem,
+)
 from halswarm.store.guard import CORRUPT, RECOVERABLE, StorageFault, StorageGuard, startup_problem
 from halswarm.store.migrations import bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
@@ -49,7 +58,7 @@ from halswarm.supervisor.features.env.settings import EnvSettings
 from halswarm.supervisor.features.env.watcher import EnvWatcher
 from halswarm.supervisor.features.events.service import EventsService
 from halswarm.supervisor.features.health.service import HealthService
-from halswarm.supervisor.features.integrity.service import IntegrityWatch
+from halswarm.supervisor.features.integrity.service import IntegrityWatch, is_busy
 from halswarm.supervisor.features.integrity.settings import IntegritySettings
 from halswarm.supervisor.features.nodes.service import NodesService
 from halswarm.supervisor.features.policies.engine import PolicyEngine
@@ -84,6 +93,7 @@ log = logging.getLogger(__name__)
 
 
 FAULT_EXIT_DELAY_SEC = 5.0  # not ready, then exit 1, after the database file was deleted or replaced
+CLEAN_START_CHECK_DELAY_SEC = 5.0  # after a start that skipped quick_check (clean-shutdown marker)
 
 
 class StartupError(RuntimeError):
@@ -123,6 +133,7 @@ class Supervisor:
         self.abandon_database = False  # the open database file is no longer the one at its path
         self.fatal_error: str | None = None  # why the supervisor stopped itself (main prints it as `error:`)
         self.integrity: IntegrityWatch | None = None
+        self.startup_full_check = True  # False: the clean-shutdown marker let start-up skip quick_check
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._api: _ApiServer | None = None
@@ -173,14 +184,26 @@ class Supervisor:
         directory, an unreadable schema, a failed `quick_check`) is found here, before anything reports
         ready: a damaged file must refuse the start (the runbook's supervisor-db-corruption path).
         IntegrityWatch repeats the check in the background while the supervisor runs.
+
+        The full `quick_check` (seconds at millions of events) is skipped only when the clean-shutdown
+        marker proves the file untouched since the supervisor's own clean stop; the marker is taken
+        (removed) here, before the file is opened for writing, and the background check then runs soon
+        after start instead of one interval later.
         """
         path = self.config.database_path
         problem = startup_problem(path)
         if problem is not None:
             raise DatabaseError(problem)
+        verdict = take_marker(path)
+        self.startup_full_check = not verdict.skip_full_check
+        if verdict.skip_full_check:
+            log.info("start-up integrity check: full quick_check skipped (%s); it runs in the background "
+                     "in %g s", verdict.reason, CLEAN_START_CHECK_DELAY_SEC)
+        else:
+            log.info("start-up integrity check: running the full quick_check (%s)", verdict.reason)
         try:
             conn = connect(path)
-            problem = schema_problem(conn) or quick_check(conn)
+            problem = schema_problem(conn) or (quick_check(conn) if self.startup_full_check else None)
         except CorruptDatabase as exc:
             conn, problem = None, str(exc).split(": ", 1)[-1]
         if problem is not None and "locked" in problem:
@@ -350,7 +373,9 @@ class Supervisor:
             await lc.start("HTTP API", self._start_api, self._stop_api)
         self.refresh_gauges()
         self.integrity = IntegrityWatch(FileCheck(cfg.database_path), self.integrity_settings,
-                                        self._on_integrity_failure)
+                                        self._on_integrity_failure,
+                                        first_delay_sec=None if self.startup_full_check
+                                        else CLEAN_START_CHECK_DELAY_SEC)
         # The full check runs once ready, never on the start path; stopped first (it interrupts a check).
         await lc.start("integrity check", self.integrity.start, self.integrity.stop)
         # Last: it measures stalls of the running supervisor, not the building of its parts.
@@ -420,7 +445,23 @@ class Supervisor:
             # Closing would checkpoint and then delete `<path>-wal` by name: the WAL of whatever file
             # is at the path now. The process exits without closing (main uses os._exit).
             return
+        clean = self._clean_stop() and final_checkpoint(self._conn)
         self._conn.close()
+        if clean:
+            why_not = write_marker(self.config.database_path)
+            if why_not is None:
+                log.info("clean-shutdown marker written: the next start skips the full quick_check")
+            else:
+                log.warning("no clean-shutdown marker (%s): the next start runs the full quick_check", why_not)
+
+    def _clean_stop(self) -> bool:
+        """A stop that may vouch for the file: exit code 0, no storage fault, and the file was checked in
+        full during this run (at start, or by a background check that passed), so a start that skipped
+        the check and stopped before its background check never hands the marker on unchecked."""
+        watch = self.integrity
+        checked = self.startup_full_check or (watch is not None and watch.passed > 0)
+        damaged = watch is not None and watch.last_problem is not None and not is_busy(watch.last_problem)
+        return self.exit_code == 0 and self.writer.fault is None and checked and not damaged
 
     def _compose_services(self) -> None:
         """What the HTTP features serve, by type (see supervisor/http/app.py)."""

@@ -7,6 +7,7 @@ import pytest
 from halswarm.config.errors import ConfigError
 from halswarm.supervisor.features.integrity.service import IntegrityWatch, is_busy
 from halswarm.supervisor.features.integrity.settings import IntegritySettings
+from tests.support.waiting import on_loop
 
 
 class _Check:
@@ -28,7 +29,7 @@ async def test_failure_goes_to_the_corruption_path_and_a_lock_does_not() -> None
     assert await watch.run_once() is None and failures == []
     assert await watch.run_once() == "database is locked" and failures == []
     await watch.run_once()
-    assert failures == ["*** in database main *** Page 7: bad"] and watch.checks == 3
+    assert failures == ["*** in database main *** Page 7: bad"] and watch.checks == 3 and watch.passed == 1
 
 
 async def test_stop_interrupts_a_check_in_progress() -> None:
@@ -42,3 +43,12 @@ def test_settings_refuse_a_negative_interval() -> None:
     with pytest.raises(ConfigError, match="integrity_check_hours"):
         IntegritySettings(check_hours=-1)
     assert is_busy("database table is locked") and not is_busy("malformed")
+
+
+async def test_after_a_start_that_skipped_the_check_it_runs_soon_even_with_no_schedule() -> None:
+    watch = IntegrityWatch(_Check([None]), IntegritySettings(check_hours=0), lambda _: None, first_delay_sec=0)
+    await watch.start()
+    try:
+        await on_loop(lambda: watch.checks == 1, "the background check soon after start", 10)
+    finally:
+        await watch.stop()

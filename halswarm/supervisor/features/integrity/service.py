@@ -1,7 +1,6 @@
-"""The database's integrity check, off the start path: `PRAGMA quick_check` reads the whole file
-(seconds at millions of events), so start-up only proves the file opens and its schema reads, and
-this watch runs the full check in a thread on its own read-only connection once the supervisor is
-ready, then every `database.integrity_check_hours`. A failure is handed to `on_failure` (the
+"""The database's integrity check in the background: `PRAGMA quick_check` in a thread on its own
+read-only connection every `database.integrity_check_hours`, and soon after a start that skipped it
+(clean-shutdown marker, see halswarm.store.clean_marker). A failure is handed to `on_failure` (the
 supervisor's corruption path: stop committing, /readyz 503 naming the cause, supervisor-db-corruption)."""
 
 from __future__ import annotations
@@ -30,14 +29,19 @@ BUSY_RETRY_SEC = 60.0  # a check that met a lock is tried again this much later
 
 
 class IntegrityWatch:
-    def __init__(self, check: Check, settings: IntegritySettings, on_failure: Callable[[str], None]) -> None:
+    def __init__(self, check: Check, settings: IntegritySettings, on_failure: Callable[[str], None], *,
+                 first_delay_sec: float | None = None) -> None:
+        """`first_delay_sec`: when start-up skipped the full check (clean-shutdown marker), the first
+        check runs this soon after start, even with `check_hours` 0; None: one interval after start."""
         self.check = check
+        self.first_delay_sec = first_delay_sec
         self.settings = settings
         self.on_failure = on_failure
         self.last_checked_at: float | None = None
         self.last_duration_sec: float | None = None
         self.last_problem: str | None = None
         self.checks = 0
+        self.passed = 0  # checks that found the file sound
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> str | None:
@@ -51,6 +55,7 @@ class IntegrityWatch:
         self.last_checked_at = time.time()
         self.last_problem = problem
         if problem is None:
+            self.passed += 1
             log.info("database integrity check passed (%.1f s)", self.last_duration_sec)
         elif is_busy(problem):
             log.warning("database integrity check could not read the file (%s); trying again later", problem)
@@ -70,10 +75,14 @@ class IntegrityWatch:
             self._task = None
 
     async def _loop(self) -> None:
-        if self.settings.check_hours <= 0:
+        if self.first_delay_sec is not None:
+            # Start-up skipped the full check: it runs now, in the background.
+            await asyncio.sleep(self.first_delay_sec)
+        elif self.settings.check_hours <= 0:
             return
-        # Start-up has just checked the file: the next check is one interval away.
-        await asyncio.sleep(self.settings.check_hours * 3600.0)
+        else:
+            # Start-up has just checked the file: the next check is one interval away.
+            await asyncio.sleep(self.settings.check_hours * 3600.0)
         while True:
             try:
                 problem = await self.run_once()

@@ -30,6 +30,7 @@ from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common imp
     _uri,
     check_sqlite_file,
     connect_ro,
+    drop_clean_marker,
     ensure_not_in_use,
     epoch_column,
     integrity_problems,
@@ -66,6 +67,7 @@ def _absent_clause(keys, live="main", alias="b"):
 def _open_pair(db, backup, write=False):
     """A connection to `db` (read-only unless `write`) with `backup` attached read-only as `bk`."""
     if write:
+        drop_clean_marker(db)
         conn = sqlite3.connect(db, isolation_level=None, uri=True, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     else:
@@ -399,6 +401,7 @@ def archive_rows(db, archive, table="events", column="timestamp", older_than_day
     except OSError as exc:
         raise os_error(exc, archive, "create") from None
     try:
+        drop_clean_marker(db)
         conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False, uri=True)
     except sqlite3.Error as exc:
         raise _sqlite_error(exc, db, "open") from None

@@ -120,6 +120,22 @@ def _sqlite_error(exc, path, action):
     return DataSafetyError(f"{path}: {action} failed: {text}", "io")
 
 
+CLEAN_MARKER_SUFFIX = ".clean"
+
+
+def drop_clean_marker(db):
+    """Remove the supervisor's clean-shutdown marker `<db>.clean` (and fsync the removal) before
+    writing `db`: the next start then runs its full integrity check on the file written here.
+    Returns True when a marker was removed."""
+    marker = db + CLEAN_MARKER_SUFFIX
+    try:
+        os.unlink(marker)
+    except OSError:  # none, or not ours to remove: the write changes the file's identity anyway
+        return False
+    fsync_dir(os.path.dirname(os.path.abspath(marker)))
+    return True
+
+
 def fsync_dir(path):
     try:
         fd = os.open(path, os.O_RDONLY)

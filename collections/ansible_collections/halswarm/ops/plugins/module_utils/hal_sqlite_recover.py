@@ -32,6 +32,7 @@ from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common imp
     _sqlite_error,
     _unlink_quiet,
     connect_ro,
+    drop_clean_marker,
     fsync_dir,
     fsync_file,
     integrity_problems,
@@ -616,6 +617,7 @@ def recover_database(src, dest, migrations=None, batch=500, max_seconds=None, fo
                                progress)
         result["wal_applied"] = wal_applied
         fsync_file(tmp)
+        drop_clean_marker(dest)
         if force and os.path.exists(dest):
             os.replace(tmp, dest)
         else:

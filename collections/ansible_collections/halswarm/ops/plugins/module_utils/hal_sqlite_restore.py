@@ -30,6 +30,7 @@ from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common imp
     count_changes,
     database_counts,
     database_in_use,
+    drop_clean_marker,
     ensure_not_in_use,
     free_bytes,
     fsync_dir,
@@ -171,6 +172,7 @@ def restore_database(backup, db, require_checksum=True, keep_replaced=True, chec
                     else:
                         os.unlink(old)
             _unlink_quiet(db + "-shm")
+        drop_clean_marker(db)
         os.replace(tmp, db)
         fsync_dir(db_dir)
     except OSError as exc:

@@ -264,3 +264,18 @@ def test_recover_refuses_same_path_and_existing_dest(tmp_path):
     other.write_bytes(b"keep me")
     ok, res = run(hal_sqlite_recover, {"src": str(db), "dest": str(other)})
     assert not ok and res["kind"] == "exists" and other.read_bytes() == b"keep me"
+
+
+def test_restore_removes_the_clean_shutdown_marker(tmp_path):
+    """The supervisor skips its full integrity check only beside its own marker: a restored file must not
+    inherit it (check mode leaves it)."""
+    backup = _backup(tmp_path, 50)
+    db = tmp_path / "live" / "supervisor.db"
+    db.parent.mkdir()
+    make_db(db, events=80).close()
+    marker = tmp_path / "live" / "supervisor.db.clean"
+    marker.write_text("{}")
+    ok, _ = run(hal_sqlite_restore, {"src": backup, "dest": str(db)}, check=True)
+    assert ok and marker.exists()
+    ok, res = run(hal_sqlite_restore, {"src": backup, "dest": str(db)})
+    assert ok and res["changed"] and not marker.exists()
