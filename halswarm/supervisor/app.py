@@ -43,6 +43,9 @@ from halswarm.supervisor.apikit.registry import Services
 from halswarm.supervisor.features.alerts.service import AlertsService
 from halswarm.supervisor.features.alerts.settings import AlertSettings
 from halswarm.supervisor.features.audit.service import AuditService
+from halswarm.supervisor.features.backups.service import BackupWatch
+from halswarm.supervisor.features.backups.service import register as register_backup_metrics
+from halswarm.supervisor.features.backups.settings import BackupSettings
 from halswarm.supervisor.features.commands.service import CommandsService
 from halswarm.supervisor.features.cost.aggregator import CostAggregator
 from halswarm.supervisor.features.cost.service import CostService
@@ -172,6 +175,7 @@ class Supervisor:
             self.integrity_settings = IntegritySettings.from_config(cfg)
             self.alert_settings = AlertSettings.from_config(cfg)
             self.session_settings = SessionSettings.from_config(cfg)
+            self.backup_settings = BackupSettings.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -531,6 +535,9 @@ class Supervisor:
         await lc.start("session memory", self.session_memory.start, self.session_memory.stop)
         self.memwatch = MemoryWatch(self.config.memory_warn_percent)
         await lc.start("memory watch", self.memwatch.start, self.memwatch.stop)
+        self.backups = BackupWatch(self.backup_settings, lambda kind, data: self.ingestor.emit(None, kind, data))
+        register_backup_metrics(self.backups, registry)
+        await lc.start("backup watch", self.backups.start, self.backups.stop)
 
     async def _start_actors(self) -> None:
         """Parts that act on sessions through commands. Policies start last so they stop first: no new

@@ -33,7 +33,8 @@ def _render(tmp: Path, variables: dict) -> Path:
         "vars_files": [str(ROLE / "defaults/main.yml")],
         "tasks": [{"name": "render", "ansible.builtin.template": {
             "src": str(ROLE / "templates" / "{{ item }}.j2"), "dest": str(out / "{{ item }}"), "mode": "0644"},
-            "loop": ["hal-supervisor-backup.service", "hal-supervisor-backup.timer"]}],
+            "loop": ["hal-supervisor-backup.service", "hal-supervisor-backup.timer",
+                     "hal-supervisor-restore-test.service", "hal-supervisor-restore-test.timer"]}],
     }], sort_keys=False))
     runner, _results = run_playbook(play, variables, tmp)
     assert runner.status == "successful", runner.stdout.read()
@@ -56,13 +57,38 @@ def test_units_from_the_role_defaults_pass_systemd_analyze(tmp_path: Path) -> No
     assert _exec_start(units / "hal-supervisor-backup.service") == [
         "/usr/bin/python3", "/opt/hal-o-swarm/libexec/hal_sqlite_backup.py", "backup",
         "--db", "/var/lib/hal-o-swarm/supervisor/supervisor.db", "--dest-dir", "/var/backups/hal-o-swarm",
-        "--prefix", "supervisor", "--keep", "14", "--max-age-days", "0.0"]
+        "--prefix", "supervisor", "--keep", "14", "--max-age-days", "0.0", "--anomaly-low", "0.5", "--anomaly-high",
+        "2.0", "--anomaly-window", "5", "--anomaly-min-history", "3"]
     timer = (units / "hal-supervisor-backup.timer").read_text()
     assert "OnCalendar=daily" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
     res = subprocess.run(["systemd-analyze", "verify", "hal-supervisor-backup.service", "hal-supervisor-backup.timer"],
                          cwd=units, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and (res.stdout + res.stderr).strip() == "", res.stdout + res.stderr
     assert HELPER.resolve().is_file()
+
+
+@pytest.mark.timeout(180)
+def test_restore_test_units_from_the_role_defaults_pass_systemd_analyze(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    units = _render(tmp_path, {})
+    service = (units / "hal-supervisor-restore-test.service").read_text()
+    assert "User=hal-supervisor" in service and "ProtectSystem=strict" in service and "PrivateTmp=yes" in service
+    assert "ReadWritePaths=/var/backups/hal-o-swarm /var/lib/hal-o-swarm/supervisor\n" in service
+    assert _exec_start(units / "hal-supervisor-restore-test.service") == [
+        "/usr/bin/python3", "/opt/hal-o-swarm/libexec/hal_sqlite_restore_test.py", "run",
+        "--db", "/var/lib/hal-o-swarm/supervisor/supervisor.db", "--backup-dir", "/var/backups/hal-o-swarm",
+        "--prefix", "supervisor", "--scratch-dir", "/var/tmp", "--anomaly-low", "0.5", "--anomaly-high", "2.0",
+        "--anomaly-window", "5", "--anomaly-min-history", "3"]
+    timer = (units / "hal-supervisor-restore-test.timer").read_text()
+    assert "OnCalendar=monthly" in timer and "RandomizedDelaySec=1h" in timer and "Persistent=true" in timer
+    res = subprocess.run(["systemd-analyze", "verify", "hal-supervisor-restore-test.service",
+                          "hal-supervisor-restore-test.timer"], cwd=units, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and (res.stdout + res.stderr).strip() == "", res.stdout + res.stderr
+    (tmp_path / "s").mkdir()
+    scratch = _render(tmp_path / "s", {"hal_supervisor_restore_test_scratch_dir": "/srv/scratch"})
+    assert "ReadWritePaths=/var/backups/hal-o-swarm /var/lib/hal-o-swarm/supervisor /srv/scratch\n" in (
+        scratch / "hal-supervisor-restore-test.service").read_text()
 
 
 @pytest.mark.timeout(180)

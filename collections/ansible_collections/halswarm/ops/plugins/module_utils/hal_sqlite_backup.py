@@ -49,6 +49,7 @@ if __package__:  # imported: shipped by Ansible with a module, or loaded by halc
         utcnow,
         wal_files,
         write_sidecar,
+        write_text_atomic,
     )
 else:  # run as a script by the backup timer: the sibling file installed beside it
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -77,9 +78,17 @@ else:  # run as a script by the backup timer: the sibling file installed beside 
         utcnow,
         wal_files,
         write_sidecar,
+        write_text_atomic,
     )
 
 BACKUP_SUFFIX = ".db"
+STATUS_FILE = "backup-status.json"  # the newest backup's name, size and size check, for the supervisor
+STATUS_VERSION = 1
+# Size anomaly: outside low..high times the median of the `window` previous backups (needs min_history).
+DEFAULT_WINDOW = 5
+DEFAULT_MIN_HISTORY = 3
+DEFAULT_LOW = 0.5
+DEFAULT_HIGH = 2.0
 # <prefix>-<UTC YYYYmmddTHHMMSSZ>[-<n>].db
 BACKUP_NAME_RE = re.compile(r"^(?P<prefix>.+)-(?P<ts>\d{8}T\d{6}Z)(?:-(?P<n>\d+))?\.db$")
 
@@ -167,6 +176,70 @@ def apply_retention(directory, prefix, keep=0, max_age_days=0, now=None, protect
     if removed and not dry_run:
         fsync_dir(directory)
     return removed
+
+
+# --------------------------------------------------------------------------------------------
+# size anomaly (pure) and the status file
+
+
+def median(values):
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("median of nothing")
+    mid = n // 2
+    return float(ordered[mid]) if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def size_anomaly(size, previous, window=DEFAULT_WINDOW, low=DEFAULT_LOW, high=DEFAULT_HIGH,
+                 min_history=DEFAULT_MIN_HISTORY):
+    """Judge a backup's `size` against the sizes of the backups before it (`previous`, newest first).
+
+    Returns {anomaly, size, median, ratio, compared, reason}: anomaly is True when size < low * median
+    or size > high * median of the `window` newest previous sizes; with fewer than `min_history`
+    previous backups there is no judgement (anomaly False, reason says so).
+    """
+    if not 0 < low < 1 < high:
+        raise ValueError(f"need 0 < low < 1 < high (got low={low}, high={high})")
+    if window < 1 or min_history < 1:
+        raise ValueError("window and min_history must be >= 1")
+    recent = [int(s) for s in list(previous)[:window]]
+    out = {"anomaly": False, "size": int(size), "median": None, "ratio": None, "compared": len(recent),
+           "low": low, "high": high, "reason": None}
+    if len(recent) < min_history:
+        out["reason"] = f"not enough history ({len(recent)} previous backups, need {min_history})"
+        return out
+    mid = median(recent)
+    out["median"] = mid
+    if mid <= 0:
+        out["anomaly"] = size > 0
+        out["reason"] = "previous backups were empty" if out["anomaly"] else None
+        return out
+    ratio = size / mid
+    out["ratio"] = round(ratio, 4)
+    if ratio < low or ratio > high:
+        out["anomaly"] = True
+        out["reason"] = (f"backup size {int(size)} bytes is {ratio:.2f}x the median {mid:.0f} of the "
+                         f"previous {len(recent)} backups (allowed {low}x..{high}x)")
+    return out
+
+
+def write_status(directory, status):
+    """Write `backup-status.json` atomically (0600) in the backup directory."""
+    path = os.path.join(directory, STATUS_FILE)
+    try:
+        write_text_atomic(path, json.dumps(status, sort_keys=True, indent=1) + "\n")
+    except OSError as exc:
+        raise os_error(exc, path, "write") from None
+
+
+def backup_status(backup, previous_sizes, window=DEFAULT_WINDOW, low=DEFAULT_LOW, high=DEFAULT_HIGH,
+                  min_history=DEFAULT_MIN_HISTORY, now=None):
+    """The `backup-status.json` document for a backup just written (a backup_database result)."""
+    moment = time.time() if now is None else now
+    return {"version": STATUS_VERSION, "time": _iso(moment), "timestamp": round(moment, 3), "backup": backup["name"],
+            "size": backup["size"], "ok": True,
+            "size_anomaly": size_anomaly(backup["size"], previous_sizes, window, low, high, min_history)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,14 +514,30 @@ def _cli(argv=None):
     b.add_argument("--prefix")
     b.add_argument("--keep", type=int, default=0)
     b.add_argument("--max-age-days", type=float, default=0)
+    b.add_argument("--anomaly-window", type=int, default=DEFAULT_WINDOW)
+    b.add_argument("--anomaly-min-history", type=int, default=DEFAULT_MIN_HISTORY)
+    b.add_argument("--anomaly-low", type=float, default=DEFAULT_LOW)
+    b.add_argument("--anomaly-high", type=float, default=DEFAULT_HIGH)
     v = sub.add_parser("verify", help="verify backups (checksum + integrity)")
     v.add_argument("paths", nargs="+")
     args = parser.parse_args(argv)
     try:
         if args.command == "backup":
+            try:
+                size_anomaly(1, [1], args.anomaly_window, args.anomaly_low, args.anomaly_high, args.anomaly_min_history)
+            except ValueError as exc:
+                sys.stderr.write(f"error: {exc}\n")
+                return 2
+            previous = list_backups(args.dest_dir, args.prefix)
             result = backup_database(args.db, args.dest_dir, prefix=args.prefix)
+            status = backup_status(result, [b["size"] for b in previous if b["has_checksum"]], args.anomaly_window,
+                                   args.anomaly_low, args.anomaly_high, args.anomaly_min_history)
+            write_status(args.dest_dir, status)
+            result["size_anomaly"] = status["size_anomaly"]
             result["removed"] = apply_retention(args.dest_dir, result["prefix"], args.keep, args.max_age_days,
                                                 protect=(result["name"],))
+            if status["size_anomaly"]["anomaly"]:
+                sys.stderr.write(f"warning: {status['size_anomaly']['reason']}\n")
             sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
             return 0
         if args.command == "verify":

@@ -1,0 +1,1 @@
+"""Backup and restore-test metrics and events, read from the files the backup timers write."""
