@@ -9,8 +9,13 @@ from halswarm.config.supervisor import SupervisorConfig
 
 AGENT_CRASHED = "agent-crashed"
 DB_CORRUPTION = "supervisor-db-corruption"
-# The incidents `remediation.auto` can start by itself, and what starts them.
-TRIGGERS = {AGENT_CRASHED: "node offline", DB_CORRUPTION: "database integrity failure at start"}
+AGENT_HIGH_MEMORY = "agent-high-memory"
+# The incidents `remediation.auto` can start by itself, and what starts them (docs/remediation.md has
+# the full table, with why the others cannot be started from inside the supervisor).
+TRIGGERS = {AGENT_CRASHED: "node offline", DB_CORRUPTION: "database integrity failure at start",
+            AGENT_HIGH_MEMORY: "node memory share in consecutive heartbeats"}
+# Triggers the engine's periodic pass looks at (the others have their own path).
+PERIODIC = (AGENT_CRASHED, AGENT_HIGH_MEMORY)
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,8 @@ class AutoConfig:
     window_seconds: float = 3600.0
     offline_seconds: float = 120.0
     timeout_seconds: float = 900.0
+    memory_percent: float = 80.0  # runbook: "alerting on memory > 80% of limit"
+    memory_heartbeats: int = 3
     supervisor_host: str | None = None
     state_dir: Path = Path(".")
     database_path: str = ""
@@ -33,6 +40,8 @@ class AutoConfig:
                    window_seconds=cfg.remediation_window_minutes * 60.0,
                    offline_seconds=cfg.remediation_offline_minutes * 60.0,
                    timeout_seconds=cfg.remediation_timeout_minutes * 60.0,
+                   memory_percent=float(cfg.remediation_memory_percent),
+                   memory_heartbeats=cfg.remediation_memory_heartbeats,
                    supervisor_host=cfg.remediation_supervisor_host,
                    state_dir=Path(cfg.database_path).expanduser().resolve().parent / "remediation-runs",
                    database_path=cfg.database_path,
