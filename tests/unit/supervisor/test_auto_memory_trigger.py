@@ -129,3 +129,23 @@ async def test_not_listed_means_no_memory_trigger(store: Any, tmp_path: Path) ->
         await eng.check()
     assert eng.stats.runs == 0
     await eng.stop()
+
+
+def test_every_incident_has_a_trigger_or_a_stated_reason() -> None:
+    from halswarm.core.remediation.catalog import INCIDENTS
+    from halswarm.supervisor.features.remediations.settings import NO_TRIGGER, TRIGGERS
+
+    ids = {i.id for i in INCIDENTS}
+    assert ids == set(TRIGGERS) | set(NO_TRIGGER) and not set(TRIGGERS) & set(NO_TRIGGER)
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "remediation.md").read_text()
+    table = doc.split("### Which incidents start by themselves", 1)[1]
+    assert all(f"| `{i}` |" in table for i in ids)
+
+
+async def test_untriggered_warning_says_why(store: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    writer, reader, _ = store
+    eng = AutoRemediation(AutoConfig(auto=("manual-auth-required",), state_dir=tmp_path), {}, Emitted(), writer,
+                          reader)
+    await eng.start()
+    assert "manual-auth-required has no automatic trigger (a human must complete the login)" in caplog.text
+    await eng.stop()

@@ -41,7 +41,7 @@ from halswarm.core.remediation.triggers import Streak, memory_percent, next_stre
 from halswarm.store.repos.remediations import load_auto_started, save_auto_started, store_auto_report
 from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, run_halctl
 from halswarm.supervisor.features.remediations.policy import Decision, NodeFacts, decide, valid_host
-from halswarm.supervisor.features.remediations.settings import AGENT_HIGH_MEMORY, PERIODIC, AutoConfig
+from halswarm.supervisor.features.remediations.settings import AGENT_HIGH_MEMORY, NO_TRIGGER, PERIODIC, AutoConfig
 from halswarm.supervisor.runtime.periodic import PeriodicEngine
 
 if TYPE_CHECKING:
@@ -98,8 +98,8 @@ class AutoRemediation(PeriodicEngine):
 
     async def start(self) -> None:
         for inc in self.cfg.untriggered:
-            log.warning("remediation.auto: %s has no automatic trigger; only an alert (POST /api/v1/alerts) "
-                        "starts it", inc)
+            log.warning("remediation.auto: %s has no automatic trigger (%s); only an alert "
+                        "(POST /api/v1/alerts) starts it", inc, NO_TRIGGER.get(inc, "see docs/remediation.md"))
         if self.cfg.auto:  # alerts can start any listed incident: the persisted throttle applies to them too
             self.last_started = await self.reader.run(load_auto_started)
         if not self.active:

@@ -14,6 +14,20 @@ AGENT_HIGH_MEMORY = "agent-high-memory"
 # the full table, with why the others cannot be started from inside the supervisor).
 TRIGGERS = {AGENT_CRASHED: "node offline", DB_CORRUPTION: "database integrity failure at start",
             AGENT_HIGH_MEMORY: "node memory share in consecutive heartbeats"}
+# Why the others have none (the start-up warning says it; docs/remediation.md has the table).
+NO_TRIGGER = {
+    "supervisor-crashed": "the supervisor is down: systemd restarts it, the repair runs from outside",
+    "supervisor-high-memory": "its repair restarts the supervisor, which would kill the run it started",
+    "high-latency": "its repair restarts the supervisor, which would kill the run it started",
+    "supervisor-unreachable": "seen from inside only as every node offline (agent-crashed); its repair "
+                              "restarts the supervisor",
+    "agent-cannot-connect": "no built-in detector yet (the node offline is agent-crashed's trigger)",
+    "cost-data-discrepancy": "no built-in detector yet (cost poll failures are exported for the alert rule)",
+    "credential-drift": "no built-in detector yet (drift is a routed event and an alert)",
+    "lost-session-data": "missing history is an operator's judgement against a backup",
+    "manual-auth-required": "a human must complete the login",
+    "collect-diagnostics": "runs by itself when a repair escalates",
+}
 # Triggers the engine's periodic pass looks at (the others have their own path).
 PERIODIC = (AGENT_CRASHED, AGENT_HIGH_MEMORY)
 
