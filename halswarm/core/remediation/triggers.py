@@ -5,6 +5,9 @@ the only memory figure agents send today) at or above a percentage for K consecu
 streak ends at the first heartbeat below the clear level (hysteresis: a share hovering at the threshold
 does not restart the count), so one long episode fires once per K heartbeats at most, and the engine's
 persisted throttle turns that into one run per window.
+
+`cost-data-discrepancy`: a cost provider whose polls failed N times in a row (the aggregator's own
+count, reset by a successful poll). One degradation episode (provider, degraded since) fires once.
 """
 
 from __future__ import annotations
@@ -48,3 +51,24 @@ def next_streak(streak: Streak, percent: float | None, threshold: float, needed:
     if count >= needed:
         return Streak(0, percent), True
     return Streak(count, percent), False
+
+
+@dataclass(frozen=True)
+class CostProviderFacts:
+    name: str
+    failures: int  # consecutive failed polls (0 after a success)
+    degraded_since: float | None
+
+
+def cost_failures(providers: list[CostProviderFacts], needed: int, decided: set[tuple[str, float]]
+                  ) -> list[tuple[tuple[str, float], str]]:
+    """Degradation episodes that reach `needed` failed polls and were not decided yet: (episode, reason)."""
+    out = []
+    for p in sorted(providers, key=lambda p: p.name):
+        if p.degraded_since is None or p.failures < needed:
+            continue
+        episode = (p.name, p.degraded_since)
+        if episode not in decided:
+            out.append((episode, f"cost provider {p.name}: {p.failures} failed polls in a row "
+                                 f"(threshold {needed})"))
+    return out

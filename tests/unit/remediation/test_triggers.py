@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from halswarm.core.remediation.triggers import Streak, memory_percent, next_streak
+from halswarm.core.remediation.triggers import CostProviderFacts, Streak, cost_failures, memory_percent, next_streak
 
 
 def feed(series: list[float | None], threshold: float = 80, needed: int = 3) -> list[int]:
@@ -50,3 +50,13 @@ def test_unknown_share_leaves_the_streak_alone() -> None:
 ])
 def test_memory_percent_from_heartbeat_resources(resources: dict[str, float], expected: float | None) -> None:
     assert memory_percent(resources) == expected
+
+
+def test_cost_fires_once_per_degradation_episode_at_n_failures() -> None:
+    ok, two, three = (CostProviderFacts("openai", 0, None), CostProviderFacts("anthropic", 2, 100.0),
+                      CostProviderFacts("anthropic", 3, 100.0))
+    assert cost_failures([ok, two], 3, set()) == []
+    ((episode, reason),) = cost_failures([ok, three], 3, set())
+    assert episode == ("anthropic", 100.0) and "3 failed polls in a row" in reason
+    assert cost_failures([three], 3, {episode}) == []  # decided already
+    assert cost_failures([CostProviderFacts("anthropic", 3, 500.0)], 3, {episode})  # a new episode

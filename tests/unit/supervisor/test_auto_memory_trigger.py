@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from halswarm.core.remediation.report import build_report
+from halswarm.core.remediation.triggers import CostProviderFacts
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
 from halswarm.supervisor.features.remediations.engine import AutoRemediation
 from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec
-from halswarm.supervisor.features.remediations.settings import AGENT_HIGH_MEMORY, AutoConfig
+from halswarm.supervisor.features.remediations.settings import AGENT_HIGH_MEMORY, COST_DISCREPANCY, AutoConfig
 
 NOW = 1_000_000.0
 
@@ -148,4 +149,40 @@ async def test_untriggered_warning_says_why(store: Any, tmp_path: Path, caplog: 
                           reader)
     await eng.start()
     assert "manual-auth-required has no automatic trigger (a human must complete the login)" in caplog.text
+    await eng.stop()
+
+
+async def test_cost_failures_run_cost_data_discrepancy_on_the_supervisor_host(store: Any, tmp_path: Path) -> None:
+    writer, reader, _ = store
+    clock = [NOW]
+    state = [CostProviderFacts("anthropic", 1, NOW)]
+    ran: list[RunSpec] = []
+
+    async def runner(spec: RunSpec, stopping: asyncio.Event) -> Outcome:
+        ran.append(spec)
+        return Outcome(error="no inventory")
+
+    ev = Emitted()
+    cfg = AutoConfig(auto=(COST_DISCREPANCY,), inventory="/inv", state_dir=tmp_path, supervisor_host="sup1",
+                     cost_failures=3)
+    eng = AutoRemediation(cfg, {}, ev, writer, reader, runner=runner, clock=lambda: clock[0],
+                          cost_state=lambda: list(state))
+    await eng.start()
+    eng._task.cancel()  # type: ignore[union-attr]
+    await eng.check()
+    assert ran == []
+    state[0] = CostProviderFacts("anthropic", 3, NOW)
+    await eng.check()
+    await eng.check()  # the same episode decides once
+    await asyncio.wait(eng._running, timeout=5)
+    assert [(s.incident, s.limit) for s in ran] == [(COST_DISCREPANCY, "sup1")]
+    assert ev.types() == ["remediation.started", "remediation.failed"]
+    # recovered, then degraded again inside the window: one throttled event
+    state[0] = CostProviderFacts("anthropic", 0, None)
+    await eng.check()
+    state[0] = CostProviderFacts("anthropic", 4, NOW + 60)
+    await eng.check()
+    await eng.check()
+    assert len(ran) == 1 and ev.types()[-1] == "remediation.throttled"
+    assert ev.types().count("remediation.throttled") == 1
     await eng.stop()

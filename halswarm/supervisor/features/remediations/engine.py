@@ -7,6 +7,9 @@ Triggers (only for incident ids listed in `remediation.auto`):
 - ``agent-high-memory``: a node's heartbeat memory share at or above `remediation.memory_percent` (80) in
   `remediation.memory_heartbeats` (3) consecutive heartbeats seen by the periodic pass
   (`core.remediation.triggers`) -> the remediation on that node's inventory host.
+- ``cost-data-discrepancy``: a cost provider's polls failed `remediation.cost_failures` (3) times in a row
+  (the aggregator's count, read through `cost_state`) -> the remediation on the supervisor host; once
+  per degradation episode.
 - ``supervisor-db-corruption``: the database fails its integrity check at start (see `db_launch`).
 
 - any listed incident: a firing Alertmanager alert naming it (``POST /api/v1/alerts``, `on_alert`).
@@ -37,11 +40,17 @@ from typing import TYPE_CHECKING, Any
 
 from halswarm.core.remediation.report import build_report, redact, validate_report
 from halswarm.core.remediation.routing import route
-from halswarm.core.remediation.triggers import Streak, memory_percent, next_streak
+from halswarm.core.remediation.triggers import CostProviderFacts, Streak, cost_failures, memory_percent, next_streak
 from halswarm.store.repos.remediations import load_auto_started, save_auto_started, store_auto_report
 from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, run_halctl
 from halswarm.supervisor.features.remediations.policy import Decision, NodeFacts, decide, valid_host
-from halswarm.supervisor.features.remediations.settings import AGENT_HIGH_MEMORY, NO_TRIGGER, PERIODIC, AutoConfig
+from halswarm.supervisor.features.remediations.settings import (
+    AGENT_HIGH_MEMORY,
+    COST_DISCREPANCY,
+    NO_TRIGGER,
+    PERIODIC,
+    AutoConfig,
+)
 from halswarm.supervisor.runtime.periodic import PeriodicEngine
 
 if TYPE_CHECKING:
@@ -56,6 +65,7 @@ ACTOR = "auto"
 MAX_CONCURRENT = 2  # ansible runs at once; more wait their turn (a partition can drop many nodes)
 
 Runner = Callable[[RunSpec, asyncio.Event], Awaitable[Outcome]]
+CostState = Callable[[], list[CostProviderFacts]]  # the cost aggregator's per-provider poll state
 
 
 @dataclass
@@ -71,7 +81,8 @@ class AutoRemediation(PeriodicEngine):
     root starts it after the hub and stops it (runs in flight recorded as interrupted) before the hub."""
 
     def __init__(self, cfg: AutoConfig, nodes: Mapping[str, Node], ingestor: Ingestor, writer: Writer,
-                 reader: Reader, *, runner: Runner = run_halctl, clock: Callable[[], float] = time.time) -> None:
+                 reader: Reader, *, runner: Runner = run_halctl, clock: Callable[[], float] = time.time,
+                 cost_state: CostState = list) -> None:
         super().__init__()
         self.cfg = cfg
         self.nodes = nodes
@@ -80,6 +91,8 @@ class AutoRemediation(PeriodicEngine):
         self.reader = reader
         self.runner = runner
         self.clock = clock
+        self.cost_state = cost_state
+        self._cost_decided: set[tuple[str, float]] = set()
         self.offline_since: dict[str, float] = {}
         self._connected: dict[str, float | None] = {}
         self.last_started: dict[tuple[str, str], float] = {}
@@ -145,6 +158,14 @@ class AutoRemediation(PeriodicEngine):
         if AGENT_HIGH_MEMORY in self.cfg.auto:
             for node_id, reason in self.memory_pass():
                 await self._fire(AGENT_HIGH_MEMORY, node_id, node_id, reason, now)
+        if COST_DISCREPANCY in self.cfg.auto:
+            state = self.cost_state()
+            live = {(p.name, p.degraded_since) for p in state}
+            self._cost_decided &= live  # a recovered provider's next degradation is a new episode
+            for episode, reason in cost_failures(state, self.cfg.cost_failures, self._cost_decided):
+                self._cost_decided.add(episode)
+                limit = self.cfg.supervisor_limit
+                await self._fire(COST_DISCREPANCY, limit, limit, reason, now)
         return decisions
 
     def memory_pass(self) -> list[tuple[str, str]]:
