@@ -25,7 +25,7 @@ NO_TRIGGER = {
     "supervisor-unreachable": "seen from inside only as every node offline (agent-crashed); its repair "
                               "restarts the supervisor",
     "agent-cannot-connect": "a rejected handshake names no node (the node offline is agent-crashed's trigger)",
-    "credential-drift": "no built-in detector yet (drift is a routed event and an alert)",
+    "credential-drift": "the drift watcher already pushes the configured credentials (credentials.auto_push)",
     "lost-session-data": "missing history is an operator's judgement against a backup",
     "manual-auth-required": "a human must complete the login",
     "collect-diagnostics": "runs by itself when a repair escalates",
