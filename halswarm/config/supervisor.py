@@ -58,6 +58,9 @@ class SupervisorConfig:
     remediation_window_minutes: int = 60
     remediation_offline_minutes: float = 2.0
     remediation_timeout_minutes: float = 15.0
+    remediation_memory_percent: float = 80.0
+    remediation_memory_heartbeats: int = 3
+    remediation_cost_failures: int = 3
     remediation_supervisor_host: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     source_path: str | None = None
@@ -178,6 +181,9 @@ def build_supervisor_config(
         remediation_window_minutes=int(remediation["window_minutes"]),
         remediation_offline_minutes=float(remediation["offline_minutes"]),
         remediation_timeout_minutes=float(remediation["timeout_minutes"]),
+        remediation_memory_percent=float(remediation["memory_percent"]),
+        remediation_memory_heartbeats=int(remediation["memory_heartbeats"]),
+        remediation_cost_failures=int(remediation["cost_failures"]),
         remediation_supervisor_host=_opt(remediation.get("supervisor_host")),
         raw=doc,
         source_path=os.fspath(source_path) if source_path is not None else None,

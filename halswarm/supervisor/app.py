@@ -16,6 +16,7 @@ import uvicorn
 from halswarm.config.errors import ConfigError
 from halswarm.config.supervisor import SupervisorConfig
 from halswarm.core.model import Node, Session
+from halswarm.core.remediation.triggers import CostProviderFacts
 from halswarm.memwatch import MemoryWatch
 from halswarm.store.clean_marker import take_marker, write_marker
 from halswarm.store.db import (
@@ -539,13 +540,17 @@ class Supervisor:
         register_backup_metrics(self.backups, registry)
         await lc.start("backup watch", self.backups.start, self.backups.stop)
 
+    def _cost_state(self) -> list[CostProviderFacts]:
+        """The cost aggregator's poll state, for the cost-data-discrepancy trigger."""
+        return [CostProviderFacts(name, st.failures, st.degraded_since) for name, st in self.costs.state.items()]
+
     async def _start_actors(self) -> None:
         """Parts that act on sessions through commands. Policies start last so they stop first: no new
         intervention begins while the others finish theirs."""
         lc = self.lifecycle
         await lc.start("dependencies", self.dependencies.start, self.dependencies.stop)
         self.auto_remediation = AutoRemediation(self.remediation_settings, self.nodes, self.ingestor, self.writer,
-                                                self.reader)
+                                                self.reader, cost_state=self._cost_state)
         await lc.start("auto remediation", self.auto_remediation.start, self.auto_remediation.stop)
         self.policies = PolicyEngine(self.policy_settings, self.tracker, self.dispatcher, self.ingestor, self.writer,
                                      self.reader, session_cost=self.costs.session_cost,

@@ -108,6 +108,11 @@ def test_config_keys_defaults_and_typed_values() -> None:
     ({"auto": ["agent-crashed", "reboot-everything"]}, "remediation.auto[1]"),
     ({"offline_minutes": 0}, "remediation.offline_minutes"),
     ({"timeout_minutes": -1}, "remediation.timeout_minutes"),
+    ({"memory_percent": 0}, "remediation.memory_percent"),
+    ({"memory_percent": 101}, "remediation.memory_percent"),
+    ({"memory_heartbeats": 0}, "remediation.memory_heartbeats"),
+    ({"memory_heartbeats": 2.5}, "remediation.memory_heartbeats"),
+    ({"cost_failures": 0}, "remediation.cost_failures"),
 ])
 def test_bad_remediation_config_is_a_clear_error(remediation: dict[str, Any], path: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -288,14 +293,14 @@ async def test_alert_starts_a_listed_incident_once_per_window_persisted(store: A
         return Outcome(report=good_report(spec), rc=0)
 
     ev = Emitted()
-    cfg = AutoConfig(auto=("agent-high-memory",), inventory="/inv", window_seconds=3600, state_dir=tmp_path)
+    cfg = AutoConfig(auto=("credential-drift",), inventory="/inv", window_seconds=3600, state_dir=tmp_path)
     eng = AutoRemediation(cfg, {}, ev, writer, reader, runner=runner, clock=lambda: clock[0])
     await eng.start()
     assert eng._task is None  # no liveness loop: only alerts start this incident
-    storm = await asyncio.gather(*(eng.on_alert("agent-high-memory", "n1", "n1", "alert X") for _ in range(5)))
+    storm = await asyncio.gather(*(eng.on_alert("credential-drift", "n1", "n1", "alert X") for _ in range(5)))
     assert sorted(storm) == ["started"] + ["throttled"] * 4
     assert await eng.on_alert("agent-crashed", "n1", "n1", "alert Y") == "not_auto"
-    assert await eng.on_alert("agent-high-memory", "n2", "n2", "alert X") == "started"  # another host
+    assert await eng.on_alert("credential-drift", "n2", "n2", "alert X") == "started"  # another host
     await asyncio.wait(eng._running, timeout=5)
     assert sorted(s.limit for s in ran) == ["n1", "n2"]
     assert ev.types().count("remediation.started") == 2 and ev.types().count("remediation.throttled") == 1
@@ -304,9 +309,9 @@ async def test_alert_starts_a_listed_incident_once_per_window_persisted(store: A
     eng2 = AutoRemediation(cfg, {}, ev, writer, reader, runner=runner, clock=lambda: clock[0])
     await eng2.start()
     clock[0] += 600
-    assert await eng2.on_alert("agent-high-memory", "n1", "n1", "alert X") == "throttled"
+    assert await eng2.on_alert("credential-drift", "n1", "n1", "alert X") == "throttled"
     clock[0] += 3600
-    assert await eng2.on_alert("agent-high-memory", "n1", "n1", "alert X") == "started"
+    assert await eng2.on_alert("credential-drift", "n1", "n1", "alert X") == "started"
     await asyncio.wait(eng2._running, timeout=5)
     await eng2.stop()
     assert len(ran) == 3

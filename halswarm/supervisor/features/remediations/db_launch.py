@@ -21,9 +21,7 @@ from typing import Any
 
 from halswarm.core.remediation.requests import encode_request, request_file_name
 from halswarm.supervisor.features.remediations.halctl_run import display_command, halctl_argv
-from halswarm.supervisor.features.remediations.settings import DB_CORRUPTION, AutoConfig
-
-SUPERVISORS_GROUP = "hal_supervisors"
+from halswarm.supervisor.features.remediations.settings import DB_CORRUPTION, SUPERVISORS_GROUP, AutoConfig
 
 
 def under_systemd(env: Mapping[str, str] = os.environ) -> bool:

@@ -4,11 +4,18 @@ Triggers (only for incident ids listed in `remediation.auto`):
 
 - ``agent-crashed``: a node offline for `remediation.offline_minutes` (default 2) -> the remediation
   limited to that node's inventory host (the collection names agent hosts by their node id).
+- ``agent-high-memory``: a node's heartbeat memory share at or above `remediation.memory_percent` (80) in
+  `remediation.memory_heartbeats` (3) consecutive heartbeats seen by the periodic pass
+  (`core.remediation.triggers`) -> the remediation on that node's inventory host.
+- ``cost-data-discrepancy``: a cost provider's polls failed `remediation.cost_failures` (3) times in a row
+  (the aggregator's count, read through `cost_state`) -> the remediation on the supervisor host; once
+  per degradation episode.
 - ``supervisor-db-corruption``: the database fails its integrity check at start (see `db_launch`).
 
 - any listed incident: a firing Alertmanager alert naming it (``POST /api/v1/alerts``, `on_alert`).
 
-Other ids in `remediation.auto` have no built-in trigger: a warning at start says only alerts start them.
+Other ids in `remediation.auto` have no built-in trigger (docs/remediation.md says why for each): a
+warning at start says only alerts start them. Every trigger goes through `_fire`/`launch`: one throttle.
 
 Throttling: at most one run per (incident, host) within `remediation.window_minutes`, counted from the
 start of the last automatic run and persisted (table ``auto_remediation_state``) so a restart honours it.
@@ -33,10 +40,17 @@ from typing import TYPE_CHECKING, Any
 
 from halswarm.core.remediation.report import build_report, redact, validate_report
 from halswarm.core.remediation.routing import route
+from halswarm.core.remediation.triggers import CostProviderFacts, Streak, cost_failures, memory_percent, next_streak
 from halswarm.store.repos.remediations import load_auto_started, save_auto_started, store_auto_report
 from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, run_halctl
-from halswarm.supervisor.features.remediations.policy import Decision, NodeFacts, decide
-from halswarm.supervisor.features.remediations.settings import AGENT_CRASHED, AutoConfig
+from halswarm.supervisor.features.remediations.policy import Decision, NodeFacts, decide, valid_host
+from halswarm.supervisor.features.remediations.settings import (
+    AGENT_HIGH_MEMORY,
+    COST_DISCREPANCY,
+    NO_TRIGGER,
+    PERIODIC,
+    AutoConfig,
+)
 from halswarm.supervisor.runtime.periodic import PeriodicEngine
 
 if TYPE_CHECKING:
@@ -51,6 +65,7 @@ ACTOR = "auto"
 MAX_CONCURRENT = 2  # ansible runs at once; more wait their turn (a partition can drop many nodes)
 
 Runner = Callable[[RunSpec, asyncio.Event], Awaitable[Outcome]]
+CostState = Callable[[], list[CostProviderFacts]]  # the cost aggregator's per-provider poll state
 
 
 @dataclass
@@ -66,7 +81,8 @@ class AutoRemediation(PeriodicEngine):
     root starts it after the hub and stops it (runs in flight recorded as interrupted) before the hub."""
 
     def __init__(self, cfg: AutoConfig, nodes: Mapping[str, Node], ingestor: Ingestor, writer: Writer,
-                 reader: Reader, *, runner: Runner = run_halctl, clock: Callable[[], float] = time.time) -> None:
+                 reader: Reader, *, runner: Runner = run_halctl, clock: Callable[[], float] = time.time,
+                 cost_state: CostState = list) -> None:
         super().__init__()
         self.cfg = cfg
         self.nodes = nodes
@@ -75,31 +91,37 @@ class AutoRemediation(PeriodicEngine):
         self.reader = reader
         self.runner = runner
         self.clock = clock
+        self.cost_state = cost_state
+        self._cost_decided: set[tuple[str, float]] = set()
         self.offline_since: dict[str, float] = {}
         self._connected: dict[str, float | None] = {}
         self.last_started: dict[tuple[str, str], float] = {}
         self.decided: set[tuple[str, str, float]] = set()
         self._alert_throttled: set[tuple[str, str, float]] = set()  # (incident, host, last start) told once
+        self._memory: dict[str, Streak] = {}  # node id -> heartbeats above the memory threshold
+        self._heartbeat_seen: dict[str, float | None] = {}
         self.stats = _Stats()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     @property
     def active(self) -> bool:
-        return AGENT_CRASHED in self.cfg.auto
+        """Whether a trigger of the periodic pass is listed (the loop runs only then)."""
+        return any(i in self.cfg.auto for i in PERIODIC)
 
     async def start(self) -> None:
         for inc in self.cfg.untriggered:
-            log.warning("remediation.auto: %s has no automatic trigger; only an alert (POST /api/v1/alerts) "
-                        "starts it", inc)
+            log.warning("remediation.auto: %s has no automatic trigger (%s); only an alert "
+                        "(POST /api/v1/alerts) starts it", inc, NO_TRIGGER.get(inc, "see docs/remediation.md"))
         if self.cfg.auto:  # alerts can start any listed incident: the persisted throttle applies to them too
             self.last_started = await self.reader.run(load_auto_started)
         if not self.active:
             return
         self.observe(self.clock())  # nodes offline at start count from now: they get a full threshold
         self._start_loop(self.cfg.check_interval, "auto-remediation", log)
-        log.info("auto remediation: %s after %g s offline, at most once per host every %g min (inventory %s)",
-                 AGENT_CRASHED, self.cfg.offline_seconds, self.cfg.window_seconds / 60, self.cfg.inventory or "unset")
+        log.info("auto remediation: %s, at most once per incident and host every %g min (inventory %s)",
+                 ", ".join(i for i in PERIODIC if i in self.cfg.auto), self.cfg.window_seconds / 60,
+                 self.cfg.inventory or "unset")
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -133,7 +155,42 @@ class AutoRemediation(PeriodicEngine):
                 self._throttled(d, now)
                 continue
             await self.launch(d.incident, d.host, d.host, d.reason, now)
+        if AGENT_HIGH_MEMORY in self.cfg.auto:
+            for node_id, reason in self.memory_pass():
+                await self._fire(AGENT_HIGH_MEMORY, node_id, node_id, reason, now)
+        if COST_DISCREPANCY in self.cfg.auto:
+            state = self.cost_state()
+            live = {(p.name, p.degraded_since) for p in state}
+            self._cost_decided &= live  # a recovered provider's next degradation is a new episode
+            for episode, reason in cost_failures(state, self.cfg.cost_failures, self._cost_decided):
+                self._cost_decided.add(episode)
+                limit = self.cfg.supervisor_limit
+                await self._fire(COST_DISCREPANCY, limit, limit, reason, now)
         return decisions
+
+    def memory_pass(self) -> list[tuple[str, str]]:
+        """Feed each online node's newest heartbeat (once) to the memory detector: (node, reason) to fire.
+        Only known nodes (the hub's registry, authenticated) usable as one --limit host are looked at."""
+        fire: list[tuple[str, str]] = []
+        for node_id in [n for n in self._heartbeat_seen if n not in self.nodes]:
+            self._memory.pop(node_id, None)
+            del self._heartbeat_seen[node_id]
+        for node_id, node in sorted(self.nodes.items(), key=lambda kv: kv[0]):
+            beat = getattr(node, "last_heartbeat", None)
+            if node.status == "offline" or not valid_host(node_id):
+                self._memory.pop(node_id, None)  # a restarted agent starts a new count
+                continue
+            if beat is None or self._heartbeat_seen.get(node_id) == beat:
+                continue
+            self._heartbeat_seen[node_id] = beat
+            pct = memory_percent(node.resources or {})
+            streak, fired = next_streak(self._memory.get(node_id, Streak()), pct, self.cfg.memory_percent,
+                                        self.cfg.memory_heartbeats)
+            self._memory[node_id] = streak
+            if fired:
+                fire.append((node_id, f"node {node_id} memory at {pct:.0f}% in {self.cfg.memory_heartbeats} "
+                                      f"consecutive heartbeats (threshold {self.cfg.memory_percent:g}%)"))
+        return fire
 
     async def on_alert(self, incident: str, host: str, limit: str, reason: str) -> str:
         """Start `incident` on `limit` for a firing alert, under the same throttle as the built-in triggers
@@ -141,7 +198,10 @@ class AutoRemediation(PeriodicEngine):
         One throttled event per window and host, however many times the alert repeats."""
         if incident not in self.cfg.auto:
             return "not_auto"
-        now = self.clock()
+        return await self._fire(incident, host, limit, reason, self.clock())
+
+    async def _fire(self, incident: str, host: str, limit: str, reason: str, now: float) -> str:
+        """A trigger fired: run under the persisted throttle, or tell once per window that it is throttled."""
         last = self.last_started.get((incident, host))
         if last is not None and now - last < self.cfg.window_seconds:
             episode = (incident, host, last)
