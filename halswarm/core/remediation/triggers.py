@@ -29,6 +29,17 @@ def memory_percent(resources: Mapping[str, float]) -> float | None:
     return min(100.0, used * 100.0 / total)
 
 
+def agent_memory_percent(process: Mapping[str, float], resources: Mapping[str, float]) -> tuple[float | None, str]:
+    """What the agent-high-memory trigger compares with its threshold, and which figure it is: the agent's
+    own RSS against its unit's MemoryMax when the agent reports both (the runbook's "80% of the limit"),
+    else the node's used RAM against its total."""
+    rss, limit = process.get("rss_bytes"), process.get("memory_max_bytes")
+    if isinstance(rss, int | float) and isinstance(limit, int | float) and math.isfinite(rss) \
+            and math.isfinite(limit) and limit > 0 and rss >= 0:
+        return min(100.0, rss * 100.0 / limit), "agent RSS of MemoryMax"
+    return memory_percent(resources), "node RAM"
+
+
 @dataclass(frozen=True)
 class Streak:
     """Consecutive heartbeats counted as above the threshold (`count`) and the newest share seen."""

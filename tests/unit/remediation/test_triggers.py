@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from halswarm.core.remediation.triggers import CostProviderFacts, Streak, cost_failures, memory_percent, next_streak
+from halswarm.core.remediation.triggers import (
+    CostProviderFacts,
+    Streak,
+    agent_memory_percent,
+    cost_failures,
+    memory_percent,
+    next_streak,
+)
 
 
 def feed(series: list[float | None], threshold: float = 80, needed: int = 3) -> list[int]:
@@ -60,3 +67,13 @@ def test_cost_fires_once_per_degradation_episode_at_n_failures() -> None:
     assert episode == ("anthropic", 100.0) and "3 failed polls in a row" in reason
     assert cost_failures([three], 3, {episode}) == []  # decided already
     assert cost_failures([CostProviderFacts("anthropic", 3, 500.0)], 3, {episode})  # a new episode
+
+
+def test_agent_figures_rule_over_node_ram_when_both_are_reported() -> None:
+    node = {"ram_used_mb": 500, "ram_total_mb": 1000}  # the node is at 50%
+    assert agent_memory_percent({"rss_bytes": 900, "memory_max_bytes": 1000}, node) == (90.0, "agent RSS of MemoryMax")
+    assert agent_memory_percent({}, node) == (50.0, "node RAM")
+    assert agent_memory_percent({"rss_bytes": 900}, node) == (50.0, "node RAM")  # no limit: no share
+    assert agent_memory_percent({"rss_bytes": 900, "memory_max_bytes": 0}, node) == (50.0, "node RAM")
+    assert agent_memory_percent({"rss_bytes": -1, "memory_max_bytes": 10}, node) == (50.0, "node RAM")
+    assert agent_memory_percent({"rss_bytes": 5e9, "memory_max_bytes": 1e9}, {}) == (100.0, "agent RSS of MemoryMax")

@@ -4,7 +4,8 @@ Triggers (only for incident ids listed in `remediation.auto`):
 
 - ``agent-crashed``: a node offline for `remediation.offline_minutes` (default 2) -> the remediation
   limited to that node's inventory host (the collection names agent hosts by their node id).
-- ``agent-high-memory``: a node's heartbeat memory share at or above `remediation.memory_percent` (80) in
+- ``agent-high-memory``: the agent's RSS share of its MemoryMax (when it reports both; else the node's
+  RAM share) at or above `remediation.memory_percent` (80) in
   `remediation.memory_heartbeats` (3) consecutive heartbeats seen by the periodic pass
   (`core.remediation.triggers`) -> the remediation on that node's inventory host.
 - ``cost-data-discrepancy``: a cost provider's polls failed `remediation.cost_failures` (3) times in a row
@@ -40,7 +41,13 @@ from typing import TYPE_CHECKING, Any
 
 from halswarm.core.remediation.report import build_report, redact, validate_report
 from halswarm.core.remediation.routing import route
-from halswarm.core.remediation.triggers import CostProviderFacts, Streak, cost_failures, memory_percent, next_streak
+from halswarm.core.remediation.triggers import (
+    CostProviderFacts,
+    Streak,
+    agent_memory_percent,
+    cost_failures,
+    next_streak,
+)
 from halswarm.store.repos.remediations import load_auto_started, save_auto_started, store_auto_report
 from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, run_halctl
 from halswarm.supervisor.features.remediations.policy import Decision, NodeFacts, decide, valid_host
@@ -82,7 +89,8 @@ class AutoRemediation(PeriodicEngine):
 
     def __init__(self, cfg: AutoConfig, nodes: Mapping[str, Node], ingestor: Ingestor, writer: Writer,
                  reader: Reader, *, runner: Runner = run_halctl, clock: Callable[[], float] = time.time,
-                 cost_state: CostState = list) -> None:
+                 cost_state: CostState = list,
+                 vitals: Mapping[str, Mapping[str, float]] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.nodes = nodes
@@ -92,6 +100,7 @@ class AutoRemediation(PeriodicEngine):
         self.runner = runner
         self.clock = clock
         self.cost_state = cost_state
+        self.vitals: Mapping[str, Mapping[str, float]] = vitals if vitals is not None else {}
         self._cost_decided: set[tuple[str, float]] = set()
         self.offline_since: dict[str, float] = {}
         self._connected: dict[str, float | None] = {}
@@ -183,12 +192,12 @@ class AutoRemediation(PeriodicEngine):
             if beat is None or self._heartbeat_seen.get(node_id) == beat:
                 continue
             self._heartbeat_seen[node_id] = beat
-            pct = memory_percent(node.resources or {})
+            pct, figure = agent_memory_percent(self.vitals.get(node_id, {}), node.resources or {})
             streak, fired = next_streak(self._memory.get(node_id, Streak()), pct, self.cfg.memory_percent,
                                         self.cfg.memory_heartbeats)
             self._memory[node_id] = streak
             if fired:
-                fire.append((node_id, f"node {node_id} memory at {pct:.0f}% in {self.cfg.memory_heartbeats} "
+                fire.append((node_id, f"node {node_id} memory at {pct:.0f}% ({figure}) in {self.cfg.memory_heartbeats} "
                                       f"consecutive heartbeats (threshold {self.cfg.memory_percent:g}%)"))
         return fire
 
