@@ -7,7 +7,8 @@
 #   HAL_CI_SKIP_APT=1 scripts/ci-setup.sh   # when the packages are known to be there
 #
 # What it does (the verified recipe of shared/reference/feasibility.md):
-#   1. apt packages: podman, runc, debootstrap, openssh-server, ufw, iptables, nftables, sqlite3 ...
+#   1. apt packages: podman, runc, debootstrap, openssh-server, ufw, iptables, nftables, sqlite3,
+#      prometheus (for promtool: the alert rule tests) ...
 #   2. /etc/containers/containers.conf.d/50-halswarm-ci.conf: runc + low default ulimits
 #      (no CAP_SYS_RESOURCE here, and crun refuses the cgroup v1 hybrid layout).
 #   3. the systemd test image, built once from Debian packages with debootstrap and kept
@@ -26,7 +27,7 @@ IMAGE="${HAL_CI_IMAGE:-localhost/halswarm-ops-systemd:bookworm-4}"
 WHEELHOUSE="${HAL_CI_WHEELHOUSE:-/var/cache/halswarm-ci/wheelhouse}"
 IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables,procps,sqlite3,sudo,ca-certificates"
 APT_PACKAGES=(openssh-server openssh-client iproute2 iptables nftables ufw sqlite3 curl sudo
-  podman runc uidmap debootstrap)
+  podman runc uidmap debootstrap prometheus)
 
 log() { printf 'ci-setup: %s\n' "$*" >&2; }
 
@@ -44,6 +45,11 @@ if [ -z "${HAL_CI_SKIP_APT:-}" ]; then
     log "apt-get install ${missing[*]}"
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+  # Only promtool is wanted (tests/integration/test_monitoring_rules.py): the package's server stays off.
+  if [ -d /run/systemd/system ] && systemctl is-enabled --quiet prometheus 2>/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+    log "disabled the prometheus service (promtool only)"
   fi
 fi
 
