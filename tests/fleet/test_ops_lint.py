@@ -76,7 +76,10 @@ def test_galaxy_build_holds_roles_and_playbooks(tmp_path: Path) -> None:
                      "playbooks/uninstall.yml", "playbooks/tasks/rollback_or_stop.yml",
                      "roles/supervisor/tasks/main.yml", "roles/supervisor/meta/argument_specs.yml",
                      "roles/supervisor/templates/hal-supervisor.service.j2", "roles/agent/tasks/main.yml",
-                     "roles/firewall/tasks/main.yml", "roles/common/tasks/release.yml"):
+                     "roles/firewall/tasks/main.yml", "roles/common/tasks/release.yml",
+                     "playbooks/monitoring.yml", "roles/monitoring/files/hal-o-swarm.rules.yml",
+                     "roles/monitoring/files/hal-o-swarm.rules.test.yml",
+                     "roles/monitoring/files/hal-o-swarm.dashboard.json"):
         assert required in names, f"{required} missing from {tarball.name}"
     assert not any(n.startswith((".ansible", "tests/output")) or n.endswith(".ansible-lint") for n in names)
 
