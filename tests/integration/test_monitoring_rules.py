@@ -86,6 +86,8 @@ global:
   scrape_interval: 15s
 rule_files:
   - {rules}/../other.rules.yml
+  - {rules}/../more.rules.yml
+  - {rules}/../zzz.rules.yml
 scrape_configs:
   - job_name: prometheus
     static_configs:
@@ -99,7 +101,8 @@ scrape_configs:
 def test_monitoring_playbook_installs_rules_and_scrape_job(tmp_path: Path) -> None:
     tool = promtool()
     rules_dir, config = tmp_path / "rules", tmp_path / "prometheus.yml"
-    (tmp_path / "other.rules.yml").write_text("groups: []\n")
+    for name in ("other", "more", "zzz"):
+        (tmp_path / f"{name}.rules.yml").write_text("groups: []\n")
     config.write_text(PROMETHEUS_YML.format(rules=rules_dir))
     before = config.read_text()
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {
@@ -130,7 +133,8 @@ def test_monitoring_playbook_installs_rules_and_scrape_job(tmp_path: Path) -> No
     assert len(jobs) == 1 and jobs[0]["static_configs"] == [{"targets": ["sup-1:8421", "sup-2:8421"]}]
     assert "authorization" not in jobs[0]  # GET /metrics needs no token
     assert [j["job_name"] for j in doc["scrape_configs"]] == ["prometheus", "hal-supervisor"]
-    assert doc["rule_files"] == [f"{rules_dir}/../other.rules.yml", f"{rules_dir}/*.rules.yml"]
+    assert doc["rule_files"] == [f"{rules_dir}/../{name}.rules.yml" for name in ("other", "more", "zzz")] + [
+        f"{rules_dir}/*.rules.yml"]  # existing entries kept in their order
     checked_config = run([tool, "check", "config", str(config)], tmp_path)
     assert checked_config.returncode == 0, checked_config.stdout + checked_config.stderr
 
