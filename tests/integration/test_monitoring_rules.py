@@ -3,10 +3,11 @@ unit tests next to the rules (`promtool test rules`: each rule fires on one seri
 another), and proof that those tests can fail: a rule set that always fires and one that never fires
 both fail them for every rule. Then the halswarm.ops.monitoring playbook on localhost against a
 throw-away Prometheus configuration: check mode changes nothing, a run installs the rules and merges the
-scrape job (validated by promtool), a second run changes nothing.
+scrape job (validated by promtool) and reloads a real Prometheus through its HTTP endpoint, which then
+serves every rule; a second run changes nothing.
 
-CI installs promtool (Debian package `prometheus`, scripts/ci-setup.sh); elsewhere the test is skipped
-without it."""
+CI installs promtool and prometheus (Debian package `prometheus`, scripts/ci-setup.sh); elsewhere the
+tests are skipped without them."""
 
 from __future__ import annotations
 
@@ -15,10 +16,16 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
+
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -29,13 +36,17 @@ RULE_TESTS = FILES / "hal-o-swarm.rules.test.yml"
 BIN = Path(sys.executable).parent
 
 
-def promtool() -> str:
-    found = shutil.which("promtool")
+def program(name: str) -> str:
+    found = shutil.which(name)
     if found:
         return found
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail("promtool is missing in CI: scripts/ci-setup.sh installs the prometheus package")
-    pytest.skip("promtool not installed (apt-get install prometheus)")
+        pytest.fail(f"{name} is missing in CI: scripts/ci-setup.sh installs the prometheus package")
+    pytest.skip(f"{name} not installed (apt-get install prometheus)")
+
+
+def promtool() -> str:
+    return program("promtool")
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -98,6 +109,40 @@ scrape_configs:
 """
 
 
+@contextmanager
+def prometheus(config: Path, data: Path) -> Iterator[str]:
+    """A real Prometheus on loopback with its lifecycle API (POST /-/reload); stopped on exit."""
+    url = f"http://127.0.0.1:{free_port()}"
+    log = data.parent / "prometheus.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([program("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={data}",
+                                 f"--web.listen-address={url.removeprefix('http://')}", "--web.enable-lifecycle",
+                                 "--log.level=warn"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {log.read_text()[-2000:]}")
+            try:
+                return httpx.get(url + "/-/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, "prometheus ready", 60, interval=0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def loaded_rules(url: str) -> dict[str, list[str]]:
+    groups = httpx.get(url + "/api/v1/rules", timeout=5).json()["data"]["groups"]
+    return {g["name"]: [r["name"] for r in g["rules"]] for g in groups}
+
+
 def test_monitoring_playbook_installs_rules_and_scrape_job(tmp_path: Path) -> None:
     tool = promtool()
     rules_dir, config = tmp_path / "rules", tmp_path / "prometheus.yml"
@@ -111,10 +156,17 @@ def test_monitoring_playbook_installs_rules_and_scrape_job(tmp_path: Path) -> No
         "hal_supervisors": {"hosts": {"sup-1": None, "sup-2": None}}}}}))
     user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
     group = subprocess.run(["id", "-gn"], capture_output=True, text=True, check=True).stdout.strip()
-    (tmp_path / "vars.yml").write_text(yaml.safe_dump({
-        "ansible_become": False, "hal_monitoring_rules_dir": str(rules_dir),
-        "hal_monitoring_prometheus_config": str(config), "hal_monitoring_promtool": tool,
-        "hal_monitoring_reload": "none", "hal_monitoring_rules_owner": user, "hal_monitoring_rules_group": group}))
+    with prometheus(config, tmp_path / "data") as url:
+        assert set(loaded_rules(url)) == set()  # the three placeholder files hold no group
+        (tmp_path / "vars.yml").write_text(yaml.safe_dump({
+            "ansible_become": False, "hal_monitoring_rules_dir": str(rules_dir),
+            "hal_monitoring_prometheus_config": str(config), "hal_monitoring_promtool": tool,
+            "hal_monitoring_reload": "http", "hal_monitoring_reload_url": url + "/-/reload",
+            "hal_monitoring_rules_owner": user, "hal_monitoring_rules_group": group}))
+        play_and_check(tmp_path, config, rules_dir, tool, before, url)
+
+
+def play_and_check(tmp_path: Path, config: Path, rules_dir: Path, tool: str, before: str, url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(PATH=f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}", ANSIBLE_COLLECTIONS_PATH=str(ROOT / "collections"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_REMOTE_TEMP=str(tmp_path / "tmp"))
@@ -137,7 +189,13 @@ def test_monitoring_playbook_installs_rules_and_scrape_job(tmp_path: Path) -> No
         f"{rules_dir}/*.rules.yml"]  # existing entries kept in their order
     checked_config = run([tool, "check", "config", str(config)], tmp_path)
     assert checked_config.returncode == 0, checked_config.stdout + checked_config.stderr
+    # The handler reloaded the running Prometheus: it now evaluates every shipped rule.
+    shipped = {g["name"]: [r["alert"] for r in g["rules"]] for g in yaml.safe_load(RULES.read_text())["groups"]}
+    assert loaded_rules(url) == shipped
+    jobs_live = yaml.safe_load(httpx.get(url + "/api/v1/status/config", timeout=5).json()["data"]["yaml"])
+    assert "hal-supervisor" in [j["job_name"] for j in jobs_live["scrape_configs"]]
 
     again = run(play, tmp_path, env)
     assert again.returncode == 0, again.stdout[-4000:]
     assert re.search(r"localhost\s*:\s*ok=\d+\s+changed=0\b", again.stdout), again.stdout[-2000:]
+    assert "RUNNING HANDLER" not in again.stdout  # nothing changed: no reload
