@@ -34,6 +34,7 @@ test: $(STAMP) clis ops-setup lint
 
 clis:
 	bash scripts/install-test-clis.sh
+	bash scripts/install-eda.sh
 
 ## apt packages, podman config, the systemd test image, wheelhouse, ansible-test stand-in (root)
 ops-setup: $(STAMP)
