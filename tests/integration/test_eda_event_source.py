@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.agent_proc import TcpProxy
 from tests.support.agentsim import SimAgent
 from tests.support.supervisor_proc import REPO
 from tests.support.waiting import until
@@ -105,7 +106,11 @@ async def test_a_restarted_source_resumes_from_its_state_file_without_loss_or_du
 
 @pytest.mark.timeout(150)
 async def test_the_source_survives_a_supervisor_restart_and_resumes(supervisor):
-    args = {"url": supervisor.api, "token": supervisor.token, "types": TYPES, "node_id": "n1",
+    """The source reads through a loopback relay that stays cut while the supervisor restarts and the
+    agent sends more: those events were committed while the source was away, so only a resume with
+    `Last-Event-ID` delivers them."""
+    relay = TcpProxy(supervisor.http_port).start()
+    args = {"url": f"http://127.0.0.1:{relay.port}", "token": supervisor.token, "types": TYPES, "node_id": "n1",
             "last_event_id": 0, "reconnect_min": 0.2, "reconnect_max": 1}
     agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "n1", [("p", "/p")])
     await agent.connect()
@@ -113,19 +118,23 @@ async def test_the_source_survives_a_supervisor_restart_and_resumes(supervisor):
     try:
         await send(agent, range(1, 51))
         await source.take(50)
+        relay.cut()
         await agent.close()
         await asyncio.to_thread(supervisor.stop)
         await asyncio.to_thread(supervisor.start)  # same ports, same database
         agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "n1", [("p", "/p")])
         await agent.connect(last_acked_seq=50)
-        await send(agent, range(51, 101))
+        await send(agent, range(51, 101))  # acked: committed while the source cannot connect
+        relay.restore()
         got = await source.take(100, timeout=90)
         assert not source.task.done(), "the source gave up instead of reconnecting"
     finally:
         await source.stop()
         await agent.close()
+        relay.close()
     assert seqs(got) == list(range(1, 101)), "the reconnect lost or repeated events"
     assert source.queue.empty()
+    assert relay.accepted >= 2
 
 
 @pytest.mark.timeout(60)
