@@ -79,7 +79,9 @@ def test_galaxy_build_holds_roles_and_playbooks(tmp_path: Path) -> None:
                      "roles/firewall/tasks/main.yml", "roles/common/tasks/release.yml",
                      "playbooks/monitoring.yml", "roles/monitoring/files/hal-o-swarm.rules.yml",
                      "roles/monitoring/files/hal-o-swarm.rules.test.yml",
-                     "roles/monitoring/files/hal-o-swarm.dashboard.json"):
+                     "roles/monitoring/files/hal-o-swarm.dashboard.json",
+                     "extensions/eda/plugins/event_source/event_stream.py",
+                     "extensions/eda/rulebooks/remediate_on_event.yml"):
         assert required in names, f"{required} missing from {tarball.name}"
     assert not any(n.startswith((".ansible", "tests/output")) or n.endswith(".ansible-lint") for n in names)
 
