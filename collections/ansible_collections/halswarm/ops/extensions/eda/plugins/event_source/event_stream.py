@@ -162,7 +162,8 @@ class SseParser:
             return msg
         if line.startswith(":"):
             return None  # comment: `: connected`, `: keepalive`
-        field, _, value = line.partition(":")
+        cut = line.find(":")
+        field, value = (line, "") if cut < 0 else (line[:cut], line[cut + 1:])
         value = value[1:] if value.startswith(" ") else value
         if field == "data":
             self._size += len(value) + 1
@@ -253,7 +254,8 @@ class Settings:
         start = read_state(self.state_file) if self.state_file else None
         initial = args.get("last_event_id")
         self.last_id: int | None = start if start is not None else (int(initial) if initial is not None else None)
-        self.full_url = self.url + (f"?{q}" if (q := query_string(self.types, self.node_id, self.project)) else "")
+        query = query_string(self.types, self.node_id, self.project)
+        self.full_url = self.url + (f"?{query}" if query else "")
 
     def bearer(self) -> str:
         if self.token:
@@ -332,4 +334,3 @@ async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
             attempt += 1
             log.warning("event_stream: %s; reconnecting in %.1fs after event id %s", reason, delay, cfg.last_id)
             await asyncio.sleep(delay)
-
