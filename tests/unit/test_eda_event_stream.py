@@ -3,6 +3,7 @@ parser and its bounds, the type filter, the backoff, the state file and the argu
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 from pathlib import Path
@@ -86,6 +87,10 @@ def test_state_file_is_replaced_atomically_and_read_back(tmp_path: Path) -> None
     ({"url": "http://x"}, "exactly one of token and token_file"),
     ({"url": "http://x", "token": "t", "token_file": "/f"}, "exactly one of token and token_file"),
     ({"url": "http://x", "token": "t", "reconnect_min": 5, "reconnect_max": 1}, "reconnect_min"),
+    ({"url": "http://x", "token": "t", "reconnect_min": "soon"}, "reconnect_min: a number is required"),
+    ({"url": "http://x", "token": "t", "idle_timeout": 0}, "idle_timeout: must be > 0"),
+    ({"url": "http://x", "token": "t", "last_event_id": "-3"}, "last_event_id: not an event id"),
+    ({"url": "http://x", "token": "t", "state_file": "/nonexistent-dir/last-id"}, "directory is missing"),
 ])
 def test_bad_arguments_are_one_line_errors(args: dict[str, object], message: str) -> None:
     with pytest.raises(es.StreamError, match=message):
@@ -113,3 +118,23 @@ def test_token_file_is_read_at_each_connection_and_an_empty_one_is_refused(tmp_p
     token.write_text("")
     with pytest.raises(es.StreamError, match="token_file: it is empty"):
         cfg.bearer()
+
+
+def test_an_event_that_is_not_a_json_object_stops_the_source() -> None:
+    cfg = es.Settings({"url": "http://x", "token": "t"})
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    for data in ("not json", "[1, 2]"):
+        with pytest.raises(es.StreamError, match="event 5 is not a JSON object"):
+            asyncio.run(es._hand_over(cfg, queue, "5", data))
+    assert queue.empty() and cfg.last_id is None
+
+
+def test_an_unwritable_state_file_stops_the_source_instead_of_repeating_events(tmp_path: Path) -> None:
+    state = tmp_path / "sub" / "last-id"
+    state.parent.mkdir()
+    cfg = es.Settings({"url": "http://x", "token": "t", "state_file": str(state)})
+    state.parent.rmdir()  # gone after the start
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    with pytest.raises(es.StreamError, match="cannot write it"):
+        asyncio.run(es._hand_over(cfg, queue, "7", '{"type": "node.offline"}'))
+    assert queue.get_nowait() == {"type": "node.offline", "id": 7}

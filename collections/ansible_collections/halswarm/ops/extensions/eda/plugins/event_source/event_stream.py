@@ -223,6 +223,16 @@ def write_state(path: str, last_id: int) -> None:
 # ----- the source -----------------------------------------------------------------------------------
 
 
+def _number(args: dict[str, Any], name: str, default: float) -> float:
+    try:
+        value = float(args.get(name, default))
+    except (TypeError, ValueError):
+        raise StreamError(f"{name}: a number is required, got {args.get(name)!r}") from None
+    if value <= 0:
+        raise StreamError(f"{name}: must be > 0")
+    return value
+
+
 class Settings:
     """The plugin's arguments, checked once (a bad value is a one-line error before any connection)."""
 
@@ -239,12 +249,14 @@ class Settings:
         self.types = [types] if isinstance(types, str) else [str(t) for t in types]
         self.node_id, self.project = args.get("node_id"), args.get("project")
         self.state_file = args.get("state_file")
-        self.low = float(args.get("reconnect_min", 1))
-        self.high = float(args.get("reconnect_max", 30))
+        if self.state_file and not os.access(os.path.dirname(os.path.abspath(self.state_file)), os.W_OK):
+            raise StreamError(f"state_file {self.state_file}: its directory is missing or not writable")
+        self.low = _number(args, "reconnect_min", 1.0)
+        self.high = _number(args, "reconnect_max", 30.0)
         if not 0 < self.low <= self.high:
             raise StreamError("reconnect_min must be > 0 and <= reconnect_max")
-        self.idle = float(args.get("idle_timeout", 60))
-        self.max_bytes = int(args.get("max_event_bytes", 1 << 20))
+        self.idle = _number(args, "idle_timeout", 60.0)
+        self.max_bytes = int(_number(args, "max_event_bytes", 1 << 20))
         self.ssl: ssl.SSLContext | bool = True
         if self.url.startswith("https://"):
             if not args.get("verify_ssl", True):
@@ -253,6 +265,8 @@ class Settings:
                 self.ssl = ssl.create_default_context(cafile=str(args["ca_file"]))
         start = read_state(self.state_file) if self.state_file else None
         initial = args.get("last_event_id")
+        if initial is not None and not str(initial).isdigit():
+            raise StreamError(f"last_event_id: not an event id: {str(initial)[:40]!r}")
         self.last_id: int | None = start if start is not None else (int(initial) if initial is not None else None)
         query = query_string(self.types, self.node_id, self.project)
         self.full_url = self.url + (f"?{query}" if query else "")
@@ -302,14 +316,22 @@ async def _hand_over(cfg: Settings, queue: asyncio.Queue[Any], sse_id: str | Non
     event_id = int(sse_id)
     if cfg.last_id is not None and event_id <= cfg.last_id:
         return  # already handed over (the supervisor never repeats; this guards a misbehaving proxy)
-    event = json.loads(data)
+    try:
+        event = json.loads(data)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise StreamError(f"event {event_id} is not a JSON object")
     event["id"] = event_id
     wanted = not cfg.types or len(cfg.types) == 1 or type_matches(str(event.get("type", "")), cfg.types)
     if wanted:
         await queue.put(event)
     cfg.last_id = event_id
     if wanted and cfg.state_file:  # after the hand-over: a crash in between repeats one event, never loses it
-        await asyncio.to_thread(write_state, cfg.state_file, event_id)
+        try:
+            await asyncio.to_thread(write_state, cfg.state_file, event_id)
+        except OSError as exc:  # no transport error: a reconnect cannot fix it, a restart would repeat events
+            raise StreamError(f"state_file {cfg.state_file}: cannot write it ({exc.strerror})") from None
 
 
 async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
@@ -326,7 +348,7 @@ async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
         while True:
             try:
                 await stream_once(session, cfg, queue, connected)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:  # noqa: UP041 - py3.10
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:  # noqa: UP041 - py3.10
                 reason = f"{type(exc).__name__}: {exc}"  # StreamError is none of these: it ends the source
             else:
                 reason = "stream ended"
