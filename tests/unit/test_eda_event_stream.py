@@ -138,3 +138,18 @@ def test_an_unwritable_state_file_stops_the_source_instead_of_repeating_events(t
     with pytest.raises(es.StreamError, match="cannot write it"):
         asyncio.run(es._hand_over(cfg, queue, "7", '{"type": "node.offline"}'))
     assert queue.get_nowait() == {"type": "node.offline", "id": 7}
+
+
+def test_documentation_lists_exactly_the_arguments_the_source_reads() -> None:
+    import re
+
+    import yaml
+
+    doc = yaml.safe_load(es.DOCUMENTATION)
+    assert doc["name"] == "event_stream"
+    source = PLUGIN.read_text()
+    read = set(re.findall(r'args\.get\("(\w+)"', source)) | set(re.findall(r'_number\(args, "(\w+)"', source))
+    read |= set(re.findall(r'args\["(\w+)"\]', source))
+    assert set(doc["options"]) == read
+    example = yaml.safe_load(es.EXAMPLES)
+    assert set(example[0]["sources"][0]["halswarm.ops.event_stream"]) <= read
