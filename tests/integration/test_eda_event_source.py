@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from types import ModuleType
@@ -163,3 +165,37 @@ async def test_several_types_are_filtered_by_the_source(supervisor):
         await source.stop()
         await agent.close()
     assert [(e["seq"], e["type"]) for e in got] == [(2, "message.part.delta"), (3, "session.idle")]
+
+
+@pytest.fixture
+def cert(tmp_path: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed")
+    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(crt), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return crt, key
+
+
+@pytest.mark.timeout(90)
+async def test_over_tls_the_source_verifies_with_ca_file_and_stops_on_an_unverified_certificate(make_supervisor,
+                                                                                                  cert):
+    crt, key = cert
+    sup = make_supervisor(security={"tls": {"enabled": True, "cert_path": str(crt), "key_path": str(key)}})
+    sup.tls_ca = crt
+    await asyncio.to_thread(sup.start)
+    assert sup.api.startswith("https://")
+    base = {"url": sup.api, "token": sup.token, "node_id": "n3", "last_event_id": 0, "types": TYPES}
+    with pytest.raises(event_stream.StreamError, match=r"failed verification .*set ca_file"):
+        await asyncio.wait_for(event_stream.main(asyncio.Queue(), base), 30)
+    agent = SimAgent(sup.ws_url, sup.agent_token, "n3", [("p", "/p")])
+    await agent.connect(ssl=sup.verify)
+    source = Source({**base, "ca_file": str(crt)})
+    try:
+        await send(agent, range(1, 11))
+        got = await source.take(10)
+    finally:
+        await source.stop()
+        await agent.close()
+    assert seqs(got) == list(range(1, 11))

@@ -46,9 +46,11 @@ class SimAgent:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def connect(self, *, sessions: list[dict[str, Any]] | None = None, last_acked_seq: int = 0,
-                      token: str | None = None) -> Any:
+                      token: str | None = None, ssl: Any = None) -> Any:
+        """`ssl`: the context that verifies a wss:// supervisor (default: the system's)."""
+        extra = {"ssl": ssl} if ssl is not None else {}
         self.ws = await connect(self.url, additional_headers={"Authorization": f"Bearer {token or self.token}"},
-                                max_size=None, open_timeout=10)
+                                max_size=None, open_timeout=10, **extra)
         reg = Register(node_id=self.node_id, hostname=f"{self.node_id}.test", version="test",
                        projects=[ProjectRef(n, d) for n, d in self.projects], capabilities={"opencode": True},
                        resources={"cpu_percent": 1.0, "ram_used_mb": 100, "ram_total_mb": 1000,

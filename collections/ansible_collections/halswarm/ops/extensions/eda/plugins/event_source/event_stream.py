@@ -35,7 +35,8 @@ description:
   - Remembers the id of the last event handed over and resumes from it with C(Last-Event-ID) after a lost
     connection or a supervisor restart; with O(state_file) also across restarts of ansible-rulebook.
   - Reconnects with exponential backoff (with jitter) between O(reconnect_min) and O(reconnect_max)
-    seconds. A refused token (401/403), an unknown path (404) or a rejected request (400) stop the source.
+    seconds. A refused token (401/403), an unknown path (404), a rejected request (400) or a certificate
+    that fails verification stop the source.
 options:
   url:
     description:
@@ -348,6 +349,9 @@ async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
         while True:
             try:
                 await stream_once(session, cfg, queue, connected)
+            except aiohttp.ClientConnectorCertificateError as exc:  # configuration, not transport: say so
+                raise StreamError(f"the certificate of {cfg.url} failed verification "
+                                  f"({exc.certificate_error}); set ca_file") from None
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:  # noqa: UP041 - py3.10
                 reason = f"{type(exc).__name__}: {exc}"  # StreamError is none of these: it ends the source
             else:
