@@ -44,7 +44,7 @@ class Source:
         self.task = asyncio.create_task(event_stream.main(self.queue, args))
         self.got: list[dict[str, Any]] = []
 
-    async def take(self, n: int, timeout: float = 60) -> list[dict[str, Any]]:
+    async def take(self, n: int, timeout: float = 90) -> list[dict[str, Any]]:
         """Wait until `n` events in all arrived (the source must not have failed)."""
         deadline = time.monotonic() + timeout
         while len(self.got) < n:
@@ -79,7 +79,7 @@ async def wait_state(path: Path, value: int) -> None:
     await until(lambda: path.read_text().strip() == str(value), f"the state file at {value}", 10, interval=0.02)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 async def test_a_restarted_source_resumes_from_its_state_file_without_loss_or_duplicates(supervisor, tmp_path):
     state = tmp_path / "last-id"
     args = {"url": supervisor.api, "token": supervisor.token, "types": TYPES, "node_id": "n1",
@@ -106,7 +106,7 @@ async def test_a_restarted_source_resumes_from_its_state_file_without_loss_or_du
     assert not list(tmp_path.glob(".event_stream.*")), "a temporary state file was left behind"
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 async def test_the_source_survives_a_supervisor_restart_and_resumes(supervisor):
     """The source reads through a loopback relay that stays cut while the supervisor restarts and the
     agent sends more: those events were committed while the source was away, so only a resume with
@@ -149,7 +149,7 @@ async def test_a_refused_token_stops_the_source_with_a_clear_error_that_does_not
     assert bad not in str(err.value)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(150)
 async def test_several_types_are_filtered_by_the_source(supervisor):
     agent = SimAgent(supervisor.ws_url, supervisor.agent_token, "n2", [("p", "/p")])
     await agent.connect()
@@ -178,7 +178,7 @@ def cert(tmp_path: Path) -> tuple[Path, Path]:
     return crt, key
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 async def test_over_tls_the_source_verifies_with_ca_file_and_stops_on_an_unverified_certificate(make_supervisor,
                                                                                                   cert):
     crt, key = cert

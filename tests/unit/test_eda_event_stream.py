@@ -91,6 +91,7 @@ def test_state_file_is_replaced_atomically_and_read_back(tmp_path: Path) -> None
     ({"url": "http://x", "token": "t", "idle_timeout": 0}, "idle_timeout: must be > 0"),
     ({"url": "http://x", "token": "t", "last_event_id": "-3"}, "last_event_id: not an event id"),
     ({"url": "http://x", "token": "t", "state_file": "/nonexistent-dir/last-id"}, "directory is missing"),
+    ({"url": "https://x", "token": "t", "ca_file": "/nonexistent-ca.pem"}, "ca_file /nonexistent-ca.pem: cannot load"),
 ])
 def test_bad_arguments_are_one_line_errors(args: dict[str, object], message: str) -> None:
     with pytest.raises(es.StreamError, match=message):

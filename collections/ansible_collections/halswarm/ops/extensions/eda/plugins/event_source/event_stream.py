@@ -123,7 +123,8 @@ FATAL_STATUS = {400: "the supervisor rejected the request", 401: "the supervisor
 
 
 class StreamError(Exception):
-    """A condition that retrying cannot fix (refused token, wrong URL, oversized event)."""
+    """A condition that retrying cannot fix (bad argument, refused token, wrong URL, unverified certificate,
+    oversized or malformed event, unwritable state file): it ends the source."""
 
 
 # ----- pure parts -----------------------------------------------------------------------------------
@@ -263,7 +264,10 @@ class Settings:
             if not args.get("verify_ssl", True):
                 self.ssl = False
             elif args.get("ca_file"):
-                self.ssl = ssl.create_default_context(cafile=str(args["ca_file"]))
+                try:
+                    self.ssl = ssl.create_default_context(cafile=str(args["ca_file"]))
+                except (OSError, ssl.SSLError) as exc:
+                    raise StreamError(f"ca_file {args['ca_file']}: cannot load it ({exc})") from None
         start = read_state(self.state_file) if self.state_file else None
         initial = args.get("last_event_id")
         if initial is not None and not str(initial).isdigit():
@@ -295,7 +299,8 @@ async def _chunks(resp: aiohttp.ClientResponse, idle: float) -> AsyncIterator[by
 async def stream_once(session: aiohttp.ClientSession, cfg: Settings, queue: asyncio.Queue[Any],
                       connected: Callable[[], None]) -> None:
     """One connection: hand over every event after `cfg.last_id` until the stream ends."""
-    headers = {"Authorization": f"Bearer {cfg.bearer()}", "Accept": "text/event-stream"}
+    token = await asyncio.to_thread(cfg.bearer)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
     if cfg.last_id is not None:
         headers["Last-Event-ID"] = str(cfg.last_id)
     async with session.get(cfg.full_url, headers=headers, ssl=cfg.ssl) as resp:
