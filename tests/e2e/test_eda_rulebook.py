@@ -33,7 +33,7 @@ EXAMPLE = COLLECTIONS / "ansible_collections/halswarm/ops/extensions/eda/ruleboo
 
 def missing(what: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{what} is missing in CI: scripts/ci-setup.sh installs it")
+        pytest.fail(f"{what} is missing in CI")
     pytest.skip(f"{what} not installed")
 
 
@@ -43,14 +43,14 @@ def java_home() -> str:
         return home
     java = shutil.which("java")
     if java is None:
-        missing("a Java runtime (apt-get install openjdk-17-jre-headless)")
+        missing("a Java runtime (openjdk-17-jre-headless, scripts/ci-setup.sh)")
     return str(Path(os.path.realpath(str(java))).parents[1])
 
 
 def rulebook_bin() -> Path:
     found = Path(os.environ.get("HAL_TEST_ANSIBLE_RULEBOOK") or REPO / ".tools/eda/bin/ansible-rulebook")
     if not os.access(found, os.X_OK):
-        missing("ansible-rulebook (scripts/install-eda.sh)")
+        missing("ansible-rulebook (scripts/install-eda.sh, `make clis`)")
     return found
 
 
