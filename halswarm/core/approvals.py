@@ -16,7 +16,9 @@ from typing import Any
 
 PENDING, ANSWERED, GONE = "pending", "answered", "gone"
 ASKED, REPLIED, STATE = "permission.asked", "permission.replied", "session.state"
-ENDED = frozenset({"completed", "killed", "error"})
+# A session that ended takes its requests with it; an `error` session may still be prompted, so its
+# requests stay (an answer opencode no longer has is refused by the agent and the row closes then).
+ENDED = frozenset({"completed", "killed"})
 _ID = re.compile(r"per_[A-Za-z0-9]{1,64}")
 MAX_PATTERNS = 20
 MAX_TEXT = 500
