@@ -335,7 +335,10 @@ class AgentCommands:
             listed = await client.list_permissions(directory=directory)
             if not any(isinstance(p, dict) and p.get("id") == rid and p.get("sessionID") == sid for p in listed):
                 raise CommandFailed(f"{NOT_PENDING}: {rid} for session {sid} on this node")
-        await client.reply_permission(rid, answer.reply, message=answer.message, directory=directory)
+        try:
+            await client.reply_permission(rid, answer.reply, message=answer.message, directory=directory)
+        except OpencodeNotFound:  # answered or withdrawn meanwhile (its permission.replied may be on the way)
+            raise CommandFailed(f"{NOT_PENDING}: {rid} for session {sid} (opencode no longer has it)") from None
         return {"session_id": sid, "permission_id": rid, "reply": answer.reply, "accepted": True}
 
     async def restart_session(self, cmd: Command) -> dict[str, Any]:

@@ -43,6 +43,7 @@ class Node:
         self.pending: dict[str, str] = {}  # request id -> session id
         self.replies: list[Command] = []
         self.forward_replied = True
+        self.hold: asyncio.Event | None = None  # set: a reply waits for it (an answer in flight)
 
     async def connect(self, sessions: tuple[str, ...] = ("ses_a", "ses_b")) -> None:
         await self.agent.connect(sessions=[session_state(s, PROJECT, "waiting_input") for s in sessions],
@@ -61,6 +62,8 @@ class Node:
         if cmd.type != "permission_reply":
             return CommandResult(cmd.command_id, "failure", None, f"unsupported {cmd.type}")
         self.replies.append(cmd)
+        if self.hold is not None:
+            await self.hold.wait()
         rid, sid = cmd.args.get("permission_id"), cmd.target.session_id or cmd.args.get("session_id")
         if self.pending.get(rid) != sid:
             return CommandResult(cmd.command_id, "failure", None,
@@ -220,6 +223,26 @@ async def test_a_request_the_agent_no_longer_has_is_a_conflict_not_a_retry(make_
         assert "no longer pending" in r.json()["error"]
         assert await pending_ids(sup) == []
     finally:
+        await node.agent.close()
+
+
+async def test_two_answers_at_once_send_one(make_supervisor):
+    """A double click, or two operators: while one answer is in flight the other gets 409, nothing twice."""
+    sup = make_supervisor().start()
+    node = Node(sup)
+    await node.connect()
+    node.hold = asyncio.Event()
+    try:
+        await node.ask("per_race1", "ses_a")
+        first = asyncio.create_task(api(sup, "POST", "/approvals/per_race1", None, {"reply": "once"}))
+        await until(lambda: node.replies, "the first answer reached the agent", 10)
+        r = await api(sup, "POST", "/approvals/per_race1", None, {"reply": "reject"})
+        assert (r.status_code, r.json()["code"]) == (409, "CONFLICT") and "already being sent" in r.json()["error"]
+        node.hold.set()
+        assert (await first).status_code == 200
+        assert [c.args["reply"] for c in node.replies] == ["once"]
+    finally:
+        node.hold.set()
         await node.agent.close()
 
 

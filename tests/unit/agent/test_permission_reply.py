@@ -88,3 +88,11 @@ async def test_bad_arguments_are_refused_with_one_line(rig: Rig, args: dict, exp
 async def test_unknown_session_is_refused(rig: Rig) -> None:
     res = await rig.run(PERMISSION_REPLY, session_id="ses_nope", permission_id="per_abc123", reply="once")
     assert res.status == "failure" and "session ses_nope not found" in res.error
+
+
+async def test_a_request_opencode_no_longer_has_is_not_pending(rig: Rig) -> None:
+    sid = await _waiting(rig)
+    rig.fake.permissions.clear()  # answered in opencode's own UI, its permission.replied not here yet
+    res = await rig.run(PERMISSION_REPLY, session_id=sid, permission_id="per_abc123", reply="once")
+    assert res.status == "failure" and res.error.startswith("permission request is not pending"), res.error
+    assert "opencode no longer has it" in res.error

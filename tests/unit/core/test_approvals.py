@@ -7,8 +7,10 @@ from typing import Any
 
 from halswarm.core import approvals as core
 from halswarm.core.paging import page_request
+from halswarm.core.secret_values import SECRETS
 from halswarm.store.migrations import migrate
 from halswarm.store.repos.approvals import apply_changes, get_approval, page_pending, record_reply
+from halswarm.supervisor.features.approvals.service import approvals_stage
 
 ASK = {"id": "per_1", "sessionID": "ses_a", "permission": "bash", "patterns": ["echo hi"], "always": ["echo *"],
        "metadata": {"command": "echo hi"}, "tool": {"messageID": "msg_1", "callID": "call_1", "other": 1}}
@@ -104,3 +106,19 @@ def test_an_operators_answer_is_kept_whatever_order_opencodes_reply_arrives_in()
     assert (one["status"], one["reply"], one["replied_by"], one["message"], one["replied_at"]) == (
         "answered", "reject", "alice", "no", 20.0)
     assert (two["status"], two["replied_by"], two["replied_at"]) == ("answered", "bob", 22.0)
+
+
+def test_secret_values_never_reach_the_table() -> None:
+    secret = "s3cr3t-token-value-0123456789"
+    SECRETS.add(secret)
+    try:
+        job = approvals_stage([ev("permission.asked", ASK | {"patterns": [f"curl -H 'X: {secret}'"],
+                                                            "metadata": {"command": f"echo {secret}"}})])
+        assert job is not None
+        conn = _db()
+        job(conn)
+        row = get_approval(conn, "per_1")
+        assert row is not None and secret not in str(row)
+    finally:
+        SECRETS.clear()
+    assert approvals_stage([ev("session.idle", {})]) is None  # batches without approvals write nothing
