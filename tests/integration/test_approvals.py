@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from halswarm.protocol import Command, CommandResult
+from tests.fakes.receivers import Receiver, receivers
 from tests.support.agentsim import SimAgent, session_state
 from tests.support.supervisor_proc import ADMIN_NAME, SupervisorProc
 from tests.support.waiting import until
@@ -294,26 +295,41 @@ def lambda_async(fn, n: int):  # type: ignore[no-untyped-def]
     return pred
 
 
-async def test_timeout_policy_escalates_once_and_keeps_the_request(make_supervisor):
-    sup = make_supervisor(approvals={"timeout_minutes": 0.01, "on_timeout": "escalate"}).start()
-    node = Node(sup)
-    await node.connect()
-    try:
-        await node.ask("per_esc1", "ses_a", "deploy")
+async def test_timeout_policy_escalates_once_and_notifications_name_the_command(make_supervisor):
+    with receivers("hook") as (hook,):
+        sup = make_supervisor(approvals={"timeout_minutes": 0.01, "on_timeout": "escalate"},
+                              routes=[{"match": "permission.asked", "target": f"webhook:{hook.url}/ask"},
+                                      {"match": "approval.*", "target": f"webhook:{hook.url}/approval"}],
+                              routing={"backoff_base_ms": 50, "timeout_seconds": 2}).start()
+        node = Node(sup)
+        await node.connect()
+        try:
+            await _escalates(sup, node, hook)
+        finally:
+            await node.agent.close()
 
-        async def escalated() -> list[dict[str, Any]]:
-            return list((await api(sup, "GET", "/events?type=approval.escalated")).json()["data"])
 
-        [ev] = await until(escalated, "approval.escalated stored", 20)
-        assert ev["data"]["id"] == "per_esc1" and ev["data"]["approve_command"] == "halctl approvals approve per_esc1"
-        assert ev["session_id"] == "ses_a" and ev["node_id"] == NODE
-        # A later request escalates in a later check: by then the first one was looked at again, not re-sent.
-        await node.ask("per_esc2", "ses_b", "deploy again")
-        await until(lambda_async(escalated, 2), "the second request escalated", 20)
-        assert sorted(e["data"]["id"] for e in await escalated()) == ["per_esc1", "per_esc2"]
-        rows = (await api(sup, "GET", "/approvals")).json()["data"]
-        assert [(r["id"], r["status"], r["escalated_at"] is not None) for r in rows] == [
-            ("per_esc1", "pending", True), ("per_esc2", "pending", True)]
-        assert node.replies == []
-    finally:
-        await node.agent.close()
+async def _escalates(sup: SupervisorProc, node: Node, hook: Receiver) -> None:
+    await node.ask("per_esc1", "ses_a", "deploy")
+
+    async def escalated() -> list[dict[str, Any]]:
+        return list((await api(sup, "GET", "/events?type=approval.escalated")).json()["data"])
+
+    [ev] = await until(escalated, "approval.escalated stored", 20)
+    assert ev["data"]["id"] == "per_esc1" and ev["data"]["approve_command"] == "halctl approvals approve per_esc1"
+    assert ev["session_id"] == "ses_a" and ev["node_id"] == NODE
+    # A later request escalates in a later check: by then the first one was looked at again, not re-sent.
+    await node.ask("per_esc2", "ses_b", "deploy again")
+    await until(lambda_async(escalated, 2), "the second request escalated", 20)
+    assert sorted(e["data"]["id"] for e in await escalated()) == ["per_esc1", "per_esc2"]
+    rows = (await api(sup, "GET", "/approvals")).json()["data"]
+    assert [(r["id"], r["status"], r["escalated_at"] is not None) for r in rows] == [
+        ("per_esc1", "pending", True), ("per_esc2", "pending", True)]
+    assert node.replies == []
+    routed = await until(lambda: {b["event"]["type"]: b for b in hook.bodies()} if len(hook.bodies()) >= 3
+                         else None, "permission.asked (twice) and approval.escalated routed", 20)
+    ask = next(b for b in hook.bodies() if b["event"]["data"]["id"] == "per_esc1" and
+               b["event"]["type"] == "permission.asked")
+    assert ask["approve_command"] == "halctl approvals approve per_esc1"
+    assert "halctl approvals approve per_esc1" in ask["text"] and "deploy" in ask["text"]
+    assert routed["approval.escalated"]["event"]["data"]["approve_command"].startswith("halctl approvals approve")
