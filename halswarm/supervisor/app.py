@@ -564,7 +564,7 @@ class Supervisor:
         await lc.start("policies", self.policies.start, self.policies.stop)
         self.approvals = ApprovalsService(self.reader, self.writer, self.commands, self.tracker, self.ingestor)
         self.approval_policy = ApprovalTimeoutPolicy(self.approval_settings, self.approvals, self.writer,
-                                                     self.ingestor)
+                                                     self.ingestor, self._node_online)
         await lc.start("approvals timeout", self.approval_policy.start, self.approval_policy.stop)
 
     # ----- running -----
@@ -600,6 +600,10 @@ class Supervisor:
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
         return await self.health.readiness()
+
+    def _node_online(self, node_id: str) -> bool:
+        node = self.nodes.get(node_id)
+        return node is not None and node.status == "online"
 
     async def apply_command_output(self, res: Result) -> Session | None:
         """Fold a session object returned by a command into the tracker right away."""

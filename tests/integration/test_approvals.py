@@ -283,8 +283,26 @@ async def test_timeout_policy_rejects_an_unanswered_request(make_supervisor):
         [cmd] = node.replies
         assert cmd.args["reply"] == "reject" and "no answer within 0.02 minutes" in cmd.args["message"]
         assert await pending_ids(sup) == []
+
+        # Overdue while its node is offline: no command is tried (and audited as failed) at every check;
+        # it is rejected once the node is back.
+        await node.ask("per_late2", "ses_b")
+        await node.agent.close()
+
+        async def overdue_offline() -> bool:
+            [row] = (await api(sup, "GET", "/approvals")).json()["data"]
+            return bool(row["age_sec"] >= 3.0)  # the timeout, then several checks (every 0.3 s)
+
+        await until(overdue_offline, "per_late2 overdue for several checks", 20)
+        assert len(node.replies) == 1
+        node.agent = SimAgent(sup.ws_url, sup.agent_token, NODE, [(PROJECT, "/srv/alpha")])
+        node.agent.handler = node.handle
+        await node.connect()
+        await until(lambda: len(node.replies) == 2, "the rejection once the node is back", 20)
+        assert await pending_ids(sup) == []
         audit = (await api(sup, "GET", "/audit")).json()["data"]
-        assert any(a["action"] == "permission_reply" and a["actor"] == "approvals-policy" for a in audit)
+        mine = [(a["actor"], a["result"]) for a in audit if a["action"] == "permission_reply"]
+        assert mine == [("approvals-policy", "success")] * 2, mine
     finally:
         await node.agent.close()
 

@@ -22,3 +22,5 @@ CREATE TABLE IF NOT EXISTS approvals (
 -- The pending list walks this index, oldest first; answered rows stay for their history.
 CREATE INDEX IF NOT EXISTS idx_approvals_status_asked ON approvals(status, asked_at, id);
 CREATE INDEX IF NOT EXISTS idx_approvals_session ON approvals(session_id, status);
+-- Retention deletes closed requests older than retention.audit_days, walking this index.
+CREATE INDEX IF NOT EXISTS idx_approvals_replied ON approvals(replied_at);

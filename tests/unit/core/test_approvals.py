@@ -10,6 +10,7 @@ from halswarm.core.paging import page_request
 from halswarm.core.secret_values import SECRETS
 from halswarm.store.migrations import migrate
 from halswarm.store.repos.approvals import apply_changes, get_approval, page_pending, record_reply
+from halswarm.store.repos.retention import delete_step
 from halswarm.supervisor.features.approvals.service import approvals_stage
 
 ASK = {"id": "per_1", "sessionID": "ses_a", "permission": "bash", "patterns": ["echo hi"], "always": ["echo *"],
@@ -122,3 +123,14 @@ def test_secret_values_never_reach_the_table() -> None:
     finally:
         SECRETS.clear()
     assert approvals_stage([ev("session.idle", {})]) is None  # batches without approvals write nothing
+
+
+def test_retention_deletes_old_answered_requests_never_pending_ones() -> None:
+    conn = _db()
+    apply_changes(conn, core.changes_of([ev("permission.asked", ASK | {"id": f"per_{i}"}, ts=10.0)
+                                         for i in range(1, 4)]))
+    record_reply(conn, "per_1", "once", None, "alice", 20.0)  # old answer
+    record_reply(conn, "per_2", "once", None, "alice", 200.0)  # recent answer
+    assert delete_step(conn, "approvals", 100.0, 1000, 5.0) == 1
+    left = {r["id"]: r["status"] for r in conn.execute("SELECT id, status FROM approvals")}
+    assert left == {"per_2": "answered", "per_3": "pending"}  # a pending request is never aged out

@@ -1,11 +1,13 @@
 """The unanswered-request policy (`approvals.timeout_minutes`, `approvals.on_timeout`): a request pending
 that long is rejected through its agent (actor `approvals-policy`, audited and announced like an
-operator's answer) or escalated once (`approval.escalated`, routed like other events). Off by default."""
+operator's answer; while its node is offline, at the first check after it is back) or escalated once
+(`approval.escalated`, routed like other events). Off by default."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from halswarm.core.approvals import approve_command, deny_command
 from halswarm.store.repos.approvals import mark_escalated
@@ -24,8 +26,9 @@ ESCALATED_EVENT = "approval.escalated"
 
 class ApprovalTimeoutPolicy(PeriodicEngine):
     def __init__(self, settings: ApprovalSettings, approvals: ApprovalsService, writer: Writer,
-                 ingestor: Ingestor) -> None:
+                 ingestor: Ingestor, node_online: Callable[[str], bool]) -> None:
         super().__init__()
+        self.node_online = node_online
         self.settings = settings
         self.approvals = approvals
         self.writer = writer
@@ -46,7 +49,8 @@ class ApprovalTimeoutPolicy(PeriodicEngine):
         cutoff = time.time() - self.settings.timeout_sec
         if self.settings.on_timeout == REJECT:
             for row in await self.approvals.overdue(cutoff, unescalated=False):
-                await self._reject(row["id"])
+                if self.node_online(row["node_id"]):  # else at a later check: no failed command every time
+                    await self._reject(row["id"])
             return
         rows = await self.approvals.overdue(cutoff, unescalated=True)
         if not rows:
