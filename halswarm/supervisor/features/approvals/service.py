@@ -126,8 +126,9 @@ class ApprovalsService:
         if row["status"] != core.PENDING:
             raise _conflict(row)
         sid = row["session_id"]
-        known = self.tracker.get(sid) is not None
-        target = CommandTarget(session_id=sid) if known else CommandTarget(node_id=row["node_id"])
+        # A live session goes to its node; one the supervisor does not hold (yet) to the node that asked.
+        live = sid in self.tracker.sessions
+        target = CommandTarget(session_id=sid) if live else CommandTarget(node_id=row["node_id"])
         res = await self.commands.dispatch(PERMISSION_REPLY, target, answer.to_args() | {"session_id": sid},
                                            actor=actor, ip=ip)
         now = time.time()
