@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from halswarm.cli.completion import complete_node_ids, complete_session_ids
+from halswarm.cli.completion import complete_approval_ids, complete_node_ids, complete_session_ids
 from halswarm.cli.context import app
 from halswarm.cli.errors import CommandFailed
 
@@ -107,7 +107,7 @@ def list_approvals(session_id: str | None, node_id: str | None, project: str | N
 
 
 @approvals.command("approve")
-@click.argument("approval_id", metavar="ID")
+@click.argument("approval_id", metavar="ID", shell_complete=complete_approval_ids)
 @click.option("--always", is_flag=True, help="Also allow what opencode offers to remember (its `always` patterns).")
 @message_option
 def approve(approval_id: str, always: bool, message: str | None) -> None:
@@ -117,7 +117,7 @@ def approve(approval_id: str, always: bool, message: str | None) -> None:
 
 
 @approvals.command("deny")
-@click.argument("approval_id", metavar="ID")
+@click.argument("approval_id", metavar="ID", shell_complete=complete_approval_ids)
 @message_option
 def deny(approval_id: str, message: str | None) -> None:
     """Deny (reject) the request ID; --message tells the agent why."""
