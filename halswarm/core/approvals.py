@@ -112,7 +112,8 @@ def change_of(node_id: str | None, ev_type: str, session_id: str | None, project
 
 
 def changes_of(events: Iterable[tuple[str | None, str, str | None, str | None, Any, float]]) -> list[Change]:
-    """`change_of` over (node_id, type, session_id, project, data, timestamp) tuples, in order."""
+    """`change_of` over (node_id, type, session_id, project, data, time) tuples, in order (the supervisor
+    passes the time each event was received, so ages and the timeout use one clock)."""
     out = []
     for ev in events:
         ch = change_of(*ev)

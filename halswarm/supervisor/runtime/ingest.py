@@ -35,7 +35,8 @@ from halswarm.supervisor.runtime.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
 
-# (node_id, type, session_id, project, data, timestamp) of each event in a batch -> SQL to run with them
+# (node_id, type, session_id, project, data, received) of each event in a batch -> SQL to run with them;
+# `received` is the supervisor's clock when the event arrived (not the agent's, which may be skewed)
 Stage = Callable[[list[tuple[str | None, str, str | None, str | None, Any, float]]], Callable[[Any], None] | None]
 
 STORED_WAIT_SEC = 10.0  # how long an API answer waits for its event to be committed
@@ -107,14 +108,14 @@ class Ingestor:
     def add_stage(self, stage: Stage) -> None:
         """Derived state written in the same transaction as the events that cause it (the approvals).
 
-        A stage gets each batch's (node_id, type, session_id, project, data, timestamp) tuples before the
+        A stage gets each batch's (node_id, type, session_id, project, data, received) tuples before the
         commit and returns the SQL to run with the events (or None); a stage that raises is logged and
         skipped, so it never costs the batch its storage."""
         self._stages.append(stage)
 
     def _stage_jobs(self, batch: list) -> list[Callable[[Any], None]]:
         jobs = []
-        items = [item[2] for item in batch]
+        items = [(*item[2][:5], item[0][8]) for item in batch]
         for stage in self._stages:
             try:
                 job = stage(items)

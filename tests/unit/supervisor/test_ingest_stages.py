@@ -1,10 +1,11 @@
-"""Ingest stages (the approvals table): written in the events' own transaction; a failing stage never
-costs the batch its storage or its acks."""
+"""Ingest stages (the approvals table): written in the events' own transaction, timed by the supervisor's
+clock; a failing stage never costs the batch its storage or its acks."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,5 +59,8 @@ def test_stage_rows_commit_with_the_events_and_a_broken_stage_is_skipped(tmp_pat
         assert [r[0] for r in check.execute("SELECT seq FROM events ORDER BY id")] == [1, 2, 3]
         assert check.execute("SELECT status, reply, node_id FROM approvals WHERE id='per_1'").fetchone() == (
             "answered", "once", "n1")
+        # The supervisor's clock when it arrived, not the agent's (the events say 1001.0: a skewed clock).
+        asked_at = check.execute("SELECT asked_at FROM approvals").fetchone()[0]
+        assert abs(asked_at - time.time()) < 60
     finally:
         check.close()
