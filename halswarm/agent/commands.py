@@ -24,7 +24,8 @@ from halswarm.agent.handover import replace_session
 from halswarm.agent.opencode_client import OpencodeError, OpencodeNotFound, split_model
 from halswarm.agent.projects import check_directory
 from halswarm.agent.session_state import KILLED, TERMINAL
-from halswarm.protocol import Command, CommandResult
+from halswarm.protocol import PERMISSION_REPLY, Command, CommandResult, PermissionReply, ProtocolError
+from halswarm.protocol.permission import NOT_PENDING
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ class OpencodeAPI(Protocol):
     ) -> None: ...
     async def abort(self, session_id: str, *, directory: str | None = None) -> bool: ...
     async def delete_session(self, session_id: str, *, directory: str | None = None) -> bool: ...
+    async def list_permissions(self, *, directory: str | None = None) -> list[dict[str, Any]]: ...
+    async def reply_permission(
+        self, request_id: str, reply: str, *, message: str | None = None, directory: str | None = None
+    ) -> bool: ...
 
 
 def _one_line(text: str, limit: int = 500) -> str:
@@ -108,6 +113,7 @@ class AgentCommands:
             "restart_session": self.restart_session,
             "handover": self.handover,
             "session_status": self.session_status,
+            PERMISSION_REPLY: self.permission_reply,
         }
 
     # ------------------------------------------------------------------ entry point
@@ -313,6 +319,27 @@ class AgentCommands:
         session = await self._session(cmd)
         self.bridge.reassert_later(session, self.reassert_delay)
         return session
+
+    async def permission_reply(self, cmd: Command) -> dict[str, Any]:
+        """Answer a permission request of a session of ours, only one seen asked for that very session
+        (on the event stream, or listed by opencode's ``GET /permission`` after a restart of the agent)."""
+        try:
+            answer = PermissionReply.from_args(cmd.args)
+        except ProtocolError as exc:
+            raise CommandFailed(exc.message) from None
+        session = await self._session(cmd)
+        sid, directory, rid = session["id"], session.get("directory"), answer.permission_id
+        client = self._need_client()
+        state = self.bridge.tracker.get(sid)
+        if state is None or rid not in state.pending_permissions:
+            listed = await client.list_permissions(directory=directory)
+            if not any(isinstance(p, dict) and p.get("id") == rid and p.get("sessionID") == sid for p in listed):
+                raise CommandFailed(f"{NOT_PENDING}: {rid} for session {sid} on this node")
+        try:
+            await client.reply_permission(rid, answer.reply, message=answer.message, directory=directory)
+        except OpencodeNotFound:  # answered or withdrawn meanwhile (its permission.replied may be on the way)
+            raise CommandFailed(f"{NOT_PENDING}: {rid} for session {sid} (opencode no longer has it)") from None
+        return {"session_id": sid, "permission_id": rid, "reply": answer.reply, "accepted": True}
 
     async def restart_session(self, cmd: Command) -> dict[str, Any]:
         session = await self._session(cmd)

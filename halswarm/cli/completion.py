@@ -55,3 +55,8 @@ def complete_node_ids(ctx: click.Context, _param: click.Parameter, incomplete: s
 
 def complete_session_ids(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     return _complete_ids(ctx, "/sessions", incomplete, ("project", "status"))
+
+
+def complete_approval_ids(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Pending permission requests, described by session and what they ask for."""
+    return _complete_ids(ctx, "/approvals", incomplete, ("session_id", "permission", "command"))

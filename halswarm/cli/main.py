@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import click
 
 from halswarm.cli.agentmd_cmd import agentmd
+from halswarm.cli.approvals_cmd import approvals
 from halswarm.cli.audit import audit
 from halswarm.cli.auth_cmd import auth
 from halswarm.cli.backup_cmd import backup, restore
@@ -107,8 +108,8 @@ def cli(
 
 
 # One module per command group; register new groups here (before add_output_option below).
-for _command in (nodes, sessions, status, audit, config, auth, cost, remediate, backup, restore, env, agentmd,
-                 diagnostics, version, *OPS_COMMANDS):
+for _command in (nodes, sessions, approvals, status, audit, config, auth, cost, remediate, backup, restore, env,
+                 agentmd, diagnostics, version, *OPS_COMMANDS):
     cli.add_command(_command)
 
 

@@ -1,4 +1,4 @@
-"""`halctl sessions list|get|logs|start|prompt|resume|restart|handover|kill`."""
+"""`halctl sessions list|get|logs|start|prompt|resume|restart|handover|kill|approve|deny`."""
 
 from __future__ import annotations
 
@@ -394,3 +394,24 @@ def kill(session_id: str) -> None:
     env = ctx.client().delete(f"/sessions/{path_id(session_id)}", what=f"session {session_id}",
                               timeout=max(ctx.timeout, COMMAND_WAIT))
     report_command_result(ctx.output, env.data, f"kill session {session_id}", http_status=env.status)
+
+
+@sessions.command("approve")
+@click.argument("session_id", metavar="ID", shell_complete=complete_session_ids)
+@click.option("--always", is_flag=True, help="Also allow what opencode offers to remember (its `always` patterns).")
+@click.option("--message", "-m", help="A note for the agent (at most 2000 characters).")
+def approve(session_id: str, always: bool, message: str | None) -> None:
+    """Approve the session's pending permission request (it must have exactly one)."""
+    from halswarm.cli.approvals_cmd import answer_for_session
+
+    answer_for_session(session_id, "always" if always else "once", message)
+
+
+@sessions.command("deny")
+@click.argument("session_id", metavar="ID", shell_complete=complete_session_ids)
+@click.option("--message", "-m", help="Tell the agent why (at most 2000 characters).")
+def deny(session_id: str, message: str | None) -> None:
+    """Deny the session's pending permission request (it must have exactly one)."""
+    from halswarm.cli.approvals_cmd import answer_for_session
+
+    answer_for_session(session_id, "reject", message)

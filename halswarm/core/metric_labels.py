@@ -29,7 +29,8 @@ HAL_EVENT_TYPES = frozenset({
     "auth.oauth_completed", "auth.oauth_triggered", "credential.pushed", "node.online", "node.offline",
     "policy.action", "policy.retry_cap", "cost.daily", "cost.refreshed", "cost.session",
     "dependency.started", "dependency.start_failed", "remediation.started", "remediation.completed",
-    "remediation.failed", "remediation.escalated", "remediation.throttled",
+    "remediation.failed", "remediation.escalated", "remediation.throttled", "approval.replied",
+    "approval.escalated",
 })
 KNOWN_EVENT_TYPES = OPENCODE_EVENT_TYPES | HAL_EVENT_TYPES
 

@@ -19,10 +19,13 @@ from halswarm.protocol.messages import (
     Register,
     Registered,
 )
+from halswarm.protocol.permission import PERMISSION_REPLY, REPLIES, PermissionReply, is_permission_id
 
 __all__ = [
     "MAX_FRAME_BYTES",
+    "PERMISSION_REPLY",
     "PROTOCOL_VERSION",
+    "REPLIES",
     "Ack",
     "AuthState",
     "AuthStateEntry",
@@ -35,10 +38,12 @@ __all__ = [
     "Event",
     "Heartbeat",
     "Message",
+    "PermissionReply",
     "ProjectRef",
     "ProtocolError",
     "Register",
     "Registered",
     "decode",
     "encode",
+    "is_permission_id",
 ]

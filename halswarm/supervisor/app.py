@@ -43,6 +43,9 @@ from halswarm.supervisor.apikit.deps import OperatorGate, alert_poster
 from halswarm.supervisor.apikit.registry import Services
 from halswarm.supervisor.features.alerts.service import AlertsService
 from halswarm.supervisor.features.alerts.settings import AlertSettings
+from halswarm.supervisor.features.approvals.policy import ApprovalTimeoutPolicy
+from halswarm.supervisor.features.approvals.service import ApprovalsService, approvals_stage
+from halswarm.supervisor.features.approvals.settings import ApprovalSettings
 from halswarm.supervisor.features.audit.service import AuditService
 from halswarm.supervisor.features.backups.service import BackupWatch
 from halswarm.supervisor.features.backups.service import register as register_backup_metrics
@@ -177,6 +180,7 @@ class Supervisor:
             self.alert_settings = AlertSettings.from_config(cfg)
             self.session_settings = SessionSettings.from_config(cfg)
             self.backup_settings = BackupSettings.from_config(cfg)
+            self.approval_settings = ApprovalSettings.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -333,6 +337,7 @@ class Supervisor:
             await self.writer.run(job)
         self.ingestor = Ingestor(self.writer, self.tracker, self.metrics, self._send_ack,
                                  lambda node_id, seq: self.hub.send_rewind(node_id, seq))
+        self.ingestor.add_stage(approvals_stage)  # pending permission requests, stored with their events
         for n in nodes:
             self.ingestor.reset_node(n.id, n.last_seq)
         ssl_ctx = self._ssl_context()
@@ -485,6 +490,7 @@ class Supervisor:
         add(RemediationsService(self.writer, self.reader, self.ingestor))
         add(AlertsService(self.alert_settings, self.auto_remediation, self.ingestor, self.writer))
         add(self.tool_auth)
+        add(self.approvals)
         self._compose_env()
 
     def _compose_env(self) -> None:
@@ -556,6 +562,10 @@ class Supervisor:
                                      self.reader, session_cost=self.costs.session_cost,
                                      daily_cost=self.costs.daily_cost, apply_output=self.apply_command_output)
         await lc.start("policies", self.policies.start, self.policies.stop)
+        self.approvals = ApprovalsService(self.reader, self.writer, self.commands, self.tracker, self.ingestor)
+        self.approval_policy = ApprovalTimeoutPolicy(self.approval_settings, self.approvals, self.writer,
+                                                     self.ingestor, self._node_online)
+        await lc.start("approvals timeout", self.approval_policy.start, self.approval_policy.stop)
 
     # ----- running -----
 
@@ -590,6 +600,10 @@ class Supervisor:
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
         return await self.health.readiness()
+
+    def _node_online(self, node_id: str) -> bool:
+        node = self.nodes.get(node_id)
+        return node is not None and node.status == "online"
 
     async def apply_command_output(self, res: Result) -> Session | None:
         """Fold a session object returned by a command into the tracker right away."""

@@ -22,7 +22,7 @@ from halswarm.supervisor.http.openapi_routes import DISPATCH, ROUTES
 from tests.support.agentsim import SimAgent, session_state
 
 TAGS = {"sessions", "nodes", "events", "commands", "audit", "cost", "policies", "dependencies", "auth", "env",
-        "agent-md", "remediations", "alerts", "health"}
+        "agent-md", "remediations", "alerts", "health", "approvals"}
 UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics"}
 ALERTS_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager" / "grouped_mixed.json"
 
@@ -189,6 +189,10 @@ async def test_every_route_answers_what_the_document_declares(make_supervisor, t
     agent = SimAgent(sup.ws_url, sup.agent_token, NODE, [(PROJECT, "/srv/alpha")])
     agent.handler = _agent_answer
     await agent.connect(sessions=[session_state("ses_old", PROJECT, "idle")])
+    await agent.send_event(1, "permission.asked", session_id="ses_old", project=PROJECT, data={
+        "id": "per_doc1", "sessionID": "ses_old", "permission": "bash", "patterns": ["echo hi"], "always": ["echo *"],
+        "metadata": {"command": "echo hi"}, "tool": {"messageID": "msg_1", "callID": "call_1"}})
+    await agent.wait_acked(1)
     validated: dict[tuple[str, str], set[str]] = {}
     facts = {"supervisor": {"active_state": "failed", "load_state": "loaded"}}
     remediation = build_report("supervisor-crashed", hosts=[NODE], facts=facts, status="verified", started=100.0,
@@ -207,6 +211,8 @@ async def test_every_route_answers_what_the_document_declares(make_supervisor, t
         ("GET", f"{v1}/nodes/{{node_id}}/auth", f"{v1}/nodes/{NODE}/auth", None, 200),
         ("GET", f"{v1}/sessions", f"{v1}/sessions", None, 200),
         ("GET", f"{v1}/sessions/{{session_id}}", f"{v1}/sessions/ses_old", None, 200),
+        ("GET", f"{v1}/approvals", f"{v1}/approvals", None, 200),
+        ("POST", f"{v1}/approvals/{{approval_id}}", f"{v1}/approvals/per_doc1", {"reply": "once"}, 200),
         ("POST", f"{v1}/sessions", f"{v1}/sessions", {"project": PROJECT}, 201),
         ("POST", f"{v1}/sessions/{{session_id}}/prompt", f"{v1}/sessions/ses_old/prompt", {"message": "hi"}, 200),
         ("POST", f"{v1}/sessions/{{session_id}}/resume", f"{v1}/sessions/ses_old/resume", None, 200),

@@ -41,6 +41,7 @@ EXPECTED: dict[tuple[str, str], Role] = {
     ("GET", "/api/v1/agent-md/{project}"): V, ("GET", "/api/v1/agent-md/{project}/diff"): V,
     ("GET", "/api/v1/agent-md/{project}/template"): V, ("POST", "/api/v1/agent-md/sync"): OP,
     ("GET", "/api/v1/remediations"): V, ("POST", "/api/v1/remediations"): OP,
+    ("GET", "/api/v1/approvals"): V, ("POST", "/api/v1/approvals/{approval_id}"): OP,
     ("POST", "/api/v1/alerts"): A,  # or the dedicated alerts.token (ALERT_TOKEN below), which opens nothing else
 }
 # The only route the alert token (`alerts.token`, least privilege) opens.

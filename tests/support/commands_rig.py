@@ -46,6 +46,7 @@ class FakeOpencode:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.busy: set[str] = set()
         self.fail: dict[str, Exception] = {}
+        self.permissions: dict[str, dict[str, Any]] = {}  # pending requests, as GET /permission lists them
         self._ids = itertools.count(1)
         self._queue: asyncio.Queue[OpencodeEvent] = asyncio.Queue()
         self._pump = asyncio.get_running_loop().create_task(self._deliver())
@@ -127,6 +128,29 @@ class FakeOpencode:
             raise OpencodeNotFound(f"Session not found: {session_id}", status=404, name="NotFoundError")
         info = self.sessions.pop(session_id)
         self._emit("session.deleted", session_id, info=info)
+        return True
+
+    def ask(self, sid: str, rid: str, *, emit: bool = True) -> None:
+        """The session's tool call needs a permission: opencode lists it and emits permission.asked."""
+        req = {"id": rid, "sessionID": sid, "permission": "bash", "patterns": ["echo hi"], "always": ["echo *"],
+               "metadata": {"command": "echo hi"}, "tool": {"messageID": "msg_1", "callID": "call_1"}}
+        self.permissions[rid] = req
+        if emit:
+            self._emit("permission.asked", sid, **{k: v for k, v in req.items() if k != "sessionID"})
+
+    async def list_permissions(self, *, directory: str | None = None) -> list[dict[str, Any]]:
+        self.calls.append(("list_permissions", directory))
+        return [dict(p) for p in self.permissions.values()
+                if self.sessions.get(p["sessionID"], {}).get("directory") == directory]
+
+    async def reply_permission(self, request_id: str, reply: str, *, message: str | None = None,
+                               directory: str | None = None) -> bool:
+        self.calls.append(("reply_permission", request_id, reply, message, directory))
+        self._check("reply_permission")
+        req = self.permissions.pop(request_id, None)
+        if req is None:
+            raise OpencodeNotFound(f"Permission not found: {request_id}", status=404, name="NotFoundError")
+        self._emit("permission.replied", req["sessionID"], requestID=request_id, reply=reply)
         return True
 
 

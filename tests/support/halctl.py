@@ -24,6 +24,8 @@ HALCTL = str(Path(sys.executable).parent / "halctl")
 def halctl(sup: SupervisorProc, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(sup.workdir),
            "HALCTL_SUPERVISOR_URL": sup.api, "HALCTL_AUTH_TOKEN": sup.token}
+    if os.environ.get("PYTHONPATH"):  # a worktree's checkout, not the installed package
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run([HALCTL, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -14,6 +14,7 @@ TARGETS: dict[str, tuple[str, str, str]] = {
     "audit": ("audit_log", "timestamp", "<"),
     "idempotency": ("command_idempotency", "expires_at", "<="),
     "commands": ("commands", "created_at", "<"),
+    "approvals": ("approvals", "replied_at", "<"),  # answered or closed requests; pending ones have no time
 }
 CHUNK_ROWS = 250  # rows per DELETE statement inside one step (the time budget is checked between them)
 
@@ -44,7 +45,8 @@ def purge_older_than(conn: sqlite3.Connection, events_before: float, audit_befor
     nodes.last_seq keeps the per-node high-water mark, so deleting events never lowers the
     `resume_from_seq` an agent is told.
     """
-    cutoffs = {"events": events_before, "audit": audit_before, "idempotency": now, "commands": audit_before}
+    cutoffs = {"events": events_before, "audit": audit_before, "idempotency": now, "commands": audit_before,
+               "approvals": audit_before}
     out = {}
     for target, cutoff in cutoffs.items():
         table, column, op = TARGETS[target]

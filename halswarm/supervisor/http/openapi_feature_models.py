@@ -167,6 +167,17 @@ _ALERT_RESULT = obj("What was done with one alert (features/alerts/service.py)."
     "reason": _STR}, required=("fingerprint", "status", "alertname", "incident", "action"))
 ALERTS_RECEIVED = obj("An Alertmanager payload handled alert by alert (AlertsService.receive).", {
     "received": _INT, "truncated": _INT, "results": arr(_ALERT_RESULT)})
+APPROVAL = obj("An agent's permission request (features/approvals/service.py to_api); the answer to a reply "
+               "also has the `command_id` of the agent command that carried it.", {
+                   "id": _STR, "node_id": _STR, "session_id": _STR, "project": _OPT_STR, "permission": _STR,
+                   "patterns": _STRS, "always": _STRS, "command": _OPT_STR, "tool": _OBJ,
+                   "status": {"type": "string", "enum": ["pending", "answered", "gone"]}, "asked_at": _TIME,
+                   "age_sec": _NUM, "reply": _OPT_STR, "message": _OPT_STR, "replied_by": _OPT_STR,
+                   "replied_at": _TIME, "escalated_at": _TIME, "approve_command": _STR, "deny_command": _STR,
+                   "command_id": _STR | {"description": "only on the answer to a reply"}},
+               required=("id", "node_id", "session_id", "project", "permission", "patterns", "always", "command",
+                         "tool", "status", "asked_at", "age_sec", "reply", "message", "replied_by", "replied_at",
+                         "escalated_at", "approve_command", "deny_command"))
 OFFSET_META = obj("Paging by offset.", {"total": _INT, "limit": _INT, "offset": _INT})
 
 READINESS = obj("Each component's readiness; on 503 also the error envelope's `error` and `code`.", {
@@ -187,5 +198,5 @@ FEATURE_SCHEMAS: dict[str, dict[str, Any]] = {
     "EnvApproval": ENV_APPROVAL, "AgentMd": AGENT_MD, "AgentMdTemplate": AGENT_MD_TEMPLATE,
     "AgentMdSync": AGENT_MD_SYNC, "AgentMdSyncMeta": AGENT_MD_SYNC_META, "Remediation": REMEDIATION,
     "OffsetMeta": OFFSET_META, "Readiness": READINESS, "AlertResult": _ALERT_RESULT,
-    "AlertsReceived": ALERTS_RECEIVED,
+    "AlertsReceived": ALERTS_RECEIVED, "Approval": APPROVAL,
 }

@@ -103,6 +103,8 @@ DATA: dict[tuple[str, str], tuple[str, bool]] = {
     ("GET", f"{V1}/remediations"): ("Remediation", True),
     ("POST", f"{V1}/remediations"): ("Remediation", False),
     ("POST", f"{V1}/alerts"): ("AlertsReceived", False),
+    ("GET", f"{V1}/approvals"): ("Approval", True),
+    ("POST", f"{V1}/approvals/{{approval_id}}"): ("Approval", False),
 }
 # A status whose `data` differs from the route's other successes.
 DATA_BY_STATUS: dict[tuple[str, str, str], tuple[str, bool]] = {
@@ -111,7 +113,7 @@ DATA_BY_STATUS: dict[tuple[str, str, str], tuple[str, bool]] = {
 # The `meta` of routes that fill it (the others answer `meta: {}`). Cursor-paged lists have a PageMeta.
 META: dict[tuple[str, str], str] = {
     **{key: "PageMeta" for key in (("GET", f"{V1}/nodes"), ("GET", f"{V1}/sessions"), ("GET", f"{V1}/events"),
-                                   ("GET", f"{V1}/audit"))},
+                                   ("GET", f"{V1}/audit"), ("GET", f"{V1}/approvals"))},
     ("GET", f"{V1}/remediations"): "OffsetMeta",
     ("GET", f"{V1}/cost"): "CostMeta", ("GET", f"{V1}/cost/{{period}}"): "CostMeta",
     ("GET", f"{V1}/auth/drift"): "CredentialDriftMeta",

@@ -52,6 +52,12 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("POST", f"{V1}/sessions/{{session_id}}/handover"): _r("Hand a session over",
                                                            "Moves the session to another node.", DISPATCH),
     ("DELETE", f"{V1}/sessions/{{session_id}}"): _r("Kill a session", "Stops the session on its node.", DISPATCH),
+    ("GET", f"{V1}/approvals"): _r("List pending approvals",
+                                   "Agents' permission requests still waiting for an answer, across the fleet, "
+                                   "oldest first; paged by cursor."),
+    ("POST", f"{V1}/approvals/{{approval_id}}"): _r(
+        "Answer an approval", "Replies once, always or reject to one pending permission request through its "
+        "agent; 409 when it was already answered.", DISPATCH, "409"),
     ("GET", f"{V1}/events"): _r("List events",
                                  "Stored events by time (order=asc or desc), filtered and paged by cursor."),
     ("GET", f"{V1}/events/stream"): _r("Stream events", "Live events as server-sent events."),

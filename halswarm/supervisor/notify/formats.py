@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+from halswarm.core.approvals import approve_command, deny_command
 from halswarm.supervisor.redact import redact
 
 COLORS = {"success": 0x00CC66, "error": 0xCC3333, "warning": 0xFF9900, "info": 0x3399FF}
@@ -53,7 +54,7 @@ def severity(n: Notification) -> str:
         return "error"
     if result in ("failure", "failed", "error"):
         return "error"
-    if result in ("timeout",) or t.endswith((".warning", ".degraded")):
+    if result in ("timeout",) or t.endswith((".warning", ".degraded")) or t == "permission.asked":
         return "warning"
     if t.endswith((".online", ".completed", ".started", ".recovered")) or result in ("success", "completed"):
         return "success"
@@ -98,6 +99,8 @@ def description(n: Notification) -> str:
                 f"{data.get('retry_count')} attempts: {last}")
     if t.startswith("node."):
         return f"node {n.event.get('node_id')} is {t.split('.', 1)[1]}"
+    if t == "permission.asked" and isinstance(data.get("id"), str):
+        return _asked(n.event, data)
     if t == "condition":
         vals = ", ".join(f"{k} (now {_fmt(v)})" for k, v in n.values.items())
         return vals or str(data.get("condition"))
@@ -107,6 +110,16 @@ def description(n: Notification) -> str:
     if n.data in (None, {}, []):
         return t
     return _cut(json.dumps(n.data, default=str, separators=(",", ":")), 300)
+
+
+def _asked(ev: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """A permission request names what it asks for and the exact halctl lines that answer it."""
+    rid = str(data["id"])
+    meta = m if isinstance(m := data.get("metadata"), dict) else {}
+    patterns = p if isinstance(p := data.get("patterns"), list) else []
+    what = meta.get("command") or ", ".join(str(p) for p in patterns[:5]) or "-"
+    return (f"session {ev.get('session_id')} asks for {data.get('permission') or 'permission'}: "
+            f"{_cut(str(what), 200)} · approve: {approve_command(rid)} · deny: {deny_command(rid)}")
 
 
 def _fmt(v: float | None) -> str:
@@ -169,5 +182,10 @@ def slack_payload(n: Notification, channel: str | None = None) -> dict[str, Any]
 def webhook_payload(n: Notification, target: str) -> dict[str, Any]:
     ev = dict(n.event)
     ev["data"] = n.data
-    return {"source": SOURCE, "route": n.route, "target": target, "severity": severity(n), "title": title(n),
-            "text": description(n), "event": ev, "conditions": dict(n.values)}
+    out = {"source": SOURCE, "route": n.route, "target": target, "severity": severity(n), "title": title(n),
+           "text": description(n), "event": ev, "conditions": dict(n.values)}
+    data = n.data if isinstance(n.data, dict) else {}
+    if n.type == "permission.asked" and isinstance(data.get("id"), str):
+        out["approve_command"] = approve_command(data["id"])  # for a bot that offers the answer as a button
+        out["deny_command"] = deny_command(data["id"])
+    return out

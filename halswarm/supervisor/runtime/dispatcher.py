@@ -36,14 +36,14 @@ AGENT_MARGIN_FRACTION = 0.1
 CANONICAL = (
     "create_session", "prompt_session", "resume", "kill_session", "restart_session", "handover",
     "session_status", "env_check", "env_provision", "agentmd_show", "agentmd_diff", "agentmd_sync",
-    "credential_push", "oauth_trigger", "auth_refresh",
+    "credential_push", "oauth_trigger", "auth_refresh", "permission_reply",
 )
 ALIASES = {
     "start": "create_session", "inject": "prompt_session", "prompt": "prompt_session",
     "kill": "kill_session", "restart": "restart_session", "status": "session_status",
     "push_credentials": "credential_push", "trigger_oauth": "oauth_trigger", "check_env": "env_check",
     "provision_env": "env_provision", "diff_agentmd": "agentmd_diff", "sync_agentmd": "agentmd_sync",
-    "show_agentmd": "agentmd_show", "refresh_auth": "auth_refresh",
+    "show_agentmd": "agentmd_show", "refresh_auth": "auth_refresh", "reply_permission": "permission_reply",
 }
 # Commands that take longer by nature (spec 7.2: handover waits up to 60 s for idle).
 DEFAULT_TIMEOUTS = {"handover": 120.0, "restart_session": 120.0, "env_provision": 300.0, "oauth_trigger": 900.0}

@@ -35,6 +35,10 @@ from halswarm.supervisor.runtime.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
 
+# (node_id, type, session_id, project, data, received) of each event in a batch -> SQL to run with them;
+# `received` is the supervisor's clock when the event arrived (not the agent's, which may be skewed)
+Stage = Callable[[list[tuple[str | None, str, str | None, str | None, Any, float]]], Callable[[Any], None] | None]
+
 STORED_WAIT_SEC = 10.0  # how long an API answer waits for its event to be committed
 
 _std_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -88,6 +92,7 @@ class Ingestor:
         self._stored_waiters: dict[str, asyncio.Future[bool]] = {}
         self._metric_cache: dict[str, tuple[Any, Any]] = {}
         self._odd_logged: set[tuple[str, str]] = set()
+        self._stages: list[Stage] = []
 
     def _children(self, ev_type: str) -> tuple[Any, Any]:
         """Metric children per event type, cached: labels() lookups cost more than the increments.
@@ -99,6 +104,28 @@ class Ingestor:
             if len(self._metric_cache) < 1000:
                 self._metric_cache[ev_type] = pair
         return pair
+
+    def add_stage(self, stage: Stage) -> None:
+        """Derived state written in the same transaction as the events that cause it (the approvals).
+
+        A stage gets each batch's (node_id, type, session_id, project, data, received) tuples before the
+        commit and returns the SQL to run with the events (or None); a stage that raises is logged and
+        skipped, so it never costs the batch its storage."""
+        self._stages.append(stage)
+
+    def _stage_jobs(self, batch: list) -> list[Callable[[Any], None]]:
+        jobs = []
+        items = [(*item[2][:5], item[0][8]) for item in batch]
+        for stage in self._stages:
+            try:
+                job = stage(items)
+            except Exception:
+                log.exception("ingest stage %r failed on a batch of %d events", stage, len(items))
+                self._metrics.errors_total.labels("ingest", "stage").inc()
+                continue
+            if job is not None:
+                jobs.append(job)
+        return jobs
 
     # ----- per-node seq -----
 
@@ -262,6 +289,7 @@ class Ingestor:
                 highs[r[0]] = max(highs.get(r[0], 0), r[1])
         sessions = list(changed.values())
         want_rows = self.broadcast.wanted
+        staged = self._stage_jobs(batch) if self._stages else []
 
         def job(conn: Any) -> tuple[int, list[Any] | None]:
             last_id = last_event_id(conn) if want_rows else 0
@@ -269,6 +297,8 @@ class Ingestor:
             set_nodes_last_seq(conn, highs)
             if sessions:
                 upsert_sessions(conn, sessions)
+            for stage_job in staged:
+                stage_job(conn)
             if not want_rows or inserted == len(rows):
                 return last_id, None
             return last_id, events_after(conn, last_id)

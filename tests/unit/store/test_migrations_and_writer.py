@@ -185,7 +185,8 @@ async def test_retention_purges_old_rows_but_keeps_seq_high_water(tmp_path):
     job = RetentionJob(writer, RetentionSettings(events_days=30, audit_days=90))
     result = await job.run_once(now=now)
     await writer.stop()
-    assert result == {"events": 5, "audit": 1, "idempotency": 1, "commands": 0, "pages_freed": result["pages_freed"]}
+    assert result == {"events": 5, "audit": 1, "idempotency": 1, "commands": 0, "approvals": 0,
+                      "pages_freed": result["pages_freed"]}
     assert [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")] == [6, 7, 8]
     assert max_seq(conn, "n") == 8
 

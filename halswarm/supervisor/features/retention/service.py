@@ -43,7 +43,8 @@ class RetentionJob:
         now = time.time() if now is None else now
         t0 = time.monotonic()
         cutoffs = {"events": now - self.events_days * DAY, "audit": now - self.audit_days * DAY,
-                   "idempotency": now, "commands": now - self.audit_days * DAY}
+                   "idempotency": now, "commands": now - self.audit_days * DAY,
+                   "approvals": now - self.audit_days * DAY}
         self.steps = 0
         result = {target: await self._purge(target, cutoff) for target, cutoff in cutoffs.items()}
         if any(result.values()):

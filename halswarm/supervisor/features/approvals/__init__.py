@@ -1,0 +1,1 @@
+"""Approvals: agents' pending permission requests, answered by operators or by the timeout policy."""
