@@ -16,6 +16,7 @@ from halswarm.cli.agentmd_cmd import agentmd
 from halswarm.cli.audit import audit
 from halswarm.cli.auth_cmd import auth
 from halswarm.cli.backup_cmd import backup, restore
+from halswarm.cli.chatops_cmd import chatops
 from halswarm.cli.config_cmd import config
 from halswarm.cli.context import (
     DEFAULT_SUPERVISOR_URL,
@@ -108,7 +109,7 @@ def cli(
 
 # One module per command group; register new groups here (before add_output_option below).
 for _command in (nodes, sessions, status, audit, config, auth, cost, remediate, backup, restore, env, agentmd,
-                 diagnostics, version, *OPS_COMMANDS):
+                 diagnostics, version, chatops, *OPS_COMMANDS):
     cli.add_command(_command)
 
 
