@@ -36,6 +36,7 @@ class FakeDiscord:
     calls: list[Call] = field(default_factory=list)
     commands: dict[str | None, list[dict[str, Any]]] = field(default_factory=dict)  # guild (None: global) -> set
     originals: dict[str, dict[str, Any]] = field(default_factory=dict)  # interaction token -> message
+    rate_limit_next: int = 0  # the next N edits answer 429 with Discord's JSON body (retry_after in seconds)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -80,6 +81,9 @@ class FakeDiscord:
             if not isinstance(body, dict) or not (body.get("embeds") or body.get("content")):
                 return 400, {"message": "Cannot send an empty message", "code": 50006}
             with self.lock:
+                if self.rate_limit_next > 0:
+                    self.rate_limit_next -= 1
+                    return 429, {"message": "You are being rate limited.", "retry_after": 0.2, "global": False}
                 self.originals[m.group(2)] = body
             return 200, {"id": "1", "type": 0, "channel_id": "2"} | body
         return 404, {"message": "404: Not Found", "code": 0}

@@ -27,6 +27,7 @@ from tests.support.supervisor_proc import SupervisorProc
 ROUTE = "/api/v1/chat/discord/interactions"
 NODE, PROJECT = "chat-node", "alpha"
 VIEWER_ID, OPERATOR_ID, OPS_ROLE, STRANGER_ID = "20000000000000001", "20000000000000002", "30000000000000003", "4"
+ADMIN_ID = "20000000000000009"
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -68,6 +69,8 @@ def _opt(name: str, value: Any, type_: int = 3) -> dict[str, Any]:
 def _agent_answer(cmd: Command) -> CommandResult:
     if cmd.type == "create_session":
         return CommandResult(cmd.command_id, "success", session_state("ses_chat", PROJECT, "running"))
+    if cmd.type == "prompt_session":
+        return CommandResult(cmd.command_id, "success", {"accepted": True})
     if cmd.type == "kill_session":
         return CommandResult(cmd.command_id, "success", session_state(cmd.target.session_id or "", PROJECT, "killed"))
     return CommandResult(cmd.command_id, "failure", error=f"unexpected {cmd.type}")
@@ -76,7 +79,8 @@ def _agent_answer(cmd: Command) -> CommandResult:
 async def test_discord_commands_against_the_real_supervisor(make_supervisor, fake_discord, signer):
     sup: SupervisorProc = make_supervisor(chatops={"discord": {
         "public_key": _public_hex(signer), "api_base": fake_discord.api_base,
-        "users": {VIEWER_ID: "viewer", OPERATOR_ID: "operator"}, "roles": {OPS_ROLE: "operator"}}})
+        "users": {VIEWER_ID: "viewer", OPERATOR_ID: "operator", ADMIN_ID: "admin"},
+        "roles": {OPS_ROLE: "operator"}}})
     sup.start()
     agent = SimAgent(sup.ws_url, sup.agent_token, NODE, [(PROJECT, "/srv/alpha")])
     agent.handler = _agent_answer
@@ -132,6 +136,43 @@ async def test_discord_commands_against_the_real_supervisor(make_supervisor, fak
             assert "`ses_chat` alpha on chat-node" in status["description"], status
             assert "`ses_old` alpha on chat-node - idle" in status["description"], status
 
+            # /inject: the prompt goes to the session's agent; a rate-limited follow-up is sent again
+            fake_discord.rate_limit_next = 1
+            r = await post(_command(app, "inject", [_opt("session_id", "ses_chat"), _opt("message", "carry on")],
+                                    OPERATOR_ID, "t-inject"))
+            assert r.json() == {"type": 5}
+            injected = (await asyncio.to_thread(fake_discord.wait_original, "t-inject"))["embeds"][0]
+            assert injected["color"] == SUCCESS, injected
+            prompt = agent.commands[-1]
+            assert (prompt.type, prompt.target.session_id, prompt.args["message"]) == ("prompt_session", "ses_chat",
+                                                                                       "carry on")
+
+            # /logs, /cost, /env drift: viewer reads answered at once
+            r = await post(_command(app, "logs", [_opt("session_id", "ses_old"), _opt("limit", 5, 4)], VIEWER_ID,
+                                    "t-logs"))
+            logs = r.json()["data"]["embeds"][0]
+            assert logs["title"] == "Logs of ses_old" and {"name": "Node", "value": NODE, "inline": True} in \
+                logs["fields"], logs
+            r = await post(_command(app, "cost", [_opt("period", "week")], VIEWER_ID, "t-cost"))
+            assert r.json()["data"]["embeds"][0]["title"] == "Cost (week)"
+            r = await post(_command(app, "env", [{"name": "drift", "type": 1, "options": []}], VIEWER_ID, "t-env"))
+            assert r.json()["data"]["embeds"][0]["title"] == "Environment drift"
+
+            # /remediate: admin only; not in remediation.auto -> routed as alert.firing with the command
+            r = await post(_command(app, "remediate", [_opt("incident", "agent-crashed"), _opt("host", NODE)],
+                                    OPERATOR_ID, "t-rem-denied"))
+            assert r.json()["data"]["flags"] == 64
+            r = await post(_command(app, "remediate", [_opt("incident", "agent-crashed"), _opt("host", NODE),
+                                                       _opt("check", True, 5)], ADMIN_ID, "t-rem"))
+            assert r.json() == {"type": 5}
+            rem = (await asyncio.to_thread(fake_discord.wait_original, "t-rem"))["embeds"][0]
+            assert {"name": "Action", "value": "routed", "inline": True} in rem["fields"], rem
+            assert any(f["value"].endswith(f"--limit {NODE} --check`") for f in rem["fields"]), rem
+            fired = (await c.get("/api/v1/events", params={"type": "alert.firing"},
+                                 headers={"Authorization": f"Bearer {sup.token}"})).json()["data"]
+            assert [(e["data"]["incident"], e["data"]["receiver"]) for e in fired] == [
+                ("agent-crashed", f"discord:{ADMIN_ID}")]
+
             # /kill by the operator: targets the session, deferred, followed up
             r = await post(_command(app, "kill", [_opt("session_id", "ses_chat")], OPERATOR_ID, "t-kill"))
             assert r.json() == {"type": 5}
@@ -155,8 +196,12 @@ async def test_discord_commands_against_the_real_supervisor(make_supervisor, fak
             denied = await audit_of(f"discord:{STRANGER_ID}")
             assert denied and denied[0]["result"] == "denied" and denied[0]["target"] == "/kill"
         # the follow-ups went to Discord's real route, without an Authorization header
-        assert {c.path.split("/")[-3] for c in fake_discord.edits()} == {"t-start", "t-kill"}
+        edited = [c.path.split("/")[-3] for c in fake_discord.edits()]
+        assert sorted(edited) == ["t-inject", "t-inject", "t-kill", "t-rem", "t-start"]  # one 429, sent again
         assert all("authorization" not in c.headers for c in fake_discord.edits())
+        # interaction tokens are credentials: the supervisor's debug log shows none of them
+        log_text = sup.log_path.read_text()
+        assert "/webhooks/" in log_text and not any(t in log_text for t in ("t-start", "t-inject", "t-kill"))
     finally:
         await agent.close()
 

@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import httpx
 
 log = logging.getLogger(__name__)
 MAX_RETRY_AFTER = 5.0
+_TOKEN_IN_PATH = re.compile(r"(/webhooks/[0-9]+/)[^/\s\"']+")
+
+
+def hide_interaction_tokens(record: logging.LogRecord) -> bool:
+    """Logging filter: httpx logs each request's URL at debug level; the interaction token in it is masked."""
+    message = record.getMessage()
+    if "/webhooks/" in message:
+        record.msg, record.args = _TOKEN_IN_PATH.sub(r"\1***", message), ()
+    return True
+
+
+logging.getLogger("httpx").addFilter(hide_interaction_tokens)
 
 
 class DiscordRest:
