@@ -1,5 +1,6 @@
-"""`halctl chatops discord register [--guild ID] [--remove]`: the slash commands of the supervisor's
-Discord interactions, registered (or removed) through Discord's REST API (docs/chatops.md).
+"""`halctl chatops discord register [--guild ID] [--remove]` and `unregister [--guild ID]` (SPEC 11): the
+slash commands of the supervisor's Discord interactions, registered or removed through Discord's REST API
+(docs/chatops.md).
 
 Discord's bulk-overwrite route replaces the application's whole command set in one call: registering twice
 is harmless, and `--remove` sends the empty set. The bot token is read from a file and never printed: any
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -37,17 +39,38 @@ def _token(path: str) -> str:
     return token
 
 
+def _discord_options(fn: Any) -> Any:
+    for option in reversed((
+        click.option("--application-id", envvar="HALCTL_DISCORD_APPLICATION_ID", required=True, metavar="ID",
+                     help="The Discord application id [env HALCTL_DISCORD_APPLICATION_ID]."),
+        click.option("--bot-token-file", envvar="HALCTL_DISCORD_BOT_TOKEN_FILE", required=True, metavar="PATH",
+                     type=click.Path(dir_okay=False),
+                     help="File holding the bot token [env HALCTL_DISCORD_BOT_TOKEN_FILE]."),
+        click.option("--guild", "guild_id", metavar="ID", help="Only this guild (at once); else globally."),
+        click.option("--api-base", envvar="HALCTL_DISCORD_API_BASE", default=DEFAULT_API_BASE, show_default=True,
+                     metavar="URL", help="Discord API root [env HALCTL_DISCORD_API_BASE]."),
+    )):
+        fn = option(fn)
+    return fn
+
+
 @discord.command("register")
-@click.option("--application-id", envvar="HALCTL_DISCORD_APPLICATION_ID", required=True, metavar="ID",
-              help="The Discord application id [env HALCTL_DISCORD_APPLICATION_ID].")
-@click.option("--bot-token-file", envvar="HALCTL_DISCORD_BOT_TOKEN_FILE", required=True, metavar="PATH",
-              type=click.Path(dir_okay=False), help="File holding the bot token [env HALCTL_DISCORD_BOT_TOKEN_FILE].")
-@click.option("--guild", "guild_id", metavar="ID", help="Register for this guild only (at once); else globally.")
-@click.option("--remove", is_flag=True, help="Remove the commands instead (an empty command set).")
-@click.option("--api-base", envvar="HALCTL_DISCORD_API_BASE", default=DEFAULT_API_BASE, show_default=True,
-              metavar="URL", help="Discord API root [env HALCTL_DISCORD_API_BASE].")
+@_discord_options
+@click.option("--remove", is_flag=True, help="Remove the commands instead (same as `unregister`).")
 def register(application_id: str, bot_token_file: str, guild_id: str | None, remove: bool, api_base: str) -> None:
     """Register the supervisor's slash commands (or remove them with --remove)."""
+    _put_commands(application_id, bot_token_file, guild_id, remove, api_base)
+
+
+@discord.command("unregister")
+@_discord_options
+def unregister(application_id: str, bot_token_file: str, guild_id: str | None, api_base: str) -> None:
+    """Remove the supervisor's slash commands."""
+    _put_commands(application_id, bot_token_file, guild_id, True, api_base)
+
+
+def _put_commands(application_id: str, bot_token_file: str, guild_id: str | None, remove: bool,
+                  api_base: str) -> None:
     import httpx
 
     from halswarm.core.chatops.commands import registration_payload
@@ -78,3 +101,4 @@ def register(application_id: str, bot_token_file: str, guild_id: str | None, rem
 
 
 register.plain_output = True  # type: ignore[attr-defined]
+unregister.plain_output = True  # type: ignore[attr-defined]

@@ -212,7 +212,7 @@ def _halctl(*args: str, home: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, env=env)
 
 
-def test_halctl_registers_and_removes_the_commands(fake_discord, tmp_path):
+def test_halctl_registers_and_unregisters_the_commands(fake_discord, tmp_path):
     token_file = tmp_path / "bot-token"
     token_file.write_text(fake_discord.bot_token + "\n")
     base = ["chatops", "discord", "register", "--application-id", fake_discord.application_id,
@@ -231,6 +231,10 @@ def test_halctl_registers_and_removes_the_commands(fake_discord, tmp_path):
     assert res.returncode == 0 and len(fake_discord.commands[None]) == 11
     res = _halctl(*base, "--guild", "70000000000000007", "--remove", home=str(tmp_path))
     assert res.returncode == 0 and fake_discord.commands["70000000000000007"] == []
+    unregister = ["chatops", "discord", "unregister", *base[3:]]  # SPEC 11's name for the removal
+    res = _halctl(*unregister, home=str(tmp_path))
+    assert res.returncode == 0 and fake_discord.commands[None] == [], res.stderr
+    assert "removed the slash commands from all guilds" in res.stdout
     # a wrong token: Discord's refusal, one line, and the token never printed
     token_file.write_text("Wrong.Token.Value-999\n")
     res = _halctl(*base, home=str(tmp_path))
