@@ -6,9 +6,6 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-SIGNATURE_HEADER = "x-signature-ed25519"
-TIMESTAMP_HEADER = "x-signature-timestamp"
-
 
 def load_key(raw: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
