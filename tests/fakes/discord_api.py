@@ -36,6 +36,8 @@ class FakeDiscord:
     calls: list[Call] = field(default_factory=list)
     commands: dict[str | None, list[dict[str, Any]]] = field(default_factory=dict)  # guild (None: global) -> set
     originals: dict[str, dict[str, Any]] = field(default_factory=dict)  # interaction token -> message
+    hang: bool = False  # edits wait for `release` (a slow Discord) before they are answered
+    release: threading.Event = field(default_factory=threading.Event)
     rate_limit_next: int = 0  # the next N edits answer 429 with Discord's JSON body (retry_after in seconds)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
@@ -75,6 +77,8 @@ class FakeDiscord:
                 self.commands[m.group(2)] = stored
             return 200, stored
         m = _ORIGINAL.match(path)
+        if m and method == "PATCH" and self.hang:
+            self.release.wait(60)
         if m and method == "PATCH":  # interaction webhooks take no Authorization: the token is in the path
             if m.group(1) != self.application_id:
                 return 404, {"message": "Unknown Webhook", "code": 10015}
@@ -117,6 +121,7 @@ def running_fake_discord(application_id: str = "111122223333", bot_token: str = 
     try:
         yield fake
     finally:
+        fake.release.set()
         fake.server.shutdown()
         fake.server.server_close()
         thread.join(5)

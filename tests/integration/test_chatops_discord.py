@@ -23,6 +23,7 @@ from halswarm.protocol import Command, CommandResult
 from tests.fakes.discord_api import FakeDiscord, running_fake_discord
 from tests.support.agentsim import SimAgent, session_state
 from tests.support.supervisor_proc import SupervisorProc
+from tests.support.waiting import wait_for
 
 ROUTE = "/api/v1/chat/discord/interactions"
 NODE, PROJECT = "chat-node", "alpha"
@@ -202,6 +203,38 @@ async def test_discord_commands_against_the_real_supervisor(make_supervisor, fak
         # interaction tokens are credentials: the supervisor's debug log shows none of them
         log_text = sup.log_path.read_text()
         assert "/webhooks/" in log_text and not any(t in log_text for t in ("t-start", "t-inject", "t-kill"))
+    finally:
+        await agent.close()
+
+
+async def test_a_slow_discord_holds_neither_ingest_nor_other_commands(make_supervisor, fake_discord, signer):
+    """The follow-up of a deferred command hangs at Discord: meanwhile the agent's events are acked and
+    another command is answered; once Discord answers, the follow-up completes."""
+    sup: SupervisorProc = make_supervisor(chatops={"discord": {
+        "public_key": _public_hex(signer), "api_base": fake_discord.api_base, "followup_timeout_sec": 60,
+        "users": {OPERATOR_ID: "operator"}}})
+    sup.start()
+    agent = SimAgent(sup.ws_url, sup.agent_token, NODE, [(PROJECT, "/srv/alpha")])
+    agent.handler = _agent_answer
+    await agent.connect(sessions=[session_state("ses_old", PROJECT, "idle")])
+    app = fake_discord.application_id
+    fake_discord.hang = True
+    try:
+        async with httpx.AsyncClient(base_url=sup.api, timeout=30) as c:
+            body, headers = _signed(signer, _command(app, "kill", [_opt("session_id", "ses_old")], OPERATOR_ID,
+                                                     "t-slow"))
+            assert (await c.post(ROUTE, content=body, headers=headers)).json() == {"type": 5}
+            await asyncio.to_thread(lambda: wait_for(lambda: fake_discord.edits(), "the follow-up at Discord", 20))
+            for seq in range(1, 21):
+                await agent.send_event(seq, "session.status", session_id="ses_old", project=PROJECT)
+            await agent.wait_acked(20, timeout=10)
+            body, headers = _signed(signer, _command(app, "nodes", [], OPERATOR_ID, "t-fast"))
+            r = await c.post(ROUTE, content=body, headers=headers)
+            assert r.json()["type"] == 4
+            assert "t-slow" not in fake_discord.originals  # still held at Discord
+        fake_discord.release.set()
+        done = await asyncio.to_thread(fake_discord.wait_original, "t-slow")
+        assert done["embeds"][0]["title"] == "Killed ses_old"
     finally:
         await agent.close()
 
