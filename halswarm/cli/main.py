@@ -17,6 +17,7 @@ from halswarm.cli.approvals_cmd import approvals
 from halswarm.cli.audit import audit
 from halswarm.cli.auth_cmd import auth
 from halswarm.cli.backup_cmd import backup, restore
+from halswarm.cli.chatops_cmd import chatops
 from halswarm.cli.config_cmd import config
 from halswarm.cli.context import (
     DEFAULT_SUPERVISOR_URL,
@@ -109,7 +110,7 @@ def cli(
 
 # One module per command group; register new groups here (before add_output_option below).
 for _command in (nodes, sessions, approvals, status, audit, config, auth, cost, remediate, backup, restore, env,
-                 agentmd, diagnostics, version, *OPS_COMMANDS):
+                 agentmd, diagnostics, version, chatops, *OPS_COMMANDS):
     cli.add_command(_command)
 
 

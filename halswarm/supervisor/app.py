@@ -50,6 +50,9 @@ from halswarm.supervisor.features.audit.service import AuditService
 from halswarm.supervisor.features.backups.service import BackupWatch
 from halswarm.supervisor.features.backups.service import register as register_backup_metrics
 from halswarm.supervisor.features.backups.settings import BackupSettings
+from halswarm.supervisor.features.chat.ports import ChatPorts
+from halswarm.supervisor.features.chat.service import DiscordInteractions
+from halswarm.supervisor.features.chat.settings import DiscordSettings
 from halswarm.supervisor.features.commands.service import CommandsService
 from halswarm.supervisor.features.cost.aggregator import CostAggregator
 from halswarm.supervisor.features.cost.service import CostService
@@ -181,6 +184,7 @@ class Supervisor:
             self.session_settings = SessionSettings.from_config(cfg)
             self.backup_settings = BackupSettings.from_config(cfg)
             self.approval_settings = ApprovalSettings.from_config(cfg)
+            self.discord_settings = DiscordSettings.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -369,6 +373,8 @@ class Supervisor:
         # Actors (they send commands through the hub) start after it and stop before it.
         await self._start_actors()
         self._compose_services()
+        discord = self.services.get(DiscordInteractions)  # stops after the API: follow-ups in flight finish
+        await lc.start("discord interactions", discord.start, discord.stop)
         # Started here, not by the HTTP app: the watcher runs (and auto-pushes) with the API disabled too.
         # An actor (it pushes through the hub): it starts after the hub and stops before it.
         await lc.start("tool auth", lambda: None, self.tool_auth.stop)
@@ -479,21 +485,30 @@ class Supervisor:
         add = self.services.add
         add(self.gate)
         add(self.health)
-        add(NodesService(self.nodes, self.reader, self.credential_settings.version))
-        add(SessionsService(self.tracker, self.commands, self.reader))
-        add(EventsService(self.reader, self.ingestor))
+        nodes = NodesService(self.nodes, self.reader, self.credential_settings.version)
+        sessions = SessionsService(self.tracker, self.commands, self.reader)
+        events = EventsService(self.reader, self.ingestor)
+        costs = CostService(self.costs, self.writer, self.ingestor)
+        alerts = AlertsService(self.alert_settings, self.auto_remediation, self.ingestor, self.writer)
+        add(nodes)
+        add(sessions)
+        add(events)
         add(CommandsService(self.commands, self.reader))
         add(AuditService(self.reader))
-        add(CostService(self.costs, self.writer, self.ingestor))
+        add(costs)
         add(self.policies)
         add(self.dependencies)
         add(RemediationsService(self.writer, self.reader, self.ingestor))
-        add(AlertsService(self.alert_settings, self.auto_remediation, self.ingestor, self.writer))
+        add(alerts)
         add(self.tool_auth)
         add(self.approvals)
-        self._compose_env()
+        env = self._compose_env()
+        # ChatOps (issue 20): the same services as the HTTP routes, so a chat command and its route share a path.
+        ports = ChatPorts(sessions=sessions, nodes=nodes, events=events, cost=costs, env=env, remediate=alerts,
+                          connected=lambda: len(self.hub.links))
+        add(DiscordInteractions(self.discord_settings, ports, self.writer))
 
-    def _compose_env(self) -> None:
+    def _compose_env(self) -> EnvService:
         """The env manifest, checks, approvals, AGENT.md and the manifest push watcher (issue 9)."""
         settings = EnvSettings.from_config(self.config)
         manifests = EnvManifests(self.reader, self.writer, self.dispatcher, self.nodes)
@@ -502,9 +517,11 @@ class Supervisor:
         watcher = EnvWatcher(manifests, checks, self.dispatcher, self.nodes, watch_interval=settings.watch_interval,
                              recheck_interval=settings.recheck_interval)
         add = self.services.add
+        env = EnvService(manifests, checks, approvals, watcher, self.reader, self.ingestor, self.nodes, settings)
         add(watcher)
-        add(EnvService(manifests, checks, approvals, watcher, self.reader, self.ingestor, self.nodes, settings))
+        add(env)
         add(AgentMdService(manifests, self.ingestor, self.nodes))
+        return env
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         cfg = self.config

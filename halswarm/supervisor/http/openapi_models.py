@@ -57,8 +57,11 @@ PAGE_META = {
     },
 }
 HEALTH = {"type": "object", "required": ["status", "version"], "properties": {"status": _STR, "version": _STR}}
+# Discord's interaction response (docs/chatops.md): 1 PONG, 4 a message now, 5 deferred (completed later).
+DISCORD_RESPONSE = {"type": "object", "required": ["type"],
+                    "properties": {"type": {"type": "integer", "enum": [1, 4, 5]}, "data": {"type": "object"}}}
 SCHEMAS: dict[str, dict[str, Any]] = {"Node": NODE, "Session": SESSION, "Health": HEALTH, "PageMeta": PAGE_META,
-                                      **FEATURE_SCHEMAS}
+                                      "DiscordInteractionResponse": DISCORD_RESPONSE, **FEATURE_SCHEMAS}
 
 _REF = "#/components/schemas/"
 V1 = "/api/v1"
@@ -124,7 +127,8 @@ META: dict[tuple[str, str], str] = {
     ("POST", f"{V1}/agent-md/sync"): "AgentMdSyncMeta",
 }
 # JSON routes that answer without the envelope: (METHOD, path) -> schema name.
-BARE: dict[tuple[str, str], str] = {("GET", "/healthz"): "Health", ("GET", "/readyz"): "Readiness"}
+BARE: dict[tuple[str, str], str] = {("GET", "/healthz"): "Health", ("GET", "/readyz"): "Readiness",
+                                    ("POST", f"{V1}/chat/discord/interactions"): "DiscordInteractionResponse"}
 
 
 def data_schema(name: str, many: bool) -> dict[str, Any]:

@@ -97,6 +97,9 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("POST", f"{V1}/remediations"): _r("Record a remediation", "Stores a remediation run's outcome.", "409"),
     ("POST", f"{V1}/alerts"): _r("Receive alerts", "Alertmanager's webhook: each firing alert starts its "
                                  "remediation (remediation.auto) or is routed with the halctl command."),
+    ("POST", f"{V1}/chat/discord/interactions"): _r(
+        "Discord interactions", "Discord's Interactions Endpoint URL: no bearer token; admitted only with a valid "
+        "Ed25519 signature of the configured application, a fresh timestamp and no replay (else 401).", "401"),
 }
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

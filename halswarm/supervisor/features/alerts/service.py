@@ -14,6 +14,7 @@ import time
 from typing import Any, Protocol
 
 from halswarm.core.alerts import (
+    HOST_PATTERN,
     AlertPayloadError,
     Ignored,
     Mapped,
@@ -106,4 +107,31 @@ class AlertsService:
         if m.incident in self.settings.auto and isinstance(target, str):
             data["not_started"] = out["reason"] = target
         await self.ingestor.emit_stored(host, "alert.firing", data)
+        return out | {"action": "routed"}
+
+    async def request(self, incident: str, host: str | None, *, check: bool, actor: str) -> dict[str, Any]:
+        """A remediation asked for by a person (ChatOps `/remediate`), on the path of a firing alert: an
+        incident listed in `remediation.auto` is started by the auto engine (same throttle, same record),
+        unless `check` is asked (the engine never runs check mode); anything else is routed as
+        ``alert.firing`` carrying the exact `halctl remediate` command (with ``--check``). Unknown incident or
+        host: VALIDATION_ERROR."""
+        if incident not in BY_ID:
+            raise ApiError("VALIDATION_ERROR", f"unknown incident {incident[:64]!r} (see halctl remediate list)")
+        if host is not None and not HOST_PATTERN.match(host):
+            raise ApiError("VALIDATION_ERROR", f"host {host[:64]!r} is not a node id or inventory host name")
+        target = run_target(BY_ID[incident].hosts, host, self.settings.supervisor_host)
+        if isinstance(target, str):
+            raise ApiError("VALIDATION_ERROR", target)
+        throttle_host, limit = target
+        command = remediate_command(incident, self.settings.inventory, limit) + (" --check" if check else "")
+        reason = f"requested by {actor}" + (" (check mode)" if check else "")
+        out: dict[str, Any] = {"incident": incident, "host": throttle_host, "command": command, "check": check}
+        if incident in self.settings.auto and not check:
+            action = await self.remediator.on_alert(incident, throttle_host, limit, reason)
+            if action in ("started", "throttled"):
+                return out | {"action": action}
+        await self.ingestor.emit_stored(throttle_host, "alert.firing", {
+            "incident": incident, "host": throttle_host, "severity": BY_ID[incident].severity, "command": command,
+            "alertname": "chatops", "fingerprint": "", "receiver": actor, "summary": reason, "generator_url": "",
+            "starts_at": ""})
         return out | {"action": "routed"}

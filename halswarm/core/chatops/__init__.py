@@ -1,0 +1,1 @@
+"""ChatOps (issue 20): pure rules of the chat front-ends (command catalog, roles, replay window, embeds)."""

@@ -1,0 +1,1 @@
+"""ChatOps: Discord slash commands over the Interactions Endpoint URL (issue 20)."""

@@ -1,0 +1,162 @@
+"""Discord interactions: verify, authorize, answer (or defer and follow up), audit.
+
+Every request must carry Discord's Ed25519 signature of timestamp + body under the configured public key;
+a stale timestamp or a signature seen before is refused too (401). PING answers PONG. A slash command runs
+when the user (or one of their Discord roles) is granted the command's role in `chatops.discord.users` /
+`roles`, else an ephemeral refusal; every command, refused or not, is audited as `discord:<user id>` and
+the commands that act pass that actor to the services, whose own audit rows carry it too. Commands that
+wait for an agent are answered "thinking" at once (type 5) and completed through Discord's REST API in
+the background, so a slow agent or a slow Discord never holds a request or the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from halswarm.core.chatops.access import ReplayGuard, chat_role
+from halswarm.core.chatops.commands import BY_NAME, ChatCommand, flatten_options
+from halswarm.core.chatops.embeds import embed as make_embed
+from halswarm.core.chatops.embeds import error_colour, error_text, refusal, reply
+from halswarm.store.repos.audit import insert_audit
+from halswarm.store.writer import Writer
+from halswarm.supervisor.apikit.envelope import ApiError
+from halswarm.supervisor.features.chat.followup import DiscordRest
+from halswarm.supervisor.features.chat.handlers import HANDLERS
+from halswarm.supervisor.features.chat.ports import ChatPorts
+from halswarm.supervisor.features.chat.settings import DiscordSettings
+from halswarm.supervisor.features.chat.signature import load_key, verified
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024  # Discord's interaction payloads are a few KiB
+PING, APPLICATION_COMMAND = 1, 2
+PONG, DEFERRED = {"type": 1}, {"type": 5}
+MAX_BACKGROUND = 32  # deferred commands in flight; more are answered "busy" at once
+
+
+class DiscordInteractions:
+    def __init__(self, settings: DiscordSettings, ports: ChatPorts, writer: Writer,
+                 rest: DiscordRest | None = None) -> None:
+        self.settings = settings
+        self.ports = ports
+        self.writer = writer
+        self.rest = rest or DiscordRest(settings.api_base, settings.followup_timeout_sec)
+        self.key = load_key(settings.public_key) if settings.public_key else None
+        self.replays = ReplayGuard(settings.max_skew_sec)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ----- the request -----
+
+    def admit(self, body: bytes, signature: str | None, timestamp: str | None, now: float) -> dict[str, Any]:
+        """The verified interaction, or AUTH_REQUIRED (401) with the reason."""
+        if self.key is None:
+            raise ApiError("AUTH_REQUIRED", "discord interactions are not configured (chatops.discord.public_key)")
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError("PAYLOAD_TOO_LARGE", f"interaction exceeds {MAX_BODY_BYTES} bytes")
+        if not signature or not timestamp or not verified(self.key, signature, timestamp, body):
+            raise ApiError("AUTH_REQUIRED", "missing or invalid Discord request signature")
+        why = self.replays.refuse(timestamp, signature, now)
+        if why is not None:
+            raise ApiError("AUTH_REQUIRED", why)
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise ApiError("BAD_REQUEST", "body must be JSON (a Discord interaction)") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("type"), int):
+            raise ApiError("BAD_REQUEST", "not a Discord interaction (no type)")
+        return doc
+
+    async def answer(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The interaction response of a verified interaction."""
+        if doc["type"] == PING:
+            return PONG
+        if doc["type"] != APPLICATION_COMMAND:
+            return refusal("This interaction is not supported here.")
+        raw = doc.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        sub, opts = flatten_options(data.get("options"))
+        name = str(data.get("name") or "")
+        command = BY_NAME.get(name)
+        key = f"{name} {sub}" if sub else name
+        user_id, role_ids = _user(doc)
+        actor = f"discord:{user_id or 'unknown'}"
+        if command is None or key not in HANDLERS:
+            return refusal(f"Unknown command /{key}.")
+        role = chat_role(user_id, role_ids, self.settings.users, self.settings.roles)
+        if role is None or role < command.role:
+            held = role.name if role else "no role"
+            await self._audit(actor, key, opts, "denied", f"{held}; /{key} needs {command.role.name}", 0.0)
+            return refusal(f"You are not allowed to run /{key}: it needs the {command.role.name} role "
+                           f"(you have {held}).")
+        if not command.deferred:
+            return reply([await self._run(command, key, opts, actor)])
+        application_id, token = str(doc.get("application_id") or ""), str(doc.get("token") or "")
+        if not application_id.isdigit() or not token:
+            raise ApiError("BAD_REQUEST", "a command interaction needs application_id and token")
+        if len(self._tasks) >= MAX_BACKGROUND:
+            return refusal("The supervisor is busy with other chat commands; try again shortly.")
+        task = asyncio.create_task(self._follow_up(command, key, opts, actor, application_id, token),
+                                   name=f"discord-{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return DEFERRED
+
+    # ----- running a command -----
+
+    async def _run(self, command: ChatCommand, key: str, opts: dict[str, Any], actor: str) -> dict[str, Any]:
+        """The command's embed; an error becomes a red (or orange, timeout) embed. Audited either way."""
+        started = time.monotonic()
+        try:
+            out = await HANDLERS[key](self.ports, opts, actor)
+            result, error = "success", None
+        except ApiError as exc:
+            out = make_embed(f"/{key} failed", error_text(exc.code, exc.message), error_colour(exc.code))
+            result, error = "failure", f"{exc.code}: {exc.message}"
+        except Exception as exc:  # a bug must still answer the user (the Go bot's "Internal Error")
+            log.exception("discord /%s failed", key)
+            out = make_embed("Internal Error", error_text("INTERNAL_ERROR", ""), error_colour("INTERNAL_ERROR"))
+            result, error = "failure", f"{type(exc).__name__}: {exc}"
+        await self._audit(actor, key, opts, result, error, time.monotonic() - started)
+        return out
+
+    async def _follow_up(self, command: ChatCommand, key: str, opts: dict[str, Any], actor: str,
+                         application_id: str, token: str) -> None:
+        message = {"embeds": [await self._run(command, key, opts, actor)]}
+        await self.rest.edit_original(application_id, token, message)
+
+    async def _audit(self, actor: str, key: str, opts: dict[str, Any], result: str, error: str | None,
+                     seconds: float) -> None:
+        row = {"timestamp": time.time(), "actor": actor, "action": "chat_command", "target": f"/{key}",
+               "args": {k: v[:200] if isinstance(v, str) else v for k, v in opts.items()},
+               "result": result, "error": error, "duration_ms": int(seconds * 1000), "client_actor": "discord"}
+        try:
+            await self.writer.run(lambda c: insert_audit(c, row))
+        except Exception as exc:  # a full disk must not hide the answer; the writer reports its own fault
+            log.warning("could not audit discord /%s: %s", key, exc)
+
+    # ----- lifecycle -----
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        """Let follow-ups in flight finish briefly, then cancel them; close the REST client."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=5)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2)
+        await self.rest.close()
+
+
+def _user(doc: dict[str, Any]) -> tuple[str | None, list[str]]:
+    """(user id, role ids): `member` in a guild, `user` in a direct message."""
+    member = doc.get("member") if isinstance(doc.get("member"), dict) else None
+    user = (member or {}).get("user") if member else doc.get("user")
+    uid = str(user.get("id")) if isinstance(user, dict) and user.get("id") is not None else None
+    roles = member.get("roles") if member else []
+    return uid, [str(r) for r in roles] if isinstance(roles, list) else []
