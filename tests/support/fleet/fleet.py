@@ -203,8 +203,12 @@ class DrillFleet:
                 "hal_agent_opencode_manage": False,
                 # Liveness in 20 s instead of the default 90 s: faults that silence a connection without
                 # closing it (a DROP rule) show the node offline sooner; same code path, shorter wait.
+                # Retention keeps events a year: the supervisor's own purge (first pass 60 s after each
+                # start, and drills restart it often) must not race the drills that plant 60-day-old
+                # events for the high-memory and high-latency remediations to archive.
                 "hal_supervisor_config_extra": {"server": {"heartbeat_interval_sec": 5,
-                                                           "heartbeat_timeout_count": 4}},
+                                                           "heartbeat_timeout_count": 4},
+                                                "retention": {"events_days": 365}},
                 **self.extra_vars,
             },
             "hosts": {h: {"ansible_nsenter_pid": container_pid(h)} for h in self.hosts},

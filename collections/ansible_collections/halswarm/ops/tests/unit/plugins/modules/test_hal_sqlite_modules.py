@@ -275,7 +275,7 @@ def test_restore_removes_the_clean_shutdown_marker(tmp_path):
     make_db(db, events=80).close()
     marker = tmp_path / "live" / "supervisor.db.clean"
     marker.write_text("{}")
-    ok, _ = run(hal_sqlite_restore, {"src": backup, "dest": str(db)}, check=True)
+    ok, _res = run(hal_sqlite_restore, {"src": backup, "dest": str(db)}, check=True)
     assert ok and marker.exists()
     ok, res = run(hal_sqlite_restore, {"src": backup, "dest": str(db)})
     assert ok and res["changed"] and not marker.exists()
