@@ -14,40 +14,20 @@ import pytest
 
 from halswarm.core.remediation.report import build_report
 from halswarm.core.remediation.triggers import CostProviderFacts
-from halswarm.store.db import connect
-from halswarm.store.migrations import migrate
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
 from halswarm.supervisor.features.remediations.engine import AutoRemediation
 from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec
 from halswarm.supervisor.features.remediations.settings import AGENT_HIGH_MEMORY, COST_DISCREPANCY, AutoConfig
+from tests.support.store_rig import Emitted, running_store
 
 NOW = 1_000_000.0
 
 
-class Emitted:
-    def __init__(self) -> None:
-        self.events: list[tuple[str | None, str, Any]] = []
-
-    def emit(self, node_id: str | None, ev_type: str, data: Any = None, **_: Any) -> None:
-        self.events.append((node_id, ev_type, data))
-
-    def types(self) -> list[str]:
-        return [e[1] for e in self.events]
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[tuple[Writer, Reader, Path]]:
-    path = tmp_path / "sup.db"
-    conn = connect(path)
-    migrate(conn)
-    writer = Writer(conn)
-    writer.start(asyncio.get_running_loop())
-    reader = Reader(path)
-    yield writer, reader, path
-    await writer.stop()
-    reader.close()
-    conn.close()
+    async with running_store(tmp_path / "sup.db") as store:
+        yield store
 
 
 def beat(node: SimpleNamespace, pct: float) -> None:

@@ -16,8 +16,6 @@ import pytest
 
 from halswarm.config.errors import ConfigError
 from halswarm.config.supervisor import parse_supervisor_config
-from halswarm.store.db import connect
-from halswarm.store.migrations import migrate
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
 from halswarm.supervisor.features.remediations.db_launch import launch_db_remediation, systemd_run_argv
@@ -33,6 +31,7 @@ from halswarm.supervisor.features.remediations.halctl_run import (
 )
 from halswarm.supervisor.features.remediations.policy import NodeFacts, decide
 from halswarm.supervisor.features.remediations.settings import AGENT_CRASHED, DB_CORRUPTION, AutoConfig
+from tests.support.store_rig import Emitted, running_store
 
 TOKEN = "a" * 40
 NOW = 1_000_000.0
@@ -164,29 +163,10 @@ async def test_run_halctl_missing_inventory_is_an_error_not_a_crash(tmp_path: Pa
 # --------------------------------------------------------------------------- the engine (fake runner, real store)
 
 
-class Emitted:
-    def __init__(self) -> None:
-        self.events: list[tuple[str | None, str, dict[str, Any]]] = []
-
-    def emit(self, node_id: str | None, ev_type: str, data: Any = None, **_: Any) -> None:
-        self.events.append((node_id, ev_type, data))
-
-    def types(self) -> list[str]:
-        return [e[1] for e in self.events]
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[tuple[Writer, Reader, Path]]:
-    path = tmp_path / "sup.db"
-    conn = connect(path)
-    migrate(conn)
-    writer = Writer(conn)
-    writer.start(asyncio.get_running_loop())
-    reader = Reader(path)
-    yield writer, reader, path
-    await writer.stop()
-    reader.close()
-    conn.close()
+    async with running_store(tmp_path / "sup.db") as store:
+        yield store
 
 
 def good_report(spec: RunSpec) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import sqlite3
 import time
@@ -14,13 +13,12 @@ import pytest
 
 from halswarm.core.cost import day_start
 from halswarm.core.model import Session
-from halswarm.store.db import connect
-from halswarm.store.migrations import migrate
 from halswarm.store.reader import Reader
 from halswarm.store.writer import Writer
 from halswarm.supervisor.features.cost.aggregator import CostAggregator, days_to_poll, usage_delta
 from halswarm.supervisor.features.cost.settings import CostSettings
 from tests.fakes.fake_providers import ANTHROPIC_KEY, OPENAI_KEY, FakeProviders, fake_providers
+from tests.support.store_rig import running_store
 
 pytestmark = pytest.mark.process  # fake provider APIs on loopback
 
@@ -67,16 +65,8 @@ def fake() -> Iterator[FakeProviders]:
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[tuple[Writer, Reader, Path]]:
-    path = tmp_path / "sup.db"
-    conn = connect(path)
-    migrate(conn)
-    writer = Writer(conn)
-    writer.start(asyncio.get_running_loop())
-    reader = Reader(path)
-    yield writer, reader, path
-    await writer.stop()
-    reader.close()
-    conn.close()
+    async with running_store(tmp_path / "sup.db") as store:
+        yield store
 
 
 def config(fake: FakeProviders, *, retries: int = 2, anthropic: bool = True, openai: bool = True,
