@@ -7,7 +7,6 @@ routed event (`backup.anomaly`, `backup.restore_test_failed`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -32,6 +31,7 @@ from halswarm.core.backup_status import (
     parse_restore_test,
 )
 from halswarm.supervisor.features.backups.settings import BackupSettings
+from halswarm.supervisor.runtime.periodic import PeriodicEngine
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +81,16 @@ def read_snapshot(directory: str) -> Snapshot:
     return snap
 
 
-class BackupWatch:
+class BackupWatch(PeriodicEngine):
     """Reads the backup directory's status files periodically (off the event loop) and emits events."""
 
     def __init__(self, settings: BackupSettings, emit: Emit) -> None:
+        super().__init__()
         self.settings = settings
         self.emit = emit
         self.snapshot = Snapshot()
         self._sent: set[tuple[str, str]] = set()
         self._logged: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -109,24 +109,21 @@ class BackupWatch:
             self.emit(ev_type, data)
         return snap
 
+    async def check(self) -> Snapshot:
+        return await self.refresh()
+
     async def start(self) -> None:
-        if self.enabled:
-            self._task = asyncio.create_task(self._loop(), name="backup-watch")
+        """Read once now (the metrics are there from the first scrape), then every check interval."""
+        if not self.enabled:
+            return
+        try:
+            await self.refresh()
+        except Exception as exc:  # keep watching: the next turn may read the files again
+            log.warning("backup metrics: reading %s failed: %s", self.settings.dir, exc)
+        self._start_loop(self.settings.check_interval_sec, "backup-watch", log)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception as exc:  # keep watching: the next turn may read the files again
-                log.warning("backup metrics: reading %s failed: %s", self.settings.dir, exc)
-            await asyncio.sleep(self.settings.check_interval_sec)
+        await self._stop_loop(0)
 
 
 class BackupCollector(Collector):

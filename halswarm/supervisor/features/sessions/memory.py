@@ -6,14 +6,13 @@ says; a change not yet committed keeps its session in memory until a later sweep
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 
 from halswarm.store.reader import Reader
 from halswarm.store.repos.sessions import get_sessions
 from halswarm.supervisor.features.sessions.settings import SessionSettings
+from halswarm.supervisor.runtime.periodic import PeriodicEngine
 from halswarm.supervisor.runtime.tracker import SessionTracker
 
 log = logging.getLogger(__name__)
@@ -25,12 +24,12 @@ def sweep_interval(grace: float) -> float:
     return min(max(grace / 4, 0.2), 30.0)
 
 
-class SessionMemory:
+class SessionMemory(PeriodicEngine):
     def __init__(self, tracker: SessionTracker, reader: Reader, settings: SessionSettings) -> None:
+        super().__init__()
         self.tracker = tracker
         self.reader = reader
         self.grace = settings.memory_grace_seconds
-        self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> int:
         """One sweep; returns the sessions evicted."""
@@ -46,21 +45,11 @@ class SessionMemory:
             if n == 0 or len(candidates) < BATCH:
                 return total
 
+    async def check(self) -> int:
+        return await self.sweep()
+
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="session-memory")
+        self._start_loop(sweep_interval(self.grace), "session-memory", log)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        interval = sweep_interval(self.grace)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-            except Exception as exc:
-                log.warning("sessions: evicting ended sessions from memory failed: %s", exc)
+        await self._stop_loop(0)
