@@ -19,7 +19,6 @@ import pytest
 from tests.support.agent_proc import TcpProxy
 from tests.support.agentsim import SimAgent
 from tests.support.supervisor_proc import REPO
-from tests.support.waiting import until
 
 PLUGIN = REPO / "collections/ansible_collections/halswarm/ops/extensions/eda/plugins/event_source/event_stream.py"
 TYPES = ["message.part.*"]
@@ -74,9 +73,9 @@ def seqs(events: list[dict[str, Any]]) -> list[int]:
     return [e["seq"] for e in events]
 
 
-async def wait_state(path: Path, value: int) -> None:
-    """The state file is replaced in a worker thread, which a cancelled source lets finish."""
-    await until(lambda: path.read_text().strip() == str(value), f"the state file at {value}", 10, interval=0.02)
+def assert_state(path: Path, value: int) -> None:
+    """A stopped source has finished its last state write: the file names the last event handed over."""
+    assert path.read_text().strip() == str(value), f"the state file holds {path.read_text()!r}, not {value}"
 
 
 @pytest.mark.timeout(240)
@@ -92,7 +91,7 @@ async def test_a_restarted_source_resumes_from_its_state_file_without_loss_or_du
         await first.take(60)
         await first.stop()  # mid-stream: the server had sent more than was taken
         handed = first.got + [first.queue.get_nowait() for _ in range(first.queue.qsize())]
-        await wait_state(state, handed[-1]["id"])
+        assert_state(state, handed[-1]["id"])
         assert all(e["id"] == int(e["id"]) and e["type"] == "message.part.delta" for e in handed)
 
         second = Source({**args, "last_event_id": None})  # the state file wins over last_event_id
@@ -102,7 +101,7 @@ async def test_a_restarted_source_resumes_from_its_state_file_without_loss_or_du
     finally:
         await agent.close()
     assert seqs(handed) + seqs(rest) == list(range(1, 201)), "resuming lost or repeated events"
-    await wait_state(state, rest[-1]["id"])
+    assert_state(state, rest[-1]["id"])
     assert not list(tmp_path.glob(".event_stream.*")), "a temporary state file was left behind"
 
 

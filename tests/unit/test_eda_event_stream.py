@@ -154,3 +154,33 @@ def test_documentation_lists_exactly_the_arguments_the_source_reads() -> None:
     assert set(doc["options"]) == read
     example = yaml.safe_load(es.EXAMPLES)
     assert set(example[0]["sources"][0]["halswarm.ops.event_stream"]) <= read
+
+
+def test_a_cancelled_state_write_still_lands_before_the_source_ends(tmp_path: Path) -> None:
+    """ansible-rulebook cancels the source at any await. A write still queued behind a busy worker when
+    the cancellation arrives must not be dropped: the file would name an event before the last one handed
+    over, and the next start would hand that event over again."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    state = tmp_path / "last-id"
+    release = threading.Event()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        busy = loop.run_in_executor(None, release.wait, 30)  # the only worker is taken: the write queues
+        try:
+            task = asyncio.create_task(es._save_state(str(state), 42))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await asyncio.sleep(0.05)
+            assert not task.done(), "the cancelled source ended before its state write"
+        finally:
+            release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await busy
+
+    asyncio.run(scenario())
+    assert state.read_text().strip() == "42"

@@ -10,6 +10,7 @@ token, a wrong URL or a rejected request stop the source with a one-line error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -316,6 +317,19 @@ async def stream_once(session: aiohttp.ClientSession, cfg: Settings, queue: asyn
                 await _hand_over(cfg, queue, sse_id, data)
 
 
+async def _save_state(path: str, event_id: int) -> None:
+    """Write the state file in a worker thread. A cancellation (ansible-rulebook stopping) waits for the
+    write: a queued write cancelled before its thread ran would leave the file one event behind, and the
+    next start would hand that event over twice."""
+    write = asyncio.ensure_future(asyncio.to_thread(write_state, path, event_id))
+    try:
+        await asyncio.shield(write)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError):
+            await write
+        raise
+
+
 async def _hand_over(cfg: Settings, queue: asyncio.Queue[Any], sse_id: str | None, data: str) -> None:
     if sse_id is None or not sse_id.isdigit():
         raise StreamError(f"a stream message without a numeric id: {sse_id!r}")
@@ -335,7 +349,7 @@ async def _hand_over(cfg: Settings, queue: asyncio.Queue[Any], sse_id: str | Non
     cfg.last_id = event_id
     if wanted and cfg.state_file:  # after the hand-over: a crash in between repeats one event, never loses it
         try:
-            await asyncio.to_thread(write_state, cfg.state_file, event_id)
+            await _save_state(cfg.state_file, event_id)
         except OSError as exc:  # no transport error: a reconnect cannot fix it, a restart would repeat events
             raise StreamError(f"state_file {cfg.state_file}: cannot write it ({exc.strerror})") from None
 
