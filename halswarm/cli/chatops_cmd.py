@@ -46,7 +46,9 @@ def _discord_options(fn: Any) -> Any:
         click.option("--bot-token-file", envvar="HALCTL_DISCORD_BOT_TOKEN_FILE", required=True, metavar="PATH",
                      type=click.Path(dir_okay=False),
                      help="File holding the bot token [env HALCTL_DISCORD_BOT_TOKEN_FILE]."),
-        click.option("--guild", "guild_id", metavar="ID", help="Only this guild (at once); else globally."),
+        click.option("--guild", "guild_id", envvar="HALCTL_DISCORD_GUILD_ID", metavar="ID",
+                     help="Only this guild (at once; the supervisor's channels.discord.guild_id) "
+                          "[env HALCTL_DISCORD_GUILD_ID]; else globally."),
         click.option("--api-base", envvar="HALCTL_DISCORD_API_BASE", default=DEFAULT_API_BASE, show_default=True,
                      metavar="URL", help="Discord API root [env HALCTL_DISCORD_API_BASE]."),
     )):

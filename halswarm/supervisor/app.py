@@ -505,7 +505,7 @@ class Supervisor:
         env = self._compose_env()
         # ChatOps (issue 20): the same services as the HTTP routes, so a chat command and its route share a path.
         ports = ChatPorts(sessions=sessions, nodes=nodes, events=events, cost=costs, env=env, remediate=alerts,
-                          connected=lambda: len(self.hub.links))
+                          approvals=self.approvals, connected=lambda: len(self.hub.links))
         add(DiscordInteractions(self.discord_settings, ports, self.writer))
 
     def _compose_env(self) -> EnvService:

@@ -56,6 +56,7 @@ class ChatCommand:
 
 
 _SESSION = Option("session_id", "The session id (see /status)", required=True)
+_APPROVAL = Option("approval_id", "The request id (per_..., see /approvals)", required=True)
 LOGS_MAX = 50
 
 COMMANDS: tuple[ChatCommand, ...] = (
@@ -85,6 +86,13 @@ COMMANDS: tuple[ChatCommand, ...] = (
                 options=(Option("drift", "Nodes whose environment differs from the manifest", SUB_COMMAND,
                                 options=(Option("node_id", "Only this node"), Option("project", "Only this project"))),
                          )),
+    ChatCommand("approve", "Approve an agent's pending permission request", Role.operator, deferred=True,
+                options=(_APPROVAL, Option("always", "Also allow the same request for the rest of the session",
+                                           BOOLEAN))),
+    ChatCommand("deny", "Deny an agent's pending permission request", Role.operator, deferred=True,
+                options=(_APPROVAL, Option("message", "Why (the agent's model reads it)"))),
+    ChatCommand("approvals", "Pending permission requests, oldest first", Role.viewer,
+                options=(Option("project", "Only this project"),)),
 )
 BY_NAME = {c.name: c for c in COMMANDS}
 

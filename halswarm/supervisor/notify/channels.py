@@ -2,7 +2,9 @@
 
     discord#<name>  channels.discord.channels.<name> holding a webhook URL -> that webhook;
                     holding a channel id, with channels.discord.bot_token -> the bot API
-                    (POST {api_base}/channels/<id>/messages, `Authorization: Bot ...`);
+                    (POST {api_base}/channels/<id>/messages, `Authorization: Bot ...`): only these
+                    messages carry buttons (a webhook not owned by the application cannot), and they
+                    are edited once their permission request is answered;
                     else channels.discord.webhook_url (one webhook for every Discord route)
     slack#<name>    channels.slack.channels.<name> holding an incoming-webhook URL -> that webhook;
                     holding a channel id, with channels.slack.bot_token -> chat.postMessage;
@@ -38,6 +40,7 @@ class Channel:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     channel_id: str | None = None
+    console_url: str | None = None  # the web console's public URL (channels.discord.console_url)
 
     def __repr__(self) -> str:
         return f"Channel({self.label!r}, {self.kind!r})"
@@ -52,9 +55,9 @@ class Channel:
 
     def payload(self, n: Notification) -> dict[str, Any]:
         if self.kind == "discord_webhook":
-            return discord_payload(n)
+            return discord_payload(n, console_url=self.console_url)
         if self.kind == "discord_bot":
-            return discord_payload(n, webhook=False)
+            return discord_payload(n, webhook=False, console_url=self.console_url)
         if self.kind == "slack_webhook":
             return slack_payload(n)
         if self.kind == "slack_bot":
@@ -102,17 +105,19 @@ def resolve(target: str, channels: Mapping[str, Any]) -> Channel:
 
 def _chat(kind: str, target: str, name: str, cfg: Mapping[str, Any]) -> Channel:
     mapped = _section(cfg, "channels").get(name)
+    console = cfg.get("console_url") if kind == "discord" else None
+    console_url = console.strip().rstrip("/") if _is_url(console) else None
     if _is_url(mapped):
-        return Channel(target, f"{kind}_webhook", mapped.strip())
+        return Channel(target, f"{kind}_webhook", mapped.strip(), console_url=console_url)
     token = cfg.get("bot_token")
     if isinstance(mapped, str) and mapped.strip() and isinstance(token, str) and token.strip():
         base = str(cfg.get("api_base") or (DISCORD_API if kind == "discord" else SLACK_API)).rstrip("/")
         if kind == "discord":
             return Channel(target, "discord_bot", f"{base}/channels/{mapped.strip()}/messages",
-                           {"Authorization": f"Bot {token.strip()}"})
+                           {"Authorization": f"Bot {token.strip()}"}, console_url=console_url)
         return Channel(target, "slack_bot", f"{base}/chat.postMessage",
                        {"Authorization": f"Bearer {token.strip()}"}, mapped.strip())
     if _is_url(cfg.get("webhook_url")):
-        return Channel(target, f"{kind}_webhook", cfg["webhook_url"].strip())
+        return Channel(target, f"{kind}_webhook", cfg["webhook_url"].strip(), console_url=console_url)
     raise ChannelError(f"{target}: set channels.{kind}.channels.{name} to a webhook URL (or a channel id with "
                        f"channels.{kind}.bot_token), or channels.{kind}.webhook_url")

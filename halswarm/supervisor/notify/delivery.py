@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +25,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from halswarm.core.retry_after import retry_after
 from halswarm.supervisor.notify.channels import Channel
-from halswarm.supervisor.notify.formats import Notification
+from halswarm.supervisor.notify.formats import Notification, discord_decided
 
 log = logging.getLogger(__name__)
 MAX_WAIT_S = 60.0
+MAX_TRACKED = 1000  # posted permission requests remembered per bot channel (for the edit once answered)
+ASKED, REPLIED = "permission.asked", "approval.replied"
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class _Outbox:
         self.busy = False
         self.last_drop_log = 0.0
         self.m_duration = metrics.duration.labels(self.label)
+        # Permission requests this bot channel was asked to post: approval id -> (message id, body posted),
+        # (None, None) until posted. Their message is edited when the request is answered. Bounded.
+        self.asked: OrderedDict[str, tuple[str | None, dict[str, Any] | None]] = OrderedDict()
 
 
 STATUSES = ("sent", "failed", "dropped", "retried")
@@ -141,9 +146,32 @@ class DeliveryService:
                 box.last_drop_log = now
                 log.warning("route target %s is not keeping up: queue full (%d), dropping the oldest "
                             "notifications (%d dropped so far)", box.label, box.size, dropped)
+        if box.channel.kind == "discord_bot" and n.type == ASKED:
+            self._track(box, n)
         box.items.append(n)
         if not box.busy:
             box.ready.set()
+
+    @staticmethod
+    def _track(box: _Outbox, n: Notification) -> None:
+        rid = n.event.get("data", {}).get("id") if isinstance(n.event.get("data"), dict) else None
+        if isinstance(rid, str):
+            box.asked[rid] = (None, None)
+            while len(box.asked) > MAX_TRACKED:
+                box.asked.popitem(last=False)
+
+    def on_replied(self, ev: dict[str, Any]) -> None:
+        """An `approval.replied` event: each bot channel that posted the request edits its message (queued
+        behind the post, in order). Never blocks."""
+        data = ev.get("data")
+        rid = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(rid, str):
+            return
+        for box in self._boxes.values():
+            if rid in box.asked:
+                box.items.append(Notification(ev, REPLIED))
+                if not box.busy:
+                    box.ready.set()
 
     def depth(self) -> dict[str, int]:
         return {b.label: len(b.items) for b in self._boxes.values()}
@@ -175,17 +203,36 @@ class DeliveryService:
                             box.label, error, ev.get("type"), ev.get("id"), ev.get("node_id"), ev.get("session_id"),
                             n.route)
 
+    @staticmethod
+    def _posted(box: _Outbox, n: Notification, resp: httpx.Response, body: dict[str, Any]) -> None:
+        """Remember the message id Discord gave a posted permission request (for its later edit)."""
+        rid = n.event["data"]["id"]
+        try:
+            message_id = resp.json().get("id")
+        except (ValueError, AttributeError):
+            return
+        if rid in box.asked and isinstance(message_id, str) and message_id.isdigit():
+            box.asked[rid] = (message_id, body)
+
     async def _deliver(self, box: _Outbox, n: Notification) -> str | None:
         """None when delivered, else why not (after the retries)."""
         assert self._client is not None
         ch = box.channel
-        body = ch.payload(n)
+        method, url = "POST", ch.url
+        if n.route == REPLIED and n.type == REPLIED:  # the edit of a posted request (see on_replied)
+            rid = str(n.event["data"]["id"])
+            message_id, posted = box.asked.pop(rid, (None, None))
+            if message_id is None or posted is None:
+                return "the request's message was never posted: nothing to edit"
+            method, url, body = "PATCH", f"{ch.url}/{message_id}", discord_decided(posted, n)
+        else:
+            body = ch.payload(n)
         s = self.settings
         error = "not attempted"
         for attempt in range(s.max_retries + 1):
             wait: float | None = None
             try:
-                resp = await self._client.post(ch.url, json=body, headers=ch.headers, timeout=s.timeout_s)
+                resp = await self._client.request(method, url, json=body, headers=ch.headers, timeout=s.timeout_s)
             except httpx.TimeoutException:
                 error = f"no answer within {s.timeout_s:g} s"
             except httpx.TransportError as exc:
@@ -193,8 +240,8 @@ class DeliveryService:
             else:
                 if 200 <= resp.status_code < 300:
                     refusal = ch.refusal(resp.status_code, resp.json)
-                    if refusal is None:
-                        return None
+                    if refusal is None and method == "POST" and ch.kind == "discord_bot" and n.type == ASKED:
+                        self._posted(box, n, resp, body)
                     return refusal
                 error = f"HTTP {resp.status_code}"
                 if resp.status_code != 429 and resp.status_code < 500:

@@ -9,11 +9,13 @@ failure 0xCC3333, warning 0xFF9900, info 0x3399FF). Mentions are never parsed fr
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from halswarm.core.approvals import approve_command, deny_command
+from halswarm.core.chatops.components import decided, permission_buttons, remediation_buttons, reply_line
 from halswarm.supervisor.redact import redact
 
 COLORS = {"success": 0x00CC66, "error": 0xCC3333, "warning": 0xFF9900, "info": 0x3399FF}
@@ -138,7 +140,29 @@ def fields(n: Notification) -> list[tuple[str, str]]:
     return out
 
 
-def discord_payload(n: Notification, *, webhook: bool = True) -> dict[str, Any]:
+def session_url(n: Notification, console_url: str | None) -> str | None:
+    """The web console's page of the event's session, when the console's public URL is configured."""
+    sid = n.event.get("session_id")
+    if not console_url or not isinstance(sid, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", sid):
+        return None
+    return f"{console_url}/ui/sessions/{sid}"
+
+
+def discord_components(n: Notification, console_url: str | None = None) -> list[dict[str, Any]]:
+    """Buttons for a message the bot posts (a plain webhook cannot carry them): Approve / Always / Deny on a
+    permission request, Run check / Run on an alert or an escalated remediation."""
+    data = n.data if isinstance(n.data, dict) else {}
+    if n.type == "permission.asked" and isinstance(data.get("id"), str):
+        return permission_buttons(data["id"], n.event.get("session_id"), console_url)
+    if n.type == "alert.firing":
+        return remediation_buttons(data.get("incident"), data.get("host"))
+    if n.type == "remediation.escalated":
+        hosts = h if isinstance(h := data.get("hosts"), list) else []
+        return remediation_buttons(data.get("incident"), hosts[0] if len(hosts) == 1 else None)
+    return []
+
+
+def discord_payload(n: Notification, *, webhook: bool = True, console_url: str | None = None) -> dict[str, Any]:
     sev = severity(n)
     embed: dict[str, Any] = {
         "title": _cut(title(n), 256),
@@ -149,10 +173,27 @@ def discord_payload(n: Notification, *, webhook: bool = True) -> dict[str, Any]:
     }
     if n.event.get("timestamp"):
         embed["timestamp"] = n.event["timestamp"]
+    link = session_url(n, console_url)
+    if link:
+        embed["url"] = link  # the title opens the session in the web console
     body: dict[str, Any] = {"embeds": [embed], "allowed_mentions": {"parse": []}}
     if webhook:
         body["username"] = "HAL-O-SWARM"
+    else:
+        components = discord_components(n, console_url)
+        if components:
+            body["components"] = components
     return body
+
+
+def discord_decided(posted: dict[str, Any], replied: Notification) -> dict[str, Any]:
+    """The edit of a posted permission request once answered (by anyone: a button, halctl, the console or
+    the timeout policy): who answered, how, and no buttons left."""
+    data = replied.data if isinstance(replied.data, dict) else {}
+    reply = str(data.get("reply") or "")
+    colour = COLORS["error"] if reply == "reject" else COLORS["success"]
+    msg = data.get("message") if isinstance(data.get("message"), str) else None
+    return decided(posted, reply_line(reply, str(data.get("actor") or "?"), msg), colour)
 
 
 def _mrkdwn(text: str) -> str:

@@ -166,6 +166,8 @@ class Router:
 
     def on_event(self, ev: dict[str, Any]) -> None:
         etype = ev.get("type") or ""
+        if etype == "approval.replied":  # the posted request's Discord message says who answered
+            self.delivery.on_replied(ev)
         now: float | None = None
         if etype.endswith(ERROR_SUFFIXES) or etype == "error":
             now = self.clock()

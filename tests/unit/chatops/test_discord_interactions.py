@@ -105,12 +105,14 @@ def test_roles_from_user_and_role_ids_the_highest_wins() -> None:
 def test_the_go_nine_plus_remediate_and_env_are_registered_with_their_roles() -> None:
     names = [c.name for c in COMMANDS]
     assert names == ["status", "nodes", "logs", "resume", "inject", "restart", "kill", "start", "cost",
-                     "remediate", "env"]
+                     "remediate", "env", "approve", "deny", "approvals"]
     payload = registration_payload()
     assert all(c["type"] == 1 and len(c["description"]) <= 100 for c in payload)
     env = next(c for c in payload if c["name"] == "env")
     assert env["options"][0]["type"] == 1 and env["options"][0]["name"] == "drift"
-    assert {c.name for c in COMMANDS if c.role is Role.viewer} == {"status", "nodes", "logs", "cost", "env"}
+    assert {c.name for c in COMMANDS if c.role is Role.viewer} == {"status", "nodes", "logs", "cost", "env",
+                                                                   "approvals"}
+    assert BY_NAME["approve"].role is BY_NAME["deny"].role is Role.operator
     assert BY_NAME["remediate"].role is Role.admin and BY_NAME["kill"].role is Role.operator
     assert flatten_options([{"name": "drift", "type": 1, "options": [{"name": "project", "type": 3,
                                                                        "value": "p"}]}]) == ("drift", {"project": "p"})
@@ -195,6 +197,23 @@ class Nothing:
         return {"incident": incident, "host": host or "sup", "command": "halctl remediate x", "action": "routed"}
 
 
+class FakeApprovals:
+    def __init__(self, calls: Calls) -> None:
+        self.c = calls
+
+    async def page(self, req, *, node_id=None, session_id=None, project=None):  # type: ignore[no-untyped-def]
+        row = {"id": "per_A1", "permission": "bash", "command": "rm -rf build", "patterns": ["rm -rf build"],
+               "session_id": "s1", "node_id": "n1"}
+        return Page([row], None, None), 1, 0.0
+
+    async def reply(self, approval_id, reply, message, *, actor, ip=None):  # type: ignore[no-untyped-def]
+        self.c.calls.append(("reply", (approval_id, reply, message, actor)))
+        if approval_id == "per_Done":
+            raise ApiError("CONFLICT", f"approval {approval_id} was already answered (once by halctl)")
+        return {"id": approval_id, "reply": reply, "message": message, "replied_by": actor, "permission": "bash",
+                "node_id": "n1", "session_id": "s1", "command_id": "cmd-9"}
+
+
 class FakeWriter:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -214,6 +233,10 @@ class FakeRest:
         self.sent.append((app, token, message))
         return True
 
+    async def follow_up(self, app: str, token: str, message: dict[str, Any]) -> bool:
+        self.sent.append((app, f"followup:{token}", message))
+        return True
+
     async def close(self) -> None:
         pass
 
@@ -223,7 +246,8 @@ def service(public: bytes) -> tuple[DiscordInteractions, Calls, FakeWriter, Fake
     settings = DiscordSettings(public_key=public, users={VIEWER: Role.viewer, ADMIN: Role.admin},
                                roles={OPS_ROLE: Role.operator})
     nothing = Nothing()
-    ports = ChatPorts(FakeSessions(calls), FakeNodes(), nothing, nothing, nothing, nothing, lambda: 1)
+    ports = ChatPorts(FakeSessions(calls), FakeNodes(), nothing, nothing, nothing, nothing, FakeApprovals(calls),
+                      lambda: 1)
     return DiscordInteractions(settings, ports, writer, rest), calls, writer, rest  # type: ignore[arg-type]
 
 
@@ -344,11 +368,11 @@ async def test_session_commands_target_the_session_not_the_project() -> None:
     assert "`s1` p on n1 - idle" in status["data"]["embeds"][0]["description"]
 
 
-async def test_message_components_and_unknown_commands_are_refused_ephemerally() -> None:
+async def test_foreign_components_and_unknown_commands_are_refused_ephemerally() -> None:
     private, public = keypair()
     svc, calls, *_ = service(public)
     out = await roundtrip(svc, private, component())
     assert out["data"]["flags"] == 64
-    out = await roundtrip(svc, private, command("approve", user=ADMIN))
+    out = await roundtrip(svc, private, command("bogus", user=ADMIN))
     assert out["data"]["flags"] == 64 and "Unknown command" in out["data"]["content"]
     assert calls.calls == []

@@ -38,12 +38,18 @@ class DiscordRest:
         return self._client
 
     async def edit_original(self, application_id: str, token: str, message: dict[str, Any]) -> bool:
-        """Replace the deferred answer; one retry after a 429 or a 5xx. False (logged without the token) when
-        Discord did not take it."""
-        path = f"/webhooks/{application_id}/{token}/messages/@original"
+        """Replace the deferred answer (of a component: the message the button is on); one retry after a 429
+        or a 5xx. False (logged without the token) when Discord did not take it."""
+        return await self._send("PATCH", f"/webhooks/{application_id}/{token}/messages/@original", message)
+
+    async def follow_up(self, application_id: str, token: str, message: dict[str, Any]) -> bool:
+        """A new message after the first answer (`flags: 64` makes it ephemeral); same retry as above."""
+        return await self._send("POST", f"/webhooks/{application_id}/{token}", message)
+
+    async def _send(self, method: str, path: str, message: dict[str, Any]) -> bool:
         for attempt in (1, 2):
             try:
-                r = await self._http().patch(path, json=message)
+                r = await self._http().request(method, path, json=message)
             except httpx.HTTPError as exc:
                 log.warning("discord follow-up failed: %s", type(exc).__name__)
                 return False

@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from halswarm.core.chatops.commands import LOGS_MAX
-from halswarm.core.chatops.embeds import INFO, SUCCESS, embed
+from halswarm.core.chatops.components import reply_line
+from halswarm.core.chatops.embeds import FAILURE, INFO, SUCCESS, embed
 from halswarm.core.paging import PageRequest
+from halswarm.protocol import is_permission_id
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.features.chat.ports import ChatPorts
 
@@ -148,7 +150,44 @@ async def env_drift(ports: ChatPorts, opts: dict[str, Any], actor: str) -> Embed
                  [("Items", str(len(rows)), True), ("Nodes", ", ".join(_meta.get("nodes") or []) or "none", True)])
 
 
+def _approval_id(opts: dict[str, Any]) -> str:
+    approval_id = _required(opts, "approval_id")
+    if not is_permission_id(approval_id):
+        raise ApiError("VALIDATION_ERROR", "approval_id must be a request id (per_..., see /approvals)")
+    return approval_id
+
+
+def _answered(title: str, data: dict[str, Any]) -> Embed:
+    colour = FAILURE if data.get("reply") == "reject" else SUCCESS
+    fields = [("Permission", str(data.get("permission") or "-"), True), ("Node", str(data.get("node_id") or "-"), True),
+              ("Session", str(data.get("session_id") or "-"), True)]
+    return embed(title, reply_line(str(data.get("reply")), str(data.get("replied_by") or ""), data.get("message")),
+                 colour, fields)
+
+
+async def approve(ports: ChatPorts, opts: dict[str, Any], actor: str) -> Embed:
+    approval_id = _approval_id(opts)
+    data = await ports.approvals.reply(approval_id, "always" if opts.get("always") is True else "once", None,
+                                       actor=actor)
+    return _answered(f"Approved {approval_id}", data)
+
+
+async def deny(ports: ChatPorts, opts: dict[str, Any], actor: str) -> Embed:
+    approval_id = _approval_id(opts)
+    data = await ports.approvals.reply(approval_id, "reject", _str(opts, "message"), actor=actor)
+    return _answered(f"Denied {approval_id}", data)
+
+
+async def approvals(ports: ChatPorts, opts: dict[str, Any], actor: str) -> Embed:
+    page, total, _now = await ports.approvals.page(PageRequest(LIST_MAX), project=_str(opts, "project"))
+    lines = [f"`{r['id']}` {r['permission']} `{(r.get('command') or ', '.join(r.get('patterns') or []))[:80]}` "
+             f"- session `{r['session_id']}` on {r['node_id']}" for r in page.items]
+    return embed("Pending approvals", _more(lines, total) or "No pending requests.", INFO,
+                 [("Pending", str(total), True)])
+
+
 HANDLERS: dict[str, Handler] = {
     "status": status, "nodes": nodes, "logs": logs, "resume": resume, "inject": inject, "restart": restart,
     "kill": kill, "start": start, "cost": cost, "remediate": remediate, "env drift": env_drift,
+    "approve": approve, "deny": deny, "approvals": approvals,
 }

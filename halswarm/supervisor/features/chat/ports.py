@@ -48,6 +48,14 @@ class RemediatePort(Protocol):
     async def request(self, incident: str, host: str | None, *, check: bool, actor: str) -> dict[str, Any]: ...
 
 
+class ApprovalsPort(Protocol):
+    async def page(self, req: PageRequest, *, node_id: str | None = None, session_id: str | None = None,
+                   project: str | None = None) -> tuple[Page[dict[str, Any]], int, float]: ...
+
+    async def reply(self, approval_id: str, reply: str, message: str | None, *, actor: str,
+                    ip: str | None = None) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class ChatPorts:
     sessions: SessionsPort
@@ -56,4 +64,5 @@ class ChatPorts:
     cost: CostPort
     env: EnvPort
     remediate: RemediatePort
+    approvals: ApprovalsPort
     connected: Callable[[], int]  # agents connected to the hub now

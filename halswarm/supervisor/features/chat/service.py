@@ -18,8 +18,9 @@ from typing import Any
 
 from halswarm.core.chatops.access import ReplayGuard, chat_role
 from halswarm.core.chatops.commands import BY_NAME, ChatCommand, flatten_options
+from halswarm.core.chatops.components import decided, parse_custom_id
+from halswarm.core.chatops.embeds import EPHEMERAL, error_colour, error_text, refusal, reply
 from halswarm.core.chatops.embeds import embed as make_embed
-from halswarm.core.chatops.embeds import error_colour, error_text, refusal, reply
 from halswarm.store.repos.audit import insert_audit
 from halswarm.store.writer import Writer
 from halswarm.supervisor.apikit.envelope import ApiError
@@ -32,8 +33,9 @@ from halswarm.supervisor.features.chat.signature import load_key, verified
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024  # Discord's interaction payloads are a few KiB
-PING, APPLICATION_COMMAND = 1, 2
-PONG, DEFERRED = {"type": 1}, {"type": 5}
+PING, APPLICATION_COMMAND, MESSAGE_COMPONENT = 1, 2, 3
+# Interaction responses: PONG; "thinking" (a message follows); a component's ack (its message is edited later).
+PONG, DEFERRED, DEFERRED_UPDATE = {"type": 1}, {"type": 5}, {"type": 6}
 MAX_BACKGROUND = 32  # deferred commands in flight; more are answered "busy" at once
 
 
@@ -73,16 +75,25 @@ class DiscordInteractions:
         """The interaction response of a verified interaction."""
         if doc["type"] == PING:
             return PONG
-        if doc["type"] != APPLICATION_COMMAND:
+        if doc["type"] not in (APPLICATION_COMMAND, MESSAGE_COMPONENT):
             return refusal("This interaction is not supported here.")
+        guild = self.settings.guild_id
+        if guild is not None and str(doc.get("guild_id") or "") != guild:
+            return refusal("This supervisor answers only in its own Discord server (channels.discord.guild_id).")
         raw = doc.get("data")
         data: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        sub, opts = flatten_options(data.get("options"))
-        name = str(data.get("name") or "")
-        command = BY_NAME.get(name)
-        key = f"{name} {sub}" if sub else name
         user_id, role_ids = _user(doc)
         actor = f"discord:{user_id or 'unknown'}"
+        if doc["type"] == MESSAGE_COMPONENT:
+            press = parse_custom_id(data.get("custom_id"))
+            if press is None:
+                return refusal("This button is not one the supervisor made; nothing was done.")
+            key, opts = press.command, dict(press.options)
+        else:
+            sub, opts = flatten_options(data.get("options"))
+            name = str(data.get("name") or "")
+            key = f"{name} {sub}" if sub else name
+        command = BY_NAME.get(key.split(" ", 1)[0])
         if command is None or key not in HANDLERS:
             return refusal(f"Unknown command /{key}.")
         role = chat_role(user_id, role_ids, self.settings.users, self.settings.roles)
@@ -91,23 +102,29 @@ class DiscordInteractions:
             await self._audit(actor, key, opts, "denied", f"{held}; /{key} needs {command.role.name}", 0.0)
             return refusal(f"You are not allowed to run /{key}: it needs the {command.role.name} role "
                            f"(you have {held}).")
-        if not command.deferred:
-            return reply([await self._run(command, key, opts, actor)])
+        if not command.deferred and doc["type"] == APPLICATION_COMMAND:
+            return reply([(await self._run(command, key, opts, actor))[0]])
         application_id, token = str(doc.get("application_id") or ""), str(doc.get("token") or "")
         if not application_id.isdigit() or not token:
             raise ApiError("BAD_REQUEST", "a command interaction needs application_id and token")
         if len(self._tasks) >= MAX_BACKGROUND:
             return refusal("The supervisor is busy with other chat commands; try again shortly.")
-        task = asyncio.create_task(self._follow_up(command, key, opts, actor, application_id, token),
-                                   name=f"discord-{key}")
+        if doc["type"] == MESSAGE_COMPONENT:
+            message = doc.get("message") if isinstance(doc.get("message"), dict) else None
+            work = self._press(command, key, opts, actor, application_id, token, message)
+        else:
+            work = self._follow_up(command, key, opts, actor, application_id, token)
+        task = asyncio.create_task(work, name=f"discord-{key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return DEFERRED
+        return DEFERRED_UPDATE if doc["type"] == MESSAGE_COMPONENT else DEFERRED
 
     # ----- running a command -----
 
-    async def _run(self, command: ChatCommand, key: str, opts: dict[str, Any], actor: str) -> dict[str, Any]:
-        """The command's embed; an error becomes a red (or orange, timeout) embed. Audited either way."""
+    async def _run(self, command: ChatCommand, key: str, opts: dict[str, Any],
+                   actor: str) -> tuple[dict[str, Any], bool]:
+        """The command's embed (and whether it succeeded); an error becomes a red (or orange, timeout) embed.
+        Audited either way."""
         started = time.monotonic()
         try:
             out = await HANDLERS[key](self.ports, opts, actor)
@@ -120,12 +137,26 @@ class DiscordInteractions:
             out = make_embed("Internal Error", error_text("INTERNAL_ERROR", ""), error_colour("INTERNAL_ERROR"))
             result, error = "failure", f"{type(exc).__name__}: {exc}"
         await self._audit(actor, key, opts, result, error, time.monotonic() - started)
-        return out
+        return out, error is None
 
     async def _follow_up(self, command: ChatCommand, key: str, opts: dict[str, Any], actor: str,
                          application_id: str, token: str) -> None:
-        message = {"embeds": [await self._run(command, key, opts, actor)]}
+        message = {"embeds": [(await self._run(command, key, opts, actor))[0]]}
         await self.rest.edit_original(application_id, token, message)
+
+    async def _press(self, command: ChatCommand, key: str, opts: dict[str, Any], actor: str, application_id: str,
+                     token: str, message: dict[str, Any] | None) -> None:
+        """A button press, run as its command. Done: the notification is edited in place to say who decided
+        what, without its buttons. Failed (e.g. already answered): an ephemeral follow-up to the presser,
+        and the message keeps its buttons."""
+        out, done = await self._run(command, key, opts, actor)
+        if not done:
+            await self.rest.follow_up(application_id, token, {"embeds": [out], "flags": EPHEMERAL})
+            return
+        outcome = str(out.get("description") or out.get("title") or "done")
+        if key == "remediate":
+            outcome = f"{out.get('title')}: {outcome} (by <@{actor.split(':', 1)[1]}>)"
+        await self.rest.edit_original(application_id, token, decided(message, outcome, int(out.get("color") or 0)))
 
     async def _audit(self, actor: str, key: str, opts: dict[str, Any], result: str, error: str | None,
                      seconds: float) -> None:

@@ -4,7 +4,7 @@ interaction; not a secret), who may do what, and where follow-ups go."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from halswarm.config.errors import ConfigError
@@ -25,6 +25,7 @@ class DiscordSettings:
     roles: dict[str, Role] = field(default_factory=dict)  # Discord role id -> role
     max_skew_sec: float = 300.0
     followup_timeout_sec: float = 10.0
+    guild_id: str | None = None  # channels.discord.guild_id: interactions from anywhere else are refused
 
     @property
     def enabled(self) -> bool:
@@ -35,7 +36,14 @@ class DiscordSettings:
         section = (config.section("chatops") or {}).get("discord") or {}
         if not isinstance(section, dict):
             raise ConfigError.single(_KEY, "must be a mapping")
-        return parse(section)
+        out = parse(section)
+        channels = (config.section("channels") or {}).get("discord") or {}
+        guild = channels.get("guild_id") if isinstance(channels, dict) else None
+        if not out.enabled or guild in (None, ""):  # only interactions use it: a Go-era placeholder stays harmless
+            return out
+        if not isinstance(guild, str | int) or isinstance(guild, bool) or not _SNOWFLAKE.match(str(guild)):
+            raise ConfigError.single("channels.discord.guild_id", "must be a Discord id (digits only; quote it)")
+        return replace(out, guild_id=str(guild))
 
 
 def parse(section: dict[str, Any]) -> DiscordSettings:
