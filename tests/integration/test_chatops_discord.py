@@ -252,16 +252,24 @@ def test_halctl_registers_and_unregisters_the_commands(fake_discord, tmp_path):
             "--bot-token-file", str(token_file), "--api-base", fake_discord.api_base]
     res = _halctl(*base, "--guild", "70000000000000007", home=str(tmp_path))
     assert res.returncode == 0, res.stderr
-    assert "registered 11 slash commands for guild 70000000000000007" in res.stdout
+    assert "registered 14 slash commands for guild 70000000000000007" in res.stdout
     guild = fake_discord.commands["70000000000000007"]
     assert [c["name"] for c in guild] == ["status", "nodes", "logs", "resume", "inject", "restart", "kill", "start",
-                                          "cost", "remediate", "env"]
+                                          "cost", "remediate", "env", "approve", "deny", "approvals"]
+    approve = next(c for c in guild if c["name"] == "approve")
+    assert [(o["name"], o["type"], o["required"]) for o in approve["options"]] == [("approval_id", 3, True),
+                                                                                    ("always", 5, False)]
     call = fake_discord.calls[-1]
     assert (call.method, call.path) == ("PUT", f"/api/v10/applications/{fake_discord.application_id}/guilds/"
                                                "70000000000000007/commands")
     assert call.headers["authorization"] == f"Bot {fake_discord.bot_token}"
     res = _halctl(*base, home=str(tmp_path))  # global
-    assert res.returncode == 0 and len(fake_discord.commands[None]) == 11
+    assert res.returncode == 0 and len(fake_discord.commands[None]) == 14
+    # the guild from the environment (the supervisor's channels.discord.guild_id)
+    env_guild = subprocess.run([sys.executable, "-m", "halswarm.cli.main", *base], capture_output=True, text=True,
+                               timeout=60, env=dict(os.environ) | {"HOME": str(tmp_path),
+                                                                   "HALCTL_DISCORD_GUILD_ID": "70000000000000008"})
+    assert env_guild.returncode == 0 and len(fake_discord.commands["70000000000000008"]) == 14, env_guild.stderr
     res = _halctl(*base, "--guild", "70000000000000007", "--remove", home=str(tmp_path))
     assert res.returncode == 0 and fake_discord.commands["70000000000000007"] == []
     unregister = ["chatops", "discord", "unregister", *base[3:]]  # SPEC 11's name for the removal

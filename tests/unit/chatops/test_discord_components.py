@@ -159,20 +159,16 @@ class _Config:
         return self.raw.get(name)
 
 
-def SupervisorConfig(raw: dict[str, Any]) -> Any:  # noqa: N802 - reads like the real constructor
-    return _Config(raw)
-
-
 def test_guild_id_is_used_only_with_interactions_configured() -> None:
     _, public = keypair()
     on = {"chatops": {"discord": {"public_key": public.hex()}}}
-    assert DiscordSettings.from_config(SupervisorConfig({**on, "channels": {"discord": {"guild_id": "777"}}})
+    assert DiscordSettings.from_config(_Config({**on, "channels": {"discord": {"guild_id": "777"}}})
                                        ).guild_id == "777"
     # the Go example's placeholder is harmless while chat interactions are off; refused once they are on
     go = {"channels": {"discord": {"guild_id": "your-guild-id"}}}
-    assert DiscordSettings.from_config(SupervisorConfig(go)).guild_id is None
-    with pytest.raises(ConfigError, match="channels.discord.guild_id"):
-        DiscordSettings.from_config(SupervisorConfig({**on, **go}))
+    assert DiscordSettings.from_config(_Config(go)).guild_id is None
+    with pytest.raises(ConfigError, match=r"channels\.discord\.guild_id"):
+        DiscordSettings.from_config(_Config({**on, **go}))
 
 
 # ----- the service with a component interaction -----
