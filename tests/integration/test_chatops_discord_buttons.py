@@ -17,13 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.fakes.discord_api import FakeDiscord, component_problem, running_fake_discord
 from tests.integration.test_approvals import NODE, Node, api
-from tests.integration.test_chatops_discord import _public_hex, _signed
+from tests.support.discord_interactions import ROUTE, command_doc, component_doc, opt
+from tests.support.discord_interactions import public_hex as _public_hex
+from tests.support.discord_interactions import signed as _signed
 from tests.support.supervisor_proc import SupervisorProc
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(120)
 
-ROUTE = "/api/v1/chat/discord/interactions"
 CHANNEL, GUILD = "60000000000000006", "70000000000000007"
 VIEWER_ID, OPERATOR_ID, ADMIN_ID = "20000000000000001", "20000000000000002", "20000000000000009"
 CONSOLE = "https://hal.example.com"
@@ -53,10 +54,7 @@ def config(fake: FakeDiscord, signer: Ed25519PrivateKey, **extra: Any) -> dict[s
 def press_doc(fake: FakeDiscord, message: dict[str, Any], custom_id: str, user: str, token: str) -> dict[str, Any]:
     """A component interaction as Discord sends it: the message the button is on, the button's custom_id."""
     fake.press(message["id"], token)
-    return {"id": f"8{abs(hash(token)) % 10**17}", "application_id": fake.application_id, "type": 3, "token": token,
-            "version": 1, "guild_id": GUILD, "channel_id": CHANNEL, "message": message,
-            "data": {"custom_id": custom_id, "component_type": 2},
-            "member": {"user": {"id": user, "username": "someone"}, "roles": [], "permissions": "0"}}
+    return component_doc(fake.application_id, message, custom_id, user, token, guild=GUILD)
 
 
 def message_of(fake: FakeDiscord, approval_id: str) -> dict[str, Any] | None:
@@ -124,10 +122,8 @@ async def test_approve_from_a_button_and_answers_from_elsewhere_edit_the_message
             # answered through the API: the posted message is edited all the same
             await node.ask("per_btn2", "ses_b", "rm -rf build")
             await until(lambda: message_of(fake_discord, "per_btn2"), "the second request posted", 30)
-            listed = await post({"id": "5", "application_id": fake_discord.application_id, "type": 2,
-                                 "token": "tok-list", "version": 1, "guild_id": GUILD, "channel_id": CHANNEL,
-                                 "data": {"id": "1", "name": "approvals", "type": 1, "options": []},
-                                 "member": {"user": {"id": VIEWER_ID}, "roles": []}})
+            listed = await post(command_doc(fake_discord.application_id, "approvals", [], VIEWER_ID, "tok-list",
+                                            guild=GUILD))
             assert "`per_btn2` bash `rm -rf build`" in listed.json()["data"]["embeds"][0]["description"]
             r = await api(sup, "POST", "/approvals/per_btn2", body={"reply": "reject", "message": "not today"})
             assert r.status_code == 200, r.text
@@ -154,13 +150,9 @@ async def test_alert_buttons_run_the_remediation_check(make_supervisor, fake_dis
         async with httpx.AsyncClient(base_url=sup.api, timeout=30) as c:
             # an alert fires (here from /remediate: agent-crashed is not in remediation.auto, so it is routed
             # as alert.firing, the path of an Alertmanager alert) and is posted with buttons
-            body, headers = _signed(signer, {
-                "id": "6", "application_id": fake_discord.application_id, "type": 2, "token": "tok-rem",
-                "version": 1, "guild_id": GUILD, "channel_id": CHANNEL,
-                "data": {"id": "1", "name": "remediate", "type": 1, "options": [
-                    {"name": "incident", "type": 3, "value": "agent-crashed"},
-                    {"name": "host", "type": 3, "value": NODE}]},
-                "member": {"user": {"id": ADMIN_ID}, "roles": []}})
+            body, headers = _signed(signer, command_doc(
+                fake_discord.application_id, "remediate", [opt("incident", "agent-crashed"), opt("host", NODE)],
+                ADMIN_ID, "tok-rem", guild=GUILD))
             assert (await c.post(ROUTE, content=body, headers=headers)).json() == {"type": 5}
 
             def alert_message() -> dict[str, Any] | None:
