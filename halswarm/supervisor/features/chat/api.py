@@ -26,9 +26,11 @@ Timestamp = Annotated[str | None, Header(alias="X-Signature-Timestamp", max_leng
 
 # The body is read raw (the signature covers its exact bytes); documented here for clients.
 INTERACTION_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "required": ["type"], "description": "A Discord interaction (1 PING, 2 APPLICATION_COMMAND)",
+    "type": "object", "required": ["type"],
+    "description": "A Discord interaction (1 PING, 2 APPLICATION_COMMAND, 3 MESSAGE_COMPONENT: a button press)",
     "properties": {"type": {"type": "integer"}, "application_id": {"type": "string"}, "token": {"type": "string"},
-                   "data": {"type": "object"}, "member": {"type": "object"}, "user": {"type": "object"}}}}}}}
+                   "data": {"type": "object"}, "member": {"type": "object"}, "user": {"type": "object"},
+                   "guild_id": {"type": "string"}, "message": {"type": "object"}}}}}}}
 
 
 @router.post("/discord/interactions", openapi_extra=INTERACTION_BODY)

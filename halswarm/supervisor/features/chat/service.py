@@ -1,12 +1,18 @@
 """Discord interactions: verify, authorize, answer (or defer and follow up), audit.
 
 Every request must carry Discord's Ed25519 signature of timestamp + body under the configured public key;
-a stale timestamp or a signature seen before is refused too (401). PING answers PONG. A slash command runs
+a stale timestamp or a signature seen before is refused too (401). PING answers PONG. With
+`channels.discord.guild_id` set, anything from another guild (or a DM) is refused. A slash command runs
 when the user (or one of their Discord roles) is granted the command's role in `chatops.discord.users` /
 `roles`, else an ephemeral refusal; every command, refused or not, is audited as `discord:<user id>` and
 the commands that act pass that actor to the services, whose own audit rows carry it too. Commands that
 wait for an agent are answered "thinking" at once (type 5) and completed through Discord's REST API in
-the background, so a slow agent or a slow Discord never holds a request or the event loop."""
+the background, so a slow agent or a slow Discord never holds a request or the event loop.
+
+A button press (a message component, type 3) is the slash command its custom_id stands for
+(core/chatops/components.py): same role check, handler and audit. It is acknowledged at once (type 6,
+DEFERRED_UPDATE_MESSAGE); once done, the message the button is on is edited (`@original`) to say who
+decided what, without buttons; a failure goes only to the presser (an ephemeral follow-up)."""
 
 from __future__ import annotations
 
