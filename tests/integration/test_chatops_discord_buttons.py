@@ -176,8 +176,11 @@ async def test_alert_buttons_run_the_remediation_check(make_supervisor, fake_dis
 
 
 async def test_an_unanswered_request_is_rejected_and_the_message_says_so(make_supervisor, fake_discord, signer):
-    sup: SupervisorProc = make_supervisor(**config(fake_discord, signer,
-                                                   approvals={"timeout_minutes": 0.02})).start()
+    """The timeout policy's rejection edits the posted request; a route of approval.replied to the same
+    channel still posts its own message (the edit is not a routed notification)."""
+    cfg = config(fake_discord, signer, approvals={"timeout_minutes": 0.02})
+    cfg["routes"].append({"match": "approval.replied", "target": "discord#ops"})
+    sup: SupervisorProc = make_supervisor(**cfg).start()
     node = Node(sup)
     await node.connect()
     try:
@@ -186,6 +189,10 @@ async def test_an_unanswered_request_is_rejected_and_the_message_says_so(make_su
         assert text == "Denied by approvals-policy: no answer within 0.02 minutes (approvals.timeout_minutes)"
         [cmd] = node.replies
         assert cmd.args["reply"] == "reject"
+        routed = await until(lambda: [m for m in fake_discord.channel_messages(CHANNEL)
+                                      if m["embeds"][0]["title"].startswith("approval.replied")],
+                             "approval.replied routed as its own message", 30)
+        assert len(routed) == 1 and not routed[0].get("components")
     finally:
         await node.agent.close()
 

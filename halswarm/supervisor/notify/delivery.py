@@ -169,7 +169,7 @@ class DeliveryService:
             return
         for box in self._boxes.values():
             if rid in box.asked:
-                box.items.append(Notification(ev, REPLIED))
+                box.items.append(Notification(ev, REPLIED, edit=True))
                 if not box.busy:
                     box.ready.set()
 
@@ -219,7 +219,7 @@ class DeliveryService:
         assert self._client is not None
         ch = box.channel
         method, url = "POST", ch.url
-        if n.route == REPLIED and n.type == REPLIED:  # the edit of a posted request (see on_replied)
+        if n.edit:  # the edit of a posted request (see on_replied)
             rid = str(n.event["data"]["id"])
             message_id, posted = box.asked.pop(rid, (None, None))
             if message_id is None or posted is None:

@@ -33,6 +33,7 @@ class Notification(NamedTuple):
     event: dict[str, Any]
     route: str
     values: Mapping[str, float | None] = NO_VALUES
+    edit: bool = False  # not a new message: the edit of a posted permission request once answered
 
     @property
     def type(self) -> str:
