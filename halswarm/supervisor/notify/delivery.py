@@ -62,6 +62,13 @@ class _Outbox:
 STATUSES = ("sent", "failed", "dropped", "retried")
 
 
+def _request_id(ev: dict[str, Any]) -> str | None:
+    """The approval id a permission.asked / approval.replied event is about."""
+    data = ev.get("data")
+    rid = data.get("id") if isinstance(data, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
 class DeliveryMetrics:
     """`hal_o_swarm_route_deliveries_total{target,status}` and `hal_o_swarm_route_queue_depth{target}` are
     read from the outboxes when scraped; the duration histogram is updated per delivery."""
@@ -138,6 +145,11 @@ class DeliveryService:
         box = self._boxes.get(target)
         if box is None:
             return
+        if box.channel.kind == "discord_bot" and n.type == ASKED:
+            self._track(box, n)
+        self._enqueue(box, n)
+
+    def _enqueue(self, box: _Outbox, n: Notification) -> None:
         if len(box.items) >= box.size:
             box.items.popleft()
             dropped = box.counts["dropped"] = box.counts["dropped"] + 1
@@ -146,16 +158,14 @@ class DeliveryService:
                 box.last_drop_log = now
                 log.warning("route target %s is not keeping up: queue full (%d), dropping the oldest "
                             "notifications (%d dropped so far)", box.label, box.size, dropped)
-        if box.channel.kind == "discord_bot" and n.type == ASKED:
-            self._track(box, n)
         box.items.append(n)
         if not box.busy:
             box.ready.set()
 
     @staticmethod
     def _track(box: _Outbox, n: Notification) -> None:
-        rid = n.event.get("data", {}).get("id") if isinstance(n.event.get("data"), dict) else None
-        if isinstance(rid, str):
+        rid = _request_id(n.event)
+        if rid is not None:
             box.asked[rid] = (None, None)
             while len(box.asked) > MAX_TRACKED:
                 box.asked.popitem(last=False)
@@ -163,15 +173,12 @@ class DeliveryService:
     def on_replied(self, ev: dict[str, Any]) -> None:
         """An `approval.replied` event: each bot channel that posted the request edits its message (queued
         behind the post, in order). Never blocks."""
-        data = ev.get("data")
-        rid = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(rid, str):
+        rid = _request_id(ev)
+        if rid is None:
             return
         for box in self._boxes.values():
             if rid in box.asked:
-                box.items.append(Notification(ev, REPLIED, edit=True))
-                if not box.busy:
-                    box.ready.set()
+                self._enqueue(box, Notification(ev, REPLIED, edit=True))
 
     def depth(self) -> dict[str, int]:
         return {b.label: len(b.items) for b in self._boxes.values()}
@@ -206,12 +213,12 @@ class DeliveryService:
     @staticmethod
     def _posted(box: _Outbox, n: Notification, resp: httpx.Response, body: dict[str, Any]) -> None:
         """Remember the message id Discord gave a posted permission request (for its later edit)."""
-        rid = n.event["data"]["id"]
+        rid = _request_id(n.event)
         try:
             message_id = resp.json().get("id")
         except (ValueError, AttributeError):
             return
-        if rid in box.asked and isinstance(message_id, str) and message_id.isdigit():
+        if rid is not None and rid in box.asked and isinstance(message_id, str) and message_id.isdigit():
             box.asked[rid] = (message_id, body)
 
     async def _deliver(self, box: _Outbox, n: Notification) -> str | None:
@@ -220,8 +227,7 @@ class DeliveryService:
         ch = box.channel
         method, url = "POST", ch.url
         if n.edit:  # the edit of a posted request (see on_replied)
-            rid = str(n.event["data"]["id"])
-            message_id, posted = box.asked.pop(rid, (None, None))
+            message_id, posted = box.asked.pop(_request_id(n.event) or "", (None, None))
             if message_id is None or posted is None:
                 return "the request's message was never posted: nothing to edit"
             method, url, body = "PATCH", f"{ch.url}/{message_id}", discord_decided(posted, n)
