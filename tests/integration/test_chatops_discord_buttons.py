@@ -58,8 +58,9 @@ def press_doc(fake: FakeDiscord, message: dict[str, Any], custom_id: str, user: 
 
 
 def message_of(fake: FakeDiscord, approval_id: str) -> dict[str, Any] | None:
+    """The bot's permission.asked message of the request."""
     for m in fake.channel_messages(CHANNEL):
-        if approval_id in json.dumps(m.get("embeds")):
+        if m["embeds"][0]["title"].startswith("permission.asked") and approval_id in json.dumps(m["embeds"]):
             return m
     return None
 
@@ -217,5 +218,38 @@ async def test_a_hanging_discord_blocks_neither_ingest_nor_interactions(make_sup
         fake_discord.release.set()
         posted = await until(lambda: message_of(fake_discord, "per_slow1"), "the post once Discord answers", 30)
         assert posted["components"]
+    finally:
+        await node.agent.close()
+
+
+async def test_an_escalated_request_carries_buttons_and_both_messages_say_who_answered(make_supervisor,
+                                                                                       fake_discord, signer):
+    cfg = config(fake_discord, signer, approvals={"timeout_minutes": 0.02, "on_timeout": "escalate"})
+    cfg["routes"].append({"match": "approval.escalated", "target": "discord#ops"})
+    sup: SupervisorProc = make_supervisor(**cfg).start()
+    node = Node(sup)
+    await node.connect()
+    try:
+        async with httpx.AsyncClient(base_url=sup.api, timeout=30) as c:
+            await node.ask("per_esc1", "ses_a")
+
+            def escalation() -> dict[str, Any] | None:
+                return next((m for m in fake_discord.channel_messages(CHANNEL)
+                             if m["embeds"][0]["title"].startswith("approval.escalated")), None)
+
+            posted = await until(escalation, "the escalation posted with buttons", 40)
+            ids = [b.get("custom_id") for b in posted["components"][0]["components"]]
+            assert ids[:3] == ["hal:approve:once:per_esc1", "hal:approve:always:per_esc1", "hal:deny:per_esc1"]
+            assert node.replies == []  # escalated, not answered
+            body, headers = _signed(signer, press_doc(fake_discord, posted, ids[0], OPERATOR_ID, "tok-esc"))
+            assert (await c.post(ROUTE, content=body, headers=headers)).json() == {"type": 6}
+            expected = f"Approved by <@{OPERATOR_ID}>"
+            for what in ("per_esc1", posted["id"]):  # the request's message (the router) and the escalation's
+                def shown(what: str = what) -> str | None:
+                    return outcome(message_of(fake_discord, what) if what.startswith("per_")
+                                   else fake_discord.messages.get(what))
+                assert await until(shown, f"the outcome on {what}", 30) == expected
+            [cmd] = node.replies
+            assert cmd.args["reply"] == "once"
     finally:
         await node.agent.close()

@@ -30,7 +30,8 @@ from halswarm.supervisor.notify.formats import Notification, discord_decided
 log = logging.getLogger(__name__)
 MAX_WAIT_S = 60.0
 MAX_TRACKED = 1000  # posted permission requests remembered per bot channel (for the edit once answered)
-ASKED, REPLIED = "permission.asked", "approval.replied"
+REPLIED = "approval.replied"
+ASKING = ("permission.asked", "approval.escalated")  # bot messages with Approve/Deny, edited once answered
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,16 @@ class _Outbox:
         self.busy = False
         self.last_drop_log = 0.0
         self.m_duration = metrics.duration.labels(self.label)
-        # Permission requests this bot channel was asked to post: approval id -> (message id, body posted),
+        # Requests this bot channel was asked to post: (approval id, event type) -> (message id, body posted),
         # (None, None) until posted. Their message is edited when the request is answered. Bounded.
-        self.asked: OrderedDict[str, tuple[str | None, dict[str, Any] | None]] = OrderedDict()
+        self.asked: OrderedDict[tuple[str, str], tuple[str | None, dict[str, Any] | None]] = OrderedDict()
 
 
 STATUSES = ("sent", "failed", "dropped", "retried")
 
 
 def _request_id(ev: dict[str, Any]) -> str | None:
-    """The approval id a permission.asked / approval.replied event is about."""
+    """The approval id a permission.asked / approval.escalated / approval.replied event is about."""
     data = ev.get("data")
     rid = data.get("id") if isinstance(data, dict) else None
     return rid if isinstance(rid, str) else None
@@ -145,7 +146,7 @@ class DeliveryService:
         box = self._boxes.get(target)
         if box is None:
             return
-        if box.channel.kind == "discord_bot" and n.type == ASKED:
+        if box.channel.kind == "discord_bot" and n.type in ASKING:
             self._track(box, n)
         self._enqueue(box, n)
 
@@ -166,19 +167,20 @@ class DeliveryService:
     def _track(box: _Outbox, n: Notification) -> None:
         rid = _request_id(n.event)
         if rid is not None:
-            box.asked[rid] = (None, None)
+            box.asked[(rid, n.type)] = (None, None)
             while len(box.asked) > MAX_TRACKED:
                 box.asked.popitem(last=False)
 
     def on_replied(self, ev: dict[str, Any]) -> None:
-        """An `approval.replied` event: each bot channel that posted the request edits its message (queued
-        behind the post, in order). Never blocks."""
+        """An `approval.replied` event: each bot channel that posted the request (or its escalation) edits
+        that message (queued behind the post, in order). Never blocks."""
         rid = _request_id(ev)
         if rid is None:
             return
         for box in self._boxes.values():
-            if rid in box.asked:
-                self._enqueue(box, Notification(ev, REPLIED, edit=True))
+            for kind in ASKING:
+                if (rid, kind) in box.asked:  # route: which of the request's messages to edit
+                    self._enqueue(box, Notification(ev, kind, edit=True))
 
     def depth(self) -> dict[str, int]:
         return {b.label: len(b.items) for b in self._boxes.values()}
@@ -218,8 +220,9 @@ class DeliveryService:
             message_id = resp.json().get("id")
         except (ValueError, AttributeError):
             return
-        if rid is not None and rid in box.asked and isinstance(message_id, str) and message_id.isdigit():
-            box.asked[rid] = (message_id, body)
+        key = (rid or "", n.type)
+        if key in box.asked and isinstance(message_id, str) and message_id.isdigit():
+            box.asked[key] = (message_id, body)
 
     async def _deliver(self, box: _Outbox, n: Notification) -> str | None:
         """None when delivered, else why not (after the retries)."""
@@ -227,7 +230,7 @@ class DeliveryService:
         ch = box.channel
         method, url = "POST", ch.url
         if n.edit:  # the edit of a posted request (see on_replied)
-            message_id, posted = box.asked.pop(_request_id(n.event) or "", (None, None))
+            message_id, posted = box.asked.pop((_request_id(n.event) or "", n.route), (None, None))
             if message_id is None or posted is None:
                 return "the request's message was never posted: nothing to edit"
             method, url, body = "PATCH", f"{ch.url}/{message_id}", discord_decided(posted, n)
@@ -246,7 +249,7 @@ class DeliveryService:
             else:
                 if 200 <= resp.status_code < 300:
                     refusal = ch.refusal(resp.status_code, resp.json)
-                    if refusal is None and method == "POST" and ch.kind == "discord_bot" and n.type == ASKED:
+                    if refusal is None and method == "POST" and ch.kind == "discord_bot" and n.type in ASKING:
                         self._posted(box, n, resp, body)
                     return refusal
                 error = f"HTTP {resp.status_code}"

@@ -151,9 +151,9 @@ def session_url(n: Notification, console_url: str | None) -> str | None:
 
 def discord_components(n: Notification, console_url: str | None = None) -> list[dict[str, Any]]:
     """Buttons for a message the bot posts (a plain webhook cannot carry them): Approve / Always / Deny on a
-    permission request, Run check / Run on an alert or an escalated remediation."""
+    permission request (and on its escalation), Run check / Run on an alert or an escalated remediation."""
     data = n.data if isinstance(n.data, dict) else {}
-    if n.type == "permission.asked" and isinstance(data.get("id"), str):
+    if n.type in ("permission.asked", "approval.escalated") and isinstance(data.get("id"), str):
         return permission_buttons(data["id"], n.event.get("session_id"), console_url)
     if n.type == "alert.firing":
         return remediation_buttons(data.get("incident"), data.get("host"))
