@@ -94,6 +94,7 @@ def stack(opencode_bin: str, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPat
 
 
 def test_forged_stale_and_unauthorised_interactions_are_refused(stack: Stack) -> None:
+    before = api_get(stack.sup, "/api/v1/sessions")
     start = stack.command("start", [opt("project", "demo")], "tok-refused")
     assert stack.post(start, key=Ed25519PrivateKey.generate()).status_code == 401  # another application's key
     assert stack.post(start, ts=time.time() - 900).status_code == 401  # stale
@@ -101,7 +102,9 @@ def test_forged_stale_and_unauthorised_interactions_are_refused(stack: Stack) ->
     assert viewer.json()["type"] == 4 and viewer.json()["data"]["flags"] == 64
     stranger = stack.post(stack.command("kill", [opt("session_id", "ses_x")], "tok-stranger", user="42"))
     assert stranger.json()["data"]["flags"] == 64
-    assert api_get(stack.sup, "/api/v1/sessions") == []  # nothing started
+    assert api_get(stack.sup, "/api/v1/sessions") == before  # nothing started
+    audit = api_get(stack.sup, "/api/v1/audit", actor=f"discord:{VIEWER_ID}", limit=10)
+    assert [a["target"] for a in audit if a["action"] == "chat_command" and a["result"] == "denied"] == ["/start"]
 
 
 def test_start_approve_from_a_button_inject_logs_kill(stack: Stack) -> None:
