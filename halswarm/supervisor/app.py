@@ -75,6 +75,7 @@ from halswarm.supervisor.features.policies.engine import PolicyEngine
 from halswarm.supervisor.features.policies.settings import PolicyConfig
 from halswarm.supervisor.features.remediations.db_launch import launch_db_remediation
 from halswarm.supervisor.features.remediations.engine import AutoRemediation
+from halswarm.supervisor.features.remediations.metrics import RemediationMetrics
 from halswarm.supervisor.features.remediations.service import RemediationsService
 from halswarm.supervisor.features.remediations.settings import DB_CORRUPTION, AutoConfig
 from halswarm.supervisor.features.retention.service import RetentionJob
@@ -134,6 +135,7 @@ class Supervisor:
         register_config_secrets(config)  # redacted by value from logs, stored rows and answers
         self.operators = config.operators  # named operator credentials of the HTTP API (issue 14)
         self.metrics = Metrics()
+        self.remediation_metrics = RemediationMetrics(self.metrics.registry)
         self.nodes: dict[str, Node] = {}
         self.tracker = SessionTracker(note=lambda f, why: self.metrics.values_normalised.labels(f, why).inc())
         self.gate = OperatorGate(self.operators, alert_poster=alert_poster(config.alert_token))
@@ -489,7 +491,8 @@ class Supervisor:
         sessions = SessionsService(self.tracker, self.commands, self.reader)
         events = EventsService(self.reader, self.ingestor)
         costs = CostService(self.costs, self.writer, self.ingestor)
-        alerts = AlertsService(self.alert_settings, self.auto_remediation, self.ingestor, self.writer)
+        alerts = AlertsService(self.alert_settings, self.auto_remediation, self.ingestor, self.writer,
+                               self.remediation_metrics)
         add(nodes)
         add(sessions)
         add(events)
@@ -498,7 +501,7 @@ class Supervisor:
         add(costs)
         add(self.policies)
         add(self.dependencies)
-        add(RemediationsService(self.writer, self.reader, self.ingestor))
+        add(RemediationsService(self.writer, self.reader, self.ingestor, self.remediation_metrics))
         add(alerts)
         add(self.tool_auth)
         add(self.approvals)
@@ -573,7 +576,8 @@ class Supervisor:
         lc = self.lifecycle
         await lc.start("dependencies", self.dependencies.start, self.dependencies.stop)
         self.auto_remediation = AutoRemediation(self.remediation_settings, self.nodes, self.ingestor, self.writer,
-                                                self.reader, cost_state=self._cost_state, vitals=self.hub.vitals)
+                                                self.reader, cost_state=self._cost_state, vitals=self.hub.vitals,
+                                                metrics=self.remediation_metrics)
         await lc.start("auto remediation", self.auto_remediation.start, self.auto_remediation.stop)
         self.policies = PolicyEngine(self.policy_settings, self.tracker, self.dispatcher, self.ingestor, self.writer,
                                      self.reader, session_cost=self.costs.session_cost,

@@ -50,6 +50,7 @@ from halswarm.core.remediation.triggers import (
 )
 from halswarm.store.repos.remediations import load_auto_started, save_auto_started, store_auto_report
 from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, run_halctl
+from halswarm.supervisor.features.remediations.metrics import RemediationMetrics
 from halswarm.supervisor.features.remediations.policy import Decision, NodeFacts, decide, valid_host
 from halswarm.supervisor.features.remediations.settings import (
     AGENT_HIGH_MEMORY,
@@ -90,8 +91,10 @@ class AutoRemediation(PeriodicEngine):
     def __init__(self, cfg: AutoConfig, nodes: Mapping[str, Node], ingestor: Ingestor, writer: Writer,
                  reader: Reader, *, runner: Runner = run_halctl, clock: Callable[[], float] = time.time,
                  cost_state: CostState = list,
-                 vitals: Mapping[str, Mapping[str, float]] | None = None) -> None:
+                 vitals: Mapping[str, Mapping[str, float]] | None = None,
+                 metrics: RemediationMetrics | None = None) -> None:
         super().__init__()
+        self.metrics = metrics
         self.cfg = cfg
         self.nodes = nodes
         self.ingestor = ingestor
@@ -163,7 +166,8 @@ class AutoRemediation(PeriodicEngine):
             if d.kind == "throttled":
                 self._throttled(d, now)
                 continue
-            await self.launch(d.incident, d.host, d.host, d.reason, now)
+            await self.launch(d.incident, d.host, d.host, d.reason, now,
+                              detected=self.offline_since.get(d.host))
         if AGENT_HIGH_MEMORY in self.cfg.auto:
             for node_id, reason in self.memory_pass():
                 await self._fire(AGENT_HIGH_MEMORY, node_id, node_id, reason, now)
@@ -231,8 +235,12 @@ class AutoRemediation(PeriodicEngine):
             "last_started_at": d.last_started, "retry_after": d.retry_after,
             "window_minutes": self.cfg.window_seconds / 60})
 
-    async def launch(self, incident: str, host: str, limit: str, reason: str, now: float) -> None:
-        """Persist the throttle mark, announce, and run in the background."""
+    async def launch(self, incident: str, host: str, limit: str, reason: str, now: float,
+                     detected: float | None = None) -> None:
+        """Persist the throttle mark, announce, and run in the background. `detected`: when the trigger
+        first saw the fault (the node went offline), for the time to repair; default `now`."""
+        if self.metrics is not None:
+            self.metrics.detected(incident, host, detected if detected is not None else now)
         self.last_started[(incident, host)] = now
         await self.writer.run(lambda c: save_auto_started(c, incident, host, now, reason))
         self.stats.runs += 1
@@ -268,6 +276,8 @@ class AutoRemediation(PeriodicEngine):
         try:
             await self.writer.run(lambda c: store_auto_report(c, report, actor=ACTOR, now=now, reason=spec.reason,
                                                               host=spec.host))
+            if self.metrics is not None:
+                self.metrics.recorded(report, [spec.host])
         except Exception as exc:
             log.error("auto remediation %s on %s: report %s not stored: %s", spec.incident, spec.host,
                       report["id"], exc)
