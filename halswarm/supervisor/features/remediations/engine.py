@@ -15,6 +15,9 @@ Triggers (only for incident ids listed in `remediation.auto`):
 
 - any listed incident: a firing Alertmanager alert naming it (``POST /api/v1/alerts``, `on_alert`).
 
+An incident whose repair restarts the supervisor (`requests.REQUESTABLE`) is handed to the root request unit
+instead of run as a child (`_hand_over`); its report comes back through ``POST /api/v1/remediations``.
+
 Other ids in `remediation.auto` have no built-in trigger (docs/remediation.md says why for each): a
 warning at start says only alerts start them. Every trigger goes through `_fire`/`launch`: one throttle.
 
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from halswarm.core.remediation.report import build_report, redact, validate_report
+from halswarm.core.remediation.requests import REQUESTABLE
 from halswarm.core.remediation.routing import route
 from halswarm.core.remediation.triggers import (
     CostProviderFacts,
@@ -49,7 +53,8 @@ from halswarm.core.remediation.triggers import (
     next_streak,
 )
 from halswarm.store.repos.remediations import load_auto_started, save_auto_started, store_auto_report
-from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, run_halctl
+from halswarm.supervisor.features.remediations.db_launch import write_request
+from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, display_command, run_halctl
 from halswarm.supervisor.features.remediations.metrics import RemediationMetrics
 from halswarm.supervisor.features.remediations.policy import Decision, NodeFacts, decide, valid_host
 from halswarm.supervisor.features.remediations.settings import (
@@ -264,8 +269,30 @@ class AutoRemediation(PeriodicEngine):
             return Outcome(error="invalid report from halctl: " + "; ".join(problems[:5]), rc=outcome.rc)
         return outcome
 
+    async def _hand_over(self, spec: RunSpec, started: float) -> Outcome | None:
+        """An incident whose repair restarts the supervisor (`REQUESTABLE`) never runs as its child (it would
+        be killed with it): a request file for the root runner (hal-supervisor-remediate.path), which runs the
+        fixed command and POSTs the report (counted and routed then). None once handed over."""
+        shown = display_command(spec.incident, spec.inventory, spec.limit)
+        directory = self.cfg.request_dir
+        if directory is None or not await asyncio.to_thread(directory.is_dir):
+            return Outcome(error=f"its repair restarts the supervisor, so only the root request unit may run it "
+                                 f"and {directory or 'the request directory'} does not exist: run `{shown}`")
+        try:
+            path = await asyncio.to_thread(write_request, directory, spec.incident, started)
+        except OSError as exc:
+            return Outcome(error=f"request not written ({exc.strerror or exc}): run `{shown}`")
+        log.info("auto remediation %s on %s handed to hal-supervisor-remediate.service (%s)", spec.incident,
+                 spec.host, path.name)
+        return None
+
     async def _run(self, spec: RunSpec, started: float) -> None:
-        outcome = await self._outcome(spec)
+        if spec.incident in REQUESTABLE:
+            outcome = await self._hand_over(spec, started)
+            if outcome is None:
+                return
+        else:
+            outcome = await self._outcome(spec)
         report = outcome.report
         if report is None:
             report = build_report(spec.incident, hosts=[spec.host], facts={}, plan={"decision": "unknown"},
