@@ -173,3 +173,39 @@ async def test_alertmanager_with_a_wrong_token_is_refused_and_nothing_acts(make_
                         "alertmanager's call refused", 60, interval=0.5)
             assert "401" in mgr.log_tail(200) or "unexpected status code" in mgr.log_tail(200), mgr.log_tail()
         assert _audit(sup) == [] and hook.bodies() == []
+
+
+@pytest.mark.timeout(120)
+async def test_supervisor_restarting_incident_from_alertmanager_becomes_a_root_request(make_supervisor: Any,
+                                                                                     tmp_path: Path) -> None:
+    """HalSupervisorMemoryHigh with supervisor-high-memory listed: the supervisor does not run the playbook
+    as its child (the repair restarts it) but writes one request for the root runner, which refuses it
+    unless root's config lists the incident."""
+    from halswarm.core.remediation.requests import parse_request
+    from halswarm.supervisor.features.remediations.request_runner import take_requests
+
+    inv = tmp_path / "hosts.ini"
+    inv.write_text("[hal_supervisors]\nsup-1 ansible_connection=local\n")
+    with receivers("ok") as (hook,):
+        sup = make_supervisor(remediation={"inventory": str(inv), "auto": ["supervisor-high-memory"],
+                                           "supervisor_host": "sup-1"},
+                              alerts={"token": ALERT_TOKEN},
+                              routes=[{"match": "remediation.*", "target": f"webhook:{hook.url}/rem"}])
+        requests = sup.db_path.parent / "remediation-requests"
+        requests.mkdir(parents=True)
+        sup.start()
+        config = am.receiver_config(sup.api + "/api/v1/alerts", _token_file(tmp_path / "t", ALERT_TOKEN),
+                                    group_by=["alertname"])
+        with am.running(tmp_path / "am", config) as mgr:
+            mgr.post([am.alert({"alertname": "HalSupervisorMemoryHigh", "incident": "supervisor-high-memory",
+                                "severity": "high", "instance": "sup-1:8421"}, starts=time.time() - 60)])
+            names = await until(lambda: sorted(p.name for p in requests.iterdir()), "a request file", 60,
+                                interval=0.5)
+        (row,) = _audit(sup)
+        assert (row["target"], row["result"], row["args"]["host"]) == ("supervisor-high-memory", "started", "sup-1")
+        assert len(names) == 1 and names[0].startswith("supervisor-high-memory-")
+        assert parse_request((requests / names[0]).read_bytes(), time.time()).incident == "supervisor-high-memory"
+        await until(lambda: "remediation.started" in _types(hook), "remediation.started", 30, interval=0.2)
+        assert not any(t in DONE for t in _types(hook))  # nothing ran in the supervisor: the root unit's job
+        (req,) = take_requests(requests, time.time(), lambda _: None)
+        assert req.incident == "supervisor-high-memory" and not any(requests.iterdir())
