@@ -28,7 +28,10 @@ NODE = "am-node"
 PAIR = ("am-w1", "am-w2")
 DONE = ("remediation.completed", "remediation.escalated", "remediation.failed")
 
-pytestmark = pytest.mark.skipif(am.available() is not None, reason=str(am.available()))
+
+@pytest.fixture(autouse=True)
+def _alertmanager_installed() -> None:
+    am.require()
 
 
 def _events(hook: Receiver, ev_type: str) -> list[dict[str, Any]]:
