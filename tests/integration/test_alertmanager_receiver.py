@@ -11,12 +11,14 @@ and the run is counted on /metrics. A wrong token in Alertmanager's file is refu
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.receivers import Receiver, receivers
@@ -212,3 +214,50 @@ async def test_supervisor_restarting_incident_from_alertmanager_becomes_a_root_r
         assert not any(t in DONE for t in _types(hook))  # nothing ran in the supervisor: the root unit's job
         (req,) = take_requests(requests, time.time(), lambda _: None)
         assert req.incident == "supervisor-high-memory" and not any(requests.iterdir())
+
+
+@pytest.mark.timeout(180)
+async def test_shipped_rule_in_real_prometheus_reaches_the_supervisor_through_alertmanager(make_supervisor: Any,
+                                                                                         tmp_path: Path) -> None:
+    """The whole chain with nothing put in by hand: a real Prometheus loads the collection's rules, scrapes
+    the supervisor, fires HalRestoreTestFailed on a failed restore test (restore-test.json), sends it to
+    the real Alertmanager, whose webhook reaches the supervisor: routed with the command (lost-session-data
+    is not auto), audited; a passing restore test resolves it, and that is audited too."""
+    from tests.integration.test_monitoring_rules import RULES, prometheus
+
+    backups = tmp_path / "backups"
+    backups.mkdir(mode=0o700)
+
+    def restore_test(ok: bool) -> None:
+        path = backups / "restore-test.json"
+        path.write_text(json.dumps({"version": 1, "backup": "supervisor-20260101T000000Z.db", "timestamp": time.time(),
+                                    "ok": ok, "reasons": [] if ok else ["integrity_check: malformed"]}))
+        path.chmod(0o600)
+
+    restore_test(False)
+    inv = tmp_path / "hosts.yml"
+    sup = make_supervisor(backup={"dir": str(backups), "check_interval_sec": 1}, alerts={"token": ALERT_TOKEN},
+                          remediation={"inventory": str(inv)}).start()
+    config = am.receiver_config(sup.api + "/api/v1/alerts", _token_file(tmp_path / "t", ALERT_TOKEN),
+                                group_by=["alertname", "incident"])
+    with am.running(tmp_path / "am", config) as mgr:
+        prom_cfg = tmp_path / "prometheus.yml"
+        prom_cfg.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES)],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [mgr.url.removeprefix("http://")]}]}]},
+            "scrape_configs": [{"job_name": "hal-supervisor",
+                                "static_configs": [{"targets": [sup.api.removeprefix("http://")]}]}]}))
+        with prometheus(prom_cfg, tmp_path / "prom-data"):
+            def routed() -> list[dict[str, Any]]:
+                return [r for r in _audit(sup) if r["args"]["alertname"] == "HalRestoreTestFailed"]
+
+            try:
+                (row,) = await until(routed, "HalRestoreTestFailed from Prometheus audited", 120, interval=1)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{mgr.log_tail()}") from None
+            assert (row["target"], row["result"], row["args"]["status"]) == ("lost-session-data", "routed", "firing")
+            assert row["args"]["command"] == f"halctl remediate lost-session-data -i {inv} --limit hal_supervisors"
+            restore_test(True)
+            await until(lambda: any(r["result"] == "resolved" for r in routed()), "the alert resolved", 120,
+                        interval=1)
