@@ -306,6 +306,7 @@ class SlackChat:
                 doc = await self.web.call("usergroups.users.list", {"usergroup": group}, form=True)
                 if doc is not None and isinstance(doc.get("users"), list):
                     self.group_members[group] = frozenset(str(u) for u in doc["users"])
+                    log.debug("slack: user group %s has %d members", group, len(self.group_members[group]))
             await asyncio.sleep(self.settings.group_refresh_sec)
 
     # ----- plumbing -----
