@@ -14,9 +14,9 @@ from urllib.parse import urlencode
 import pytest
 
 from halswarm.config.errors import ConfigError
+from halswarm.core.chatops.commands import BY_NAME
 from halswarm.core.chatops.embeds import SUCCESS, embed
 from halswarm.core.chatops.text_args import TextError, parse_text, usage
-from halswarm.core.chatops.commands import BY_NAME
 from halswarm.core.roles import Role
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.features.chat import slack_blocks as blocks
@@ -152,7 +152,7 @@ def test_blocks_escape_data_and_carry_buttons_only_where_a_decision_is_asked():
     assert after[-1] == {"type": "context", "block_id": blocks.OUTCOME_BLOCK,
                          "elements": [{"type": "mrkdwn", "text": "Denied by <@U1>"}]}
     assert not any(b.get("block_id") == blocks.ACTIONS_BLOCK for b in after)
-    again = blocks.decided(after + [actions], "second", keep_buttons=True)
+    again = blocks.decided([*after, actions], "second", keep_buttons=True)
     assert [e["text"] for e in again[-2]["elements"]] == ["Denied by <@U1>", "second"]
     assert again[-1]["block_id"] == blocks.ACTIONS_BLOCK
 
@@ -293,7 +293,7 @@ async def test_presses_are_authorized_carried_out_and_replace_the_message():
     svc, approvals, remediate, writer, web = chat()
     await svc.interaction(press("hal_approve_once", "per_abc123", VIEWER))  # viewer: refused, ephemeral
     await settle(svc)
-    url, refusal = web.responded[-1]
+    _url, refusal = web.responded[-1]
     assert refusal["response_type"] == "ephemeral" and refusal["replace_original"] is False
     assert "operator" in refusal["text"] and approvals.replies == []
     await svc.interaction(press("hal_approve_always", "per_abc123", GROUP_MEMBER))  # operator through a group
@@ -302,7 +302,7 @@ async def test_presses_are_authorized_carried_out_and_replace_the_message():
     done = web.responded[-1][1]
     assert done["replace_original"] is True
     assert not any(b.get("block_id") == blocks.ACTIONS_BLOCK for b in done["blocks"])
-    assert f"Approved (always)" in done["blocks"][-1]["elements"][-1]["text"]
+    assert "Approved (always)" in done["blocks"][-1]["elements"][-1]["text"]
     assert f"<@{GROUP_MEMBER}>" in done["blocks"][-1]["elements"][-1]["text"]
     approvals.fail = ApiError("CONFLICT", "approval per_abc123 was already answered")
     await svc.interaction(press("hal_approve_reject", "per_abc123", OPERATOR))

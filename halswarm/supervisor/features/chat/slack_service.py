@@ -250,9 +250,8 @@ class SlackChat:
         kind = ev.get("type")
         if kind not in NOTIFIED and kind != REPLIED_EVENT:
             return
-        if kind == REPLIED_EVENT:
-            if blocks.as_dict(ev.get("data")).get("id") not in self.messages:
-                return
+        if kind == REPLIED_EVENT and blocks.as_dict(ev.get("data")).get("id") not in self.messages:
+            return
         try:
             self._queue.put_nowait(ev)
         except asyncio.QueueFull:
