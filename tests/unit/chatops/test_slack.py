@@ -275,7 +275,8 @@ async def test_slash_commands_are_authorized_and_answered_in_slacks_shapes():
     assert out["response_type"] == "ephemeral" and "operator" in out["text"]
     out = await svc.command({"command": "/hal", "text": "logs ses_1 lots", "user_id": VIEWER})
     assert out["response_type"] == "ephemeral" and "whole number" in out["text"]
-    assert (await svc.command({"command": "/hal", "text": "help", "user_id": STRANGER}))["text"].startswith("`status")
+    helped = (await svc.command({"command": "/hal", "text": "help", "user_id": STRANGER}))["text"]
+    assert helped.startswith("`status [project]`") and "`logs &lt;session_id&gt; [limit]`" in helped
     out = await svc.command({"command": "/hal", "text": "remediate agent-crashed n1", "user_id": ADMIN,
                              "response_url": HOOK + "commands/T0/1/s"})
     assert out["response_type"] == "in_channel" and "/remediate" in out["text"]

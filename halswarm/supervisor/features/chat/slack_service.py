@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,7 @@ POST_QUEUE = 200  # notifications waiting for chat.postMessage; more are dropped
 MAX_MESSAGES = 1000  # posted approval messages remembered for chat.update
 NOTIFIED = ("permission.asked", "approval.escalated", "remediation.escalated")
 REPLIED_EVENT = "approval.replied"
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 
 
 class ApprovalReplies(Protocol):
@@ -104,8 +106,10 @@ class SlackChat:
         slash = (form.get("command") or "").lstrip("/").lower()
         text = form.get("text") or ""
         line = f"{slash} {text}" if slash in BY_NAME else text  # `/status alpha` or `/hal status alpha`
+        if form.get("ssl_check") == "1":  # Slack checking the certificate of the URL: nothing to run
+            return {"response_type": "ephemeral", "text": "ok"}
         if line.strip().lower() in ("", "help"):
-            return {"response_type": "ephemeral", "text": help_text()}
+            return {"response_type": "ephemeral", "text": blocks.escape(help_text())}
         try:
             command, sub, opts = parse_text(line)
         except TextError as exc:
@@ -218,14 +222,15 @@ class SlackChat:
             outcome, done = await act()
             result, error = "success", None
         except ApiError as exc:
-            outcome, done = f":red_circle: {error_text(exc.code, exc.message)}", exc.code == "CONFLICT"
+            outcome = f":red_circle: {blocks.escape(error_text(exc.code, exc.message))}"
+            done = exc.code == "CONFLICT"
             result, error = "failure", f"{exc.code}: {exc.message}"
         except Exception as exc:
             log.exception("slack %s failed", target)
             outcome, done = f":red_circle: {error_text('INTERNAL_ERROR', '')}", False
             result, error = "failure", f"{type(exc).__name__}: {exc}"
         await self._audit(actor, "chat_action", target, args, result, error, time.monotonic() - started)
-        who = f"<@{user_id}>" if user_id else "someone"
+        who = f"<@{user_id}>" if user_id and _USER_ID.fullmatch(user_id) else "someone"
         text = f"{outcome} · {who} at {time.strftime('%H:%M:%S', time.gmtime())} UTC"
         message = {"replace_original": True, "text": blocks.escape(outcome)[:300],
                    "blocks": blocks.decided(original, text, keep_buttons=not done)}
