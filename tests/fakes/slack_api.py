@@ -41,6 +41,7 @@ class FakeSlack:
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (channel, ts) -> message
     responses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # response_url path -> bodies
     hang: bool = False
+    rate_limit_next: int = 0  # the next N Web API calls answer 429 with Retry-After: 1 (Slack's rate limit)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
@@ -97,6 +98,10 @@ class FakeSlack:
             return 200, "text/html", "ok"
         if not path.startswith("/api/"):
             return 404, "text/html", "not found"
+        with self.lock:
+            if self.rate_limit_next > 0:
+                self.rate_limit_next -= 1
+                return 429, "application/json", {"ok": False, "error": "ratelimited"}
         if headers.get("authorization") != f"Bearer {self.bot_token}":
             return 200, "application/json", {"ok": False, "error": "invalid_auth"}
         method = path[len("/api/"):]
@@ -138,6 +143,8 @@ def running_fake_slack(bot_token: str = "xoxb-1111-2222-FakeSlackBotToken") -> I
             status, ctype, answer = fake.handle(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
             data = answer.encode() if isinstance(answer, str) else json.dumps(answer).encode()
             self.send_response(status)
+            if status == 429:
+                self.send_header("retry-after", "1")
             self.send_header("content-type", ctype)
             self.send_header("content-length", str(len(data)))
             self.end_headers()

@@ -19,6 +19,7 @@ import pytest
 
 from halswarm.protocol import Command, CommandResult
 from halswarm.supervisor.features.chat.slack_signature import sign
+from halswarm.supervisor.features.chat.slack_web import SlackWeb
 from tests.fakes.slack_api import TEAM, FakeSlack, running_fake_slack
 from tests.integration.test_approvals import Node
 from tests.support.agentsim import SimAgent, session_state
@@ -289,3 +290,36 @@ async def test_a_hanging_slack_holds_neither_ingest_nor_commands(make_supervisor
         await asyncio.to_thread(lambda: wait_for(lambda: fake_slack.messages, "the message at Slack", 30))
     finally:
         await node.agent.close()
+
+
+async def test_the_web_client_retries_once_refuses_foreign_urls_and_is_bounded_in_time():
+    """SlackWeb against the fake: a 429 is retried once after Retry-After; `ok: false` is None (logged);
+    a response_url outside `response_base` is never requested; a hanging Slack costs one timeout."""
+    with running_fake_slack() as fake:
+        web = SlackWeb(fake.api_base, fake.bot_token, fake.base, timeout=1.0)
+        try:
+            fake.rate_limit_next = 1
+            sent = await web.call("chat.postMessage", {"channel": CHANNEL, "text": "hi"})
+            assert sent is not None and sent["channel"] == CHANNEL
+            assert len(fake.calls_to("/api/chat.postMessage")) == 2
+            assert await web.call("chat.postMessage", {"channel": "C0NOWHERE", "text": "hi"}) is None
+            assert await web.call("chat.update", {"channel": CHANNEL, "ts": "1.2", "text": "x"}) is None
+            assert await web.call("usergroups.users.list", {"usergroup": GROUP}, form=True) is None  # unknown
+            fake.groups[GROUP] = [IN_GROUP]
+            assert (await web.call("usergroups.users.list", {"usergroup": GROUP}, form=True) or {})["users"] == [
+                IN_GROUP]
+            url = fake.response_url("actions")
+            assert await web.respond(url, {"text": "done"})
+            assert await web.respond("http://169.254.169.254/latest/meta-data", {"text": "x"}) is False
+            assert await web.respond(url.replace("/actions/", "/actions/ x"), {"text": "x"}) is False
+            before = len(fake.calls)
+            fake.hang = True
+            assert await web.respond(fake.response_url("commands"), {"text": "slow"}) is False  # timed out
+            assert len(fake.calls) <= before + 1  # no retry after a timeout
+            wrong = SlackWeb(fake.api_base, "xoxb-wrong-token", fake.base, timeout=1.0)
+            fake.release.set()
+            fake.hang = False
+            assert await wrong.call("chat.postMessage", {"channel": CHANNEL, "text": "hi"}) is None
+            await wrong.close()
+        finally:
+            await web.close()

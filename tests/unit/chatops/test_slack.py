@@ -324,3 +324,18 @@ async def test_presses_are_authorized_carried_out_and_replace_the_message():
         ("approve:per_abc123", "denied"), ("approve:per_abc123", "success"), ("approve:per_abc123", "failure"),
         ("remediate:agent-crashed", "denied"), ("remediate:agent-crashed", "success")]
     assert all(r["action"] == "chat_action" for r in writer.rows)
+
+
+async def test_the_event_feed_consumer_never_waits_and_bounds_its_queue():
+    svc = chat(bot_token="xoxb-1-2-x", channel="C0APPROVE")[0]
+    asked = {"type": "permission.asked", "data": {"id": "per_abc123"}}
+    svc.on_event({"type": "session.idle", "data": {}})  # nothing to post
+    svc.on_event({"type": "approval.replied", "data": {"id": "per_unknown"}})  # no message of ours to update
+    assert svc._queue.qsize() == 0
+    for _ in range(svc._queue.maxsize + 5):
+        svc.on_event(asked)
+    assert svc._queue.qsize() == svc._queue.maxsize and svc.dropped == 5
+    svc.messages["per_abc123"] = ("C0APPROVE", "1.1", [])
+    svc._queue.get_nowait()
+    svc.on_event({"type": "approval.replied", "data": {"id": "per_abc123"}})
+    assert svc.dropped == 5
