@@ -6,6 +6,7 @@ The real supervisor runs them in tests/integration/test_chatops_slack.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from typing import Any
@@ -59,7 +60,9 @@ def chat(**over: Any) -> tuple[SlackChat, FakeApprovals, FakeRemediate, FakeWrit
                                                                   ADMIN: Role.admin},
                                                         "groups": {"S0OPS": Role.operator}} | over))
     approvals, remediate, writer, web = FakeApprovals(), FakeRemediate(), FakeWriter(), FakeWeb()
-    ports = ChatPorts(None, FakeNodes(), None, None, None, remediate, lambda: 2)  # type: ignore[arg-type]
+    # by field name: ports the test does not use are None (so a port added later needs no change here)
+    given = {"nodes": FakeNodes(), "remediate": remediate, "approvals": approvals, "connected": lambda: 2}
+    ports = ChatPorts(**{f.name: given.get(f.name) for f in dataclasses.fields(ChatPorts)})
     svc = SlackChat(settings, ports, approvals, writer, web)  # type: ignore[arg-type]
     svc.group_members = {"S0OPS": frozenset({GROUP_MEMBER})}
     return svc, approvals, remediate, writer, web
