@@ -175,9 +175,8 @@ class SlackChat:
         original = [b for b in message.get("blocks") or [] if isinstance(b, dict)]
         work = self._press(str(action.get("action_id") or ""), str(action.get("value") or ""), user_id,
                            response_url, original)
-        if work is not None and not self._spawn(work, "slack-press"):
-            await self.web.respond(response_url, {**blocks.ephemeral("The supervisor is busy; press again shortly."),
-                                                  "replace_original": False})
+        if work is not None and not self._spawn(work, "slack-press"):  # the button stays: pressed again later
+            log.warning("slack: a button press was dropped: %d chat actions already in flight", MAX_BACKGROUND)
         return None
 
     def _press(self, action_id: str, value: str, user_id: str | None, response_url: str,
@@ -199,7 +198,7 @@ class SlackChat:
                     or not isinstance(target.get("incident"), str) or not isinstance(target.get("host"), str | None):
                 raise ApiError("BAD_REQUEST", "not a remediation button of this supervisor")
             incident, host = target["incident"], target["host"]
-            return self._decide(actor, user_id, Role.admin, f"remediate:{incident}", {"host": host, "check":
+            return self._decide(actor, user_id, Role.admin, f"remediate:{incident[:64]}", {"host": host, "check":
                                 mode == "check"}, response_url, original,
                                 lambda: self._remediate(incident, host, mode == "check", actor))
         return None  # a button of another app or a link button: nothing to do
