@@ -323,3 +323,26 @@ async def test_the_web_client_retries_once_refuses_foreign_urls_and_is_bounded_i
             await wrong.close()
         finally:
             await web.close()
+
+
+async def test_a_request_nobody_answers_is_rejected_and_its_message_updated(make_supervisor, fake_slack, tmp_path):
+    """The approvals policy rejects an unanswered request after `approvals.timeout_minutes`; its Slack
+    message loses the buttons and says so (chat.update)."""
+    secret = secrets.token_hex(16)
+    sup: SupervisorProc = make_supervisor(chatops=_config(tmp_path / "s", fake_slack, secret, groups={}),
+                                          approvals={"timeout_minutes": 0.05, "on_timeout": "reject"})
+    sup.start()
+    node = Node(sup)
+    await node.connect()
+    try:
+        await node.ask("per_late1", "ses_a")
+        await asyncio.to_thread(fake_slack.wait_posted, 1)
+        update = (await asyncio.to_thread(lambda: wait_for(lambda: fake_slack.calls_to("/api/chat.update"),
+                                                           "chat.update after the timeout", 60)))[0].body
+        assert "Denied by approvals-policy" in update["text"], update
+        assert not any(b.get("type") == "actions" for b in update["blocks"])
+        [message] = fake_slack.messages.values()
+        assert message["text"] == update["text"]
+        assert node.replies[-1].args["reply"] == "reject"
+    finally:
+        await node.agent.close()

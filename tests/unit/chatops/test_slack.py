@@ -333,7 +333,7 @@ async def test_the_event_feed_consumer_never_waits_and_bounds_its_queue():
     svc = chat(bot_token="xoxb-1-2-x", channel="C0APPROVE")[0]
     asked = {"type": "permission.asked", "data": {"id": "per_abc123"}}
     svc.on_event({"type": "session.idle", "data": {}})  # nothing to post
-    svc.on_event({"type": "approval.replied", "data": {"id": "per_unknown"}})  # no message of ours to update
+    svc.on_event({"type": "approval.replied", "data": {"id": "../x"}})  # not a request id
     assert svc._queue.qsize() == 0
     for _ in range(svc._queue.maxsize + 5):
         svc.on_event(asked)

@@ -254,8 +254,8 @@ class SlackChat:
         kind = ev.get("type")
         if kind not in NOTIFIED and kind != REPLIED_EVENT:
             return
-        if kind == REPLIED_EVENT and blocks.as_dict(ev.get("data")).get("id") not in self.messages:
-            return
+        if kind == REPLIED_EVENT and not is_permission_id(blocks.as_dict(ev.get("data")).get("id")):
+            return  # else queued behind its request's post (FIFO), which may still be in flight
         try:
             self._queue.put_nowait(ev)
         except asyncio.QueueFull:
