@@ -342,3 +342,13 @@ async def test_the_event_feed_consumer_never_waits_and_bounds_its_queue():
     svc._queue.get_nowait()
     svc.on_event({"type": "approval.replied", "data": {"id": "per_abc123"}})
     assert svc.dropped == 5
+
+
+def test_a_secret_file_others_can_read_is_used_with_a_warning(tmp_path, caplog):
+    loose = tmp_path / "signing"
+    loose.write_text(SECRET)
+    loose.chmod(0o644)
+    with caplog.at_level("WARNING"):
+        assert parse({"signing_secret_file": str(loose)}, {}).signing_secret == SECRET
+    assert "chatops.slack.signing_secret_file" in caplog.text and "chmod 600" in caplog.text
+    assert SECRET not in caplog.text

@@ -6,6 +6,7 @@ Secrets come from env (`HAL_SLACK_SIGNING_SECRET`, `HAL_SLACK_BOT_TOKEN`), else 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ _USER = re.compile(r"^[UW][A-Z0-9]{2,20}$")  # U... (W... on Enterprise Grid)
 _GROUP = re.compile(r"^S[A-Z0-9]{2,20}$")
 _CHANNEL = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
 _KEY = "chatops.slack"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, repr=False)
@@ -93,6 +95,8 @@ def _secret(section: dict[str, Any], key: str, env_var: str, env: Mapping[str, s
     errors = [p for p in result.problems if p.severity == "error"]
     if errors:
         raise ConfigError.single(f"{_KEY}.{key}", errors[0].message)
+    for warning in result.problems:  # e.g. readable by group/others
+        log.warning("%s.%s: %s", _KEY, key, warning.message)
     return result.value
 
 
