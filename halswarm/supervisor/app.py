@@ -380,7 +380,7 @@ class Supervisor:
         await lc.start("discord interactions", discord.start, discord.stop)
         slack = self.services.get(SlackChat)  # its notifications come from the event feed (started above)
         if slack.settings.posts:
-            self.feed.add(slack.on_event)
+            self.feed.add(slack.notifier.on_event)
             self.feed.start()
         await lc.start("slack", slack.start, slack.stop)
         # Started here, not by the HTTP app: the watcher runs (and auto-pushes) with the API disabled too.

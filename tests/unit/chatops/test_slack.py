@@ -330,18 +330,17 @@ async def test_presses_are_authorized_carried_out_and_replace_the_message():
 
 
 async def test_the_event_feed_consumer_never_waits_and_bounds_its_queue():
-    svc = chat(bot_token="xoxb-1-2-x", channel="C0APPROVE")[0]
+    notifier = chat(bot_token="xoxb-1-2-x", channel="C0APPROVE")[0].notifier
     asked = {"type": "permission.asked", "data": {"id": "per_abc123"}}
-    svc.on_event({"type": "session.idle", "data": {}})  # nothing to post
-    svc.on_event({"type": "approval.replied", "data": {"id": "../x"}})  # not a request id
-    assert svc._queue.qsize() == 0
-    for _ in range(svc._queue.maxsize + 5):
-        svc.on_event(asked)
-    assert svc._queue.qsize() == svc._queue.maxsize and svc.dropped == 5
-    svc.messages["per_abc123"] = ("C0APPROVE", "1.1", [])
-    svc._queue.get_nowait()
-    svc.on_event({"type": "approval.replied", "data": {"id": "per_abc123"}})
-    assert svc.dropped == 5
+    notifier.on_event({"type": "session.idle", "data": {}})  # nothing to post
+    notifier.on_event({"type": "approval.replied", "data": {"id": "../x"}})  # not a request id
+    assert notifier._queue.qsize() == 0
+    for _ in range(notifier._queue.maxsize + 5):
+        notifier.on_event(asked)
+    assert notifier._queue.qsize() == notifier._queue.maxsize and notifier.dropped == 5
+    notifier._queue.get_nowait()
+    notifier.on_event({"type": "approval.replied", "data": {"id": "per_abc123"}})
+    assert notifier.dropped == 5
 
 
 def test_a_secret_file_others_can_read_is_used_with_a_warning(tmp_path, caplog):

@@ -4,12 +4,9 @@ Every request must carry Slack's v0 signature of timestamp + raw body under the 
 timestamp or a signature seen before is refused too (401). A slash command (`/hal status alpha`, or one
 Slack command per name) is parsed against the table Discord's commands come from and run by the same
 handlers; one that waits for an agent is acknowledged at once and its result posted to the request's
-response_url from a bounded set of background tasks. Notifications of `permission.asked`,
-`approval.escalated` and `remediation.escalated` are posted with buttons (chat.postMessage) from a bounded
-queue fed by the event feed, so a slow Slack never holds ingest; a press comes back on the interactivity
-route, is authorized (approve: operator, remediate: admin), carried out in the background, and the
-message is replaced with who decided and the outcome. An approval answered elsewhere (API, halctl,
-Discord, the timeout policy) updates its Slack message through chat.update."""
+response_url from a bounded set of background tasks. A press on the buttons of the messages
+`slack_notify` posts comes back on the interactivity route, is authorized (approve: operator, remediate:
+admin), carried out in the background, and the message is replaced with who decided and the outcome."""
 
 from __future__ import annotations
 
@@ -19,7 +16,6 @@ import json
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -37,6 +33,7 @@ from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.features.chat import slack_blocks as blocks
 from halswarm.supervisor.features.chat.handlers import HANDLERS
 from halswarm.supervisor.features.chat.ports import ChatPorts
+from halswarm.supervisor.features.chat.slack_notify import SlackNotifier
 from halswarm.supervisor.features.chat.slack_settings import SlackSettings
 from halswarm.supervisor.features.chat.slack_signature import verified
 from halswarm.supervisor.features.chat.slack_web import SlackWeb
@@ -45,10 +42,6 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024  # a slash command is < 1 KiB, a block_actions payload a few KiB
 MAX_BACKGROUND = 32  # commands and presses in flight; more are answered "busy" at once
-POST_QUEUE = 200  # notifications waiting for chat.postMessage; more are dropped (logged)
-MAX_MESSAGES = 1000  # posted approval messages remembered for chat.update
-NOTIFIED = ("permission.asked", "approval.escalated", "remediation.escalated")
-REPLIED_EVENT = "approval.replied"
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 
 
@@ -68,10 +61,8 @@ class SlackChat:
                                    settings.http_timeout_sec)
         self.replays = ReplayGuard(settings.max_skew_sec)
         self.group_members: dict[str, frozenset[str]] = {}  # user group id -> member user ids (refreshed)
-        self.messages: OrderedDict[str, tuple[str, str, list[dict[str, Any]]]] = OrderedDict()  # id -> ch, ts, blocks
-        self.dropped = 0
+        self.notifier = SlackNotifier(settings, self.web)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(POST_QUEUE)
         self._workers: list[asyncio.Task[None]] = []
 
     # ----- the request -----
@@ -216,7 +207,7 @@ class SlackChat:
             return
         started = time.monotonic()
         if target.startswith("approve:"):
-            self.messages.pop(target.split(":", 1)[1], None)  # this press updates the message, not the event
+            self.notifier.forget(target.split(":", 1)[1])  # this press updates the message, not the event
         try:
             outcome, done = await act()
             result, error = "success", None
@@ -246,58 +237,6 @@ class SlackChat:
                 "routed": "Routed to the operators"}.get(str(data.get("action")), str(data.get("action")))
         mode = "Check" if check else "Run"
         return f":gear: {mode}: {what} (`{blocks.escape(str(data.get('command')))}`)", not check
-
-    # ----- notifications -----
-
-    def on_event(self, ev: dict[str, Any]) -> None:
-        """Event feed consumer (synchronous, never waits): queue what gets a message or an update."""
-        kind = ev.get("type")
-        if kind not in NOTIFIED and kind != REPLIED_EVENT:
-            return
-        if kind == REPLIED_EVENT and not is_permission_id(blocks.as_dict(ev.get("data")).get("id")):
-            return  # else queued behind its request's post (FIFO), which may still be in flight
-        try:
-            self._queue.put_nowait(ev)
-        except asyncio.QueueFull:
-            self.dropped += 1
-            if self.dropped in (1, 10) or self.dropped % 100 == 0:
-                log.warning("slack: %d notifications dropped (Slack is slow or down)", self.dropped)
-
-    async def _post_loop(self) -> None:
-        while True:
-            ev = await self._queue.get()
-            try:
-                if ev.get("type") == REPLIED_EVENT:
-                    await self._update_replied(ev)
-                else:
-                    await self._post(ev)
-            except Exception:
-                log.exception("slack: notification of %s failed", ev.get("type"))
-
-    async def _post(self, ev: dict[str, Any]) -> None:
-        assert self.settings.channel is not None
-        body = blocks.notification(ev, self.settings.channel)
-        if body is None:
-            return
-        sent = await self.web.call("chat.postMessage", body)
-        data = blocks.as_dict(ev.get("data"))
-        if sent and is_permission_id(data.get("id")) and isinstance(sent.get("ts"), str):
-            self.messages[data["id"]] = (str(sent.get("channel") or self.settings.channel), sent["ts"],
-                                         body["blocks"])
-            while len(self.messages) > MAX_MESSAGES:
-                self.messages.popitem(last=False)
-
-    async def _update_replied(self, ev: dict[str, Any]) -> None:
-        data = blocks.as_dict(ev.get("data"))
-        found = self.messages.pop(data["id"], None)
-        if found is None:
-            return
-        channel, ts, posted = found
-        reply = str(data.get("reply"))
-        outcome = f"{':no_entry:' if reply == 'reject' else ':white_check_mark:'} " \
-                  f"{blocks.DONE_REPLY.get(reply, reply)} by {blocks.escape(str(data.get('actor') or 'its node'))}"
-        await self.web.call("chat.update", {"channel": channel, "ts": ts, "text": outcome,
-                                            "blocks": blocks.decided(posted, outcome, keep_buttons=False)})
 
     # ----- user groups -----
 
@@ -337,7 +276,7 @@ class SlackChat:
 
     async def start(self) -> None:
         if self.settings.posts:
-            self._workers.append(asyncio.create_task(self._post_loop(), name="slack-notify"))
+            self.notifier.start()
         if self.settings.groups and self.settings.bot_token:
             self._workers.append(asyncio.create_task(self._refresh_groups(), name="slack-groups"))
 
@@ -355,4 +294,5 @@ class SlackChat:
             with contextlib.suppress(BaseException):
                 await w
         self._workers.clear()
+        await self.notifier.stop()
         await self.web.close()
