@@ -53,6 +53,8 @@ from halswarm.supervisor.features.backups.settings import BackupSettings
 from halswarm.supervisor.features.chat.ports import ChatPorts
 from halswarm.supervisor.features.chat.service import DiscordInteractions
 from halswarm.supervisor.features.chat.settings import DiscordSettings
+from halswarm.supervisor.features.chat.slack_service import SlackChat
+from halswarm.supervisor.features.chat.slack_settings import SlackSettings
 from halswarm.supervisor.features.commands.service import CommandsService
 from halswarm.supervisor.features.cost.aggregator import CostAggregator
 from halswarm.supervisor.features.cost.service import CostService
@@ -187,6 +189,7 @@ class Supervisor:
             self.backup_settings = BackupSettings.from_config(cfg)
             self.approval_settings = ApprovalSettings.from_config(cfg)
             self.discord_settings = DiscordSettings.from_config(cfg)
+            self.slack_settings = SlackSettings.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -377,6 +380,11 @@ class Supervisor:
         self._compose_services()
         discord = self.services.get(DiscordInteractions)  # stops after the API: follow-ups in flight finish
         await lc.start("discord interactions", discord.start, discord.stop)
+        slack = self.services.get(SlackChat)  # its notifications come from the event feed (started above)
+        if slack.settings.posts:
+            self.feed.add(slack.notifier.on_event)
+            self.feed.start()
+        await lc.start("slack", slack.start, slack.stop)
         # Started here, not by the HTTP app: the watcher runs (and auto-pushes) with the API disabled too.
         # An actor (it pushes through the hub): it starts after the hub and stops before it.
         await lc.start("tool auth", lambda: None, self.tool_auth.stop)
@@ -510,6 +518,7 @@ class Supervisor:
         ports = ChatPorts(sessions=sessions, nodes=nodes, events=events, cost=costs, env=env, remediate=alerts,
                           connected=lambda: len(self.hub.links))
         add(DiscordInteractions(self.discord_settings, ports, self.writer))
+        add(SlackChat(self.slack_settings, ports, self.approvals, self.writer))
 
     def _compose_env(self) -> EnvService:
         """The env manifest, checks, approvals, AGENT.md and the manifest push watcher (issue 9)."""
