@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent_proc import FakeOpencode, assert_gap_free, db_rows, node_status
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -152,3 +153,16 @@ def test_agent_fails_over_on_kill9_and_back_without_losing_an_event(
     print(f"on both: {p - i} stored by A but unacked at its kill, {j - q} stored by B but unacked at its kill")
     log = agent.log_text()
     assert "failover #1" in log and "failover #2" in log
+
+
+def test_agent_skips_a_dead_supervisor_named_by_host_name(make_supervisor, make_agent, tmp_path: Path) -> None:
+    """URLs with a host name (resolved by the agent, every address tried): the first names a port nothing
+    listens on, the agent registers with the second."""
+    sup = make_supervisor("sup-named", server={"heartbeat_interval_sec": 1}).start()
+    dead = f"ws://localhost:{free_port()}/ws/agent"
+    live = f"ws://localhost:{sup.ws_port}/ws/agent"
+    agent = make_agent(sup, "named", supervisor_url=[dead, live]).start()
+    agent.wait_online(sup, 60)
+    log = agent.log_text()
+    assert f"cannot connect to supervisor {dead} [" in log  # the address it dialled is named
+    assert f"registered with supervisor {live} [" in log
