@@ -18,11 +18,13 @@ from halswarm.protocol import Register
 from halswarm.protocol.agent_link import ConnState
 from halswarm.protocol.backoff import Backoff
 from halswarm.protocol.supervisor_urls import SupervisorUrl, parse_supervisor_url
+from tests.support.fake_supervisor import FakeSupervisor, append
 from tests.support.ports import free_port
 from tests.support.waiting import on_loop
-from tests.unit.agent.test_connection import TOKEN, FakeSupervisor, append
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(30)]
+
+TOKEN = "t" * 40
 
 
 class BoundSupervisor(FakeSupervisor):
