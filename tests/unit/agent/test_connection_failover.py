@@ -4,7 +4,10 @@ what it stored). A "dead" supervisor drops its connection and refuses new upgrad
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -28,14 +31,15 @@ TOKEN = "t" * 40
 
 
 class BoundSupervisor(FakeSupervisor):
-    """The fake supervisor on a chosen loopback address and port (two of them behind one name)."""
+    """The fake supervisor on a chosen loopback address and port (two of them behind one name), optionally TLS."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         super().__init__()
-        self.host, self.port = host, port
+        self.host, self.port, self.tls = host, port, tls
 
     async def start(self) -> None:
-        self.server = await serve(self._handler, self.host, self.port, process_request=self._process_request)
+        self.server = await serve(self._handler, self.host, self.port, process_request=self._process_request,
+                                  ssl=self.tls)
         self.port = self.server.sockets[0].getsockname()[1]
 
     @property
@@ -206,3 +210,39 @@ def test_bad_url_lists_are_refused_at_construction(tmp_path: Path) -> None:
 async def test_the_real_resolver_returns_every_address_of_localhost() -> None:
     addresses = await resolve_addresses(parse_supervisor_url("ws://localhost:8420/ws/agent"))
     assert "127.0.0.1" in addresses or "::1" in addresses
+
+
+@pytest.fixture
+def name_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the name `supervisors.test` only (no IP address in it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed")
+    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+                    "-days", "2", "-subj", "/CN=supervisors.test", "-addext", "subjectAltName=DNS:supervisors.test"],
+                   check=True, capture_output=True, timeout=60)
+    return crt, key
+
+
+async def test_wss_to_a_resolved_address_verifies_the_certificate_against_the_url_name(
+        name_cert: tuple[Path, Path], make_conn: Callable[..., SupervisorConnection]) -> None:
+    """The certificate names only `supervisors.test`: the handshake with 127.0.0.1 succeeds only if TLS
+    checks the URL's name, not the address dialled."""
+    crt, key = name_cert
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(crt, key)
+    sup = BoundSupervisor(tls=server_ctx)
+    await sup.start()
+    try:
+        async def resolver(url: SupervisorUrl) -> list[str]:
+            assert url.host == "supervisors.test"
+            return ["127.0.0.1"]
+
+        conn = make_conn(f"wss://supervisors.test:{sup.port}/ws/agent", resolver=resolver,
+                         ssl=ssl.create_default_context(cafile=str(crt)))
+        conn.start()
+        await conn.wait_ready(10)
+        assert conn.current_target is not None and conn.current_target.address == "127.0.0.1"
+        assert sup.registers and sup.auth_headers == [f"Bearer {TOKEN}"]
+    finally:
+        await sup.stop()
