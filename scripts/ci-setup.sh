@@ -8,7 +8,7 @@
 #
 # What it does (the verified recipe of shared/reference/feasibility.md):
 #   1. apt packages: podman, runc, debootstrap, openssh-server, ufw, iptables, nftables, sqlite3,
-#      prometheus (for promtool: the alert rule tests) ...
+#      prometheus (for promtool: the alert rule tests), prometheus-alertmanager (the receiver tests) ...
 #   2. /etc/containers/containers.conf.d/50-halswarm-ci.conf: runc + low default ulimits
 #      (no CAP_SYS_RESOURCE here, and crun refuses the cgroup v1 hybrid layout).
 #   3. the systemd test image, built once from Debian packages with debootstrap and kept
@@ -28,7 +28,7 @@ WHEELHOUSE="${HAL_CI_WHEELHOUSE:-/var/cache/halswarm-ci/wheelhouse}"
 IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables,procps,sqlite3,sudo,ca-certificates"
 # openjdk-17-jre-headless: the Java runtime of ansible-rulebook's rules engine (tests/e2e/test_eda_rulebook.py).
 APT_PACKAGES=(openssh-server openssh-client iproute2 iptables nftables ufw sqlite3 curl sudo
-  podman runc uidmap debootstrap prometheus openjdk-17-jre-headless)
+  podman runc uidmap debootstrap prometheus prometheus-alertmanager openjdk-17-jre-headless)
 
 log() { printf 'ci-setup: %s\n' "$*" >&2; }
 

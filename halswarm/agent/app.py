@@ -199,7 +199,7 @@ class Agent:
         await self._await_opencode_settled()
         unit_restarts = await asyncio.to_thread(read_own_nrestarts)  # fixed for this process's lifetime
         self.connection = SupervisorConnection(
-            cfg.supervisor_url,
+            cfg.supervisor_urls or cfg.supervisor_url,
             cfg.auth_token,
             self.outbox,
             register_builder=self._register_payload,

@@ -5,6 +5,12 @@ the outbox from ``resume_from_seq``, streams new events, answers commands and se
 (the first right after registration; each carries the outbox's pending/refused counts);
 it reconnects forever with full-jitter backoff until ``close()``.
 
+Failover (issue 21): ``url`` may be a list of supervisor URLs, and a URL whose host name has several
+addresses counts as several supervisors. Which one the next attempt goes to is decided by the sans-I/O
+``halswarm.protocol.failover.Rotation``; this module resolves names (``getaddrinfo`` off the event
+loop, every A/AAAA answer) and dials the chosen address while TLS and the ``Host`` header keep the
+URL's name. ``current_target`` and the ``failovers`` counter say where the agent is.
+
 Every decision (states and their legal transitions, the send window, acks, ``seq_gap`` rewinds,
 backoff, heartbeat and registration deadlines) is made by the sans-I/O
 ``halswarm.protocol.agent_link.AgentLinkCore``; this module only moves frames and runs timers.
@@ -24,9 +30,10 @@ import dataclasses
 import inspect
 import json
 import logging
+import socket
 import ssl as ssl_mod
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -52,7 +59,9 @@ from halswarm.protocol import (
 from halswarm.protocol.agent_link import AgentLinkCore, ConnState, Resync, Rewind
 from halswarm.protocol.backoff import Backoff
 from halswarm.protocol.errors import SEQ_GAP, UNEXPECTED_TYPE
+from halswarm.protocol.failover import Rotation, Target
 from halswarm.protocol.messages import COMMAND_STATUSES
+from halswarm.protocol.supervisor_urls import SupervisorUrl, parse_supervisor_urls
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +82,25 @@ class _Resync(Exception):
     """The supervisor expects a seq this outbox no longer holds: re-register to renumber."""
 
 
+class _Unresolvable(Exception):
+    """The current supervisor URL's host name did not resolve."""
+
+
+Resolver = Callable[[SupervisorUrl], Awaitable[list[str]]]
+
+
+async def resolve_addresses(url: SupervisorUrl) -> list[str]:
+    """Every address (A and AAAA) of the URL's host, in the resolver's order (``getaddrinfo``, off the loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
 class SupervisorConnection:
     """Client side of the agent <-> supervisor protocol. Use from one event loop only."""
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         token: str,
         outbox: AsyncOutbox,
         *,
@@ -98,16 +120,21 @@ class SupervisorConnection:
         max_frame_bytes: int = MAX_FRAME_BYTES,
         ssl: ssl_mod.SSLContext | None = None,
         proxy: str | bool | None = None,
+        resolver: Resolver = resolve_addresses,
     ) -> None:
         if max_in_flight < 1 or batch_size < 1:
             raise ValueError("max_in_flight and batch_size must be >= 1")
+        # SupervisorUrlError (a ValueError) for a bad URL; behind a proxy the proxy resolves names.
+        self.rotation = Rotation(parse_supervisor_urls(url if isinstance(url, str) else list(url)),
+                                 resolve=not proxy)
+        self._resolver = resolver
+        self.current_target: Target | None = None  # the supervisor registered with (None when not ready)
         self.core = AgentLinkCore(
             max_in_flight=max_in_flight,
             backoff=backoff,
             auth_backoff=auth_backoff,
             registered_timeout=registered_timeout,
         )
-        self.url = url
         self._token = token
         self._outbox = outbox
         self._register_builder = register_builder
@@ -155,6 +182,8 @@ class SupervisorConnection:
                 "seq_gap_rewinds",
                 "frames_queued",
                 "frames_dropped",
+                "failovers",
+                "resolve_failures",
             ),
             0,
         )
@@ -165,6 +194,11 @@ class SupervisorConnection:
     @property
     def state(self) -> ConnState:
         return self.core.state
+
+    @property
+    def url(self) -> str:
+        """The supervisor URL being used (or tried next)."""
+        return self.rotation.url.url
 
     @property
     def max_in_flight(self) -> int:
@@ -226,6 +260,23 @@ class SupervisorConnection:
 
     # ------------------------------------------------------------------ one connection
 
+    async def _target(self) -> Target:
+        """The supervisor to dial now; resolves the current URL's host first when it is a name."""
+        rot = self.rotation
+        if rot.needs_resolve:
+            try:
+                async with asyncio.timeout(self.open_timeout):
+                    addresses = await self._resolver(rot.url)
+            except (OSError, TimeoutError) as exc:
+                raise _Unresolvable(f"cannot resolve {rot.url.host}: {str(exc) or type(exc).__name__}") from None
+            if not addresses:
+                raise _Unresolvable(f"{rot.url.host} has no address")
+            rot.resolved(addresses)
+            if len(rot.addresses) > 1:
+                log.info("supervisor %s resolves to %d addresses: %s", rot.url.url, len(rot.addresses),
+                         ", ".join(str(a) for a in rot.addresses))
+        return rot.current()
+
     async def _attempt(self) -> float:
         """One connect/register/serve cycle. Returns the delay before the next attempt."""
         self._set_state(ConnState.CONNECTING)
@@ -241,48 +292,66 @@ class SupervisorConnection:
         }
         if self._ssl is not None:
             kwargs["ssl"] = self._ssl
+        label = self.url
+        move_on = True  # after this attempt, try the next supervisor of the rotation
         try:
-            async with connect(self.url, **kwargs) as ws:
+            target = await self._target()
+            label = target.label
+            if target.address is not None:
+                # Dial this address; TLS (server_hostname) and the Host header keep the URL's name.
+                kwargs["host"] = target.address
+                kwargs["port"] = target.url.port
+            async with connect(target.url.url, **kwargs) as ws:
                 self._ws = ws
                 self._set_state(ConnState.REGISTERING)
                 reg = await self._register(ws)
                 self._became_ready(reg)
                 await self._serve(ws)
-            log.info("supervisor connection closed")
+            log.info("connection to supervisor %s closed", label)
+        except _Unresolvable as exc:
+            self.counters["connect_failures"] += 1
+            self.counters["resolve_failures"] += 1
+            log.warning("cannot connect to supervisor %s: %s", label, exc)
+            return self.core.retry_delay(round_done=self.rotation.unresolvable())
         except InvalidStatus as exc:
             status = exc.response.status_code
             self.counters["connect_failures"] += 1
             if status in _AUTH_STATUSES or status in _THROTTLE_STATUSES:
-                delay = self.core.retry_delay(refused=True)
+                delay = self.core.retry_delay(refused=True, round_done=self.rotation.failed())
                 if status in _AUTH_STATUSES:
                     self.counters["auth_failures"] += 1
                     log.error(
                         "supervisor %s rejected the agent token (HTTP %d): check auth_token; retrying in %.1f s",
-                        self.url,
+                        label,
                         status,
                         delay,
                     )
                 else:
                     log.warning(
-                        "supervisor %s is throttling this agent (HTTP %d); retrying in %.1f s", self.url, status, delay
+                        "supervisor %s is throttling this agent (HTTP %d); retrying in %.1f s", label, status, delay
                     )
                 return delay
-            log.warning("supervisor %s refused the WebSocket upgrade (HTTP %d)", self.url, status)
+            log.warning("supervisor %s refused the WebSocket upgrade (HTTP %d)", label, status)
         except ConnectionClosed as exc:
-            log.warning("supervisor connection lost: %s", exc)
+            log.warning("connection to supervisor %s lost: %s", label, exc)
         except _Resync as exc:
+            move_on = False  # the same supervisor: re-register there to renumber
             log.warning("re-registering to resynchronise seqs: %s", exc)
         except (OSError, TimeoutError, RegistrationError, ProtocolError) as exc:
             self.counters["connect_failures"] += 1
-            log.warning("cannot connect to supervisor %s: %s", self.url, str(exc) or type(exc).__name__)
+            log.warning("cannot connect to supervisor %s: %s", label, str(exc) or type(exc).__name__)
         except Exception as exc:  # any other failure must not kill the reconnect loop
             self.counters["connect_failures"] += 1
-            log.exception("supervisor connection failed: %s", exc)
+            log.exception("supervisor connection to %s failed: %s", label, exc)
         finally:
             self._ws = None
+            self.current_target = None
             if self.core.state not in (ConnState.DISCONNECTED, ConnState.CLOSED):
                 self._set_state(ConnState.DISCONNECTED)
-        return self.core.retry_delay()
+        round_done = self.rotation.failed() if move_on else True
+        if round_done is False:
+            log.info("trying the next supervisor: %s", self.rotation.url.url)
+        return self.core.retry_delay(round_done=round_done)
 
     async def _register(self, ws: ClientConnection) -> Registered:
         built = self._register_builder()
@@ -311,11 +380,18 @@ class SupervisorConnection:
                         raise RegistrationError(f"expected 'registered', got {env.type!r}")
         except TimeoutError:
             raise RegistrationError(f"no 'registered' within {self.registered_timeout} s") from None
-        await self._outbox.resume_from(registered.resume_from_seq)
+        # After a failover, the resume seq of a supervisor that never acked our events is not trusted
+        # to delete any (independent stores number independently; halswarm.protocol.failover).
+        await self._outbox.resume_from(registered.resume_from_seq, same_store=self.rotation.same_store())
+        self.rotation.resumed()
         return registered
 
     def _became_ready(self, reg: Registered) -> None:
         self.registered = reg
+        moved = self.rotation.registered()
+        self.current_target = self.rotation.current()
+        if moved:
+            self.counters["failovers"] += 1
         self.core.registered(reg.resume_from_seq, self._outbox.last_acked_seq, reg.heartbeat_interval_sec)
         if self.counters["registrations"]:
             self.counters["reconnects"] += 1
@@ -324,11 +400,12 @@ class SupervisorConnection:
         self._wake.set()
         self._queue_wake.set()
         log.info(
-            "registered with supervisor %s as %s (resume_from_seq=%d, %d pending)",
-            self.url,
+            "registered with supervisor %s as %s (resume_from_seq=%d, %d pending)%s",
+            self.current_target.label,
             reg.node_id,
             reg.resume_from_seq,
             self._outbox.core.size(),
+            f"; failover #{self.counters['failovers']}" if moved else "",
         )
 
     async def _serve(self, ws: ClientConnection) -> None:

@@ -382,7 +382,7 @@ class Outbox:
             self._tx(lambda conn: self._delete_through(conn, through))
             return before - self._count
 
-    def resume_from(self, seq: int) -> None:
+    def resume_from(self, seq: int, *, same_store: bool = True) -> None:
         """Apply ``registered.resume_from_seq``: the supervisor holds every event up to ``seq``
         and will store ``seq + 1`` next.
 
@@ -392,14 +392,25 @@ class Outbox:
           still stored, renumbered to follow ``seq`` (else every event would be a ``seq_gap``).
         * ``seq >= next_seq``: our numbering restarted (outbox lost or moved aside); renumber
           the pending events to follow ``seq`` (else they would be discarded as duplicates).
+        * ``same_store=False`` (after a failover to a supervisor that did not ack our events) and
+          ``seq > last_acked``: its seqs may be another store's events; renumber, never delete.
         """
         with self._lock:
-            offset = plan_resume(seq, self._last_acked, self._next_seq)
+            offset = plan_resume(seq, self._last_acked, self._next_seq, same_store=same_store)
             if offset is None:
                 if seq > self._last_acked:
                     self._tx(lambda conn: self._delete_through(conn, seq))
                 return
-            if seq < self._last_acked:
+            if not same_store:
+                log.info(
+                    "failed over to a supervisor at seq %d (the previous one acked up to %d): "
+                    "renumbering %d pending event(s) from %d",
+                    seq,
+                    self._last_acked,
+                    self._count,
+                    seq + 1,
+                )
+            elif seq < self._last_acked:
                 log.warning(
                     "supervisor resumes from seq %d but had acked up to %d (restored from backup?): events %d..%d "
                     "are lost; renumbering %d pending event(s) from %d",
@@ -532,8 +543,8 @@ class AsyncOutbox:
     async def ack(self, seq: int) -> int:
         return await self._run(self.core.ack, seq)
 
-    async def resume_from(self, seq: int) -> None:
-        await self._run(self.core.resume_from, seq)
+    async def resume_from(self, seq: int, *, same_store: bool = True) -> None:
+        await self._run(lambda: self.core.resume_from(seq, same_store=same_store))
 
     async def pending(self, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         return await self._run(self.core.pending, after_seq, limit)

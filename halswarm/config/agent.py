@@ -24,7 +24,10 @@ class Project:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """Effective agent settings; `raw` is the whole document with defaults applied."""
+    """Effective agent settings; `raw` is the whole document with defaults applied.
+
+    `supervisor_url` is the first (or only) configured URL; `supervisor_urls` all of them, in failover order.
+    """
 
     supervisor_url: str
     auth_token: str = field(repr=False)
@@ -44,6 +47,7 @@ class AgentConfig:
     outbox_max_events: int = 100000
     # env.probe_tools: tool name -> fixed argv env checks may run for its version (node-local, trusted)
     probe_tools: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    supervisor_urls: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     source_path: str | None = None
 
@@ -69,8 +73,11 @@ def build_agent_config(
         import socket
 
         node_id = socket.gethostname()
+    configured = doc["supervisor_url"]
+    urls = (configured,) if isinstance(configured, str) else tuple(configured)
     return AgentConfig(
-        supervisor_url=doc["supervisor_url"],
+        supervisor_url=urls[0],
+        supervisor_urls=urls,
         auth_token=token,
         node_id=node_id,
         opencode_port=port,

@@ -6,6 +6,7 @@ Every check tolerates ill-typed input (the schema pass reports that) and only in
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -20,6 +21,7 @@ from halswarm.config.secrets import (
     resolve_secret,
     token_weakness,
 )
+from halswarm.protocol.supervisor_urls import SupervisorUrlError, parse_supervisor_url
 
 CLI_ENV_TOKEN = "HALCTL_AUTH_TOKEN"
 NO_OPERATOR = ("none configured: /api/v1 answers 401 to every request (auth_token is an agent token and never "
@@ -270,8 +272,34 @@ def agent_checks(data: Mapping[str, Any], env: Mapping[str, str], source: Source
         if _nonempty(path) and not os.path.isabs(path):
             problems.append(Problem(format_path(["tool_paths", tool]), "should be an absolute path", "warning"))
 
+    problems += _supervisor_url_checks(data.get("supervisor_url"))
     problems += _project_checks(data.get("projects"))
     return problems, {"auth_token": token, "opencode_password": password}
+
+
+_WS_URL = re.compile(r"^wss?://[^\s/?#]+(/\S*)?$")  # the schema's pattern: what it already refused is not repeated
+
+
+def _supervisor_url_checks(value: Any) -> list[Problem]:
+    """What the schema's pattern cannot see in each URL: the port's range, credentials, query, repeats."""
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    problems = []
+    seen: dict[tuple[str, str, int, str], int] = {}
+    for index, raw in enumerate(items):
+        if not isinstance(raw, str) or not _WS_URL.match(raw) or raw in items[:index]:
+            continue  # the schema reported it (pattern, uniqueItems)
+        where = "supervisor_url" if isinstance(value, str) else format_path(["supervisor_url", index])
+        try:
+            url = parse_supervisor_url(raw)
+        except SupervisorUrlError as exc:
+            problems.append(Problem(where, str(exc)))
+            continue
+        key = (url.scheme, url.host.lower(), url.port, url.path)
+        if key in seen:
+            problems.append(Problem(where, f"{raw!r} is the same supervisor as supervisor_url[{seen[key]}]"))
+        else:
+            seen[key] = index
+    return problems
 
 
 def _project_checks(projects: Any) -> list[Problem]:

@@ -70,6 +70,8 @@ def _message(error: ValidationError) -> str:
         return "must not contain duplicates"
     if kind == "minItems":
         return "must not be empty" if value == 1 else f"must have at least {value} items"
+    if kind == "maxItems":
+        return f"must have at most {value} items"
     return custom or error.message
 
 
@@ -171,6 +173,9 @@ def detect_kind(data: Any) -> Kind:
         url = data.get("supervisor_url")
         if isinstance(url, str) and url.startswith(("ws://", "wss://")):
             return "agent"
+        if isinstance(url, list) and url and all(isinstance(u, str) and u.startswith(("ws://", "wss://"))
+                                                 for u in url):
+            return "agent"  # several supervisors (failover): only the agent takes a list
         if keys & _CLI_KEYS or isinstance(url, str):
             return "cli"
     raise ConfigError.single(

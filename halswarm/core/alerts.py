@@ -13,6 +13,7 @@ import re
 import shlex
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 MAX_ALERTS = 200  # per request (Alertmanager's max_alerts, when set, truncates below this)
@@ -208,3 +209,15 @@ def remediate_command(incident: str, inventory: str | None, limit: str | None) -
     if limit:
         argv += ["--limit", limit]
     return shlex.join(argv)
+
+
+def alert_time(value: str | None) -> float | None:
+    """An RFC 3339 time of a payload (``startsAt``, ``finished_at``; nanoseconds allowed) as epoch seconds;
+    None for Alertmanager's zero time (``0001-01-01T00:00:00Z``), a time without zone, or anything else."""
+    if not isinstance(value, str) or not value or value.startswith("0001-"):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.timestamp() if parsed.tzinfo is not None else None

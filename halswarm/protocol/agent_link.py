@@ -96,17 +96,23 @@ def clamp_ack(seq: int, last_acked: int, next_seq: int) -> int | None:
     return seq if seq > last_acked else None
 
 
-def plan_resume(resume: int, last_acked: int, next_seq: int) -> int | None:
+def plan_resume(resume: int, last_acked: int, next_seq: int, *, same_store: bool = True) -> int | None:
     """What ``registered.resume_from_seq`` means for the outbox: None or a renumbering offset.
 
     None: normal (``last_acked <= resume < next_seq``), delete through ``resume``. Otherwise the
     pending events are renumbered by the returned offset to follow ``resume``: the supervisor
     lost acked events (``resume < last_acked``, negative offset) or our numbering restarted
     (``resume >= next_seq``, positive offset).
+
+    ``same_store=False`` (the agent failed over to a supervisor that did not ack its events,
+    ``halswarm.protocol.failover``): a ``resume`` above ``last_acked`` may count another store's
+    events, so nothing pending is deleted on its word; the pending events are renumbered to follow it.
     """
     if resume < 0:
         raise ValueError("resume seq must be >= 0")
-    if last_acked <= resume < next_seq:
+    if resume == last_acked:
+        return None
+    if last_acked < resume < next_seq and same_store:
         return None
     return resume - last_acked
 
@@ -177,8 +183,15 @@ class AgentLinkCore:
         self.backoff.reset()
         self.auth_backoff.reset()
 
-    def retry_delay(self, *, refused: bool = False) -> float:
-        """Delay before the next connection attempt; ``refused`` for 401/403/429 (slow backoff)."""
+    def retry_delay(self, *, refused: bool = False, round_done: bool = True) -> float:
+        """Delay before the next connection attempt; ``refused`` for 401/403/429 (slow backoff).
+
+        ``round_done=False``: a hop to the next supervisor of a failover round
+        (``halswarm.protocol.failover.Rotation``); it waits only the backoff's floor and does not
+        grow the backoff, which keeps counting whole rounds.
+        """
+        if not round_done:
+            return self.backoff.floor
         return (self.auth_backoff if refused else self.backoff).next_delay()
 
     # ------------------------------------------------------------------ receiving

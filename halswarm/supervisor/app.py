@@ -53,6 +53,8 @@ from halswarm.supervisor.features.backups.settings import BackupSettings
 from halswarm.supervisor.features.chat.ports import ChatPorts
 from halswarm.supervisor.features.chat.service import DiscordInteractions
 from halswarm.supervisor.features.chat.settings import DiscordSettings
+from halswarm.supervisor.features.chat.slack_service import SlackChat
+from halswarm.supervisor.features.chat.slack_settings import SlackSettings
 from halswarm.supervisor.features.commands.service import CommandsService
 from halswarm.supervisor.features.cost.aggregator import CostAggregator
 from halswarm.supervisor.features.cost.service import CostService
@@ -75,6 +77,7 @@ from halswarm.supervisor.features.policies.engine import PolicyEngine
 from halswarm.supervisor.features.policies.settings import PolicyConfig
 from halswarm.supervisor.features.remediations.db_launch import launch_db_remediation
 from halswarm.supervisor.features.remediations.engine import AutoRemediation
+from halswarm.supervisor.features.remediations.metrics import RemediationMetrics
 from halswarm.supervisor.features.remediations.service import RemediationsService
 from halswarm.supervisor.features.remediations.settings import DB_CORRUPTION, AutoConfig
 from halswarm.supervisor.features.retention.service import RetentionJob
@@ -134,6 +137,7 @@ class Supervisor:
         register_config_secrets(config)  # redacted by value from logs, stored rows and answers
         self.operators = config.operators  # named operator credentials of the HTTP API (issue 14)
         self.metrics = Metrics()
+        self.remediation_metrics = RemediationMetrics(self.metrics.registry)
         self.nodes: dict[str, Node] = {}
         self.tracker = SessionTracker(note=lambda f, why: self.metrics.values_normalised.labels(f, why).inc())
         self.gate = OperatorGate(self.operators, alert_poster=alert_poster(config.alert_token))
@@ -185,6 +189,7 @@ class Supervisor:
             self.backup_settings = BackupSettings.from_config(cfg)
             self.approval_settings = ApprovalSettings.from_config(cfg)
             self.discord_settings = DiscordSettings.from_config(cfg)
+            self.slack_settings = SlackSettings.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -375,6 +380,11 @@ class Supervisor:
         self._compose_services()
         discord = self.services.get(DiscordInteractions)  # stops after the API: follow-ups in flight finish
         await lc.start("discord interactions", discord.start, discord.stop)
+        slack = self.services.get(SlackChat)  # its notifications come from the event feed (started above)
+        if slack.settings.posts:
+            self.feed.add(slack.notifier.on_event)
+            self.feed.start()
+        await lc.start("slack", slack.start, slack.stop)
         # Started here, not by the HTTP app: the watcher runs (and auto-pushes) with the API disabled too.
         # An actor (it pushes through the hub): it starts after the hub and stops before it.
         await lc.start("tool auth", lambda: None, self.tool_auth.stop)
@@ -489,7 +499,8 @@ class Supervisor:
         sessions = SessionsService(self.tracker, self.commands, self.reader)
         events = EventsService(self.reader, self.ingestor)
         costs = CostService(self.costs, self.writer, self.ingestor)
-        alerts = AlertsService(self.alert_settings, self.auto_remediation, self.ingestor, self.writer)
+        alerts = AlertsService(self.alert_settings, self.auto_remediation, self.ingestor, self.writer,
+                               self.remediation_metrics)
         add(nodes)
         add(sessions)
         add(events)
@@ -498,7 +509,7 @@ class Supervisor:
         add(costs)
         add(self.policies)
         add(self.dependencies)
-        add(RemediationsService(self.writer, self.reader, self.ingestor))
+        add(RemediationsService(self.writer, self.reader, self.ingestor, self.remediation_metrics))
         add(alerts)
         add(self.tool_auth)
         add(self.approvals)
@@ -507,6 +518,7 @@ class Supervisor:
         ports = ChatPorts(sessions=sessions, nodes=nodes, events=events, cost=costs, env=env, remediate=alerts,
                           approvals=self.approvals, connected=lambda: len(self.hub.links))
         add(DiscordInteractions(self.discord_settings, ports, self.writer))
+        add(SlackChat(self.slack_settings, ports, self.approvals, self.writer))
 
     def _compose_env(self) -> EnvService:
         """The env manifest, checks, approvals, AGENT.md and the manifest push watcher (issue 9)."""
@@ -573,7 +585,8 @@ class Supervisor:
         lc = self.lifecycle
         await lc.start("dependencies", self.dependencies.start, self.dependencies.stop)
         self.auto_remediation = AutoRemediation(self.remediation_settings, self.nodes, self.ingestor, self.writer,
-                                                self.reader, cost_state=self._cost_state, vitals=self.hub.vitals)
+                                                self.reader, cost_state=self._cost_state, vitals=self.hub.vitals,
+                                                metrics=self.remediation_metrics)
         await lc.start("auto remediation", self.auto_remediation.start, self.auto_remediation.stop)
         self.policies = PolicyEngine(self.policy_settings, self.tracker, self.dispatcher, self.ingestor, self.writer,
                                      self.reader, session_cost=self.costs.session_cost,

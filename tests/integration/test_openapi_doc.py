@@ -9,6 +9,7 @@ import json
 import re
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import jsonschema
@@ -20,7 +21,9 @@ from websockets.asyncio.client import connect
 from halswarm.core.remediation.planners import plan
 from halswarm.core.remediation.report import build_report
 from halswarm.protocol import Command, CommandResult, Register, decode, encode
+from halswarm.supervisor.features.chat.slack_signature import sign as slack_sign
 from halswarm.supervisor.http.openapi_doc import MEDIA_TYPES
+from halswarm.supervisor.http.openapi_models import EMPTY
 from halswarm.supervisor.http.openapi_routes import DISPATCH, ROUTES
 from tests.support.agentsim import SimAgent, session_state
 
@@ -28,7 +31,7 @@ TAGS = {"sessions", "nodes", "events", "commands", "audit", "cost", "policies", 
         "agent-md", "remediations", "alerts", "health", "approvals", "chatops"}
 UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics"}
 # No bearer token: the chat platform's signature admits the request (its 401 is in openapi_routes.ROUTES).
-SIGNED = {"/api/v1/chat/discord/interactions"}
+SIGNED = {"/api/v1/chat/discord/interactions", "/api/v1/chat/slack/commands", "/api/v1/chat/slack/interactions"}
 ALERTS_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "alertmanager" / "grouped_mixed.json"
 
 
@@ -77,7 +80,10 @@ async def test_every_operation_documents_itself(supervisor):
             problems.append(f"{where}: missing {sorted(needed - statuses)}")
         for status in {s for s in statuses if s.startswith("2")}:
             content = op["responses"][status].get("content") or {}
-            if path in MEDIA_TYPES:
+            if (method, path) in EMPTY:
+                if content:
+                    problems.append(f"{where} {status}: declared a body it does not send")
+            elif path in MEDIA_TYPES:
                 if set(content) != {MEDIA_TYPES[path]}:
                     problems.append(f"{where} {status}: media type {sorted(content)}")
             elif not _typed(content.get("application/json", {}).get("schema", {})):
@@ -187,10 +193,14 @@ async def test_every_route_answers_what_the_document_declares(make_supervisor, t
     inventory = tmp_path / "inventory.ini"
     inventory.write_text(f"{NODE} ansible_connection=local\n")
     discord_key = Ed25519PrivateKey.generate()
+    slack_secret_file = tmp_path / "slack-signing-secret"
+    slack_secret_file.write_text("slack-signing-secret-for-the-doc\n")
+    slack_secret_file.chmod(0o600)
     public_hex = discord_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
     sup = make_supervisor(remediation={"inventory": str(inventory)},
                           credentials={"version": 2, "auto_push": False, "defaults": {"env": {"HAL_KEY": "k"}}},
-                          chatops={"discord": {"public_key": public_hex}})
+                          chatops={"discord": {"public_key": public_hex},
+                                   "slack": {"signing_secret_file": str(slack_secret_file)}})
     sup.start()
     doc = (await _get(sup.api + "/openapi.json")).json()
     ops = _operations(doc)
@@ -293,6 +303,20 @@ async def test_every_route_answers_what_the_document_declares(make_supervisor, t
             assert r.status_code == 200, r.text
             _validate(doc, r.json(), ops[key]["responses"]["200"]["content"]["application/json"]["schema"])
             validated[key] = {"200"}
+            # the Slack routes: a slash command and a button press, signed with the configured secret
+            for path, form in ((f"{v1}/chat/slack/commands", {"command": "/hal", "text": "help", "user_id": "U0X"}),
+                               (f"{v1}/chat/slack/interactions", {"payload": json.dumps({"type": "shortcut"})})):
+                body = urlencode(form).encode()
+                headers = {"X-Slack-Signature": slack_sign("slack-signing-secret-for-the-doc", stamp, body),
+                           "X-Slack-Request-Timestamp": stamp, "Content-Type": "application/x-www-form-urlencoded"}
+                r = await c.post(path, content=body, headers=headers)
+                assert r.status_code == 200, r.text
+                content = ops[("POST", path)]["responses"]["200"].get("content")
+                if content is None:
+                    assert r.content == b"", path
+                else:
+                    _validate(doc, r.json(), content["application/json"]["schema"])
+                validated[("POST", path)] = {"200"}
             for path, media in MEDIA_TYPES.items():
                 async with c.stream("GET", path) as r:
                     assert r.status_code == 200 and r.headers["content-type"].startswith(media), path

@@ -47,8 +47,9 @@ EXPECTED: dict[tuple[str, str], Role] = {
 # The only route the alert token (`alerts.token`, least privilege) opens.
 ALERT_ROUTES = {("POST", "/api/v1/alerts")}
 # Routes no bearer token opens, whatever its role: they admit only a request signed by the chat platform
-# (tests/integration/test_chatops_discord.py), so every token here gets 401.
-SIGNED_ROUTES = {("POST", "/api/v1/chat/discord/interactions")}
+# (tests/integration/test_chatops_discord.py, test_chatops_slack.py), so every token here gets 401.
+SIGNED_ROUTES = {("POST", "/api/v1/chat/discord/interactions"), ("POST", "/api/v1/chat/slack/commands"),
+                 ("POST", "/api/v1/chat/slack/interactions")}
 
 VIEWER_TOKEN, OPERATOR_TOKEN = "v" * 8 + "0123456789abcdef" * 3, "o" * 8 + "fedcba9876543210" * 3
 ALERT_TOKEN = "a" * 8 + "00112233445566778899aabb" * 2

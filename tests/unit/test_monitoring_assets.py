@@ -126,7 +126,8 @@ def test_dashboard_is_a_grafana_model_on_a_datasource_variable() -> None:
     text = json.dumps(doc)
     for area in ("node_up", "node_connected", "events_total", "event_processing_duration_seconds",
                  "http_request_duration_seconds", "sessions_active", "cost_polls_total",
-                 "supervisor_resident_memory_bytes", "agent_memory_max_bytes", "hal_backup_", "hal_restore_test_"):
+                 "supervisor_resident_memory_bytes", "agent_memory_max_bytes", "hal_backup_", "hal_restore_test_",
+                 "remediations_total", "remediation_duration_seconds"):
         assert area in text, f"the dashboard shows nothing of {area}"
 
 

@@ -3,8 +3,9 @@
 The supervisor (a non-root service with NoNewPrivileges) cannot start a root unit. At start, on a
 database that fails its check, it writes one small JSON document into a directory it owns; a root
 systemd ``.path`` unit starts a oneshot service that validates it here and runs a fixed command line.
-Nothing in a request is ever used as a command: the only value taken from it is an incident id, and
-only when it is in `REQUESTABLE`. Pure: bytes in, a verdict out.
+A firing alert for another incident whose repair restarts the supervisor takes the same path. Nothing in a
+request is ever used as a command: the only value taken from it is an incident id, and only when it is in
+`REQUESTABLE` (and, checked by the runner, in `remediation.auto`). Pure: bytes in, a verdict out.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import re
 from dataclasses import dataclass
 
 DB_CORRUPTION = "supervisor-db-corruption"
-# The incidents a request may name (what the supervisor itself raises at start-up).
-REQUESTABLE = frozenset({DB_CORRUPTION})
+# The incidents a request may name: those whose repair stops or restarts hal-supervisor, so a run the
+# supervisor started itself (its child, in its cgroup) would die with it. The root runner also requires
+# the incident to be listed in the supervisor config's `remediation.auto`.
+REQUESTABLE = frozenset({DB_CORRUPTION, "supervisor-crashed", "supervisor-high-memory", "high-latency",
+                         "supervisor-unreachable", "lost-session-data"})
 SCHEMA = 1
 MAX_BYTES = 512
 # A request older than this is stale (the condition it reported may be gone); one from the future is forged
@@ -67,7 +71,7 @@ def parse_request(body: bytes, now: float) -> Request:
     incident, at = doc["incident"], doc["requested_at"]
     if not isinstance(incident, str) or incident not in REQUESTABLE:
         raise RequestError(f"incident {str(incident)[:80]!r} is not one a request may start "
-                           f"(allowed: {', '.join(sorted(REQUESTABLE))})")
+                           f"(only the {len(REQUESTABLE)} whose repair restarts the supervisor)")
     if isinstance(at, bool) or not isinstance(at, int | float) or at != at:
         raise RequestError("requested_at must be a number (epoch seconds)")
     if at > now + CLOCK_SKEW_SECONDS:

@@ -14,7 +14,7 @@ import copy
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from halswarm.supervisor.http.openapi_models import BARE, SCHEMAS, envelope_schema
+from halswarm.supervisor.http.openapi_models import BARE, EMPTY, SCHEMAS, envelope_schema
 from halswarm.supervisor.http.openapi_routes import ROUTES, error_statuses
 
 ERROR_SCHEMA = "ErrorEnvelope"
@@ -119,6 +119,8 @@ def describe_answers(doc: dict[str, Any], codes: list[str],
                     answer["content"] = {MEDIA_TYPES[path]: {"schema": {"type": "string"}}}
                 elif typed is not None:
                     answer["content"] = {"application/json": {"schema": typed}}
+                elif key in EMPTY:
+                    answer.pop("content", None)
                 elif key in BARE:
                     answer["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{BARE[key]}"}}}
                 elif path.startswith("/api/v1/"):

@@ -60,8 +60,13 @@ HEALTH = {"type": "object", "required": ["status", "version"], "properties": {"s
 # Discord's interaction response (docs/chatops.md): 1 PONG, 4 a message now, 5 deferred (completed later).
 DISCORD_RESPONSE = {"type": "object", "required": ["type"],
                     "properties": {"type": {"type": "integer", "enum": [1, 4, 5]}, "data": {"type": "object"}}}
+# Slack's answer to a slash command (docs/chatops.md): a message now (Block Kit), or an acknowledgement.
+SLACK_MESSAGE = {"type": "object", "required": ["response_type", "text"],
+                 "properties": {"response_type": {"type": "string", "enum": ["in_channel", "ephemeral"]},
+                                "text": {"type": "string"}, "blocks": {"type": "array", "items": {"type": "object"}}}}
 SCHEMAS: dict[str, dict[str, Any]] = {"Node": NODE, "Session": SESSION, "Health": HEALTH, "PageMeta": PAGE_META,
-                                      "DiscordInteractionResponse": DISCORD_RESPONSE, **FEATURE_SCHEMAS}
+                                      "DiscordInteractionResponse": DISCORD_RESPONSE, "SlackMessage": SLACK_MESSAGE,
+                                      **FEATURE_SCHEMAS}
 
 _REF = "#/components/schemas/"
 V1 = "/api/v1"
@@ -128,7 +133,10 @@ META: dict[tuple[str, str], str] = {
 }
 # JSON routes that answer without the envelope: (METHOD, path) -> schema name.
 BARE: dict[tuple[str, str], str] = {("GET", "/healthz"): "Health", ("GET", "/readyz"): "Readiness",
-                                    ("POST", f"{V1}/chat/discord/interactions"): "DiscordInteractionResponse"}
+                                    ("POST", f"{V1}/chat/discord/interactions"): "DiscordInteractionResponse",
+                                    ("POST", f"{V1}/chat/slack/commands"): "SlackMessage"}
+# Routes whose success answer has no body (Slack's acknowledgement of a button press).
+EMPTY: frozenset[tuple[str, str]] = frozenset({("POST", f"{V1}/chat/slack/interactions")})
 
 
 def data_schema(name: str, many: bool) -> dict[str, Any]:

@@ -100,6 +100,12 @@ ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("POST", f"{V1}/chat/discord/interactions"): _r(
         "Discord interactions", "Discord's Interactions Endpoint URL: no bearer token; admitted only with a valid "
         "Ed25519 signature of the configured application, a fresh timestamp and no replay (else 401).", "401"),
+    ("POST", f"{V1}/chat/slack/commands"): _r(
+        "Slack slash commands", "Slack's slash command Request URL: no bearer token; admitted only with a valid "
+        "v0 signature under the signing secret, a fresh timestamp and no replay (else 401).", "401"),
+    ("POST", f"{V1}/chat/slack/interactions"): _r(
+        "Slack interactions", "Slack's interactivity Request URL (Block Kit button presses): signed like the slash "
+        "commands; answered 200 with no body at once, the outcome replaces the message later.", "401"),
 }
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

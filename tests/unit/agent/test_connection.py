@@ -1,4 +1,4 @@
-"""SupervisorConnection against a small in-test supervisor speaking the real wire format.
+"""SupervisorConnection against a small supervisor speaking the real wire format (tests/support/fake_supervisor.py).
 
 The fake supervisor (127.0.0.1, port 0) follows SPEC 4: answers `register` with `registered`
 (resume_from_seq = its stored high-water mark), stores events once and gap-free, acks
@@ -12,13 +12,10 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.http11 import Request, Response
 
 from halswarm.agent.connection import SupervisorConnection
 from halswarm.agent.outbox import AsyncOutbox
@@ -29,121 +26,23 @@ from halswarm.protocol import (
     Command,
     CommandResult,
     CredentialSync,
-    Envelope,
     ErrorMsg,
     Event,
     Heartbeat,
-    ProtocolError,
     Register,
     Registered,
-    decode,
-    encode,
 )
 from halswarm.protocol.agent_link import ConnState, parse_expected_seq
 from halswarm.protocol.backoff import Backoff
 from halswarm.protocol.errors import SEQ_GAP
 from halswarm.protocol.messages import OutboxStats
+from tests.support.fake_supervisor import FakeSupervisor, append
 from tests.support.waiting import on_loop
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(20)]  # a fake supervisor's WebSocket server on loopback
 
 TOKEN = "t" * 40
 RESOURCES = {"cpu_percent": 1.0, "ram_used_mb": 2.0, "ram_total_mb": 3.0, "disk_used_gb": 4.0, "disk_total_gb": 5.0}
-
-
-class FakeSupervisor:
-    def __init__(self) -> None:
-        self.server: Server | None = None
-        self.port = 0
-        self.high = 0  # highest stored seq ("the database")
-        self.stored: list[Event] = []
-        self.received_seqs: list[int] = []
-        self.auto_ack = True
-        self.heartbeat_interval = 30
-        self.reject_status: int | None = None
-        self.answer_register = True
-        self.lose_seq_once: int | None = None  # simulate a lost/unstored event -> later gap
-        self.attempt_times: list[float] = []
-        self.auth_headers: list[str | None] = []
-        self.connections: list[list[Envelope]] = []
-        self.registers: list[Register] = []
-        self.results: dict[str, tuple[float, CommandResult, str | None]] = {}
-        self.heartbeats: list[tuple[float, Heartbeat]] = []
-        self.errors: list[ErrorMsg] = []
-        self.ws: ServerConnection | None = None
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/agent"
-
-    async def start(self) -> None:
-        self.server = await serve(self._handler, "127.0.0.1", 0, process_request=self._process_request)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        self.attempt_times.append(time.monotonic())
-        self.auth_headers.append(request.headers.get("Authorization"))
-        if self.reject_status is not None:
-            return conn.respond(HTTPStatus(self.reject_status), "nope\n")
-        return None
-
-    async def _handler(self, ws: ServerConnection) -> None:
-        self.ws = ws
-        frames: list[Envelope] = []
-        self.connections.append(frames)
-        async for raw in ws:
-            try:
-                env = decode(raw)
-            except ProtocolError as exc:
-                await ws.send(encode(ErrorMsg(exc.code, exc.message, exc.request_id)))
-                continue
-            frames.append(env)
-            msg = env.payload
-            if isinstance(msg, Register):
-                self.registers.append(msg)
-                if self.answer_register:
-                    reg = Registered(msg.node_id, self.high, self.heartbeat_interval, 1)
-                    await ws.send(encode(reg, request_id=env.request_id))
-            elif isinstance(msg, Event):
-                await self._on_event(ws, msg)
-            elif isinstance(msg, CommandResult):
-                self.results[msg.command_id] = (time.monotonic(), msg, env.request_id)
-            elif isinstance(msg, Heartbeat):
-                self.heartbeats.append((time.monotonic(), msg))
-            elif isinstance(msg, ErrorMsg):
-                self.errors.append(msg)
-
-    async def _on_event(self, ws: ServerConnection, ev: Event) -> None:
-        self.received_seqs.append(ev.seq)
-        if ev.seq == self.lose_seq_once:
-            self.lose_seq_once = None
-            return
-        if ev.seq <= self.high:  # duplicate: acknowledged again, not stored twice
-            if self.auto_ack:
-                await ws.send(encode(Ack(self.high)))
-            return
-        if ev.seq != self.high + 1:
-            msg = f"expected seq {self.high + 1}, got {ev.seq}"
-            await ws.send(encode(ErrorMsg(SEQ_GAP, msg, None)))
-            return
-        self.stored.append(ev)
-        self.high = ev.seq
-        if self.auto_ack:
-            await ws.send(encode(Ack(self.high)))
-
-    async def send(self, msg: Any, request_id: str | None = None) -> None:
-        assert self.ws is not None
-        await self.ws.send(encode(msg, request_id=request_id))
-
-    async def drop(self) -> None:
-        """Cut the connection abruptly (no close handshake), like a network failure."""
-        assert self.ws is not None
-        self.ws.transport.abort()
 
 
 @pytest.fixture
@@ -187,15 +86,6 @@ async def make_conn(sup: FakeSupervisor, outbox: AsyncOutbox) -> AsyncIterator[C
     finally:
         for c in conns:
             await c.close()
-
-
-async def append(outbox: AsyncOutbox, n: int, etype: str = "session.status") -> list[int]:
-    out = []
-    for _ in range(n):
-        ev = await outbox.append(None, etype, "ses_1", "alpha", {"n": outbox.next_seq})
-        assert ev is not None
-        out.append(ev.seq)
-    return out
 
 
 # ------------------------------------------------------------------ registration

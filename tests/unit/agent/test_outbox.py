@@ -216,6 +216,27 @@ def test_resume_from_beyond_our_numbering_renumbers_upwards(tmp_path: Path, capl
         assert (ob.last_acked_seq, ob.next_seq, seqs(ob.pending())) == (500, 504, [501, 502, 503])
 
 
+def test_resume_from_another_store_renumbers_and_never_deletes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a failover (issue 21): the supervisor that answers did not ack our events, so its resume seq
+    (here inside our pending range) may count another store's events; nothing pending may go."""
+    with Outbox(tmp_path) as ob:
+        events = add(ob, 35)
+        ob.ack(20)
+        with caplog.at_level(logging.INFO):
+            ob.resume_from(30, same_store=False)
+        assert "failed over" in caplog.text
+        pending = ob.pending()
+        assert seqs(pending) == list(range(31, 46))
+        assert [e.event_id for e in pending] == [e.event_id for e in events[20:]]
+        assert (ob.last_acked_seq, ob.next_seq) == (30, 46)
+        ob.resume_from(30, same_store=False)  # the same seq again: nothing moves
+        assert seqs(ob.pending()) == list(range(31, 46))
+    with Outbox(tmp_path) as ob:  # persisted
+        assert (ob.last_acked_seq, ob.next_seq, len(ob.pending())) == (30, 46, 15)
+
+
 def test_resume_renumber_with_overlapping_ranges(ob: Outbox) -> None:
     add(ob, 50)
     ob.ack(1)

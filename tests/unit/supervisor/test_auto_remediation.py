@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -396,3 +397,47 @@ async def test_at_most_two_runs_at_once_and_stop_records_the_interrupted(store: 
     assert ev.types().count("remediation.failed") == 3
     n = sqlite3.connect(path).execute("SELECT COUNT(*) FROM remediations WHERE status='failed' AND actor='auto'")
     assert n.fetchone()[0] == 3
+
+
+async def test_an_incident_that_restarts_the_supervisor_is_handed_to_the_root_runner(store: Any,
+                                                                                   tmp_path: Path) -> None:
+    """supervisor-high-memory's repair restarts hal-supervisor: never run as its child (killed with it), but a
+    request file for hal-supervisor-remediate.path, under the same throttle; no request directory -> a
+    failed record naming the command, never the in-process run."""
+    from halswarm.core.remediation.requests import parse_request
+
+    writer, reader, _ = store
+    ran: list[RunSpec] = []
+
+    async def runner(spec: RunSpec, stopping: asyncio.Event) -> Outcome:
+        ran.append(spec)
+        return Outcome(report=good_report(spec), rc=0)
+
+    requests = tmp_path / "remediation-requests"
+    requests.mkdir()
+    cfg = AutoConfig(auto=("supervisor-high-memory",), inventory="/inv", window_seconds=3600, state_dir=tmp_path,
+                     request_dir=requests)
+    ev = Emitted()
+    eng = AutoRemediation(cfg, {}, ev, writer, reader, runner=runner, clock=lambda: NOW)
+    await eng.start()
+    assert await eng.on_alert("supervisor-high-memory", "hal_supervisors", "hal_supervisors", "alert M") == "started"
+    await asyncio.wait(eng._running, timeout=5)
+    (name,) = os.listdir(requests)
+    assert parse_request((requests / name).read_bytes(), NOW).incident == "supervisor-high-memory"
+    assert await eng.on_alert("supervisor-high-memory", "hal_supervisors", "hal_supervisors", "again") == "throttled"
+    assert ran == [] and len(os.listdir(requests)) == 1
+    assert ev.types() == ["remediation.started", "remediation.throttled"]  # the POSTed report routes the rest
+    await eng.stop()
+
+    (requests / name).unlink()
+    requests.rmdir()
+    eng2 = AutoRemediation(cfg, {}, ev, writer, reader, runner=runner, clock=lambda: NOW + 7200)
+    await eng2.start()
+    assert await eng2.on_alert("supervisor-high-memory", "hal_supervisors", "hal_supervisors", "alert M") == "started"
+    await asyncio.wait(eng2._running, timeout=5)
+    await eng2.stop()
+    assert ran == []
+    assert ev.types()[-2:] == ["remediation.started", "remediation.failed"]
+    row = sqlite3.connect(store[2]).execute("SELECT status, report FROM remediations").fetchone()
+    assert row[0] == "failed" and "only the root request unit may run it" in json.loads(row[1])["error"], row
+    assert "halctl remediate supervisor-high-memory -i /inv --limit hal_supervisors" in json.loads(row[1])["error"]

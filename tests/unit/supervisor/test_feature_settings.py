@@ -116,6 +116,7 @@ def test_a_wrong_value_is_one_line_naming_its_key(parse: Any, message: str) -> N
     ("policies", {"resume_on_idle": {"enabled": "true"}}, "policies.resume_on_idle.enabled"),
     ("dependencies", ["a", "b"], "dependencies"),
     ("chatops", {"discord": {"users": {"alice": "admin"}}}, "chatops.discord.users"),
+    ("chatops", {"slack": {"signing_secret_file": "/nonexistent/slack-signing"}}, "chatops.slack.signing_secret_file"),
 ])
 async def test_supervisor_refuses_to_start_on_a_wrong_value(section: str, value: Any, message: str) -> None:
     """Before: the value was silently replaced by its default at each use. Now: the start fails, one line,

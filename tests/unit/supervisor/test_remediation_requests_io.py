@@ -100,3 +100,18 @@ def take_requests_one(tmp_path: Path) -> Any:
     (req,) = take_requests(d, time.time(), lambda _: None)
     assert not os.listdir(d)
     return req
+
+
+def test_runner_runs_only_incidents_listed_in_remediation_auto(tmp_path: Path, capsys: Any) -> None:
+    """A valid request for a requestable incident the config does not list is refused: the supervisor's user
+    can write any request, the config (root's) decides what runs."""
+    config = tmp_path / "sup.json"
+    config.write_text(json.dumps({"auth_token": TOKEN, "database": {"path": str(tmp_path / "s.db")},
+                                  "remediation": {"auto": [DB_CORRUPTION], "inventory": str(tmp_path / "none.yml")}}))
+    req = tmp_path / "req"
+    req.mkdir()
+    (req / "supervisor-high-memory-1.json").write_bytes(encode_request("supervisor-high-memory", time.time()))
+    assert main(["--config", str(config), "--dir", str(req)]) == 0
+    out = capsys.readouterr().out
+    assert "supervisor-high-memory: refused (not listed in remediation.auto" in out and "running `" not in out, out
+    assert not os.listdir(req)

@@ -19,6 +19,7 @@ from halswarm.core.alerts import (
     Ignored,
     Mapped,
     Payload,
+    alert_time,
     map_payload,
     parse_payload,
     remediate_command,
@@ -40,9 +41,18 @@ class AlertRemediator(Protocol):
         ...
 
 
+class Detections(Protocol):
+    """Where firing and resolved alerts are noted for the time-to-repair metric (`RemediationMetrics`)."""
+
+    def detected(self, incident: str, host: str | None, at: float | None) -> None: ...
+
+    def resolved(self, incident: str, host: str | None) -> None: ...
+
+
 class AlertsService:
     def __init__(self, settings: AlertSettings, remediator: AlertRemediator, ingestor: Ingestor,
-                 writer: Writer) -> None:
+                 writer: Writer, detections: Detections | None = None) -> None:
+        self.detections = detections
         self.settings = settings
         self.remediator = remediator
         self.ingestor = ingestor
@@ -97,9 +107,13 @@ class AlertsService:
                 "summary": a.annotations.get("summary", "")[:500], "generator_url": a.generator_url,
                 "starts_at": a.starts_at}
         if a.status == "resolved":
+            if self.detections is not None:
+                self.detections.resolved(m.incident, host)
             await self.ingestor.emit_stored(host, "alert.resolved", data | {"ends_at": a.ends_at})
             return out | {"action": "resolved"}
         reason = f"alert {out['alertname'] or m.incident} firing (fingerprint {a.fingerprint or '-'})"
+        if self.detections is not None:
+            self.detections.detected(m.incident, host, alert_time(a.starts_at))
         if m.incident in self.settings.auto and isinstance(target, tuple):
             action = await self.remediator.on_alert(m.incident, target[0], target[1], reason)
             if action in ("started", "throttled"):

@@ -15,6 +15,9 @@ Triggers (only for incident ids listed in `remediation.auto`):
 
 - any listed incident: a firing Alertmanager alert naming it (``POST /api/v1/alerts``, `on_alert`).
 
+An incident whose repair restarts the supervisor (`requests.REQUESTABLE`) is handed to the root request unit
+instead of run as a child (`_hand_over`); its report comes back through ``POST /api/v1/remediations``.
+
 Other ids in `remediation.auto` have no built-in trigger (docs/remediation.md says why for each): a
 warning at start says only alerts start them. Every trigger goes through `_fire`/`launch`: one throttle.
 
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from halswarm.core.remediation.report import build_report, redact, validate_report
+from halswarm.core.remediation.requests import REQUESTABLE
 from halswarm.core.remediation.routing import route
 from halswarm.core.remediation.triggers import (
     CostProviderFacts,
@@ -49,7 +53,9 @@ from halswarm.core.remediation.triggers import (
     next_streak,
 )
 from halswarm.store.repos.remediations import load_auto_started, save_auto_started, store_auto_report
-from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, run_halctl
+from halswarm.supervisor.features.remediations.db_launch import write_request
+from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, display_command, run_halctl
+from halswarm.supervisor.features.remediations.metrics import RemediationMetrics
 from halswarm.supervisor.features.remediations.policy import Decision, NodeFacts, decide, valid_host
 from halswarm.supervisor.features.remediations.settings import (
     AGENT_HIGH_MEMORY,
@@ -90,8 +96,10 @@ class AutoRemediation(PeriodicEngine):
     def __init__(self, cfg: AutoConfig, nodes: Mapping[str, Node], ingestor: Ingestor, writer: Writer,
                  reader: Reader, *, runner: Runner = run_halctl, clock: Callable[[], float] = time.time,
                  cost_state: CostState = list,
-                 vitals: Mapping[str, Mapping[str, float]] | None = None) -> None:
+                 vitals: Mapping[str, Mapping[str, float]] | None = None,
+                 metrics: RemediationMetrics | None = None) -> None:
         super().__init__()
+        self.metrics = metrics
         self.cfg = cfg
         self.nodes = nodes
         self.ingestor = ingestor
@@ -163,7 +171,8 @@ class AutoRemediation(PeriodicEngine):
             if d.kind == "throttled":
                 self._throttled(d, now)
                 continue
-            await self.launch(d.incident, d.host, d.host, d.reason, now)
+            await self.launch(d.incident, d.host, d.host, d.reason, now,
+                              detected=self.offline_since.get(d.host))
         if AGENT_HIGH_MEMORY in self.cfg.auto:
             for node_id, reason in self.memory_pass():
                 await self._fire(AGENT_HIGH_MEMORY, node_id, node_id, reason, now)
@@ -231,8 +240,12 @@ class AutoRemediation(PeriodicEngine):
             "last_started_at": d.last_started, "retry_after": d.retry_after,
             "window_minutes": self.cfg.window_seconds / 60})
 
-    async def launch(self, incident: str, host: str, limit: str, reason: str, now: float) -> None:
-        """Persist the throttle mark, announce, and run in the background."""
+    async def launch(self, incident: str, host: str, limit: str, reason: str, now: float,
+                     detected: float | None = None) -> None:
+        """Persist the throttle mark, announce, and run in the background. `detected`: when the trigger
+        first saw the fault (the node went offline), for the time to repair; default `now`."""
+        if self.metrics is not None:
+            self.metrics.detected(incident, host, detected if detected is not None else now)
         self.last_started[(incident, host)] = now
         await self.writer.run(lambda c: save_auto_started(c, incident, host, now, reason))
         self.stats.runs += 1
@@ -256,8 +269,30 @@ class AutoRemediation(PeriodicEngine):
             return Outcome(error="invalid report from halctl: " + "; ".join(problems[:5]), rc=outcome.rc)
         return outcome
 
+    async def _hand_over(self, spec: RunSpec, started: float) -> Outcome | None:
+        """An incident whose repair restarts the supervisor (`REQUESTABLE`) never runs as its child (it would
+        be killed with it): a request file for the root runner (hal-supervisor-remediate.path), which runs the
+        fixed command and POSTs the report (counted and routed then). None once handed over."""
+        shown = display_command(spec.incident, spec.inventory, spec.limit)
+        directory = self.cfg.request_dir
+        if directory is None or not await asyncio.to_thread(directory.is_dir):
+            return Outcome(error=f"its repair restarts the supervisor, so only the root request unit may run it "
+                                 f"and {directory or 'the request directory'} does not exist: run `{shown}`")
+        try:
+            path = await asyncio.to_thread(write_request, directory, spec.incident, started)
+        except OSError as exc:
+            return Outcome(error=f"request not written ({exc.strerror or exc}): run `{shown}`")
+        log.info("auto remediation %s on %s handed to hal-supervisor-remediate.service (%s)", spec.incident,
+                 spec.host, path.name)
+        return None
+
     async def _run(self, spec: RunSpec, started: float) -> None:
-        outcome = await self._outcome(spec)
+        if spec.incident in REQUESTABLE:
+            outcome = await self._hand_over(spec, started)
+            if outcome is None:
+                return
+        else:
+            outcome = await self._outcome(spec)
         report = outcome.report
         if report is None:
             report = build_report(spec.incident, hosts=[spec.host], facts={}, plan={"decision": "unknown"},
@@ -268,6 +303,8 @@ class AutoRemediation(PeriodicEngine):
         try:
             await self.writer.run(lambda c: store_auto_report(c, report, actor=ACTOR, now=now, reason=spec.reason,
                                                               host=spec.host))
+            if self.metrics is not None:
+                self.metrics.recorded(report, [spec.host])
         except Exception as exc:
             log.error("auto remediation %s on %s: report %s not stored: %s", spec.incident, spec.host,
                       report["id"], exc)

@@ -4,7 +4,8 @@ Run by ``hal-supervisor-remediate.service`` (started by its ``.path`` unit when 
 directory is not empty): every file there is read once and removed, whatever it holds (so the path unit
 never loops); each valid request runs the fixed ``halctl remediate <incident>`` command line, with the
 inventory, limit, state directory and timeout taken from the supervisor's own config, never from the
-request. No shell. One line per decision on stdout (the journal).
+request; the incident must also be listed in that config's `remediation.auto`. No shell. One line per
+decision on stdout (the journal).
 
     python -m halswarm.supervisor.features.remediations.request_runner --config CONFIG --dir DIR
 """
@@ -104,7 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: invalid configuration {args.config}: {exc}", file=sys.stderr)
         return 1
     auto = AutoConfig.from_config(cfg)
-    return max(run_request(r, auto) for r in requests)
+    allowed = [r for r in requests if r.incident in auto.auto]
+    for r in requests:
+        if r.incident not in auto.auto:
+            print(f"{r.incident}: refused (not listed in remediation.auto of {args.config})", flush=True)
+    return max((run_request(r, auto) for r in allowed), default=0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from halswarm.store.reader import Reader
 from halswarm.store.repos.remediations import insert_remediation, query_remediations
 from halswarm.store.writer import Writer
 from halswarm.supervisor.apikit.envelope import ApiError
+from halswarm.supervisor.features.remediations.metrics import RemediationMetrics
 from halswarm.supervisor.runtime.ingest import Ingestor
 
 MAX_REPORT_BYTES = 1_000_000
@@ -24,7 +25,9 @@ def check_status(status: str | None) -> None:
 
 
 class RemediationsService:
-    def __init__(self, writer: Writer, reader: Reader, ingestor: Ingestor) -> None:
+    def __init__(self, writer: Writer, reader: Reader, ingestor: Ingestor,
+                 metrics: RemediationMetrics | None = None) -> None:
+        self.metrics = metrics
         self.writer = writer
         self.reader = reader
         self.ingestor = ingestor
@@ -47,6 +50,8 @@ class RemediationsService:
         rid = str(report["id"])[:100]
         if not await self.writer.run(write):
             raise ApiError("CONFLICT", f"remediation {rid} already recorded")
+        if self.metrics is not None:
+            self.metrics.recorded(report)
         ev_type, _level, data = route(report)
         await self.ingestor.emit_stored(event_node(data["hosts"]), ev_type, data)
         return report | {"id": rid, "received_at": now, "actor": actor}
