@@ -25,9 +25,20 @@ from halswarm.core.chatops.components import (
 from halswarm.core.chatops.embeds import FAILURE, SUCCESS
 from halswarm.supervisor.features.chat.settings import DiscordSettings
 from halswarm.supervisor.notify.channels import resolve
+from halswarm.supervisor.notify.delivery import MAX_TRACKED, DeliveryService, DeliverySettings
 from halswarm.supervisor.notify.formats import Notification, discord_decided, discord_payload
 from tests.fakes.discord_api import component_problem
-from tests.unit.chatops.test_discord_interactions import ADMIN, APP, OPERATOR, OPS_ROLE, VIEWER, keypair, service, sign
+from tests.unit.chatops.test_discord_interactions import (
+    ADMIN,
+    APP,
+    OPERATOR,
+    OPS_ROLE,
+    VIEWER,
+    command,
+    keypair,
+    service,
+    sign,
+)
 
 # ----- custom_id grammar -----
 
@@ -251,7 +262,6 @@ async def test_another_guild_and_a_forged_button_are_refused() -> None:
 async def test_slash_approve_deny_and_approvals() -> None:
     private, public = keypair()
     svc, calls, _writer, rest = service(public)
-    from tests.unit.chatops.test_discord_interactions import command
     listed = await _answer(svc, private, command("approvals", user=VIEWER))
     assert "`per_A1` bash `rm -rf build` - session `s1` on n1" in listed["data"]["embeds"][0]["description"]
     out = await _answer(svc, private, command("approve", [{"name": "approval_id", "type": 3, "value": "per_A1"},
@@ -271,3 +281,26 @@ async def test_slash_approve_deny_and_approvals() -> None:
     assert by_token["t-ap"]["color"] == SUCCESS and by_token["t-dn"]["color"] == FAILURE
     assert "Denied by" in by_token["t-dn"]["description"] and "not here" in by_token["t-dn"]["description"]
     assert "approval_id must be a request id" in by_token["t-bad"]["description"]
+
+
+def test_the_delivery_remembers_a_bounded_number_of_posted_requests_to_edit() -> None:
+    """No network: what is queued, not what is sent (the process tests send it to the fake Discord)."""
+
+    delivery = DeliveryService(DeliverySettings(queue_size=5000))
+    bot = resolve("discord#ops", {"discord": {"bot_token": "T", "channels": {"ops": "123"}}})
+    hook = resolve("discord#hook", {"discord": {"channels": {"hook": "https://discord.test/api/webhooks/1/x"}}})
+    for ch in (bot, hook):
+        delivery.add_channel(ch)
+    for i in range(MAX_TRACKED + 1):
+        ev = {"type": "permission.asked", "session_id": "s", "data": {"id": f"per_R{i}"}}
+        delivery.submit(bot.target, Notification(ev, "permission.*"))
+        delivery.submit(hook.target, Notification(ev, "permission.*"))
+    box, webhook_box = delivery._boxes[bot.target], delivery._boxes[hook.target]
+    assert len(box.asked) == MAX_TRACKED and ("per_R0", "permission.asked") not in box.asked
+    assert webhook_box.asked == {}  # a webhook message has no buttons and is never edited
+    delivery.on_replied({"type": "approval.replied", "data": {"id": "per_R0", "reply": "once"}})  # forgotten
+    delivery.on_replied({"type": "approval.replied", "data": {"id": ["not", "an", "id"]}})
+    assert len(box.items) == MAX_TRACKED + 1
+    delivery.on_replied({"type": "approval.replied", "data": {"id": f"per_R{MAX_TRACKED}", "reply": "once"}})
+    edit = box.items[-1]
+    assert edit.edit and edit.route == "permission.asked" and len(webhook_box.items) == MAX_TRACKED + 1
