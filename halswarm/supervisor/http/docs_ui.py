@@ -1,8 +1,11 @@
-"""``/docs``: Swagger UI served from the files of the ``swagger-ui-bundle`` package, so the page works
-on a host without internet access and loads nothing from a CDN (FastAPI's default does)."""
+"""``/docs``: Swagger UI served from the files of the ``swagger-ui-py`` package (Swagger UI 5, which
+reads OpenAPI 3.1), so the page works on a host without internet access and loads nothing from a CDN
+(FastAPI's default does)."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,9 +29,16 @@ async def docs(request: Request) -> HTMLResponse:
                                swagger_ui_parameters={"validatorUrl": None})
 
 
+def swagger_ui_static() -> Path:
+    """The ``static`` folder of the ``swagger_ui`` package, found without importing it (its ``__init__``
+    loads a handler for every web framework it supports)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is not installed: /docs has no assets")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
 def install_docs(app: Any) -> None:
     """A ``/docs`` page whose script, style and icon come from ``/docs/assets`` (no auth: static files)."""
-    from swagger_ui_bundle import swagger_ui_path
-
-    app.mount(ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    app.mount(ASSETS, StaticFiles(directory=str(swagger_ui_static())), name="docs-assets")
     app.include_router(router)
