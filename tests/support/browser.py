@@ -213,14 +213,14 @@ class Browser:
 
     def wait_css(self, css: str, timeout: float | None = None) -> WebElement:
         """The first element matching ``css`` once it is present."""
-        return self.wait(lambda d: d.find_element(By.CSS_SELECTOR, css), f"element {css!r}", timeout)  # type: ignore[no-any-return]
+        return self.wait(lambda d: d.find_element(By.CSS_SELECTOR, css), f"element {css!r}", timeout)
 
     def wait_visible(self, css: str, timeout: float | None = None) -> WebElement:
         def visible(d: webdriver.Chrome) -> WebElement | None:
             el = d.find_element(By.CSS_SELECTOR, css)
             return el if el.is_displayed() else None
 
-        return self.wait(visible, f"visible element {css!r}", timeout)  # type: ignore[no-any-return]
+        return self.wait(visible, f"visible element {css!r}", timeout)
 
     def wait_gone(self, css: str, timeout: float | None = None) -> None:
         self.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, css), f"no element {css!r}", timeout)
@@ -240,7 +240,7 @@ class Browser:
             el = d.find_element(By.CSS_SELECTOR, css)
             return el if el.get_attribute(attr) == value else None
 
-        return self.wait(holds, f"{css!r}[{attr}={value!r}]", timeout)  # type: ignore[no-any-return]
+        return self.wait(holds, f"{css!r}[{attr}={value!r}]", timeout)
 
     def wait_url(self, pred: Callable[[str], bool], what: str, timeout: float | None = None) -> str:
         return str(self.wait(lambda d: d.current_url if pred(d.current_url) else None, what, timeout))
