@@ -157,6 +157,10 @@ class Browser:
         if self.profile is not None:
             shutil.rmtree(self.profile, ignore_errors=True)
             self.profile = None
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+            self.log_path = None
 
     def __enter__(self) -> Browser:
         return self.start()
