@@ -124,6 +124,18 @@ def page(s: Stack, path: str, name: str) -> None:
     s.browser.wait_ready()
 
 
+def reveal(b: Browser, css: str) -> None:
+    """Open the collapsed ``<details>`` around ``css`` the way a user does: a click on its summary."""
+    b.wait_css(css)
+    closed = b.js("const d = document.querySelector(arguments[0]).closest('details');"
+                  "return d && !d.open;", css)
+    if closed:
+        b.js("document.querySelector(arguments[0]).closest('details').querySelector('summary')"
+             ".setAttribute('data-reveal', '1')", css)
+        b.click("summary[data-reveal='1']")
+        b.wait_visible(css)
+
+
 def set_field(b: Browser, css: str, value: str) -> None:
     """Set a form field that may be a ``<select>`` or an ``<input>``/``<textarea>``."""
     el = b.wait_css(css)
@@ -208,6 +220,7 @@ def test_start_approve_and_watch_the_reply_stream_in(stack: Stack) -> None:
     page(stack, "/sessions", "sessions")
     with stack.api(OPERATOR_TOKEN) as c:
         before = {x["id"] for x in c.get("/api/v1/sessions", params={"limit": 500}).json()["data"]}
+    reveal(b, "form#start-session")
     set_field(b, "form#start-session [name=node_id]", NODE)
     set_field(b, "form#start-session [name=project]", PROJECT)
     b.fill("form#start-session textarea[name=prompt]", prompt)
@@ -336,12 +349,13 @@ def test_a_viewer_sees_pages_but_no_actions_and_is_refused(stack: Stack) -> None
     assert present == [], present
     stack.shot("viewer_session")
 
-    # The console refuses a viewer's forged action even with a valid CSRF token.
+    # The console refuses a viewer's forged action even with the session's valid CSRF token (the logout form's).
     csrf = csrf_of(b)
-    if csrf:
-        for path, form in ((f"/ui/approvals/{req['id']}", {"reply": "once", "csrf": csrf}),
-                           ("/ui/sessions", {"node_id": NODE, "project": PROJECT, "prompt": "x", "csrf": csrf})):
-            assert post_from_page(b, path, form, csrf) in (403, 404, 405), path
+    assert csrf, "no CSRF token on the page"
+    for path, form in ((f"/ui/approvals/{req['id']}", {"reply": "once", "csrf": csrf}),
+                       ("/ui/sessions", {"node_id": NODE, "project": PROJECT, "prompt": "x", "csrf": csrf}),
+                       (f"/ui/sessions/{sid}/kill", {"csrf": csrf})):
+        assert post_from_page(b, path, form, csrf) == 403, path
     # The API refuses the viewer too, and the request is still pending.
     with stack.api(VIEWER_TOKEN) as c:
         assert c.post(f"/api/v1/approvals/{req['id']}", json={"reply": "once"}).status_code == 403
@@ -362,7 +376,7 @@ def test_a_viewer_sees_pages_but_no_actions_and_is_refused(stack: Stack) -> None
 
     # Logout ends the session server-side: the old cookie no longer opens a page.
     old = b.d.get_cookie("hal_console")
-    b.click("form#logout [type=submit]")
+    b.click("form#logout #logout-submit")
     b.wait_css("form#login")
     assert old is not None
     r = httpx.get(stack.ui + "/", cookies={"hal_console": old["value"]}, follow_redirects=False, timeout=30)
@@ -374,9 +388,9 @@ def test_csrf_is_required_for_console_actions(stack: Stack) -> None:
     login(stack, OPERATOR_TOKEN)
     b = stack.browser
     page(stack, "/approvals", "approvals")
-    form = b.wait_css(f"tr[data-approval-id='{req['id']}'] button[data-action=reject]")
-    action = b.js("const f = arguments[0].closest('form'); return f ? f.getAttribute('action') : null;", form)
-    path = action or f"/ui/approvals/{req['id']}"
+    button = b.wait_css(f"tr[data-approval-id='{req['id']}'] button[data-action=reject]")
+    path = b.js("return arguments[0].closest('form').getAttribute('action')", button)
+    assert path == f"/ui/approvals/{req['id']}", path
     for bad in (None, "0" * 43):
         status = post_from_page(b, path, {"reply": "reject"}, bad)
         assert status == 403, (path, bad, status)
