@@ -21,7 +21,9 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
+    # same-origin, not no-referrer: under no-referrer chromium sends `Origin: null` with every form POST, and
+    # same_origin() (rightly) refuses that, so no form of the console worked in a real browser.
+    "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
 }
 MAX_FORM_FIELD = 100_000  # characters of one form value (a prompt)
 
