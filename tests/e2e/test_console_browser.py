@@ -1,14 +1,16 @@
 """The web console (issue 19) in a real headless chromium, against the whole real stack: the supervisor,
 hal-agent, `opencode serve` with `permission.bash=ask` and the loopback fake LLM (the set-up of
-tests/e2e/test_stack_approvals.py). Selectors are those of /work CONSOLE-CONTRACT (docs: the console).
+tests/e2e/test_stack_approvals.py). Selectors are those of the console contract
+(the templates under halswarm/supervisor/features/console/).
 
 An operator logs in, sees the node, starts a session from the sessions page, gets its permission request
 on the session page, approves it and sees the tool's output and the session go idle, and sees a later
 reply stream into the open page; another request is denied from the approvals page and the command never
 runs; a viewer sees every page without a single action control and is refused by the API and the
 console's actions; an open page survives a supervisor restart (its live indicator closes, reopens and new
-events appear without a reload). The approval flow through the API with a real opencode is here too
-(halctl's is in test_stack_approvals.py). Screenshots of every view land in tests/output/console/.
+events appear without a reload; its prompt form and kill button still work). The approval flow through the
+API with a real opencode is here too (halctl's is in test_stack_approvals.py). Screenshots of every view
+land in tests/output/console/.
 
 No timing assertions: every step waits on a condition with explicit, generous timeouts.
 """
@@ -265,7 +267,7 @@ def test_start_approve_and_watch_the_reply_stream_in(stack: Stack) -> None:
     mark_page(b)
     follow = "plain follow-up from the api"
     with stack.api(OPERATOR_TOKEN) as c:
-        r = c.post(f"/api/v1/sessions/{sid}/prompt", json={"prompt": follow})
+        r = c.post(f"/api/v1/sessions/{sid}/prompt", json={"message": follow})
     assert r.status_code in (200, 202), r.text
     wait_msg(b, "user", follow)
     wait_msg(b, "assistant", f"FAKE-REPLY: {follow}")
@@ -423,10 +425,24 @@ def test_an_open_page_survives_a_supervisor_restart(stack: Stack) -> None:
 
     after = "after the restart"
     with stack.api(OPERATOR_TOKEN) as c:
-        r = c.post(f"/api/v1/sessions/{sid}/prompt", json={"prompt": after})
+        r = c.post(f"/api/v1/sessions/{sid}/prompt", json={"message": after})
     assert r.status_code in (200, 202), r.text
     wait_msg(b, "assistant", f"FAKE-REPLY: {after}")
     assert page_kept(b), "the page reloaded instead of reconnecting its stream"
     assert session_of(stack.sup, sid)["status"] in ("idle", "running")
     stack.shot("session_after_restart")
+
+    # The page's own forms still work with the login and CSRF token from before the restart.
+    typed = "typed into the page"
+    b.wait_text("#session-status", "idle", WAIT)
+    b.fill("#prompt-form textarea[name=prompt]", typed)
+    b.click("#prompt-submit")
+    b.wait_css("body[data-page=session]")
+    wait_msg(b, "user", typed)
+    wait_msg(b, "assistant", f"FAKE-REPLY: {typed}")
+    b.wait_text("#session-status", "idle", WAIT)
+    b.click("#kill")
+    b.wait_text("#session-status", "killed", WAIT)
+    assert session_of(stack.sup, sid)["status"] == "killed"
+    stack.shot("session_killed")
 
