@@ -61,14 +61,17 @@ return {ttfb: n.responseStart, fp: paint['first-paint'] ?? null, fcp: paint['fir
 
 OBSERVER_JS = """
 window.__latSeen = {};
-const conv = document.getElementById('conversation');
+// The page swaps the live fragment (status + #conversation) as a whole: observe its container.
+const root = document.getElementById(document.getElementById('live').dataset.target) || document.body;
 const scan = () => {
   const now = performance.timeOrigin + performance.now();
+  const conv = document.getElementById('conversation');
+  if (!conv) return;
   for (const m of conv.textContent.matchAll(/LAT-(\\d+)\\./g)) {
     if (!(m[1] in window.__latSeen)) window.__latSeen[m[1]] = now;
   }
 };
-new MutationObserver(scan).observe(conv, {childList: true, subtree: true, characterData: true});
+new MutationObserver(scan).observe(root, {childList: true, subtree: true, characterData: true});
 scan();
 """
 
@@ -221,7 +224,7 @@ def main() -> int:
                 views = {
                     "fleet /ui/": (ui + "/", "fleet", "tr[data-testid=node-row]"),
                     "sessions /ui/sessions": (ui + "/sessions", "sessions", "tr[data-testid=session-row]"),
-                    "sessions ?status=waiting_input": (ui + "/sessions?status=waiting_input", "sessions",
+                    "sessions ?status=completed": (ui + "/sessions?status=completed", "sessions",
                                                        "tr[data-testid=session-row]"),
                     "sessions ?q=task 1999": (ui + "/sessions?q=task%201999", "sessions",
                                               "tr[data-testid=session-row]"),
