@@ -32,7 +32,7 @@ from tests.support.browser import Browser, require_browser
 from tests.support.supervisor_proc import ADMIN_NAME, SupervisorProc
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 NODE = "e2e-console"
 PROJECT = "demo"
