@@ -171,6 +171,12 @@ async def test_csrf_cross_site_and_viewer_refusals(make_supervisor):
             r = await c.post("/ui/approvals/per_v1", data={"reply": "once", "csrf": csrf},
                              headers={"Origin": "https://evil.example"})
             assert r.status_code == 403
+            for headers in ({"Origin": "null", "Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                            {"Origin": "null"}):
+                r = await c.post("/ui/approvals/per_v1", data={"reply": "once", "csrf": csrf}, headers=headers)
+                assert r.status_code == 403 and "cross-site" in r.text, headers
+            r = await c.post("/ui/login", data={"token": OPERATOR_TOKEN}, headers={"Origin": "https://evil.example"})
+            assert r.status_code == 403 and "set-cookie" not in r.headers  # no login CSRF either
             r = await c.post("/ui/approvals/per_v1", content=b'{"reply":"once"}',
                              headers={"Content-Type": "application/json", "X-CSRF-Token": csrf})
             assert r.status_code == 400
@@ -242,7 +248,9 @@ async def test_pages_render_seeded_data_paged_filtered_and_escaped(make_supervis
     agent = Agent(sup, hostile_node, [(PROJECT, "/srv/alpha"), ("beta", "/srv/beta")])
     sessions = [session_state(f"ses_{i:03d}", PROJECT if i % 2 else "beta", "idle" if i % 3 else "running",
                               started_at=1_700_000_000 + i) for i in range(120)]
-    sessions.append(session_state("ses_evil", PROJECT, "idle", title=HOSTILE, started_at=1_800_000_000))
+    sessions.append(session_state("ses_evil", PROJECT, "idle", title=HOSTILE, started_at=1_800_000_000,
+                                  model="anthropic/claude-sonnet-4", cost_usd=2.5,
+                                  tokens={"input": 1000, "output": 500, "total": 1500}))
     await agent.connect(sessions)
     try:
         await agent.send("message.part.updated", "ses_evil", {"part": {
@@ -275,6 +283,11 @@ async def test_pages_render_seeded_data_paged_filtered_and_escaped(make_supervis
             assert 'data-role="assistant"' in one.text and "assistant says &lt;script&gt;" in one.text
             assert 'data-role="tool"' in one.text and "bin\netc" in one.text
             assert (await c.get("/ui/sessions/ses_nope")).status_code == 404
+            cost = await c.get("/ui/cost?period=week")
+            assert cost.status_code == 200 and 'id="cost-chart"' in cost.text
+            assert '<td>alpha</td><td>1500</td><td>$2.50</td>' in cost.text, cost.text
+            assert '<span class="value" data-period="today">$2.50</span>' in cost.text
+            assert "claude-sonnet-4" in cost.text and "<rect" in cost.text
             for path, marker in (("/ui/approvals", 'data-page="approvals"'), ("/ui/cost", 'id="cost-chart"'),
                                  ("/ui/remediations", 'data-page="remediations"'),
                                  ("/ui/audit", 'data-testid="audit-row"')):
