@@ -308,3 +308,12 @@ async def test_static_assets(make_supervisor):
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         for bad in ("/ui/static/../api.py", "/ui/static/nope.js", "/ui/static/%2e%2e%2fapi.py"):
             assert (await c.get(bad)).status_code == 404, bad
+
+
+async def test_console_can_be_turned_off(make_supervisor):
+    sup = make_supervisor(console={"enabled": False}).start()
+    async with browser(sup) as c:
+        for path in ("/ui/login", "/ui/", "/ui/static/console.js"):
+            assert (await c.get(path)).status_code == 404, path
+        assert (await c.post("/ui/login", data={"token": sup.token})).status_code in (404, 405)
+        assert (await c.get("/healthz")).status_code == 200
