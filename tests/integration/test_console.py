@@ -147,6 +147,19 @@ async def test_login_cookie_logout_and_redirects(make_supervisor):
     assert ("console_login", "console") in actions and ("console_logout", "console") in actions
 
 
+async def test_failed_logins_are_throttled_without_locking_out_a_valid_token(make_supervisor):
+    sup = _with_roles(make_supervisor()).start()
+    async with browser(sup) as c:
+        statuses = [(await c.post("/ui/login", data={"token": f"guess-{i:02d}-" + "g" * 40})).status_code
+                    for i in range(22)]
+        assert statuses[:20] == [401] * 20 and statuses[20:] == [429, 429]
+        assert (await c.post("/ui/login", data={"token": VIEWER_TOKEN})).status_code == 303
+        assert (await c.post("/ui/login", data={"token": "guess-again-" + "g" * 40})).status_code == 429
+        # the API shares the count: a guess there is refused too
+        r = await c.get("/api/v1/nodes", headers={"Authorization": "Bearer " + "h" * 48})
+        assert r.status_code == 429
+
+
 async def test_login_survives_a_restart(make_supervisor):
     sup = _with_roles(make_supervisor()).start()
     async with browser(sup) as c:

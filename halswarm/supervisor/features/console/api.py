@@ -120,14 +120,16 @@ async def login(console: Console, request: Request) -> Response:
     if not web.same_origin(request):
         return _error(None, 403, "cross-site request refused")
     addr = _addr(request)
-    if console.logins.blocked(addr):
-        return web.render("login.html", 429, page="login",
-                          error="too many failed logins from this address; retry later")
     try:
         token = (await web.form(request)).get("token", "")
     except web.BadForm as exc:
         return web.render("login.html", 400, page="login", error=str(exc))
+    # As the API: a valid token is checked first, so a flood of bad ones never locks a valid credential out.
+    blocked = console.logins.blocked(addr)
     ident = console.logins.authenticate(token, addr)
+    if ident is None and blocked:
+        return web.render("login.html", 429, page="login",
+                          error="too many failed logins from this address; retry later")
     if ident is None:
         return web.render("login.html", 401, page="login",
                           error="unknown token: use an API token of a viewer, operator or admin")

@@ -62,12 +62,11 @@ class LoginStore:
 
     def authenticate(self, token: str, addr: str) -> Identity | None:
         """The operator whose API token this is; failures count in the API's failure throttle (so the
-        login form is no faster a way to guess tokens than the API)."""
+        login form is no faster a way to guess tokens than the API). A success clears nothing, as on the
+        API: holding one token must not reset the count of guesses at the others."""
         ident = identify(token.strip() or None, self.gate.operators)
-        if ident is None:
+        if ident is None and not self.gate.throttle.blocked(addr):
             self.gate.throttle.failed(addr)
-        else:
-            self.gate.throttle.succeeded(addr)
         return ident
 
     def blocked(self, addr: str) -> bool:
