@@ -147,6 +147,19 @@ async def test_login_cookie_logout_and_redirects(make_supervisor):
     assert ("console_login", "console") in actions and ("console_logout", "console") in actions
 
 
+async def test_failed_logins_are_throttled_without_locking_out_a_valid_token(make_supervisor):
+    sup = _with_roles(make_supervisor()).start()
+    async with browser(sup) as c:
+        statuses = [(await c.post("/ui/login", data={"token": f"guess-{i:02d}-" + "g" * 40})).status_code
+                    for i in range(22)]
+        assert statuses[:20] == [401] * 20 and statuses[20:] == [429, 429]
+        assert (await c.post("/ui/login", data={"token": VIEWER_TOKEN})).status_code == 303
+        assert (await c.post("/ui/login", data={"token": "guess-again-" + "g" * 40})).status_code == 429
+        # the API shares the count: a guess there is refused too
+        r = await c.get("/api/v1/nodes", headers={"Authorization": "Bearer " + "h" * 48})
+        assert r.status_code == 429
+
+
 async def test_login_survives_a_restart(make_supervisor):
     sup = _with_roles(make_supervisor()).start()
     async with browser(sup) as c:
@@ -171,6 +184,12 @@ async def test_csrf_cross_site_and_viewer_refusals(make_supervisor):
             r = await c.post("/ui/approvals/per_v1", data={"reply": "once", "csrf": csrf},
                              headers={"Origin": "https://evil.example"})
             assert r.status_code == 403
+            for headers in ({"Origin": "null", "Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                            {"Origin": "null"}):
+                r = await c.post("/ui/approvals/per_v1", data={"reply": "once", "csrf": csrf}, headers=headers)
+                assert r.status_code == 403 and "cross-site" in r.text, headers
+            r = await c.post("/ui/login", data={"token": OPERATOR_TOKEN}, headers={"Origin": "https://evil.example"})
+            assert r.status_code == 403 and "set-cookie" not in r.headers  # no login CSRF either
             r = await c.post("/ui/approvals/per_v1", content=b'{"reply":"once"}',
                              headers={"Content-Type": "application/json", "X-CSRF-Token": csrf})
             assert r.status_code == 400
@@ -242,7 +261,9 @@ async def test_pages_render_seeded_data_paged_filtered_and_escaped(make_supervis
     agent = Agent(sup, hostile_node, [(PROJECT, "/srv/alpha"), ("beta", "/srv/beta")])
     sessions = [session_state(f"ses_{i:03d}", PROJECT if i % 2 else "beta", "idle" if i % 3 else "running",
                               started_at=1_700_000_000 + i) for i in range(120)]
-    sessions.append(session_state("ses_evil", PROJECT, "idle", title=HOSTILE, started_at=1_800_000_000))
+    sessions.append(session_state("ses_evil", PROJECT, "idle", title=HOSTILE, started_at=1_800_000_000,
+                                  model="anthropic/claude-sonnet-4", cost_usd=2.5,
+                                  tokens={"input": 1000, "output": 500, "total": 1500}))
     await agent.connect(sessions)
     try:
         await agent.send("message.part.updated", "ses_evil", {"part": {
@@ -275,6 +296,11 @@ async def test_pages_render_seeded_data_paged_filtered_and_escaped(make_supervis
             assert 'data-role="assistant"' in one.text and "assistant says &lt;script&gt;" in one.text
             assert 'data-role="tool"' in one.text and "bin\netc" in one.text
             assert (await c.get("/ui/sessions/ses_nope")).status_code == 404
+            cost = await c.get("/ui/cost?period=week")
+            assert cost.status_code == 200 and 'id="cost-chart"' in cost.text
+            assert '<td>alpha</td><td>1500</td><td>$2.50</td>' in cost.text, cost.text
+            assert '<span class="value" data-period="today">$2.50</span>' in cost.text
+            assert "claude-sonnet-4" in cost.text and "<rect" in cost.text
             for path, marker in (("/ui/approvals", 'data-page="approvals"'), ("/ui/cost", 'id="cost-chart"'),
                                  ("/ui/remediations", 'data-page="remediations"'),
                                  ("/ui/audit", 'data-testid="audit-row"')):
@@ -295,3 +321,12 @@ async def test_static_assets(make_supervisor):
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         for bad in ("/ui/static/../api.py", "/ui/static/nope.js", "/ui/static/%2e%2e%2fapi.py"):
             assert (await c.get(bad)).status_code == 404, bad
+
+
+async def test_console_can_be_turned_off(make_supervisor):
+    sup = make_supervisor(console={"enabled": False}).start()
+    async with browser(sup) as c:
+        for path in ("/ui/login", "/ui/", "/ui/static/console.js"):
+            assert (await c.get(path)).status_code == 404, path
+        assert (await c.post("/ui/login", data={"token": sup.token})).status_code in (404, 405)
+        assert (await c.get("/healthz")).status_code == 200

@@ -62,9 +62,11 @@ async def test_start_prompt_resume_handover_kill_from_the_page(make_supervisor):
             r = await c.post("/ui/sessions/ses_old/prompt", data={"csrf": csrf, "prompt": "and add a test"})
             assert (r.status_code, r.headers["location"]) == (303, "/ui/sessions/ses_old")
             assert (seen[-1].type, seen[-1].args["message"]) == ("prompt_session", "and add a test")
-            for verb, ctype in (("resume", "resume"), ("handover", "handover"), ("kill", "kill_session")):
+            for verb, ctype, then in (("resume", "resume", "/ui/sessions/ses_old"),
+                                      ("handover", "handover", "/ui/sessions/ses_old-next"),  # the new session
+                                      ("kill", "kill_session", "/ui/sessions/ses_old")):
                 r = await c.post(f"/ui/sessions/ses_old/{verb}", data={"csrf": csrf})
-                assert r.status_code == 303, (verb, r.text)
+                assert (r.status_code, r.headers["location"]) == (303, then), (verb, r.text)
                 assert seen[-1].type == ctype
             r = await c.post("/ui/sessions/ses_old/explode", data={"csrf": csrf})
             assert r.status_code == 404

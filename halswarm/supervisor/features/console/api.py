@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -119,14 +120,16 @@ async def login(console: Console, request: Request) -> Response:
     if not web.same_origin(request):
         return _error(None, 403, "cross-site request refused")
     addr = _addr(request)
-    if console.logins.blocked(addr):
-        return web.render("login.html", 429, page="login",
-                          error="too many failed logins from this address; retry later")
     try:
         token = (await web.form(request)).get("token", "")
     except web.BadForm as exc:
         return web.render("login.html", 400, page="login", error=str(exc))
+    # As the API: a valid token is checked first, so a flood of bad ones never locks a valid credential out.
+    blocked = console.logins.blocked(addr)
     ident = console.logins.authenticate(token, addr)
+    if ident is None and blocked:
+        return web.render("login.html", 429, page="login",
+                          error="too many failed logins from this address; retry later")
     if ident is None:
         return web.render("login.html", 401, page="login",
                           error="unknown token: use an API token of a viewer, operator or admin")
@@ -342,9 +345,18 @@ async def session_action(console: Console, request: Request, session_id: str, ve
     async def action(login: Login, _f: dict[str, str]) -> Response:
         if verb not in ACTIONS:
             return _error(login, 404, f"no action {verb[:40]!r} (one of {', '.join(ACTIONS)})", back)
-        await console.ports.sessions.act(session_id, verb, actor=login.identity.name, ip=_addr(request))
-        return web.redirect(back)
+        out = await console.ports.sessions.act(session_id, verb, actor=login.identity.name, ip=_addr(request))
+        successor = _successor(out) if verb == "handover" else None
+        return web.redirect(f"/ui/sessions/{quote(successor, safe='')}" if successor else back)
     return await _act(console, request, back, action)
+
+
+def _successor(result: dict[str, Any]) -> str | None:
+    """The new session a handover started (its command output's `session.id`), if it names one."""
+    output = result.get("output")
+    session = output.get("session") if isinstance(output, dict) else None
+    sid = session.get("id") if isinstance(session, dict) else None
+    return sid if isinstance(sid, str) and sid else None
 
 
 @router.post("/approvals/{approval_id}")

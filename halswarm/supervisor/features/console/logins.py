@@ -58,15 +58,15 @@ class LoginStore:
         self.reader = reader
         self.writer = writer
         self._cache: OrderedDict[str, ConsoleSessionRow] = OrderedDict()
+        self._written: dict[str, float] = {}  # session -> last_seen last written to the store
 
     def authenticate(self, token: str, addr: str) -> Identity | None:
         """The operator whose API token this is; failures count in the API's failure throttle (so the
-        login form is no faster a way to guess tokens than the API)."""
+        login form is no faster a way to guess tokens than the API). A success clears nothing, as on the
+        API: holding one token must not reset the count of guesses at the others."""
         ident = identify(token.strip() or None, self.gate.operators)
-        if ident is None:
+        if ident is None and not self.gate.throttle.blocked(addr):
             self.gate.throttle.failed(addr)
-        else:
-            self.gate.throttle.succeeded(addr)
         return ident
 
     def blocked(self, addr: str) -> bool:
@@ -96,9 +96,11 @@ class LoginStore:
         if ident is None or now >= row.expires_at or now - row.last_seen > self.settings.idle_sec:
             await self._forget(h)
             return None
-        if now - row.last_seen > TOUCH_EVERY_SEC:
-            row = ConsoleSessionRow(row.id_hash, row.actor, row.token_hash, row.created_at, now, row.expires_at)
+        # Memory holds the exact last use; the store at most TOUCH_EVERY_SEC behind (one write a minute).
+        if now - self._written.get(h, row.last_seen) > min(TOUCH_EVERY_SEC, self.settings.idle_sec / 4):
             await self.writer.run(lambda c: touch_console_session(c, h, now))
+            self._written[h] = now
+        row = ConsoleSessionRow(row.id_hash, row.actor, row.token_hash, row.created_at, now, row.expires_at)
         self._remember(row)
         return Login(h, ident, self.csrf_of(sid), row)
 
@@ -123,8 +125,10 @@ class LoginStore:
         self._cache[row.id_hash] = row
         self._cache.move_to_end(row.id_hash)
         while len(self._cache) > CACHE_MAX:
-            self._cache.popitem(last=False)
+            gone, _ = self._cache.popitem(last=False)
+            self._written.pop(gone, None)
 
     async def _forget(self, h: str) -> None:
         self._cache.pop(h, None)
+        self._written.pop(h, None)
         await self.writer.run(lambda c: delete_console_session(c, h))

@@ -21,8 +21,6 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
-    # same-origin, not no-referrer: under no-referrer chromium sends `Origin: null` with every form POST, and
-    # same_origin() (rightly) refuses that, so no form of the console worked in a real browser.
     "Referrer-Policy": "same-origin", "Cache-Control": "no-store",
 }
 MAX_FORM_FIELD = 100_000  # characters of one form value (a prompt)
@@ -112,14 +110,16 @@ async def form(request: Request) -> dict[str, str]:
 
 def same_origin(request: Request) -> bool:
     """A state-changing request from another site is refused even before its CSRF token is looked at:
-    `Origin` (or, without it, `Sec-Fetch-Site`) must name this very host."""
+    `Origin` must name this very host; without a usable one, `Sec-Fetch-Site` must say same-origin."""
     origin = request.headers.get("origin")
     host = request.headers.get("host") or ""
-    if origin is not None:
-        if origin == "null":
-            return False
-        return origin.split("://", 1)[-1].rstrip("/").lower() == host.lower()
     site = request.headers.get("sec-fetch-site")
+    if origin is not None and origin != "null":
+        return origin.split("://", 1)[-1].rstrip("/").lower() == host.lower()
+    # `Origin: null` (a browser hiding it, e.g. under a no-referrer policy): the fetch metadata decides,
+    # and a browser sends it; a client that sends neither is no browser, so no cross-site page drove it.
+    if origin == "null":
+        return site in ("same-origin", "none")
     return site in (None, "same-origin", "none")
 
 
