@@ -299,6 +299,8 @@ def test_deny_from_the_approvals_page_rejects_the_tool(stack: Stack) -> None:
     page(stack, f"/sessions/{sid}", "session")
     b.wait_text("#session-status", "idle")
     assert not b.exists(f".msg[data-approval-id='{req['id']}'] button[data-action]:not([disabled])")
+    asked = f"#conversation .msg[data-role=permission][data-approval-id='{req['id']}']"
+    b.wait_text(asked, lambda t: "reject" in t.lower())  # the page says the request was rejected
     stack.shot("session_denied")
 
     page(stack, "/audit", "audit")
