@@ -271,6 +271,7 @@ async def test_pages_render_seeded_data_paged_filtered_and_escaped(make_supervis
         await agent.send("message.part.updated", "ses_evil", {"part": {
             "id": "prt_2", "messageID": "msg_1", "type": "tool", "tool": "bash",
             "state": {"status": "completed", "input": {"command": "ls /"}, "output": "bin\netc"}}})
+        await agent.ask("per_evil1", "ses_evil", HOSTILE)  # a hostile command in the approvals queue
         async with browser(sup) as c:
             await login(c, VIEWER_TOKEN)
             fleet = await c.get("/ui/")
@@ -295,6 +296,10 @@ async def test_pages_render_seeded_data_paged_filtered_and_escaped(make_supervis
             assert one.status_code == 200 and HOSTILE not in one.text
             assert 'data-role="assistant"' in one.text and "assistant says &lt;script&gt;" in one.text
             assert 'data-role="tool"' in one.text and "bin\netc" in one.text
+            assert 'data-approval-id="per_evil1"' in one.text and "echo" not in one.text
+            queue = await c.get("/ui/approvals")
+            assert 'data-approval-id="per_evil1"' in queue.text and HOSTILE not in queue.text
+            assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in queue.text
             assert (await c.get("/ui/sessions/ses_nope")).status_code == 404
             cost = await c.get("/ui/cost?period=week")
             assert cost.status_code == 200 and 'id="cost-chart"' in cost.text
