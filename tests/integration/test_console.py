@@ -276,6 +276,10 @@ async def test_pages_render_seeded_data_paged_filtered_and_escaped(make_supervis
             await login(c, VIEWER_TOKEN)
             fleet = await c.get("/ui/")
             assert f'data-testid="node-row" data-node-id="{hostile_node}"' in fleet.text
+            assert 'id="live" data-state="closed" data-stream="/ui/events/stream?type=node.*"' in fleet.text
+            frag = await c.get("/ui/fleet/live", params={"status": "online"})
+            assert f'data-node-id="{hostile_node}"' in frag.text and "<html" not in frag.text
+            assert 'data-node-id' not in (await c.get("/ui/fleet/live", params={"status": "offline"})).text
             first = await c.get("/ui/sessions")
             assert first.text.count('data-testid="session-row"') == 50
             assert 'data-session-id="ses_evil"' in first.text  # newest first
