@@ -339,3 +339,20 @@ async def test_console_can_be_turned_off(make_supervisor):
             assert (await c.get(path)).status_code == 404, path
         assert (await c.post("/ui/login", data={"token": sup.token})).status_code in (404, 405)
         assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_cookie_is_secure_over_tls(make_supervisor, tmp_path):
+    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
+    proc = await asyncio.create_subprocess_exec(
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt), "-days",
+        "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    sup = make_supervisor(security={"tls": {"enabled": True, "cert_path": str(crt), "key_path": str(key)}})
+    sup.tls_ca = crt
+    sup.start()
+    async with httpx.AsyncClient(base_url=sup.api, timeout=30, verify=sup.verify) as c:
+        r = await c.post("/ui/login", data={"token": sup.token})
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/ui" in cookie
