@@ -271,10 +271,15 @@ async def test_pages_render_seeded_data_paged_filtered_and_escaped(make_supervis
         await agent.send("message.part.updated", "ses_evil", {"part": {
             "id": "prt_2", "messageID": "msg_1", "type": "tool", "tool": "bash",
             "state": {"status": "completed", "input": {"command": "ls /"}, "output": "bin\netc"}}})
+        await agent.ask("per_evil1", "ses_evil", HOSTILE)  # a hostile command in the approvals queue
         async with browser(sup) as c:
             await login(c, VIEWER_TOKEN)
             fleet = await c.get("/ui/")
             assert f'data-testid="node-row" data-node-id="{hostile_node}"' in fleet.text
+            assert 'id="live" data-state="closed" data-stream="/ui/events/stream?type=node.*"' in fleet.text
+            frag = await c.get("/ui/fleet/live", params={"status": "online"})
+            assert f'data-node-id="{hostile_node}"' in frag.text and "<html" not in frag.text
+            assert 'data-node-id' not in (await c.get("/ui/fleet/live", params={"status": "offline"})).text
             first = await c.get("/ui/sessions")
             assert first.text.count('data-testid="session-row"') == 50
             assert 'data-session-id="ses_evil"' in first.text  # newest first
@@ -295,6 +300,10 @@ async def test_pages_render_seeded_data_paged_filtered_and_escaped(make_supervis
             assert one.status_code == 200 and HOSTILE not in one.text
             assert 'data-role="assistant"' in one.text and "assistant says &lt;script&gt;" in one.text
             assert 'data-role="tool"' in one.text and "bin\netc" in one.text
+            assert 'data-approval-id="per_evil1"' in one.text and "echo" not in one.text
+            queue = await c.get("/ui/approvals")
+            assert 'data-approval-id="per_evil1"' in queue.text and HOSTILE not in queue.text
+            assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in queue.text
             assert (await c.get("/ui/sessions/ses_nope")).status_code == 404
             cost = await c.get("/ui/cost?period=week")
             assert cost.status_code == 200 and 'id="cost-chart"' in cost.text
@@ -330,3 +339,20 @@ async def test_console_can_be_turned_off(make_supervisor):
             assert (await c.get(path)).status_code == 404, path
         assert (await c.post("/ui/login", data={"token": sup.token})).status_code in (404, 405)
         assert (await c.get("/healthz")).status_code == 200
+
+
+async def test_cookie_is_secure_over_tls(make_supervisor, tmp_path):
+    key, crt = tmp_path / "key.pem", tmp_path / "cert.pem"
+    proc = await asyncio.create_subprocess_exec(
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt), "-days",
+        "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    sup = make_supervisor(security={"tls": {"enabled": True, "cert_path": str(crt), "key_path": str(key)}})
+    sup.tls_ca = crt
+    sup.start()
+    async with httpx.AsyncClient(base_url=sup.api, timeout=30, verify=sup.verify) as c:
+        r = await c.post("/ui/login", data={"token": sup.token})
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"]
+        assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/ui" in cookie

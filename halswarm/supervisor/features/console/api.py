@@ -102,6 +102,12 @@ def _page_req(request: Request, shape: str, limit: int = PAGE_ROWS) -> PageReque
     return page_request(limit, 0, q.get("after") or None, q.get("before") or None, shape)
 
 
+def _same_query(request: Request) -> str:
+    """This page's own query (filters and cursor), for its live fragment: a refresh keeps the page shown."""
+    q = request.url.query
+    return "?" + q if q and len(q) <= 2000 else ""
+
+
 def _params(request: Request, *names: str) -> dict[str, str]:
     return {n: v[:200] for n in names if (v := request.query_params.get(n, "").strip())}
 
@@ -177,18 +183,30 @@ async def static(name: str) -> Response:
 
 # ----- pages -----
 
+async def _fleet_context(console: ConsoleService, request: Request, login: Login) -> dict[str, Any]:
+    params = _params(request, "status", "project")
+    got, total = console.ports.nodes.page(params.get("status"), params.get("project"), _page_req(request, "s"))
+    drift, _meta = await console.ports.env.drift(None, None)
+    drifted: dict[str, int] = {}
+    for d in drift:
+        drifted[str(d.get("node_id"))] = drifted.get(str(d.get("node_id")), 0) + 1
+    rows = [n.to_api() | {"drift": drifted.get(n.id, 0)} for n in got.items]
+    return _ctx(login, "fleet", nodes=rows, total=total, page_obj=got, params=params, statuses=NODE_STATUSES,
+                live_query=_same_query(request))
+
+
 @router.get("/")
 async def fleet(console: Console, request: Request) -> Response:
     async def page(login: Login) -> Response:
-        params = _params(request, "status", "project")
-        got, total = console.ports.nodes.page(params.get("status"), params.get("project"), _page_req(request, "s"))
-        drift, _meta = await console.ports.env.drift(None, None)
-        drifted: dict[str, int] = {}
-        for d in drift:
-            drifted[str(d.get("node_id"))] = drifted.get(str(d.get("node_id")), 0) + 1
-        rows = [n.to_api() | {"drift": drifted.get(n.id, 0)} for n in got.items]
-        return web.render("fleet.html", **_ctx(login, "fleet", nodes=rows, total=total, page_obj=got, params=params,
-                                               statuses=NODE_STATUSES))
+        return web.render("fleet.html", **await _fleet_context(console, request, login))
+    return await _view(console, request, page)
+
+
+@router.get("/fleet/live")
+async def fleet_live(console: Console, request: Request) -> Response:
+    """The fleet table alone, fetched again when a node comes online or goes offline."""
+    async def page(login: Login) -> Response:
+        return web.render("fleet_table.html", **await _fleet_context(console, request, login))
     return await _view(console, request, page)
 
 
@@ -233,7 +251,8 @@ async def _approvals_context(console: ConsoleService, request: Request, login: L
     params = _params(request, "node_id", "project")
     got, total, _now = await console.ports.approvals.page(_page_req(request, "fs"), node_id=params.get("node_id"),
                                                           project=params.get("project"))
-    return _ctx(login, "approvals", approvals=got.items, total=total, page_obj=got, params=params)
+    return _ctx(login, "approvals", approvals=got.items, total=total, page_obj=got, params=params,
+                live_query=_same_query(request))
 
 
 @router.get("/approvals")

@@ -3,12 +3,13 @@
  * An element #live[data-stream][data-src][data-target] opens an EventSource on data-stream (the
  * supervisor's event stream; the login cookie authenticates it) and, when events arrive, fetches
  * data-src (an HTML fragment rendered and escaped by the server) into #data-target, at most once per
- * REFRESH_MS. #live[data-state] is "open" while the stream is connected, "closed" otherwise; a closed
+ * REFRESH_MS, and once more SETTLE_MS after the last event. #live[data-state] is "open" while the stream is connected, "closed" otherwise; a closed
  * stream is reopened with backoff (a supervisor restart), and a lost login sends the page to /ui/login.
  */
 (function () {
   "use strict";
   var REFRESH_MS = 400;
+  var SETTLE_MS = 1500;
   var MAX_BACKOFF_MS = 10000;
 
   function start(live) {
@@ -18,6 +19,7 @@
     var source = null;
     var backoff = 500;
     var timer = null;
+    var settle = null;
     var inflight = false;
     var again = false;
 
@@ -57,6 +59,10 @@
       if (timer === null) {
         timer = window.setTimeout(function () { timer = null; refresh(); }, REFRESH_MS);
       }
+      /* One more look once the events stop: state the supervisor folds in just after storing the
+         event (a session's status) is then on the page even if the first refresh came too early. */
+      if (settle !== null) { window.clearTimeout(settle); }
+      settle = window.setTimeout(function () { settle = null; refresh(); }, SETTLE_MS);
     }
 
     function wanted(data) {
