@@ -66,6 +66,12 @@ bench: $(STAMP)
 bench-agent: $(STAMP) clis
 	$(BIN)/python bench/agent.py
 
+## Web console: first paint / interactive of the fleet and sessions views at 2,000 nodes / 20,000 sessions and
+## event -> visible-in-page latency, in headless chromium (Debian's chromium + chromium-driver)
+.PHONY: bench-console
+bench-console: $(STAMP)
+	$(BIN)/python bench/console.py
+
 ## MTTR per incident and halctl's overhead over plain ansible-playbook (root: podman fleet)
 bench-drills: $(STAMP) ops-setup
 	$(BIN)/python bench/drills.py

@@ -27,8 +27,9 @@ IMAGE="${HAL_CI_IMAGE:-localhost/halswarm-ops-systemd:bookworm-4}"
 WHEELHOUSE="${HAL_CI_WHEELHOUSE:-/var/cache/halswarm-ci/wheelhouse}"
 IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables,procps,sqlite3,sudo,ca-certificates"
 # openjdk-17-jre-headless: the Java runtime of ansible-rulebook's rules engine (tests/e2e/test_eda_rulebook.py).
+# chromium chromium-driver: the headless browser of the web console tests and bench (tests/support/browser.py).
 APT_PACKAGES=(openssh-server openssh-client iproute2 iptables nftables ufw sqlite3 curl sudo
-  podman runc uidmap debootstrap prometheus prometheus-alertmanager openjdk-17-jre-headless)
+  podman runc uidmap debootstrap prometheus prometheus-alertmanager openjdk-17-jre-headless chromium chromium-driver)
 
 log() { printf 'ci-setup: %s\n' "$*" >&2; }
 

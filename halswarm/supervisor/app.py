@@ -56,6 +56,10 @@ from halswarm.supervisor.features.chat.settings import DiscordSettings
 from halswarm.supervisor.features.chat.slack_service import SlackChat
 from halswarm.supervisor.features.chat.slack_settings import SlackSettings
 from halswarm.supervisor.features.commands.service import CommandsService
+from halswarm.supervisor.features.console.logins import LoginStore
+from halswarm.supervisor.features.console.ports import ConsolePorts
+from halswarm.supervisor.features.console.service import ConsoleService
+from halswarm.supervisor.features.console.settings import ConsoleSettings
 from halswarm.supervisor.features.cost.aggregator import CostAggregator
 from halswarm.supervisor.features.cost.service import CostService
 from halswarm.supervisor.features.cost.settings import CostSettings
@@ -190,6 +194,7 @@ class Supervisor:
             self.approval_settings = ApprovalSettings.from_config(cfg)
             self.discord_settings = DiscordSettings.from_config(cfg)
             self.slack_settings = SlackSettings.from_config(cfg)
+            self.console_settings = ConsoleSettings.from_config(cfg)
         except ConfigError as exc:
             raise StartupError(f"invalid configuration: {exc}") from None
 
@@ -505,11 +510,13 @@ class Supervisor:
         add(sessions)
         add(events)
         add(CommandsService(self.commands, self.reader))
-        add(AuditService(self.reader))
+        audit = AuditService(self.reader)
+        add(audit)
         add(costs)
         add(self.policies)
         add(self.dependencies)
-        add(RemediationsService(self.writer, self.reader, self.ingestor, self.remediation_metrics))
+        remediations = RemediationsService(self.writer, self.reader, self.ingestor, self.remediation_metrics)
+        add(remediations)
         add(alerts)
         add(self.tool_auth)
         add(self.approvals)
@@ -519,6 +526,11 @@ class Supervisor:
                           approvals=self.approvals, connected=lambda: len(self.hub.links))
         add(DiscordInteractions(self.discord_settings, ports, self.writer))
         add(SlackChat(self.slack_settings, ports, self.approvals, self.writer))
+        if self.console_settings.enabled:  # the web console (issue 19): the same services again, as HTML
+            console = ConsolePorts(sessions=sessions, nodes=nodes, events=events, approvals=self.approvals, cost=costs,
+                                   remediations=remediations, remediate=alerts, audit=audit, env=env)
+            logins = LoginStore(self.console_settings, self.gate, self.reader, self.writer)
+            add(ConsoleService(self.console_settings, logins, console, self.writer))
 
     def _compose_env(self) -> EnvService:
         """The env manifest, checks, approvals, AGENT.md and the manifest push watcher (issue 9)."""

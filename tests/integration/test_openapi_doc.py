@@ -43,6 +43,17 @@ def _operations(doc: dict) -> dict[tuple[str, str], dict]:
     return {(m.upper(), p): op for p, item in doc["paths"].items() for m, op in item.items()}
 
 
+async def test_console_pages_are_left_out_of_the_document_on_purpose(supervisor):
+    """/ui (the web console: HTML, cookie login) is not an API: no operation of the document, while every
+    one of its routes is in the console role matrix (tests/integration/test_roles.py CONSOLE)."""
+    from tests.integration.test_roles import CONSOLE, _console_routes
+
+    doc = (await _get(supervisor.api + "/openapi.json")).json()
+    assert not [p for p in doc["paths"] if p.startswith("/ui")]
+    assert _console_routes() == sorted(CONSOLE)
+    assert (await _get(supervisor.api + "/ui/login")).status_code == 200  # served all the same
+
+
 async def test_every_operation_documents_itself(supervisor):
     doc = (await _get(supervisor.api + "/openapi.json")).json()
     scheme = doc["components"]["securitySchemes"]["bearerAuth"]

@@ -134,6 +134,9 @@ def test_wheel_carries_the_whole_toolkit(installed: dict[str, Path]) -> None:
 
     version = json.loads(_run([halctl, "version", "--json"], cwd=work, env=env).stdout)
     site = installed["venv"] / "lib"
+    # The web console's templates and assets (package data): /ui works from the wheel, offline.
+    console = next(site.glob("python3*/site-packages/halswarm/supervisor/features/console"))
+    assert (console / "templates" / "session.html").is_file() and (console / "static" / "console.js").is_file()
     assert version["collection"] and Path(version["collection_path"]).is_relative_to(site), version
     assert version["ansible_core"].startswith("2.19.") and version["ansible"], version
     assert Path(version["example_inventory"], "hosts.yml").is_file(), version

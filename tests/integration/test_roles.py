@@ -51,6 +51,24 @@ ALERT_ROUTES = {("POST", "/api/v1/alerts")}
 SIGNED_ROUTES = {("POST", "/api/v1/chat/discord/interactions"), ("POST", "/api/v1/chat/slack/commands"),
                  ("POST", "/api/v1/chat/slack/interactions")}
 
+# The web console (/ui, issue 19): HTML pages authenticated by the login cookie, not in the OpenAPI
+# document (tests/integration/test_openapi_doc.py checks that), so listed here from its router. None: open
+# to anyone (the login form, static files); V: any logged-in role; OP: operator+ (plus CSRF). A console
+# route missing here fails test_console_role_matrix_covers_every_route.
+CONSOLE: dict[tuple[str, str], Role | None] = {
+    ("GET", "/ui/login"): None, ("POST", "/ui/login"): None, ("GET", "/ui/static/{name}"): None,
+    ("GET", "/ui/whoami"): None,  # answers 204/401 only: whether the cookie is a login
+    ("POST", "/ui/logout"): V,
+    ("GET", "/ui/"): V, ("GET", "/ui/fleet/live"): V, ("GET", "/ui/sessions"): V,
+    ("GET", "/ui/sessions/{session_id}"): V,
+    ("GET", "/ui/sessions/{session_id}/live"): V, ("GET", "/ui/approvals"): V, ("GET", "/ui/approvals/live"): V,
+    ("GET", "/ui/cost"): V, ("GET", "/ui/remediations"): V, ("GET", "/ui/audit"): V,
+    ("GET", "/ui/events/stream"): V,
+    ("POST", "/ui/sessions"): OP, ("POST", "/ui/sessions/{session_id}/prompt"): OP,
+    ("POST", "/ui/sessions/{session_id}/{verb}"): OP, ("POST", "/ui/approvals/{approval_id}"): OP,
+    ("POST", "/ui/remediate"): OP,
+}
+
 VIEWER_TOKEN, OPERATOR_TOKEN = "v" * 8 + "0123456789abcdef" * 3, "o" * 8 + "fedcba9876543210" * 3
 ALERT_TOKEN = "a" * 8 + "00112233445566778899aabb" * 2
 
@@ -119,6 +137,54 @@ async def test_role_matrix_covers_every_route(roles_sup):
                 ok = status not in (401, 403, 429)
             if not ok:
                 bad.append(f"{method} {path} as {who}: {status} {code}, want {want}")
+    assert not bad, "\n".join(bad)
+
+
+def _console_routes() -> list[tuple[str, str]]:
+    from fastapi.routing import APIRoute
+
+    from halswarm.supervisor.features.console.api import router
+
+    return sorted((m, r.path) for r in router.routes if isinstance(r, APIRoute) for m in r.methods)
+
+
+async def _console_login(c: httpx.AsyncClient, token: str) -> str:
+    r = await c.post("/ui/login", data={"token": token})
+    assert r.status_code == 303, r.text
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', (await c.get("/ui/")).text).group(1)
+
+
+async def test_console_role_matrix_covers_every_route(roles_sup):
+    """Every /ui route: anonymous visitors are sent to the login page (401 for the stream), any role reads,
+    only operator+ acts (a viewer's action is 403 even with its CSRF token)."""
+    sup = roles_sup
+    routes = _console_routes()
+    assert routes == sorted(CONSOLE), "a /ui route without a row in CONSOLE (or a stale row)"
+    bad: list[str] = []
+    async with httpx.AsyncClient(base_url=sup.api, timeout=30) as anon, \
+            httpx.AsyncClient(base_url=sup.api, timeout=30) as viewer, \
+            httpx.AsyncClient(base_url=sup.api, timeout=30) as operator:
+        csrf = {"viewer": await _console_login(viewer, VIEWER_TOKEN),
+                "operator": await _console_login(operator, OPERATOR_TOKEN)}
+        for method, path in routes:
+            needed = CONSOLE[(method, path)]
+            if needed is None or path == "/ui/logout":
+                continue
+            url = re.sub(r"\{[^}]+\}", "x", path).replace("/ui/static/x", "/ui/static/console.js")
+            for who, c in (("anon", anon), ("viewer", viewer), ("operator", operator)):
+                data = {"csrf": csrf.get(who, "")} if method == "POST" else None
+                async with c.stream(method, url, data=data) as r:
+                    status = r.status_code
+                    location = r.headers.get("location", "")
+                refused_login = status == 401 or (status == 303 and location == "/ui/login")
+                if who == "anon":
+                    ok = refused_login
+                elif needed == OP and who == "viewer":
+                    ok = status == 403
+                else:
+                    ok = not refused_login and status != 403
+                if not ok:
+                    bad.append(f"{method} {path} as {who}: {status} {location}")
     assert not bad, "\n".join(bad)
 
 

@@ -97,10 +97,23 @@ def _where(filters: Mapping[str, str | None]) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(conds)) if conds else "", args
 
 
+def _text_match(q: str | None, where: str, args: list[Any]) -> tuple[str, list[Any]]:
+    """`q`: a case-insensitive substring of the id, project, title or current task (LIKE, wildcards escaped)."""
+    if not q:
+        return where, args
+    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    cond = " OR ".join(f"{col} LIKE ? ESCAPE '\\'" for col in _TEXT_COLUMNS)
+    return (f"{where} AND ({cond})" if where else f" WHERE ({cond})"), [*args, *([pattern] * len(_TEXT_COLUMNS))]
+
+
+_TEXT_COLUMNS = ("id", "project", "title", "current_task")
+
+
 def list_sessions(conn: sqlite3.Connection, req: PageRequest, *, project: str | None = None,
-                  status: str | None = None, node_id: str | None = None) -> tuple[list[Session], int]:
+                  status: str | None = None, node_id: str | None = None,
+                  q: str | None = None) -> tuple[list[Session], int]:
     """(one page's rows plus one, read in the walking direction; the exact number of matches)."""
-    where, args = _where({"project": project, "status": status, "node_id": node_id})
+    where, args = _text_match(q, *_where({"project": project, "status": status, "node_id": node_id}))
     sql, params = keyset_select("sessions", (STARTED, "id"), where, args, req, descending=True)
     rows = _readable(conn.execute(sql, params))
     total = conn.execute(f"SELECT count(*) FROM sessions{where}", args).fetchone()[0]

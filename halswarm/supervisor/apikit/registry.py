@@ -17,6 +17,9 @@ class Services:
             raise ValueError(f"service {key.__name__} registered twice")
         self._by_type[key] = service
 
+    def has(self, cls: type) -> bool:
+        return cls in self._by_type
+
     def get(self, cls: type[T]) -> T:
         try:
             found: T = self._by_type[cls]  # registered under its own type

@@ -16,6 +16,8 @@ from halswarm.supervisor.features.audit.api import router as audit_router
 from halswarm.supervisor.features.chat.api import router as chat_router
 from halswarm.supervisor.features.chat.slack_api import router as slack_router
 from halswarm.supervisor.features.commands.api import router as commands_router
+from halswarm.supervisor.features.console.api import router as console_router
+from halswarm.supervisor.features.console.service import ConsoleService
 from halswarm.supervisor.features.cost.api import router as cost_router
 from halswarm.supervisor.features.dependencies.api import router as dependencies_router
 from halswarm.supervisor.features.env.api import router as env_router
@@ -53,6 +55,8 @@ def build_app(services: Services, *, max_body: int, on_internal: Callable[[], No
     app.include_router(approvals_router)
     app.include_router(chat_router)
     app.include_router(slack_router)
+    if services.has(ConsoleService):  # `console.enabled` (default true): HTML pages under /ui, not in OpenAPI
+        app.include_router(console_router)
     install_openapi(app, list(STATUS_BY_CODE))
     install_docs(app)
     if request_duration is not None:  # outermost: it times the guard and the error handling too

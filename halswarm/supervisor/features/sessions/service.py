@@ -33,13 +33,15 @@ class SessionsService:
         self.reader = reader
 
     async def page(self, project: str | None, status: str | None, node_id: str | None,
-                   req: PageRequest) -> tuple[Page[Session], int]:
+                   req: PageRequest, *, q: str | None = None) -> tuple[Page[Session], int]:
         """Newest first by (started_at, id), walking the store's index; with the exact total.
 
         Every change the tracker makes is stored before it is acknowledged, so the store lists what
-        memory holds, and also the sessions that left memory."""
+        memory holds, and also the sessions that left memory. `q`: a substring of id, project, title or
+        current task (the console's search)."""
         rows, total = await self.reader.run(lambda c: list_sessions(c, req, project=project or None,
-                                                                    status=status or None, node_id=node_id or None))
+                                                                    status=status or None, node_id=node_id or None,
+                                                                    q=q or None))
         return window(rows, req, session_key), total
 
     async def get(self, session_id: str) -> Session:
