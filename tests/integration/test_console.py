@@ -233,6 +233,9 @@ async def test_approve_and_deny_through_the_console(make_supervisor):
             r = await c.post("/ui/approvals/per_one1", data={"reply": "once", "csrf": csrf,
                                                              "back": "/ui/sessions/ses_a"})
             assert (r.status_code, r.headers["location"]) == (303, "/ui/sessions/ses_a"), r.text
+            shown = await c.get("/ui/sessions/ses_a")
+            assert '<p id="flash" class="flash" role="status">per_one1: once sent</p>' in shown.text
+            assert 'id="flash"' not in (await c.get("/ui/sessions/ses_a")).text  # shown once
             r = await c.post("/ui/approvals/per_two2", data={"reply": "reject", "csrf": csrf,
                                                              "back": "https://evil.example/"})
             assert (r.status_code, r.headers["location"]) == (303, "/ui/approvals")  # never an outside URL

@@ -51,6 +51,9 @@ async def test_start_prompt_resume_handover_kill_from_the_page(make_supervisor):
             r = await c.post("/ui/sessions", data={"csrf": csrf, "node_id": NODE, "project": PROJECT,
                                                    "prompt": "fix the build"})
             assert (r.status_code, r.headers["location"]) == (303, "/ui/sessions/ses_new"), r.text
+            live = await c.get("/ui/sessions/ses_new/live")
+            assert 'id="flash"' not in live.text  # a live fragment leaves the message for the page
+            assert "session ses_new started on act-node" in (await c.get("/ui/sessions/ses_new")).text
             assert (seen[-1].type, seen[-1].args) == ("create_session", {"project": PROJECT, "prompt": "fix the build"})
             r = await c.post("/ui/sessions", data={"csrf": csrf, "project": ""})
             assert r.status_code == 400 and "project" in r.text

@@ -52,7 +52,7 @@ async def _login(console: ConsoleService, request: Request) -> Login | None:
 
 def _ctx(login: Login, page: str, **extra: Any) -> dict[str, Any]:
     return {"page": page, "user": login.identity.name, "role": login.identity.role.name,
-            "can_act": login.identity.allows(Role.operator), "csrf": login.csrf, **extra}
+            "can_act": login.identity.allows(Role.operator), "csrf": login.csrf, "flash": login.flash, **extra}
 
 
 def _error(login: Login | None, status: int, message: str, back: str = "/ui/") -> HTMLResponse:
@@ -60,11 +60,14 @@ def _error(login: Login | None, status: int, message: str, back: str = "/ui/") -
     return web.render("error.html", status, message=message, back=back, **ctx)
 
 
-async def _view(console: ConsoleService, request: Request, page: Page) -> Response:
-    """A page for any logged-in role; without a login, 303 to the login page."""
+async def _view(console: ConsoleService, request: Request, page: Page, *, full: bool = True) -> Response:
+    """A page for any logged-in role; without a login, 303 to the login page. A full page shows (and
+    consumes) the login's flash message, the outcome of its last action; a live fragment leaves it."""
     login = await _login(console, request)
     if login is None:
         return web.redirect("/ui/login")
+    if full:
+        login.flash = console.take_flash(login)
     try:
         return await page(login)
     except CursorError as exc:
@@ -207,7 +210,7 @@ async def fleet_live(console: Console, request: Request) -> Response:
     """The fleet table alone, fetched again when a node comes online or goes offline."""
     async def page(login: Login) -> Response:
         return web.render("fleet_table.html", **await _fleet_context(console, request, login))
-    return await _view(console, request, page)
+    return await _view(console, request, page, full=False)
 
 
 @router.get("/sessions")
@@ -244,7 +247,7 @@ async def session_live(console: Console, request: Request, session_id: str) -> R
     """The live part of a session page (status, conversation, buttons), fetched again on each event."""
     async def page(login: Login) -> Response:
         return web.render("session_live.html", **await _session_context(console, login, session_id))
-    return await _view(console, request, page)
+    return await _view(console, request, page, full=False)
 
 
 async def _approvals_context(console: ConsoleService, request: Request, login: Login) -> dict[str, Any]:
@@ -266,7 +269,7 @@ async def approvals(console: Console, request: Request) -> Response:
 async def approvals_live(console: Console, request: Request) -> Response:
     async def page(login: Login) -> Response:
         return web.render("approvals_table.html", **await _approvals_context(console, request, login))
-    return await _view(console, request, page)
+    return await _view(console, request, page, full=False)
 
 
 @router.get("/cost")
@@ -340,7 +343,8 @@ async def start(console: Console, request: Request) -> Response:
         out = await console.ports.sessions.create(project, f.get("prompt") or None, None,
                                                   f.get("node_id", "").strip() or None, None,
                                                   actor=login.identity.name, ip=_addr(request))
-        return web.redirect(f"/ui/sessions/{out['id']}")
+        console.flash(login, f"session {out['id']} started on {out.get('node_id') or 'a node'}")
+        return web.redirect(f"/ui/sessions/{quote(str(out['id']), safe='')}")
     return await _act(console, request, "/ui/sessions", action)
 
 
@@ -353,6 +357,7 @@ async def prompt(console: Console, request: Request, session_id: str) -> Respons
         if not message.strip():
             return _error(login, 400, "prompt: required", back)
         await console.ports.sessions.prompt(session_id, message, None, actor=login.identity.name, ip=_addr(request))
+        console.flash(login, "prompt sent")
         return web.redirect(back)
     return await _act(console, request, back, action)
 
@@ -366,6 +371,7 @@ async def session_action(console: Console, request: Request, session_id: str, ve
             return _error(login, 404, f"no action {verb[:40]!r} (one of {', '.join(ACTIONS)})", back)
         out = await console.ports.sessions.act(session_id, verb, actor=login.identity.name, ip=_addr(request))
         successor = _successor(out) if verb == "handover" else None
+        console.flash(login, f"{verb}: done" + (f", new session {successor}" if successor else ""))
         return web.redirect(f"/ui/sessions/{quote(successor, safe='')}" if successor else back)
     return await _act(console, request, back, action)
 
@@ -387,6 +393,7 @@ async def reply(console: Console, request: Request, approval_id: str) -> Respons
             return _error(login, 400, f"reply must be one of {', '.join(REPLIES)}", back)
         await console.ports.approvals.reply(approval_id, answer, f.get("message") or None,
                                             actor=login.identity.name, ip=_addr(request))
+        console.flash(login, f"{approval_id}: {answer} sent")
         return web.redirect(back)
     return await _act(console, request, "/ui/approvals", action)
 

@@ -49,6 +49,7 @@ class Login:
     identity: Identity
     csrf: str
     row: ConsoleSessionRow
+    flash: str | None = None  # the outcome of the last action, shown once on the next page
 
 
 class LoginStore:

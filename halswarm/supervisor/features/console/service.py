@@ -29,6 +29,15 @@ class ConsoleService:
         self.ports = ports
         self.writer = writer
         self._checked: dict[tuple[str, str, str], float] = {}  # (login, incident, host) -> when checked
+        self._flash: dict[str, str] = {}  # login -> the outcome of its last action, until shown
+
+    def flash(self, login: Login, text: str) -> None:
+        if len(self._flash) >= MAX_CHECKS:
+            self._flash.pop(next(iter(self._flash)))
+        self._flash[login.sid_hash] = text[:300]
+
+    def take_flash(self, login: Login) -> str | None:
+        return self._flash.pop(login.sid_hash, None)
 
     async def audit(self, actor: str, action: str, target: str, result: str, *, ip: str | None,
                     args: dict[str, Any] | None = None, error: str | None = None) -> None:

@@ -60,7 +60,7 @@ _env.filters["usd"] = _usd
 _env.globals["query"] = _query
 
 
-_ANONYMOUS = {"user": None, "role": None, "can_act": False, "csrf": ""}
+_ANONYMOUS = {"user": None, "role": None, "can_act": False, "csrf": "", "flash": None}
 
 
 def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
