@@ -1,6 +1,7 @@
 """Slack messages with buttons: `permission.asked`, `approval.escalated`, `alert.firing` and
-`remediation.escalated` posted to `chatops.slack.channel` (chat.postMessage), and a request's message updated (chat.update) when it is
-answered anywhere but on its own buttons (API, halctl, Discord, the approvals timeout policy).
+`remediation.escalated` posted to `chatops.slack.channel` (chat.postMessage), and a request's message
+updated (chat.update) when it is answered anywhere but on its own buttons
+(API, halctl, Discord, the approvals timeout policy).
 
 Fed by the event feed through a bounded queue and one worker: the consumer never waits, so a slow or
 unreachable Slack never holds ingest; a full queue drops (counted, logged)."""
