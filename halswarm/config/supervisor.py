@@ -55,6 +55,7 @@ class SupervisorConfig:
     command_timeout_sec: int = 30
     remediation_inventory: str | None = None
     remediation_auto: tuple[str, ...] = ()
+    remediation_chat_check: tuple[str, ...] = ()
     remediation_window_minutes: int = 60
     remediation_offline_minutes: float = 2.0
     remediation_timeout_minutes: float = 15.0
@@ -178,6 +179,7 @@ def build_supervisor_config(
         command_timeout_sec=doc["commands"]["default_timeout_sec"],
         remediation_inventory=_opt(remediation.get("inventory")),
         remediation_auto=tuple(remediation["auto"]),
+        remediation_chat_check=tuple(remediation["chat_check"]),
         remediation_window_minutes=int(remediation["window_minutes"]),
         remediation_offline_minutes=float(remediation["offline_minutes"]),
         remediation_timeout_minutes=float(remediation["timeout_minutes"]),

@@ -167,8 +167,13 @@ async def test_alert_buttons_run_the_remediation_check(make_supervisor, fake_dis
             assert (await c.post(ROUTE, content=body, headers=headers)).json()["data"]["flags"] == 64
             body, headers = _signed(signer, press_doc(fake_discord, posted, ids[0], ADMIN_ID, "tok-check"))
             assert (await c.post(ROUTE, content=body, headers=headers)).json() == {"type": 6}
-            text = await until(lambda: outcome(fake_discord.messages.get(posted["id"])), "the alert edited", 30)
+            def check_outcome() -> str | None:  # a check changes nothing: its buttons stay
+                m = fake_discord.messages.get(posted["id"]) or {}
+                return next((f["value"] for f in m["embeds"][0].get("fields", []) if f["name"] == "Outcome"), None)
+
+            text = await until(check_outcome, "the alert edited", 30)
             assert text.startswith("Remediate agent-crashed: Routed") and text.endswith(f"(by <@{ADMIN_ID}>)")
+            assert fake_discord.messages[posted["id"]]["components"] == posted["components"]
             fired = (await api(sup, "GET", "/events?type=alert.firing")).json()["data"]
             assert any(e["data"]["receiver"] == f"discord:{ADMIN_ID}" and e["data"]["command"].endswith("--check")
                        for e in fired), fired

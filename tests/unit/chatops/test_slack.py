@@ -151,6 +151,17 @@ def test_blocks_escape_data_and_carry_buttons_only_where_a_decision_is_asked():
     check, run = esc["blocks"][-1]["elements"]
     assert json.loads(check["value"]) == {"incident": "agent-crashed", "host": "n1"}
     assert (check["action_id"], run["action_id"]) == ("hal_remediate_check", "hal_remediate_run") and run["confirm"]
+    # a firing alert: its own host, exactly as the Discord buttons take it; several hosts: the default
+    fired = blocks.notification({"type": "alert.firing", "node_id": "n2", "data": {
+        "incident": "agent-crashed", "host": "n2", "command": "halctl remediate agent-crashed --limit n2"}}, "C0A")
+    assert fired is not None
+    assert [json.loads(e["value"]) for e in fired["blocks"][-1]["elements"]] == [
+        {"incident": "agent-crashed", "host": "n2"}] * 2
+    assert blocks.notification({"type": "remediation.escalated", "data": {"incident": "agent-crashed", "hosts": [
+        "n1", "n2"]}}, "C0A")["blocks"][-1]["elements"][0]["value"] == '{"incident": "agent-crashed", "host": null}'
+    for bad in ({"incident": "agent-crashed", "host": "n1; rm -rf /"}, {"incident": "Bad Id", "host": "n1"},
+                {"incident": ["x"], "host": None}, {"host": "n1"}):
+        assert blocks.notification({"type": "alert.firing", "data": bad}, "C0A") is None, bad
     after = blocks.decided(msg["blocks"], "Denied by <@U1>", keep_buttons=False)
     assert after[-1] == {"type": "context", "block_id": blocks.OUTCOME_BLOCK,
                          "elements": [{"type": "mrkdwn", "text": "Denied by <@U1>"}]}

@@ -32,7 +32,7 @@ def test_minimal_supervisor_gets_every_default(write) -> None:
         "integrity_check_hours": 24.0, "tls_enabled": False, "tls_cert": None, "tls_key": None, "agent_tokens": {},
         "log_level": "info", "log_format": "text", "memory_warn_percent": 80, "max_frame_bytes": 1048576,
         "max_body_bytes": 1048576, "read_timeout_sec": 10.0,
-        "command_timeout_sec": 30, "remediation_inventory": None, "remediation_auto": (),
+        "command_timeout_sec": 30, "remediation_inventory": None, "remediation_auto": (), "remediation_chat_check": (),
         "remediation_window_minutes": 60, "remediation_offline_minutes": 2.0, "remediation_timeout_minutes": 15.0,
         "remediation_memory_percent": 80.0, "remediation_memory_heartbeats": 3, "remediation_cost_failures": 3,
         "remediation_supervisor_host": None, "raw": None,

@@ -40,6 +40,11 @@ class AlertRemediator(Protocol):
         """"started", "throttled" or "not_auto"."""
         ...
 
+    async def check_run(self, incident: str, host: str, limit: str, actor: str) -> dict[str, Any]:
+        """Run the check mode of an allowed incident now and answer its outcome (`action` "checked" or
+        "busy")."""
+        ...
+
 
 class Detections(Protocol):
     """Where firing and resolved alerts are noted for the time-to-repair metric (`RemediationMetrics`)."""
@@ -126,9 +131,11 @@ class AlertsService:
     async def request(self, incident: str, host: str | None, *, check: bool, actor: str) -> dict[str, Any]:
         """A remediation asked for by a person (ChatOps `/remediate`), on the path of a firing alert: an
         incident listed in `remediation.auto` is started by the auto engine (same throttle, same record),
-        unless `check` is asked (the engine never runs check mode); anything else is routed as
-        ``alert.firing`` carrying the exact `halctl remediate` command (with ``--check``). Unknown incident or
-        host: VALIDATION_ERROR."""
+        and a check of an incident listed there or in `remediation.chat_check` is run at once and awaited
+        (`check_run`: its report status is the answer); anything else is routed as ``alert.firing`` carrying
+        the exact `halctl remediate` command (with ``--check``). The config is the only consent: a chat user
+        (admin) never starts a repair the supervisor may not start by itself, and checks only what is listed.
+        Unknown incident or host: VALIDATION_ERROR."""
         if incident not in BY_ID:
             raise ApiError("VALIDATION_ERROR", f"unknown incident {incident[:64]!r} (see halctl remediate list)")
         if host is not None and not HOST_PATTERN.match(host):
@@ -140,6 +147,10 @@ class AlertsService:
         command = remediate_command(incident, self.settings.inventory, limit) + (" --check" if check else "")
         reason = f"requested by {actor}" + (" (check mode)" if check else "")
         out: dict[str, Any] = {"incident": incident, "host": throttle_host, "command": command, "check": check}
+        if check and (incident in self.settings.auto or incident in self.settings.chat_check):
+            ran = await self.remediator.check_run(incident, throttle_host, limit, actor)
+            if ran.get("action") in ("checked", "busy"):
+                return out | ran
         if incident in self.settings.auto and not check:
             action = await self.remediator.on_alert(incident, throttle_host, limit, reason)
             if action in ("started", "throttled"):

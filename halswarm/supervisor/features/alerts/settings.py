@@ -13,6 +13,7 @@ from halswarm.core.alerts import MAX_ALERTS
 class AlertSettings:
     max_alerts: int = MAX_ALERTS
     auto: tuple[str, ...] = ()  # remediation.auto: incidents an alert starts by itself
+    chat_check: tuple[str, ...] = ()  # remediation.chat_check: incidents a chat admin may run in check mode
     inventory: str | None = None  # remediation.inventory, for the command routed to operators
     supervisor_host: str | None = None  # remediation.supervisor_host
 
@@ -25,4 +26,5 @@ class AlertSettings:
     def from_config(cls, config: SupervisorConfig) -> AlertSettings:
         section = config.section("alerts") or {}
         return cls(max_alerts=section.get("max_alerts", MAX_ALERTS), auto=tuple(config.remediation_auto),
+                   chat_check=tuple(config.remediation_chat_check),
                    inventory=config.remediation_inventory, supervisor_host=config.remediation_supervisor_host)

@@ -135,11 +135,22 @@ async def cost(ports: ChatPorts, opts: dict[str, Any], actor: str) -> Embed:
 async def remediate(ports: ChatPorts, opts: dict[str, Any], actor: str) -> Embed:
     incident = _required(opts, "incident")
     data = await ports.remediate.request(incident, _str(opts, "host"), check=opts.get("check") is True, actor=actor)
-    what = {"started": "Remediation started.", "throttled": "Already run recently: throttled.",
-            "routed": "Routed to the operators with the command to run."}[data["action"]]
-    return embed(f"Remediate {incident}", what, SUCCESS,
+    what = remediate_outcome(data)
+    colour = FAILURE if data["action"] == "checked" and data.get("status") in ("failed", "escalated") else SUCCESS
+    return embed(f"Remediate {incident}", what, colour,
                  [("Host", data["host"], True), ("Action", data["action"], True),
                   ("Command", f"`{data['command']}`", False)])
+
+
+def remediate_outcome(data: dict[str, Any]) -> str:
+    """What a `/remediate` (or its button) did, in one sentence; a check run names its report's status."""
+    if data.get("action") == "checked":
+        error = f": {str(data['error'])[:200]}" if data.get("error") else ""
+        return f"Check finished: {data.get('status')} (report {data.get('report_id')}){error}."
+    return {"started": "Remediation started.", "throttled": "Already run recently: throttled.",
+            "busy": "A check of it is already running.",
+            "routed": "Routed to the operators with the command to run."}.get(str(data.get("action")),
+                                                                              str(data.get("action")))
 
 
 async def env_drift(ports: ChatPorts, opts: dict[str, Any], actor: str) -> Embed:

@@ -162,7 +162,10 @@ class DiscordInteractions:
         outcome = str(out.get("description") or out.get("title") or "done")
         if key == "remediate":
             outcome = f"{out.get('title')}: {outcome} (by <@{actor.split(':', 1)[1]}>)"
-        await self.rest.edit_original(application_id, token, decided(message, outcome, int(out.get("color") or 0)))
+        edited = decided(message, outcome, int(out.get("color") or 0))
+        if key == "remediate" and opts.get("check") is True and isinstance(message, dict):
+            edited["components"] = message.get("components") or []  # a check changes nothing: Run stays
+        await self.rest.edit_original(application_id, token, edited)
 
     async def _audit(self, actor: str, key: str, opts: dict[str, Any], result: str, error: str | None,
                      seconds: float) -> None:

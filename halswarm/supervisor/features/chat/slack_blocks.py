@@ -1,5 +1,5 @@
-"""Slack Block Kit messages: a command's embed as blocks, the notification of a permission request or an
-escalated remediation with its buttons, and that message once someone decided.
+"""Slack Block Kit messages: a command's embed as blocks, the notification of a permission request, a firing
+alert or an escalated remediation with its buttons, and that message once someone decided.
 
 Text that comes from data (session ids, commands, project names) is escaped (&, <, >) so it can never
 become a mention or a link; the colour of an embed becomes an emoji (Block Kit has no colour)."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from halswarm.core.chatops.components import remediation_buttons
 from halswarm.core.chatops.embeds import FAILURE, INFO, SUCCESS, TIMEOUT
 from halswarm.protocol import is_permission_id
 from halswarm.supervisor.notify.formats import Notification, slack_payload
@@ -77,17 +78,27 @@ def buttons(event: dict[str, Any]) -> list[Block] | None:
         return [_button(REPLIES["once"], f"{APPROVE_PREFIX}once", rid, "primary"),
                 _button(REPLIES["always"], f"{APPROVE_PREFIX}always", rid),
                 _button(REPLIES["reject"], f"{APPROVE_PREFIX}reject", rid, "danger")]
-    if kind == "remediation.escalated" and isinstance(data.get("incident"), str):
+    if kind == "alert.firing":  # the alert's own host, as on Discord (`formats.discord_components`)
+        return _remediation(data.get("incident"), data.get("host"))
+    if kind == "remediation.escalated":
         hosts: list[Any] = data["hosts"] if isinstance(data.get("hosts"), list) else []
-        value = json.dumps({"incident": data["incident"], "host": str(hosts[0]) if len(hosts) == 1 else None})
-        run = _button("Run", f"{REMEDIATE_PREFIX}run", value, "danger")
-        run["confirm"] = {"title": {"type": "plain_text", "text": "Run the remediation?"},
-                          "text": {"type": "mrkdwn", "text": _cut(f"`halctl remediate {escape(data['incident'])}` "
-                                                                  "changes the hosts it names.", 300)},
-                          "confirm": {"type": "plain_text", "text": "Run"},
-                          "deny": {"type": "plain_text", "text": "Cancel"}}
-        return [_button("Run check", f"{REMEDIATE_PREFIX}check", value, "primary"), run]
+        return _remediation(data.get("incident"), hosts[0] if len(hosts) == 1 else None)
     return None
+
+
+def _remediation(incident: object, host: object) -> list[Block] | None:
+    """Run check / Run (Run asks for confirmation) for the incident on the host (None: the incident's default
+    host); None when either is not an incident id or a host name, so a press can only name what was shown."""
+    if not isinstance(incident, str) or not remediation_buttons(incident, host):
+        return None
+    value = json.dumps({"incident": incident, "host": host})
+    run = _button("Run", f"{REMEDIATE_PREFIX}run", value, "danger")
+    run["confirm"] = {"title": {"type": "plain_text", "text": "Run the remediation?"},
+                      "text": {"type": "mrkdwn", "text": _cut(f"`halctl remediate {escape(incident)}` "
+                                                              "changes the hosts it names.", 300)},
+                      "confirm": {"type": "plain_text", "text": "Run"},
+                      "deny": {"type": "plain_text", "text": "Cancel"}}
+    return [_button("Run check", f"{REMEDIATE_PREFIX}check", value, "primary"), run]
 
 
 def _button(label: str, action_id: str, value: str, style: str | None = None) -> Block:

@@ -1,6 +1,7 @@
-"""Slack messages with buttons: `permission.asked`, `approval.escalated` and `remediation.escalated` posted
-to `chatops.slack.channel` (chat.postMessage), and a request's message updated (chat.update) when it is
-answered anywhere but on its own buttons (API, halctl, Discord, the approvals timeout policy).
+"""Slack messages with buttons: `permission.asked`, `approval.escalated`, `alert.firing` and
+`remediation.escalated` posted to `chatops.slack.channel` (chat.postMessage), and a request's message
+updated (chat.update) when it is answered anywhere but on its own buttons
+(API, halctl, Discord, the approvals timeout policy).
 
 Fed by the event feed through a bounded queue and one worker: the consumer never waits, so a slow or
 unreachable Slack never holds ingest; a full queue drops (counted, logged)."""
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 POST_QUEUE = 200  # events waiting for Slack; more are dropped (logged)
 MAX_MESSAGES = 1000  # posted approval messages remembered for chat.update
-NOTIFIED = ("permission.asked", "approval.escalated", "remediation.escalated")
+NOTIFIED = ("permission.asked", "approval.escalated", "alert.firing", "remediation.escalated")
 REPLIED_EVENT = "approval.replied"
 
 

@@ -31,7 +31,7 @@ from halswarm.store.repos.audit import insert_audit
 from halswarm.store.writer import Writer
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.features.chat import slack_blocks as blocks
-from halswarm.supervisor.features.chat.handlers import HANDLERS
+from halswarm.supervisor.features.chat.handlers import HANDLERS, remediate_outcome
 from halswarm.supervisor.features.chat.ports import ChatPorts
 from halswarm.supervisor.features.chat.slack_notify import SlackNotifier
 from halswarm.supervisor.features.chat.slack_settings import SlackSettings
@@ -233,9 +233,8 @@ class SlackChat:
 
     async def _remediate(self, incident: str, host: str | None, check: bool, actor: str) -> tuple[str, bool]:
         data = await self.ports.remediate.request(incident, host, check=check, actor=actor)
-        what = {"started": "Remediation started", "throttled": "Already run recently: throttled",
-                "routed": "Routed to the operators"}.get(str(data.get("action")), str(data.get("action")))
         mode = "Check" if check else "Run"
+        what = blocks.escape(remediate_outcome(data).rstrip("."))
         return f":gear: {mode}: {what} (`{blocks.escape(str(data.get('command')))}`)", not check
 
     # ----- user groups -----

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class SlackSettings:
     signing_secret: str | None = None  # None: both routes refuse every request
     bot_token: str | None = None  # None: no messages posted, no user groups resolved
-    channel: str | None = None  # where permission.asked / remediation.escalated are posted with buttons
+    channel: str | None = None  # where requests, alerts, escalations are posted with buttons
     users: dict[str, Role] = field(default_factory=dict)  # Slack user id -> role
     groups: dict[str, Role] = field(default_factory=dict)  # Slack user group id -> role of its members
     api_base: str = DEFAULT_API_BASE

@@ -52,7 +52,12 @@ from halswarm.core.remediation.triggers import (
     cost_failures,
     next_streak,
 )
-from halswarm.store.repos.remediations import load_auto_started, save_auto_started, store_auto_report
+from halswarm.store.repos.remediations import (
+    insert_remediation,
+    load_auto_started,
+    save_auto_started,
+    store_auto_report,
+)
 from halswarm.supervisor.features.remediations.db_launch import write_request
 from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec, display_command, run_halctl
 from halswarm.supervisor.features.remediations.metrics import RemediationMetrics
@@ -120,6 +125,7 @@ class AutoRemediation(PeriodicEngine):
         self.stats = _Stats()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT)
+        self._checking: set[tuple[str, str]] = set()  # (incident, host) of check runs asked for by a person
 
     @property
     def active(self) -> bool:
@@ -230,6 +236,47 @@ class AutoRemediation(PeriodicEngine):
             return "throttled"
         await self.launch(incident, host, limit, reason, now)  # marks the throttle before its first await
         return "started"
+
+    async def check_run(self, incident: str, host: str, limit: str, actor: str) -> dict[str, Any]:
+        """`halctl remediate --check` asked for by a person (ChatOps) for an incident the config allows
+        (`remediation.auto` or `remediation.chat_check`: `AlertsService.request` decides), awaited so the caller
+        can show the outcome. A check changes nothing, so it stays outside the throttle (it must not delay a
+        repair) but shares the run slots; one at a time per incident and host. The report is stored with the
+        person as actor and routed like any report. {"action": "checked", "status", "report_id", "error"}, or
+        {"action": "busy"}."""
+        if (incident, host) in self._checking:
+            return {"action": "busy"}
+        self._checking.add((incident, host))
+        try:
+            return await self._check(incident, host, limit, actor)
+        finally:
+            self._checking.discard((incident, host))
+
+    async def _check(self, incident: str, host: str, limit: str, actor: str) -> dict[str, Any]:
+        reason = f"check requested by {actor}"
+        started = self.clock()
+        self.ingestor.emit(host, "remediation.started", {"incident": incident, "hosts": [host], "actor": actor,
+                                                          "trigger": reason, "check": True})
+        spec = RunSpec(incident, host, limit, reason, self.cfg.inventory, self.cfg.timeout_seconds,
+                       self.cfg.state_dir, check=True)
+        outcome = await self._outcome(spec)
+        report = outcome.report or build_report(
+            incident, hosts=[host], facts={}, plan={"decision": "unknown"}, status="failed", started=started,
+            finished=self.clock(), check=True, error=outcome.error or "no report", run={"rc": outcome.rc,
+                                                                                       "actor": actor})
+        report = redact(report)
+        now = self.clock()
+        try:
+            await self.writer.run(lambda c: insert_remediation(c, report, actor=actor, now=now,
+                                                               audit_args={"trigger": reason}))
+        except Exception as exc:
+            log.error("remediation check %s on %s: report %s not stored: %s", incident, host, report["id"], exc)
+        ev_type, level, data = route(report, produced=outcome.report is not None)
+        log.log(level, "remediation check %s on %s by %s: %s (report %s)", incident, host, actor, report["status"],
+                report["id"])
+        self.ingestor.emit(host, ev_type, data | {"actor": actor, "trigger": reason})
+        return {"action": "checked", "status": report["status"], "report_id": str(report["id"]),
+                "error": report.get("error")}
 
     def _throttled(self, d: Decision, now: float) -> None:
         self.stats.throttled += 1

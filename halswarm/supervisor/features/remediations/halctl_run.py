@@ -16,8 +16,10 @@ from typing import Any
 
 
 def halctl_argv(incident: str, inventory: str, limit: str, *, state_dir: Path | None = None,
-                timeout: float | None = None, json_output: bool = True, send: bool = False) -> list[str]:
-    """The halctl command line of one run (this interpreter's halctl, no PATH lookup)."""
+                timeout: float | None = None, json_output: bool = True, send: bool = False,
+                check: bool = False) -> list[str]:
+    """The halctl command line of one run (this interpreter's halctl, no PATH lookup); `check`: the plan
+    only (`--check`), nothing changed."""
     argv = [sys.executable, "-m", "halswarm.cli.main"]
     if json_output:
         argv += ["--output", "json"]
@@ -26,6 +28,8 @@ def halctl_argv(incident: str, inventory: str, limit: str, *, state_dir: Path | 
         argv += ["--state-dir", str(state_dir)]
     if timeout is not None:
         argv += ["--timeout", str(max(1, int(timeout)))]
+    if check:
+        argv.append("--check")
     if not send:
         argv.append("--no-send")
     return argv
@@ -62,6 +66,7 @@ class RunSpec:
     inventory: str | None
     timeout: float
     state_dir: Path
+    check: bool = False
 
 
 @dataclass
@@ -94,7 +99,8 @@ async def run_halctl(spec: RunSpec, stopping: asyncio.Event) -> Outcome:
         return Outcome(error=problem)
     await asyncio.to_thread(spec.state_dir.mkdir, parents=True, exist_ok=True)
     assert spec.inventory is not None
-    argv = halctl_argv(spec.incident, spec.inventory, spec.limit, state_dir=spec.state_dir, timeout=spec.timeout)
+    argv = halctl_argv(spec.incident, spec.inventory, spec.limit, state_dir=spec.state_dir, timeout=spec.timeout,
+                       check=spec.check)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", HALCTL_STATE_DIR=str(spec.state_dir))
     try:
         proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
