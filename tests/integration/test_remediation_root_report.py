@@ -96,6 +96,12 @@ def test_root_runner_report_reaches_the_supervisor(tmp_path: Path) -> None:
                  "hal_supervisor_database_path": str(sup.db_path), "hal_release_root": str(release)}
     role_play, render_play = _plays(tmp_path, out)
 
+    # A weak token is refused with one line naming the variables, before anything is written.
+    runner, _ = run_playbook(role_play, variables | {"hal_supervisor_remediation_token": "x" * 31}, tmp_path)
+    assert runner.status == "failed"
+    assert "hal_supervisor_remediation_token (and the admin token" in runner.stdout.read()
+    assert not etc.exists()
+
     # Check mode: the directories and the config would change, nothing is written.
     assert _changed(run_playbook(role_play, variables, tmp_path, check=True)[0]) == 2
     assert not etc.exists()
