@@ -597,7 +597,8 @@ class Supervisor:
         lc = self.lifecycle
         await lc.start("dependencies", self.dependencies.start, self.dependencies.stop)
         self.auto_remediation = AutoRemediation(self.remediation_settings, self.nodes, self.ingestor, self.writer,
-                                                self.reader, cost_state=self._cost_state, vitals=self.hub.vitals,
+                                                self.reader, cost_state=self._cost_state, cost_health=self.costs.health,
+                                                vitals=self.hub.vitals,
                                                 metrics=self.remediation_metrics)
         await lc.start("auto remediation", self.auto_remediation.start, self.auto_remediation.stop)
         self.policies = PolicyEngine(self.policy_settings, self.tracker, self.dispatcher, self.ingestor, self.writer,

@@ -4,6 +4,7 @@ pass feed the detector; a firing goes through the same launch path and persisted
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -146,7 +147,7 @@ async def test_cost_failures_run_cost_data_discrepancy_on_the_supervisor_host(st
     cfg = AutoConfig(auto=(COST_DISCREPANCY,), inventory="/inv", state_dir=tmp_path, supervisor_host="sup1",
                      cost_failures=3)
     eng = AutoRemediation(cfg, {}, ev, writer, reader, runner=runner, clock=lambda: clock[0],
-                          cost_state=lambda: list(state))
+                          cost_state=lambda: list(state), cost_health=_health(running=True))
     await eng.start()
     eng._task.cancel()  # type: ignore[union-attr]
     await eng.check()
@@ -166,3 +167,43 @@ async def test_cost_failures_run_cost_data_discrepancy_on_the_supervisor_host(st
     assert len(ran) == 1 and ev.types()[-1] == "remediation.throttled"
     assert ev.types().count("remediation.throttled") == 1
     await eng.stop()
+
+
+def _health(*, running: bool, fail: bool = False) -> Any:
+    async def health() -> dict[str, Any]:
+        if fail:
+            raise RuntimeError("database is locked")
+        return {"running": running, "poll_interval_s": 3600, "providers_configured": ["anthropic"],
+                "last_update_age_s": 30.0, "missing_dates": [], "degraded_providers": ["anthropic"]}
+    return health
+
+
+@pytest.mark.parametrize(("running", "fail"), [(False, False), (True, True)])
+async def test_cost_run_whose_plan_restarts_the_supervisor_goes_to_the_root_runner(
+        store: Any, tmp_path: Path, running: bool, fail: bool) -> None:
+    """The aggregator is not running (the plan restarts hal-supervisor), or its health cannot be read: not the
+    supervisor's child (it would be killed by the restart) but one request file for the root runner."""
+    from halswarm.core.remediation.requests import parse_request
+
+    writer, reader, _ = store
+    ran: list[RunSpec] = []
+
+    async def runner(spec: RunSpec, stopping: asyncio.Event) -> Outcome:
+        ran.append(spec)
+        return Outcome(error="must not run")
+
+    requests = tmp_path / "remediation-requests"
+    requests.mkdir()
+    ev = Emitted()
+    cfg = AutoConfig(auto=(COST_DISCREPANCY,), inventory="/inv", state_dir=tmp_path, supervisor_host="sup1",
+                     cost_failures=3, request_dir=requests)
+    eng = AutoRemediation(cfg, {}, ev, writer, reader, runner=runner, clock=lambda: NOW,
+                          cost_health=_health(running=running, fail=fail))
+    await eng.start()
+    assert await eng.on_alert(COST_DISCREPANCY, "sup1", "sup1", "HalCostDataStale") == "started"
+    await asyncio.wait(eng._running, timeout=5)
+    await eng.stop()
+    assert ran == []
+    (name,) = os.listdir(requests)
+    assert parse_request((requests / name).read_bytes(), NOW).incident == COST_DISCREPANCY
+    assert ev.types() == ["remediation.started"]  # the report the root runner POSTs routes the rest

@@ -15,8 +15,10 @@ Triggers (only for incident ids listed in `remediation.auto`):
 
 - any listed incident: a firing Alertmanager alert naming it (``POST /api/v1/alerts``, `on_alert`).
 
-An incident whose repair restarts the supervisor (`requests.REQUESTABLE`) is handed to the root request unit
-instead of run as a child (`_hand_over`); its report comes back through ``POST /api/v1/remediations``.
+An incident whose repair restarts the supervisor is handed to the root request unit instead of run as a child
+(`_hand_over`); its report comes back through ``POST /api/v1/remediations``. Which ones: the pure
+`requests.needs_root_runner` (always the `RESTARTS_SUPERVISOR` set; ``cost-data-discrepancy`` when its plan,
+fed the supervisor's own cost health, restarts the supervisor: the aggregator is not running).
 
 Other ids in `remediation.auto` have no built-in trigger (docs/remediation.md says why for each): a
 warning at start says only alerts start them. Every trigger goes through `_fire`/`launch`: one throttle.
@@ -43,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from halswarm.core.remediation.report import build_report, redact, validate_report
-from halswarm.core.remediation.requests import REQUESTABLE
+from halswarm.core.remediation.requests import RESTARTS_SUPERVISOR_WHEN_PLANNED, cost_facts, needs_root_runner
 from halswarm.core.remediation.routing import route
 from halswarm.core.remediation.triggers import (
     CostProviderFacts,
@@ -84,6 +86,7 @@ MAX_CONCURRENT = 2  # ansible runs at once; more wait their turn (a partition ca
 
 Runner = Callable[[RunSpec, asyncio.Event], Awaitable[Outcome]]
 CostState = Callable[[], list[CostProviderFacts]]  # the cost aggregator's per-provider poll state
+CostHealth = Callable[[], Awaitable[Mapping[str, Any]]]  # what GET /api/v1/cost/status answers
 
 
 @dataclass
@@ -100,7 +103,7 @@ class AutoRemediation(PeriodicEngine):
 
     def __init__(self, cfg: AutoConfig, nodes: Mapping[str, Node], ingestor: Ingestor, writer: Writer,
                  reader: Reader, *, runner: Runner = run_halctl, clock: Callable[[], float] = time.time,
-                 cost_state: CostState = list,
+                 cost_state: CostState = list, cost_health: CostHealth | None = None,
                  vitals: Mapping[str, Mapping[str, float]] | None = None,
                  metrics: RemediationMetrics | None = None) -> None:
         super().__init__()
@@ -113,6 +116,7 @@ class AutoRemediation(PeriodicEngine):
         self.runner = runner
         self.clock = clock
         self.cost_state = cost_state
+        self.cost_health = cost_health
         self.vitals: Mapping[str, Mapping[str, float]] = vitals if vitals is not None else {}
         self._cost_decided: set[tuple[str, float]] = set()
         self.offline_since: dict[str, float] = {}
@@ -333,8 +337,20 @@ class AutoRemediation(PeriodicEngine):
                  spec.host, path.name)
         return None
 
+    async def _plan_facts(self, incident: str) -> Mapping[str, Any] | None:
+        """The supervisor's own facts for an incident whose plan decides where it runs; None when unknown
+        (then it goes to the root runner, which can run whatever the child could)."""
+        if incident not in RESTARTS_SUPERVISOR_WHEN_PLANNED or self.cost_health is None:
+            return None
+        try:
+            return cost_facts(await self.cost_health())
+        except Exception as exc:
+            log.warning("auto remediation %s: cost health unknown (%s); handing it to the root runner", incident,
+                        exc)
+            return None
+
     async def _run(self, spec: RunSpec, started: float) -> None:
-        if spec.incident in REQUESTABLE:
+        if needs_root_runner(spec.incident, await self._plan_facts(spec.incident)):
             outcome = await self._hand_over(spec, started)
             if outcome is None:
                 return
