@@ -28,7 +28,8 @@ WHEELHOUSE="${HAL_CI_WHEELHOUSE:-/var/cache/halswarm-ci/wheelhouse}"
 IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables,procps,sqlite3,sudo,ca-certificates"
 # openjdk-17-jre-headless: the Java runtime of ansible-rulebook's rules engine (tests/e2e/test_eda_rulebook.py).
 APT_PACKAGES=(openssh-server openssh-client iproute2 iptables nftables ufw sqlite3 curl sudo
-  podman runc uidmap debootstrap prometheus openjdk-17-jre-headless)
+  podman runc uidmap debootstrap prometheus openjdk-17-jre-headless
+  postgresql)  # the store tests run on PostgreSQL too: a private cluster per session (tests/support/postgres.py)
 
 log() { printf 'ci-setup: %s\n' "$*" >&2; }
 
