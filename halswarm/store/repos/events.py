@@ -8,14 +8,16 @@ from typing import Any
 
 from halswarm.core.paging import Page, PageRequest, window
 from halswarm.core.timestamps import sql_datetimes
+from halswarm.store.dialect import epoch_to_text, greatest, is_pg
 from halswarm.store.repos.jsonfields import _load_json
 from halswarm.store.repos.keyset import count_capped, keyset_select
 
 EventRow = tuple[str | None, int | None, str, str | None, str | None, str, str, float, float]
 
 
-_EVENT_INSERT = ("INSERT OR IGNORE INTO events(node_id, seq, event_id, session_id, project, type, data, ts,"
+_EVENT_INSERT = ("INSERT INTO events(node_id, seq, event_id, session_id, project, type, data, ts,"
                  " received_at, timestamp) VALUES ")
+_EVENT_IGNORE_RESENT = " ON CONFLICT DO NOTHING"
 
 
 _EVENT_VALUES = "(?,?,?,?,?,?,?,?,?,?)"
@@ -37,7 +39,7 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
     before = conn.total_changes
     for start in range(0, len(rows), _ROWS_PER_STATEMENT):
         chunk = rows[start:start + _ROWS_PER_STATEMENT]
-        sql = _EVENT_INSERT + ",".join([_EVENT_VALUES] * len(chunk))
+        sql = _EVENT_INSERT + ",".join([_EVENT_VALUES] * len(chunk)) + _EVENT_IGNORE_RESENT
         stamps = sql_datetimes([row[7] for row in chunk])
         conn.execute(sql, [value for row, stamp in zip(chunk, stamps, strict=True) for value in (*row, stamp)])
     return conn.total_changes - before
@@ -46,20 +48,37 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
 def fill_event_timestamps(conn: sqlite3.Connection) -> int:
     """Write the runbook's `timestamp` text (schema 013) of events another tool inserted without it
     (a restore, a salvage, a test fixture); its index finds them. Returns how many were filled."""
-    return conn.execute("UPDATE events SET timestamp = datetime(ts, 'unixepoch') WHERE timestamp IS NULL").rowcount
+    return conn.execute(f"UPDATE events SET timestamp = {epoch_to_text(conn, 'ts')} WHERE timestamp IS NULL").rowcount
 
 
 def max_seq(conn: sqlite3.Connection, node_id: str) -> int:
     row = conn.execute(
-        "SELECT MAX(COALESCE((SELECT last_seq FROM nodes WHERE id=?),0),"
-        " COALESCE((SELECT MAX(seq) FROM events WHERE node_id=?),0))",
+        "SELECT " + greatest(conn, "COALESCE((SELECT last_seq FROM nodes WHERE id=?),0)",
+                             "COALESCE((SELECT MAX(seq) FROM events WHERE node_id=?),0)"),
         (node_id, node_id),
     ).fetchone()
     return int(row[0] or 0)
 
 
 def last_event_id(conn: sqlite3.Connection) -> int:
-    """The last id AUTOINCREMENT handed out (not MAX(id): retention may have deleted the newest)."""
+    """The id of the last committed event: where a stream reading by id may go up to.
+
+    SQLite: the last id AUTOINCREMENT handed out (not MAX(id): retention may have deleted the newest);
+    under SQLite's one writer that is always committed. PostgreSQL: a sequence moves outside
+    transactions (a reader could see an id whose row is not committed yet), so the largest committed id.
+    """
+    if is_pg(conn):
+        return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+    return last_assigned_event_id(conn)
+
+
+def last_assigned_event_id(conn: sqlite3.Connection) -> int:
+    """Inside the writer's transaction: the last id handed out, so the next inserted rows are numbered
+    from it + 1 (PostgreSQL: the sequence, which only this writer advances; a rolled-back batch leaves a
+    gap in the ids but not in this count)."""
+    if is_pg(conn):
+        row = conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq").fetchone()
+        return int(row[0])
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
     return int(row[0]) if row else 0
 
@@ -89,7 +108,8 @@ def stream_rows(conn: sqlite3.Connection, filters: dict[str, Any], after_id: int
         return [], after_id
     where, args = _event_filters({k: filters.get(k) for k in ("session_id", "project", "node_id", "type", "since")})
     cond = (" AND " + where.removeprefix(" WHERE ")) if where else ""
-    rows = conn.execute(f"SELECT {_STREAM_COLS} FROM events NOT INDEXED WHERE id > ? AND id <= ?{cond}"
+    hint = "" if is_pg(conn) else " NOT INDEXED"
+    rows = conn.execute(f"SELECT {_STREAM_COLS} FROM events{hint} WHERE id > ? AND id <= ?{cond}"
                         " ORDER BY id LIMIT ?", [after_id, hi, *args, limit]).fetchall()
     reached = rows[-1][0] if len(rows) == limit else hi
     return [tuple(r) for r in rows], reached
