@@ -190,6 +190,9 @@ class PgConnection:
                 self.total_changes += cur.rowcount
         return Cursor(cur)
 
+    def commit(self) -> None:
+        """Nothing to do: autocommit, as SQLite with isolation_level=None (explicit BEGIN/COMMIT only)."""
+
     def interrupt(self) -> None:
         self._conn.cancel_safe()
 
