@@ -155,7 +155,7 @@ class PgConnection:
     def reconnect_if_broken(self) -> bool:
         """After a failed batch: open a new connection if the server connection was lost (a restart of
         PostgreSQL, a failover of its address). True when a new one is in place."""
-        if not self._conn.closed and not self._conn.broken or self._reopen is None:
+        if (not self._conn.closed and not self._conn.broken) or self._reopen is None:
             return False
         try:
             self._conn = self._reopen()

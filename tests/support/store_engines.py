@@ -66,7 +66,7 @@ class StoreDb:
         for c in reversed(self._opened):
             try:
                 c.close()
-            except Exception:  # noqa: BLE001 - closing what the test may have closed already
+            except Exception:
                 pass
         self._opened.clear()
 
@@ -87,6 +87,17 @@ def make_store_db(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -
     finally:
         db.close()
         cluster.drop_database(url)
+
+
+def table_names(conn: Any) -> set[str]:
+    """The tables of the database behind `conn`, on either engine."""
+    from halswarm.store.dialect import is_pg
+
+    if is_pg(conn):
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type='table'"
+    return {str(r[0]) for r in conn.execute(sql)}
 
 
 @pytest.fixture(params=ENGINES)

@@ -1,6 +1,6 @@
-"""store/repos/env.py on a real migrated database of each engine (SQLite, PostgreSQL): manifest versions, the latest check per node and
-project (and forgetting projects a node no longer has), and the approval queue (items in flight kept,
-items no longer offered resolved)."""
+"""store/repos/env.py on a real migrated database of each engine (SQLite, PostgreSQL): manifest versions,
+the latest check per node and project (and forgetting projects a node no longer has), and the approval
+queue (items in flight kept, items no longer offered resolved)."""
 
 from __future__ import annotations
 

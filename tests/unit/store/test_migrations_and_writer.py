@@ -29,7 +29,8 @@ def test_fresh_migrate_then_idempotent_rerun(store_db):
     assert migrate(conn) == [m.name for m in bundled_migrations(store_db.engine)]
     assert migrate(conn) == []
     if store_db.is_pg:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(bundled_migrations("postgresql"))
+        applied = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0]
+        assert applied == len(bundled_migrations("postgresql"))
         return
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1

@@ -1,6 +1,7 @@
-"""Keyset paging on a real database of each engine (SQLite file, PostgreSQL): a cursor walk returns every row that existed when it started
-exactly once while another connection inserts between the pages (older, newer and equal timestamps);
-offset pages answer what OFFSET answered; the total is capped and flagged; the queries use the indexes."""
+"""Keyset paging on a real database of each engine (SQLite file, PostgreSQL): a cursor walk returns every
+row that existed when it started exactly once while another connection inserts between the pages (older,
+newer and equal timestamps); offset pages answer what OFFSET answered; the total is capped and flagged;
+the queries use the indexes (SQLite's plans)."""
 
 from __future__ import annotations
 
