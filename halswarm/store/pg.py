@@ -178,6 +178,18 @@ class PgConnection:
             self.total_changes += cur.rowcount
         return Cursor(cur)
 
+    def execute_native(self, sql: str, params: Sequence[Any]) -> Cursor:
+        """A PostgreSQL-only statement in psycopg's own placeholders (`%b`: a parameter sent in binary,
+        e.g. a large array that the text format would escape element by element)."""
+        cur = self._conn.cursor()
+        try:
+            cur.execute(sql, tuple(params))  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise as_sqlite_error(exc) from exc
+        if sql.lstrip()[:6].upper() in _DML and cur.rowcount > 0:
+            self.total_changes += cur.rowcount
+        return Cursor(cur)
+
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Cursor:
         rows = [tuple(p) for p in seq]
         cur = self._conn.cursor()
