@@ -171,7 +171,7 @@ class PgConnection:
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> Cursor:
         cur = self._conn.cursor()
         try:
-            cur.execute(translate(sql), tuple(params) if params is not None else ())  # type: ignore[arg-type]
+            cur.execute(translate(sql), tuple(params) if params is not None else ())
         except psycopg.Error as exc:
             raise as_sqlite_error(exc) from exc
         if sql.lstrip()[:6].upper() in _DML and cur.rowcount > 0:
@@ -183,7 +183,7 @@ class PgConnection:
         e.g. a large array that the text format would escape element by element)."""
         cur = self._conn.cursor()
         try:
-            cur.execute(sql, tuple(params))  # type: ignore[arg-type]
+            cur.execute(sql, tuple(params))
         except psycopg.Error as exc:
             raise as_sqlite_error(exc) from exc
         if sql.lstrip()[:6].upper() in _DML and cur.rowcount > 0:
@@ -195,7 +195,7 @@ class PgConnection:
         cur = self._conn.cursor()
         if rows:
             try:
-                cur.executemany(translate(sql), rows)  # type: ignore[arg-type]
+                cur.executemany(translate(sql), rows)
             except psycopg.Error as exc:
                 raise as_sqlite_error(exc) from exc
             if sql.lstrip()[:6].upper() in _DML and cur.rowcount > 0:

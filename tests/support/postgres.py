@@ -13,6 +13,7 @@ import contextlib
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 from tests.support.ports import free_port
 
 START_TIMEOUT_SEC = 90.0
+PASSWORD_USER = "hal_pw"
 
 
 def pg_bindir() -> Path | None:
@@ -43,6 +45,7 @@ class PostgresCluster:
         self.sock = self.root / "sock"
         self.port = free_port()
         self.user = "hal"
+        self.password = secrets.token_hex(16)
         self.pid: int | None = None
         self._run_as = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
 
@@ -68,8 +71,11 @@ class PostgresCluster:
                 "logging_collector = off\n")
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as fh:
             fh.write(conf)
-        # Loopback and socket only, and no password: the cluster lives as long as the test session.
-        (self.data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+        # Loopback and socket only. PASSWORD_USER must give its password over TCP (scram), so tests of
+        # password_file/password_env prove the password went through; the rest trust the loopback.
+        (self.data / "pg_hba.conf").write_text(
+            f"local all all trust\nhost all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n"
+            "host all all 127.0.0.1/32 trust\n")
         log = self.root / "server.log"
         start = self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(log), "-w",
                           "-t", str(int(START_TIMEOUT_SEC)), "start", timeout=START_TIMEOUT_SEC + 30)
@@ -77,6 +83,19 @@ class PostgresCluster:
             tail = log.read_text(errors="replace")[-800:] if log.exists() else start.stderr
             raise RuntimeError(f"pg_ctl start failed: {tail.strip()}")
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {PASSWORD_USER} LOGIN PASSWORD '{self.password}'")
+
+    def password_database(self) -> str:
+        """A new database owned by PASSWORD_USER; its URL (without the password, which is `self.password`)."""
+        import psycopg
+
+        name = "p_" + uuid.uuid4().hex[:16]
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" OWNER {PASSWORD_USER}')
+        return f"postgresql://{PASSWORD_USER}@127.0.0.1:{self.port}/{name}"
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
