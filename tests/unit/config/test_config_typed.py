@@ -253,5 +253,5 @@ def test_storage_url_selects_the_engine_and_keeps_the_password_out(tmp_path, mon
         load({"url": "postgresql://hal@db"})
     with pytest.raises(ConfigError, match="unknown engine 'mysql'"):
         load({"url": "mysql://hal@db/hal"})
-    with pytest.raises(ConfigError, match="storage.password_file"):
+    with pytest.raises(ConfigError, match=r"storage\.password_file"):
         load({"url": "postgresql://hal@db/hal", "password_file": str(tmp_path / "missing")})
