@@ -15,9 +15,8 @@ from halswarm.store.repos.keyset import count_capped, keyset_select
 EventRow = tuple[str | None, int | None, str, str | None, str | None, str, str, float, float]
 
 
-_EVENT_INSERT = ("INSERT INTO events(node_id, seq, event_id, session_id, project, type, data, ts,"
+_EVENT_INSERT = ("INSERT OR IGNORE INTO events(node_id, seq, event_id, session_id, project, type, data, ts,"
                  " received_at, timestamp) VALUES ")
-_EVENT_IGNORE_RESENT = " ON CONFLICT DO NOTHING"
 
 
 _EVENT_VALUES = "(?,?,?,?,?,?,?,?,?,?)"
@@ -41,7 +40,7 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
     before = conn.total_changes
     for start in range(0, len(rows), _ROWS_PER_STATEMENT):
         chunk = rows[start:start + _ROWS_PER_STATEMENT]
-        sql = _EVENT_INSERT + ",".join([_EVENT_VALUES] * len(chunk)) + _EVENT_IGNORE_RESENT
+        sql = _EVENT_INSERT + ",".join([_EVENT_VALUES] * len(chunk))
         stamps = sql_datetimes([row[7] for row in chunk])
         conn.execute(sql, [value for row, stamp in zip(chunk, stamps, strict=True) for value in (*row, stamp)])
     return conn.total_changes - before
