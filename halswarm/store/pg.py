@@ -169,8 +169,8 @@ class PgConnection:
         return self._conn
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> Cursor:
-        cur = self._conn.cursor()
         try:
+            cur = self._conn.cursor()  # raises too once the server closed the connection
             cur.execute(translate(sql), tuple(params) if params is not None else ())
         except psycopg.Error as exc:
             raise as_sqlite_error(exc) from exc
@@ -181,8 +181,8 @@ class PgConnection:
     def execute_native(self, sql: str, params: Sequence[Any]) -> Cursor:
         """A PostgreSQL-only statement in psycopg's own placeholders (`%b`: a parameter sent in binary,
         e.g. a large array that the text format would escape element by element)."""
-        cur = self._conn.cursor()
         try:
+            cur = self._conn.cursor()
             cur.execute(sql, tuple(params))
         except psycopg.Error as exc:
             raise as_sqlite_error(exc) from exc
@@ -192,7 +192,10 @@ class PgConnection:
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Cursor:
         rows = [tuple(p) for p in seq]
-        cur = self._conn.cursor()
+        try:
+            cur = self._conn.cursor()
+        except psycopg.Error as exc:
+            raise as_sqlite_error(exc) from exc
         if rows:
             try:
                 cur.executemany(translate(sql), rows)
