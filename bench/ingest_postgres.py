@@ -10,7 +10,11 @@ synchronous_commit on) and, on fresh databases of it:
   3. raw INSERT: the same rows as multi-row INSERT statements (400 rows each), committed every R rows.
 Prints events/s of each and `ratio=<durable / best raw>` on the last line (issue 21 asks >= 0.5).
 
+Optionally (--supervisor-seconds S) the real hal-supervisor with `storage.url` on the same cluster, saturated
+by bench/ingest.py's simulated agents over the WebSocket: durable events/s as the agents see their acks.
+
   python bench/ingest_postgres.py [--agents 100] [--events 200000] [--job-events 200] [--in-flight 8]
+                                  [--supervisor-seconds 10]
 """
 
 from __future__ import annotations
@@ -138,6 +142,42 @@ def raw_insert(url: str, rows: list[tuple[Any, ...]], agents: int, per_commit: i
     return len(rows) / elapsed
 
 
+def supervisor_run(cluster: PostgresCluster, agents: int, seconds: float) -> tuple[float, int, int]:
+    """The real hal-supervisor on a fresh PostgreSQL database, saturated by bench/ingest.py's load generator
+    (N agents over the real WebSocket, a window of unacked events each): (durable events/s acked, events
+    stored, duplicates)."""
+    import secrets
+    import tempfile
+
+    import psycopg
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import ingest as ws_bench  # bench/ingest.py: its agents, its spawning and port helpers
+
+    url = cluster.fresh_database()
+    work = Path(tempfile.mkdtemp(prefix="hal-bench-pg-"))
+    token = secrets.token_hex(32)
+    ws_port, http_port = ws_bench.free_port(), ws_bench.free_port()
+    cfg = {"server": {"host": "127.0.0.1", "port": ws_port, "http_port": http_port, "auth_token": token,
+                      "heartbeat_interval_sec": 30},
+           "database": {"path": str(work / "unused.db")}, "storage": {"url": url},
+           "log": {"level": "warning", "format": "json"}}
+    (work / "sup.json").write_text(json.dumps(cfg))
+    (work / "sup.json").chmod(0o600)
+    sup = ws_bench._spawn(["-m", "halswarm.supervisor.main", "--config", str(work / "sup.json")], work / "sup.log")
+    try:
+        ws_bench._wait_port(http_port, timeout=60)
+        res = ws_bench._run_loadgen(f"ws://127.0.0.1:{ws_port}/ws/agent", token, agents, seconds, False,
+                                    seconds * 3 + 120)
+    finally:
+        ws_bench._stop(sup)
+    with psycopg.connect(url) as conn:
+        stored, dupes = conn.execute(
+            "SELECT COUNT(*), COUNT(*) - COUNT(DISTINCT (node_id, seq)) FROM events WHERE seq IS NOT NULL").fetchone()
+    cluster.drop_database(url)
+    return float(res["events_per_s"]), int(stored), int(dupes)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--agents", type=int, default=100)
@@ -145,6 +185,8 @@ def main() -> int:
     ap.add_argument("--job-events", type=int, default=200, help="events per writer job (an ingest batch)")
     ap.add_argument("--in-flight", type=int, default=8, help="writer jobs queued at once")
     ap.add_argument("--rounds", type=int, default=2, help="each measurement this many times, best kept")
+    ap.add_argument("--supervisor-seconds", type=float, default=0,
+                    help="also run the real hal-supervisor on PostgreSQL under bench/ingest.py's agents this long")
     args = ap.parse_args()
     rows = make_rows(args.agents, args.events)
     cluster = PostgresCluster()
@@ -175,6 +217,11 @@ def main() -> int:
         print(f"events={args.events} agents={args.agents} job_events={args.job_events} in_flight={args.in_flight}")
         print(f"best: durable={best['durable']:.0f}/s raw_copy={best['copy']:.0f}/s raw_insert={best['insert']:.0f}/s"
               f" (best-of ratio {best['durable'] / max(best['copy'], best['insert']):.2f})")
+        if args.supervisor_seconds:
+            eps, stored, dupes = supervisor_run(cluster, args.agents, args.supervisor_seconds)
+            print(f"hal-supervisor on PostgreSQL: {eps:.0f} durable events/s acked ({args.agents} agents over the"
+                  f" WebSocket, {args.supervisor_seconds:g} s), stored {stored}, duplicates {dupes};"
+                  f" / best raw {eps / max(best['copy'], best['insert']):.2f}")
         # The figure: the median over rounds of durable / best raw measured back to back (a busy machine
         # slows both sides of a pair alike, far less so two bests taken minutes apart).
         print(f"ratio={statistics.median(paired):.2f}")
