@@ -100,7 +100,12 @@ def table_names(conn: Any) -> set[str]:
     return {str(r[0]) for r in conn.execute(sql)}
 
 
-@pytest.fixture(params=ENGINES)
+# The PostgreSQL case talks to a server process over a socket: the `process` layer (tests/conftest.py),
+# while the SQLite case of the same test stays a `unit` test.
+_PARAMS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgresql", id="postgresql", marks=pytest.mark.process)]
+
+
+@pytest.fixture(params=_PARAMS)
 def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreDb]:
     """An empty database on each engine in turn."""
     yield from make_store_db(request.param, tmp_path, request)
