@@ -29,7 +29,8 @@ IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables
 # openjdk-17-jre-headless: the Java runtime of ansible-rulebook's rules engine (tests/e2e/test_eda_rulebook.py).
 # chromium chromium-driver: the headless browser of the web console tests and bench (tests/support/browser.py).
 APT_PACKAGES=(openssh-server openssh-client iproute2 iptables nftables ufw sqlite3 curl sudo
-  podman runc uidmap debootstrap prometheus prometheus-alertmanager openjdk-17-jre-headless chromium chromium-driver)
+  podman runc uidmap debootstrap prometheus prometheus-alertmanager openjdk-17-jre-headless chromium chromium-driver
+  postgresql)  # the store tests run on PostgreSQL too: a private cluster per session (tests/support/postgres.py)
 
 log() { printf 'ci-setup: %s\n' "$*" >&2; }
 

@@ -36,6 +36,7 @@ from halswarm.cli.ops_cmd import COMMANDS as OPS_COMMANDS
 from halswarm.cli.remediate_cmd import remediate
 from halswarm.cli.sessions import sessions
 from halswarm.cli.status import status
+from halswarm.cli.storage_cmd import storage
 from halswarm.cli.version_cmd import print_version, version
 
 EXIT_INTERRUPTED = 130
@@ -110,7 +111,7 @@ def cli(
 
 # One module per command group; register new groups here (before add_output_option below).
 for _command in (nodes, sessions, approvals, status, audit, config, auth, cost, remediate, backup, restore, env,
-                 agentmd, diagnostics, version, chatops, *OPS_COMMANDS):
+                 agentmd, diagnostics, version, chatops, storage, *OPS_COMMANDS):
     cli.add_command(_command)
 
 

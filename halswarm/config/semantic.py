@@ -117,7 +117,47 @@ def supervisor_checks(data: Mapping[str, Any], env: Mapping[str, str], source: S
         problems.append(Problem("remediation.inventory", "is not set: the automatic runs of remediation.auto "
                                 "will fail until it is", "warning"))
 
-    return problems, {"auth_token": token, "operator_token": operator, "alert_token": alert, **operator_secrets}
+    storage_problems, storage_password = _storage_checks(data, env, source)
+    problems += storage_problems
+    return problems, {"auth_token": token, "operator_token": operator, "alert_token": alert,
+                      "storage_password": storage_password, **operator_secrets}
+
+
+def _storage_checks(data: Mapping[str, Any], env: Mapping[str, str], source: SourcePath
+                    ) -> tuple[list[Problem], SecretResult]:
+    """`storage`: a URL the supervisor can use, never with a password in it (it would reach logs, `ps`
+    and config backups), and the password from its file or environment variable."""
+    from urllib.parse import urlsplit
+
+    storage = _obj(data.get("storage"))
+    url = storage.get("url")
+    problems: list[Problem] = []
+    env_name = storage.get("password_env")
+    password = resolve_secret(data, inline=(), files=("storage.password_file",),
+                              env_var=env_name if isinstance(env_name, str) else None, env=env, source_path=source)
+    problems += password.problems
+    if not isinstance(url, str) or not url.strip():
+        return problems, password
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("postgresql", "postgres"):
+        try:
+            parts = urlsplit(url)
+            has_password = parts.password is not None
+            _ = parts.port  # a port that is not a number raises here
+        except ValueError as exc:
+            return [*problems, Problem("storage.url", f"is not a valid URL ({exc})")], password
+        if has_password:
+            problems.append(Problem("storage.url", "must not contain a password: use storage.password_file or "
+                                    "storage.password_env (or ~/.pgpass)"))
+        if not parts.path.strip("/"):
+            problems.append(Problem("storage.url", "needs a database name (postgresql://user@host/db)"))
+        if isinstance(env_name, str) and password.value is None and not password.problems \
+                and not storage.get("password_file"):
+            problems.append(Problem("storage.password_env", f"the environment variable {env_name} is not set",
+                                    "warning"))
+    elif scheme not in ("", "sqlite"):
+        problems.append(Problem("storage.url", f"unknown engine {scheme!r} (a SQLite path or postgresql://...)"))
+    return problems, password
 
 
 def _identity_tokens(token: SecretResult, operator: SecretResult, operators: Secrets, agent_tokens: Any) -> set[str]:

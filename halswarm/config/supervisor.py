@@ -34,6 +34,9 @@ class SupervisorConfig:
     allowed_origins: tuple[str, ...] = ()
     origin_allowlist: tuple[str, ...] = ()
     database_path: str = "/var/lib/hal-o-swarm/supervisor.db"
+    # `storage.url`: "" is SQLite at database_path (the zero-setup default); postgresql://... (issue 21).
+    storage_url: str = ""
+    storage_password: str | None = field(default=None, repr=False)
     events_retention_days: int = 30
     audit_retention_days: int = 90
     retention_batch_rows: int = 2000
@@ -70,6 +73,15 @@ class SupervisorConfig:
     def shared_agent_token(self) -> str | None:
         """The shared agent token when agents may still use it (explicit opt-in once agent_tokens exist)."""
         return self.auth_token if self.allow_shared_agent_token else None
+
+    @property
+    def uses_postgresql(self) -> bool:
+        return self.storage_url.split("://", 1)[0].lower() in ("postgresql", "postgres")
+
+    @property
+    def storage_display(self) -> str:
+        """Where the state is, for logs and errors (a URL never holds a password: validation refuses one)."""
+        return self.storage_url or self.database_path
 
     @property
     def offline_after_sec(self) -> int:
@@ -132,6 +144,26 @@ def operator_identities(security: Mapping[str, Any], secrets: Secrets) -> tuple[
     return tuple(out)
 
 
+def _storage_url(doc: Mapping[str, Any]) -> str:
+    storage = doc.get("storage")
+    return str((storage or {}).get("url") or "").strip() if isinstance(storage, Mapping) else ""
+
+
+def _pg_url(doc: Mapping[str, Any]) -> str:
+    """`storage.url` when it names PostgreSQL, else "" (SQLite)."""
+    url = _storage_url(doc)
+    return url if url.split("://", 1)[0].lower() in ("postgresql", "postgres") else ""
+
+
+def _sqlite_path(doc: Mapping[str, Any]) -> str:
+    """The SQLite file: `storage.url` when it is a path (or sqlite:///path), else `database.path`. With
+    PostgreSQL it still anchors the supervisor's state directory (remediation runs, markers)."""
+    url = _storage_url(doc)
+    if url and not _pg_url(doc):
+        return url.removeprefix("sqlite://")
+    return str(doc["database"]["path"])
+
+
 def _opt(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
@@ -157,7 +189,9 @@ def build_supervisor_config(
         heartbeat_timeout_count=server["heartbeat_timeout_count"],
         allowed_origins=tuple(server["allowed_origins"]),
         origin_allowlist=tuple(security["origin_allowlist"]),
-        database_path=doc["database"]["path"],
+        database_path=_sqlite_path(doc),
+        storage_url=_pg_url(doc),
+        storage_password=secrets["storage_password"].value if "storage_password" in secrets else None,
         events_retention_days=doc["retention"]["events_days"],
         audit_retention_days=_audit_days(data, doc),
         retention_batch_rows=doc["retention"]["batch_rows"],

@@ -151,7 +151,7 @@ def validate_data(
 
 _SUPERVISOR_KEYS = frozenset({
     "server", "channels", "cost", "routes", "policies", "auto_intervention", "dependencies", "database",
-    "retention", "security", "credentials", "remediation", "commands",
+    "storage", "retention", "security", "credentials", "remediation", "commands",
 })
 _AGENT_KEYS = frozenset({
     "opencode_port", "projects", "tool_paths", "opencode", "node_id", "auth_report_interval_sec",

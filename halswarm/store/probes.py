@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from halswarm.store.dialect import is_pg
+
 
 def ping(conn: sqlite3.Connection) -> None:
     """One trivial read: raises if the database does not answer (readiness)."""
@@ -11,9 +13,10 @@ def ping(conn: sqlite3.Connection) -> None:
 
 
 def write_probe(conn: sqlite3.Connection) -> None:
-    """Fail now, not at the first registration, if the database takes no writes (read-only, locked)."""
-    conn.execute("BEGIN IMMEDIATE")
+    """Fail now, not at the first registration, if the database takes no writes (read-only, locked; on
+    PostgreSQL a standby or a role without CREATE)."""
+    conn.execute("BEGIN" if is_pg(conn) else "BEGIN IMMEDIATE")
     try:
-        conn.execute("CREATE TABLE _hal_write_probe(x)")
+        conn.execute("CREATE TABLE _hal_write_probe(x INTEGER)")
     finally:
         conn.execute("ROLLBACK")

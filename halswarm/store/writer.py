@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from halswarm.store.dialect import is_pg
 from halswarm.store.guard import RECOVERABLE, StorageFault, StorageGuard
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class Writer:
         self.batches = 0
         self.jobs = 0
         self.last_error: str | None = None
+        # SQLite: take the write lock at BEGIN (no deadlock upgrade later). PostgreSQL: row locks as
+        # statements go; the single writer per supervisor never waits on itself.
+        self._begin = "BEGIN" if is_pg(conn) else "BEGIN IMMEDIATE"
 
     def health(self) -> str | None:
         """None when commits can be trusted, else the cause in one line (for /readyz).
@@ -184,7 +188,7 @@ class Writer:
             return
         failed_job: BaseException | None = None
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(self._begin)
             for job, fut in batch:
                 conn.execute("SAVEPOINT job")
                 try:
@@ -214,6 +218,9 @@ class Writer:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            reconnect = getattr(conn, "reconnect_if_broken", None)
+            if reconnect is not None:  # PostgreSQL: a lost server connection is opened again for the next batch
+                reconnect()
             outcomes = [(fut, None, exc) for _, fut in batch]
         else:
             if failed_job is not None:

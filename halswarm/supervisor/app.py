@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sqlite3
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from halswarm.store.db import (
     quick_check,
     schema_problem,
 )
+from halswarm.store.dialect import POSTGRESQL, SQLITE
+from halswarm.store.engine import open_connection, open_reader, parse_storage_url
 from halswarm.store.guard import CORRUPT, RECOVERABLE, StorageFault, StorageGuard, startup_problem
 from halswarm.store.migrations import bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
@@ -152,6 +155,7 @@ class Supervisor:
         self.fatal_error: str | None = None  # why the supervisor stopped itself (main prints it as `error:`)
         self.integrity: IntegrityWatch | None = None
         self.startup_full_check = True  # False: the clean-shutdown marker let start-up skip quick_check
+        self.storage_engine = SQLITE  # POSTGRESQL with `storage.url: postgresql://...`
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = asyncio.Event()
         self._api: _ApiServer | None = None
@@ -213,6 +217,9 @@ class Supervisor:
         (removed) here, before the file is opened for writing, and the background check then runs soon
         after start instead of one interval later.
         """
+        if self.config.uses_postgresql:
+            self._open_postgresql()
+            return
         path = self.config.database_path
         problem = startup_problem(path)
         if problem is not None:
@@ -245,6 +252,28 @@ class Supervisor:
             raise
         if saved is not None:
             log.info("database backed up before migrating: %s", saved)
+        self._prepare_schema(conn, path)
+        self.writer = Writer(conn, guard=StorageGuard(path), on_fault=self._on_storage_fault)
+        self.reader = Reader(path)
+
+    def _open_postgresql(self) -> None:
+        """PostgreSQL (`storage.url`): no file to guard, mark or quick_check (PostgreSQL checks its own
+        pages, and its backups are pg_dump's); the same migrations concept, writer and restart load."""
+        cfg = self.config
+        target = dataclasses.replace(parse_storage_url(cfg.storage_url), password=cfg.storage_password)
+        log.info("storage: PostgreSQL at %s", target.display)
+        conn = open_connection(target)
+        self._prepare_schema(conn, target.display)
+        self.storage_engine = POSTGRESQL
+        self.writer = Writer(conn)
+        try:
+            self.reader = open_reader(target)
+        except Exception as exc:
+            conn.close()
+            raise DatabaseError(f"database {target.display}: readers cannot connect ({exc})") from None
+
+    def _prepare_schema(self, conn: Any, where: str) -> None:
+        """Migrate, fill what another tool left out, prove writes work, and load nodes and sessions."""
         try:
             applied = migrate(conn)
             fill_event_timestamps(conn)
@@ -252,7 +281,7 @@ class Supervisor:
             report = load_state(conn)
         except sqlite3.Error as exc:
             conn.close()
-            raise DatabaseError(f"database {path} cannot be written: {exc}") from None
+            raise DatabaseError(f"database {where} cannot be written: {exc}") from None
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         for n in report.nodes:
@@ -262,8 +291,6 @@ class Supervisor:
         for bad in report.bad_rows:
             log.warning("skipped unreadable row at start-up: %s", bad)
         self._conn = conn
-        self.writer = Writer(conn, guard=StorageGuard(path), on_fault=self._on_storage_fault)
-        self.reader = Reader(path)
 
     # ----- storage watch -----
 
@@ -403,6 +430,9 @@ class Supervisor:
         if cfg.http_port:
             await lc.start("HTTP API", self._start_api, self._stop_api)
         self.refresh_gauges()
+        if self.storage_engine == POSTGRESQL:
+            await lc.start("event-loop lag probe", *self._looplag())
+            return
         self.integrity = IntegrityWatch(FileCheck(cfg.database_path), self.integrity_settings,
                                         self._on_integrity_failure,
                                         first_delay_sec=None if self.startup_full_check
@@ -410,8 +440,11 @@ class Supervisor:
         # The full check runs once ready, never on the start path; stopped first (it interrupts a check).
         await lc.start("integrity check", self.integrity.start, self.integrity.stop)
         # Last: it measures stalls of the running supervisor, not the building of its parts.
+        await lc.start("event-loop lag probe", *self._looplag())
+
+    def _looplag(self) -> tuple[Callable[[], Any], Callable[[], Any]]:
         self.looplag = LoopLagProbe(self.metrics.loop_lag_max, self.metrics.loop_lag)
-        await lc.start("event-loop lag probe", self.looplag.start, self.looplag.stop)
+        return self.looplag.start, self.looplag.stop
 
     async def _start_api(self) -> None:
         from halswarm.supervisor.http.app import build_app
@@ -472,6 +505,9 @@ class Supervisor:
     async def _close_store(self) -> None:
         await self.writer.stop()
         self.reader.close()
+        if self.storage_engine == POSTGRESQL:
+            self._conn.close()  # no file to checkpoint or vouch for
+            return
         if self.abandon_database:
             # Closing would checkpoint and then delete `<path>-wal` by name: the WAL of whatever file
             # is at the path now. The process exits without closing (main uses os._exit).

@@ -163,7 +163,7 @@ async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except sqlite3.Error as exc:  # a write at start-up failed after the checks passed
-        print(f"error: database {cfg.database_path}: {exc}", file=sys.stderr)
+        print(f"error: database {cfg.storage_display}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"error: cannot listen on {cfg.host} ports {cfg.port}/{cfg.http_port}: {exc.strerror or exc}",
@@ -281,7 +281,7 @@ def _print_local_banner(cfg: Any, state_dir: Path) -> None:
         "\nhal-supervisor is running on embedded defaults\n"
         f"  agents connect to  ws://{cfg.host}:{cfg.port}/ws/agent\n"
         f"  HTTP API           {url}  (OpenAPI: {url}/docs)\n"
-        f"  database           {cfg.database_path}\n"
+        f"  database           {cfg.storage_display}\n"
         f"  operator token     {state_dir / OPERATOR_TOKEN_FILE} (0600, admin {LOCAL_OPERATOR})\n"
         f"  agent token        {state_dir / AGENT_TOKEN_FILE} (0600, node {local_node_id()} only)\n\n"
         "Point halctl at it from another shell:\n"

@@ -1,5 +1,6 @@
-"""A migrated SQLite file with a running writer and a reader, for unit tests of the parts that write
-through the store (no supervisor process), and an event sink that records what a part emits."""
+"""A migrated store with a running writer and a reader, for unit tests of the parts that write through
+it (no supervisor process): a SQLite file, or a `StoreDb` of either engine (tests/support/store_engines,
+whose `connect()` then opens the test's own connections); and an event sink that records what a part emits."""
 
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ from halswarm.store.writer import Writer
 
 
 @asynccontextmanager
-async def running_store(path: Path) -> AsyncIterator[tuple[Writer, Reader, Path]]:
-    """(writer, reader, path) on a freshly migrated database at `path`; all closed on exit."""
-    conn = connect(path)
+async def running_store(path: Any) -> AsyncIterator[tuple[Writer, Reader, Any]]:
+    """(writer, reader, path) on a freshly migrated database at `path` (a SQLite path, or a StoreDb); all
+    closed on exit."""
+    if isinstance(path, Path):
+        conn = connect(path)
+        reader = Reader(path)
+    else:
+        conn = path.connect()
+        reader = path.reader()
     migrate(conn)
     writer = Writer(conn)
     writer.start(asyncio.get_running_loop())
-    reader = Reader(path)
     try:
         yield writer, reader, path
     finally:

@@ -18,8 +18,8 @@ def apply_changes(conn: sqlite3.Connection, changes: Sequence[Change]) -> None:
     for ch in changes:
         if isinstance(ch, Asked):
             conn.execute(
-                "INSERT OR IGNORE INTO approvals(id, node_id, session_id, project, permission, patterns, always,"
-                " command, tool, asked_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO approvals(id, node_id, session_id, project, permission, patterns, always,"
+                " command, tool, asked_at) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                 (ch.id, ch.node_id, ch.session_id, ch.project, ch.permission, _j(list(ch.patterns)),
                  _j(list(ch.always)), ch.command, _j(dict(ch.tool)), ch.asked_at))
         elif isinstance(ch, Replied):

@@ -33,7 +33,9 @@ def get_idempotent(conn: sqlite3.Connection, key_hash: str, now: float) -> dict[
 def put_idempotent(conn: sqlite3.Connection, key_hash: str, command_id: str, result: dict[str, Any],
                    expires_at: float) -> None:
     conn.execute(
-        "INSERT OR REPLACE INTO command_idempotency(key_hash, command_id, result, expires_at) VALUES (?,?,?,?)",
+        "INSERT INTO command_idempotency(key_hash, command_id, result, expires_at) VALUES (?,?,?,?)"
+        " ON CONFLICT(key_hash) DO UPDATE SET command_id=excluded.command_id, result=excluded.result,"
+        " expires_at=excluded.expires_at",
         (key_hash, command_id, _j(result), expires_at),
     )
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable
 
 from halswarm.core.cost import Bucket, Mark, SessionUsage
+from halswarm.store.dialect import greatest
 
 
 def replace_days(conn: sqlite3.Connection, provider: str, days: Iterable[str], buckets: Iterable[Bucket],
@@ -66,9 +67,10 @@ def add_session_usage(conn: sqlite3.Connection, rows: list[tuple[SessionUsage, i
         "INSERT INTO session_usage(date, session_id, project, provider, model, input_tokens, output_tokens, tokens,"
         " cost_usd, estimated, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
         " ON CONFLICT(date, session_id) DO UPDATE SET project=excluded.project, provider=excluded.provider,"
-        " model=excluded.model, input_tokens=input_tokens+excluded.input_tokens,"
-        " output_tokens=output_tokens+excluded.output_tokens, tokens=tokens+excluded.tokens,"
-        " cost_usd=cost_usd+excluded.cost_usd, estimated=MAX(estimated, excluded.estimated),"
+        " model=excluded.model, input_tokens=session_usage.input_tokens+excluded.input_tokens,"
+        " output_tokens=session_usage.output_tokens+excluded.output_tokens,"
+        " tokens=session_usage.tokens+excluded.tokens, cost_usd=session_usage.cost_usd+excluded.cost_usd,"
+        f" estimated={greatest(conn, 'session_usage.estimated', 'excluded.estimated')},"
         " updated_at=excluded.updated_at",
         [(u.date, u.session_id, u.project, u.provider, u.model, di, do, u.tokens, u.cost_usd, int(est), now)
          for u, di, do, est in rows],

@@ -26,7 +26,8 @@ def load_marks(conn: sqlite3.Connection) -> dict[str, str]:
 
 
 def save_marks(conn: sqlite3.Connection, marks: Mapping[str, str], now: float) -> None:
-    conn.executemany("INSERT OR REPLACE INTO dependency_marks(project, marker, updated_at) VALUES (?,?,?)",
+    conn.executemany("INSERT INTO dependency_marks(project, marker, updated_at) VALUES (?,?,?)"
+                     " ON CONFLICT(project) DO UPDATE SET marker=excluded.marker, updated_at=excluded.updated_at",
                      [(p, m, now) for p, m in marks.items()])
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from halswarm.core.paging import Page, PageRequest, window
 from halswarm.core.timestamps import sql_datetimes
+from halswarm.store.dialect import epoch_to_text, greatest, is_pg
 from halswarm.store.repos.jsonfields import _load_json
 from halswarm.store.repos.keyset import count_capped, keyset_select
 
@@ -34,6 +35,8 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
     (node_id, seq) is unique: a resent event is ignored here as a last line of defence.
     The runbook's `timestamp` text (schema 013) is computed here, not by SQLite in the INSERT.
     """
+    if is_pg(conn):
+        return _insert_events_pg(conn, rows)
     before = conn.total_changes
     for start in range(0, len(rows), _ROWS_PER_STATEMENT):
         chunk = rows[start:start + _ROWS_PER_STATEMENT]
@@ -43,23 +46,63 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
     return conn.total_changes - before
 
 
+# PostgreSQL: one statement per chunk whatever its size, the columns bound as ten arrays sent in binary
+# (`%b`: the text format escapes every element through a regex, most of the client's time); a multi-row
+# VALUES of 4,000 parameters costs the server more to parse and plan than to insert. WITH ORDINALITY
+# keeps the rows' order, so their ids follow it as on SQLite. psycopg's own placeholders (execute_native).
+_PG_EVENT_INSERT = (
+    "INSERT INTO events(node_id, seq, event_id, session_id, project, type, data, ts, received_at, timestamp)"
+    " SELECT node_id, seq, event_id, session_id, project, type, data, ts, received_at, stamp FROM unnest("
+    "%b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::float8[],"
+    " %b::float8[], %b::text[]) WITH ORDINALITY AS u(node_id, seq, event_id, session_id, project, type, data,"
+    " ts, received_at, stamp, ord) ORDER BY ord ON CONFLICT DO NOTHING")
+_PG_ROWS_PER_STATEMENT = 5000
+
+
+def _insert_events_pg(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
+    inserted = 0
+    for start in range(0, len(rows), _PG_ROWS_PER_STATEMENT):
+        chunk = rows[start:start + _PG_ROWS_PER_STATEMENT]
+        columns: list[list[Any]] = [list(col) for col in zip(*chunk, strict=True)]
+        columns.append(sql_datetimes(columns[7]))
+        inserted += max(0, conn.execute_native(_PG_EVENT_INSERT, columns).rowcount)  # type: ignore[attr-defined]
+    return inserted
+
+
 def fill_event_timestamps(conn: sqlite3.Connection) -> int:
     """Write the runbook's `timestamp` text (schema 013) of events another tool inserted without it
     (a restore, a salvage, a test fixture); its index finds them. Returns how many were filled."""
-    return conn.execute("UPDATE events SET timestamp = datetime(ts, 'unixepoch') WHERE timestamp IS NULL").rowcount
+    return conn.execute(f"UPDATE events SET timestamp = {epoch_to_text(conn, 'ts')} WHERE timestamp IS NULL").rowcount
 
 
 def max_seq(conn: sqlite3.Connection, node_id: str) -> int:
     row = conn.execute(
-        "SELECT MAX(COALESCE((SELECT last_seq FROM nodes WHERE id=?),0),"
-        " COALESCE((SELECT MAX(seq) FROM events WHERE node_id=?),0))",
+        "SELECT " + greatest(conn, "COALESCE((SELECT last_seq FROM nodes WHERE id=?),0)",
+                             "COALESCE((SELECT MAX(seq) FROM events WHERE node_id=?),0)"),
         (node_id, node_id),
     ).fetchone()
     return int(row[0] or 0)
 
 
 def last_event_id(conn: sqlite3.Connection) -> int:
-    """The last id AUTOINCREMENT handed out (not MAX(id): retention may have deleted the newest)."""
+    """The id of the last committed event: where a stream reading by id may go up to.
+
+    SQLite: the last id AUTOINCREMENT handed out (not MAX(id): retention may have deleted the newest);
+    under SQLite's one writer that is always committed. PostgreSQL: a sequence moves outside
+    transactions (a reader could see an id whose row is not committed yet), so the largest committed id.
+    """
+    if is_pg(conn):
+        return int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+    return last_assigned_event_id(conn)
+
+
+def last_assigned_event_id(conn: sqlite3.Connection) -> int:
+    """Inside the writer's transaction: the last id handed out, so the next inserted rows are numbered
+    from it + 1 (PostgreSQL: the sequence, which only this writer advances; a rolled-back batch leaves a
+    gap in the ids but not in this count)."""
+    if is_pg(conn):
+        row = conn.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq").fetchone()
+        return int(row[0])
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()
     return int(row[0]) if row else 0
 
@@ -89,7 +132,8 @@ def stream_rows(conn: sqlite3.Connection, filters: dict[str, Any], after_id: int
         return [], after_id
     where, args = _event_filters({k: filters.get(k) for k in ("session_id", "project", "node_id", "type", "since")})
     cond = (" AND " + where.removeprefix(" WHERE ")) if where else ""
-    rows = conn.execute(f"SELECT {_STREAM_COLS} FROM events NOT INDEXED WHERE id > ? AND id <= ?{cond}"
+    hint = "" if is_pg(conn) else " NOT INDEXED"
+    rows = conn.execute(f"SELECT {_STREAM_COLS} FROM events{hint} WHERE id > ? AND id <= ?{cond}"
                         " ORDER BY id LIMIT ?", [after_id, hi, *args, limit]).fetchall()
     reached = rows[-1][0] if len(rows) == limit else hi
     return [tuple(r) for r in rows], reached

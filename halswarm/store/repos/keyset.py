@@ -14,7 +14,8 @@ def count_capped(conn: sqlite3.Connection, table: str, where: str, args: Sequenc
     """(total, total_is_estimate): counts at most cap + 1 matching rows (cap: TOTAL_CAP), so the cost
     is bounded whatever the table's size."""
     cap = TOTAL_CAP if cap is None else cap
-    n = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table}{where} LIMIT ?)", [*args, cap + 1]).fetchone()[0]
+    n = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table}{where} LIMIT ?) AS capped",
+                     [*args, cap + 1]).fetchone()[0]
     return capped_total(int(n), cap)
 
 

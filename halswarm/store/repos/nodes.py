@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from halswarm.core.model import Node
+from halswarm.store.dialect import greatest, is_pg
 from halswarm.store.repos.jsonfields import _j
 
 
@@ -45,14 +46,14 @@ def update_node_auth(conn: sqlite3.Connection, n: Node) -> None:
 
 
 def set_node_last_seq(conn: sqlite3.Connection, node_id: str, seq: int) -> None:
-    conn.execute("UPDATE nodes SET last_seq=MAX(last_seq, ?) WHERE id=?", (seq, node_id))
+    conn.execute(f"UPDATE nodes SET last_seq={greatest(conn, 'last_seq', '?')} WHERE id=?", (seq, node_id))
 
 
 def set_nodes_last_seq(conn: sqlite3.Connection, highs: dict[str, int]) -> None:
     """Raise nodes.last_seq for many nodes in one statement (UPDATE ... FROM, SQLite >= 3.33)."""
     if not highs:
         return
-    if sqlite3.sqlite_version_info < (3, 33, 0):
+    if not is_pg(conn) and sqlite3.sqlite_version_info < (3, 33, 0):
         conn.executemany("UPDATE nodes SET last_seq=MAX(last_seq, ?) WHERE id=?",
                          [(seq, node) for node, seq in highs.items()])
         return
@@ -60,7 +61,7 @@ def set_nodes_last_seq(conn: sqlite3.Connection, highs: dict[str, int]) -> None:
     for start in range(0, len(items), 1000):
         chunk = items[start:start + 1000]
         conn.execute(
-            "UPDATE nodes SET last_seq=MAX(nodes.last_seq, v.column2) FROM (VALUES "
+            f"UPDATE nodes SET last_seq={greatest(conn, 'nodes.last_seq', 'v.column2')} FROM (VALUES "
             + ",".join(["(?,?)"] * len(chunk)) + ") AS v WHERE nodes.id = v.column1",
             [x for pair in chunk for x in pair],
         )

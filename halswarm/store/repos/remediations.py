@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+from halswarm.store.dialect import is_pg, json_array_has
 from halswarm.store.repos.audit import insert_audit
 
 
@@ -19,8 +20,8 @@ def insert_remediation(conn: sqlite3.Connection, report: dict[str, Any], *, acto
     hosts = [str(h) for h in report["hosts"]]
     rid = str(report["id"])[:100]
     cur = conn.execute(
-        "INSERT OR IGNORE INTO remediations(id, incident, severity, status, decision, hosts, check_mode,"
-        " duration_s, actor, received_at, report) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO remediations(id, incident, severity, status, decision, hosts, check_mode,"
+        " duration_s, actor, received_at, report) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
         (rid, report["incident"], report["severity"], report["status"], report["decision"], json.dumps(hosts),
          int(bool(report["check"])), float(report["duration_s"]), actor, now, json.dumps(report)))
     if cur.rowcount:
@@ -48,15 +49,16 @@ def query_remediations(conn: sqlite3.Connection, f: Mapping[str, Any], limit: in
             where.append(f"{col} = ?")
             args.append(f[col])
     if f.get("host"):
-        where.append("EXISTS (SELECT 1 FROM json_each(remediations.hosts) WHERE json_each.value = ?)")
+        where.append(json_array_has(conn, "remediations.hosts"))
         args.append(f["host"])
     if f.get("since") is not None:
         where.append("received_at >= ?")
         args.append(f["since"])
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     total = conn.execute(f"SELECT COUNT(*) FROM remediations{clause}", args).fetchone()[0]
-    rows = conn.execute(f"SELECT * FROM remediations{clause} ORDER BY received_at DESC, rowid DESC LIMIT ? OFFSET ?",
-                        [*args, limit, offset]).fetchall()
+    arrival = "received_seq" if is_pg(conn) else "rowid"  # the order reports came in
+    rows = conn.execute(f"SELECT * FROM remediations{clause} ORDER BY received_at DESC, {arrival} DESC"
+                        " LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
     return [_row(r) for r in rows], int(total)
 
 

@@ -7,6 +7,8 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from halswarm.store.dialect import is_pg, row_locator
+
 # Each target: its table, the column compared with the cutoff, the comparison. The subquery walks the
 # column's index from the oldest row, so a step costs its own rows, not a scan of the table.
 TARGETS: dict[str, tuple[str, str, str]] = {
@@ -24,8 +26,10 @@ def delete_step(conn: sqlite3.Connection, target: str, cutoff: float, max_rows: 
     """Delete at most `max_rows` rows of `target` older than `cutoff`, oldest first, stopping early once
     `budget_sec` has passed; return how many went (callers repeat until it returns 0)."""
     table, column, op = TARGETS[target]
-    sql = (f"DELETE FROM {table} WHERE rowid IN "
-           f"(SELECT rowid FROM {table} WHERE {column} {op} ? ORDER BY {column} LIMIT ?)")
+    loc = row_locator(conn)
+    # PostgreSQL: `= ANY(ARRAY(...))` so the planner fetches the chosen rows by ctid (a TID scan).
+    oldest = f"SELECT {loc} FROM {table} WHERE {column} {op} ? ORDER BY {column} LIMIT ?"
+    sql = f"DELETE FROM {table} WHERE {loc} " + (f"= ANY(ARRAY({oldest}))" if is_pg(conn) else f"IN ({oldest})")
     start = clock()
     done = 0
     while done < max_rows:
@@ -55,7 +59,10 @@ def purge_older_than(conn: sqlite3.Connection, events_before: float, audit_befor
 
 
 def auto_vacuum_mode(conn: sqlite3.Connection) -> str:
-    """'none', 'full' or 'incremental'."""
+    """'none', 'full' or 'incremental'; 'autovacuum' on PostgreSQL, whose own autovacuum makes the space
+    of deleted rows reusable (nothing for retention to give back)."""
+    if is_pg(conn):
+        return "autovacuum"
     return {0: "none", 1: "full", 2: "incremental"}.get(int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]),
                                                         "none")
 

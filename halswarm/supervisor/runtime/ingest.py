@@ -25,7 +25,7 @@ from halswarm.core.secret_values import SECRETS
 from halswarm.core.timestamps import MILLISECONDS, event_time
 from halswarm.protocol import Event
 from halswarm.protocol.hub_link import ACCEPTED, HubLinkCore, SeqState
-from halswarm.store.repos.events import EventRow, events_after, insert_events, last_event_id
+from halswarm.store.repos.events import EventRow, events_after, insert_events, last_assigned_event_id
 from halswarm.store.repos.nodes import set_nodes_last_seq
 from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.writer import Writer
@@ -292,7 +292,7 @@ class Ingestor:
         staged = self._stage_jobs(batch) if self._stages else []
 
         def job(conn: Any) -> tuple[int, list[Any] | None]:
-            last_id = last_event_id(conn) if want_rows else 0
+            last_id = last_assigned_event_id(conn) if want_rows else 0
             inserted = insert_events(conn, rows)
             set_nodes_last_seq(conn, highs)
             if sessions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ def test_minimal_supervisor_gets_every_default(write) -> None:
         "host": "0.0.0.0", "port": 8420, "http_port": 8421, "auth_token": TOKEN, "operator_token": None,
         "operators": (), "alert_token": None, "allow_shared_agent_token": True,
         "heartbeat_interval_sec": 30, "heartbeat_timeout_count": 3, "allowed_origins": (), "origin_allowlist": (),
-        "database_path": "/var/lib/hal-o-swarm/supervisor.db", "events_retention_days": 30,
+        "database_path": "/var/lib/hal-o-swarm/supervisor.db", "storage_url": "", "storage_password": None,
+        "events_retention_days": 30,
         "audit_retention_days": 90, "retention_batch_rows": 2000, "retention_batch_ms": 30.0,
         "integrity_check_hours": 24.0, "tls_enabled": False, "tls_cert": None, "tls_key": None, "agent_tokens": {},
         "log_level": "info", "log_format": "text", "memory_warn_percent": 80, "max_frame_bytes": 1048576,
@@ -220,3 +222,36 @@ def test_defaults_come_from_the_schema() -> None:
     assert doc["commands"] == {"default_timeout_sec": 30}
     assert "auto_intervention" not in doc
     assert defaults("cli") == {"supervisor_url": "http://localhost:8421", "output": "table"}
+
+
+def test_storage_url_selects_the_engine_and_keeps_the_password_out(tmp_path, monkeypatch):
+    """storage.url (issue 21): a path is SQLite (database.path follows it), postgresql://... selects
+    PostgreSQL with its password from a file or an environment variable, never from the URL."""
+    from halswarm.config import load_supervisor_config
+
+    def load(storage, env=None):  # type: ignore[no-untyped-def]
+        path = tmp_path / "s.json"
+        path.write_text(json.dumps({"auth_token": TOKEN, "storage": storage}))
+        path.chmod(0o600)
+        return load_supervisor_config(path, env=env or {})[0]
+
+    cfg = load({"url": str(tmp_path / "x.db")})
+    assert (cfg.storage_url, cfg.database_path, cfg.uses_postgresql) == ("", str(tmp_path / "x.db"), False)
+    secret = tmp_path / "pg.pw"
+    secret.write_text("s3cret-pg-password\n")
+    secret.chmod(0o600)
+    cfg = load({"url": "postgresql://hal@db.example:5432/hal?sslmode=verify-full", "password_file": str(secret)})
+    assert cfg.uses_postgresql and cfg.storage_password == "s3cret-pg-password"
+    assert cfg.storage_display == "postgresql://hal@db.example:5432/hal?sslmode=verify-full"
+    assert "s3cret" not in repr(cfg)
+    cfg = load({"url": "postgresql://hal@db/hal", "password_env": "HAL_PG_PW"}, env={"HAL_PG_PW": "from-env-pw"})
+    assert cfg.storage_password == "from-env-pw"
+    with pytest.raises(ConfigError, match="must not contain a password") as err:
+        load({"url": "postgresql://hal:inline-pw@db/hal"})
+    assert "inline-pw" not in str(err.value)
+    with pytest.raises(ConfigError, match="needs a database name"):
+        load({"url": "postgresql://hal@db"})
+    with pytest.raises(ConfigError, match="unknown engine 'mysql'"):
+        load({"url": "mysql://hal@db/hal"})
+    with pytest.raises(ConfigError, match=r"storage\.password_file"):
+        load({"url": "postgresql://hal@db/hal", "password_file": str(tmp_path / "missing")})

@@ -1,25 +1,19 @@
-"""store/repos/env.py on a real migrated SQLite database: manifest versions, the latest check per node and
-project (and forgetting projects a node no longer has), and the approval queue (items in flight kept,
-items no longer offered resolved)."""
+"""store/repos/env.py on a real migrated database of each engine (SQLite, PostgreSQL): manifest versions,
+the latest check per node and project (and forgetting projects a node no longer has), and the approval
+queue (items in flight kept, items no longer offered resolved)."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 
 import pytest
 
-from halswarm.store.migrations import migrate
 from halswarm.store.repos import env as repo
 
 
 @pytest.fixture
-def conn() -> Iterator[sqlite3.Connection]:
-    c = sqlite3.connect(":memory:")
-    c.row_factory = sqlite3.Row
-    migrate(c)
-    yield c
-    c.close()
+def conn(store_conn: sqlite3.Connection) -> sqlite3.Connection:
+    return store_conn
 
 
 def test_manifest_versions(conn: sqlite3.Connection) -> None:

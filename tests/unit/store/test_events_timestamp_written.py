@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from halswarm.store.db import DatabaseError, connect
+from halswarm.store.dialect import epoch_to_text, is_pg
 from halswarm.store.migrations import Migration, bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.repos import events as events_repo
+from tests.support.store_engines import StoreDb
 
 DAY = 86400.0
 ARCHIVE = "DELETE FROM events WHERE timestamp < datetime('now', '-30 days')"
@@ -59,22 +61,26 @@ def test_012_database_is_converted_and_the_runbook_archive_keeps_the_recent_rows
         conn.close()
 
 
-def test_the_supervisor_writes_the_text_and_a_changed_ts_moves_it(tmp_path: Path) -> None:
-    conn = connect(tmp_path / "supervisor.db")
-    try:
-        migrate(conn)
-        now = time.time()
-        rows = [("n", i, f"e{i}", "s", "p", "t", "{}", now - i * 7 * DAY + 0.9995, now) for i in range(1, 7)]
-        assert events_repo.insert_events(conn, rows) == 6
-        assert conn.execute("SELECT COUNT(*) FROM events WHERE timestamp IS NOT datetime(ts, 'unixepoch')"
-                            ).fetchone()[0] == 0
-        conn.execute("UPDATE events SET ts = ts - 60 * 86400 WHERE seq = 1")  # what the runbook test does
-        assert conn.execute("SELECT timestamp = datetime(ts, 'unixepoch') FROM events WHERE seq = 1"
-                            ).fetchone()[0] == 1
+def archive(conn: sqlite3.Connection) -> None:
+    """The runbook's archive DELETE in the engine's words (psql has no datetime())."""
+    if is_pg(conn):
+        conn.execute("DELETE FROM events WHERE timestamp < to_char(now() AT TIME ZONE 'UTC' - interval '30 days',"
+                     " 'YYYY-MM-DD HH24:MI:SS')")
+    else:
         conn.execute(ARCHIVE)
-        assert [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")] == [2, 3, 4]
-    finally:
-        conn.close()
+
+
+def test_the_supervisor_writes_the_text_and_a_changed_ts_moves_it(store_db: StoreDb) -> None:
+    conn = store_db.migrated()
+    text = epoch_to_text(conn, "ts")
+    now = time.time()
+    rows = [("n", i, f"e{i}", "s", "p", "t", "{}", now - i * 7 * DAY + 0.9995, now) for i in range(1, 7)]
+    assert events_repo.insert_events(conn, rows) == 6
+    assert conn.execute(f"SELECT COUNT(*) FROM events WHERE timestamp IS DISTINCT FROM {text}").fetchone()[0] == 0
+    conn.execute("UPDATE events SET ts = ts - 60 * 86400 WHERE seq = 1")  # what the runbook test does
+    assert conn.execute(f"SELECT timestamp = {text} FROM events WHERE seq = 1").fetchone()[0] in (1, True)
+    archive(conn)
+    assert [r[0] for r in conn.execute("SELECT seq FROM events ORDER BY seq")] == [2, 3, 4]
 
 
 def test_interrupted_013_is_rolled_back_and_resumed(tmp_path: Path) -> None:
@@ -95,19 +101,15 @@ def test_interrupted_013_is_rolled_back_and_resumed(tmp_path: Path) -> None:
         conn.close()
 
 
-def test_rows_another_tool_inserted_without_the_text_are_filled(tmp_path: Path) -> None:
+def test_rows_another_tool_inserted_without_the_text_are_filled(store_db: StoreDb) -> None:
     """What the supervisor runs at start-up (after migrating): a restore or a salvage that copied only
     the stored columns leaves NULL, which the runbook's archive would never remove."""
-    conn = connect(tmp_path / "supervisor.db")
-    try:
-        migrate(conn)
-        old = time.time() - 40 * DAY
-        conn.execute("INSERT INTO events(node_id, seq, event_id, type, data, ts, received_at)"
-                     " VALUES ('n', 1, 'e1', 't', '{}', ?, ?)", (old, old))
-        assert conn.execute("SELECT timestamp FROM events").fetchone()[0] is None
-        assert events_repo.fill_event_timestamps(conn) == 1
-        assert events_repo.fill_event_timestamps(conn) == 0
-        conn.execute(ARCHIVE)
-        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
-    finally:
-        conn.close()
+    conn = store_db.migrated()
+    old = time.time() - 40 * DAY
+    conn.execute("INSERT INTO events(node_id, seq, event_id, type, data, ts, received_at)"
+                 " VALUES ('n', 1, 'e1', 't', '{}', ?, ?)", (old, old))
+    assert conn.execute("SELECT timestamp FROM events").fetchone()[0] is None
+    assert events_repo.fill_event_timestamps(conn) == 1
+    assert events_repo.fill_event_timestamps(conn) == 0
+    archive(conn)
+    assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0

@@ -1,27 +1,21 @@
-"""The cost, policy and dependency repositories on a real migrated SQLite file: what is written is read
-back as the features expect it (core types or plain rows)."""
+"""The cost, policy and dependency repositories on a real migrated database of each engine (SQLite and
+PostgreSQL): what is written is read back as the features expect it (core types or plain rows)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
 
 import pytest
 
 from halswarm.core.cost import Bucket, SessionUsage
-from halswarm.store.db import connect
-from halswarm.store.migrations import migrate
 from halswarm.store.repos import cost, dependencies, policies
 from halswarm.store.repos.events import insert_events
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> sqlite3.Connection:
-    c = connect(tmp_path / "r.db")
-    migrate(c)
-    yield c
-    c.close()
+def conn(store_conn: sqlite3.Connection) -> sqlite3.Connection:
+    return store_conn
 
 
 def test_cost_days_are_replaced_and_marked_polled(conn: sqlite3.Connection) -> None:

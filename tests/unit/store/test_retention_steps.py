@@ -7,6 +7,8 @@ import asyncio
 import sqlite3
 from typing import Any
 
+import pytest
+
 from halswarm.core.model import Node
 from halswarm.store.db import connect
 from halswarm.store.migrations import migrate
@@ -58,9 +60,8 @@ class _JobLog:
         return getattr(self.writer, name)
 
 
-async def test_retention_steps_are_bounded_and_events_commit_between_them(tmp_path):
-    conn = connect(tmp_path / "r.db")
-    migrate(conn)
+async def test_retention_steps_are_bounded_and_events_commit_between_them(store_db):
+    conn = store_db.migrated()
     _fill(conn, old=300, new=20)
     writer = Writer(conn)
     loop = asyncio.get_running_loop()
@@ -94,9 +95,23 @@ async def test_retention_steps_are_bounded_and_events_commit_between_them(tmp_pa
     assert [r[0] for r in conn.execute("SELECT timestamp FROM audit_log")] == [NOW - 89 * DAY]
 
 
-def test_delete_step_takes_the_oldest_rows_first_and_stops_at_the_time_budget(tmp_path):
-    conn = connect(tmp_path / "d.db")
-    migrate(conn)
+async def test_postgresql_leaves_space_to_its_autovacuum(store_db):
+    """No incremental vacuum on PostgreSQL: retention deletes, and autovacuum makes the space reusable."""
+    if not store_db.is_pg:
+        pytest.skip("SQLite's incremental vacuum has its own tests below")
+    conn = store_db.migrated()
+    _fill(conn, old=50, new=1)
+    assert auto_vacuum_mode(conn) == "autovacuum"
+    writer = Writer(conn)
+    writer.start(asyncio.get_running_loop())
+    result = await RetentionJob(writer, RetentionSettings(batch_rows=20, pause_ms=0)).run_once(now=NOW)
+    await writer.stop()
+    assert result["events"] == 50 and result["pages_freed"] == 0
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 1
+
+
+def test_delete_step_takes_the_oldest_rows_first_and_stops_at_the_time_budget(store_db):
+    conn = store_db.migrated()
     _fill(conn, old=600, new=5)
     assert delete_step(conn, "events", NOW - 30 * DAY, 100, 10.0) == 100
     assert conn.execute("SELECT min(seq) FROM events").fetchone()[0] == 101

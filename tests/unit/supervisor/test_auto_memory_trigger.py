@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,14 +19,16 @@ from halswarm.store.writer import Writer
 from halswarm.supervisor.features.remediations.engine import AutoRemediation
 from halswarm.supervisor.features.remediations.halctl_run import Outcome, RunSpec
 from halswarm.supervisor.features.remediations.settings import AGENT_HIGH_MEMORY, COST_DISCREPANCY, AutoConfig
+from tests.support.store_engines import StoreDb
 from tests.support.store_rig import Emitted, running_store
 
 NOW = 1_000_000.0
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[tuple[Writer, Reader, Path]]:
-    async with running_store(tmp_path / "sup.db") as store:
+async def store(store_db: StoreDb) -> AsyncIterator[tuple[Writer, Reader, StoreDb]]:
+    """The engine's store on each engine (SQLite, PostgreSQL)."""
+    async with running_store(store_db) as store:
         yield store
 
 
@@ -78,7 +79,7 @@ async def test_memory_streak_runs_once_per_window_and_persists(store: Any, tmp_p
     assert len(ran) == 1 and ev.types()[2:] == ["remediation.throttled"]
     await eng.stop()
 
-    row = sqlite3.connect(path).execute("SELECT incident, host FROM auto_remediation_state").fetchall()
+    row = [tuple(r) for r in path.connect().execute("SELECT incident, host FROM auto_remediation_state").fetchall()]
     assert row == [(AGENT_HIGH_MEMORY, "n1")]
 
     # a restart honours the persisted window

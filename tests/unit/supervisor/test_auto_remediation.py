@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from halswarm.supervisor.features.remediations.halctl_run import (
 )
 from halswarm.supervisor.features.remediations.policy import NodeFacts, decide
 from halswarm.supervisor.features.remediations.settings import AGENT_CRASHED, DB_CORRUPTION, AutoConfig
+from tests.support.store_engines import StoreDb
 from tests.support.store_rig import Emitted, running_store
 
 TOKEN = "a" * 40
@@ -165,8 +165,9 @@ async def test_run_halctl_missing_inventory_is_an_error_not_a_crash(tmp_path: Pa
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[tuple[Writer, Reader, Path]]:
-    async with running_store(tmp_path / "sup.db") as store:
+async def store(store_db: StoreDb) -> AsyncIterator[tuple[Writer, Reader, StoreDb]]:
+    """The engine's store on each engine (SQLite, PostgreSQL)."""
+    async with running_store(store_db) as store:
         yield store
 
 
@@ -232,15 +233,17 @@ async def test_engine_runs_records_audits_routes_and_throttles(store: Any, tmp_p
     assert "ansible-runner is not installed" in ev.events[-1][2]["error"]
     await eng.stop()
 
-    db = sqlite3.connect(path)
+    db = path.connect()
     rows = db.execute("SELECT incident, status, actor, hosts, report FROM remediations ORDER BY received_at").fetchall()
     assert [(r[0], r[1], r[2], json.loads(r[3])) for r in rows] == [
         (AGENT_CRASHED, "not_present", "auto", ["n1"]), (AGENT_CRASHED, "failed", "auto", ["n2"])]
     assert "s3cret" not in rows[0][4]
-    audit = db.execute("SELECT actor, action, target, result FROM audit_log ORDER BY timestamp").fetchall()
+    audit = [tuple(r) for r in db.execute("SELECT actor, action, target, result FROM audit_log"
+                                          " ORDER BY timestamp").fetchall()]
     assert audit == [("auto", "remediation", AGENT_CRASHED, "not_present"), ("auto", "remediation", AGENT_CRASHED,
                                                                              "failed")]
-    state = db.execute("SELECT host, started_at, status FROM auto_remediation_state ORDER BY host").fetchall()
+    state = [tuple(r) for r in db.execute("SELECT host, started_at, status FROM auto_remediation_state"
+                                          " ORDER BY host").fetchall()]
     assert [(h, s) for h, _, s in state] == [("n1", "not_present"), ("n2", "failed")]
 
     # a restart honours the window: the persisted start time throttles the next episode of n1
@@ -395,7 +398,7 @@ async def test_at_most_two_runs_at_once_and_stop_records_the_interrupted(store: 
     assert peak[0] == 2 and ev.types().count("remediation.started") == 3
     await eng.stop()
     assert ev.types().count("remediation.failed") == 3
-    n = sqlite3.connect(path).execute("SELECT COUNT(*) FROM remediations WHERE status='failed' AND actor='auto'")
+    n = path.connect().execute("SELECT COUNT(*) FROM remediations WHERE status='failed' AND actor='auto'")
     assert n.fetchone()[0] == 3
 
 
@@ -438,6 +441,6 @@ async def test_an_incident_that_restarts_the_supervisor_is_handed_to_the_root_ru
     await eng2.stop()
     assert ran == []
     assert ev.types()[-2:] == ["remediation.started", "remediation.failed"]
-    row = sqlite3.connect(store[2]).execute("SELECT status, report FROM remediations").fetchone()
+    row = store[2].connect().execute("SELECT status, report FROM remediations").fetchone()
     assert row[0] == "failed" and "only the root request unit may run it" in json.loads(row[1])["error"], row
     assert "halctl remediate supervisor-high-memory -i /inv --limit hal_supervisors" in json.loads(row[1])["error"]

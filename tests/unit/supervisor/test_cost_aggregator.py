@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ from halswarm.store.writer import Writer
 from halswarm.supervisor.features.cost.aggregator import CostAggregator, days_to_poll, usage_delta
 from halswarm.supervisor.features.cost.settings import CostSettings
 from tests.fakes.fake_providers import ANTHROPIC_KEY, OPENAI_KEY, FakeProviders, fake_providers
+from tests.support.store_engines import StoreDb
 from tests.support.store_rig import running_store
 
 pytestmark = pytest.mark.process  # fake provider APIs on loopback
@@ -64,8 +63,9 @@ def fake() -> Iterator[FakeProviders]:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[tuple[Writer, Reader, Path]]:
-    async with running_store(tmp_path / "sup.db") as store:
+async def db(store_db: StoreDb) -> AsyncIterator[tuple[Writer, Reader, StoreDb]]:
+    """The aggregator's store on each engine (SQLite, PostgreSQL)."""
+    async with running_store(store_db) as store:
         yield store
 
 
@@ -82,10 +82,10 @@ def config(fake: FakeProviders, *, retries: int = 2, anthropic: bool = True, ope
                                "backoff_base_ms": 10, "providers": providers})
 
 
-def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
-    c = sqlite3.connect(path)
+def rows(db: StoreDb, sql: str) -> list[tuple[Any, ...]]:
+    c = db.connect()
     try:
-        return c.execute(sql).fetchall()
+        return [tuple(r) for r in c.execute(sql).fetchall()]
     finally:
         c.close()
 
@@ -107,7 +107,8 @@ async def test_poll_follows_pages_and_stores_daily_buckets(fake: FakeProviders, 
     assert first["bucket_width"] == ["1d"] and first["group_by[]"] == ["model", "workspace_id"]
     oa = next(r["query"] for r in fake.requests if r["provider"] == "openai" and r["kind"] == "usage")
     assert oa["group_by"] == ["model", "project_id"] and int(oa["end_time"][0]) == int(day_start(TODAY) + 86400)
-    stored = rows(path, "SELECT provider, date, model, project, tokens, round(cost_usd, 4) FROM costs ORDER BY 1,2,4")
+    stored = [(*r[:5], round(r[5], 4)) for r in rows(
+        path, "SELECT provider, date, model, project, tokens, cost_usd FROM costs ORDER BY 1,2,4")]
     assert stored == [
         ("anthropic", day(1), "claude-sonnet-4-5", "wrkspc_fleet", 2000, 2.0),
         ("anthropic", day(0), "claude-sonnet-4-5", "wrkspc_fleet", 1500, 1.5),
