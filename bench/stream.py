@@ -34,7 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 INGEST = REPO / "bench" / "ingest.py"
-SAMPLED = 10  # subscribers that parse every frame for latency (the others only count frames)
+SAMPLED = 10  # subscribers that parse every frame for latency (the others only count frames), spread over the
+# connection order: the server may wake its subscribers in some order, and the first ones must not be the only sample
 
 
 def free_port() -> int:
@@ -93,8 +94,10 @@ async def _subscribers(port: int, token: str, count: int) -> dict:
     subs: list[_Sub] = []
     req = (f"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
            "Accept: text/event-stream\r\n\r\n").encode()
+    step = max(1, count // SAMPLED)
     for i in range(count):
-        _, sub = await loop.create_connection(partial(_Sub, i < SAMPLED, lat), "127.0.0.1", port)
+        sample = i % step == 0 and i // step < SAMPLED
+        _, sub = await loop.create_connection(partial(_Sub, sample, lat), "127.0.0.1", port)
         sub.transport.write(req)
         subs.append(sub)
     ok = await asyncio.wait_for(asyncio.gather(*(s.connected for s in subs)), 60) if subs else []

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 RING_EVENTS = 10_000  # frames kept for subscribers that are behind
 RING_BYTES = 32 * 2**20
 WAKE_INTERVAL = 0.05  # subscribers are woken at most this often: each write then carries more events
+WAKE_SLICE = 16  # subscribers resumed per event-loop turn: agents' frames and commits are served in between
 _P = "hal_o_swarm_"
 
 # (id, node_id, session_id, project, type, frame): what a subscriber needs to filter and send.
@@ -89,7 +90,8 @@ class EventBroadcast:
         self.covered_from: int | None = None  # every committed id above this is in the ring (or coming)
         self._inbox: deque[tuple[int, list[EventRow], list[Any] | None]] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._tick = asyncio.Event()
+        self._waiters: deque[asyncio.Future[None]] = deque()  # subscribers waiting for the next announcement
+        self._turn = 0  # where the next announcement starts waking (rotates: nobody is always first)
         self._woken_upto = 0  # the newest id announced to the subscribers
         self._last_wake = 0.0
         self._wake_handle: asyncio.TimerHandle | None = None
@@ -183,11 +185,28 @@ class EventBroadcast:
             self._wake_handle = loop.call_later(delay, self._announce)
 
     def _announce(self) -> None:
+        loop = asyncio.get_running_loop()
         self._wake_handle = None
-        self._last_wake = asyncio.get_running_loop().time()
+        self._last_wake = loop.time()
         self._woken_upto = self.newest() or 0
-        tick, self._tick = self._tick, asyncio.Event()
-        tick.set()
+        waiters, self._waiters = self._waiters, deque()
+        if len(waiters) > 1:
+            self._turn = (self._turn + WAKE_SLICE + 1) % len(waiters)
+            waiters.rotate(-self._turn)
+        self._release(waiters)
+
+    def _release(self, waiters: deque[asyncio.Future[None]]) -> None:
+        """Resume WAKE_SLICE waiting subscribers, and the rest in later loop turns: each resumed one
+        writes to its socket at once, and 200 of those in one turn would hold the agents' frames, the
+        commits and their acks behind them (the loop polls its sockets between turns)."""
+        n = 0
+        while waiters and n < WAKE_SLICE:
+            fut = waiters.popleft()
+            if not fut.done():  # done: that wait timed out (keepalive)
+                fut.set_result(None)
+                n += 1
+        if waiters:
+            asyncio.get_running_loop().call_soon(self._release, waiters)
 
     def _to_queues(self, last_id: int, rows: list[EventRow], stored_rows: list[Any] | None) -> None:
         evs = ([row_to_api(i, r) for i, r in enumerate(rows, last_id + 1)] if stored_rows is None
@@ -234,8 +253,13 @@ class EventBroadcast:
         """Wait until frames after `cursor` were announced (True) or `timeout` passed (False)."""
         if self._woken_upto > cursor:
             return True
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
         try:
-            await asyncio.wait_for(self._tick.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 that makes a task per call
+                await fut
         except TimeoutError:
+            if len(self._waiters) > 2 * self.streams + 64:  # drop the futures of timed-out waits
+                self._waiters = deque(f for f in self._waiters if not f.done())
             return False
         return True

@@ -67,3 +67,36 @@ async def test_the_last_stream_closing_frees_the_buffer() -> None:
     await _settle(b)
     b.close_stream()
     assert b._ids == [] and b.covered_from is None and not b.wanted
+
+
+async def test_every_waiting_subscriber_is_woken_in_slices_and_timed_out_waits_are_not_kept() -> None:
+    import asyncio
+
+    from halswarm.supervisor.runtime.broadcast import WAKE_SLICE
+
+    b = EventBroadcast()
+    n = 3 * WAKE_SLICE + 5
+    for _ in range(n):
+        b.open_stream()
+    assert await b.wait(0, 0.01) is False  # nothing announced: the keepalive path
+    woken: list[int] = []
+
+    async def sub(i: int) -> None:
+        assert await b.wait(0, 60)
+        woken.append(i)
+
+    tasks = [asyncio.create_task(sub(i)) for i in range(n)]
+    await asyncio.sleep(0)  # every subscriber waits
+    b.publish(0, [_row(1)], None)
+    await asyncio.sleep(0)  # the broadcast task renders and announces: the first slice is resumed
+    await asyncio.sleep(0)
+    assert 0 < len(woken) <= WAKE_SLICE  # not all in one loop turn
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert sorted(woken) == list(range(n))
+    assert await b.wait(1, 0.01) is False  # nothing after id 1 yet
+    assert await b.wait(0, 0.01) is True  # id 1 was announced: no waiting
+    for _ in range(4 * n + 200):  # many keepalive timeouts leave no pile of dead futures behind
+        b._waiters.append(asyncio.get_running_loop().create_future())
+        b._waiters[-1].cancel()
+    assert await b.wait(1, 0.001) is False
+    assert len(b._waiters) <= 2 * n + 64
