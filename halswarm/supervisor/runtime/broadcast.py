@@ -37,6 +37,7 @@ _P = "hal_o_swarm_"
 
 # (id, node_id, session_id, project, type, frame): what a subscriber needs to filter and send.
 Entry = tuple[int, str | None, str | None, str | None, str, bytes]
+_FILTER_KEYS = ("node_id", "session_id", "project", "type")
 
 
 def encode_event(r: StreamRow) -> bytes:
@@ -95,6 +96,8 @@ class EventBroadcast:
         self._woken_upto = 0  # the newest id announced to the subscribers
         self._last_wake = 0.0
         self._wake_handle: asyncio.TimerHandle | None = None
+        self._chunk_key: tuple[int, int, int, int] | None = None  # what `_chunk` was joined for
+        self._chunk: tuple[bytes, int] = (b"", 0)
         self.streams = 0
         self.queues: set[asyncio.Queue[dict[str, Any]]] = set()
 
@@ -169,6 +172,7 @@ class EventBroadcast:
 
     def _clear(self) -> None:
         self._ids, self._entries, self._head, self._bytes = [], [], 0, 0
+        self._chunk_key, self._chunk = None, (b"", 0)
         self.covered_from = None
         self.ring_bytes_gauge.set(0)
 
@@ -232,7 +236,7 @@ class EventBroadcast:
         end = min(len(self._ids), i + max_events)
         if i == end:
             return [], cursor
-        if not any(filters.get(k) for k in ("node_id", "session_id", "project", "type")):
+        if not any(filters.get(k) for k in _FILTER_KEYS):
             out = [e[5] for e in self._entries[i:end]]
             return out, self._ids[end - 1]
         out = []
@@ -245,6 +249,30 @@ class EventBroadcast:
                 if size >= max_bytes:
                     break
         return out, cursor
+
+    def chunk_after(self, cursor: int, filters: dict[str, Any], max_events: int,
+                    max_bytes: int) -> tuple[bytes, int] | None:
+        """`after` joined into the one write a stream sends. For a stream without filters the chunk stops at
+        `max_bytes` too, and is shared: the streams that kept up wait at the same cursor, so 200 of them
+        cost one join (and hold one chunk between them) instead of 200."""
+        if any(filters.get(k) for k in _FILTER_KEYS):
+            got = self.after(cursor, filters, max_events, max_bytes)
+            return None if got is None else (b"".join(got[0]), got[1])
+        if self.covered_from is None or cursor < self.covered_from:
+            return None
+        i = bisect.bisect_right(self._ids, cursor, lo=self._head)
+        if i == len(self._ids):
+            return b"", cursor
+        key = (cursor, self._ids[-1], max_events, max_bytes)
+        if self._chunk_key != key:
+            end, size = i, 0
+            stop = min(len(self._ids), i + max_events)
+            while end < stop and (end == i or size < max_bytes):
+                size += len(self._entries[end][5])
+                end += 1
+            self._chunk = (b"".join([e[5] for e in self._entries[i:end]]), self._ids[end - 1])
+            self._chunk_key = key
+        return self._chunk
 
     def newest(self) -> int | None:
         return self._ids[-1] if len(self._ids) > self._head else self.covered_from
