@@ -34,7 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 INGEST = REPO / "bench" / "ingest.py"
-SAMPLED = 10  # subscribers that parse every frame for latency (the others only count frames)
+SAMPLED = 10  # subscribers that parse every frame for latency (the others only count frames), spread over the
+# connection order: the server may wake its subscribers in some order, and the first ones must not be the only sample
 
 
 def free_port() -> int:
@@ -93,8 +94,10 @@ async def _subscribers(port: int, token: str, count: int) -> dict:
     subs: list[_Sub] = []
     req = (f"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
            "Accept: text/event-stream\r\n\r\n").encode()
+    step = max(1, count // SAMPLED)
     for i in range(count):
-        _, sub = await loop.create_connection(partial(_Sub, i < SAMPLED, lat), "127.0.0.1", port)
+        sample = i % step == 0 and i // step < SAMPLED
+        _, sub = await loop.create_connection(partial(_Sub, sample, lat), "127.0.0.1", port)
         sub.transport.write(req)
         subs.append(sub)
     ok = await asyncio.wait_for(asyncio.gather(*(s.connected for s in subs)), 60) if subs else []
@@ -189,6 +192,75 @@ def _run(http_port: int, ws_url: str, token: str, op_token: str, subs: int, args
         _stop(p)
 
 
+def _raw_fanout(subs: int, seconds: float, chunk_frames: int = 300) -> tuple[float, float]:
+    """The floor under any SSE fan-out on this machine: plain asyncio sockets (no HTTP, no filtering) writing
+    the same frames, `chunk_frames` per write, to `subs` readers of the same child process as above.
+    Returns (sender, readers) CPU microseconds per delivered frame."""
+    import threading
+
+    from halswarm.supervisor.runtime.broadcast import encode_event
+
+    data = json.dumps({"sessionID": "ses_bench0", "messageID": "msg_1", "partID": "prt_1", "field": "text",
+                       "delta": "some streamed model output, about this long " * 2}, separators=(",", ":"))
+    frame = encode_event((123456, "bench-0", 1234, "b0-1234", "ses_bench0", "p", "message.part.delta", data,
+                          time.time()))
+    chunk = frame * chunk_frames
+    ready, go = threading.Event(), threading.Event()
+    port: list[int] = []
+    result: dict[str, float] = {}
+
+    async def serve() -> None:
+        writers: list[asyncio.StreamWriter] = []
+        got = asyncio.Event()
+
+        async def conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await r.readuntil(b"\r\n\r\n")
+            w.write(b"HTTP/1.1 200 OK\r\n\r\n: connected\n\n")
+            writers.append(w)
+            if len(writers) == subs:
+                got.set()
+
+        srv = await asyncio.start_server(conn, "127.0.0.1", 0, backlog=max(100, subs))
+        port.append(srv.sockets[0].getsockname()[1])
+        ready.set()
+        await got.wait()
+        await asyncio.to_thread(go.wait, 60)  # the readers' CPU is being counted
+        c0, t0, rounds = time.thread_time(), time.monotonic(), 0
+        while time.monotonic() - t0 < seconds:
+            for w in writers:
+                w.write(chunk)
+            for w in writers:
+                await w.drain()
+            rounds += 1
+        result["cpu"], result["frames"] = time.thread_time() - c0, rounds * chunk_frames * subs
+        for w in writers:
+            w.close()
+        srv.close()
+
+    th = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    th.start()
+    ready.wait(30)
+    p = subprocess.Popen([sys.executable, __file__, "--role", "subs", "--port", str(port[0]), "--token", "-",
+                          "--count", str(subs)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        json.loads(p.stdout.readline() or "{}")
+        p.stdin.write("measure\n")
+        p.stdin.flush()
+        subs_cpu0 = _cpu(p.pid)
+        go.set()
+        th.join(seconds + 60)
+        subs_cpu = _cpu(p.pid) - subs_cpu0
+        p.stdin.write("stop\n")
+        p.stdin.flush()
+        p.stdout.readline()
+        p.wait(30)
+    finally:
+        _stop(p)
+    frames = max(result.get("frames", 0.0), 1.0)
+    return result.get("cpu", 0.0) / frames * 1e6, subs_cpu / frames * 1e6
+
+
 def orchestrate(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="hal-bench-stream-"))
     token, op_token = secrets.token_hex(32), secrets.token_hex(32)
@@ -235,6 +307,12 @@ def orchestrate(args: argparse.Namespace) -> int:
     finally:
         _stop(sup)
     top = max(counts)
+    if top and args.floor:
+        sender_us, readers_us = _raw_fanout(top, args.seconds)
+        added = (cpu[top] - cpu[counts[0]]) / top
+        print(f"floor     {top:>4} raw sockets: sender {sender_us:.3f} us CPU/frame, readers {readers_us:.3f} us "
+              f"CPU/frame; the supervisor's fan-out: {added:.3f} us CPU/frame "
+              f"({added / sender_us if sender_us else float('nan'):.2f}x the raw sender)", flush=True)
     ratio = rates[top] / rates[counts[0]] if rates.get(counts[0]) else 0.0
     print(f"targets: {top} subscribers ratio >= 0.85 -> {'ok' if ratio >= 0.85 else 'MISSED'}; "
           f"p99 < 250 ms paced -> {'ok' if worst_p99 < 250 else 'MISSED'}; "
@@ -251,6 +329,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--rate", type=float, default=500.0, help="total paced events/s (latency runs)")
     p.add_argument("--counts", default="0,20,200", help="subscriber counts; the first is the baseline")
+    p.add_argument("--floor", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure raw socket fan-out of the same frames (the floor under any server)")
     p.add_argument("--role", default="main", choices=["main", "subs"])
     p.add_argument("--port", type=int)
     p.add_argument("--token")

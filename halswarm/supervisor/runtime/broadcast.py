@@ -32,10 +32,12 @@ log = logging.getLogger(__name__)
 RING_EVENTS = 10_000  # frames kept for subscribers that are behind
 RING_BYTES = 32 * 2**20
 WAKE_INTERVAL = 0.05  # subscribers are woken at most this often: each write then carries more events
+WAKE_SLICE = 16  # subscribers resumed per event-loop turn: agents' frames and commits are served in between
 _P = "hal_o_swarm_"
 
 # (id, node_id, session_id, project, type, frame): what a subscriber needs to filter and send.
 Entry = tuple[int, str | None, str | None, str | None, str, bytes]
+_FILTER_KEYS = ("node_id", "session_id", "project", "type")
 
 
 def encode_event(r: StreamRow) -> bytes:
@@ -89,10 +91,13 @@ class EventBroadcast:
         self.covered_from: int | None = None  # every committed id above this is in the ring (or coming)
         self._inbox: deque[tuple[int, list[EventRow], list[Any] | None]] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._tick = asyncio.Event()
+        self._waiters: deque[asyncio.Future[None]] = deque()  # subscribers waiting for the next announcement
+        self._turn = 0  # where the next announcement starts waking (rotates: nobody is always first)
         self._woken_upto = 0  # the newest id announced to the subscribers
         self._last_wake = 0.0
         self._wake_handle: asyncio.TimerHandle | None = None
+        self._chunk_key: tuple[int, int, int, int] | None = None  # what `_chunk` was joined for
+        self._chunk: tuple[bytes, int] = (b"", 0)
         self.streams = 0
         self.queues: set[asyncio.Queue[dict[str, Any]]] = set()
 
@@ -167,6 +172,7 @@ class EventBroadcast:
 
     def _clear(self) -> None:
         self._ids, self._entries, self._head, self._bytes = [], [], 0, 0
+        self._chunk_key, self._chunk = None, (b"", 0)
         self.covered_from = None
         self.ring_bytes_gauge.set(0)
 
@@ -183,11 +189,28 @@ class EventBroadcast:
             self._wake_handle = loop.call_later(delay, self._announce)
 
     def _announce(self) -> None:
+        loop = asyncio.get_running_loop()
         self._wake_handle = None
-        self._last_wake = asyncio.get_running_loop().time()
+        self._last_wake = loop.time()
         self._woken_upto = self.newest() or 0
-        tick, self._tick = self._tick, asyncio.Event()
-        tick.set()
+        waiters, self._waiters = self._waiters, deque()
+        if len(waiters) > 1:
+            self._turn = (self._turn + WAKE_SLICE + 1) % len(waiters)
+            waiters.rotate(-self._turn)
+        self._release(waiters)
+
+    def _release(self, waiters: deque[asyncio.Future[None]]) -> None:
+        """Resume WAKE_SLICE waiting subscribers, and the rest in later loop turns: each resumed one
+        writes to its socket at once, and 200 of those in one turn would hold the agents' frames, the
+        commits and their acks behind them (the loop polls its sockets between turns)."""
+        n = 0
+        while waiters and n < WAKE_SLICE:
+            fut = waiters.popleft()
+            if not fut.done():  # done: that wait timed out (keepalive)
+                fut.set_result(None)
+                n += 1
+        if waiters:
+            asyncio.get_running_loop().call_soon(self._release, waiters)
 
     def _to_queues(self, last_id: int, rows: list[EventRow], stored_rows: list[Any] | None) -> None:
         evs = ([row_to_api(i, r) for i, r in enumerate(rows, last_id + 1)] if stored_rows is None
@@ -213,7 +236,7 @@ class EventBroadcast:
         end = min(len(self._ids), i + max_events)
         if i == end:
             return [], cursor
-        if not any(filters.get(k) for k in ("node_id", "session_id", "project", "type")):
+        if not any(filters.get(k) for k in _FILTER_KEYS):
             out = [e[5] for e in self._entries[i:end]]
             return out, self._ids[end - 1]
         out = []
@@ -227,6 +250,30 @@ class EventBroadcast:
                     break
         return out, cursor
 
+    def chunk_after(self, cursor: int, filters: dict[str, Any], max_events: int,
+                    max_bytes: int) -> tuple[bytes, int] | None:
+        """`after` joined into the one write a stream sends. For a stream without filters the chunk stops at
+        `max_bytes` too, and is shared: the streams that kept up wait at the same cursor, so 200 of them
+        cost one join (and hold one chunk between them) instead of 200."""
+        if any(filters.get(k) for k in _FILTER_KEYS):
+            got = self.after(cursor, filters, max_events, max_bytes)
+            return None if got is None else (b"".join(got[0]), got[1])
+        if self.covered_from is None or cursor < self.covered_from:
+            return None
+        i = bisect.bisect_right(self._ids, cursor, lo=self._head)
+        if i == len(self._ids):
+            return b"", cursor
+        key = (cursor, self._ids[-1], max_events, max_bytes)
+        if self._chunk_key != key:
+            end, size = i, 0
+            stop = min(len(self._ids), i + max_events)
+            while end < stop and (end == i or size < max_bytes):
+                size += len(self._entries[end][5])
+                end += 1
+            self._chunk = (b"".join([e[5] for e in self._entries[i:end]]), self._ids[end - 1])
+            self._chunk_key = key
+        return self._chunk
+
     def newest(self) -> int | None:
         return self._ids[-1] if len(self._ids) > self._head else self.covered_from
 
@@ -234,8 +281,13 @@ class EventBroadcast:
         """Wait until frames after `cursor` were announced (True) or `timeout` passed (False)."""
         if self._woken_upto > cursor:
             return True
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
         try:
-            await asyncio.wait_for(self._tick.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 that makes a task per call
+                await fut
         except TimeoutError:
+            if len(self._waiters) > 2 * self.streams + 64:  # drop the futures of timed-out waits
+                self._waiters = deque(f for f in self._waiters if not f.done())
             return False
         return True

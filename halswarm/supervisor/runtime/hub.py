@@ -269,6 +269,7 @@ class Hub:
             async for frame in ws:
                 link.last_frame = time.monotonic()
                 await self._on_frame(link, frame)
+                await self.ingestor.room()  # before reading more: bounded memory for uncommitted events
         except ConnectionClosed:
             pass
         except (StorageFault, WriterStopped, sqlite3.Error) as exc:  # registration not stored: no traceback

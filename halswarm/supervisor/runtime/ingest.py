@@ -8,6 +8,7 @@ event that arrived during the previous fsync (group commit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -40,6 +41,13 @@ log = logging.getLogger(__name__)
 Stage = Callable[[list[tuple[str | None, str, str | None, str | None, Any, float]]], Callable[[Any], None] | None]
 
 STORED_WAIT_SEC = 10.0  # how long an API answer waits for its event to be committed
+# Event data (stored JSON text) accepted but not yet in a commit, above which the hub stops reading agents'
+# frames until the next commit takes it (TCP then holds the agents back; they keep the events in their
+# outboxes). Without it the in-flight events were bounded only by every agent's window: 20 agents sending
+# 16 KB events kept ~4,000 of them (and their parsed copies) in memory, ~250 MB, and glibc kept that peak.
+PENDING_BYTES_HIGH = 8 * 2**20
+ROOM_WAIT_SEC = 1.0  # a reader waits at most this long for room, then takes one more frame (a stalled
+# writer must not stop heartbeats and registrations from being read)
 
 _std_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 _ORJSON_OPTS = orjson.OPT_NON_STR_KEYS
@@ -84,6 +92,9 @@ class Ingestor:
         self._send_rewind = send_rewind
         self.link = HubLinkCore()  # per-node seq expectations (sans-I/O)
         self._pending: list[tuple[EventRow, float, tuple[str, str, str | None, str | None, Any, float]]] = []
+        self._pending_bytes = 0
+        self._room = asyncio.Event()  # set while _pending_bytes <= PENDING_BYTES_HIGH
+        self._room.set()
         self._flushing: asyncio.Task[None] | None = None
         self.broadcast = EventBroadcast(metrics.registry)
         self._idle = asyncio.Event()
@@ -147,8 +158,28 @@ class Ingestor:
             self._note_odd_time(node_id, ev, odd)
         row = (node_id, ev.seq, ev.event_id, ev.session_id, ev.project, ev.type, _dumps(ev.data), ts, now)
         self._pending.append((row, received_mono, (node_id, ev.type, ev.session_id, ev.project, ev.data, ts)))
+        self._count_pending(len(row[6]))
         self._kick()
         return verdict
+
+    def _count_pending(self, size: int) -> None:
+        self._pending_bytes += size
+        if self._pending_bytes > PENDING_BYTES_HIGH:
+            self._room.clear()
+
+    def _pending_taken(self) -> None:
+        self._pending_bytes = sum(len(item[0][6]) for item in self._pending)
+        if self._pending_bytes <= PENDING_BYTES_HIGH:
+            self._room.set()
+
+    async def room(self) -> None:
+        """Return when accepted events wait for a commit within PENDING_BYTES_HIGH, or after
+        ROOM_WAIT_SEC (the hub calls it before reading each agent frame)."""
+        if self._room.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ROOM_WAIT_SEC):
+                await self._room.wait()
 
     def _note_odd_time(self, node_id: str, ev: Event, reason: str) -> None:
         """Count a converted or replaced event time; log the first of each kind per node."""
@@ -172,6 +203,7 @@ class Ingestor:
             self._stored_waiters[event_id] = asyncio.get_running_loop().create_future()
         row = (node_id, None, event_id, session_id, project, ev_type, _dumps(data), ts, ts)
         self._pending.append((row, time.monotonic(), ("", ev_type, None, None, None, ts)))
+        self._count_pending(len(row[6]))
         self._kick()
         return event_id
 
@@ -218,6 +250,7 @@ class Ingestor:
         self._pending = [item for item in self._pending
                          if item[0][1] is None or item[0][0] not in nodes
                          or link.is_committed(item[0][0], item[0][1])]
+        self._pending_taken()
         for node_id in nodes:
             resend_from = link.rollback(node_id)
             if self._send_rewind is not None:
@@ -259,6 +292,7 @@ class Ingestor:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                self._pending_taken()
                 await self._flush(batch)
         finally:
             self._idle.set()

@@ -67,3 +67,63 @@ async def test_the_last_stream_closing_frees_the_buffer() -> None:
     await _settle(b)
     b.close_stream()
     assert b._ids == [] and b.covered_from is None and not b.wanted
+
+
+async def test_every_waiting_subscriber_is_woken_in_slices_and_timed_out_waits_are_not_kept() -> None:
+    import asyncio
+
+    from halswarm.supervisor.runtime.broadcast import WAKE_SLICE
+
+    b = EventBroadcast()
+    n = 3 * WAKE_SLICE + 5
+    for _ in range(n):
+        b.open_stream()
+    assert await b.wait(0, 0.01) is False  # nothing announced: the keepalive path
+    woken: list[int] = []
+
+    async def sub(i: int) -> None:
+        assert await b.wait(0, 60)
+        woken.append(i)
+
+    tasks = [asyncio.create_task(sub(i)) for i in range(n)]
+    await asyncio.sleep(0)  # every subscriber waits
+    b.publish(0, [_row(1)], None)
+    await asyncio.sleep(0)  # the broadcast task renders and announces: the first slice is resumed
+    await asyncio.sleep(0)
+    assert 0 < len(woken) <= WAKE_SLICE  # not all in one loop turn
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    assert sorted(woken) == list(range(n))
+    assert await b.wait(1, 0.01) is False  # nothing after id 1 yet
+    assert await b.wait(0, 0.01) is True  # id 1 was announced: no waiting
+    for _ in range(4 * n + 200):  # many keepalive timeouts leave no pile of dead futures behind
+        b._waiters.append(asyncio.get_running_loop().create_future())
+        b._waiters[-1].cancel()
+    assert await b.wait(1, 0.001) is False
+    assert len(b._waiters) <= 2 * n + 64
+
+
+async def test_streams_at_the_same_cursor_share_one_chunk_bounded_in_bytes() -> None:
+    b = EventBroadcast()
+    b.open_stream()
+    b.publish(0, [_row(i) for i in range(1, 101)], None)
+    await _settle(b)
+    frames, _ = b.after(0, {}, 500, 2**20)
+    one = len(frames[0])
+    first = b.chunk_after(0, {}, 500, 10 * one)
+    again = b.chunk_after(0, {}, 500, 10 * one)
+    assert first is not None and again is not None
+    assert again[0] is first[0]  # one join for every stream at this cursor
+    assert first[0] == b"".join(frames[:10]) and first[1] == 10  # stops at max_bytes
+    rest = b.chunk_after(first[1], {}, 500, 2**20)
+    assert rest is not None and rest[0] == b"".join(frames[10:]) and rest[1] == 100
+    assert b.chunk_after(100, {}, 500, 2**20) == (b"", 100)
+    filtered = b.chunk_after(0, {"type": "message.*"}, 3, 2**20)
+    assert filtered == (b"".join(frames[:3]), 3)
+    b.publish(100, [_row(101)], None)  # a new event: the shared chunk is joined afresh
+    await _settle(b)
+    assert b.chunk_after(95, {}, 500, 2**20) == (b"".join(frames[95:]) + b.after(100, {}, 500, 2**20)[0][0], 101)
+    small = EventBroadcast(ring_events=10)
+    small.open_stream()
+    small.publish(0, [_row(i) for i in range(1, 21)], None)
+    await _settle(small)
+    assert small.chunk_after(5, {}, 500, 2**20) is None  # behind the buffer: read the store

@@ -66,7 +66,7 @@ class EventsService:
             yield b": connected\n\n"
             behind = True  # counted in `catchups` only when a stream that kept up falls behind
             while True:
-                got = hub.after(cursor, live, CHUNK_EVENTS, CHUNK_BYTES)
+                got = hub.chunk_after(cursor, live, CHUNK_EVENTS, CHUNK_BYTES)
                 if got is None:
                     if not behind:
                         hub.catchups.inc()
@@ -77,9 +77,9 @@ class EventsService:
                     cursor = reached
                 else:
                     behind = False
-                    frames, cursor = got
-                    if frames:
-                        yield b"".join(frames)
+                    chunk, cursor = got
+                    if chunk:
+                        yield chunk
                     if not await hub.wait(cursor, KEEPALIVE_SEC):
                         yield b": keepalive\n\n"
                     continue
