@@ -100,32 +100,29 @@ async def _heartbeats(agent: SimAgent) -> None:
 
 
 def row_ids(stack: Stack) -> list[str]:
-    return [str(e.get_attribute("data-session-id"))
-            for e in stack.browser.find_all("tr[data-testid=session-row]")]
+    return [str(v) for v in rows_of(stack, "id")]
 
 
 def rows_of(stack: Stack, col: str) -> list[str]:
-    return [e.text.strip() for e in stack.browser.find_all(f"tr[data-testid=session-row] td[data-col={col}]")]
+    """One column of the table's rows, read in one script: the live page may swap its rows at any time."""
+    got = stack.browser.js(
+        "const col = arguments[0];"
+        "return Array.from(document.querySelectorAll('tr[data-testid=session-row]')).map(r => col === 'id'"
+        " ? r.getAttribute('data-session-id') : r.querySelector('td[data-col=' + col + ']').textContent.trim())",
+        col)
+    return [str(v) for v in got]
 
 
 def filter_sessions(stack: Stack, **fields: str) -> None:
-    """Fill the sessions page's filter form like a user and submit it."""
+    """Fill the sessions page's filter form like a user and submit it; wait for the new page."""
     b = stack.browser
     for name in ("q", "node_id", "project"):
         b.fill(f"form.filters [name={name}]", fields.get(name, ""))
     set_field(b, "form.filters [name=status]", fields.get("status", ""))
-    old = b.find("table#sessions")
+    b.js("window.__halBeforeFilter = 1")
     b.click("#filter-submit")
-    b.wait(lambda d: _stale(old), "the filtered page")
+    b.wait(lambda d: d.execute_script("return window.__halBeforeFilter === undefined"), "the filtered page")
     page_ready(stack)
-
-
-def _stale(el: Any) -> bool:
-    try:
-        el.is_enabled()
-    except Exception:  # StaleElementReferenceException: the page was replaced
-        return True
-    return False
 
 
 def page_ready(stack: Stack) -> None:
@@ -143,8 +140,9 @@ def test_sessions_page_pages_and_filters_server_side(stack: Stack, sim: tuple[Si
     assert len(first) == 50 and set(rows_of(stack, "node_id")) == {SIM_NODE}, (len(first), rows_of(stack, "node_id"))
     stack.shot("sessions_page1")
 
+    b.js("window.__halBeforeFilter = 1")
     b.click("a[data-testid=next-page]")
-    b.wait(lambda d: row_ids(stack) and row_ids(stack)[0] not in first, "the second page")
+    b.wait(lambda d: d.execute_script("return window.__halBeforeFilter === undefined"), "the second page")
     page_ready(stack)
     second = row_ids(stack)
     assert f"node_id={SIM_NODE}" in b.url and "after=" in b.url  # the filter carries over to the next page
