@@ -17,6 +17,7 @@ No timing assertions: every step waits on a condition with explicit, generous ti
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +86,12 @@ def stack(opencode_bin: str, fake_llm: FakeLLM, tmp_path_factory: pytest.TempPat
     root = tmp_path_factory.mktemp("console")
     project = root / "projects" / PROJECT
     project.mkdir(parents=True)
-    sup = SupervisorProc(root / "sup", extra={"server": {"heartbeat_interval_sec": 1}})
+    # An applied agent-crashed (listed in `auto`) runs the real `halctl remediate` on loopback (ansible's
+    # local connection); a check is routed with its `--check` command.
+    inventory = root / "inventory.ini"
+    inventory.write_text(f"[hal_agents]\n{NODE} ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    sup = SupervisorProc(root / "sup", extra={"server": {"heartbeat_interval_sec": 1},
+                                              "remediation": {"inventory": str(inventory), "auto": ["agent-crashed"]}})
     sup.extra["security"] = {"operators": [{"name": ADMIN_NAME, "role": "admin", "token": sup.token},
                                            {"name": OPERATOR_NAME, "role": "operator", "token": OPERATOR_TOKEN},
                                            {"name": VIEWER_NAME, "role": "viewer", "token": VIEWER_TOKEN}]}

@@ -292,9 +292,17 @@ async def test_pages_render_seeded_data_paged_filtered_and_escaped(make_supervis
             ids1 = set(re.findall(r'data-session-id="([^"]+)"', first.text))
             ids2 = set(re.findall(r'data-session-id="([^"]+)"', second.text))
             assert len(ids2) == 50 and not ids1 & ids2
+            # The page's live part: its own rows again (filters and cursor kept), a fragment, never more rows.
+            assert 'data-stream="/ui/events/stream?type=session.*"' in first.text
+            assert 'data-src="/ui/sessions/live' + nxt.replace("&", "&amp;") + '"' in second.text
+            live2 = await c.get("/ui/sessions/live" + nxt)
+            assert "<html" not in live2.text and set(re.findall(r'data-session-id="([^"]+)"', live2.text)) == ids2
+            assert (await c.get("/ui/sessions/live", params={"after": "garbage"})).status_code == 400
             beta = await c.get("/ui/sessions", params={"project": "beta", "status": "running"})
             rows = re.findall(r'data-session-id="(ses_\d+)"', beta.text)
             assert rows and all(int(r[4:]) % 2 == 0 and int(r[4:]) % 3 == 0 for r in rows)
+            live_beta = await c.get("/ui/sessions/live", params={"project": "beta", "status": "running"})
+            assert re.findall(r'data-session-id="(ses_\d+)"', live_beta.text) == rows
             q = await c.get("/ui/sessions", params={"q": "ses_01"})
             assert sorted(re.findall(r'data-session-id="([^"]+)"', q.text)) == [f"ses_{i:03d}" for i in range(10, 20)]
             assert (await c.get("/ui/sessions", params={"after": "garbage"})).status_code == 400

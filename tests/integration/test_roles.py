@@ -60,7 +60,7 @@ CONSOLE: dict[tuple[str, str], Role | None] = {
     ("GET", "/ui/whoami"): None,  # answers 204/401 only: whether the cookie is a login
     ("POST", "/ui/logout"): V,
     ("GET", "/ui/"): V, ("GET", "/ui/fleet/live"): V, ("GET", "/ui/sessions"): V,
-    ("GET", "/ui/sessions/{session_id}"): V,
+    ("GET", "/ui/sessions/live"): V, ("GET", "/ui/sessions/{session_id}"): V,
     ("GET", "/ui/sessions/{session_id}/live"): V, ("GET", "/ui/approvals"): V, ("GET", "/ui/approvals/live"): V,
     ("GET", "/ui/cost"): V, ("GET", "/ui/remediations"): V, ("GET", "/ui/audit"): V,
     ("GET", "/ui/events/stream"): V,

@@ -16,6 +16,7 @@ scripts/ci-setup.sh installs them).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -270,10 +271,12 @@ class Browser:
     # -- artifacts -----------------------------------------------------------------------------------------
 
     def screenshot(self, name: str) -> Path:
-        """Save a PNG of the viewport as ``tests/output/console/<name>.png`` and return its path."""
+        """Save a PNG of the whole page (beyond the viewport: DevTools ``Page.captureScreenshot`` with
+        ``captureBeyondViewport``) as ``tests/output/console/<name>.png`` and return its path."""
         self.artifacts.mkdir(parents=True, exist_ok=True)
         path = self.artifacts / f"{_SAFE_NAME.sub('_', name).strip('_') or 'page'}.png"
-        self.d.save_screenshot(str(path))
+        shot = self.d.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
     def console_errors(self) -> list[str]:

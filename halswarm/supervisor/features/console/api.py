@@ -213,17 +213,29 @@ async def fleet_live(console: Console, request: Request) -> Response:
     return await _view(console, request, page, full=False)
 
 
+async def _sessions_context(console: ConsoleService, request: Request, login: Login) -> dict[str, Any]:
+    params = _params(request, "node_id", "status", "project", "q")
+    got, total = await console.ports.sessions.page(params.get("project"), params.get("status"),
+                                                   params.get("node_id"), _page_req(request, "fs"),
+                                                   q=params.get("q"))
+    return _ctx(login, "sessions", sessions=[s.to_api() for s in got.items], total=total, page_obj=got,
+                params=params, statuses=SESSION_STATUSES, live_query=_same_query(request))
+
+
 @router.get("/sessions")
 async def sessions(console: Console, request: Request) -> Response:
     async def page(login: Login) -> Response:
-        params = _params(request, "node_id", "status", "project", "q")
-        got, total = await console.ports.sessions.page(params.get("project"), params.get("status"),
-                                                       params.get("node_id"), _page_req(request, "fs"),
-                                                       q=params.get("q"))
-        return web.render("sessions.html", **_ctx(login, "sessions", sessions=[s.to_api() for s in got.items],
-                                                  total=total, page_obj=got, params=params,
-                                                  statuses=SESSION_STATUSES))
+        return web.render("sessions.html", **await _sessions_context(console, request, login))
     return await _view(console, request, page)
+
+
+@router.get("/sessions/live")
+async def sessions_live(console: Console, request: Request) -> Response:
+    """The current page of the sessions table alone (same filters and cursor, at most PAGE_ROWS rows),
+    fetched again on `session.*` events: a status change or a new session shows without a reload."""
+    async def page(login: Login) -> Response:
+        return web.render("sessions_table.html", **await _sessions_context(console, request, login))
+    return await _view(console, request, page, full=False)
 
 
 async def _session_context(console: ConsoleService, login: Login, session_id: str) -> dict[str, Any]:

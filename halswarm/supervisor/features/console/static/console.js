@@ -2,8 +2,10 @@
  *
  * An element #live[data-stream][data-src][data-target] opens an EventSource on data-stream (the
  * supervisor's event stream; the login cookie authenticates it) and, when events arrive, fetches
- * data-src (an HTML fragment rendered and escaped by the server) into #data-target, at most once per
- * REFRESH_MS, and once more SETTLE_MS after the last event. #live[data-state] is "open" while the stream is connected, "closed" otherwise; a closed
+ * data-src (an HTML fragment rendered and escaped by the server) into #data-target. The first event after
+ * a quiet period refreshes at once (leading edge); events of a burst within REFRESH_MS of a refresh are
+ * folded into one more refresh at the end of that window (trailing edge); and once more SETTLE_MS after
+ * the last event. #live[data-state] is "open" while the stream is connected, "closed" otherwise; a closed
  * stream is reopened with backoff (a supervisor restart), and a lost login sends the page to /ui/login.
  */
 (function () {
@@ -19,6 +21,7 @@
     var source = null;
     var backoff = 500;
     var timer = null;
+    var dirty = false;
     var settle = null;
     var inflight = false;
     var again = false;
@@ -55,9 +58,20 @@
       return a && el.contains(a) && (a.tagName === "TEXTAREA" || a.tagName === "INPUT");
     }
 
+    /* Leading + trailing throttle: no refresh running its window -> refresh now and open a window of
+       REFRESH_MS; events inside the window only mark it dirty; a dirty window ends in one refresh (which
+       opens the next window), a clean one just closes. */
+    function windowEnd() {
+      timer = null;
+      if (dirty) { dirty = false; refresh(); timer = window.setTimeout(windowEnd, REFRESH_MS); }
+    }
+
     function schedule() {
       if (timer === null) {
-        timer = window.setTimeout(function () { timer = null; refresh(); }, REFRESH_MS);
+        refresh();
+        timer = window.setTimeout(windowEnd, REFRESH_MS);
+      } else {
+        dirty = true;
       }
       /* One more look once the events stop: state the supervisor folds in just after storing the
          event (a session's status) is then on the page even if the first refresh came too early. */
