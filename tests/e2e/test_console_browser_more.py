@@ -247,13 +247,18 @@ def test_remediation_form_checks_first_then_applies(stack: Stack) -> None:
     b.fill("form#remediate input[name=host]", NODE)
     b.click("#remediate-check")
     result = b.wait_css("#remediate-result[data-mode=check]")
-    assert result.get_attribute("data-action") == "routed", result.get_attribute("outerHTML")
+    # agent-crashed is in remediation.auto: the supervisor runs the real check (`halctl remediate --check`,
+    # ansible's local connection) and the page shows its stored report's outcome.
+    assert result.get_attribute("data-action") == "checked", result.get_attribute("outerHTML")
     command = b.text("#remediate-command")
     assert incident in command and "--check" in command and NODE in command, command
+    outcome = b.wait_css("#remediate-status")
+    check_id = outcome.get_attribute("data-report-id")
     stack.shot("remediations_checked")
-    # The check is routed as `alert.firing` carrying the exact command to run by hand.
-    wait_for(lambda: [e for e in api_get(stack.sup, "/api/v1/events", type="alert.firing", limit=50)
-                      if e["data"].get("command") == command], "the routed check", 60)
+    [checked] = [r for r in api_get(stack.sup, "/api/v1/remediations", limit=500) if r["id"] not in before]
+    assert str(checked["id"]) == check_id and checked["status"] == outcome.get_attribute("data-status"), checked
+    assert checked["actor"] == OPERATOR_NAME, checked
+    before.add(checked["id"])
 
     b.click("#remediate-apply")  # the result page's own button, for the incident and host just checked
     result = b.wait_css("#remediate-result[data-mode=apply]")
