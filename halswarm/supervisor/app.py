@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import sqlite3
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.probes import write_probe
 from halswarm.store.reader import Reader
 from halswarm.store.repos.events import fill_event_timestamps
+from halswarm.store.repos.leases import drop_owner_leases, live_leases
 from halswarm.store.repos.nodes import mark_all_offline
 from halswarm.store.repos.sessions import get_session, upsert_sessions
 from halswarm.store.repos.state import load_state
@@ -104,6 +106,7 @@ from halswarm.supervisor.runtime.dispatcher import Dispatcher, Result
 from halswarm.supervisor.runtime.hub import Hub, HubSettings
 from halswarm.supervisor.runtime.ingest import Ingestor
 from halswarm.supervisor.runtime.leadership import EngineSet, Leadership
+from halswarm.supervisor.runtime.leases import FleetView, LeaseSettings, LeaseSweep, supervisor_id
 from halswarm.supervisor.runtime.live_metrics import LiveMetrics
 from halswarm.supervisor.runtime.looplag import LoopLagProbe
 from halswarm.supervisor.runtime.tracker import SessionTracker
@@ -168,6 +171,10 @@ class Supervisor:
         # runs these on one of them at a time (None on SQLite: this supervisor is the only one).
         self.leader_engines = EngineSet()
         self.leadership: Leadership | None = None
+        self.leases: LeaseSettings | None = None  # PostgreSQL: node ownership among supervisors
+        # What the leader's engines take for the fleet: on SQLite exactly `nodes`; on PostgreSQL nodes other
+        # supervisors hold count as online (refreshed by the lease sweep).
+        self.fleet_view = FleetView(self.nodes)
         self.metrics.leader.set(1)
         self.writer: Writer
         self.reader: Reader
@@ -274,8 +281,11 @@ class Supervisor:
         self.writer = Writer(conn)
         from halswarm.store.leader_lock import PgLeaderLock  # psycopg: loaded only for PostgreSQL
 
+        self.leases = LeaseSettings(supervisor_id(cfg.port),
+                                    float(cfg.heartbeat_interval_sec * cfg.heartbeat_timeout_count))
+        self.metrics.leader.set(0)  # a follower until the lock is taken
         self.leadership = Leadership(PgLeaderLock(target.conninfo, password=target.password),
-                                     self.leader_engines, on_change=self._on_leadership)
+                                     self.leader_engines, on_change=self._on_leadership, name=self.leases.owner)
         try:
             self.reader = open_reader(target)
         except Exception as exc:
@@ -378,10 +388,12 @@ class Supervisor:
         await lc.start("database writer", lambda: self.writer.start(loop), self._close_store)
         # Persist the restart verdict: every node offline, live sessions unreachable.
         nodes = list(self.nodes.values())
-        sessions = [s for s in self.tracker.sessions.values() if s.status == "unreachable"]
+        held_elsewhere = await self._held_elsewhere() if self.leases is not None else set()
+        sessions = [s for s in self.tracker.sessions.values()
+                    if s.status == "unreachable" and s.node_id not in held_elsewhere]
 
         def job(c: Any) -> None:
-            mark_all_offline(c)
+            mark_all_offline(c, keep=held_elsewhere)
             upsert_sessions(c, sessions)
 
         if nodes or sessions:
@@ -407,6 +419,7 @@ class Supervisor:
         self.dispatcher = Dispatcher(self.hub, self.nodes, self.tracker, self.writer, self.metrics,
                                      default_timeout=float(cfg.command_timeout_sec))
         self.hub.dispatcher = self.dispatcher
+        self.hub.leases = self.leases
         self.commands = CommandRunner(self.dispatcher, self.tracker, self.writer)
         live = LiveMetrics(self.nodes, lambda: self.hub.links.keys(), self.hub.vitals, Path(cfg.database_path))
         self.metrics.registry.register(live)
@@ -452,6 +465,21 @@ class Supervisor:
         await lc.start("integrity check", self.integrity.start, self.integrity.stop)
         # Last: it measures stalls of the running supervisor, not the building of its parts.
         await lc.start("event-loop lag probe", *self._looplag())
+
+    async def _held_elsewhere(self) -> set[str]:
+        """PostgreSQL: the nodes another supervisor holds a live lease of (left online by the restart
+        verdict). Leases under this supervisor's own id are its previous run's: dropped first."""
+        assert self.leases is not None
+        owner, now = self.leases.owner, time.time()
+
+        def job(c: Any) -> dict[str, str]:
+            dropped = drop_owner_leases(c, owner)
+            if dropped:
+                log.info("dropped %d node leases of this supervisor's previous run", len(dropped))
+            return live_leases(c, now)
+
+        held: dict[str, str] = await self.writer.run(job)
+        return set(held)
 
     def _looplag(self) -> tuple[Callable[[], Any], Callable[[], Any]]:
         self.looplag = LoopLagProbe(self.metrics.loop_lag_max, self.metrics.loop_lag)
@@ -634,6 +662,11 @@ class Supervisor:
         await lc.start("session memory", self.session_memory.start, self.session_memory.stop)
         self.memwatch = MemoryWatch(self.config.memory_warn_percent)
         await lc.start("memory watch", self.memwatch.start, self.memwatch.stop)
+        if self.leases is not None:
+            sweep = LeaseSweep(self.writer, self.nodes, self.ingestor.emit, min(10.0, self.leases.ttl / 3),
+                               owner=self.leases.owner, view=self.fleet_view,
+                               linked=lambda node_id: node_id in self.hub.links)
+            await self._leader_engine("lease sweep", sweep.start, sweep.stop)
         self.backups = BackupWatch(self.backup_settings, lambda kind, data: self.ingestor.emit(None, kind, data))
         register_backup_metrics(self.backups, registry)
         await self._leader_engine("backup watch", self.backups.start, self.backups.stop)
@@ -658,7 +691,7 @@ class Supervisor:
         intervention begins while the others finish theirs."""
         lc = self.lifecycle
         await self._leader_engine("dependencies", self.dependencies.start, self.dependencies.stop)
-        self.auto_remediation = AutoRemediation(self.remediation_settings, self.nodes, self.ingestor, self.writer,
+        self.auto_remediation = AutoRemediation(self.remediation_settings, self.fleet_view, self.ingestor, self.writer,
                                                 self.reader, cost_state=self._cost_state, cost_health=self.costs.health,
                                                 vitals=self.hub.vitals,
                                                 metrics=self.remediation_metrics)

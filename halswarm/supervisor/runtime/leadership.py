@@ -105,7 +105,8 @@ class Leadership:
     """The turns of a supervisor on a shared database (see the module docstring)."""
 
     def __init__(self, lock: LeaderLock, engines: EngineSet, *, on_change: Callable[[bool], None] | None = None,
-                 retry_sec: float = RETRY_SEC, check_sec: float = CHECK_SEC) -> None:
+                 retry_sec: float = RETRY_SEC, check_sec: float = CHECK_SEC, name: str = "") -> None:
+        self.name = name  # this supervisor's id (host:agent port), shown in the status
         self.lock = lock
         self.engines = engines
         self.role = Role.FOLLOWER

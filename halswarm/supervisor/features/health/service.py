@@ -47,7 +47,9 @@ class HealthService:
             {"status": "ok"} if self.dispatcher.running else {"status": "error", "error": "stopped"}
         )
         if self.leadership is not None:  # a follower is as ready as the leader: it serves agents and the API
-            out["leadership"] = {"status": "ok", "role": self.leadership.role.value, "detail": self.leadership.detail}
+            lead = self.leadership
+            out["leadership"] = {"status": "ok", "role": lead.role.value, "supervisor_id": lead.name,
+                                 "detail": lead.detail}
         return out
 
     def refresh_gauges(self) -> None:
