@@ -104,7 +104,8 @@ async def test_lock_no_longer_held_without_an_error_steps_down() -> None:
     lead = Leadership(ScriptedLock(acquire=[True], held=[False]), engines(log))
     await lead.turn()
     await lead.turn()
-    assert lead.role is Role.FOLLOWER and log == ["start retention", "start policies", "stop policies", "stop retention"]
+    assert lead.role is Role.FOLLOWER
+    assert log == ["start retention", "start policies", "stop policies", "stop retention"]
 
 
 async def test_a_failing_engine_does_not_keep_the_others_from_starting_or_stopping() -> None:
