@@ -665,7 +665,7 @@ class Supervisor:
         if self.leases is not None:
             sweep = LeaseSweep(self.writer, self.nodes, self.ingestor.emit, min(10.0, self.leases.ttl / 3),
                                owner=self.leases.owner, view=self.fleet_view,
-                               linked=lambda node_id: node_id in self.hub.links)
+                               linked=lambda: self.hub.links.keys())
             await self._leader_engine("lease sweep", sweep.start, sweep.stop)
         self.backups = BackupWatch(self.backup_settings, lambda kind, data: self.ingestor.emit(None, kind, data))
         register_backup_metrics(self.backups, registry)

@@ -23,6 +23,7 @@ from halswarm.store.repos.leases import (
 )
 from halswarm.store.repos.nodes import mark_all_offline
 from tests.support.postgres import PostgresCluster
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -66,10 +67,12 @@ def test_an_expired_lease_is_taken_without_a_takeover_and_swept_with_its_node(co
     take_lease(conn, "n2", "sup-a:1", 1000.0, 60.0)
     assert take_lease(conn, "n3", "sup-b:2", 1010.0, 6.0) is None
     assert live_leases(conn, 1010.0) == {"n2": "sup-a:1", "n3": "sup-b:2"}
+    assert sweep_expired(conn, 2000.0, keep=["n1", "n2"]) == ["n3"]  # kept: connected to the sweeper
     assert sweep_expired(conn, 1010.0) == ["n1"]
     statuses = dict(conn.execute("SELECT id, status FROM nodes ORDER BY id").fetchall())
     assert statuses == {"n1": "offline", "n2": "online"}
     assert sweep_expired(conn, 1010.0) == []
+    assert live_leases(conn, 1010.0) == {"n2": "sup-a:1"}
 
 
 def test_restart_drops_its_own_leases_and_keeps_nodes_held_elsewhere_online(conn: Any) -> None:
@@ -91,8 +94,9 @@ def test_one_leader_lock_holder_and_it_moves_when_the_session_ends(pg_url: str, 
         assert not b.try_acquire()  # held by A's session
         assert a.held()
         assert a.try_acquire()  # re-entrant for its own session (never asked by the runner, harmless)
-        a.close()  # the leader goes away: its session, and the lock, end
-        assert b.try_acquire() and b.held()
+        a.close()  # the leader goes away: its session, and the lock, end (the server sees it a moment later)
+        wait_for(b.try_acquire, "B takes the lock once A's session ended", 60)
+        assert b.held()
         assert not a.try_acquire()  # a new session of A is a follower now
     finally:
         a.close()
@@ -110,7 +114,7 @@ def test_a_leader_whose_session_the_server_ended_knows_it_lost(pg_url: str, pg_c
         with pytest.raises((psycopg.Error, OSError)):
             a.held()
         assert not a.held()  # the connection is dropped: not held, no exception
-        assert b.try_acquire()
+        wait_for(b.try_acquire, "B takes the lock once A's session was terminated", 60)
     finally:
         a.close()
         b.close()

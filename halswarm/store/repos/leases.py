@@ -52,10 +52,12 @@ def drop_owner_leases(conn: Any, owner: str) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def sweep_expired(conn: Any, now: float) -> list[str]:
+def sweep_expired(conn: Any, now: float, keep: list[str] | None = None) -> list[str]:
     """Remove expired leases (their supervisor died without releasing them) and mark those nodes
-    offline; returns the node ids."""
-    rows = conn.execute("DELETE FROM node_leases WHERE expires_at <= ? RETURNING node_id", (now,)).fetchall()
+    offline; returns the node ids. `keep`: nodes connected to the sweeping supervisor (a heartbeat late
+    by a hair renews those; they are not swept)."""
+    rows = conn.execute("DELETE FROM node_leases WHERE expires_at <= ? AND NOT (node_id = ANY(?))"
+                        " RETURNING node_id", (now, list(keep or []))).fetchall()
     nodes = [str(r[0]) for r in rows]
     for node_id in nodes:
         conn.execute("UPDATE nodes SET status = 'offline' WHERE id = ?", (node_id,))

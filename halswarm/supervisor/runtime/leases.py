@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,22 +63,23 @@ class LeaseSweep(PeriodicEngine):
     event); and the view of which nodes other supervisors hold, for the leader's engines."""
 
     def __init__(self, writer: Any, nodes: dict[str, Node], emit: Callable[[str, str, dict[str, Any]], Any],
-                 interval: float, *, owner: str, view: FleetView, linked: Callable[[str], bool]) -> None:
+                 interval: float, *, owner: str, view: FleetView, linked: Callable[[], Iterable[str]]) -> None:
         super().__init__()
         self.writer, self.nodes, self.emit, self.interval, self.linked = writer, nodes, emit, interval, linked
         self.owner, self.view = owner, view
 
     async def check(self) -> list[str]:
         now = time.time()
+        here = list(self.linked())
 
         def job(c: Any) -> tuple[list[str], dict[str, str]]:
-            return sweep_expired(c, now), live_leases(c, now)
+            return sweep_expired(c, now, keep=here), live_leases(c, now)
 
         swept, live = await self.writer.run(job)
         self.view.held_elsewhere = frozenset(n for n, owner in live.items() if owner != self.owner)
         for node_id in swept:
             node = self.nodes.get(node_id)
-            if node is not None and not self.linked(node_id):
+            if node is not None:
                 node.set_status("offline")
             log.warning("node %s: its lease expired (the supervisor holding it stopped renewing); marked offline",
                         node_id)
