@@ -169,3 +169,15 @@ async def test_a_node_left_on_a_dead_supervisor_is_swept_offline_by_the_leader(
         await n3.close()
         a.stop()
         b.stop()
+
+
+def test_sqlite_supervisor_is_always_the_leader(tmp_path: Path) -> None:
+    sup = SupervisorProc(tmp_path / "s", extra={"policies": POLICIES})
+    try:
+        sup.start(timeout=60)
+        assert leader_gauge(sup) == 1.0
+        components = httpx.get(sup.api + "/readyz", timeout=5).json()["components"]
+        assert "leadership" not in components  # nothing to elect: one supervisor per file
+        assert policy_checks(sup)["running"]
+    finally:
+        sup.stop()
