@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import sqlite3
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.probes import write_probe
 from halswarm.store.reader import Reader
 from halswarm.store.repos.events import fill_event_timestamps
+from halswarm.store.repos.leases import drop_owner_leases, live_leases
 from halswarm.store.repos.nodes import mark_all_offline
 from halswarm.store.repos.sessions import get_session, upsert_sessions
 from halswarm.store.repos.state import load_state
@@ -103,6 +105,8 @@ from halswarm.supervisor.runtime.commands import CommandRunner
 from halswarm.supervisor.runtime.dispatcher import Dispatcher, Result
 from halswarm.supervisor.runtime.hub import Hub, HubSettings
 from halswarm.supervisor.runtime.ingest import Ingestor
+from halswarm.supervisor.runtime.leadership import EngineSet, Leadership
+from halswarm.supervisor.runtime.leases import FleetView, LeaseSettings, LeaseSweep, supervisor_id
 from halswarm.supervisor.runtime.live_metrics import LiveMetrics
 from halswarm.supervisor.runtime.looplag import LoopLagProbe
 from halswarm.supervisor.runtime.tracker import SessionTracker
@@ -163,6 +167,15 @@ class Supervisor:
         self._bg: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self.lifecycle = Lifecycle()  # what start() started, stopped in reverse by shutdown()
+        # The leader-only engines; with PostgreSQL several supervisors share the store and `leadership`
+        # runs these on one of them at a time (None on SQLite: this supervisor is the only one).
+        self.leader_engines = EngineSet()
+        self.leadership: Leadership | None = None
+        self.leases: LeaseSettings | None = None  # PostgreSQL: node ownership among supervisors
+        # What the leader's engines take for the fleet: on SQLite exactly `nodes`; on PostgreSQL nodes other
+        # supervisors hold count as online (refreshed by the lease sweep).
+        self.fleet_view = FleetView(self.nodes)
+        self.metrics.leader.set(1)
         self.writer: Writer
         self.reader: Reader
         self.hub: Hub
@@ -266,6 +279,13 @@ class Supervisor:
         self._prepare_schema(conn, target.display)
         self.storage_engine = POSTGRESQL
         self.writer = Writer(conn)
+        from halswarm.store.leader_lock import PgLeaderLock  # psycopg: loaded only for PostgreSQL
+
+        self.leases = LeaseSettings(supervisor_id(cfg.port),
+                                    float(cfg.heartbeat_interval_sec * cfg.heartbeat_timeout_count))
+        self.metrics.leader.set(0)  # a follower until the lock is taken
+        self.leadership = Leadership(PgLeaderLock(target.conninfo, password=target.password),
+                                     self.leader_engines, on_change=self._on_leadership, name=self.leases.owner)
         try:
             self.reader = open_reader(target)
         except Exception as exc:
@@ -368,10 +388,12 @@ class Supervisor:
         await lc.start("database writer", lambda: self.writer.start(loop), self._close_store)
         # Persist the restart verdict: every node offline, live sessions unreachable.
         nodes = list(self.nodes.values())
-        sessions = [s for s in self.tracker.sessions.values() if s.status == "unreachable"]
+        held_elsewhere = await self._held_elsewhere() if self.leases is not None else set()
+        sessions = [s for s in self.tracker.sessions.values()
+                    if s.status == "unreachable" and s.node_id not in held_elsewhere]
 
         def job(c: Any) -> None:
-            mark_all_offline(c)
+            mark_all_offline(c, keep=held_elsewhere)
             upsert_sessions(c, sessions)
 
         if nodes or sessions:
@@ -397,12 +419,14 @@ class Supervisor:
         self.dispatcher = Dispatcher(self.hub, self.nodes, self.tracker, self.writer, self.metrics,
                                      default_timeout=float(cfg.command_timeout_sec))
         self.hub.dispatcher = self.dispatcher
+        self.hub.leases = self.leases
         self.commands = CommandRunner(self.dispatcher, self.tracker, self.writer)
         live = LiveMetrics(self.nodes, lambda: self.hub.links.keys(), self.hub.vitals, Path(cfg.database_path))
         self.metrics.registry.register(live)
         live.restarts = await asyncio.to_thread(read_own_nrestarts)  # fixed while this process lives
         self.health = HealthService(self.writer, self.reader, self.hub, self.dispatcher, self.metrics, self.tracker,
                                     self.nodes)
+        self.health.leadership = self.leadership
         # Observers of stored events start before the hub, so they still see its last events at shutdown.
         await self._start_observers()
         await lc.start("agent hub", self.hub.start, self._close_hub, timeout=30)
@@ -441,6 +465,21 @@ class Supervisor:
         await lc.start("integrity check", self.integrity.start, self.integrity.stop)
         # Last: it measures stalls of the running supervisor, not the building of its parts.
         await lc.start("event-loop lag probe", *self._looplag())
+
+    async def _held_elsewhere(self) -> set[str]:
+        """PostgreSQL: the nodes another supervisor holds a live lease of (left online by the restart
+        verdict). Leases under this supervisor's own id are its previous run's: dropped first."""
+        assert self.leases is not None
+        owner, now = self.leases.owner, time.time()
+
+        def job(c: Any) -> dict[str, str]:
+            dropped = drop_owner_leases(c, owner)
+            if dropped:
+                log.info("dropped %d node leases of this supervisor's previous run", len(dropped))
+            return live_leases(c, now)
+
+        held: dict[str, str] = await self.writer.run(job)
+        return set(held)
 
     def _looplag(self) -> tuple[Callable[[], Any], Callable[[], Any]]:
         self.looplag = LoopLagProbe(self.metrics.loop_lag_max, self.metrics.loop_lag)
@@ -601,7 +640,11 @@ class Supervisor:
         """Parts that watch stored events and the clock: cost polling, notifications, retention, memory."""
         lc, registry = self.lifecycle, self.metrics.registry
         self.costs = CostAggregator(self.cost_settings, self.tracker, self.writer, self.reader, registry)
-        await lc.start("cost aggregator", self.costs.start, self.costs.stop)  # stop: last sample of usage
+        if self.leadership is None:
+            await lc.start("cost aggregator", self.costs.start, self.costs.stop)  # stop: last sample of usage
+        else:  # every supervisor samples its own sessions; the leader polls the providers
+            await lc.start("cost aggregator", lambda: self.costs.start(poll=False), self.costs.stop)
+            await self._leader_engine("cost polling", self.costs.start_polling, self.costs.stop_polling)
         self.router = Router(self.notify_settings, self.tracker, registry, daily_cost=lambda: self.costs.today_cost,
                              session_cost=self.costs.session_cost)
         await lc.start("notification router", self.router.start, self.router.stop)  # stop: short flush
@@ -614,14 +657,30 @@ class Supervisor:
             self.feed.add(self.dependencies.on_event)
         await lc.start("event feed", self.feed.start, self.feed.stop)
         self.retention = RetentionJob(self.writer, self.retention_settings)
-        await lc.start("retention", self.retention.start, self.retention.stop)
+        await self._leader_engine("retention", self.retention.start, self.retention.stop)
         self.session_memory = SessionMemory(self.tracker, self.reader, self.session_settings)
         await lc.start("session memory", self.session_memory.start, self.session_memory.stop)
         self.memwatch = MemoryWatch(self.config.memory_warn_percent)
         await lc.start("memory watch", self.memwatch.start, self.memwatch.stop)
+        if self.leases is not None:
+            sweep = LeaseSweep(self.writer, self.nodes, self.ingestor.emit, min(10.0, self.leases.ttl / 3),
+                               owner=self.leases.owner, view=self.fleet_view,
+                               linked=lambda: self.hub.links.keys())
+            await self._leader_engine("lease sweep", sweep.start, sweep.stop)
         self.backups = BackupWatch(self.backup_settings, lambda kind, data: self.ingestor.emit(None, kind, data))
         register_backup_metrics(self.backups, registry)
-        await lc.start("backup watch", self.backups.start, self.backups.stop)
+        await self._leader_engine("backup watch", self.backups.start, self.backups.stop)
+
+    async def _leader_engine(self, name: str, start: Callable[[], Any], stop: Callable[[], Any]) -> None:
+        """A periodic engine that runs on one supervisor at a time: started here on SQLite (the one
+        supervisor of its file), by the leadership on PostgreSQL when this supervisor holds the lock."""
+        if self.leadership is None:
+            await self.lifecycle.start(name, start, stop)
+        else:
+            self.leader_engines.add(name, start, stop)
+
+    def _on_leadership(self, leader: bool) -> None:
+        self.metrics.leader.set(1 if leader else 0)
 
     def _cost_state(self) -> list[CostProviderFacts]:
         """The cost aggregator's poll state, for the cost-data-discrepancy trigger."""
@@ -631,16 +690,18 @@ class Supervisor:
         """Parts that act on sessions through commands. Policies start last so they stop first: no new
         intervention begins while the others finish theirs."""
         lc = self.lifecycle
-        await lc.start("dependencies", self.dependencies.start, self.dependencies.stop)
-        self.auto_remediation = AutoRemediation(self.remediation_settings, self.nodes, self.ingestor, self.writer,
+        await self._leader_engine("dependencies", self.dependencies.start, self.dependencies.stop)
+        self.auto_remediation = AutoRemediation(self.remediation_settings, self.fleet_view, self.ingestor, self.writer,
                                                 self.reader, cost_state=self._cost_state, cost_health=self.costs.health,
                                                 vitals=self.hub.vitals,
                                                 metrics=self.remediation_metrics)
-        await lc.start("auto remediation", self.auto_remediation.start, self.auto_remediation.stop)
+        await self._leader_engine("auto remediation", self.auto_remediation.start, self.auto_remediation.stop)
         self.policies = PolicyEngine(self.policy_settings, self.tracker, self.dispatcher, self.ingestor, self.writer,
                                      self.reader, session_cost=self.costs.session_cost,
                                      daily_cost=self.costs.daily_cost, apply_output=self.apply_command_output)
-        await lc.start("policies", self.policies.start, self.policies.stop)
+        await self._leader_engine("policies", self.policies.start, self.policies.stop)
+        if self.leadership is not None:  # where the policies start on SQLite: they stop first
+            await lc.start("leadership", self.leadership.start, self.leadership.stop)
         self.approvals = ApprovalsService(self.reader, self.writer, self.commands, self.tracker, self.ingestor)
         self.approval_policy = ApprovalTimeoutPolicy(self.approval_settings, self.approvals, self.writer,
                                                      self.ingestor, self._node_online)

@@ -53,6 +53,8 @@ class Metrics:
         self.connections_active = Gauge(P + "connections_active", "Open agent connections", registry=r)
         self.sessions_active = Gauge(P + "sessions_active", "Sessions by status", ["status"], registry=r)
         self.nodes_online = Gauge(P + "nodes_online", "Nodes currently online", registry=r)
+        self.leader = Gauge(P + "leader", "1 while this supervisor runs the leader-only periodic engines "
+                            "(always on SQLite; the holder of the leader lock on PostgreSQL)", registry=r)
         self.sessions_in_memory = Gauge(
             P + "sessions_in_memory", "Sessions held in memory (live, and ended within the grace period)", registry=r
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from halswarm.core.model import Node
 from halswarm.store.dialect import greatest, is_pg
@@ -67,6 +68,11 @@ def set_nodes_last_seq(conn: sqlite3.Connection, highs: dict[str, int]) -> None:
         )
 
 
-def mark_all_offline(conn: sqlite3.Connection) -> None:
-    """The restart verdict: no node is connected to a supervisor that just started."""
-    conn.execute("UPDATE nodes SET status='offline'")
+def mark_all_offline(conn: sqlite3.Connection, *, keep: Iterable[str] = ()) -> None:
+    """The restart verdict: no node is connected to a supervisor that just started (except `keep`: on a
+    shared PostgreSQL, nodes whose live lease another supervisor holds)."""
+    kept = list(keep)
+    if not kept:
+        conn.execute("UPDATE nodes SET status='offline'")
+        return
+    conn.execute("UPDATE nodes SET status='offline' WHERE NOT (id = ANY(?))", (kept,))

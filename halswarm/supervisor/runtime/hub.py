@@ -40,11 +40,13 @@ from halswarm.protocol.codec import encode_raw
 from halswarm.protocol.hub_link import ACCEPTED, DUPLICATE, GAP, HubLinkCore, Liveness, gap_message, rewind_message
 from halswarm.store.guard import StorageFault
 from halswarm.store.repos.events import max_seq
+from halswarm.store.repos.leases import release_lease, renew_lease, take_lease
 from halswarm.store.repos.nodes import update_node_auth, update_node_liveness, upsert_node
 from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.writer import Writer, WriterStopped
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.runtime.ingest import Ingestor
+from halswarm.supervisor.runtime.leases import LeaseSettings
 from halswarm.supervisor.runtime.tracker import SessionTracker, snapshot_session_id
 from halswarm.supervisor.security import FailureThrottle, bearer, origin_allowed, token_matches
 
@@ -123,6 +125,8 @@ class Hub:
         self._bg: set[asyncio.Task[Any]] = set()
         self.frames_rejected = 0
         self.listener_error: str | None = None  # set once when the listening socket itself fails
+        # PostgreSQL shared by several supervisors: node leases (runtime/leases.py); None on SQLite.
+        self.leases: LeaseSettings | None = None
 
     # ----- lifecycle -----
 
@@ -349,13 +353,19 @@ class Hub:
         own = [st for st in reg.sessions if snapshot_session_id(st) not in foreign]
         changed = self.tracker.apply_snapshot(reg.node_id, own, at=now)
 
-        def job(conn: Any) -> int:
+        leases = self.leases
+
+        def job(conn: Any) -> tuple[int, str | None]:
+            previous = take_lease(conn, node.id, leases.owner, now, leases.ttl) if leases else None
             upsert_node(conn, node)
             if changed:
                 upsert_sessions(conn, changed)
-            return max_seq(conn, node.id)
+            return max_seq(conn, node.id), previous
 
-        stored = await self.writer.run(job)
+        stored, previous = await self.writer.run(job)
+        if previous is not None:
+            log.warning("node %s registered here while supervisor %s still held its lease: taken over (the newer "
+                        "connection wins; %s drops its link at its next heartbeat)", node.id, previous, previous)
         st = self.ingestor.reset_node(node.id, stored)
         node.last_seq = st.committed
         self.metrics.nodes_online.set(sum(1 for n in self.nodes.values() if n.status == "online"))
@@ -405,8 +415,7 @@ class Hub:
             # The latest report replaces the last (a figure no longer sent is no longer shown); the codec
             # kept only known keys with bounded numbers (halswarm.core.agent_vitals).
             self.vitals[node.id] = msg.process
-            self._spawn(self.writer.run(lambda c: update_node_liveness(
-                c, node.id, node.status, node.last_heartbeat, node.resources)))
+            self._spawn(self._store_heartbeat(link, node))
         elif isinstance(msg, CommandResult):
             if self.dispatcher is not None:
                 self.dispatcher.on_result(link.node_id, msg)
@@ -443,6 +452,22 @@ class Hub:
             await self._send_error(link.ws, perr.UNEXPECTED_TYPE, f"{env.type} is not sent by agents",
                                    env.request_id)
 
+    async def _store_heartbeat(self, link: AgentLink, node: Node) -> None:
+        """The node's liveness, and on a shared store its lease renewed; a lease another supervisor took
+        means the agent is there now: this link is dropped without writing the node's state."""
+        leases, now = self.leases, time.time()
+
+        def job(c: Any) -> bool:
+            if leases is not None and not renew_lease(c, node.id, leases.owner, now, leases.ttl):
+                return False
+            update_node_liveness(c, node.id, node.status, node.last_heartbeat, node.resources)
+            return True
+
+        if not await self.writer.run(job) and self.links.get(node.id) is link:
+            log.warning("node %s: its lease is held by another supervisor now; dropping this connection", node.id)
+            self._forget(node.id)
+            await link.ws.close(4002, "node taken over by another supervisor")
+
     async def _refuse_foreign(self, link: AgentLink, foreign: list[str], via: str, what: str,
                               request_id: str | None = None) -> None:
         """A node claimed sessions of another node: `error` frame, counter, warning; nothing applied."""
@@ -477,25 +502,41 @@ class Hub:
                     await self._mark_offline(node_id, f"no frame for {timeout} s")
                     self._spawn(link.ws.close(4001, "heartbeat timeout"))
 
-    async def _mark_offline(self, node_id: str, reason: str) -> None:
+    def _forget(self, node_id: str) -> tuple[Node, list[Any]] | None:
+        """The node is no longer connected here: in memory only (link, vitals, status, its sessions)."""
         self.links.pop(node_id, None)
         self.vitals.pop(node_id, None)  # a node's own figures are only shown while it is connected
         node = self.nodes.get(node_id)
         if node is None or node.status == "offline":
-            return
+            return None
         node.set_status("offline")
         if self.dispatcher is not None:
             self.dispatcher.node_gone(node_id)
         sessions = self.tracker.mark_node_unreachable(node_id)
         self.metrics.nodes_online.set(sum(1 for n in self.nodes.values() if n.status == "online"))
+        return node, sessions
 
-        def job(conn: Any) -> None:
+    async def _mark_offline(self, node_id: str, reason: str) -> None:
+        gone_here = self._forget(node_id)
+        if gone_here is None:
+            return
+        node, sessions = gone_here
+        leases = self.leases
+
+        def job(conn: Any) -> bool:
+            # On a shared store: only the lease holder writes the node's state (another supervisor that
+            # took the node over has it online, with its sessions).
+            if leases is not None and not release_lease(conn, node_id, leases.owner):
+                return False
             update_node_liveness(conn, node_id, "offline", node.last_heartbeat, None)
             if sessions:
                 upsert_sessions(conn, sessions)
+            return True
 
         try:
-            await self.writer.run(job)
+            if not await self.writer.run(job):
+                log.info("node %s: connection closed here; another supervisor holds it now", node_id)
+                return
         except Exception as exc:
             log.error("could not persist offline state of %s: %s", node_id, exc)
         gone = [s.id for s in sessions]

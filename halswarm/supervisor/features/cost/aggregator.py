@@ -103,6 +103,7 @@ class CostAggregator:
         self._sample_lock = asyncio.Lock()
         self._poll_locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._poller: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self.today_cost = 0.0
         self.polls: Counter | None = None
@@ -120,16 +121,30 @@ class CostAggregator:
 
     # ----- lifecycle -----
 
-    async def start(self) -> None:
+    async def start(self, *, poll: bool = True) -> None:
+        """Sample usage and, with `poll`, poll the providers. Several supervisors on one database sample
+        their own sessions each but poll on the leader only (`start_polling`/`stop_polling`)."""
         self._marks = await self.reader.run(repo.load_marks)
         await self._load_last_success()
         self._tasks.append(asyncio.create_task(self._sample_loop(), name="cost-sampler"))
-        if self.settings.enabled:
-            self._tasks.append(asyncio.create_task(self._poll_loop(), name="cost-poller"))
+        if poll:
+            self.start_polling()
+
+    def start_polling(self) -> None:
+        if self.settings.enabled and self._poller is None:
+            self._poller = asyncio.create_task(self._poll_loop(), name="cost-poller")
             log.info("cost: polling %s every %g min", ", ".join(p.name for p in self.settings.enabled),
                      self.settings.poll_interval_s / 60)
 
+    async def stop_polling(self) -> None:
+        task, self._poller = self._poller, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
     async def stop(self) -> None:
+        await self.stop_polling()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -237,7 +252,7 @@ class CostAggregator:
 
     def running(self) -> bool:
         """The provider poll loop is alive (False when no provider is enabled: nothing to poll)."""
-        return any(t.get_name() == "cost-poller" and not t.done() for t in self._tasks)
+        return self._poller is not None and not self._poller.done()
 
     async def health(self) -> dict[str, Any]:
         """What the runbook's "Cost Data Discrepancy" diagnosis asks: is the aggregator polling, when did

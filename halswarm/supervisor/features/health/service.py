@@ -14,6 +14,7 @@ from halswarm.store.writer import Writer
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.runtime.dispatcher import Dispatcher
 from halswarm.supervisor.runtime.hub import Hub
+from halswarm.supervisor.runtime.leadership import Leadership
 from halswarm.supervisor.runtime.tracker import SessionTracker
 
 READINESS_TIMEOUT_SEC = 2.0
@@ -24,6 +25,7 @@ class HealthService:
                  tracker: SessionTracker, nodes: dict[str, Node]) -> None:
         self.writer, self.reader, self.hub, self.dispatcher = writer, reader, hub, dispatcher
         self.metrics, self.tracker, self.nodes = metrics, tracker, nodes
+        self.leadership: Leadership | None = None  # PostgreSQL: several supervisors, one leader
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
         """Each component: `{"status": "ok"}` or `{"status": "error", "error": why}`."""
@@ -44,6 +46,10 @@ class HealthService:
         out["command_dispatcher"] = (
             {"status": "ok"} if self.dispatcher.running else {"status": "error", "error": "stopped"}
         )
+        if self.leadership is not None:  # a follower is as ready as the leader: it serves agents and the API
+            lead = self.leadership
+            out["leadership"] = {"status": "ok", "role": lead.role.value, "supervisor_id": lead.name,
+                                 "detail": lead.detail}
         return out
 
     def refresh_gauges(self) -> None:

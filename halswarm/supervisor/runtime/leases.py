@@ -1,0 +1,97 @@
+"""Node ownership among supervisors sharing one PostgreSQL (the hub's side of halswarm.store.repos.leases).
+
+The hub takes a node's lease when its agent registers, renews it with every heartbeat and releases it
+when the connection ends. The newer connection wins: an agent is on one supervisor at a time, so the one
+it registered with last is where it is; the previous holder learns it at its next renewal (the lease
+belongs to someone else) and drops its link without writing the node's state. The leader sweeps leases
+that expired (their supervisor died without releasing them) and marks those nodes offline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from halswarm.core.model import Node
+from halswarm.store.repos.leases import live_leases, sweep_expired
+from halswarm.supervisor.runtime.periodic import PeriodicEngine
+
+log = logging.getLogger(__name__)
+
+
+def supervisor_id(port: int) -> str:
+    """This supervisor's name in leases: host and agent port, the same across its restarts (so a restart
+    recognises its previous run's leases) and distinct for two supervisors on one host."""
+    return f"{socket.gethostname()}:{port}"
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    owner: str
+    ttl: float  # seconds: the hub's liveness timeout (heartbeat interval x missed heartbeats)
+
+
+class FleetView(Mapping[str, Node]):
+    """The nodes as the leader's engines must see them on a shared store: a node that another supervisor
+    holds (a live lease) is online, though it is not connected here. Without that, the leader would take
+    every node of the other supervisors for crashed (auto-remediation's `agent-crashed`)."""
+
+    def __init__(self, nodes: Mapping[str, Node]) -> None:
+        self.nodes = nodes
+        self.held_elsewhere: frozenset[str] = frozenset()  # refreshed by LeaseSweep
+
+    def __getitem__(self, node_id: str) -> Node:
+        node = self.nodes[node_id]
+        if node.status == "offline" and node_id in self.held_elsewhere:
+            return dataclasses.replace(node, status="online")
+        return node
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+class LeaseSweep(PeriodicEngine):
+    """Leader-only: expired leases out, their nodes offline (stored, in memory, and a `node.offline`
+    event); and the view of which nodes other supervisors hold, for the leader's engines."""
+
+    def __init__(self, writer: Any, nodes: dict[str, Node], emit: Callable[[str, str, dict[str, Any]], Any],
+                 interval: float, *, owner: str, view: FleetView, linked: Callable[[], Iterable[str]]) -> None:
+        super().__init__()
+        self.writer, self.nodes, self.emit, self.interval, self.linked = writer, nodes, emit, interval, linked
+        self.owner, self.view = owner, view
+
+    async def check(self) -> list[str]:
+        now = time.time()
+        here = list(self.linked())
+
+        def job(c: Any) -> tuple[list[str], dict[str, str]]:
+            return sweep_expired(c, now, keep=here), live_leases(c, now)
+
+        swept, live = await self.writer.run(job)
+        self.view.held_elsewhere = frozenset(n for n, owner in live.items() if owner != self.owner)
+        for node_id in swept:
+            node = self.nodes.get(node_id)
+            if node is not None:
+                node.set_status("offline")
+            log.warning("node %s: its lease expired (the supervisor holding it stopped renewing); marked offline",
+                        node_id)
+            self.emit(node_id, "node.offline", {"reason": "lease expired", "unreachable_sessions": []})
+        return swept
+
+    async def start(self) -> None:
+        try:  # the view is right before the engines that read it start
+            await self.check()
+        except Exception as exc:
+            log.warning("lease sweep: %s", exc)
+        self._start_loop(self.interval, "lease-sweep", log)
+
+    async def stop(self) -> None:
+        await self._stop_loop(0)

@@ -1,0 +1,74 @@
+"""What the leader's engines take for the fleet on a shared store (halswarm.supervisor.runtime.leases):
+a node another supervisor holds counts as online; the sweep's findings update memory and emit once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from halswarm.core.model import Node
+from halswarm.supervisor.runtime.leases import FleetView, LeaseSweep, supervisor_id
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_a_node_held_elsewhere_reads_online_without_changing_the_real_one() -> None:
+    nodes = {"n1": Node(id="n1", status="offline"), "n2": Node(id="n2", status="offline"),
+             "n3": Node(id="n3", status="online")}
+    view = FleetView(nodes)
+    assert {k: v.status for k, v in view.items()} == {"n1": "offline", "n2": "offline", "n3": "online"}
+    assert view["n3"] is nodes["n3"]  # SQLite (nothing held elsewhere): the very same objects
+    view.held_elsewhere = frozenset({"n1", "n3"})
+    assert {k: v.status for k, v in view.items()} == {"n1": "online", "n2": "offline", "n3": "online"}
+    assert nodes["n1"].status == "offline" and len(view) == 3 and list(view) == ["n1", "n2", "n3"]
+
+
+class FakeConn:
+    """Answers the sweep's two statements; remembers what the DELETE was told to keep."""
+
+    def __init__(self, swept: list[str], live: dict[str, str]) -> None:
+        self.swept, self.live = swept, live
+        self.kept: list[str] | None = None
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        conn = self
+
+        class Cur:
+            def fetchall(self) -> list[tuple[Any, ...]]:
+                return [(n,) for n in conn.swept]
+
+            def __iter__(self) -> Any:
+                return iter(conn.live.items())
+
+        if sql.startswith("DELETE"):
+            self.kept = params[1]
+        return Cur()
+
+
+class FakeWriter:
+    def __init__(self, conn: FakeConn) -> None:
+        self.conn = conn
+
+    async def run(self, job: Any) -> Any:
+        return job(self.conn)
+
+
+async def test_the_sweep_marks_swept_nodes_offline_emits_and_refreshes_the_view() -> None:
+    nodes = {"n1": Node(id="n1", status="online"), "n2": Node(id="n2", status="online")}
+    view = FleetView(nodes)
+    emitted: list[tuple[str, str, dict[str, Any]]] = []
+    conn = FakeConn(["n1"], {"n4": "sup-b:2", "n5": "sup-a:1"})
+    sweep = LeaseSweep(FakeWriter(conn), nodes, lambda n, t, d: emitted.append((n, t, d)), 10.0,
+                       owner="sup-a:1", view=view, linked=lambda: ["n2"])
+    assert await sweep.check() == ["n1"]
+    assert conn.kept == ["n2"]  # connected here: never swept, whatever its lease says
+    assert nodes["n1"].status == "offline" and nodes["n2"].status == "online"
+    assert [e[:2] for e in emitted] == [("n1", "node.offline")]
+    assert emitted[0][2]["reason"] == "lease expired"
+    assert view.held_elsewhere == frozenset({"n4"})  # its own lease is not "elsewhere"
+
+
+def test_supervisor_id_is_host_and_agent_port() -> None:
+    a, b = supervisor_id(8420), supervisor_id(8421)
+    assert a.endswith(":8420") and b.endswith(":8421") and a.rsplit(":", 1)[0] == b.rsplit(":", 1)[0]
