@@ -4,7 +4,6 @@ tokens per session; the store bounded."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 
 import pytest
@@ -15,18 +14,22 @@ from halswarm.supervisor.apikit.deps import OperatorGate
 from halswarm.supervisor.features.console import logins as logins_mod
 from halswarm.supervisor.features.console.logins import LoginStore
 from halswarm.supervisor.features.console.settings import ConsoleSettings
+from tests.support.store_engines import StoreDb
 from tests.support.store_rig import running_store
 
 OPS = (Identity("alice", Role.operator, "a" * 40), Identity("vic", Role.viewer, "v" * 40))
 
 
-def _rows(path) -> list[tuple]:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT * FROM console_sessions").fetchall()
+def _rows(db: StoreDb) -> list[tuple]:
+    conn = db.connect()
+    try:
+        return [tuple(r) for r in conn.execute("SELECT * FROM console_sessions").fetchall()]
+    finally:
+        conn.close()
 
 
-async def test_open_lookup_restart_logout_and_digest_only(tmp_path):
-    async with running_store(tmp_path / "s.db") as (writer, reader, path):
+async def test_open_lookup_restart_logout_and_digest_only(store_db: StoreDb):
+    async with running_store(store_db) as (writer, reader, path):
         store = LoginStore(ConsoleSettings(), OperatorGate(OPS), reader, writer)
         assert store.authenticate("wrong", "1.2.3.4") is None
         ident = store.authenticate("a" * 40, "1.2.3.4")
@@ -48,8 +51,8 @@ async def test_open_lookup_restart_logout_and_digest_only(tmp_path):
         assert await store.lookup(None) is None and await store.lookup("x" * 500) is None
 
 
-async def test_rotated_removed_or_demoted_credentials_end_the_login(tmp_path):
-    async with running_store(tmp_path / "s.db") as (writer, reader, path):
+async def test_rotated_removed_or_demoted_credentials_end_the_login(store_db: StoreDb):
+    async with running_store(store_db) as (writer, reader, path):
         store = LoginStore(ConsoleSettings(), OperatorGate(OPS), reader, writer)
         sid, _ = await store.open(OPS[0])
         demoted = LoginStore(ConsoleSettings(), OperatorGate((Identity("alice", Role.viewer, "a" * 40),)), reader,
@@ -61,8 +64,8 @@ async def test_rotated_removed_or_demoted_credentials_end_the_login(tmp_path):
         assert _rows(path) == []  # and it was deleted
 
 
-async def test_idle_and_age_limits_and_bound(tmp_path, monkeypatch):
-    async with running_store(tmp_path / "s.db") as (writer, reader, path):
+async def test_idle_and_age_limits_and_bound(store_db: StoreDb, monkeypatch):
+    async with running_store(store_db) as (writer, reader, path):
         store = LoginStore(ConsoleSettings(idle_minutes=1, max_hours=1), OperatorGate(OPS), reader, writer)
         sid, _ = await store.open(OPS[0])
         now = time.time()

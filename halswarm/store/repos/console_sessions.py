@@ -19,8 +19,10 @@ class ConsoleSessionRow:
 def insert_console_session(conn: sqlite3.Connection, row: ConsoleSessionRow, *, keep: int, now: float) -> None:
     """Store a new session; expired ones are pruned and at most `keep` (the newest) stay."""
     conn.execute("DELETE FROM console_sessions WHERE expires_at <= ?", (now,))
-    conn.execute("INSERT OR REPLACE INTO console_sessions(id_hash, actor, token_hash, created_at, last_seen,"
-                 " expires_at) VALUES (?,?,?,?,?,?)",
+    conn.execute("INSERT INTO console_sessions(id_hash, actor, token_hash, created_at, last_seen, expires_at)"
+                 " VALUES (?,?,?,?,?,?) ON CONFLICT(id_hash) DO UPDATE SET actor = excluded.actor,"
+                 " token_hash = excluded.token_hash, created_at = excluded.created_at,"
+                 " last_seen = excluded.last_seen, expires_at = excluded.expires_at",
                  (row.id_hash, row.actor, row.token_hash, row.created_at, row.last_seen, row.expires_at))
     conn.execute("DELETE FROM console_sessions WHERE id_hash NOT IN"
                  " (SELECT id_hash FROM console_sessions ORDER BY last_seen DESC LIMIT ?)", (keep,))
