@@ -7,8 +7,11 @@ project's own migrations and realistic rows (50 nodes, 500 sessions, 20 projects
     first without a clean-shutdown marker (full quick_check at start), then right after that run's
     clean stop (marker: the check is skipped at start and runs in the background);
   - retention removing half the rows (events_days=30 of 60): duration, writer steps, file size
-    before/after (with the WAL), while a paced ingest of --rate events/s runs; the worst ack latency.
-and growth factors between the smallest and the largest size.
+    before/after (with the WAL), while a paced ingest of --rate events/s runs; the worst ack latency;
+  - with --routes: every list route's p50/p99 over loopback HTTP as clients page it (100 rows, filters,
+    `offset` and an `after` cursor), on the full table before retention.
+and growth factors between the smallest and the largest size. `--keep DIR --reuse` measures a database
+built earlier in DIR (a 10M build takes minutes) without building it again.
 
 Why the paced ingest goes through the writer here and not the hub: the hub acks an event exactly when
 the writer's future for its batch resolves (after the COMMIT that holds it), so submit -> resolve of
@@ -16,7 +19,8 @@ an `insert_events` job in batches of 50 is the ack latency minus the loopback ho
 can be started on demand (in the supervisor it runs on its hourly timer). `--old` also runs the purge
 as one writer job (the code before issue 22) for comparison.
 
-  python bench/store_scale.py [--sizes 100k,1M] [--rate 500] [--old] [--startup-only] [--keep DIR]
+  python bench/store_scale.py [--sizes 100k,1M] [--rate 500] [--old] [--startup-only] [--keep DIR [--reuse]]
+                              [--startup-reps N] [--routes [--reps N]]
 """
 
 from __future__ import annotations
@@ -35,11 +39,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# The supervisor measured: this checkout, or HAL_BENCH_CODE=<another checkout> (e.g. `git archive` of
+# the base commit) for a before/after on the same databases in the same run.
+CODE = Path(os.environ.get("HAL_BENCH_CODE") or REPO).resolve()
 
 from halswarm.core.model import Node, Session  # noqa: E402
 from halswarm.store.clean_marker import marker_path  # noqa: E402
@@ -124,39 +132,141 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def startup_to_ready(db: Path, work: Path, timeout: float = 120.0) -> float:
-    """Seconds from spawning the real supervisor on `db` until /readyz answers 200."""
+def supervisor_env(work: Path) -> dict[str, str]:
+    """The supervisor's environment, with its bytecode compiled once into a cache under the bench's
+    directory: an installed package has its .pyc files, and PYTHONDONTWRITEBYTECODE (set in some shells
+    and CI) would otherwise make every start compile ~250 modules (0.5-1 s on this machine)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HAL_AUTH_TOKEN", "INVOCATION_ID", "PYTHONDONTWRITEBYTECODE")}
+    env["PYTHONPATH"] = str(CODE)
+    env["PYTHONPYCACHEPREFIX"] = str(work.parent / "pycache")
+    done = work.parent / "pycache" / f".compiled{str(CODE).replace('/', '_')}"
+    if not done.exists():
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(CODE / "halswarm")], env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        done.touch()
+    return env
+
+
+@contextlib.contextmanager
+def supervisor(db: Path, work: Path, timeout: float = 120.0) -> Iterator[tuple[float, float, str, str]]:
+    """The real supervisor on `db`: yields (seconds from spawn to /readyz 200, its CPU seconds by then,
+    API base URL, token) and stops it with SIGTERM (a clean stop: it writes the clean-shutdown marker).
+    The CPU seconds hardly depend on the machine's load; the wall seconds do (2 shared cores)."""
     import httpx
 
     http_port = free_port()
+    token = secrets.token_hex(24)  # a viewer's: the list routes' role
     cfg = {"server": {"host": "127.0.0.1", "port": free_port(), "http_port": http_port,
                       "auth_token": secrets.token_hex(32)},
-           "database": {"path": str(db)}, "log": {"level": "warning"}}
+           "security": {"operators": [{"name": "bench", "role": "viewer", "token": token}]},
+           "database": {"path": str(db)}, "log": {"level": "info"}}
     cfg_path = work / "supervisor.config.json"
     cfg_path.write_text(json.dumps(cfg))
     cfg_path.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if k not in ("HAL_AUTH_TOKEN", "INVOCATION_ID")}
-    with open(work / "supervisor.log", "ab") as log:
+    env = supervisor_env(work)
+    log_path = work / "supervisor.log"
+    log_from = log_path.stat().st_size if log_path.exists() else 0
+    base = f"http://127.0.0.1:{http_port}"
+    with open(log_path, "ab") as log:
         t0 = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "halswarm.supervisor.main", "--config", str(cfg_path)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+                                stdout=log, stderr=subprocess.STDOUT, cwd=CODE, env=env)
     try:
-        while time.monotonic() - t0 < timeout:
+        ready = None
+        while ready is None and time.monotonic() - t0 < timeout:
             if proc.poll() is not None:
                 raise RuntimeError(f"supervisor exited with {proc.returncode}; see {work / 'supervisor.log'}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code == 200:
-                    return time.monotonic() - t0
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    ready = time.monotonic() - t0
+                    cpu = process_cpu_s(proc.pid)
+                    break
             time.sleep(0.02)
-        raise TimeoutError(f"not ready within {timeout} s")
+        if ready is None:
+            raise TimeoutError(f"not ready within {timeout} s")
+        # A start that skipped the full quick_check runs it in the background 5 s later, and only a run
+        # whose check finished leaves a clean-shutdown marker (docs/supervisor.md): wait for it, so the
+        # next start is again one after a clean stop and nothing measured after this competes with it.
+        seen = log_path.read_bytes()[log_from:]
+        if b"full quick_check skipped" in seen:
+            t1 = time.monotonic()
+            while b"integrity check passed" not in log_path.read_bytes()[log_from:]:
+                if proc.poll() is not None or time.monotonic() - t1 > 1800:
+                    raise RuntimeError(f"no background integrity check; see {log_path}")
+                time.sleep(0.5)
+            print(f"  (background quick_check passed {time.monotonic() - t0:.1f} s after spawn)", flush=True)
+        yield ready, cpu, base, token
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(30)
+                proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def startup_to_ready(db: Path, work: Path, timeout: float = 120.0) -> tuple[float, float]:
+    """Seconds from spawning the real supervisor on `db` until /readyz answers 200, and its CPU seconds."""
+    with supervisor(db, work, timeout) as (ready, cpu, _, _):
+        return ready, cpu
+
+
+# ---------------------------------------------------------------- list routes over HTTP
+
+def route_calls(events: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """The list routes as clients call them (100 rows a page), on the rows `build` wrote."""
+    since = str(NOW - DAY)  # the newest day: 1/60 of the rows
+    node_rows = events // NODES
+    return [
+        ("events newest 100 (order=desc)", "/api/v1/events", {"order": "desc", "limit": 100}),
+        ("events oldest 100", "/api/v1/events", {"limit": 100}),
+        ("events node_id offset=50000", "/api/v1/events", {"node_id": "node-07", "offset": 50_000, "limit": 100}),
+        ("events node_id after=cursor (half deep)", "/api/v1/events",
+         {"node_id": "node-07", "offset": node_rows // 2, "limit": 1, "_cursor": True}),
+        ("events project+type since 1d", "/api/v1/events",
+         {"project": "project-03", "type": "type.05", "since": since, "limit": 100}),
+        ("events session_id newest 100", "/api/v1/events", {"session_id": "ses_0007", "order": "desc", "limit": 100}),
+        ("events since 1d", "/api/v1/events", {"since": since, "limit": 100}),
+        ("sessions", "/api/v1/sessions", {"limit": 100}),
+        ("sessions status+project", "/api/v1/sessions", {"status": "completed", "project": "project-03"}),
+        ("nodes", "/api/v1/nodes", {}),
+        ("audit", "/api/v1/audit", {"limit": 100}),
+        ("approvals", "/api/v1/approvals", {}),
+        ("remediations", "/api/v1/remediations", {}),
+        ("cost today", "/api/v1/cost", {"period": "today"}),
+    ]
+
+
+def list_routes(db: Path, work: Path, events: int, reps: int) -> dict[str, tuple[float, float]]:
+    """p50/p99 ms of each list route over loopback HTTP (one client, keep-alive, sequential calls)."""
+    import httpx
+
+    out: dict[str, tuple[float, float]] = {}
+    with supervisor(db, work) as (_, _, base, token), \
+            httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
+        for name, path, params in route_calls(events):
+            params = dict(params)
+            if params.pop("_cursor", False):  # a cursor handed out at that depth, then pages by `after`
+                meta = client.get(path, params=params).raise_for_status().json()["meta"]
+                params = {"node_id": params["node_id"], "after": meta["next"], "limit": 100}
+            client.get(path, params=params).raise_for_status()  # warm: page cache, first-call imports
+            ms = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                client.get(path, params=params).raise_for_status()
+                ms.append((time.perf_counter() - t) * 1000)
+            ms.sort()
+            out[name] = (ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))])
+            print(f"[{label(events)}] {name:<42} p50 {out[name][0]:8.1f} ms  p99 {out[name][1]:8.1f} ms", flush=True)
+    return out
 
 
 # ---------------------------------------------------------------- retention under a paced ingest
@@ -230,8 +340,11 @@ def run_size(events: int, root: Path, args: argparse.Namespace) -> dict[str, Any
     work = root / label(events)
     work.mkdir(parents=True, exist_ok=True)
     db = work / "supervisor.db"
-    built = build(db, events)
-    print(f"[{label(events)}] built in {built:.1f} s, {file_bytes(db) / 2**20:.0f} MiB", flush=True)
+    if args.reuse and db.exists():
+        print(f"[{label(events)}] reusing {db}, {file_bytes(db) / 2**20:.0f} MiB", flush=True)
+    else:
+        built = build(db, events)
+        print(f"[{label(events)}] built in {built:.1f} s, {file_bytes(db) / 2**20:.0f} MiB", flush=True)
     out: dict[str, Any] = {"events": events}
     if args.old:
         copy = work / "old.db"
@@ -242,16 +355,23 @@ def run_size(events: int, root: Path, args: argparse.Namespace) -> dict[str, Any
             Path(f"{copy}-wal").unlink()
     with contextlib.suppress(FileNotFoundError):
         marker_path(db).unlink()  # the build is not a supervisor's clean stop: a full check at start
-    out["startup_s"] = startup_to_ready(db, work)
+    out["startup_s"], out["startup_cpu_s"] = startup_to_ready(db, work)
     if not marker_path(db).exists():
         raise RuntimeError(f"no clean-shutdown marker after a clean stop; see {work / 'supervisor.log'}")
-    out["startup_marker_s"] = startup_to_ready(db, work)
-    print(f"[{label(events)}] start-up to ready: {out['startup_s']:.2f} s full check, "
-          f"{out['startup_marker_s']:.2f} s after a clean stop", flush=True)
+    runs = [startup_to_ready(db, work) for _ in range(args.startup_reps)]
+    marker_runs, cpu_runs = sorted(r[0] for r in runs), sorted(r[1] for r in runs)
+    out["startup_marker_s"] = marker_runs[len(marker_runs) // 2]
+    out["startup_marker_cpu_s"] = cpu_runs[len(cpu_runs) // 2]
+    out["startup_marker_runs_s"] = marker_runs
+    print(f"[{label(events)}] start-up to ready: {out['startup_s']:.2f} s (cpu {out['startup_cpu_s']:.2f} s) "
+          f"full check, {out['startup_marker_s']:.2f} s (cpu {out['startup_marker_cpu_s']:.2f} s) after a clean "
+          f"stop, median of {len(marker_runs)}: {', '.join(f'{x:.2f}' for x in marker_runs)}", flush=True)
+    if args.routes:
+        out["routes"] = list_routes(db, work, events, args.reps)
     if args.startup_only:
         return out
     out["retention"] = asyncio.run(retention_under_ingest(db, args.rate, old=False))
-    out["startup_after_s"] = startup_to_ready(db, work)
+    out["startup_after_s"] = startup_to_ready(db, work)[0]
     return out
 
 
@@ -259,9 +379,15 @@ def report(rows: list[dict[str, Any]]) -> None:
     def mib(n: int) -> str:
         return f"{n / 2**20:.0f}"
 
-    print("\nsize   start-up (full check / after a clean stop)")
+    print("\nsize   start-up wall (full check / after a clean stop)   cpu (full / after a clean stop)")
     for r in rows:
-        print(f"{label(r['events']):<6} {r['startup_s']:.2f}s / {r['startup_marker_s']:.2f}s")
+        print(f"{label(r['events']):<6} {r['startup_s']:.2f}s / {r['startup_marker_s']:.2f}s"
+              f"{'':30}{r['startup_cpu_s']:.2f}s / {r['startup_marker_cpu_s']:.2f}s")
+    if all("routes" in r for r in rows):
+        print("\nlist route (p50 / p99 ms)                  " + "  ".join(f"{label(r['events']):>15}" for r in rows))
+        for name in rows[0]["routes"]:
+            cells = "  ".join(f"{r['routes'][name][0]:6.1f} / {r['routes'][name][1]:6.1f}" for r in rows)
+            print(f"{name:<42} {cells}")
     if any("retention" not in r for r in rows):
         return
     print("\nsize   start-up  retention  steps  removed   file MiB before->after  ack p50/p99/max ms (batches)")
@@ -289,6 +415,10 @@ def main() -> int:
     ap.add_argument("--old", action="store_true", help="also run the one-transaction purge for comparison")
     ap.add_argument("--startup-only", action="store_true", help="measure start-up only (no retention run)")
     ap.add_argument("--keep", help="build in this directory and keep it (default: a temporary one, removed)")
+    ap.add_argument("--reuse", action="store_true", help="with --keep: use a database already built there")
+    ap.add_argument("--startup-reps", type=int, default=1, help="start-ups after a clean stop (median printed)")
+    ap.add_argument("--routes", action="store_true", help="also time every list route over HTTP (p50/p99)")
+    ap.add_argument("--reps", type=int, default=30, help="calls per list route")
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="hal-store-scale-"))

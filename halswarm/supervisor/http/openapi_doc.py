@@ -129,15 +129,16 @@ def describe_answers(doc: dict[str, Any], codes: list[str],
 
 
 def install_openapi(app: Any, codes: list[str]) -> None:
-    """Serve ``describe_answers`` of the generated document at the app's OpenAPI URL (computed once)."""
+    """Serve ``describe_answers`` of the generated document at the app's OpenAPI URL (computed once, at
+    the first request for it: reading every route's shape builds FastAPI's route contexts of all routers,
+    a quarter of a second at start that readiness need not wait for)."""
     generate: Callable[[], dict[str, Any]] = app.openapi
-    shapes = route_shapes(app)
     described: dict[str, Any] | None = None
 
     def openapi() -> dict[str, Any]:
         nonlocal described
         if described is None:
-            described = describe_answers(generate(), codes, shapes)
+            described = describe_answers(generate(), codes, route_shapes(app))
         return described
 
     app.openapi = openapi
