@@ -307,7 +307,7 @@ class SupervisorConnection:
                 reg = await self._register(ws)
                 self._became_ready(reg)
                 await self._serve(ws)
-            log.info("connection to supervisor %s closed", label)
+            log.info("supervisor connection closed (%s)", label)
         except _Unresolvable as exc:
             self.counters["connect_failures"] += 1
             self.counters["resolve_failures"] += 1
@@ -333,7 +333,7 @@ class SupervisorConnection:
                 return delay
             log.warning("supervisor %s refused the WebSocket upgrade (HTTP %d)", label, status)
         except ConnectionClosed as exc:
-            log.warning("connection to supervisor %s lost: %s", label, exc)
+            log.warning("supervisor connection lost (%s): %s", label, exc)  # the phrase operators grep for
         except _Resync as exc:
             move_on = False  # the same supervisor: re-register there to renumber
             log.warning("re-registering to resynchronise seqs: %s", exc)
