@@ -350,10 +350,14 @@ cfg = dataclasses.replace(cfg, remediation_inventory=sys.argv[2], database_path=
 auto = dataclasses.replace(AutoConfig.from_config(cfg), request_dir=pathlib.Path(sys.argv[4]))
 print(launch_db_remediation(auto))
 """
+# The supervisor launches supervisor-db-corruption only when its `remediation.auto` lists it, and the root
+# runner checks the same list in the same file: a deployment that wants the launch lists it there.
 _SET_INVENTORY = """
 import json, sys
 doc = json.load(open(sys.argv[1]))
-doc.setdefault("remediation", {})["inventory"] = sys.argv[2]
+rem = doc.setdefault("remediation", {})
+rem["inventory"] = sys.argv[2]
+rem["auto"] = sorted(set(rem.get("auto") or []) | {"supervisor-db-corruption"})
 open(sys.argv[1], "w").write(json.dumps(doc, indent=2))
 """
 REQUESTS = "/var/lib/hal-o-swarm/supervisor/remediation-requests"
