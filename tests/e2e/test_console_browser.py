@@ -398,8 +398,12 @@ def test_csrf_is_required_for_console_actions(stack: Stack) -> None:
     login(stack, OPERATOR_TOKEN)
     b = stack.browser
     page(stack, "/approvals", "approvals")
-    button = b.wait_css(f"tr[data-approval-id='{req['id']}'] button[data-action=reject]")
-    path = b.js("return arguments[0].closest('form').getAttribute('action')", button)
+    # One script reads the form of the row as it is now: the live table may swap its rows between two
+    # WebDriver calls (a found element then goes stale).
+    selector = f"tr[data-approval-id='{req['id']}'] button[data-action=reject]"
+    path = b.wait(lambda d: d.execute_script(
+        "const e = document.querySelector(arguments[0]); return e && e.closest('form').getAttribute('action')",
+        selector), "the reject button's form")
     assert path == f"/ui/approvals/{req['id']}", path
     for bad in (None, "0" * 43):
         status = post_from_page(b, path, {"reply": "reject"}, bad)
