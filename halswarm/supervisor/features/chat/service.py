@@ -27,9 +27,9 @@ from halswarm.core.chatops.commands import BY_NAME, ChatCommand, flatten_options
 from halswarm.core.chatops.components import decided, parse_custom_id
 from halswarm.core.chatops.embeds import EPHEMERAL, error_colour, error_text, refusal, reply
 from halswarm.core.chatops.embeds import embed as make_embed
-from halswarm.store.repos.audit import insert_audit
 from halswarm.store.writer import Writer
 from halswarm.supervisor.apikit.envelope import ApiError
+from halswarm.supervisor.features.chat.audit import audit_chat
 from halswarm.supervisor.features.chat.followup import DiscordRest
 from halswarm.supervisor.features.chat.handlers import HANDLERS
 from halswarm.supervisor.features.chat.ports import ChatPorts
@@ -169,13 +169,7 @@ class DiscordInteractions:
 
     async def _audit(self, actor: str, key: str, opts: dict[str, Any], result: str, error: str | None,
                      seconds: float) -> None:
-        row = {"timestamp": time.time(), "actor": actor, "action": "chat_command", "target": f"/{key}",
-               "args": {k: v[:200] if isinstance(v, str) else v for k, v in opts.items()},
-               "result": result, "error": error, "duration_ms": int(seconds * 1000), "client_actor": "discord"}
-        try:
-            await self.writer.run(lambda c: insert_audit(c, row))
-        except Exception as exc:  # a full disk must not hide the answer; the writer reports its own fault
-            log.warning("could not audit discord /%s: %s", key, exc)
+        await audit_chat(self.writer, "discord", actor, "chat_command", f"/{key}", opts, result, error, seconds)
 
     # ----- lifecycle -----
 

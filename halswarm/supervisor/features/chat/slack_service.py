@@ -27,10 +27,10 @@ from halswarm.core.chatops.embeds import error_colour, error_text
 from halswarm.core.chatops.text_args import TextError, help_text, parse_text
 from halswarm.core.roles import Role
 from halswarm.protocol import is_permission_id
-from halswarm.store.repos.audit import insert_audit
 from halswarm.store.writer import Writer
 from halswarm.supervisor.apikit.envelope import ApiError
 from halswarm.supervisor.features.chat import slack_blocks as blocks
+from halswarm.supervisor.features.chat.audit import audit_chat
 from halswarm.supervisor.features.chat.handlers import HANDLERS, remediate_outcome
 from halswarm.supervisor.features.chat.ports import ChatPorts
 from halswarm.supervisor.features.chat.slack_notify import SlackNotifier
@@ -265,13 +265,7 @@ class SlackChat:
 
     async def _audit(self, actor: str, action: str, target: str, args: dict[str, Any], result: str,
                      error: str | None, seconds: float) -> None:
-        row = {"timestamp": time.time(), "actor": actor, "action": action, "target": target,
-               "args": {k: v[:200] if isinstance(v, str) else v for k, v in args.items()},
-               "result": result, "error": error, "duration_ms": int(seconds * 1000), "client_actor": "slack"}
-        try:
-            await self.writer.run(lambda c: insert_audit(c, row))
-        except Exception as exc:  # a full disk must not hide the answer; the writer reports its own fault
-            log.warning("could not audit slack %s: %s", target, exc)
+        await audit_chat(self.writer, "slack", actor, action, target, args, result, error, seconds)
 
     async def start(self) -> None:
         if self.settings.posts:
