@@ -279,6 +279,7 @@ class Supervisor:
         self._prepare_schema(conn, target.display)
         self.storage_engine = POSTGRESQL
         self.writer = Writer(conn)
+        self._pg_target = target  # command forwarding's LISTEN connection
         from halswarm.store.leader_lock import PgLeaderLock  # psycopg: loaded only for PostgreSQL
 
         self.leases = LeaseSettings(supervisor_id(cfg.port),
@@ -430,6 +431,8 @@ class Supervisor:
         # Observers of stored events start before the hub, so they still see its last events at shutdown.
         await self._start_observers()
         await lc.start("agent hub", self.hub.start, self._close_hub, timeout=30)
+        if self.leases is not None:  # after the hub (it sends through it), stopped before it
+            await self._start_forwarding()
         loop.set_exception_handler(self._loop_exception)
         # Actors (they send commands through the hub) start after it and stop before it.
         await self._start_actors()
@@ -465,6 +468,28 @@ class Supervisor:
         await lc.start("integrity check", self.integrity.start, self.integrity.stop)
         # Last: it measures stalls of the running supervisor, not the building of its parts.
         await lc.start("event-loop lag probe", *self._looplag())
+
+    async def _start_forwarding(self) -> None:
+        """PostgreSQL: a command for a node another supervisor holds goes to it through the
+        `command_forwards` table (issue 21); this supervisor runs the ones forwarded for its nodes."""
+        from halswarm.store.pg import listen_connection
+        from halswarm.supervisor.runtime.forwarding import Forwarder
+
+        assert self.leases is not None
+        target, reader = self._pg_target, self.reader
+
+        async def connect() -> Any:
+            return await listen_connection(target.conninfo, password=target.password)
+
+        async def leases() -> dict[str, str]:
+            now = time.time()
+            held: dict[str, str] = await reader.run(lambda c: live_leases(c, now))
+            return held
+
+        self.forwarder = Forwarder(self.writer, reader, owner=self.leases.owner, linked=lambda: self.hub.links.keys(),
+                                   connect=connect)
+        self.dispatcher.enable_forwarding(self.forwarder, self.leases.owner, leases)
+        await self.lifecycle.start("command forwarding", self.forwarder.start, self.forwarder.stop)
 
     async def _held_elsewhere(self) -> set[str]:
         """PostgreSQL: the nodes another supervisor holds a live lease of (left online by the restart

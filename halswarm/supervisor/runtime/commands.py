@@ -57,6 +57,7 @@ class CommandRunner:
 
     async def background(self, ctype: str, target: CommandTarget, args: dict[str, Any], **kw: Any) -> str:
         """Start a command without waiting (HTTP 202); its outcome lands in the commands table."""
+        await self.dispatcher.refresh_leases()  # a node another supervisor holds is a target too
         self.dispatcher.resolve(ctype, target)  # a bad target is an error now, not later in the background
         command_id = str(uuid.uuid4())
         task = asyncio.create_task(self.run_and_apply(ctype, target, args, command_id=command_id, **kw))

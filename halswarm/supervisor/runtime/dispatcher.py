@@ -12,11 +12,13 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from halswarm.core.forwarding import FORWARD, route
 from halswarm.core.model import Node
-from halswarm.protocol import Command, CommandResult, CommandTarget, encode
+from halswarm.protocol import Command, CommandResult, CommandTarget, ProtocolError, encode
 from halswarm.store.repos.audit import insert_audit
 from halswarm.store.repos.commands import get_idempotent, insert_command, put_idempotent
 from halswarm.store.writer import Writer
@@ -24,6 +26,9 @@ from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.redact import redact
 from halswarm.supervisor.runtime.tracker import SessionTracker
 from halswarm.supervisor.security import CLIENT_ACTOR
+
+if TYPE_CHECKING:
+    from halswarm.supervisor.runtime.forwarding import Forwarder
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +109,54 @@ class Dispatcher:
         self._pending: dict[str, _Pending] = {}
         self._inflight: dict[str, asyncio.Future[Result]] = {}
         self.running = True
+        # Several supervisors on one PostgreSQL (issue 21): nodes another supervisor holds (a live lease)
+        # are reached by forwarding the command to it. None on SQLite: every node is local or offline.
+        self.forwarder: Forwarder | None = None
+        self.owner: str | None = None  # this supervisor's id in leases
+        self.lease_lookup: Callable[[], Awaitable[dict[str, str]]] | None = None  # node -> owner, live leases
+        self.held_elsewhere: dict[str, str] = {}  # node -> owner, as of the last lookup
+
+    def enable_forwarding(self, forwarder: Forwarder, owner: str,
+                          lease_lookup: Callable[[], Awaitable[dict[str, str]]]) -> None:
+        self.forwarder, self.owner, self.lease_lookup = forwarder, owner, lease_lookup
+        forwarder.execute = self.run_forwarded
+
+    async def refresh_leases(self) -> None:
+        """Which nodes other supervisors hold now (one read), before a target is resolved."""
+        if self.lease_lookup is None:
+            return
+        try:
+            live = await self.lease_lookup()
+        except Exception as exc:  # the database is away: the last view stands (a forward then waits for it)
+            log.warning("command dispatch: cannot read node leases (%s); using the last view", exc)
+            return
+        self.held_elsewhere = {n: o for n, o in live.items() if o != self.owner}
+
+    def route_of(self, node_id: str) -> str:
+        """Local, forward or offline for a resolved node (`core.forwarding.route`)."""
+        return route(linked_here=node_id in self.hub.links, lease_owner=self.held_elsewhere.get(node_id),
+                     me=self.owner if self.forwarder is not None else None)
 
     # ----- target resolution -----
 
-    def resolve(self, ctype: str, target: CommandTarget) -> str:
-        """Return the node id to send to: session, then project, then node (SPEC 5)."""
+    def resolve(self, ctype: str, target: CommandTarget, *, local_only: bool = False) -> str:
+        """Return the node id to send to: session, then project, then node (SPEC 5). A node another
+        supervisor holds counts as reachable (its commands are forwarded), unless `local_only`."""
+        elsewhere: Mapping[str, str] = {} if local_only else self.held_elsewhere
         if target.session_id:
             s = self.tracker.get(target.session_id)
             if s is None:
                 raise CommandError("NOT_FOUND", f"session {target.session_id} not found")
-            return self._online(s.node_id, f"session {s.id} is on node {s.node_id}")
+            return self._online(s.node_id, f"session {s.id} is on node {s.node_id}", elsewhere)
         if target.project:
             if target.node_id:
                 node = self.nodes.get(target.node_id)
                 if node is None or target.project not in node.project_names:
                     raise CommandError("NOT_FOUND", f"node {target.node_id} has no project {target.project}")
-                return self._online(target.node_id, f"project {target.project}")
+                return self._online(target.node_id, f"project {target.project}", elsewhere)
             candidates = sorted(
-                (n for n in self.nodes.values() if target.project in n.project_names and n.status == "online"),
+                (n for n in self.nodes.values()
+                 if target.project in n.project_names and self._reachable(n.id, elsewhere)),
                 key=lambda n: (self._busy(n.id), n.id),
             )
             if not candidates:
@@ -130,16 +165,20 @@ class Dispatcher:
                 raise CommandError("DISPATCH_ERROR" if known else "NOT_FOUND", f"{why} project {target.project}")
             return candidates[0].id
         if target.node_id:
-            if target.node_id not in self.nodes:
+            if target.node_id not in self.nodes and target.node_id not in elsewhere:
                 raise CommandError("NOT_FOUND", f"node {target.node_id} not found")
-            return self._online(target.node_id, f"node {target.node_id}")
+            return self._online(target.node_id, f"node {target.node_id}", elsewhere)
         raise CommandError("BAD_REQUEST", "target needs a session_id, project or node_id")
 
-    def _online(self, node_id: str, what: str) -> str:
-        node = self.nodes.get(node_id)
-        if node is None or node.status != "online":
+    def _online(self, node_id: str, what: str, elsewhere: Mapping[str, str]) -> str:
+        if not self._reachable(node_id, elsewhere):
             raise CommandError("DISPATCH_ERROR", f"{what}: node {node_id} is offline")
         return node_id
+
+    def _reachable(self, node_id: str, elsewhere: Mapping[str, str]) -> bool:
+        """Online here, or held by another supervisor that a command can be forwarded to."""
+        node = self.nodes.get(node_id)
+        return (node is not None and node.status == "online") or node_id in elsewhere
 
     def _busy(self, node_id: str) -> int:
         return sum(1 for s in self.tracker.live_on(node_id) if s.status == "running")
@@ -198,6 +237,7 @@ class Dispatcher:
         started = time.monotonic()
         target_desc = target.session_id or target.project or target.node_id or "unknown"
         try:
+            await self.refresh_leases()
             node_id = self.resolve(ctype, target)
         except CommandError as exc:
             self.metrics.commands_total.labels(ctype, "rejected").inc()
@@ -209,24 +249,14 @@ class Dispatcher:
         deadline = started + timeout
         agent_timeout = timeout - min(AGENT_MARGIN_MAX, timeout * AGENT_MARGIN_FRACTION)
         cmd = Command(command_id, ctype, target, args, timeout_ms=max(1, int(agent_timeout * 1000)))
-        fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-        self._pending[command_id] = _Pending(node_id, fut)
         record = {"command_id": command_id, "type": ctype, "target": target.to_payload(), "args": redact(args),
                   "node_id": node_id, "status": "pending", "actor": actor, "idempotency_key": idempotency_key,
                   "created_at": time.time()}
         await self.writer.run(lambda c: insert_command(c, record))
-        try:
-            sent = await self.hub.send_command(node_id, encode(cmd, request_id=command_id))
-            if not sent:
-                result = CommandResult(command_id, "failure", None, f"node {node_id} disconnected before send")
-            else:
-                try:
-                    # The caller's deadline is the command's timeout, counted from the request (SPEC 5).
-                    result = await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
-                except TimeoutError:
-                    result = CommandResult(command_id, "timeout", None, f"no result within {timeout:g} s")
-        finally:
-            self._pending.pop(command_id, None)
+        if self.forwarder is not None and self.route_of(node_id) == FORWARD:
+            result = await self._forward(cmd, node_id, deadline, timeout, actor)
+        else:
+            result = await self._send_and_wait(cmd, node_id, deadline, timeout)
         duration = time.monotonic() - started
         self.metrics.commands_total.labels(ctype, result.status).inc()
         self.metrics.command_duration.labels(ctype).observe(duration)
@@ -244,6 +274,70 @@ class Dispatcher:
 
         await self.writer.run(job)
         return res
+
+    async def _send_and_wait(self, cmd: Command, node_id: str, deadline: float, timeout: float) -> CommandResult:
+        """Send `cmd` to the agent connected here and wait for its result until `deadline` (monotonic)."""
+        command_id = cmd.command_id
+        fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._pending[command_id] = _Pending(node_id, fut)
+        try:
+            sent = await self.hub.send_command(node_id, encode(cmd, request_id=command_id))
+            if not sent:
+                return CommandResult(command_id, "failure", None, f"node {node_id} disconnected before send")
+            try:
+                # The caller's deadline is the command's timeout, counted from the request (SPEC 5).
+                return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return CommandResult(command_id, "timeout", None, f"no result within {timeout:g} s")
+        finally:
+            self._pending.pop(command_id, None)
+
+    async def _forward(self, cmd: Command, node_id: str, deadline: float, timeout: float,
+                       actor: str) -> CommandResult:
+        """The node's agent is connected to another supervisor: through the `command_forwards` table, with
+        the same deadline and the same timeout answer as a local command."""
+        assert self.forwarder is not None and self.owner is not None
+        row = {"id": cmd.command_id, "node_id": node_id, "type": cmd.type,
+               "target": json.dumps(cmd.target.to_payload()), "args": json.dumps(cmd.args, default=str),
+               "timeout_ms": cmd.timeout_ms, "requested_by": self.owner, "actor": actor}
+        try:
+            result = await self.forwarder.forward(row, max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # not queued (the database refused): nothing was sent
+            log.warning("command %s: could not forward it to node %s's supervisor: %s", cmd.command_id, node_id, exc)
+            return CommandResult(cmd.command_id, "failure", None,
+                                 f"node {node_id} disconnected before send (could not forward: {exc})")
+        if result is None:
+            return CommandResult(cmd.command_id, "timeout", None, f"no result within {timeout:g} s")
+        return result
+
+    async def run_forwarded(self, row: dict[str, Any]) -> CommandResult:
+        """Run a command another supervisor forwarded for a node connected here. The row is data: it is
+        parsed and validated exactly as an API call's command (the protocol's shape, the allow-list of
+        types, the target resolved here to that very node), then sent with the time it has left."""
+        cid = str(row.get("id") or "")
+        node_id = str(row.get("node_id") or "")
+        try:
+            target = json.loads(row.get("target") or "{}")
+            args = json.loads(row.get("args") or "{}")
+            cmd = Command.from_payload({"command_id": cid, "type": row.get("type"), "target": target, "args": args})
+            ctype = normalize_type(cmd.type)
+            pinned = cmd.target if cmd.target.session_id else CommandTarget(node_id=node_id,
+                                                                            project=cmd.target.project)
+            if node_id not in self.hub.links:
+                raise CommandError("DISPATCH_ERROR", f"node {node_id} is not connected here")
+            if self.resolve(ctype, pinned, local_only=True) != node_id:
+                raise CommandError("DISPATCH_ERROR", f"the target is not on node {node_id}")
+        except (ValueError, ProtocolError, CommandError) as exc:
+            why = exc.message if isinstance(exc, CommandError) else str(exc)
+            log.warning("forwarded command %s refused: %s", cid, why)
+            return CommandResult(cid, "failure", None, f"forwarded command refused: {why}")
+        remaining = float(row.get("remaining") or 0.0)
+        agent_timeout = min(remaining - min(AGENT_MARGIN_MAX, remaining * AGENT_MARGIN_FRACTION),
+                            int(row.get("timeout_ms") or 0) / 1000)
+        if ctype == "handover" and cmd.target.session_id:
+            self.tracker.expect_handover(cmd.target.session_id, node_id)
+        send = Command(cid, ctype, cmd.target, cmd.args, timeout_ms=max(1, int(agent_timeout * 1000)))
+        return await self._send_and_wait(send, node_id, time.monotonic() + remaining, remaining)
 
     async def _audit_replay(self, actor: str, ctype: str, target: CommandTarget, args: dict[str, Any],
                             res: Result, ip: str | None) -> None:

@@ -1,0 +1,235 @@
+"""Command forwarding among supervisors sharing one PostgreSQL (issue 21): the table, NOTIFY and polls.
+
+Both sides of a forwarded command live here; what to send and how is the dispatcher's:
+
+- **Asking** (`forward`): the dispatcher resolved a command to a node whose live lease another
+  supervisor holds. The command is queued in `command_forwards` (NOTIFY at its COMMIT) and this
+  supervisor waits for its result until the command's deadline, woken by NOTIFY or by the poll; the
+  pure `core.forwarding.asker_outcome` reads the row at each wake-up. The row is deleted once answered.
+- **Holding** (the loop): queued rows for the nodes connected here are claimed (exactly once) and run
+  by `execute` (the dispatcher re-validates and sends them to the agent), and their results written
+  back with secrets scrubbed by value.
+
+NOTIFY is never the only carrier: the loop also runs every `poll_interval`, so a lost notification (the
+listening connection dropped, the server restarted) costs at most that. The listening connection
+reconnects by itself; while it is down the polls carry everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from halswarm.core.forwarding import DONE, GONE, LOST, asker_outcome, result_status
+from halswarm.core.secret_values import SECRETS
+from halswarm.protocol import CommandResult
+from halswarm.store.repos.forwards import (
+    CHANNEL,
+    claim_forwards,
+    delete_forward,
+    finish_forward,
+    forward_states,
+    has_queued,
+    purge_forwards,
+    queue_forward,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_SEC = 0.5
+PURGE_EVERY_SEC = 30.0
+PURGE_GRACE_SEC = 60.0
+LISTEN_RETRY_SEC = 2.0
+
+Execute = Callable[[dict[str, Any]], Awaitable[CommandResult]]
+
+
+class Forwarder:
+    def __init__(self, writer: Any, reader: Any, *, owner: str, linked: Callable[[], Iterable[str]],
+                 connect: Callable[[], Awaitable[Any]] | None, poll_interval: float = POLL_INTERVAL_SEC) -> None:
+        self.writer, self.reader, self.owner, self.linked = writer, reader, owner, linked
+        self._connect = connect  # an autocommit psycopg AsyncConnection for LISTEN (None: polls only)
+        self.poll_interval = poll_interval
+        self.execute: Execute | None = None  # set by the dispatcher
+        self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
+        self._node_of: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._running: set[asyncio.Task[Any]] = set()
+        self._last_purge = 0.0
+        self._failing: str | None = None
+        self.listening = False
+        self.claimed = 0  # commands this supervisor took to its agents for others
+        self.forwarded = 0  # commands this supervisor asked others to run
+
+    # ----- lifecycle -----
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._loop(), name="forward-poll")]
+        if self._connect is not None:
+            self._tasks.append(asyncio.create_task(self._listen(), name="forward-listen"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._running, return_exceptions=True)
+        self._tasks = []
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.cancel()
+
+    # ----- asking -----
+
+    async def forward(self, row: dict[str, Any], remaining: float) -> CommandResult | None:
+        """Queue `row` for the node's holder and wait up to `remaining` s; None when the deadline passed
+        (the caller answers the timeout exactly as for a local command)."""
+        cid = str(row["id"])
+        fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
+        self._waiting[cid] = fut
+        self._node_of[cid] = str(row["node_id"])
+        try:
+            await self.writer.run(lambda c: queue_forward(c, row, remaining))
+            self.forwarded += 1
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), max(0.0, remaining))
+            except TimeoutError:
+                return None
+        finally:
+            self._waiting.pop(cid, None)
+            self._node_of.pop(cid, None)
+            # Answered (or timed out): the row goes, so a holder that did not claim it yet never runs it.
+            task = asyncio.create_task(self._delete(cid))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _delete(self, cid: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.writer.run(lambda c: delete_forward(c, cid))
+
+    # ----- the loop: claims (holder) and results (asker) -----
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: the next poll tries again
+                why = f"{type(exc).__name__}: {exc}"
+                if why != self._failing:
+                    log.warning("command forwarding: %s; retrying every %g s", why, self.poll_interval)
+                self._failing = why
+            else:
+                if self._failing is not None:
+                    log.info("command forwarding: the database answers again")
+                self._failing = None
+
+    async def tick(self) -> None:
+        await self._claim()
+        await self._collect()
+        now = time.monotonic()
+        if now - self._last_purge >= PURGE_EVERY_SEC:
+            self._last_purge = now
+            await self.writer.run(lambda c: purge_forwards(c, PURGE_GRACE_SEC))
+
+    async def _claim(self) -> None:
+        nodes = list(self.linked())
+        if not nodes or self.execute is None:
+            return
+        if not await self.reader.run(lambda c: has_queued(c, nodes)):
+            return
+        owner = self.owner
+        rows = await self.writer.run(lambda c: claim_forwards(c, nodes, owner))
+        for row in rows:
+            self.claimed += 1
+            task = asyncio.create_task(self._run_claimed(row), name=f"forwarded-{row['id']}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run_claimed(self, row: dict[str, Any]) -> None:
+        assert self.execute is not None
+        cid = str(row["id"])
+        log.info("forwarded command %s (%s) from %s for node %s: sending it to the agent", cid, row["type"],
+                 row["requested_by"], row["node_id"])
+        try:
+            result = await self.execute(row)
+        except Exception as exc:
+            log.exception("forwarded command %s failed here", cid)
+            result = CommandResult(cid, "failure", None, f"the supervisor holding the node failed: {exc}")
+        text = json.dumps(SECRETS.scrub_data({"status": result.status, "output": result.output,
+                                              "error": result.error}), default=str)
+        owner = self.owner
+        try:
+            stored = await self.writer.run(lambda c: finish_forward(c, cid, owner, text))
+        except Exception as exc:
+            log.warning("forwarded command %s: could not store its result: %s", cid, exc)
+            return
+        if not stored:
+            log.info("forwarded command %s finished after its asker stopped waiting", cid)
+
+    async def _collect(self) -> None:
+        if not self._waiting:
+            return
+        ids = list(self._waiting)
+        now = time.time()
+        states = await self.reader.run(lambda c: forward_states(c, ids, now))
+        for cid in ids:
+            fut = self._waiting.get(cid)
+            if fut is None or fut.done():
+                continue
+            status, claimed_by, result, live_owner = states.get(cid, (None, None, None, None))
+            outcome = asker_outcome(status, claimed_by, live_owner)
+            if outcome == DONE:
+                fut.set_result(_parse_result(cid, result))
+            elif outcome == GONE:
+                fut.set_result(CommandResult(cid, "failure", None, f"node {self._node_of.get(cid)} went offline"))
+            elif outcome == LOST:
+                fut.set_result(CommandResult(cid, "failure", None, "the forwarded command was lost"))
+
+    # ----- NOTIFY -----
+
+    async def _listen(self) -> None:
+        assert self._connect is not None
+        while True:
+            conn = None
+            try:
+                conn = await self._connect()
+                await conn.execute(f"LISTEN {CHANNEL}")
+                self.listening = True
+                self._wake.set()  # catch up on what was notified while not listening
+                async for _ in conn.notifies():
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.listening:
+                    log.warning("command forwarding: LISTEN connection lost (%s); polling every %g s until it is "
+                                "back", exc, self.poll_interval)
+            finally:
+                self.listening = False
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            await asyncio.sleep(LISTEN_RETRY_SEC)
+
+
+def _parse_result(cid: str, text: str | None) -> CommandResult:
+    """The holder's result row as the command's result; anything malformed is a failure, never code."""
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or result_status(data.get("status")) is None:
+        return CommandResult(cid, "failure", None, "the supervisor holding the node stored an unreadable result")
+    error = data.get("error")
+    return CommandResult(cid, str(data["status"]), data.get("output"), error if isinstance(error, str) else None)
