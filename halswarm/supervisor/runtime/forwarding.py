@@ -92,11 +92,16 @@ class Forwarder:
         (the caller answers the timeout exactly as for a local command)."""
         cid = str(row["id"])
         fut: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
-        self._waiting[cid] = fut
-        self._node_of[cid] = str(row["node_id"])
+        started = time.monotonic()
         try:
             await self.writer.run(lambda c: queue_forward(c, row, remaining))
+            # Waited for only once the row is committed (a poll before that would find no row). A result
+            # written meanwhile is in the row: the next poll or NOTIFY reads it.
+            self._waiting[cid] = fut
+            self._node_of[cid] = str(row["node_id"])
+            self._wake.set()
             self.forwarded += 1
+            remaining -= time.monotonic() - started
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), max(0.0, remaining))
             except TimeoutError:

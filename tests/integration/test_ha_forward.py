@@ -1,0 +1,244 @@
+"""Command forwarding among three real supervisors on one PostgreSQL, with a real agent (issue 21).
+
+The agent (a real `hal-agent` in attach mode over a fake opencode) lists the three supervisors; it
+registers with A, the leader. An operator command sent to C, which does not hold the node, reaches the
+node through A and answers exactly as the same command sent to A. Then A is killed with SIGKILL
+mid-stream, while a command sent to C waits for it (A frozen, so it never claimed it): the agent
+registers with B, B runs that command, every event the agent saw acked is stored once, a new command
+through C reaches the node on B, and the leader's engines run on a survivor.
+
+"Within 5 s" (the issue's bound) is asserted on what the processes recorded, not on how fast this test
+notices: the kill's wall-clock time here and the `acquired_at` of the node's lease, which B writes when
+the agent registers with it (same host, same clock). The test waits for that registration on a
+condition with a generous bound (60 s), so a busy machine delays only the test's observation, never the
+figure it asserts.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.test_ha_leader import leader_gauge, pg_rows, policy_checks, shared_supervisor
+from tests.support.agent_proc import FakeOpencode
+from tests.support.postgres import PostgresCluster
+from tests.support.supervisor_proc import SupervisorProc
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+NODE = "node-fw"
+FAST = {"heartbeat_interval_sec": 1}
+
+
+class Emitter:
+    """`message.part.updated` every `interval` s from a thread, until stopped; their ids in order."""
+
+    def __init__(self, fake: FakeOpencode, sid: str, directory: str, interval: float = 0.02) -> None:
+        self.fake, self.sid, self.directory, self.interval = fake, sid, directory, interval
+        self.sent: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="emitter")
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            eid = self.fake.emit("message.part.updated", {"sessionID": self.sid, "part": {"n": n}}, self.directory)
+            with self._lock:
+                self.sent.append(eid)
+            n += 1
+            self._stop.wait(self.interval)
+
+    def start(self) -> Emitter:
+        self._thread.start()
+        return self
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.sent)
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(10)
+        return list(self.sent)
+
+
+def command(sup: SupervisorProc, ctype: str, target: dict[str, str], args: dict[str, Any] | None = None,
+            **kw: Any) -> tuple[int, dict[str, Any]]:
+    with sup.client() as c:
+        r = c.post("/api/v1/commands", json={"type": ctype, "target": target, "args": args or {}} | kw)
+    return r.status_code, r.json()
+
+
+def comparable(body: dict[str, Any]) -> dict[str, Any]:
+    """An answer without what differs between any two runs of one command (its id and duration)."""
+    data = {k: v for k, v in body["data"].items() if k not in ("command_id", "duration_ms")}
+    return {k: v for k, v in body.items() if k != "data"} | {"data": data}
+
+
+def lease(cluster: PostgresCluster, url: str) -> tuple[str, float] | None:
+    rows = pg_rows(cluster, url, "SELECT owner, acquired_at FROM node_leases WHERE node_id = %s", NODE)
+    return (str(rows[0][0]), float(rows[0][1])) if rows else None
+
+
+def owned_by(cluster: PostgresCluster, url: str, sup: SupervisorProc) -> bool:
+    held = lease(cluster, url)
+    return held is not None and held[0].endswith(f":{sup.ws_port}")
+
+
+def stored(cluster: PostgresCluster, url: str) -> list[tuple[str, int]]:
+    return [(str(r[0]), int(r[1])) for r in pg_rows(
+        cluster, url, "SELECT event_id, seq FROM events WHERE node_id = %s AND type = 'message.part.updated'"
+        " ORDER BY seq", NODE)]
+
+
+async def test_commands_reach_a_node_held_elsewhere_and_after_its_holder_is_killed(
+        tmp_path: Path, pg_cluster: PostgresCluster, make_agent: Any) -> None:
+    url = pg_cluster.password_database()
+    a, b, c = (shared_supervisor(tmp_path, n, pg_cluster, url, FAST) for n in ("a", "b", "c"))
+    b.agent_token = c.agent_token = a.agent_token  # one fleet: every supervisor accepts the agent
+    fake = FakeOpencode().start()
+    proj = tmp_path / "p"
+    proj.mkdir()
+    sid = fake.add_session(str(proj))["id"]
+    emitter: Emitter | None = None
+    try:
+        a.start(timeout=90)
+        wait_for(lambda: leader_gauge(a) == 1.0, "A leader", 60)
+        b.start(timeout=90)
+        c.start(timeout=90)
+        agent = make_agent(a, "fw", node_id=NODE, supervisor_url=[a.ws_url, b.ws_url, c.ws_url],
+                           projects=[("p", str(proj))], opencode_port=fake.port).start()
+        agent.wait_online(a, 60, sessions_available=True)
+        wait_for(lambda: owned_by(pg_cluster, url, a), "A holds the node's lease", 30)
+        wait_for(lambda: pg_rows(pg_cluster, url, "SELECT 1 FROM sessions WHERE id = %s", sid),
+                 "the session stored (C resolves it from the shared store)", 30)
+
+        # 1. The same command through the holder (A) and through C, which does not hold the node.
+        local = command(a, "session_status", {"session_id": sid})
+        remote = command(c, "session_status", {"session_id": sid})
+        assert local[0] == remote[0] == 200, (local, remote)
+        assert remote[1]["data"]["status"] == "success" and remote[1]["data"]["node_id"] == NODE
+        assert comparable(remote[1]) == comparable(local[1])
+        assert "forwarded command" in a.log_path.read_text(errors="replace")  # it went through A
+        status, body = command(c, "prompt_session", {"session_id": sid}, {"message": "from C"})
+        assert status == 200 and body["data"]["status"] == "success", body
+        wait_for(lambda: (sid, "from C") in fake.prompts, "the prompt sent to C reached opencode", 30)
+        # The same audit and commands rows as for a local command (the asker writes them).
+        audit = pg_rows(pg_cluster, url, "SELECT action, target, result FROM audit_log WHERE command_id = %s",
+                        remote[1]["data"]["command_id"])
+        assert audit == [("session_status", f"{sid}@{NODE}", "success")]
+        assert pg_rows(pg_cluster, url, "SELECT status, node_id FROM commands WHERE command_id = %s",
+                       remote[1]["data"]["command_id"]) == [("success", NODE)]
+        # A command that names a node nobody holds is refused as before, from any supervisor.
+        status, body = command(c, "env_check", {"node_id": "node-ghost"})
+        assert status == 404 and body["code"] == "NOT_FOUND"
+
+        # Round trips, for the figures (printed, not asserted).
+        rtts = {"local": [], "forwarded": []}
+        for _ in range(20):
+            for name, sup in (("local", a), ("forwarded", c)):
+                t = time.monotonic()
+                assert command(sup, "session_status", {"session_id": sid})[1]["data"]["status"] == "success"
+                rtts[name].append((time.monotonic() - t) * 1000)
+        print(f"\nsession_status round trip over 20: local p50 {statistics.median(rtts['local']):.1f} ms,"
+              f" forwarded p50 {statistics.median(rtts['forwarded']):.1f} ms,"
+              f" max {max(rtts['forwarded']):.1f} ms")
+
+        # 2. kill -9 A (the holder and the leader) mid-stream.
+        wait_for(lambda: fake.connected() == 1, "the agent subscribed to the event stream", 30)
+        emitter = Emitter(fake, sid, str(proj)).start()
+        wait_for(lambda: len(stored(pg_cluster, url)) >= 50, "the stream flowing into A", 30)
+        # A command is waiting for A when it dies: A is frozen first (SIGSTOP) so it cannot claim it.
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)
+        pool = ThreadPoolExecutor(1)
+        queued = pool.submit(command, c, "prompt_session", {"session_id": sid}, {"message": "queued for A"},
+                             timeout=60)
+        wait_for(lambda: pg_rows(pg_cluster, url, "SELECT status FROM command_forwards") == [("queued",)],
+                 "the command queued for A", 30)
+        killed_at = time.time()
+        a.kill9()
+        wait_for(lambda: owned_by(pg_cluster, url, b), "the agent registered with B", 60, interval=0.05)
+        held = lease(pg_cluster, url)
+        assert held is not None
+        moved = held[1] - killed_at
+        print(f"agent registered with B {moved:.2f} s after kill -9 of A")
+        assert moved <= 5.0, moved
+        # The new holder claims the command its dead predecessor never took; C answers it.
+        status, body = queued.result(90)
+        pool.shutdown()
+        assert status == 200 and body["data"]["status"] == "success", body
+        assert (sid, "queued for A") in fake.prompts
+        mark = emitter.count()
+        wait_for(lambda: emitter.count() > mark + 20, "more events produced", 30)
+        after = emitter.sent[mark + 10]
+        wait_for(lambda: after in {e for e, _ in stored(pg_cluster, url)}, "an event produced after the move stored",
+                 30)
+
+        # 3. A command through a survivor that does not hold the node (C) reaches it on B.
+        status, body = command(c, "prompt_session", {"session_id": sid}, {"message": "after the kill"})
+        assert status == 200 and body["data"]["status"] == "success", body
+        wait_for(lambda: (sid, "after the kill") in fake.prompts, "the prompt reached opencode through B", 30)
+        assert "forwarded command" in b.log_path.read_text(errors="replace")
+
+        # 4. The leader's engines moved to a survivor.
+        wait_for(lambda: 1.0 in (leader_gauge(b), leader_gauge(c)), "a survivor leads", 90)
+        leader = b if leader_gauge(b) == 1.0 else c
+        wait_for(lambda: policy_checks(leader)["checks"] >= 1, "the new leader's policy engine checking", 60)
+    finally:
+        sent = emitter.stop() if emitter is not None else []
+    try:
+        wait_for(lambda: agent.outbox_size() == 0 and sent[-1] in {e for e, _ in stored(pg_cluster, url)},
+                 "every event acked", 60)
+        rows = stored(pg_cluster, url)
+        ids = [e for e, _ in rows]
+        assert set(sent) <= set(ids), f"lost: {sorted(set(sent) - set(ids))[:5]}"
+        assert [s for _, s in rows] == sorted({s for _, s in rows})  # each seq once
+        # Stored twice only: events A committed whose ack the agent never got (still pending when it
+        # registered with B, so resent); every event it saw acked is stored once.
+        twice = [e for e in sent if ids.count(e) > 1]
+        assert all(ids.count(e) == 2 for e in twice)
+        found = re.search(r"registered with supervisor \S+ as \S+ \(resume_from_seq=\d+, (\d+) pending\); failover #1",
+                          agent.log_text())
+        assert found is not None, agent.log_tail()
+        assert len(twice) <= int(found.group(1)), (len(twice), found.group(0))
+        if twice:  # one contiguous run in production order, around the kill
+            pos = {e: i for i, e in enumerate(sent)}
+            assert sorted(pos[e] for e in twice) == list(range(pos[twice[0]], pos[twice[0]] + len(twice)))
+        print(f"{len(sent)} events produced, {len(ids)} rows, {len(twice)} stored twice (committed by A, "
+              f"unacked at its kill; {found.group(1)} pending at the move)")
+    finally:
+        fake.stop()
+        for sup in (a, b, c):
+            sup.stop()
+
+
+def test_no_forwarding_table_on_sqlite(tmp_path: Path) -> None:
+    """SQLite keeps one supervisor per file: nothing forwards, nothing new in its schema."""
+    sup = SupervisorProc(tmp_path / "s")
+    try:
+        sup.start(timeout=60)
+        with sup.client() as client:
+            r = client.post("/api/v1/commands", json={"type": "env_check", "target": {"node_id": "node-ghost"}})
+        assert r.status_code == 404
+        import sqlite3
+
+        conn = sqlite3.connect(sup.db_path)
+        try:
+            assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'command_forwards'").fetchone() == (0,)
+        finally:
+            conn.close()
+        assert httpx.get(sup.api + "/readyz", timeout=5).status_code == 200
+    finally:
+        sup.stop()
