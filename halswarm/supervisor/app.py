@@ -473,6 +473,7 @@ class Supervisor:
         """PostgreSQL: a command for a node another supervisor holds goes to it through the
         `command_forwards` table (issue 21); this supervisor runs the ones forwarded for its nodes."""
         from halswarm.store.pg import listen_connection
+        from halswarm.store.repos.forwards import held_nodes
         from halswarm.supervisor.runtime.forwarding import Forwarder
 
         assert self.leases is not None
@@ -481,9 +482,9 @@ class Supervisor:
         async def connect() -> Any:
             return await listen_connection(target.conninfo, password=target.password)
 
-        async def leases() -> dict[str, str]:
+        async def leases() -> dict[str, tuple[str, frozenset[str]]]:
             now = time.time()
-            held: dict[str, str] = await reader.run(lambda c: live_leases(c, now))
+            held: dict[str, tuple[str, frozenset[str]]] = await reader.run(lambda c: held_nodes(c, now))
             return held
 
         self.forwarder = Forwarder(self.writer, reader, owner=self.leases.owner, linked=lambda: self.hub.links.keys(),

@@ -22,6 +22,7 @@ from halswarm.store.repos.forwards import (
     finish_forward,
     forward_states,
     has_queued,
+    held_nodes,
     purge_forwards,
     queue_forward,
 )
@@ -133,3 +134,15 @@ def test_a_queued_notification_names_the_node(conn: Any, pg_url: str) -> None:
         conn.execute("COMMIT")
         notes = list(listener.notifies(timeout=10, stop_after=1))
     assert [n.payload for n in notes] == ["queued n7"]
+
+
+def test_held_nodes_name_the_holder_and_the_projects_it_stored(conn: Any) -> None:
+    conn.execute("INSERT INTO nodes (id, hostname, status, projects) VALUES ('n1', 'n1', 'online', ?)",
+                 (json.dumps([{"name": "p", "directory": "/p"}, {"name": "q", "directory": "/q"}]),))
+    conn.execute("INSERT INTO nodes (id, hostname, status, projects) VALUES ('n2', 'n2', 'online', 'not json')")
+    take_lease(conn, "n1", "sup-a:1", 1000.0, 90.0)
+    take_lease(conn, "n2", "sup-b:2", 1000.0, 90.0)
+    take_lease(conn, "n3", "sup-b:2", 1000.0, 90.0)  # registered, its node row not written yet
+    take_lease(conn, "n4", "sup-b:2", 900.0, 90.0)  # expired
+    assert held_nodes(conn, 1001.0) == {"n1": ("sup-a:1", frozenset({"p", "q"})), "n2": ("sup-b:2", frozenset()),
+                                        "n3": ("sup-b:2", frozenset())}

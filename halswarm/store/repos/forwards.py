@@ -11,6 +11,7 @@ when the row is claimed, so they sit in the table only while the command waits f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,3 +81,23 @@ def purge_forwards(conn: Any, grace: float) -> int:
     """Rows `grace` seconds past their deadline (their asker died before deleting them)."""
     cur = conn.execute(f"DELETE FROM command_forwards WHERE deadline < {DB_NOW} - ?", (float(grace),))
     return int(cur.rowcount)
+
+
+def held_nodes(conn: Any, now: float) -> dict[str, tuple[str, frozenset[str]]]:
+    """node_id -> (owner, its project names as its holder stored them) of every unexpired lease: where a
+    command for the node goes, and which projects a project target finds on it."""
+    out: dict[str, tuple[str, frozenset[str]]] = {}
+    for r in conn.execute("SELECT l.node_id, l.owner, n.projects FROM node_leases l LEFT JOIN nodes n"
+                          " ON n.id = l.node_id WHERE l.expires_at > ?", (now,)):
+        out[str(r[0])] = (str(r[1]), _project_names(r[2]))
+    return out
+
+
+def _project_names(text: Any) -> frozenset[str]:
+    try:
+        projects = json.loads(text) if isinstance(text, str) else []
+    except ValueError:
+        return frozenset()
+    if not isinstance(projects, list):
+        return frozenset()
+    return frozenset(p["name"] for p in projects if isinstance(p, dict) and isinstance(p.get("name"), str))

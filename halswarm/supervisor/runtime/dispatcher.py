@@ -113,11 +113,13 @@ class Dispatcher:
         # are reached by forwarding the command to it. None on SQLite: every node is local or offline.
         self.forwarder: Forwarder | None = None
         self.owner: str | None = None  # this supervisor's id in leases
-        self.lease_lookup: Callable[[], Awaitable[dict[str, str]]] | None = None  # node -> owner, live leases
+        # node -> (owner, its project names as stored), for every live lease
+        self.lease_lookup: Callable[[], Awaitable[dict[str, tuple[str, frozenset[str]]]]] | None = None
         self.held_elsewhere: dict[str, str] = {}  # node -> owner, as of the last lookup
+        self.remote_projects: dict[str, frozenset[str]] = {}  # node held elsewhere -> its projects
 
     def enable_forwarding(self, forwarder: Forwarder, owner: str,
-                          lease_lookup: Callable[[], Awaitable[dict[str, str]]]) -> None:
+                          lease_lookup: Callable[[], Awaitable[dict[str, tuple[str, frozenset[str]]]]]) -> None:
         self.forwarder, self.owner, self.lease_lookup = forwarder, owner, lease_lookup
         forwarder.execute = self.run_forwarded
 
@@ -130,7 +132,8 @@ class Dispatcher:
         except Exception as exc:  # the database is away: the last view stands (a forward then waits for it)
             log.warning("command dispatch: cannot read node leases (%s); using the last view", exc)
             return
-        self.held_elsewhere = {n: o for n, o in live.items() if o != self.owner}
+        self.held_elsewhere = {n: o for n, (o, _) in live.items() if o != self.owner}
+        self.remote_projects = {n: p for n, (o, p) in live.items() if o != self.owner}
 
     def route_of(self, node_id: str) -> str:
         """Local, forward or offline for a resolved node (`core.forwarding.route`)."""
@@ -149,21 +152,19 @@ class Dispatcher:
                 raise CommandError("NOT_FOUND", f"session {target.session_id} not found")
             return self._online(s.node_id, f"session {s.id} is on node {s.node_id}", elsewhere)
         if target.project:
+            project = target.project
             if target.node_id:
-                node = self.nodes.get(target.node_id)
-                if node is None or target.project not in node.project_names:
-                    raise CommandError("NOT_FOUND", f"node {target.node_id} has no project {target.project}")
-                return self._online(target.node_id, f"project {target.project}", elsewhere)
-            candidates = sorted(
-                (n for n in self.nodes.values()
-                 if target.project in n.project_names and self._reachable(n.id, elsewhere)),
-                key=lambda n: (self._busy(n.id), n.id),
-            )
+                if not self._has_project(target.node_id, project, elsewhere):
+                    raise CommandError("NOT_FOUND", f"node {target.node_id} has no project {project}")
+                return self._online(target.node_id, f"project {project}", elsewhere)
+            having = {n.id for n in self.nodes.values() if project in n.project_names}
+            having |= {n for n in elsewhere if self._has_project(n, project, elsewhere)}
+            candidates = sorted((n for n in having if self._reachable(n, elsewhere)),
+                                key=lambda n: (self._busy(n), n))
             if not candidates:
-                known = any(target.project in n.project_names for n in self.nodes.values())
-                why = "no online node has" if known else "no node has"
-                raise CommandError("DISPATCH_ERROR" if known else "NOT_FOUND", f"{why} project {target.project}")
-            return candidates[0].id
+                why = "no online node has" if having else "no node has"
+                raise CommandError("DISPATCH_ERROR" if having else "NOT_FOUND", f"{why} project {project}")
+            return candidates[0]
         if target.node_id:
             if target.node_id not in self.nodes and target.node_id not in elsewhere:
                 raise CommandError("NOT_FOUND", f"node {target.node_id} not found")
@@ -179,6 +180,13 @@ class Dispatcher:
         """Online here, or held by another supervisor that a command can be forwarded to."""
         node = self.nodes.get(node_id)
         return (node is not None and node.status == "online") or node_id in elsewhere
+
+    def _has_project(self, node_id: str, project: str, elsewhere: Mapping[str, str]) -> bool:
+        """The node's projects as its holder stored them when another supervisor holds it, else as known here."""
+        if node_id in elsewhere:
+            return project in self.remote_projects.get(node_id, frozenset())
+        node = self.nodes.get(node_id)
+        return node is not None and project in node.project_names
 
     def _busy(self, node_id: str) -> int:
         return sum(1 for s in self.tracker.live_on(node_id) if s.status == "running")

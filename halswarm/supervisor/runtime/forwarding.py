@@ -81,9 +81,9 @@ class Forwarder:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._running, return_exceptions=True)
         self._tasks = []
-        for fut in self._waiting.values():
+        for cid, fut in self._waiting.items():  # answered as a local command whose supervisor stops
             if not fut.done():
-                fut.cancel()
+                fut.set_result(CommandResult(cid, "failure", None, "the supervisor is shutting down"))
 
     # ----- asking -----
 

@@ -64,9 +64,11 @@ async def env(tmp_path):  # type: ignore[no-untyped-def]
     hub.dispatcher = d
     fwd = FakeForwarder()
     leases = {"a": ME, "x": OTHER, "y": OTHER}
+    # As the holders stored them: x gained project s since this supervisor loaded it; y is not known here.
+    projects = {"a": frozenset({"p"}), "x": frozenset({"p", "s"}), "y": frozenset({"t"})}
 
-    async def lookup() -> dict[str, str]:
-        return dict(leases)
+    async def lookup() -> dict[str, tuple[str, frozenset[str]]]:
+        return {n: (o, projects[n]) for n, o in leases.items()}
 
     d.enable_forwarding(fwd, ME, lookup)  # type: ignore[arg-type]
     yield d, hub, fwd, conn, leases
@@ -95,6 +97,13 @@ async def test_a_node_held_elsewhere_is_forwarded_and_answered_like_a_local_one(
     # A node target and a project target reach a node held elsewhere too.
     assert (await d.dispatch("auth_refresh", CommandTarget(node_id="y"))).node_id == "y"
     assert (await d.dispatch("env_check", CommandTarget(node_id="x", project="p"))).node_id == "x"
+    # Projects of nodes held elsewhere are the ones their holders stored.
+    assert (await d.dispatch("create_session", CommandTarget(project="t"))).node_id == "y"
+    assert (await d.dispatch("create_session", CommandTarget(project="s"))).node_id == "x"
+    assert (await d.dispatch("env_check", CommandTarget(node_id="x", project="s"))).node_id == "x"
+    with pytest.raises(CommandError) as e:
+        await d.dispatch("env_check", CommandTarget(node_id="y", project="p"))
+    assert e.value.code == "NOT_FOUND"
 
 
 async def test_no_result_by_the_deadline_is_the_local_timeout_answer(env):
