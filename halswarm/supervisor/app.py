@@ -106,7 +106,7 @@ from halswarm.supervisor.runtime.dispatcher import Dispatcher, Result
 from halswarm.supervisor.runtime.hub import Hub, HubSettings
 from halswarm.supervisor.runtime.ingest import Ingestor
 from halswarm.supervisor.runtime.leadership import EngineSet, Leadership
-from halswarm.supervisor.runtime.leases import FleetView, LeaseSettings, LeaseSweep, supervisor_id
+from halswarm.supervisor.runtime.leases import FleetView, FleetVitals, LeaseSettings, LeaseSweep, supervisor_id
 from halswarm.supervisor.runtime.live_metrics import LiveMetrics
 from halswarm.supervisor.runtime.looplag import LoopLagProbe
 from halswarm.supervisor.runtime.tracker import SessionTracker
@@ -719,7 +719,7 @@ class Supervisor:
         await self._leader_engine("dependencies", self.dependencies.start, self.dependencies.stop)
         self.auto_remediation = AutoRemediation(self.remediation_settings, self.fleet_view, self.ingestor, self.writer,
                                                 self.reader, cost_state=self._cost_state, cost_health=self.costs.health,
-                                                vitals=self.hub.vitals,
+                                                vitals=FleetVitals(self.hub.vitals, self.fleet_view),
                                                 metrics=self.remediation_metrics)
         await self._leader_engine("auto remediation", self.auto_remediation.start, self.auto_remediation.stop)
         self.policies = PolicyEngine(self.policy_settings, self.tracker, self.dispatcher, self.ingestor, self.writer,

@@ -16,9 +16,12 @@ figure it asserts.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import signal
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,11 +31,14 @@ from typing import Any
 import httpx
 import pytest
 
+from halswarm.protocol import Heartbeat, encode
+from tests.fakes.receivers import Receiver, receivers
 from tests.integration.test_ha_leader import leader_gauge, pg_rows, policy_checks, shared_supervisor
 from tests.support.agent_proc import FakeOpencode
+from tests.support.agentsim import SimAgent
 from tests.support.postgres import PostgresCluster
 from tests.support.supervisor_proc import SupervisorProc
-from tests.support.waiting import wait_for
+from tests.support.waiting import until, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -222,6 +228,77 @@ async def test_commands_reach_a_node_held_elsewhere_and_after_its_holder_is_kill
         fake.stop()
         for sup in (a, b, c):
             sup.stop()
+
+
+async def _beat(agents: dict[SimAgent, float], stop: asyncio.Event) -> None:
+    """Heartbeats every 0.15 s with the agent's RSS at `pct` % of its MemoryMax (node RAM low)."""
+    while not stop.is_set():
+        for agent, pct in agents.items():
+            await agent.send_raw(encode(Heartbeat(
+                {"cpu_percent": 1.0, "ram_used_mb": 100, "ram_total_mb": 1000, "disk_used_gb": 1, "disk_total_gb": 2},
+                process={"rss_bytes": pct * 1e7, "memory_max_bytes": 1e9})))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.15)
+
+
+@pytest.mark.timeout(240)
+async def test_the_leader_sees_agent_memory_of_nodes_held_elsewhere(tmp_path: Path,
+                                                                      pg_cluster: PostgresCluster) -> None:
+    """agent-high-memory on the leader (A) for an agent connected to B: B writes the heartbeat's process
+    figures with each lease renewal, A's lease sweep reads them, A's memory pass fires once."""
+    pytest.importorskip("ansible_runner")
+    url = pg_cluster.password_database()
+    hot, cool = "hot-node", "cool-node"
+    inv = tmp_path / "hosts.ini"
+    inv.write_text(f"[hal_agents]\n{hot} ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+                   f"{cool} ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    with receivers("ok") as (hook,):
+        extra = {"remediation": {"inventory": str(inv), "auto": ["agent-high-memory"], "offline_minutes": 0.02,
+                                 "memory_percent": 80, "memory_heartbeats": 3, "window_minutes": 60,
+                                 "timeout_minutes": 2},
+                 "routes": [{"match": "remediation.*", "target": f"webhook:{hook.url}/rem"}],
+                 "routing": {"backoff_base_ms": 50, "timeout_seconds": 2}}
+        a = shared_supervisor(tmp_path, "a", pg_cluster, url, {"heartbeat_interval_sec": 1})
+        b = shared_supervisor(tmp_path, "b", pg_cluster, url, {"heartbeat_interval_sec": 1})
+        for sup in (a, b):
+            sup.extra |= extra
+        b.agent_token = a.agent_token
+        agents: list[SimAgent] = []
+        stop = asyncio.Event()
+        beats: asyncio.Task[None] | None = None
+        try:
+            a.start(timeout=90)
+            await until(lambda: leader_gauge(a) == 1.0, "A leader", 60)
+            b.start(timeout=90)
+            agents = [SimAgent(b.ws_url, b.agent_token, hot), SimAgent(b.ws_url, b.agent_token, cool)]
+            for ag in agents:
+                await ag.connect()
+            beats = asyncio.create_task(_beat({agents[0]: 92.0, agents[1]: 40.0}, stop))
+            done = ("remediation.completed", "remediation.escalated", "remediation.failed")
+            try:
+                await until(lambda: _events(hook, "remediation.started"), "remediation.started", 60, interval=0.2)
+                await until(lambda: any(_events(hook, t) for t in done), "the run to finish", 120, interval=0.2)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {[x['event']['type'] for x in hook.bodies()]}\n{a.log_tail()}") \
+                    from None
+        finally:
+            stop.set()
+            if beats is not None:
+                await beats
+            for ag in agents:
+                await ag.close()
+            a.stop()
+            b.stop()
+    (started,) = _events(hook, "remediation.started")
+    assert started["node_id"] == hot and started["data"]["incident"] == "agent-high-memory"
+    assert "memory at 92% (agent RSS of MemoryMax)" in started["data"]["trigger"], started
+    ran = f"auto remediation agent-high-memory on {hot} started"
+    assert ran in a.log_path.read_text(errors="replace")  # the leader ran it, B (not leading) did not
+    assert ran not in b.log_path.read_text(errors="replace")
+
+
+def _events(hook: Receiver, etype: str) -> list[dict[str, Any]]:
+    return [x["event"] for x in hook.bodies() if x["event"]["type"] == etype]
 
 
 def test_no_forwarding_table_on_sqlite(tmp_path: Path) -> None:

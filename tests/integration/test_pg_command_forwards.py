@@ -26,7 +26,7 @@ from halswarm.store.repos.forwards import (
     purge_forwards,
     queue_forward,
 )
-from halswarm.store.repos.leases import take_lease
+from halswarm.store.repos.leases import held_elsewhere_liveness, renew_lease, take_lease
 from tests.support.postgres import PostgresCluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -146,3 +146,14 @@ def test_held_nodes_name_the_holder_and_the_projects_it_stored(conn: Any) -> Non
     take_lease(conn, "n4", "sup-b:2", 900.0, 90.0)  # expired
     assert held_nodes(conn, 1001.0) == {"n1": ("sup-a:1", frozenset({"p", "q"})), "n2": ("sup-b:2", frozenset()),
                                         "n3": ("sup-b:2", frozenset())}
+
+
+def test_the_holder_stores_its_heartbeat_figures_for_the_leader(conn: Any) -> None:
+    conn.execute("INSERT INTO nodes (id, hostname, status, last_heartbeat, resources) VALUES"
+                 " ('n1', 'host-1', 'online', 1005.0, '{\"memory_percent\": 91}')")
+    take_lease(conn, "n1", "sup-b:2", 1000.0, 90.0)
+    take_lease(conn, "n2", "sup-a:1", 1000.0, 90.0)  # the leader's own: not "elsewhere"
+    assert renew_lease(conn, "n1", "sup-b:2", 1005.0, 90.0, '{"rss_bytes": 5e8}')
+    assert held_elsewhere_liveness(conn, 1006.0, "sup-a:1") == {
+        "n1": (1005.0, '{"memory_percent": 91}', '{"rss_bytes": 5e8}', "host-1")}
+    assert held_elsewhere_liveness(conn, 2000.0, "sup-a:1") == {}  # expired

@@ -23,3 +23,7 @@ CREATE TABLE command_forwards (
 );
 CREATE INDEX command_forwards_queued ON command_forwards (node_id) WHERE status = 'queued';
 CREATE INDEX command_forwards_deadline ON command_forwards (deadline);
+
+-- The agent process figures of the node's last heartbeat (JSON), written by the lease holder with each
+-- renewal: the leader's automatic remediation (`agent-high-memory`) reads them for nodes held elsewhere.
+ALTER TABLE node_leases ADD COLUMN vitals TEXT;

@@ -26,10 +26,11 @@ def take_lease(conn: Any, node_id: str, owner: str, now: float, ttl: float) -> s
     return None
 
 
-def renew_lease(conn: Any, node_id: str, owner: str, now: float, ttl: float) -> bool:
-    """Extend the lease if `owner` still holds it; False when it was taken over (or swept)."""
-    cur = conn.execute("UPDATE node_leases SET expires_at = ? WHERE node_id = ? AND owner = ?",
-                       (now + ttl, node_id, owner))
+def renew_lease(conn: Any, node_id: str, owner: str, now: float, ttl: float, vitals: str | None = None) -> bool:
+    """Extend the lease if `owner` still holds it, with the heartbeat's agent process figures (`vitals`,
+    JSON); False when it was taken over (or swept)."""
+    cur = conn.execute("UPDATE node_leases SET expires_at = ?, vitals = ? WHERE node_id = ? AND owner = ?",
+                       (now + ttl, vitals, node_id, owner))
     return bool(cur.rowcount == 1)
 
 
@@ -62,3 +63,13 @@ def sweep_expired(conn: Any, now: float, keep: list[str] | None = None) -> list[
     for node_id in nodes:
         conn.execute("UPDATE nodes SET status = 'offline' WHERE id = ?", (node_id,))
     return nodes
+
+
+def held_elsewhere_liveness(conn: Any, now: float, owner: str) -> dict[str, tuple[float | None, str | None,
+                                                                               str | None, str | None]]:
+    """node_id -> (last heartbeat, resources JSON, vitals JSON, hostname) of the nodes whose live lease
+    another supervisor than `owner` holds, as that supervisor stored them (for the leader's engines)."""
+    rows = conn.execute(
+        "SELECT l.node_id, n.last_heartbeat, n.resources, l.vitals, n.hostname FROM node_leases l"
+        " LEFT JOIN nodes n ON n.id = l.node_id WHERE l.expires_at > ? AND l.owner <> ?", (now, owner)).fetchall()
+    return {str(r[0]): (float(r[1]) if r[1] is not None else None, r[2], r[3], r[4]) for r in rows}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import sqlite3
@@ -456,9 +457,10 @@ class Hub:
         """The node's liveness, and on a shared store its lease renewed; a lease another supervisor took
         means the agent is there now: this link is dropped without writing the node's state."""
         leases, now = self.leases, time.time()
+        vitals = json.dumps(self.vitals.get(node.id) or {}) if leases is not None else None
 
         def job(c: Any) -> bool:
-            if leases is not None and not renew_lease(c, node.id, leases.owner, now, leases.ttl):
+            if leases is not None and not renew_lease(c, node.id, leases.owner, now, leases.ttl, vitals):
                 return False
             update_node_liveness(c, node.id, node.status, node.last_heartbeat, node.resources)
             return True

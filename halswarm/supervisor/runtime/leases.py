@@ -10,15 +10,17 @@ that expired (their supervisor died without releasing them) and marks those node
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from halswarm.core.model import Node
-from halswarm.store.repos.leases import live_leases, sweep_expired
+from halswarm.store.repos.leases import held_elsewhere_liveness, live_leases, sweep_expired
 from halswarm.supervisor.runtime.periodic import PeriodicEngine
 
 log = logging.getLogger(__name__)
@@ -36,26 +38,73 @@ class LeaseSettings:
     ttl: float  # seconds: the hub's liveness timeout (heartbeat interval x missed heartbeats)
 
 
+@dataclass(frozen=True)
+class RemoteLiveness:
+    """A node held by another supervisor as that supervisor stored it at the node's last heartbeat."""
+
+    last_heartbeat: float | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    vitals: dict[str, float] = field(default_factory=dict)
+    hostname: str = ""
+
+
 class FleetView(Mapping[str, Node]):
     """The nodes as the leader's engines must see them on a shared store: a node that another supervisor
     holds (a live lease) is online, though it is not connected here. Without that, the leader would take
-    every node of the other supervisors for crashed (auto-remediation's `agent-crashed`)."""
+    every node of the other supervisors for crashed (auto-remediation's `agent-crashed`). Such a node reads
+    with the last heartbeat and resources its holder stored (`agent-high-memory` counts those heartbeats),
+    and one this supervisor never loaded is in the view too."""
 
     def __init__(self, nodes: Mapping[str, Node]) -> None:
         self.nodes = nodes
         self.held_elsewhere: frozenset[str] = frozenset()  # refreshed by LeaseSweep
+        self.remote: dict[str, RemoteLiveness] = {}  # refreshed by LeaseSweep
 
     def __getitem__(self, node_id: str) -> Node:
-        node = self.nodes[node_id]
-        if node.status == "offline" and node_id in self.held_elsewhere:
-            return dataclasses.replace(node, status="online")
-        return node
+        node = self.nodes.get(node_id)
+        if node_id not in self.held_elsewhere:
+            if node is None:
+                raise KeyError(node_id)
+            return node
+        seen = self.remote.get(node_id)
+        if node is None:
+            node = Node(id=node_id, hostname=seen.hostname if seen else "")
+        if node.status == "online" and seen is None:
+            return node
+        changes: dict[str, Any] = {"status": "online"}
+        if seen is not None:
+            changes |= {"last_heartbeat": seen.last_heartbeat, "resources": dict(seen.resources)}
+        return dataclasses.replace(node, **changes)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.nodes)
+        yield from self.nodes
+        yield from sorted(n for n in self.held_elsewhere if n not in self.nodes)
 
     def __len__(self) -> int:
-        return len(self.nodes)
+        return len(self.nodes) + sum(1 for n in self.held_elsewhere if n not in self.nodes)
+
+
+class FleetVitals(Mapping[str, Mapping[str, float]]):
+    """The agents' process figures for the leader's engines: from this supervisor's hub for the nodes
+    connected here, from the lease rows their holders write with each heartbeat for the others."""
+
+    def __init__(self, local: Mapping[str, Mapping[str, float]], view: FleetView) -> None:
+        self.local, self.view = local, view
+
+    def __getitem__(self, node_id: str) -> Mapping[str, float]:
+        if node_id in self.local:
+            return self.local[node_id]
+        seen = self.view.remote.get(node_id)
+        if seen is None or node_id not in self.view.held_elsewhere:
+            raise KeyError(node_id)
+        return seen.vitals
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.local
+        yield from (n for n in self.view.remote if n not in self.local and n in self.view.held_elsewhere)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class LeaseSweep(PeriodicEngine):
@@ -72,11 +121,14 @@ class LeaseSweep(PeriodicEngine):
         now = time.time()
         here = list(self.linked())
 
-        def job(c: Any) -> tuple[list[str], dict[str, str]]:
-            return sweep_expired(c, now, keep=here), live_leases(c, now)
+        owner = self.owner
 
-        swept, live = await self.writer.run(job)
-        self.view.held_elsewhere = frozenset(n for n, owner in live.items() if owner != self.owner)
+        def job(c: Any) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+            return sweep_expired(c, now, keep=here), live_leases(c, now), held_elsewhere_liveness(c, now, owner)
+
+        swept, live, remote = await self.writer.run(job)
+        self.view.remote = {n: _liveness(row) for n, row in remote.items()}
+        self.view.held_elsewhere = frozenset(n for n, o in live.items() if o != self.owner)
         for node_id in swept:
             node = self.nodes.get(node_id)
             if node is not None:
@@ -95,3 +147,20 @@ class LeaseSweep(PeriodicEngine):
 
     async def stop(self) -> None:
         await self._stop_loop(0)
+
+
+def _numbers(text: Any) -> dict[str, float]:
+    """A stored JSON object of numbers (resources, vitals); anything else is empty, never trusted further."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): float(v) for k, v in value.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def _liveness(row: tuple[Any, ...]) -> RemoteLiveness:
+    beat, resources, vitals, hostname = row
+    return RemoteLiveness(beat, _numbers(resources), _numbers(vitals), str(hostname or ""))

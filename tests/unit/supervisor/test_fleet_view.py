@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from halswarm.core.model import Node
-from halswarm.supervisor.runtime.leases import FleetView, LeaseSweep, supervisor_id
+from halswarm.supervisor.runtime.leases import FleetView, FleetVitals, LeaseSweep, RemoteLiveness, supervisor_id
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -27,8 +27,9 @@ def test_a_node_held_elsewhere_reads_online_without_changing_the_real_one() -> N
 class FakeConn:
     """Answers the sweep's two statements; remembers what the DELETE was told to keep."""
 
-    def __init__(self, swept: list[str], live: dict[str, str]) -> None:
-        self.swept, self.live = swept, live
+    def __init__(self, swept: list[str], live: dict[str, str],
+                 remote: list[tuple[Any, ...]] | None = None) -> None:
+        self.swept, self.live, self.remote = swept, live, remote or []
         self.kept: list[str] | None = None
 
     def execute(self, sql: str, params: Any = ()) -> Any:
@@ -36,6 +37,8 @@ class FakeConn:
 
         class Cur:
             def fetchall(self) -> list[tuple[Any, ...]]:
+                if "JOIN nodes" in sql:
+                    return list(conn.remote)
                 return [(n,) for n in conn.swept]
 
             def __iter__(self) -> Any:
@@ -58,7 +61,9 @@ async def test_the_sweep_marks_swept_nodes_offline_emits_and_refreshes_the_view(
     nodes = {"n1": Node(id="n1", status="online"), "n2": Node(id="n2", status="online")}
     view = FleetView(nodes)
     emitted: list[tuple[str, str, dict[str, Any]]] = []
-    conn = FakeConn(["n1"], {"n4": "sup-b:2", "n5": "sup-a:1"})
+    conn = FakeConn(["n1"], {"n4": "sup-b:2", "n5": "sup-a:1"},
+                    [("n4", 1234.5, '{"memory_percent": 91.0}', '{"rss_bytes": 5e8, "bad": "x", "inf": 1e999}',
+                      "host-4")])
     sweep = LeaseSweep(FakeWriter(conn), nodes, lambda n, t, d: emitted.append((n, t, d)), 10.0,
                        owner="sup-a:1", view=view, linked=lambda: ["n2"])
     assert await sweep.check() == ["n1"]
@@ -67,6 +72,28 @@ async def test_the_sweep_marks_swept_nodes_offline_emits_and_refreshes_the_view(
     assert [e[:2] for e in emitted] == [("n1", "node.offline")]
     assert emitted[0][2]["reason"] == "lease expired"
     assert view.held_elsewhere == frozenset({"n4"})  # its own lease is not "elsewhere"
+    # n4 was never loaded here: the view has it, online, with what its holder stored (numbers only).
+    assert list(view) == ["n1", "n2", "n4"] and len(view) == 3
+    n4 = view["n4"]
+    assert (n4.status, n4.hostname, n4.last_heartbeat, n4.resources) == ("online", "host-4", 1234.5,
+                                                                         {"memory_percent": 91.0})
+    assert "n4" not in nodes
+    vitals = FleetVitals({"n2": {"rss_bytes": 1.0}}, view)
+    assert dict(vitals) == {"n2": {"rss_bytes": 1.0}, "n4": {"rss_bytes": 5e8}}
+    assert vitals.get("n1") is None
+
+
+def test_a_node_held_elsewhere_reads_its_holders_heartbeat() -> None:
+    nodes = {"n1": Node(id="n1", status="offline", last_heartbeat=1.0, resources={"memory_percent": 10.0})}
+    view = FleetView(nodes)
+    view.held_elsewhere = frozenset({"n1"})
+    view.remote = {"n1": RemoteLiveness(50.0, {"memory_percent": 95.0}, {"rss_bytes": 9.0})}
+    n1 = view["n1"]
+    assert (n1.status, n1.last_heartbeat, n1.resources) == ("online", 50.0, {"memory_percent": 95.0})
+    assert nodes["n1"].last_heartbeat == 1.0  # the real object is untouched
+    assert FleetVitals({}, view)["n1"] == {"rss_bytes": 9.0}
+    view.held_elsewhere = frozenset()  # the lease went: the stored figures no longer count
+    assert view["n1"].status == "offline" and FleetVitals({}, view).get("n1") is None
 
 
 def test_supervisor_id_is_host_and_agent_port() -> None:
