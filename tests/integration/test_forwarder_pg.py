@@ -199,3 +199,26 @@ async def test_results_are_scrubbed_of_secret_values(url: str) -> None:
     finally:
         await asker.stop()
         await holder.stop()
+
+
+async def test_a_lost_listen_connection_comes_back(url: str, pg_cluster: PostgresCluster) -> None:
+    import psycopg
+
+    holder, asker = Side(url, A, poll=SLOW_POLL), Side(url, B, poll=SLOW_POLL)
+    await holder.start()
+    await asker.start()
+    try:
+        await wait_listening(holder, asker)
+        holder.linked.add("n1")
+        await lease_to(holder, "n1", A)
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:  # as a server restart would
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE application_name = 'hal-supervisor-listen' AND datname = %s",
+                          (url.rsplit("/", 1)[1],))
+        await on_loop(lambda: holder.fwd.listens == asker.fwd.listens == 2 and holder.fwd.listening
+                      and asker.fwd.listening, "both listening again", 30, interval=0.02)
+        assert await asyncio.wait_for(asker.fwd.forward(row("c1"), 30.0), 30) == CommandResult(
+            "c1", "success", {"ok": A}, None)
+    finally:
+        await asker.stop()
+        await holder.stop()

@@ -64,6 +64,7 @@ class Forwarder:
         self._last_purge = 0.0
         self._failing: str | None = None
         self.listening = False
+        self.listens = 0  # LISTEN connections made (1 + reconnections)
         self.claimed = 0  # commands this supervisor took to its agents for others
         self.forwarded = 0  # commands this supervisor asked others to run
 
@@ -205,21 +206,26 @@ class Forwarder:
 
     async def _listen(self) -> None:
         assert self._connect is not None
+        quiet = False
         while True:
             conn = None
             try:
                 conn = await self._connect()
                 await conn.execute(f"LISTEN {CHANNEL}")
                 self.listening = True
+                self.listens += 1
+                quiet = False
+                log.info("command forwarding: listening on %s (and polling every %g s)", CHANNEL, self.poll_interval)
                 self._wake.set()  # catch up on what was notified while not listening
                 async for _ in conn.notifies():
                     self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self.listening:
-                    log.warning("command forwarding: LISTEN connection lost (%s); polling every %g s until it is "
+                if self.listening or not quiet:
+                    log.warning("command forwarding: no LISTEN connection (%s); polling every %g s until it is "
                                 "back", exc, self.poll_interval)
+                quiet = True  # said once per outage
             finally:
                 self.listening = False
                 if conn is not None:
