@@ -37,6 +37,7 @@ IDEMPOTENCY_TTL = 24 * 3600
 # detail it has) can still arrive before the supervisor's deadline, which is the command's timeout itself.
 AGENT_MARGIN_MAX = 0.5
 AGENT_MARGIN_FRACTION = 0.1
+FORWARD_HOLDER_GRACE = 1.0  # seconds the holder of a forwarded command waits past its deadline
 
 CANONICAL = (
     "create_session", "prompt_session", "resume", "kill_session", "restart_session", "handover",
@@ -345,7 +346,10 @@ class Dispatcher:
         if ctype == "handover" and cmd.target.session_id:
             self.tracker.expect_handover(cmd.target.session_id, node_id)
         send = Command(cid, ctype, cmd.target, cmd.args, timeout_ms=max(1, int(agent_timeout * 1000)))
-        return await self._send_and_wait(send, node_id, time.monotonic() + remaining, remaining)
+        # The asker answers the timeout itself, in the words of a local command, at the same deadline: the
+        # holder waits a little longer, so its own timeout (written nowhere by then) never comes first.
+        return await self._send_and_wait(send, node_id, time.monotonic() + remaining + FORWARD_HOLDER_GRACE,
+                                         remaining)
 
     async def _audit_replay(self, actor: str, ctype: str, target: CommandTarget, args: dict[str, Any],
                             res: Result, ip: str | None) -> None:
