@@ -140,6 +140,23 @@ async def test_commands_reach_a_node_held_elsewhere_and_after_its_holder_is_kill
         status, body = command(c, "prompt_session", {"session_id": sid}, {"message": "from C"})
         assert status == 200 and body["data"]["status"] == "success", body
         wait_for(lambda: (sid, "from C") in fake.prompts, "the prompt sent to C reached opencode", 30)
+        # The session routes too; a project target finds the node by the projects its holder stored (C
+        # started before the agent first registered, so it never had the node in memory).
+        with c.client() as client:
+            r = client.post(f"/api/v1/sessions/{sid}/prompt", json={"message": "route via C"})
+            assert r.status_code == 200, r.text
+            r = client.post("/api/v1/sessions", json={"project": "p"})
+            assert r.status_code == 201 and r.json()["data"]["node_id"] == NODE, r.text
+            created = r.json()["data"]["id"]
+            # wait: false answers 202 at once; its outcome lands in the shared commands table.
+            r = client.post("/api/v1/commands", json={"type": "session_status", "target": {"session_id": sid},
+                                                     "wait": False})
+            assert r.status_code == 202, r.text
+            bg = r.json()["data"]["command_id"]
+        assert (sid, "route via C") in fake.prompts and created in fake.sessions
+        with b.client() as client:
+            wait_for(lambda: client.get(f"/api/v1/commands/{bg}").json()["data"]["status"] == "success",
+                     "the background command's outcome, read on B", 30)
         # The same audit and commands rows as for a local command (the asker writes them).
         audit = pg_rows(pg_cluster, url, "SELECT action, target, result FROM audit_log WHERE command_id = %s",
                         remote[1]["data"]["command_id"])
