@@ -136,6 +136,14 @@ async def test_commands_reach_a_node_held_elsewhere_and_after_its_holder_is_kill
         assert local[0] == remote[0] == 200, (local, remote)
         assert remote[1]["data"]["status"] == "success" and remote[1]["data"]["node_id"] == NODE
         assert comparable(remote[1]) == comparable(local[1])
+        # A success, a refusal before sending (404), a failure the agent answers: the same from both.
+        for ctype, target, args in [("agentmd_show", {"node_id": NODE, "project": "p"}, {}),
+                                    ("agentmd_show", {"node_id": NODE, "project": "ghost"}, {}),
+                                    ("permission_reply", {"session_id": sid}, {"nonsense": 1})]:
+            here, there = command(a, ctype, target, args), command(c, ctype, target, args)
+            assert here[0] == there[0], (here, there)
+            assert (comparable(here[1]) if here[0] == 200 else here[1]) == (
+                comparable(there[1]) if there[0] == 200 else there[1]), (here, there)
         assert "forwarded command" in a.log_path.read_text(errors="replace")  # it went through A
         status, body = command(c, "prompt_session", {"session_id": sid}, {"message": "from C"})
         assert status == 200 and body["data"]["status"] == "success", body
