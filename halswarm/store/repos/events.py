@@ -139,6 +139,41 @@ def stream_rows(conn: sqlite3.Connection, filters: dict[str, Any], after_id: int
     return [tuple(r) for r in rows], reached
 
 
+def events_between(conn: sqlite3.Connection, after_id: int, until_id: int, limit: int) -> tuple[list[StreamRow], int]:
+    """Stored events with `after_id` < id <= `until_id`, by id, at most `limit`, and the id reached (the
+    next call's `after_id`; `until_id` once the range is read). For a range already known to be settled
+    (PostgreSQL's safe horizon, halswarm.core.event_horizon): nothing in it commits later."""
+    if until_id <= after_id:
+        return [], after_id
+    rows = conn.execute(f"SELECT {_STREAM_COLS} FROM events WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                        (after_id, until_id, limit)).fetchall()
+    reached = rows[-1][0] if len(rows) == limit else until_id
+    return [tuple(r) for r in rows], reached
+
+
+# PostgreSQL, several supervisors: the two reads of a horizon probe, in this order (see core/event_horizon).
+_PG_ASSIGNED = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq"
+_PG_WRITERS = ("SELECT virtualtransaction FROM pg_locks WHERE locktype = 'relation'"
+               " AND relation = 'events'::regclass AND mode = 'RowExclusiveLock'")
+EVENTS_CHANNEL = "hal_events"
+
+
+def probe_horizon(conn: sqlite3.Connection) -> tuple[int, list[str]]:
+    """PostgreSQL: (the last id the sequence handed out, the transactions holding a write lock on events
+    now), read in that order; halswarm.core.event_horizon.Horizon turns probes into a safe horizon."""
+    assigned = int(conn.execute(_PG_ASSIGNED).fetchone()[0])
+    return assigned, [str(r[0]) for r in conn.execute(_PG_WRITERS).fetchall()]
+
+
+def notify_events(conn: sqlite3.Connection) -> None:
+    """PostgreSQL: wake the other supervisors' streams (one NOTIFY, payload the sequence's last value).
+    Sent after the batch committed, in a transaction of its own that does not wait for its WAL flush: a
+    NOTIFY inside the batch would take PostgreSQL's global notify lock through the batch's commit and
+    serialise every supervisor's commits; a lost one is covered by the listeners' polling."""
+    conn.execute(f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{EVENTS_CHANNEL}',"
+                 f" ({_PG_ASSIGNED})::text)").fetchone()
+
+
 def first_id_since(conn: sqlite3.Connection, since: float) -> int | None:
     """The smallest id of an event stamped at or after `since` (None if none): where a stream that
     replays from `since` starts walking by id."""

@@ -104,6 +104,8 @@ class Ingestor:
         self._metric_cache: dict[str, tuple[Any, Any]] = {}
         self._odd_logged: set[tuple[str, str]] = set()
         self._stages: list[Stage] = []
+        # Told after each commit of events (PostgreSQL: the event tail NOTIFYs the other supervisors).
+        self.on_commit: Callable[[], None] | None = None
 
     def _children(self, ev_type: str) -> tuple[Any, Any]:
         """Metric children per event type, cached: labels() lookups cost more than the increments.
@@ -346,6 +348,8 @@ class Ingestor:
             self._wake_stored(rows, False)
             return
         self._wake_stored(rows, True)
+        if self.on_commit is not None:
+            self.on_commit()
         now = time.monotonic()
         for row, received, _ in batch:
             self._children(row[5])[1].observe(now - received)
