@@ -135,7 +135,8 @@ class EventTail:
 
     async def _run(self) -> None:
         while True:
-            timeout = RETRY_SEC if self.horizon.waiting else self.poll
+            following = bool(self.broadcast.streams or self._fresh)
+            timeout = RETRY_SEC if following and self.horizon.waiting else self.poll
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
