@@ -107,19 +107,30 @@ async def test_any_supervisor_shows_nodes_sessions_and_every_event_of_the_others
             print(f"\nA's events of one burst on {name} stream: {len(lat)}, sent->received p50 "
                   f"{statistics.median(lat):.1f} ms, p99 {lat[int(len(lat) * 0.99) - 1]:.1f} ms, max {lat[-1]:.1f} ms")
 
+        # NOTIFY is not the only carrier: with every LISTEN connection cut, the streams still get A's events
+        # (the tails poll), and the listeners come back.
+        listen_sql = "SELECT pid FROM pg_stat_activity WHERE application_name = 'hal-supervisor-events'"
+        cut = pg_rows(pg_cluster, url, f"SELECT pg_terminate_backend(pid) FROM ({listen_sql}) AS l")
+        assert len(cut) == 2 and all(r[0] for r in cut)
+        await send(n1, range(401, 451), "ses_a1")
+        await until(lambda: len(agent_seqs(on_b, "n1")) >= 450, "A's events on B's stream without LISTEN", 60)
+        await until(lambda: len(pg_rows(pg_cluster, url, listen_sql)) == 2, "both LISTEN connections back", 60)
+        assert agent_seqs(on_b, "n1") == list(range(1, 451))
+        assert_ids_increase(on_b.events)
+
         # B restarts; a subscriber resumes on it with the last id it had, while A keeps ingesting.
         on_b.stop()
         last_id = on_b.events[-1][0]
         seen = list(on_b.events)
         b.stop()
         await n2.close()
-        await send(n1, range(401, 501), "ses_a1")  # while B is down
+        await send(n1, range(451, 501), "ses_a1")  # while B is down
         b.start(timeout=90)
         resumed = SseReader(b, {}, last_event_id=str(last_id)).start()
         readers.append(resumed)
         await until(resumed.connected.is_set, "the resumed stream open", 60)
         await send(n1, range(501, 601), "ses_a1")
-        await until(lambda: len(agent_seqs(resumed, "n1")) >= 200, "the rest of n1's events on B", 60)
+        await until(lambda: len(agent_seqs(resumed, "n1")) >= 600 - 450, "the rest of n1's events on B", 60)
         assert_ids_increase(seen + resumed.events)
         assert [s for _, ev in seen + resumed.events if ev["node_id"] == "n1" and (s := ev.get("seq"))] == list(
             range(1, 601)), "resuming on B lost or repeated events of A"
