@@ -7,7 +7,10 @@ event it takes the time from its send (the agent side) to its arrival on each st
 the baseline measured in the same run (on PostgreSQL it reads through the same store tail); the figure
 of the change is B minus A.
 
-  python bench/ha_stream.py [--events 1000] [--interval 0.01]
+  python bench/ha_stream.py [--events 1000] [--interval 0.01] [--single]
+
+`--single`: supervisor A alone with its own stream (what one supervisor on PostgreSQL costs; this file and
+tests/support/sse.py copied into an older checkout measure its code the same way).
 
 Prints p50/p99/max for both streams, and how many events each stream got (must be all of them).
 """
@@ -37,7 +40,7 @@ def figures(name: str, lat: list[float]) -> str:
     return f"{name}: {len(lat)} events, p50 {statistics.median(lat):.1f} ms, p99 {p99:.1f} ms, max {lat[-1]:.1f} ms"
 
 
-async def run(events: int, interval: float) -> None:
+async def run(events: int, interval: float, single: bool) -> None:
     cluster = PostgresCluster()
     cluster.start()
     tmp = Path(tempfile.mkdtemp(prefix="hal-bench-ha-stream-"))
@@ -48,10 +51,12 @@ async def run(events: int, interval: float) -> None:
     readers: list[SseReader] = []
     try:
         a.start(timeout=90)
-        b.start(timeout=90)
-        on_a, on_b = SseReader(a, {"node_id": "bench"}).start(), SseReader(b, {"node_id": "bench"}).start()
-        readers += [on_a, on_b]
-        await until(lambda: on_a.connected.is_set() and on_b.connected.is_set(), "both streams open", 60)
+        on_a = SseReader(a, {"node_id": "bench"}).start()
+        readers.append(on_a)
+        if not single:
+            b.start(timeout=90)
+            readers.append(SseReader(b, {"node_id": "bench"}).start())
+        await until(lambda: all(r.connected.is_set() for r in readers), "the streams open", 60)
         agent = SimAgent(a.ws_url, a.agent_token, "bench", [("p", "/p")])
         await agent.connect()
         loop = asyncio.get_running_loop()
@@ -66,8 +71,9 @@ async def run(events: int, interval: float) -> None:
         def got_all(r: SseReader) -> bool:
             return sum(1 for _, ev in r.events if ev["event_id"] in sent) >= events
 
-        await until(lambda: got_all(on_a) and got_all(on_b), "every event on both streams", 120)
-        for name, r in (("A's own stream (baseline)", on_a), ("B's stream (the other supervisor)", on_b)):
+        await until(lambda: all(got_all(r) for r in readers), "every event on the streams", 120)
+        names = ["A's own stream (baseline)", "B's stream (the other supervisor)"]
+        for name, r in zip(names, readers, strict=False):
             lat = [(t - sent[ev["event_id"]]) * 1000 for (_, ev), t in zip(r.events, r.received_at, strict=True)
                    if ev["event_id"] in sent]
             seqs = [ev["seq"] for _, ev in r.events if ev["event_id"] in sent]
@@ -86,8 +92,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=1000)
     p.add_argument("--interval", type=float, default=0.01)
+    p.add_argument("--single", action="store_true", help="supervisor A and its stream only")
     args = p.parse_args()
-    asyncio.run(run(args.events, args.interval))
+    asyncio.run(run(args.events, args.interval, args.single))
 
 
 if __name__ == "__main__":
