@@ -137,14 +137,15 @@ class EventBroadcast:
         streams only. Rendered right here: the tail's reads already run off the event loop."""
         if not self.streams:
             return
-        if self._upto != after_id:  # not where the last range ended: the ring starts again here
+        restart = self._upto != after_id
+        if restart:  # not where the last range ended: the ring starts again here
             self._clear()
             self.covered_from = after_id
         if rows:
             self._append(entry_of(r) for r in rows)
             self.encoded.inc(len(rows))
         self._upto = upto
-        if rows:
+        if rows or restart:  # a restart: streams behind its start read the store up to it now
             self._wake()
 
     async def _drain(self) -> None:

@@ -5,12 +5,15 @@ up to the safe horizon in id order, and a stream opening gets a horizon from a p
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from halswarm.store.repos.events import events_between, notify_events, probe_horizon
+from halswarm.supervisor.features.events.service import EventsService
 from halswarm.supervisor.runtime.broadcast import EventBroadcast
 from halswarm.supervisor.runtime.event_tail import EventTail
 from tests.support.waiting import on_loop
@@ -111,4 +114,47 @@ async def test_a_stream_opening_waits_for_a_probe_made_after_it_asked() -> None:
         store.holders = []
         assert await asyncio.wait_for(ask, 10) == 7
     finally:
+        await tail.stop()
+
+
+class SqliteStore(FakeStore):
+    """The probe answers of FakeStore, the rows in a real SQLite `events` table (the stream's own reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conn = sqlite3.connect(":memory:")
+        self.conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, node_id, seq, event_id,"
+                          " session_id, project, type, data, ts)")
+
+    def store(self, *ids: int) -> None:
+        for i in ids:
+            self.conn.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?)",
+                              (i, "n1", i, f"e{i}", None, "p", "t", "{}", 1_700_000_000.0))
+        self.assigned = max(self.assigned, *ids)
+
+    async def run(self, fn: Any) -> Any:
+        if fn is notify_events or fn is probe_horizon:
+            return await super().run(fn)
+        return fn(self.conn)
+
+
+async def test_a_resumed_stream_gets_what_was_stored_since_before_any_new_event() -> None:
+    """`Last-Event-ID` on a quiet store: the events after it come at once (not after a keepalive)."""
+    store = SqliteStore()
+    store.store(1, 2, 3, 4, 5)
+    b = EventBroadcast()
+    tail = EventTail(store, b, poll=30.0)  # no poll during the test: only the stream's own request wakes it
+    await tail.start()
+    svc = EventsService(store, SimpleNamespace(broadcast=b), tail)  # type: ignore[arg-type]
+    gen = svc.stream({}, last_seen=2)
+    try:
+        text = b""
+        while b"id: 5" not in text:  # one write after another: no keepalive may come before the backlog
+            chunk = await asyncio.wait_for(anext(gen), 20)
+            assert b"keepalive" not in chunk, "the resumed stream waited for a new event to read the backlog"
+            text += chunk
+        assert text.startswith(b": connected\n\n")
+        assert [int(line[4:]) for line in text.split(b"\n") if line.startswith(b"id: ")] == [3, 4, 5]
+    finally:
+        await gen.aclose()
         await tail.stop()

@@ -50,6 +50,8 @@ class EventsService:
         """(cursor, boundary): the stream sends every matching event with an id above `cursor`; up to
         `boundary` (committed when the stream opened) `since` filters them, after it only the filters do."""
         if last_seen is not None:  # a resume: whatever `since` was, the stream it resumes was past it
+            if self.tail is not None:  # what was stored since is read at once, not at the next event
+                await self.tail.fresh_horizon()
             return last_seen, last_seen
         if self.tail is not None:
             boundary = await self.tail.fresh_horizon()
