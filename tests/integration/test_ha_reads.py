@@ -13,6 +13,16 @@ from typing import Any
 
 import pytest
 
+from halswarm.core.event_horizon import Horizon
+from halswarm.core.model import Node
+from halswarm.store.engine import open_connection, parse_storage_url
+from halswarm.store.migrations import migrate
+from halswarm.store.repos.events import insert_events, insert_events_stored, probe_horizon
+from halswarm.store.repos.nodes import upsert_node
+from halswarm.store.writer import Writer
+from halswarm.supervisor.metrics import Metrics
+from halswarm.supervisor.runtime.ingest import Ingestor
+from halswarm.supervisor.runtime.tracker import SessionTracker
 from tests.integration.test_ha_leader import pg_rows, shared_supervisor
 from tests.support.agentsim import SimAgent, session_state
 from tests.support.postgres import PostgresCluster
@@ -149,3 +159,107 @@ async def test_any_supervisor_shows_nodes_sessions_and_every_event_of_the_others
             await ag.close()
         a.stop()
         b.stop()
+
+
+def test_on_a_real_postgresql_an_open_insert_holds_the_horizon_and_a_batch_knows_its_ids(
+        pg_cluster: PostgresCluster) -> None:
+    """The premise of the safe horizon on the real server (an INSERT holds the write lock on `events`
+    from before it draws ids until it ends), and the ingest's stored rows of a batch: exactly its own,
+    with their ids, though another supervisor's insert took ids in between and one row was a duplicate."""
+    url = pg_cluster.fresh_database()
+    target = parse_storage_url(url)
+    one, other, probe = open_connection(target), open_connection(target), open_connection(target, readonly=True)
+    try:
+        migrate(one)
+        for n in ("a", "b"):
+            upsert_node(one, Node(id=n))
+        h = Horizon()
+        assert h.probe(*probe_horizon(probe)) == 0
+
+        def ev(node: str, seq: int) -> tuple[Any, ...]:
+            return (node, seq, f"{node}{seq}", None, "p", "t", "{}", 1.0, 1.0)
+
+        one.execute("BEGIN")  # supervisor 1's batch: its ids drawn, not committed yet
+        mine = insert_events_stored(one, [ev("a", 1), ev("a", 2)])
+        assert insert_events(other, [ev("b", 1), ev("b", 2), ev("b", 3)]) == 3  # supervisor 2's, committed
+        assigned, holders = probe_horizon(probe)
+        assert assigned == 5 and len(holders) == 1
+        assert h.probe(assigned, holders) == 0  # 3..5 are visible, 1..2 may still commit: not safe
+        mine += insert_events_stored(one, [ev("b", 1), ev("a", 3)])  # b1 is supervisor 2's: ignored
+        one.execute("COMMIT")
+        stored_a = [r[0] for r in one.execute("SELECT id FROM events WHERE node_id = 'a' ORDER BY id")]
+        assert [e["id"] for e in mine] == stored_a and [e["event_id"] for e in mine] == ["a1", "a2", "a3"]
+        assert mine[0]["data"] == "{}" and mine[2]["seq"] == 3
+        assigned, holders = probe_horizon(probe)
+        assert holders == [] and h.probe(assigned, holders) == assigned >= stored_a[-1]
+    finally:
+        for c in (one, other, probe):
+            c.close()
+        pg_cluster.drop_database(url)
+
+
+class RacingConnection:
+    """The writer's connection, with another supervisor's insert (committed on its own connection) landing
+    inside the batch's transaction: right after the batch reads the sequence, or right before it inserts."""
+
+    def __init__(self, conn: Any, other: Any) -> None:
+        self._conn, self._other = conn, other
+        self.armed = False
+        self.raced = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    def _race(self) -> None:
+        if self.armed:
+            self.armed = False
+            self.raced += 1
+            n = self.raced
+            insert_events(self._other, [("b", n * 10 + k, f"b{n}-{k}", None, "p", "t", "{}", 1.0, 1.0)
+                                        for k in range(3)])
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        cur = self._conn.execute(sql, params)
+        if "events_id_seq" in sql:
+            self._race()
+        return cur
+
+    def execute_native(self, sql: str, params: Any) -> Any:
+        if sql.lstrip().startswith("INSERT INTO events"):
+            self._race()
+        return self._conn.execute_native(sql, params)
+
+
+async def test_the_routing_feed_on_postgresql_gets_this_supervisors_events_with_their_store_ids(
+        pg_cluster: PostgresCluster) -> None:
+    """The ingest on a shared store, with a feed subscriber (notification rules): each event it stored, once,
+    with the id the store gave it, though another supervisor's inserts took ids in between."""
+    url = pg_cluster.fresh_database()
+    target = parse_storage_url(url)
+    conn, other = open_connection(target), open_connection(target)
+    migrate(conn)
+    upsert_node(conn, Node(id="b"))
+    racing = RacingConnection(conn, other)
+    writer = Writer(racing)  # type: ignore[arg-type]
+    writer.start(asyncio.get_running_loop())
+    ing = Ingestor(writer, SessionTracker(), Metrics(), lambda node, seq: None)
+    ing.broadcast.tailed = True  # as on PostgreSQL (the tail feeds the streams)
+    feed = ing.subscribe()
+    try:
+        for round_ in range(3):
+            racing.armed = True  # the other supervisor inserts while this one's batch is in its transaction
+            for k in range(5):
+                ing.emit(None, "sup.test", {"round": round_, "k": k})
+            await ing.drain()
+        got = []
+        while not feed.empty():
+            got.append(feed.get_nowait())
+        stored = [(r[0], r[1]) for r in conn.execute("SELECT id, type FROM events WHERE type = 'sup.test' ORDER BY id")]
+        assert [(e["id"], e["type"]) for e in got] == stored and len(stored) == 15
+        assert [e["data"] for e in got] == [{"round": r, "k": k} for r in range(3) for k in range(5)]
+        assert racing.raced == 3
+    finally:
+        await writer.stop()
+        conn.close()
+        other.close()
+        pg_cluster.drop_database(url)

@@ -69,6 +69,27 @@ def _insert_events_pg(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int
     return inserted
 
 
+def insert_events_stored(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> list[dict[str, Any]]:
+    """PostgreSQL: `insert_events`, answering the rows it stored with their ids (those ignored as already
+    stored left out), in id order, in the shape `event_to_api` reads. The sequence is shared by every
+    supervisor of the store: another one's inserts may take ids between this batch's, so they cannot be
+    counted from the sequence's value before the batch, nor read back as "every id above it"."""
+    by_key = {(r[0], r[1]) if r[1] is not None else r[2]: r for r in rows}
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(rows), _PG_ROWS_PER_STATEMENT):
+        chunk = rows[start:start + _PG_ROWS_PER_STATEMENT]
+        columns: list[list[Any]] = [list(col) for col in zip(*chunk, strict=True)]
+        columns.append(sql_datetimes(columns[7]))
+        cur = conn.execute_native(_PG_EVENT_INSERT + " RETURNING id, node_id, seq, event_id",  # type: ignore[attr-defined]
+                                  columns)
+        for event_db_id, node_id, seq, event_id in cur.fetchall():
+            r = by_key[(node_id, seq) if seq is not None else event_id]
+            out.append({"id": int(event_db_id), "node_id": r[0], "seq": r[1], "event_id": r[2], "session_id": r[3],
+                        "project": r[4], "type": r[5], "data": r[6], "ts": r[7]})
+    out.sort(key=lambda e: e["id"])
+    return out
+
+
 def fill_event_timestamps(conn: sqlite3.Connection) -> int:
     """Write the runbook's `timestamp` text (schema 013) of events another tool inserted without it
     (a restore, a salvage, a test fixture); its index finds them. Returns how many were filled."""
