@@ -37,7 +37,7 @@ from halswarm.store.migrations import bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.probes import write_probe
 from halswarm.store.reader import Reader
-from halswarm.store.repos.events import fill_event_timestamps
+from halswarm.store.repos.events import EVENTS_CHANNEL, fill_event_timestamps
 from halswarm.store.repos.leases import drop_owner_leases, live_leases
 from halswarm.store.repos.nodes import mark_all_offline
 from halswarm.store.repos.sessions import get_session, upsert_sessions
@@ -81,7 +81,7 @@ from halswarm.supervisor.features.events.service import EventsService
 from halswarm.supervisor.features.health.service import HealthService
 from halswarm.supervisor.features.integrity.service import IntegrityWatch, is_busy
 from halswarm.supervisor.features.integrity.settings import IntegritySettings
-from halswarm.supervisor.features.nodes.service import NodesService
+from halswarm.supervisor.features.nodes.service import NodesService, SharedFleet
 from halswarm.supervisor.features.policies.engine import PolicyEngine
 from halswarm.supervisor.features.policies.settings import PolicyConfig
 from halswarm.supervisor.features.remediations.db_launch import launch_db_remediation
@@ -103,6 +103,7 @@ from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.notify import EventFeed, NotifySettings, Router
 from halswarm.supervisor.runtime.commands import CommandRunner
 from halswarm.supervisor.runtime.dispatcher import Dispatcher, Result
+from halswarm.supervisor.runtime.event_tail import EventTail
 from halswarm.supervisor.runtime.hub import Hub, HubSettings
 from halswarm.supervisor.runtime.ingest import Ingestor
 from halswarm.supervisor.runtime.leadership import EngineSet, Leadership
@@ -278,8 +279,8 @@ class Supervisor:
         conn = open_connection(target)
         self._prepare_schema(conn, target.display)
         self.storage_engine = POSTGRESQL
+        self._pg_target = target  # the LISTEN connections of the event tail and command forwarding (issue 21)
         self.writer = Writer(conn)
-        self._pg_target = target  # command forwarding's LISTEN connection
         from halswarm.store.leader_lock import PgLeaderLock  # psycopg: loaded only for PostgreSQL
 
         self.leases = LeaseSettings(supervisor_id(cfg.port),
@@ -404,6 +405,9 @@ class Supervisor:
         self.ingestor.add_stage(approvals_stage)  # pending permission requests, stored with their events
         for n in nodes:
             self.ingestor.reset_node(n.id, n.last_seq)
+        self.event_tail = self._event_tail()
+        if self.event_tail is not None:  # streams show every supervisor's events (before the API serves them)
+            await lc.start("event stream tail", self.event_tail.start, self.event_tail.stop)
         ssl_ctx = self._ssl_context()
         self.hub = Hub(
             HubSettings(
@@ -491,6 +495,19 @@ class Supervisor:
                                    connect=connect)
         self.dispatcher.enable_forwarding(self.forwarder, self.leases.owner, leases)
         await self.lifecycle.start("command forwarding", self.forwarder.start, self.forwarder.stop)
+
+    def _event_tail(self) -> EventTail | None:
+        """PostgreSQL: the streams read every supervisor's events from the store (runtime/event_tail.py),
+        woken by this one's commits, the others' NOTIFYs and a poll; None on SQLite (nothing changes)."""
+        if self.storage_engine != POSTGRESQL:
+            return None
+        from halswarm.store.pg_listen import PgListener  # psycopg: loaded only for PostgreSQL
+
+        target = self._pg_target
+        tail = EventTail(self.reader, self.ingestor.broadcast,
+                         PgListener(target.conninfo, EVENTS_CHANNEL, password=target.password))
+        self.ingestor.on_commit = tail.committed
+        return tail
 
     async def _held_elsewhere(self) -> set[str]:
         """PostgreSQL: the nodes another supervisor holds a live lease of (left online by the restart
@@ -601,9 +618,14 @@ class Supervisor:
         add = self.services.add
         add(self.gate)
         add(self.health)
-        nodes = NodesService(self.nodes, self.reader, self.credential_settings.version)
-        sessions = SessionsService(self.tracker, self.commands, self.reader)
-        events = EventsService(self.reader, self.ingestor)
+        # PostgreSQL: the API answers the same from every supervisor (nodes and sessions held elsewhere
+        # as stored, streams with every supervisor's events).
+        linked = lambda: self.hub.links.keys()  # noqa: E731
+        shared = SharedFleet(self.leases.owner, linked) if self.leases is not None else None
+        nodes = NodesService(self.nodes, self.reader, self.credential_settings.version, shared)
+        sessions = SessionsService(self.tracker, self.commands, self.reader,
+                                   (lambda n: n in self.hub.links) if shared is not None else None)
+        events = EventsService(self.reader, self.ingestor, self.event_tail)
         costs = CostService(self.costs, self.writer, self.ingestor)
         alerts = AlertsService(self.alert_settings, self.auto_remediation, self.ingestor, self.writer,
                                self.remediation_metrics)

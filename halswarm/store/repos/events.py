@@ -69,6 +69,27 @@ def _insert_events_pg(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int
     return inserted
 
 
+def insert_events_stored(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> list[dict[str, Any]]:
+    """PostgreSQL: `insert_events`, answering the rows it stored with their ids (those ignored as already
+    stored left out), in id order, in the shape `event_to_api` reads. The sequence is shared by every
+    supervisor of the store: another one's inserts may take ids between this batch's, so they cannot be
+    counted from the sequence's value before the batch, nor read back as "every id above it"."""
+    by_key = {(r[0], r[1]) if r[1] is not None else r[2]: r for r in rows}
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(rows), _PG_ROWS_PER_STATEMENT):
+        chunk = rows[start:start + _PG_ROWS_PER_STATEMENT]
+        columns: list[list[Any]] = [list(col) for col in zip(*chunk, strict=True)]
+        columns.append(sql_datetimes(columns[7]))
+        cur = conn.execute_native(_PG_EVENT_INSERT + " RETURNING id, node_id, seq, event_id",  # type: ignore[attr-defined]
+                                  columns)
+        for event_db_id, node_id, seq, event_id in cur.fetchall():
+            r = by_key[(node_id, seq) if seq is not None else event_id]
+            out.append({"id": int(event_db_id), "node_id": r[0], "seq": r[1], "event_id": r[2], "session_id": r[3],
+                        "project": r[4], "type": r[5], "data": r[6], "ts": r[7]})
+    out.sort(key=lambda e: e["id"])
+    return out
+
+
 def fill_event_timestamps(conn: sqlite3.Connection) -> int:
     """Write the runbook's `timestamp` text (schema 013) of events another tool inserted without it
     (a restore, a salvage, a test fixture); its index finds them. Returns how many were filled."""
@@ -137,6 +158,41 @@ def stream_rows(conn: sqlite3.Connection, filters: dict[str, Any], after_id: int
                         " ORDER BY id LIMIT ?", [after_id, hi, *args, limit]).fetchall()
     reached = rows[-1][0] if len(rows) == limit else hi
     return [tuple(r) for r in rows], reached
+
+
+def events_between(conn: sqlite3.Connection, after_id: int, until_id: int, limit: int) -> tuple[list[StreamRow], int]:
+    """Stored events with `after_id` < id <= `until_id`, by id, at most `limit`, and the id reached (the
+    next call's `after_id`; `until_id` once the range is read). For a range already known to be settled
+    (PostgreSQL's safe horizon, halswarm.core.event_horizon): nothing in it commits later."""
+    if until_id <= after_id:
+        return [], after_id
+    rows = conn.execute(f"SELECT {_STREAM_COLS} FROM events WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                        (after_id, until_id, limit)).fetchall()
+    reached = rows[-1][0] if len(rows) == limit else until_id
+    return [tuple(r) for r in rows], reached
+
+
+# PostgreSQL, several supervisors: the two reads of a horizon probe, in this order (see core/event_horizon).
+_PG_ASSIGNED = "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM events_id_seq"
+_PG_WRITERS = ("SELECT virtualtransaction FROM pg_locks WHERE locktype = 'relation'"
+               " AND relation = 'events'::regclass AND mode = 'RowExclusiveLock'")
+EVENTS_CHANNEL = "hal_events"
+
+
+def probe_horizon(conn: sqlite3.Connection) -> tuple[int, list[str]]:
+    """PostgreSQL: (the last id the sequence handed out, the transactions holding a write lock on events
+    now), read in that order; halswarm.core.event_horizon.Horizon turns probes into a safe horizon."""
+    assigned = int(conn.execute(_PG_ASSIGNED).fetchone()[0])
+    return assigned, [str(r[0]) for r in conn.execute(_PG_WRITERS).fetchall()]
+
+
+def notify_events(conn: sqlite3.Connection) -> None:
+    """PostgreSQL: wake the other supervisors' streams (one NOTIFY, payload the sequence's last value).
+    Sent after the batch committed, in a transaction of its own that does not wait for its WAL flush: a
+    NOTIFY inside the batch would take PostgreSQL's global notify lock through the batch's commit and
+    serialise every supervisor's commits; a lost one is covered by the listeners' polling."""
+    conn.execute(f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{EVENTS_CHANNEL}',"
+                 f" ({_PG_ASSIGNED})::text)").fetchone()
 
 
 def first_id_since(conn: sqlite3.Connection, since: float) -> int | None:

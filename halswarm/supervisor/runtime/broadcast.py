@@ -90,6 +90,11 @@ class EventBroadcast:
         self._bytes = 0
         self.covered_from: int | None = None  # every committed id above this is in the ring (or coming)
         self._inbox: deque[tuple[int, list[EventRow], list[Any] | None]] = deque()
+        # PostgreSQL (several supervisors, issue 21): the ring is fed by the store tail (every supervisor's
+        # commits, read by id up to the safe horizon; runtime/event_tail.py), not by this one's commits, which
+        # then go to the queues only (the routing feed acts on what this supervisor ingested).
+        self.tailed = False
+        self._upto: int | None = None  # the tail: every id up to here is in the ring (or was never stored)
         self._task: asyncio.Task[None] | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()  # subscribers waiting for the next announcement
         self._turn = 0  # where the next announcement starts waking (rotates: nobody is always first)
@@ -106,7 +111,7 @@ class EventBroadcast:
     @property
     def wanted(self) -> bool:
         """Whether committed batches should be handed over (someone listens)."""
-        return bool(self.streams or self.queues)
+        return bool(self.queues or (self.streams and not self.tailed))
 
     def open_stream(self) -> None:
         self.streams += 1
@@ -127,11 +132,30 @@ class EventBroadcast:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._drain(), name="event-broadcast")
 
+    def publish_tail(self, after_id: int, rows: list[StreamRow], upto: int) -> None:
+        """The store tail read every stored event with `after_id` < id <= `upto` (`rows`, by id): for the
+        streams only. Rendered right here: the tail's reads already run off the event loop."""
+        if not self.streams:
+            return
+        restart = self._upto != after_id
+        if restart:  # not where the last range ended: the ring starts again here
+            self._clear()
+            self.covered_from = after_id
+        if rows:
+            self._append(entry_of(r) for r in rows)
+            self.encoded.inc(len(rows))
+        self._upto = upto
+        if rows or restart:  # a restart: streams behind its start read the store up to it now
+            self._wake()
+
     async def _drain(self) -> None:
         while self._inbox:
             last_id, rows, stored_rows = self._inbox.popleft()
             try:
-                self._render(last_id, rows, stored_rows)
+                if not self.tailed:
+                    self._render(last_id, rows, stored_rows)
+                elif self.queues:
+                    self._to_queues(last_id, rows, stored_rows)
             except Exception:  # stored and acked already: subscribers read it from the store
                 log.exception("could not render committed events for live subscribers")
                 self.covered_from = None
@@ -174,6 +198,7 @@ class EventBroadcast:
         self._ids, self._entries, self._head, self._bytes = [], [], 0, 0
         self._chunk_key, self._chunk = None, (b"", 0)
         self.covered_from = None
+        self._upto = None
         self.ring_bytes_gauge.set(0)
 
     def _wake(self) -> None:

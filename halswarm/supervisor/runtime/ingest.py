@@ -26,7 +26,14 @@ from halswarm.core.secret_values import SECRETS
 from halswarm.core.timestamps import MILLISECONDS, event_time
 from halswarm.protocol import Event
 from halswarm.protocol.hub_link import ACCEPTED, HubLinkCore, SeqState
-from halswarm.store.repos.events import EventRow, events_after, insert_events, last_assigned_event_id
+from halswarm.store.dialect import is_pg
+from halswarm.store.repos.events import (
+    EventRow,
+    events_after,
+    insert_events,
+    insert_events_stored,
+    last_assigned_event_id,
+)
 from halswarm.store.repos.nodes import set_nodes_last_seq
 from halswarm.store.repos.sessions import upsert_sessions
 from halswarm.store.writer import Writer
@@ -104,6 +111,8 @@ class Ingestor:
         self._metric_cache: dict[str, tuple[Any, Any]] = {}
         self._odd_logged: set[tuple[str, str]] = set()
         self._stages: list[Stage] = []
+        # Told after each commit of events (PostgreSQL: the event tail NOTIFYs the other supervisors).
+        self.on_commit: Callable[[], None] | None = None
 
     def _children(self, ev_type: str) -> tuple[Any, Any]:
         """Metric children per event type, cached: labels() lookups cost more than the increments.
@@ -326,6 +335,14 @@ class Ingestor:
         staged = self._stage_jobs(batch) if self._stages else []
 
         def job(conn: Any) -> tuple[int, list[Any] | None]:
+            if want_rows and is_pg(conn):  # a shared sequence: the stored rows say which ids are this batch's
+                stored = insert_events_stored(conn, rows)
+                set_nodes_last_seq(conn, highs)
+                if sessions:
+                    upsert_sessions(conn, sessions)
+                for stage_job in staged:
+                    stage_job(conn)
+                return 0, stored
             last_id = last_assigned_event_id(conn) if want_rows else 0
             inserted = insert_events(conn, rows)
             set_nodes_last_seq(conn, highs)
@@ -346,6 +363,8 @@ class Ingestor:
             self._wake_stored(rows, False)
             return
         self._wake_stored(rows, True)
+        if self.on_commit is not None:
+            self.on_commit()
         now = time.monotonic()
         for row, received, _ in batch:
             self._children(row[5])[1].observe(now - received)

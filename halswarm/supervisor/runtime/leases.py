@@ -107,6 +107,31 @@ class FleetVitals(Mapping[str, Mapping[str, float]]):
         return sum(1 for _ in self)
 
 
+def merge_fleet(here: Mapping[str, Node], linked: Iterable[str], stored: Iterable[Node],
+                leases: Mapping[str, str], owner: str) -> dict[str, Node]:
+    """The fleet as any supervisor on a shared store answers it (the operator API, issue 21).
+
+    A node connected here is this supervisor's memory (the freshest word). Any other node is its stored
+    row, as the supervisor holding it persisted it (liveness and resources with each heartbeat, `last_seq`
+    with each commit), online exactly when a live lease says another supervisor holds it: a row left
+    `online` by a supervisor that died counts as offline once its lease expired, before the leader's sweep
+    rewrites it. A node only in memory here (its first row not committed yet) is shown from memory."""
+    connected = set(linked)
+    out: dict[str, Node] = {}
+    for node in stored:
+        if node.id in connected and node.id in here:
+            continue
+        holder = leases.get(node.id)
+        online = holder is not None and holder != owner
+        if (node.status == "online") != online:
+            node = dataclasses.replace(node, status="online" if online else "offline")
+        out[node.id] = node
+    for node_id, node in here.items():
+        if node_id in connected or node_id not in out:
+            out[node_id] = node
+    return out
+
+
 class LeaseSweep(PeriodicEngine):
     """Leader-only: expired leases out, their nodes offline (stored, in memory, and a `node.offline`
     event); and the view of which nodes other supervisors hold, for the leader's engines."""

@@ -178,7 +178,7 @@ class FakeSessions:
 
 
 class FakeNodes:
-    def page(self, status, project, req):  # type: ignore[no-untyped-def]
+    async def page(self, status, project, req):  # type: ignore[no-untyped-def]
         return Page([Node("n1", hostname="h1", status="online", last_heartbeat=0.0)], None, None), 1
 
 

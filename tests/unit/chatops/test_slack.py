@@ -225,7 +225,7 @@ class FakeRemediate:
 
 
 class FakeNodes:
-    def page(self, status, project, req):  # type: ignore[no-untyped-def]
+    async def page(self, status, project, req):  # type: ignore[no-untyped-def]
         from halswarm.core.model import Node
         from halswarm.core.paging import Page
         return Page([Node("n1", hostname="h1", status="online", last_heartbeat=0.0)], None, None), 1

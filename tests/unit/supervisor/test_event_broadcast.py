@@ -3,6 +3,7 @@ out of it is told to read the store (never given a gap)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 
@@ -127,3 +128,34 @@ async def test_streams_at_the_same_cursor_share_one_chunk_bounded_in_bytes() -> 
     small.publish(0, [_row(i) for i in range(1, 21)], None)
     await _settle(small)
     assert small.chunk_after(5, {}, 500, 2**20) is None  # behind the buffer: read the store
+
+
+def _srow(i: int, node: str = "n1") -> tuple:
+    r = _row(i, node)
+    return (i, *r[:7], r[7])
+
+
+async def test_a_tailed_buffer_takes_the_store_tails_ranges_and_leaves_local_commits_to_the_feed() -> None:
+    """PostgreSQL with several supervisors: the ring follows the store tail (every supervisor's events by
+    id up to the safe horizon), this supervisor's own commits go only to the routing feed's queues."""
+    b = EventBroadcast()
+    b.tailed = True
+    b.open_stream()
+    assert not b.wanted  # a stream alone: the ingest need not read its rows back
+    feed: asyncio.Queue = asyncio.Queue()
+    b.queues.add(feed)
+    assert b.wanted
+    b.publish(0, [_row(1)], None)  # a local commit: to the feed only
+    await _settle(b)
+    assert feed.qsize() == 1 and b.after(0, {}, 500, 2**20) is None
+    b.publish_tail(10, [], 10)  # the tail starts following at its horizon
+    assert b.after(10, {}, 500, 2**20) == ([], 10)
+    b.publish_tail(10, [_srow(11), _srow(13, "n2")], 15)  # 12 rolled back; 14, 15 consumed, never stored
+    b.publish_tail(15, [_srow(16)], 16)
+    frames, cursor = b.after(10, {}, 500, 2**20)
+    assert cursor == 16 and [f.split(b"\n", 1)[0] for f in frames] == [b"id: 11", b"id: 13", b"id: 16"]
+    frames, cursor = b.after(11, {"node_id": "n2"}, 500, 2**20)
+    assert cursor == 16 and len(frames) == 1
+    assert b.after(9, {}, 500, 2**20) is None  # before the tail began: the store
+    b.publish_tail(20, [_srow(21)], 21)  # not where the last range ended: the ring starts again
+    assert b.after(16, {}, 500, 2**20) is None and b.after(20, {}, 500, 2**20)[1] == 21

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from halswarm.core.model import Node
-from halswarm.supervisor.runtime.leases import FleetView, FleetVitals, LeaseSweep, RemoteLiveness, supervisor_id
+from halswarm.supervisor.runtime.leases import (
+    FleetView,
+    FleetVitals,
+    LeaseSweep,
+    RemoteLiveness,
+    merge_fleet,
+    supervisor_id,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -99,3 +106,23 @@ def test_a_node_held_elsewhere_reads_its_holders_heartbeat() -> None:
 def test_supervisor_id_is_host_and_agent_port() -> None:
     a, b = supervisor_id(8420), supervisor_id(8421)
     assert a.endswith(":8420") and b.endswith(":8421") and a.rsplit(":", 1)[0] == b.rsplit(":", 1)[0]
+
+
+def test_the_api_fleet_on_a_shared_store_merges_memory_rows_and_leases() -> None:
+    """merge_fleet: a node connected here is memory; any other is its stored row, online exactly when a
+    live lease of another supervisor holds it."""
+    here = {"mine": Node(id="mine", status="online", last_seq=9), "a1": Node(id="a1", status="offline"),
+            "fresh": Node(id="fresh", status="online")}
+    stored = [Node(id="mine", status="online", last_seq=3), Node(id="a1", status="online", last_seq=40),
+              Node(id="dead", status="online"), Node(id="gone", status="offline"),
+              Node(id="released", status="online")]
+    leases = {"mine": "sup-b:1", "a1": "sup-a:1", "released": "sup-b:1"}
+    fleet = merge_fleet(here, ["mine", "fresh"], stored, leases, "sup-b:1")
+    assert fleet["mine"] is here["mine"]  # connected here: memory, the newest word
+    assert fleet["a1"].status == "online" and fleet["a1"].last_seq == 40  # A's node, as A stored it
+    assert fleet["dead"].status == "offline"  # its holder died: no live lease, before the sweep rewrote it
+    assert fleet["gone"].status == "offline"
+    assert fleet["released"].status == "offline"  # this supervisor's lease but not connected here
+    assert fleet["fresh"] is here["fresh"]  # only in memory (its row not committed yet)
+    assert sorted(fleet) == ["a1", "dead", "fresh", "gone", "mine", "released"]
+    assert here["a1"].status == "offline" and stored[1].status == "online"  # inputs unchanged

@@ -57,7 +57,7 @@ async def status(ports: ChatPorts, opts: dict[str, Any], actor: str) -> Embed:
     project = _str(opts, "project")
     page, total = await ports.sessions.page(project, None, None, PageRequest(LIST_MAX))
     lines = [f"`{s.id}` {s.project} on {s.node_id} - {s.status}" for s in page.items]
-    nodes, node_total = ports.nodes.page(None, project, PageRequest(LIST_MAX))
+    nodes, node_total = await ports.nodes.page(None, project, PageRequest(LIST_MAX))
     serving = ", ".join(f"{n.id} ({n.status})" for n in nodes.items) or "none"
     title = f"Status of {project}" if project else "Fleet status"
     return embed(title, _more(lines, total) or "No sessions.", INFO,
@@ -66,7 +66,7 @@ async def status(ports: ChatPorts, opts: dict[str, Any], actor: str) -> Embed:
 
 
 async def nodes(ports: ChatPorts, opts: dict[str, Any], actor: str) -> Embed:
-    page, total = ports.nodes.page(None, None, PageRequest(LIST_MAX))
+    page, total = await ports.nodes.page(None, None, PageRequest(LIST_MAX))
     lines = [f"`{n.id}` ({n.hostname or '-'}) - {n.status} - hb: {_hb(n.last_heartbeat)}" for n in page.items]
     head = f"**Connected:** {ports.connected()}\n**Known nodes:** {total}"
     return embed("Agent Nodes", "\n".join([head, _more(lines, total)]).strip(), INFO)

@@ -27,7 +27,7 @@ class SessionsPort(Protocol):
 
 
 class NodesPort(Protocol):
-    def page(self, status: str | None, project: str | None, req: PageRequest) -> tuple[Page[Node], int]: ...
+    async def page(self, status: str | None, project: str | None, req: PageRequest) -> tuple[Page[Node], int]: ...
 
 
 class EventsPort(Protocol):

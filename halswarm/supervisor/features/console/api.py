@@ -188,7 +188,7 @@ async def static(name: str) -> Response:
 
 async def _fleet_context(console: ConsoleService, request: Request, login: Login) -> dict[str, Any]:
     params = _params(request, "status", "project")
-    got, total = console.ports.nodes.page(params.get("status"), params.get("project"), _page_req(request, "s"))
+    got, total = await console.ports.nodes.page(params.get("status"), params.get("project"), _page_req(request, "s"))
     drift, _meta = await console.ports.env.drift(None, None)
     drifted: dict[str, int] = {}
     for d in drift:

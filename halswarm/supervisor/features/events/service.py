@@ -10,6 +10,7 @@ from halswarm.core.paging import Page, PageRequest
 from halswarm.store.reader import Reader
 from halswarm.store.repos.events import first_id_since, last_event_id, page_events, stream_rows
 from halswarm.supervisor.runtime.broadcast import encode_event
+from halswarm.supervisor.runtime.event_tail import EventTail
 from halswarm.supervisor.runtime.ingest import Ingestor
 
 KEEPALIVE_SEC = 15.0
@@ -20,10 +21,13 @@ EVENT_CURSOR = "fi"  # (timestamp, id)
 
 
 class EventsService:
-    def __init__(self, reader: Reader, ingestor: Ingestor) -> None:
+    def __init__(self, reader: Reader, ingestor: Ingestor, tail: EventTail | None = None) -> None:
         self.reader = reader
         self.ingestor = ingestor
         self.broadcast = ingestor.broadcast
+        # PostgreSQL: every supervisor's events, read up to the safe horizon (runtime/event_tail.py); a
+        # stream never reads the store past it (an id above it may still commit below the newest one).
+        self.tail = tail
 
     async def page(self, filters: dict[str, Any], req: PageRequest,
                    order: str) -> tuple[Page[dict[str, Any]], int, bool]:
@@ -33,6 +37,11 @@ class EventsService:
     async def _from_store(self, filters: dict[str, Any], cursor: int,
                           until_id: int | None) -> tuple[list[bytes], int]:
         """Frames of stored events after `cursor` (by id), one bounded read, and the id reached."""
+        if self.tail is not None:
+            safe = self.tail.safe
+            if safe is None or safe <= cursor:
+                return [], cursor
+            until_id = safe if until_id is None else min(until_id, safe)
         rows, reached = await self.reader.run(partial(stream_rows, filters=filters, after_id=cursor,
                                                       until_id=until_id, limit=CHUNK_EVENTS, scan=STORE_SCAN))
         return [encode_event(r) for r in rows], reached
@@ -41,8 +50,13 @@ class EventsService:
         """(cursor, boundary): the stream sends every matching event with an id above `cursor`; up to
         `boundary` (committed when the stream opened) `since` filters them, after it only the filters do."""
         if last_seen is not None:  # a resume: whatever `since` was, the stream it resumes was past it
+            if self.tail is not None:  # what was stored since is read at once, not at the next event
+                await self.tail.fresh_horizon()
             return last_seen, last_seen
-        boundary = await self.reader.run(last_event_id)
+        if self.tail is not None:
+            boundary = await self.tail.fresh_horizon()
+        else:
+            boundary = await self.reader.run(last_event_id)
         if since is None:
             return boundary, boundary
         first = await self.reader.run(partial(first_id_since, since=since))

@@ -20,7 +20,7 @@ Nodes = Annotated[NodesService, service(NodesService)]
 async def list_nodes(nodes: Nodes, status: str | None = None, project: str | None = None, limit: Limit = 100,
                      offset: Offset = 0, after: After = None, before: Before = None) -> JSONResponse:
     req = cursor_page(limit, offset, after, before, NODE_CURSOR)
-    page, total = nodes.page(status, project, req)
+    page, total = await nodes.page(status, project, req)
     return ok([n.to_api() for n in page.items], meta=page_meta(page, req, total, False))
 
 
@@ -31,4 +31,4 @@ async def get_node(nodes: Nodes, node_id: str) -> JSONResponse:
 
 @router.get("/{node_id}/auth")
 async def node_auth(nodes: Nodes, node_id: str) -> JSONResponse:
-    return ok(nodes.auth(node_id))
+    return ok(await nodes.auth(node_id))

@@ -3,6 +3,7 @@ store; every change is a command to the session's agent."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from halswarm.core.model import Session
@@ -27,10 +28,15 @@ ACTIONS = {"resume": "resume", "restart": "restart_session", "handover": "handov
 
 
 class SessionsService:
-    def __init__(self, tracker: SessionTracker, commands: CommandRunner, reader: Reader) -> None:
+    def __init__(self, tracker: SessionTracker, commands: CommandRunner, reader: Reader,
+                 held_here: Callable[[str], bool] | None = None) -> None:
         self.tracker = tracker
         self.commands = commands
         self.reader = reader
+        # Several supervisors on one PostgreSQL: whether a node is connected here. Memory is the newest word
+        # only about the sessions of those; the others' are as their holder stored them (None: SQLite, one
+        # supervisor, memory always).
+        self.held_here = held_here
 
     async def page(self, project: str | None, status: str | None, node_id: str | None,
                    req: PageRequest, *, q: str | None = None) -> tuple[Page[Session], int]:
@@ -45,9 +51,10 @@ class SessionsService:
         return window(rows, req, session_key), total
 
     async def get(self, session_id: str) -> Session:
-        s = self.tracker.sessions.get(session_id)  # in memory: the newest word
-        if s is None:
-            s = await self.reader.run(lambda c: get_session(c, session_id))
+        s = self.tracker.sessions.get(session_id)  # in memory: the newest word (of a node connected here)
+        if s is None or (self.held_here is not None and not self.held_here(s.node_id)):
+            stored = await self.reader.run(lambda c: get_session(c, session_id))
+            s = stored if stored is not None else s
         if s is None:
             raise ApiError("NOT_FOUND", f"session {session_id} not found")
         return s
