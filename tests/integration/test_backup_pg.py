@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.integration.test_backup_timer import _exec_start, _render
 from tests.support.backup import COLLECTIONS, PLAYBOOKS, SupervisorService, populate, run_playbook, sha256, task_result
 from tests.support.postgres import PostgresCluster
 from tests.support.supervisor_proc import SupervisorProc
@@ -184,5 +186,43 @@ def test_pg_restore_test_into_a_scratch_database(store: PgStore, tmp_path: Path)
         # The live database as scratch is refused.
         rc, same, _ = _restore_test(store, backups, store.url)
         assert rc == 1 and any("is the live database" in r for r in same["reasons"])
+    finally:
+        cluster.drop_database(scratch)
+
+
+def test_the_role_timer_units_on_postgresql_back_up_and_restore_test(store: PgStore, tmp_path: Path) -> None:
+    """The supervisor role's backup and restore-test units rendered for a PostgreSQL store: systemd-analyze
+    clean, network allowed (pg_dump talks TCP), and their ExecStart lines, run as written, take a pg_dump
+    backup and pass the restore test into the scratch database."""
+    cluster, svc, backups = store.cluster, store.svc, tmp_path / "backups"
+    populate(svc.sup, NODE, 1, 15)
+    scratch = cluster.password_database()
+    try:
+        units = _render(tmp_path, {
+            "hal_supervisor_storage_url": store.url, "hal_supervisor_storage_password_file": str(store.password_file),
+            "hal_supervisor_restore_test_pg_url": scratch, "hal_supervisor_backup_timer_dir": str(backups),
+            "hal_supervisor_backup_timer_helper": str(HELPER.parent / "hal_sqlite_backup.py"),
+            "hal_supervisor_backup_timer_python": sys.executable})
+        for name in ("hal-supervisor-backup.service", "hal-supervisor-restore-test.service"):
+            text = (units / name).read_text()
+            assert "PrivateNetwork=no" in text and "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in text
+            assert "ConditionPathExists" not in text and cluster.password not in text
+        if shutil.which("systemd-analyze"):
+            res = subprocess.run(["systemd-analyze", "verify", "hal-supervisor-backup.service",
+                                  "hal-supervisor-restore-test.service"], cwd=units, capture_output=True, text=True,
+                                 timeout=60)
+            assert res.returncode == 0 and (res.stdout + res.stderr).strip() == "", res.stdout + res.stderr
+        backup_argv = _exec_start(units / "hal-supervisor-backup.service")
+        assert backup_argv[1:3] == [str(HELPER), "backup"] and "--password-file" in backup_argv
+        res = subprocess.run(backup_argv, capture_output=True, text=True, timeout=180)
+        assert res.returncode == 0, res.stderr
+        made = json.loads(res.stdout)
+        assert made["name"].endswith(".pgdump") and "events" in made["tables"]
+        res = subprocess.run(_exec_start(units / "hal-supervisor-restore-test.service"), capture_output=True,
+                             text=True, timeout=180)
+        assert res.returncode == 0, res.stderr
+        verdict = json.loads((backups / "restore-test.json").read_text())
+        assert verdict["ok"] is True and verdict["backup"] == made["name"]
+        assert verdict["counts"]["events"]["backup"] >= 15
     finally:
         cluster.drop_database(scratch)

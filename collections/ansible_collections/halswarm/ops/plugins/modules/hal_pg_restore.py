@@ -12,7 +12,7 @@ description:
   - Verifies the C(pg_dump -Fc) backup first (sha256 against its C(.sha256) sidecar, a readable table of contents)
     and refuses a tampered, damaged or unchecksummed one (unless O(require_checksum=false)).
   - Restores into an empty database with C(pg_restore --no-owner --no-privileges --single-transaction
-    --exit-on-error): all or nothing, everything owned by the restoring role.
+    --exit-on-error), all or nothing, everything owned by the restoring role.
   - Refuses a database that holds any relation, since the restore would mix the backup with its rows, unless
     O(force=true); then C(--clean --if-exists) drops and replaces every object the backup holds (objects the backup
     lacks stay).
