@@ -111,7 +111,7 @@ def test_pg_dump_backup_and_restore_through_the_playbooks(store: PgStore, tmp_pa
         out = _no_secret(runner, cluster.password)
         assert runner.status == "successful", out
         assert counts(cluster, fresh) == taken
-        restored = task_result(results, "Restore supervisor-")
+        restored = task_result(results, "Restore with pg_restore")
         assert restored["forced"] is False and restored["after"]["events"] == taken["events"]
         assert svc.ready() and agent_events(cluster, store.url) == 70
 
@@ -122,7 +122,7 @@ def test_pg_dump_backup_and_restore_through_the_playbooks(store: PgStore, tmp_pa
         refused = task_result(results, "Verify the backup and check the target database")
         assert refused["_failed"] and refused["kind"] == "not_empty"
         assert "is not empty" in refused["msg"] and "nothing was restored" in refused["msg"]
-        assert not any((r["task"] or "").startswith("Restore supervisor-") for r in results)
+        assert not any((r["task"] or "").startswith("Restore with pg_restore") for r in results)
         assert counts(cluster, fresh) == taken
     finally:
         cluster.drop_database(fresh)
@@ -139,7 +139,7 @@ def test_pg_dump_backup_and_restore_through_the_playbooks(store: PgStore, tmp_pa
     runner, results = run_playbook(PLAYBOOKS / "restore.yml", {**live, "hal_restore_force": True}, tmp_path)
     out = _no_secret(runner, cluster.password)
     assert runner.status == "successful", out
-    assert task_result(results, "Restore supervisor-")["forced"] is True
+    assert task_result(results, "Restore with pg_restore")["forced"] is True
     assert svc.pid() != pid and svc.ready()
     assert agent_events(cluster, store.url) == 40
 
