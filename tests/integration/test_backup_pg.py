@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from halswarm.core.backup_status import parse_backup_status, parse_restore_test
 from tests.integration.test_backup_timer import _exec_start, _render
 from tests.support.backup import COLLECTIONS, PLAYBOOKS, SupervisorService, populate, run_playbook, sha256, task_result
 from tests.support.postgres import PostgresCluster
@@ -162,6 +163,8 @@ def test_pg_restore_test_into_a_scratch_database(store: PgStore, tmp_path: Path)
     assert res.returncode == 0, res.stderr
     made = json.loads(res.stdout)
     assert json.loads((backups / "backup-status.json").read_text())["backup"] == made["name"]
+    # The supervisor reads both files (backup.dir) for its metrics and routed events: same format as SQLite's.
+    assert parse_backup_status((backups / "backup-status.json").read_text()).backup == made["name"]
 
     scratch = cluster.password_database()
     try:
@@ -171,6 +174,7 @@ def test_pg_restore_test_into_a_scratch_database(store: PgStore, tmp_path: Path)
         assert verdict["counts"]["events"]["backup"] >= 25
         assert verdict["counts"]["events"]["live"] >= verdict["counts"]["events"]["backup"]
         assert json.loads((backups / "restore-test.json").read_text())["ok"] is True
+        assert parse_restore_test((backups / "restore-test.json").read_text()).ok is True
         # Twice in a row: the scratch database is refilled, not mixed.
         rc, again, err = _restore_test(store, backups, scratch)
         assert rc == 0 and again["counts"]["events"]["backup"] == verdict["counts"]["events"]["backup"], err
@@ -182,6 +186,8 @@ def test_pg_restore_test_into_a_scratch_database(store: PgStore, tmp_path: Path)
         rc, bad, err = _restore_test(store, backups, scratch)
         assert rc == 1 and bad["ok"] is False and any("checksum mismatch" in r for r in bad["reasons"])
         assert "restore test failed" in err
+        failed = parse_restore_test((backups / "restore-test.json").read_text())
+        assert failed.ok is False and failed.backup == made["name"]
 
         # The live database as scratch is refused.
         rc, same, _ = _restore_test(store, backups, store.url)
