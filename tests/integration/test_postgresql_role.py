@@ -1,6 +1,6 @@
 """The collection's postgresql role (issue 21), which installs Debian's PostgreSQL for the example inventory's
-HA layout. Never installs packages here: the server part (tasks/install.yml) gets a syntax check and
-ansible-lint (tests/fleet/test_ops_lint.py), while the database part (tasks/database.yml: role, databases,
+HA layout. Never installs packages on this host: here the server part (tasks/install.yml) gets a syntax
+check and ansible-lint (tests/fleet/test_ops_lint.py), while the database part (tasks/database.yml: role, databases,
 privileges, pg_hba.conf, reload) converges for real, through ansible-runner, against a private cluster
 (tests/support/postgres.py) whose superuser stands in for `postgres`: check mode changes nothing, the role
 is least-privilege, idempotent, admitted with scram-sha-256, and a supervisor's store migrates in its
