@@ -4,7 +4,8 @@ check and ansible-lint (tests/fleet/test_ops_lint.py), while the database part (
 privileges, pg_hba.conf, reload) converges for real, through ansible-runner, against a private cluster
 (tests/support/postgres.py) whose superuser stands in for `postgres`: check mode changes nothing, the role
 is least-privilege, idempotent, admitted with scram-sha-256, and a supervisor's store migrates in its
-database as that role."""
+database as that role. The full converge, packages included, runs in a throwaway podman container with
+systemd: tests/fleet/test_ops_postgresql.py."""
 
 from __future__ import annotations
 
