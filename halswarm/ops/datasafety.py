@@ -194,6 +194,13 @@ def supervisor_target(config_path: str | os.PathLike[str] | None = None,
         host = f"[{host}]" if ":" in host else host
         if server.get("http_port"):
             ready = f"{'https' if tls else 'http'}://{host}:{server['http_port']}/readyz"
+    storage_url = str(((doc or {}).get("storage") or {}).get("url") or "")
+    if database is None and storage_url.split("://", 1)[0].lower() in ("postgresql", "postgres"):
+        # database.path would name a SQLite file the supervisor no longer writes: never back that up instead.
+        raise DataSafetyFailure(
+            f"{path}: the store is PostgreSQL (storage.url), not a SQLite file: back it up and restore it with "
+            "pg_dump / pg_restore through the collection (halctl backup create -i INVENTORY, halctl restore "
+            "latest -i INVENTORY; docs/ha.md)", "invalid")
     raw = database if database is not None else (doc or {}).get("database", {}).get("path")
     if not raw:
         raise DataSafetyFailure(f"{path}: no database.path", "invalid")

@@ -9,6 +9,7 @@ rendered file is then checked by the agent's config validator.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ ROLE = COLLECTIONS / "ansible_collections" / "halswarm" / "ops" / "roles" / "age
 CHECK = "Check the supervisor URLs"
 
 
-def render(tmp_path: Path, extravars: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def render(tmp_path: Path, extravars: dict[str, Any], inventory: dict[str, Any] | None = None
+           ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(preflight result, rendered config or None when the preflight failed)."""
     preflight = yaml.safe_load((ROLE / "tasks" / "preflight.yml").read_text())
     check = next(t for t in preflight if t.get("name") == CHECK)
@@ -38,7 +40,7 @@ def render(tmp_path: Path, extravars: dict[str, Any]) -> tuple[dict[str, Any], d
     }]
     playbook = tmp_path / "play.yml"
     playbook.write_text(yaml.safe_dump(play))
-    _, results = run_playbook(playbook, extravars, tmp_path)
+    _, results = run_playbook(playbook, extravars, tmp_path, inventory=inventory)
     result = task_result(results, CHECK)
     return result, (json.loads(out.read_text()) if out.exists() else None)
 
@@ -71,3 +73,28 @@ def test_preflight_refuses_bad_lists(tmp_path: Path, urls: Any) -> None:
     assert res["_failed"], res
     assert cfg is None
     assert "must be ws:// or wss://" in res.get("msg", "")
+
+
+def _ha_inventory(supervisors: dict[str, Any]) -> dict[str, Any]:
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    return {"all": {"children": {"hal_supervisors": {"hosts": supervisors},
+                                 "hal_agents": {"hosts": {"localhost": local}}}}}
+
+
+def test_several_supervisors_in_the_inventory_are_the_default_list(tmp_path: Path) -> None:
+    """Empty hal_agent_supervisor_urls and several hosts in hal_supervisors: one URL per host, in inventory
+    order, with each host's address and port and the scheme and path of hal_agent_supervisor_url."""
+    inventory = _ha_inventory({"sup-a": {"ansible_host": "10.0.0.1"},
+                               "sup-b": {"ansible_host": "fd00::2", "hal_supervisor_port": 9420},
+                               "sup-c": {}})
+    res, cfg = render(tmp_path, {"hal_agent_supervisor_url": "wss://ignored:8420/ws/agent"}, inventory)
+    assert not res["_failed"] and cfg is not None
+    assert cfg["supervisor_url"] == ["wss://10.0.0.1:8420/ws/agent", "wss://[fd00::2]:9420/ws/agent",
+                                     "wss://sup-c:8420/ws/agent"]
+    assert [str(p) for p in validate_data("agent", cfg, env={"HAL_AUTH_TOKEN": "k" * 40}) if p.is_error] == []
+    # An explicit list still wins; one supervisor in the group keeps the single URL.
+    res, cfg = render(tmp_path, {"hal_agent_supervisor_urls": ["ws://x:1/ws/agent", "ws://y:1/ws/agent"]}, inventory)
+    assert cfg is not None and cfg["supervisor_url"] == ["ws://x:1/ws/agent", "ws://y:1/ws/agent"]
+    res, cfg = render(tmp_path, {"hal_agent_supervisor_url": "ws://10.0.0.1:8420/ws/agent"},
+                      _ha_inventory({"sup-a": {"ansible_host": "10.0.0.1"}}))
+    assert cfg is not None and cfg["supervisor_url"] == "ws://10.0.0.1:8420/ws/agent"

@@ -30,7 +30,7 @@ def _render(tmp: Path, variables: dict) -> Path:
     play = tmp / "render.yml"
     play.write_text(yaml.safe_dump([{
         "name": "render the backup units", "hosts": "localhost", "gather_facts": False,
-        "vars_files": [str(ROLE / "defaults/main.yml")],
+        "vars_files": [str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
         "tasks": [{"name": "render", "ansible.builtin.template": {
             "src": str(ROLE / "templates" / "{{ item }}.j2"), "dest": str(out / "{{ item }}"), "mode": "0644"},
             "loop": ["hal-supervisor-backup.service", "hal-supervisor-backup.timer",

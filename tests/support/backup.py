@@ -203,8 +203,9 @@ def populate(sup: SupervisorProc, node_id: str, first: int, last: int, **kw: Any
 
 
 def run_playbook(playbook: Path | str, extravars: dict[str, Any], tmp: Path, *, check: bool = False,
-                 timeout: int = 300) -> tuple[Any, list[dict[str, Any]]]:
-    """Run a playbook against localhost with ansible-runner; returns (runner, task results)."""
+                 timeout: int = 300, inventory: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    """Run a playbook against localhost with ansible-runner (or the given inventory, whose hosts the play
+    must still reach locally); returns (runner, task results)."""
     import ansible_runner
 
     private = tmp / f"runner-{time.monotonic_ns()}"
@@ -219,7 +220,7 @@ def run_playbook(playbook: Path | str, extravars: dict[str, Any], tmp: Path, *, 
 
     runner = ansible_runner.run(
         private_data_dir=str(private), playbook=str(playbook),
-        inventory=f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}",
+        inventory=inventory or f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}",
         extravars=extravars, quiet=True, event_handler=on_event, cmdline="--check" if check else None,
         envvars={"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                  "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "PYTHONPATH": str(REPO),

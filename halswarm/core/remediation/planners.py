@@ -117,9 +117,77 @@ def _crashed(incident: str, facts: Facts, unit: str, role: str, verify: list[str
     return Plan(incident, PRESENT, reasons, actions, verify)
 
 
+def _storage(facts: Facts) -> Mapping[str, Any]:
+    """``storage``: ``{"engine": "sqlite"|"postgresql", "url": URL without password, "reachable": bool|None,
+    "error": str, "password_file": path}``; missing means SQLite."""
+    st = facts.get("storage")
+    return st if isinstance(st, Mapping) else {}
+
+
+def _on_pg(facts: Facts) -> bool:
+    return str(_storage(facts).get("engine", "sqlite")).lower() == "postgresql"
+
+
+def _shell_quote(value: Any) -> str:
+    text = str(value)
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _pg_commands(facts: Facts) -> list[str]:
+    """The exact commands of PostgreSQL's own tooling for the supervisors' store; the password only ever
+    through a passfile (PGPASSFILE), never on a command line."""
+    st = _storage(facts)
+    url = _shell_quote(st.get("url") or "postgresql://USER@HOST:5432/DB")
+    passfile = f"PGPASSFILE={_shell_quote(st['pgpass'])} " if st.get("pgpass") else ""
+    backup = facts.get("pg_backup")
+    restore = ("ansible-playbook -i INVENTORY halswarm.ops.restore -e hal_restore_backup="
+               + (_shell_quote(str(backup).rsplit("/", 1)[-1]) if backup else "latest"))
+    return [
+        f"pg_isready -d {url}",
+        f"{passfile}psql -X -w -d {url} -c 'SELECT 1'",
+        "on the database host, as the postgres OS user: pg_amcheck --install-missing --heapallindexed DB "
+        "(checks every table and index of the store)",
+        "on the database host: journalctl -u postgresql --since -1h; the server log in /var/log/postgresql/",
+        "restore the newest pg_dump backup into a new empty database, then point hal_supervisor_storage_url at it "
+        "and deploy: sudo -u postgres createdb -O ROLE DB_restored; "
+        f"{restore} -e hal_restore_pg_url=postgresql://ROLE@HOST:5432/DB_restored",
+        f"or in place (stops every supervisor, replaces what the backup holds): {restore} -e hal_restore_force=true",
+    ]
+
+
 def plan_supervisor_crashed(facts: Facts) -> Plan:
-    return _crashed("supervisor-crashed", facts, "hal-supervisor", "supervisor",
-                    ["hal-supervisor.service active", f"/readyz answers 200 within {VERIFY_TIMEOUT}s"])
+    """One supervisor's unit (facts of this host). With several supervisors (``peers``: the other
+    supervisors' unit states, ``[{"host", "active_state"}]``) only the dead one is restarted: the plan's
+    actions always target this host, and a healthy host's plan is not_present, so the others carry on. On a
+    shared PostgreSQL store that does not answer (``storage.reachable`` false) every supervisor fails alike:
+    restarting them does not help, the plan escalates to the database with PostgreSQL's own commands."""
+    verify = ["hal-supervisor.service active", f"/readyz answers 200 within {VERIFY_TIMEOUT}s"]
+    plan = _crashed("supervisor-crashed", facts, "hal-supervisor", "supervisor", verify)
+    peers = [p for p in facts.get("peers") or [] if isinstance(p, Mapping)]
+    host = str(facts.get("host") or "this host")
+    if not plan.present:
+        return plan
+    alive = sorted(str(p.get("host")) for p in peers if _running(p))
+    dead = sorted(str(p.get("host")) for p in peers if p.get("active_state") in ("failed", "inactive"))
+    st = _storage(facts)
+    if _on_pg(facts) and st.get("reachable") is False:
+        reasons = [*plan.reasons, f"the shared PostgreSQL store {st.get('url', '?')} does not answer: "
+                   f"{str(st.get('error') or 'no connection')[:300]}; a restart would fail the same way"]
+        if dead:
+            reasons.append(f"the other supervisors are down too: {', '.join(dead)}")
+        return Plan(plan.incident, ESCALATE, reasons, [], verify, _pg_commands(facts))
+    if facts.get("host") or peers:  # HA: say which supervisor each action is for
+        for action in plan.actions:
+            action.params = {**action.params, "host": host}
+    if peers:
+        if alive:
+            plan.reasons.append(f"{len(alive)} other supervisor(s) running ({', '.join(alive)}): agents fail over "
+                                f"to them; only {host} is restarted, the others are not touched")
+        else:
+            plan.reasons.append(f"no other supervisor is running ({', '.join(dead) or 'none known'}): "
+                                "the fleet has no control plane until this restart")
+        plan.guidance.append(f"journalctl -u hal-supervisor.service -n 200 --no-pager (on {host})")
+    return plan
 
 
 def plan_agent_crashed(facts: Facts) -> Plan:
@@ -223,8 +291,33 @@ def plan_agent_high_memory(facts: Facts) -> Plan:
 
 # ----- database -----
 
+def _pg_db_corruption(facts: Facts) -> Plan:
+    """supervisor-db-corruption on a PostgreSQL store: no SQLite file surgery, ever. The database is the
+    server's; the plan names what PostgreSQL's own tools check and the pg_dump backups to restore from,
+    as a manual decision (the operator chooses a fresh database or a forced restore in place)."""
+    inc = "supervisor-db-corruption"
+    st = _storage(facts)
+    url = st.get("url") or "the PostgreSQL store"
+    backup = facts.get("pg_backup")
+    verify = ["pg_isready and SELECT 1 answer", f"/readyz answers 200 within {VERIFY_TIMEOUT}s"]
+    backup_line = (f"newest pg_dump backup: {backup}" if backup else
+                   "no pg_dump backup found in the backup directory (playbook halswarm.ops.backup takes one)")
+    integrity = str(st.get("integrity") or "").strip()
+    if st.get("reachable") is False:
+        return Plan(inc, MANUAL, [f"{url} does not answer: {str(st.get('error') or 'no connection')[:300]}",
+                                  backup_line], [], verify, _pg_commands(facts))
+    if integrity and integrity.lower() != "ok":
+        return Plan(inc, MANUAL, [f"{url}: {integrity[:300]}", backup_line], [], verify, _pg_commands(facts))
+    if st.get("reachable") is True:
+        return Plan(inc, NOT_PRESENT, [f"{url} answers; SQLite's integrity checks do not apply to PostgreSQL "
+                                       "(pg_amcheck checks tables and indexes)"], guidance=_pg_commands(facts))
+    return Plan(inc, UNKNOWN, [f"no reachability facts about {url}"], guidance=_pg_commands(facts))
+
+
 def plan_supervisor_db_corruption(facts: Facts) -> Plan:
     inc = "supervisor-db-corruption"
+    if _on_pg(facts):
+        return _pg_db_corruption(facts)
     db = d if isinstance(d := facts.get("db"), Mapping) else {}
     if not db:
         return Plan(inc, UNKNOWN, ["no database facts"])

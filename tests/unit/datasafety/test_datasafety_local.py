@@ -94,3 +94,13 @@ def test_restore_refuses_a_bad_backup_before_stopping_anything(tmp_path: Path) -
     with pytest.raises(datasafety.DataSafetyFailure, match="not an SQLite database"):
         datasafety.restore(bogus, tmp_path / "live.db", Recorder(), ready_url=None)
     assert calls == []
+
+
+def test_a_postgresql_store_is_refused_in_local_mode(tmp_path: Path) -> None:
+    """database.path would name a SQLite file a PostgreSQL supervisor no longer writes: local mode refuses
+    instead of backing up (or restoring over) that file, and points at the collection's pg_dump path."""
+    cfg = write_config(tmp_path / "s.json", {"storage": {"url": "postgresql://hal@db/hal", "password_file": "/x"},
+                                             "database": {"path": str(tmp_path / "stale.db")}})
+    with pytest.raises(datasafety.DataSafetyFailure, match=r"the store is PostgreSQL .*halctl backup create -i"):
+        datasafety.supervisor_target(cfg)
+    assert datasafety.supervisor_target(cfg, tmp_path / "x.db").db_path == tmp_path / "x.db"  # explicit wins
