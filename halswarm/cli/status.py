@@ -42,7 +42,10 @@ def _readiness() -> dict[str, Any]:
 def _component_status(value: Any) -> str:
     if isinstance(value, Mapping):
         status = str(value.get("status") or "?")
-        return f"{status} ({value['error']})" if value.get("error") else status
+        if value.get("error"):
+            return f"{status} ({value['error']})"
+        # `degraded` (ready, working with less: the LISTEN connection down on a shared PostgreSQL) says why.
+        return f"{status} ({value['detail']})" if status == "degraded" and value.get("detail") else status
     return str(value)
 
 

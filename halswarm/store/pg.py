@@ -281,16 +281,3 @@ class PgReader:
 
 def is_undefined_table(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) == pg_errors.UndefinedTable.sqlstate
-
-
-async def listen_connection(conninfo: str, *, password: str | None = None) -> Any:
-    """An autocommit asyncio connection for LISTEN (command forwarding), with the leader lock's
-    keepalives so a vanished server is noticed in about 10 s."""
-    kw: dict[str, Any] = {"autocommit": True, "application_name": "hal-supervisor-listen", "keepalives": 1,
-                          "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
-                          "tcp_user_timeout": 10000}
-    if "connect_timeout" not in conninfo:
-        kw["connect_timeout"] = CONNECT_TIMEOUT_SEC
-    if password:
-        kw["password"] = password
-    return await psycopg.AsyncConnection.connect(conninfo, **kw)

@@ -37,7 +37,7 @@ from halswarm.store.migrations import bundled_migrations, migrate
 from halswarm.store.premigrate import backup_before_migrate
 from halswarm.store.probes import write_probe
 from halswarm.store.reader import Reader
-from halswarm.store.repos.events import EVENTS_CHANNEL, fill_event_timestamps
+from halswarm.store.repos.events import fill_event_timestamps
 from halswarm.store.repos.leases import drop_owner_leases, live_leases
 from halswarm.store.repos.nodes import mark_all_offline
 from halswarm.store.repos.sessions import get_session, upsert_sessions
@@ -176,6 +176,10 @@ class Supervisor:
         # What the leader's engines take for the fleet: on SQLite exactly `nodes`; on PostgreSQL nodes other
         # supervisors hold count as online (refreshed by the lease sweep).
         self.fleet_view = FleetView(self.nodes)
+        # PostgreSQL: the one LISTEN connection (halswarm.store.pg_listen.PgListener) of the event tail and
+        # command forwarding, and the leader's lease sweep (its count is `hal_o_swarm_fleet_nodes_held`).
+        self.pg_listener: Any = None
+        self.lease_sweep: LeaseSweep | None = None
         self.metrics.leader.set(1)
         self.writer: Writer
         self.reader: Reader
@@ -279,7 +283,8 @@ class Supervisor:
         conn = open_connection(target)
         self._prepare_schema(conn, target.display)
         self.storage_engine = POSTGRESQL
-        self._pg_target = target  # the LISTEN connections of the event tail and command forwarding (issue 21)
+        self._pg_target = target  # the LISTEN connection of the event tail and command forwarding (issue 21)
+        self.metrics.shared_store(lambda: self.lease_sweep.held if self.lease_sweep is not None else None)
         self.writer = Writer(conn)
         from halswarm.store.leader_lock import PgLeaderLock  # psycopg: loaded only for PostgreSQL
 
@@ -408,6 +413,8 @@ class Supervisor:
         self.event_tail = self._event_tail()
         if self.event_tail is not None:  # streams show every supervisor's events (before the API serves them)
             await lc.start("event stream tail", self.event_tail.start, self.event_tail.stop)
+            # Subscribers: the tail (above) and command forwarding (when it starts); stopped before both.
+            await lc.start("LISTEN connection", self.pg_listener.start, self.pg_listener.stop)
         ssl_ctx = self._ssl_context()
         self.hub = Hub(
             HubSettings(
@@ -432,6 +439,7 @@ class Supervisor:
         self.health = HealthService(self.writer, self.reader, self.hub, self.dispatcher, self.metrics, self.tracker,
                                     self.nodes)
         self.health.leadership = self.leadership
+        self.health.listener = self.pg_listener
         # Observers of stored events start before the hub, so they still see its last events at shutdown.
         await self._start_observers()
         await lc.start("agent hub", self.hub.start, self._close_hub, timeout=30)
@@ -476,15 +484,11 @@ class Supervisor:
     async def _start_forwarding(self) -> None:
         """PostgreSQL: a command for a node another supervisor holds goes to it through the
         `command_forwards` table (issue 21); this supervisor runs the ones forwarded for its nodes."""
-        from halswarm.store.pg import listen_connection
         from halswarm.store.repos.forwards import held_nodes
         from halswarm.supervisor.runtime.forwarding import Forwarder
 
         assert self.leases is not None
-        target, reader = self._pg_target, self.reader
-
-        async def connect() -> Any:
-            return await listen_connection(target.conninfo, password=target.password)
+        reader = self.reader
 
         async def leases() -> dict[str, tuple[str, frozenset[str]]]:
             now = time.time()
@@ -492,7 +496,7 @@ class Supervisor:
             return held
 
         self.forwarder = Forwarder(self.writer, reader, owner=self.leases.owner, linked=lambda: self.hub.links.keys(),
-                                   connect=connect)
+                                   listener=self.pg_listener, metrics=self.metrics)
         self.dispatcher.enable_forwarding(self.forwarder, self.leases.owner, leases)
         await self.lifecycle.start("command forwarding", self.forwarder.start, self.forwarder.stop)
 
@@ -504,8 +508,9 @@ class Supervisor:
         from halswarm.store.pg_listen import PgListener  # psycopg: loaded only for PostgreSQL
 
         target = self._pg_target
-        tail = EventTail(self.reader, self.ingestor.broadcast,
-                         PgListener(target.conninfo, EVENTS_CHANNEL, password=target.password))
+        listener = self.pg_listener = PgListener(target.conninfo, password=target.password)
+        listener.on_change = self.metrics.listen_changed
+        tail = EventTail(self.reader, self.ingestor.broadcast, listener, metrics=self.metrics)
         self.ingestor.on_commit = tail.committed
         return tail
 
@@ -711,9 +716,9 @@ class Supervisor:
         self.memwatch = MemoryWatch(self.config.memory_warn_percent)
         await lc.start("memory watch", self.memwatch.start, self.memwatch.stop)
         if self.leases is not None:
-            sweep = LeaseSweep(self.writer, self.nodes, self.ingestor.emit, min(10.0, self.leases.ttl / 3),
-                               owner=self.leases.owner, view=self.fleet_view,
-                               linked=lambda: self.hub.links.keys())
+            sweep = self.lease_sweep = LeaseSweep(self.writer, self.nodes, self.ingestor.emit,
+                                                  min(10.0, self.leases.ttl / 3), owner=self.leases.owner,
+                                                  view=self.fleet_view, linked=lambda: self.hub.links.keys())
             await self._leader_engine("lease sweep", sweep.start, sweep.stop)
         self.backups = BackupWatch(self.backup_settings, lambda kind, data: self.ingestor.emit(None, kind, data))
         register_backup_metrics(self.backups, registry)

@@ -18,9 +18,11 @@ from halswarm.core.secret_values import SECRETS
 from halswarm.protocol import CommandResult
 from halswarm.store.engine import open_connection, parse_storage_url
 from halswarm.store.migrations import migrate
-from halswarm.store.pg import PgReader, listen_connection
+from halswarm.store.pg import PgReader
+from halswarm.store.pg_listen import APPLICATION_NAME, PgListener
 from halswarm.store.repos.leases import take_lease
 from halswarm.store.writer import Writer
+from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.runtime.forwarding import Forwarder
 from tests.support.postgres import PostgresCluster
 from tests.support.waiting import on_loop
@@ -44,11 +46,10 @@ class Side:
         self.release = asyncio.Event()
         self.release.set()
 
-        async def connect() -> Any:
-            return await listen_connection(url)
-
+        self.listener = PgListener(url) if listen else None
+        self.metrics = Metrics()
         self.fwd = Forwarder(self.writer, self.reader, owner=owner, linked=lambda: self.linked,
-                             connect=connect if listen else None, poll_interval=poll)
+                             listener=self.listener, poll_interval=poll, metrics=self.metrics)
         self.fwd.execute = self.execute
 
     async def execute(self, row: dict[str, Any]) -> CommandResult:
@@ -61,8 +62,12 @@ class Side:
     async def start(self) -> None:
         self.writer.start(asyncio.get_running_loop())
         await self.fwd.start()
+        if self.listener is not None:
+            await self.listener.start()
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
         await self.fwd.stop()
         await self.writer.stop()
         self.reader.close()
@@ -88,8 +93,15 @@ def row(cid: str, node: str = "n1", **kw: Any) -> dict[str, Any]:
             "args": "{}", "timeout_ms": 4500, "requested_by": B, "actor": "ops"} | kw
 
 
+def forwarded(side: Side, role: str, outcome: str) -> float:
+    value = side.metrics.registry.get_sample_value("hal_o_swarm_forwarded_commands_total",
+                                                   {"role": role, "outcome": outcome})
+    return value or 0.0
+
+
 async def wait_listening(*sides: Side) -> None:
-    await on_loop(lambda: all(s.fwd.listening for s in sides), "every side listening", 30, interval=0.02)
+    await on_loop(lambda: all(s.listener is not None and s.listener.connected for s in sides), "every side listening",
+                  30, interval=0.02)
 
 
 async def test_notify_alone_carries_a_command_and_its_result(url: str) -> None:
@@ -104,6 +116,10 @@ async def test_notify_alone_carries_a_command_and_its_result(url: str) -> None:
         assert res == CommandResult("c1", "success", {"ok": A}, None)
         assert [r["id"] for r in holder.ran] == ["c1"] and holder.ran[0]["requested_by"] == B
         assert 0 < holder.ran[0]["remaining"] <= 30.0
+        # Metrics: one asked and answered here, one held there; one round trip measured on the asker.
+        assert forwarded(asker, "asked", "success") == 1 and forwarded(holder, "held", "success") == 1
+        assert forwarded(holder, "asked", "success") == 0 and forwarded(asker, "held", "success") == 0
+        assert asker.metrics.registry.get_sample_value("hal_o_swarm_forwarding_duration_seconds_count") == 1
     finally:
         await asker.stop()
         await holder.stop()
@@ -171,8 +187,10 @@ async def test_nobody_holding_the_node_is_offline_and_a_passed_deadline_leaves_n
     try:
         res = await asyncio.wait_for(asker.fwd.forward(row("c1", "n9"), 30.0), 30)  # no lease for n9
         assert res is not None and (res.status, res.error) == ("failure", "node n9 went offline")
+        assert forwarded(asker, "asked", "offline") == 1
         await lease_to(asker, "n2", A)  # A holds n2 but never claims
         assert await asker.fwd.forward(row("c2", "n2"), 0.3) is None  # the dispatcher answers its timeout
+        assert forwarded(asker, "asked", "expired") == 1
 
         async def gone() -> bool:
             left = await asker.reader.run(lambda c: c.execute("SELECT count(*) FROM command_forwards").fetchone()[0])
@@ -213,12 +231,70 @@ async def test_a_lost_listen_connection_comes_back(url: str, pg_cluster: Postgre
         await lease_to(holder, "n1", A)
         with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:  # as a server restart would
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                          " WHERE application_name = 'hal-supervisor-listen' AND datname = %s",
-                          (url.rsplit("/", 1)[1],))
-        await on_loop(lambda: holder.fwd.listens == asker.fwd.listens == 2 and holder.fwd.listening
-                      and asker.fwd.listening, "both listening again", 30, interval=0.02)
+                          " WHERE application_name = %s AND datname = %s",
+                          (APPLICATION_NAME, url.rsplit("/", 1)[1]))
+        assert holder.listener is not None and asker.listener is not None
+        hl, al = holder.listener, asker.listener
+        await on_loop(lambda: hl.connects == al.connects == 2 and hl.connected and al.connected,
+                      "both listening again", 30, interval=0.02)
         assert await asyncio.wait_for(asker.fwd.forward(row("c1"), 30.0), 30) == CommandResult(
             "c1", "success", {"ok": A}, None)
     finally:
         await asker.stop()
         await holder.stop()
+
+
+async def test_while_listen_is_down_the_gauge_and_readiness_say_so_the_polls_carry_and_it_recovers(
+        url: str, pg_cluster: PostgresCluster) -> None:
+    """The LISTEN connection terminated in PostgreSQL: `hal_o_swarm_pg_listen_up` goes to 0 and the readiness
+    component to `degraded` (held there: the reconnection waits until the test lets it), a command still
+    goes through by the polls, and once reconnected the gauge is 1, the component `ok`, 2 connections made."""
+    import psycopg
+
+    from halswarm.supervisor.features.health.service import listen_component
+
+    gate = asyncio.Event()
+    backoffs: list[float] = []
+
+    async def held_backoff(delay: float) -> None:  # the reconnection waits for the test, not for a clock
+        backoffs.append(delay)
+        await gate.wait()
+
+    holder, asker = Side(url, A, poll=0.1), Side(url, B, poll=0.1)
+    assert asker.listener is not None
+    lis = asker.listener = PgListener(url, sleep=held_backoff)
+    asker.fwd.listener = lis
+    metrics = asker.metrics
+    metrics.shared_store(lambda: None)
+    lis.on_change = metrics.listen_changed
+
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value("hal_o_swarm_pg_listen_up")
+
+    await holder.start()
+    await asker.start()
+    try:
+        await wait_listening(holder, asker)
+        assert gauge() == 1 and listen_component(lis)["status"] == "ok"
+        assert metrics.registry.get_sample_value("hal_o_swarm_fleet_nodes_held") is None  # not the leader
+        holder.linked.add("n1")
+        await lease_to(holder, "n1", A)
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+            rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s",
+                                 (APPLICATION_NAME, url.rsplit("/", 1)[1])).fetchall()
+            assert len(rows) == 2 and lis.backend_pid in {p for (p,) in rows}  # one LISTEN connection per side
+            admin.execute("SELECT pg_terminate_backend(%s)", (lis.backend_pid,))
+        await on_loop(lambda: gauge() == 0 and not lis.connected, "the gauge at 0", 30, interval=0.02)
+        comp = listen_component(lis)
+        assert comp["status"] == "degraded" and "polling" in comp["detail"], comp
+        assert backoffs  # it waits to reconnect
+        assert await asyncio.wait_for(asker.fwd.forward(row("c1"), 30.0), 30) == CommandResult(
+            "c1", "success", {"ok": A}, None)  # the polls carry it meanwhile
+        gate.set()
+        await on_loop(lambda: lis.connected and gauge() == 1, "LISTEN back", 30, interval=0.02)
+        assert listen_component(lis) == {"status": "ok", "channels": ["hal_command_forwards"], "connects": 2}
+        assert metrics.registry.get_sample_value("hal_o_swarm_pg_listen_connects_total") == 2
+    finally:
+        await asker.stop()
+        await holder.stop()
+

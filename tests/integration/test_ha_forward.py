@@ -86,6 +86,14 @@ def command(sup: SupervisorProc, ctype: str, target: dict[str, str], args: dict[
     return r.status_code, r.json()
 
 
+def forwarded_counts(sup: SupervisorProc) -> dict[tuple[str, str], float]:
+    """`hal_o_swarm_forwarded_commands_total` of one supervisor, by (role, outcome)."""
+    text = httpx.get(sup.api + "/metrics", timeout=5).text
+    got = re.findall(r'^hal_o_swarm_forwarded_commands_total\{outcome="(\w+)",role="(\w+)"\} (\S+)$', text, re.M)
+    assert got, "no forwarded_commands_total series"
+    return {(role, outcome): float(v) for outcome, role, v in got}
+
+
 def comparable(body: dict[str, Any]) -> dict[str, Any]:
     """An answer without what differs between any two runs of one command (its id and duration)."""
     data = {k: v for k, v in body["data"].items() if k not in ("command_id", "duration_ms")}
@@ -145,6 +153,11 @@ async def test_commands_reach_a_node_held_elsewhere_and_after_its_holder_is_kill
             assert (comparable(here[1]) if here[0] == 200 else here[1]) == (
                 comparable(there[1]) if there[0] == 200 else there[1]), (here, there)
         assert "forwarded command" in a.log_path.read_text(errors="replace")  # it went through A
+        # The metrics count them by role: C asked, A held; A forwarded nothing, C ran nothing for another.
+        on_a, on_c = forwarded_counts(a), forwarded_counts(c)
+        assert on_c[("asked", "success")] >= 2 and on_a[("held", "success")] >= 2, (on_a, on_c)
+        assert sum(v for (role, _), v in on_a.items() if role == "asked") == 0, on_a
+        assert sum(v for (role, _), v in on_c.items() if role == "held") == 0, on_c
         status, body = command(c, "prompt_session", {"session_id": sid}, {"message": "from C"})
         assert status == 200 and body["data"]["status"] == "success", body
         wait_for(lambda: (sid, "from C") in fake.prompts, "the prompt sent to C reached opencode", 30)
@@ -341,6 +354,9 @@ def test_no_forwarding_table_on_sqlite(tmp_path: Path) -> None:
             assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'command_forwards'").fetchone() == (0,)
         finally:
             conn.close()
-        assert httpx.get(sup.api + "/readyz", timeout=5).status_code == 200
+        ready = httpx.get(sup.api + "/readyz", timeout=5)
+        assert ready.status_code == 200 and "listen" not in ready.json()["components"]  # no LISTEN on SQLite
+        text = httpx.get(sup.api + "/metrics", timeout=5).text
+        assert "hal_o_swarm_pg_listen_up" not in text and "hal_o_swarm_fleet_nodes_held" not in text
     finally:
         sup.stop()

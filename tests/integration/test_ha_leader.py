@@ -46,6 +46,13 @@ def leader_gauge(sup: SupervisorProc) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def fleet_held(sup: SupervisorProc) -> float | None:
+    """`hal_o_swarm_fleet_nodes_held`: the leader's count of nodes with a live lease (absent elsewhere)."""
+    text = httpx.get(sup.api + "/metrics", timeout=5).text
+    m = re.search(r"^hal_o_swarm_fleet_nodes_held (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
 def leadership(sup: SupervisorProc) -> dict[str, Any]:
     body: dict[str, Any] = httpx.get(sup.api + "/readyz", timeout=5).json()["components"]["leadership"]
     return body
@@ -110,6 +117,9 @@ async def test_leader_engines_move_on_kill9_and_the_newest_connection_holds_the_
         assert pg_rows(pg_cluster, url, "SELECT count(*) FROM events WHERE node_id='n2' AND type='node.offline'"
                        ) == [(0,)]
         assert "held by another supervisor now" in a.log_path.read_text(errors="replace")
+        # The fleet-wide count (n1 on A, n2 on B) comes from the leader only: no double count in a sum.
+        await until(lambda: fleet_held(a) == 2.0, "the leader counting both nodes fleet-wide", 60)
+        assert fleet_held(b) is None
 
         # kill -9 the leader: the follower takes the lock once A's session is gone.
         t0 = time.monotonic()
@@ -133,6 +143,7 @@ async def test_leader_engines_move_on_kill9_and_the_newest_connection_holds_the_
         got = pg_rows(pg_cluster, url, "SELECT seq, count(*) FROM events WHERE node_id='n1' AND seq IS NOT NULL"
                       " GROUP BY seq ORDER BY seq")
         assert [r[0] for r in got] == list(range(1, 151)) and {r[1] for r in got} == {1}
+        await until(lambda: fleet_held(b) == 2.0, "B, now the leader, counting the fleet", 60)
     finally:
         for ag in agents:
             await ag.close()

@@ -11,7 +11,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from halswarm.core.event_horizon import Horizon
 from halswarm.core.model import Node
@@ -50,6 +52,18 @@ async def send(agent: SimAgent, seqs: range, session_id: str, sent_at: dict[str,
         if seq % 20 == 0:
             await asyncio.sleep(0)
     await agent.wait_acked(seqs[-1], timeout=120)
+
+
+def listen_state(sup: SupervisorProc) -> tuple[str, int, float | None, float | None]:
+    """The `listen` component of /readyz (status, connections made) and the LISTEN gauge and counter."""
+    ready = httpx.get(sup.api + "/readyz", timeout=5)
+    assert ready.status_code == 200, ready.text
+    comp = ready.json()["components"]["listen"]
+    assert comp["channels"] == ["hal_command_forwards", "hal_events"], comp
+    text = httpx.get(sup.api + "/metrics", timeout=5).text
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return comp["status"], comp["connects"], values.get("hal_o_swarm_pg_listen_up"), values.get(
+        "hal_o_swarm_pg_listen_connects_total")
 
 
 def agent_seqs(reader: SseReader, node_id: str) -> list[int]:
@@ -119,12 +133,18 @@ async def test_any_supervisor_shows_nodes_sessions_and_every_event_of_the_others
 
         # NOTIFY is not the only carrier: with every LISTEN connection cut, the streams still get A's events
         # (the tails poll), and the listeners come back.
-        listen_sql = "SELECT pid FROM pg_stat_activity WHERE application_name = 'hal-supervisor-events'"
+        # One LISTEN connection per supervisor, for both channels (events and command forwarding).
+        listen_sql = "SELECT pid FROM pg_stat_activity WHERE application_name = 'hal-supervisor-listen'"
+        for sup in (a, b):
+            assert listen_state(sup) == ("ok", 1, 1.0, 1.0), "LISTEN up once before the cut"
         cut = pg_rows(pg_cluster, url, f"SELECT pg_terminate_backend(pid) FROM ({listen_sql}) AS l")
         assert len(cut) == 2 and all(r[0] for r in cut)
         await send(n1, range(401, 451), "ses_a1")
         await until(lambda: len(agent_seqs(on_b, "n1")) >= 450, "A's events on B's stream without LISTEN", 60)
         await until(lambda: len(pg_rows(pg_cluster, url, listen_sql)) == 2, "both LISTEN connections back", 60)
+        for sup in (a, b):  # readiness and metrics saw it go and come back (the down window itself: test_forwarder_pg)
+            await until(lambda s=sup: listen_state(s) == ("ok", 2, 1.0, 2.0), "LISTEN back in /readyz and /metrics",
+                        60)
         assert agent_seqs(on_b, "n1") == list(range(1, 451))
         assert_ids_increase(on_b.events)
 

@@ -5,6 +5,9 @@ registers, heartbeats its figures and sends an event; its `/metrics` is scraped 
 prometheus_client's own parser. Names are read loosely from the PromQL (the project's prefixes); the
 sample names carry their `_total` / `_bucket` / `_count` / `_sum` suffixes as the queries do.
 
+The series of a shared PostgreSQL (the LISTEN connection, the event tail, the leader's fleet count) are
+absent on this SQLite supervisor; the same registration the supervisor makes on PostgreSQL renders them.
+
 Two series exist only under systemd with a memory limit (the supervisor's MemoryMax and NRestarts);
 when this supervisor has no such figure, the same collector the supervisor uses renders them from given
 figures, so a renamed series still fails here. The label names (and histogram bounds) the promtool rule
@@ -25,6 +28,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.runtime.live_metrics import LiveMetrics
 from tests.fakes.fake_providers import ANTHROPIC_KEY, OPENAI_KEY, fake_providers
 from tests.support.agentsim import SimAgent, raw_frame
@@ -41,6 +45,9 @@ LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
 TARGET_LABELS = {"job", "instance"}  # added by Prometheus at scrape time, not by the supervisor
 # Only under systemd (NRestarts) and with a cgroup memory limit (MemoryMax).
 SYSTEMD_ONLY = {"hal_o_swarm_supervisor_memory_max_bytes", "hal_o_swarm_supervisor_systemd_restarts_total"}
+# Only on a shared PostgreSQL (Metrics.shared_store).
+PG_ONLY = {"hal_o_swarm_pg_listen_up", "hal_o_swarm_pg_listen_connects_total", "hal_o_swarm_event_tail_lag_events",
+           "hal_o_swarm_event_tail_horizon_waits_total", "hal_o_swarm_fleet_nodes_held"}
 VITALS = {"rss_bytes": 200_000_000, "memory_max_bytes": 1 << 30, "restarts": 1, "opencode_restarts": 1}
 RESOURCES = {"cpu_percent": 1.0, "ram_used_mb": 1, "ram_total_mb": 2, "disk_used_gb": 1, "disk_total_gb": 2}
 OUTBOX = {"pending": 0, "max_events": 100, "refused_total": 0}
@@ -104,6 +111,27 @@ def systemd_only_rendered(tmp_path: Path) -> set[str]:
     return set(samples(generate_latest(registry).decode()))
 
 
+def pg_only_rendered() -> dict[str, list[dict[str, str]]]:
+    """The series the supervisor registers on PostgreSQL only, as it exports them (as the leader)."""
+    metrics = Metrics()
+    metrics.shared_store(lambda: 3)
+    return samples(generate_latest(metrics.registry).decode())
+
+
+def test_postgresql_only_series_are_absent_on_sqlite_and_rendered_on_postgresql() -> None:
+    plain = samples(generate_latest(Metrics().registry).decode())
+    rendered = pg_only_rendered()
+    assert not PG_ONLY & set(plain)
+    assert set(rendered) >= PG_ONLY, PG_ONLY - set(rendered)
+    assert "hal_o_swarm_fleet_nodes_held" not in samples(generate_latest(_follower().registry).decode())
+
+
+def _follower() -> Metrics:
+    metrics = Metrics()
+    metrics.shared_store(lambda: None)  # not the leader: the fleet count is absent
+    return metrics
+
+
 async def test_every_queried_metric_is_exported(make_supervisor: Any, tmp_path: Path) -> None:
     used = queried()
     backups = tmp_path / "backups"
@@ -126,7 +154,7 @@ async def test_every_queried_metric_is_exported(make_supervisor: Any, tmp_path: 
             await agent.wait_acked(1)
             with sup.client() as client:
                 assert (await asyncio.to_thread(client.get, "/api/v1/nodes")).status_code == 200
-            wanted = set(used) - SYSTEMD_ONLY
+            wanted = set(used) - SYSTEMD_ONLY - PG_ONLY
 
             def all_there() -> dict[str, list[dict[str, str]]] | None:
                 got = scrape(sup)
@@ -141,6 +169,10 @@ async def test_every_queried_metric_is_exported(make_supervisor: Any, tmp_path: 
             absent_here = SYSTEMD_ONLY & (set(used) - set(got))
             rendered = systemd_only_rendered(tmp_path)
             assert absent_here <= rendered, f"not rendered by the supervisor's collector: {absent_here - rendered}"
+            pg_rendered = pg_only_rendered()
+            pg_absent = PG_ONLY & (set(used) - set(got))
+            assert pg_absent <= set(pg_rendered), f"not registered on PostgreSQL: {pg_absent - set(pg_rendered)}"
+            got = pg_rendered | got  # the label checks below read either
 
             # The promtool rule tests feed series with the labels (and bucket bounds) exported here.
             cases = yaml.safe_load((FILES / "hal-o-swarm.rules.test.yml").read_text())["tests"]

@@ -9,12 +9,17 @@ every supervisor, so a `Last-Event-ID` from one resumes on any other.
 It runs when something happened, never per event:
 - this supervisor committed a batch (the ingest calls `committed`): it NOTIFYs the others once (payload:
   the sequence's last value), and reads;
-- another supervisor's NOTIFY arrived (the listener);
+- another supervisor's NOTIFY arrived (the supervisor's one LISTEN connection, halswarm.store.pg_listen,
+  shared with command forwarding; it calls `on_notify` with an empty payload when it (re)connects);
 - a candidate horizon waits for a transaction to end: again after RETRY_SEC;
 - else every POLL_SEC while a stream is open: NOTIFY is never the only carrier (a lost LISTEN connection,
   a missed notification).
 Probes and reads run only while a stream is open (or one asks for the horizon); NOTIFYs are always sent.
 SQLite has no tail: one supervisor, its commits are the whole stream, as before.
+
+Metrics (when given): `hal_o_swarm_event_tail_lag_events` (ids assigned at the last probe not yet handed
+to the streams; 0 while none is open) and `hal_o_swarm_event_tail_horizon_waits_total` (probes whose
+horizon waited for another transaction).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from functools import partial
 from typing import Any
 
 from halswarm.core.event_horizon import Horizon
-from halswarm.store.repos.events import events_between, notify_events, probe_horizon
+from halswarm.store.repos.events import EVENTS_CHANNEL, events_between, notify_events, probe_horizon
+from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.runtime.broadcast import EventBroadcast
 
 log = logging.getLogger(__name__)
@@ -46,10 +52,14 @@ class HorizonUnavailable(RuntimeError):
 
 class EventTail:
     def __init__(self, reader: Any, broadcast: EventBroadcast, listener: Any | None = None, *,
-                 poll: float = POLL_SEC, clock: Callable[[], float] = time.monotonic) -> None:
+                 poll: float = POLL_SEC, clock: Callable[[], float] = time.monotonic,
+                 metrics: Metrics | None = None) -> None:
         self.reader = reader
         self.broadcast = broadcast
-        self.listener = listener  # halswarm.store.pg_listen.PgListener, or None (polling only)
+        self.listener = listener  # the supervisor's halswarm.store.pg_listen.PgListener, or None (polling only)
+        self.metrics = metrics
+        self.lag = 0  # ids assigned at the last probe, not yet handed to the ring (0: not following)
+        self.horizon_waits = 0
         self.poll = poll
         self.clock = clock
         self.horizon = Horizon()
@@ -109,10 +119,12 @@ class EventTail:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run(), name="event-tail"),
                        loop.create_task(self._notifier(), name="event-tail-notify")]
-        if self.listener is not None:
-            self._tasks.append(loop.create_task(self.listener.run(self.on_notify), name="event-tail-listen"))
+        if self.listener is not None:  # not our own NOTIFYs: our commits wake us through `committed`
+            self.listener.subscribe(EVENTS_CHANNEL, self.on_notify, own=False)
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.unsubscribe(EVENTS_CHANNEL, self.on_notify)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -144,6 +156,7 @@ class EventTail:
             self.turns += 1
             if not (self.broadcast.streams or self._fresh):
                 self.published = None  # nobody streams: the ring is empty, start afresh with the next one
+                self._set_lag(0)
                 continue
             try:
                 await self.step()
@@ -157,6 +170,24 @@ class EventTail:
         assigned, holders = await self.reader.run(probe_horizon)
         self.probes += 1
         safe = self.horizon.probe(assigned, holders)
+        if self.horizon.waiting:
+            self.horizon_waits += 1
+            if self.metrics is not None:
+                self.metrics.event_tail_horizon_waits.inc()
+        try:
+            self._step(waiting, safe)
+            if self.published is not None:
+                await self._read_up_to(self.horizon.safe)
+        finally:
+            following = self.published is not None and bool(self.broadcast.streams)
+            self._set_lag(max(0, assigned - self.published) if following and self.published is not None else 0)
+
+    def _set_lag(self, lag: int) -> None:
+        self.lag = lag
+        if self.metrics is not None:
+            self.metrics.event_tail_lag.set(lag)
+
+    def _step(self, waiting: list[asyncio.Future[int]], safe: int | None) -> None:
         if safe is None:
             return
         for fut in waiting:
@@ -168,8 +199,11 @@ class EventTail:
         if self.published is None or self.published > safe:
             self.published = safe  # the ring starts here; a stream behind it reads the store up to `safe`
             self.broadcast.publish_tail(safe, [], safe)
+
+    async def _read_up_to(self, safe: int | None) -> None:
+        if safe is None:
             return
-        while self.published < safe:
+        while self.published is not None and self.published < safe:
             after = self.published
             rows, reached = await self.reader.run(partial(events_between, after_id=after, until_id=safe,
                                                           limit=READ_EVENTS))

@@ -11,8 +11,13 @@ Both sides of a forwarded command live here; what to send and how is the dispatc
   back with secrets scrubbed by value.
 
 NOTIFY is never the only carrier: the loop also runs every `poll_interval`, so a lost notification (the
-listening connection dropped, the server restarted) costs at most that. The listening connection
-reconnects by itself; while it is down the polls carry everything.
+listening connection dropped, the server restarted) costs at most that. The supervisor's one LISTEN
+connection (halswarm.store.pg_listen.PgListener, shared with the event tail) reconnects by itself; while
+it is down the polls carry everything.
+
+Metrics (when given): `hal_o_swarm_forwarded_commands_total{role,outcome}` (role `asked`: this
+supervisor forwarded it; `held`: it ran one for another) and `hal_o_swarm_forwarding_duration_seconds`
+(asked, from queueing to the holder's answer).
 """
 
 from __future__ import annotations
@@ -38,33 +43,34 @@ from halswarm.store.repos.forwards import (
     purge_forwards,
     queue_forward,
 )
+from halswarm.supervisor.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_SEC = 0.5
 PURGE_EVERY_SEC = 30.0
 PURGE_GRACE_SEC = 60.0
-LISTEN_RETRY_SEC = 2.0
 
 Execute = Callable[[dict[str, Any]], Awaitable[CommandResult]]
 
 
 class Forwarder:
     def __init__(self, writer: Any, reader: Any, *, owner: str, linked: Callable[[], Iterable[str]],
-                 connect: Callable[[], Awaitable[Any]] | None, poll_interval: float = POLL_INTERVAL_SEC) -> None:
+                 listener: Any | None, poll_interval: float = POLL_INTERVAL_SEC,
+                 metrics: Metrics | None = None) -> None:
         self.writer, self.reader, self.owner, self.linked = writer, reader, owner, linked
-        self._connect = connect  # an autocommit psycopg AsyncConnection for LISTEN (None: polls only)
+        self.listener = listener  # the supervisor's PgListener (None: polls only)
+        self.metrics = metrics
         self.poll_interval = poll_interval
         self.execute: Execute | None = None  # set by the dispatcher
         self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
         self._node_of: dict[str, str] = {}
+        self._started: dict[str, float] = {}  # monotonic time each waited-for command was queued
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._running: set[asyncio.Task[Any]] = set()
         self._last_purge = 0.0
         self._failing: str | None = None
-        self.listening = False
-        self.listens = 0  # LISTEN connections made (1 + reconnections)
         self.claimed = 0  # commands this supervisor took to its agents for others
         self.forwarded = 0  # commands this supervisor asked others to run
 
@@ -72,8 +78,11 @@ class Forwarder:
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop(), name="forward-poll")]
-        if self._connect is not None:
-            self._tasks.append(asyncio.create_task(self._listen(), name="forward-listen"))
+        if self.listener is not None:  # another supervisor's row or result: read at once (and every poll)
+            self.listener.subscribe(CHANNEL, self._on_notify)
+
+    def _on_notify(self, _payload: str) -> None:
+        self._wake.set()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -82,8 +91,11 @@ class Forwarder:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._running, return_exceptions=True)
         self._tasks = []
+        if self.listener is not None:
+            self.listener.unsubscribe(CHANNEL, self._on_notify)
         for cid, fut in self._waiting.items():  # answered as a local command whose supervisor stops
             if not fut.done():
+                self._count("asked", "shutdown")
                 fut.set_result(CommandResult(cid, "failure", None, "the supervisor is shutting down"))
 
     # ----- asking -----
@@ -100,16 +112,19 @@ class Forwarder:
             # written meanwhile is in the row: the next poll or NOTIFY reads it.
             self._waiting[cid] = fut
             self._node_of[cid] = str(row["node_id"])
+            self._started[cid] = started
             self._wake.set()
             self.forwarded += 1
             remaining -= time.monotonic() - started
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), max(0.0, remaining))
             except TimeoutError:
+                self._count("asked", "expired")
                 return None
         finally:
             self._waiting.pop(cid, None)
             self._node_of.pop(cid, None)
+            self._started.pop(cid, None)
             # Answered (or timed out): the row goes, so a holder that did not claim it yet never runs it.
             task = asyncio.create_task(self._delete(cid))
             self._running.add(task)
@@ -169,8 +184,10 @@ class Forwarder:
                  row["requested_by"], row["node_id"])
         try:
             result = await self.execute(row)
+            self._count("held", result.status)
         except Exception as exc:
             log.exception("forwarded command %s failed here", cid)
+            self._count("held", "error")
             result = CommandResult(cid, "failure", None, f"the supervisor holding the node failed: {exc}")
         text = json.dumps(SECRETS.scrub_data({"status": result.status, "output": result.output,
                                               "error": result.error}), default=str)
@@ -196,42 +213,21 @@ class Forwarder:
             status, claimed_by, result, live_owner = states.get(cid, (None, None, None, None))
             outcome = asker_outcome(status, claimed_by, live_owner)
             if outcome == DONE:
-                fut.set_result(_parse_result(cid, result))
+                res = _parse_result(cid, result)
+                self._count("asked", res.status)
+                if self.metrics is not None and cid in self._started:
+                    self.metrics.forwarding_duration.observe(time.monotonic() - self._started[cid])
+                fut.set_result(res)
             elif outcome == GONE:
+                self._count("asked", "offline")
                 fut.set_result(CommandResult(cid, "failure", None, f"node {self._node_of.get(cid)} went offline"))
             elif outcome == LOST:
+                self._count("asked", "lost")
                 fut.set_result(CommandResult(cid, "failure", None, "the forwarded command was lost"))
 
-    # ----- NOTIFY -----
-
-    async def _listen(self) -> None:
-        assert self._connect is not None
-        quiet = False
-        while True:
-            conn = None
-            try:
-                conn = await self._connect()
-                await conn.execute(f"LISTEN {CHANNEL}")
-                self.listening = True
-                self.listens += 1
-                quiet = False
-                log.info("command forwarding: listening on %s (and polling every %g s)", CHANNEL, self.poll_interval)
-                self._wake.set()  # catch up on what was notified while not listening
-                async for _ in conn.notifies():
-                    self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self.listening or not quiet:
-                    log.warning("command forwarding: no LISTEN connection (%s); polling every %g s until it is "
-                                "back", exc, self.poll_interval)
-                quiet = True  # said once per outage
-            finally:
-                self.listening = False
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            await asyncio.sleep(LISTEN_RETRY_SEC)
+    def _count(self, role: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.forwarded(role, outcome)
 
 
 def _parse_result(cid: str, text: str | None) -> CommandResult:

@@ -141,6 +141,7 @@ class LeaseSweep(PeriodicEngine):
         super().__init__()
         self.writer, self.nodes, self.emit, self.interval, self.linked = writer, nodes, emit, interval, linked
         self.owner, self.view = owner, view
+        self.held: int | None = None  # nodes with a live lease fleet-wide at the last check (None: not running)
 
     async def check(self) -> list[str]:
         now = time.time()
@@ -152,6 +153,7 @@ class LeaseSweep(PeriodicEngine):
             return sweep_expired(c, now, keep=here), live_leases(c, now), held_elsewhere_liveness(c, now, owner)
 
         swept, live, remote = await self.writer.run(job)
+        self.held = len(live)
         self.view.remote = {n: _liveness(row) for n, row in remote.items()}
         self.view.held_elsewhere = frozenset(n for n, o in live.items() if o != self.owner)
         for node_id in swept:
@@ -172,6 +174,7 @@ class LeaseSweep(PeriodicEngine):
 
     async def stop(self) -> None:
         await self._stop_loop(0)
+        self.held = None  # stepped down: another supervisor's sweep counts them now
 
 
 def _numbers(text: Any) -> dict[str, float]:

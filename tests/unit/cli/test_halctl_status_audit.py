@@ -69,6 +69,19 @@ def test_status_not_ready_shows_failing_component(halctl, fake: FakeSupervisor) 
     assert "database error (disk I/O error)" in result.stdout
 
 
+def test_status_ready_but_degraded_shows_why(halctl, fake: FakeSupervisor) -> None:  # type: ignore[no-untyped-def]
+    _setup(fake, 200, {"status": "ok",
+                       "components": {"database": {"status": "ok"},
+                                      "leadership": {"status": "ok", "role": "leader", "detail": "leader since x"},
+                                      "listen": {"status": "degraded", "detail": "LISTEN connection down for 3 s"}}})
+    result = halctl("status")
+    assert result.exit_code == 0, result.stderr
+    assert "NOT READY" not in result.stdout
+    assert "listen degraded (LISTEN connection down for 3 s)" in result.stdout
+    assert "leadership ok" in result.stdout
+    assert "leader since x" not in result.stdout  # an ok component's detail is not repeated
+
+
 def test_status_without_readyz_route(halctl, fake: FakeSupervisor) -> None:  # type: ignore[no-untyped-def]
     fake.reply("GET", "/api/v1/nodes", [])
     fake.reply("GET", "/api/v1/sessions", [])

@@ -158,3 +158,53 @@ async def test_a_resumed_stream_gets_what_was_stored_since_before_any_new_event(
     finally:
         await gen.aclose()
         await tail.stop()
+
+
+class FakeListener:
+    def __init__(self) -> None:
+        self.subs: list[tuple[str, Any, bool]] = []
+
+    def subscribe(self, channel: str, callback: Any, *, own: bool = True) -> None:
+        self.subs.append((channel, callback, own))
+
+    def unsubscribe(self, channel: str, callback: Any) -> None:
+        self.subs = [s for s in self.subs if (s[0], s[1]) != (channel, callback)]
+
+
+async def test_lag_and_horizon_waits_in_the_metrics_and_the_shared_listener_subscription() -> None:
+    from halswarm.supervisor.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.shared_store(lambda: None)
+    listener = FakeListener()
+    store, b = FakeStore(), EventBroadcast()
+    tail = EventTail(store, b, listener, poll=0.05, metrics=metrics)
+    store.assigned = 5
+    store.store(1, 2, 3, 4, 5)
+
+    def lag() -> float | None:
+        return metrics.registry.get_sample_value("hal_o_swarm_event_tail_lag_events")
+
+    def waits() -> float:
+        return metrics.registry.get_sample_value("hal_o_swarm_event_tail_horizon_waits_total") or 0.0
+
+    await tail.start()
+    try:
+        # The tail listens through the supervisor's one listener: hal_events, not its own NOTIFYs.
+        assert [(c, o) for c, _, o in listener.subs] == [("hal_events", False)]
+        b.open_stream()
+        await on_loop(lambda: tail.published == 5, "following from 5", 10)
+        assert lag() == 0 and waits() == 0
+        store.assigned, store.holders = 10, ["other/1"]  # 6..10 drawn, a transaction still open
+        store.store(9, 10)
+        tail.committed()
+        await on_loop(lambda: lag() == 5 and waits() >= 2, "the lag while the horizon waits", 10)
+        store.holders = []
+        store.store(6, 7, 8)
+        await on_loop(lambda: tail.published == 10 and lag() == 0, "caught up", 10)
+        assert waits() == tail.horizon_waits
+        b.close_stream()
+        await on_loop(lambda: tail.published is None and lag() == 0, "not following", 10)
+    finally:
+        await tail.stop()
+    assert listener.subs == []

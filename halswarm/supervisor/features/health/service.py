@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +27,7 @@ class HealthService:
         self.writer, self.reader, self.hub, self.dispatcher = writer, reader, hub, dispatcher
         self.metrics, self.tracker, self.nodes = metrics, tracker, nodes
         self.leadership: Leadership | None = None  # PostgreSQL: several supervisors, one leader
+        self.listener: Any = None  # PostgreSQL: the supervisor's LISTEN connection (store.pg_listen.PgListener)
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
         """Each component: `{"status": "ok"}` or `{"status": "error", "error": why}`."""
@@ -50,9 +52,13 @@ class HealthService:
             lead = self.leadership
             out["leadership"] = {"status": "ok", "role": lead.role.value, "supervisor_id": lead.name,
                                  "detail": lead.detail}
+        if self.listener is not None:
+            out["listen"] = listen_component(self.listener)
         return out
 
     def refresh_gauges(self) -> None:
+        if self.listener is not None:
+            self.metrics.pg_listen_up.set(1 if self.listener.connected else 0)
         counts = self.tracker.counts()
         for status in SESSION_STATUSES:
             self.metrics.sessions_active.labels(status).set(counts.get(status, 0))
@@ -64,3 +70,17 @@ class HealthService:
         """The Prometheus text of the current metrics, and its content type."""
         self.refresh_gauges()
         return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
+
+
+def listen_component(listener: Any) -> dict[str, Any]:
+    """The LISTEN connection as a readiness component: `ok`, or `degraded` while it is down. Degraded is
+    still ready: command forwarding and the event streams poll the store (0.5 s and 1 s), so nothing is
+    lost, only the wake-up latency grows."""
+    channels = listener.channels
+    if listener.connected:
+        return {"status": "ok", "channels": channels, "connects": listener.connects}
+    since = listener.down_since
+    down = f" for {max(0.0, time.time() - since):.0f} s" if since is not None else ""
+    return {"status": "degraded", "channels": channels, "connects": listener.connects,
+            "detail": f"LISTEN connection down{down} ({listener.last_error or 'connecting'}); polling carries "
+                      "command forwarding and the event streams meanwhile"}
