@@ -140,14 +140,16 @@ async def _agent(i: int, url: str, token: str | None, raw: bool, window: int, ra
 
 
 async def _loadgen(url: str, token: str | None, agents: int, seconds: float, raw: bool, window: int,
-                   rate: float | None) -> dict:
+                   rate: float | None, first: int = 0, start_at: float | None = None, warmup: float = 1.0) -> dict:
     out = {"acked": 0, "sent": 0, "lat": []}
-    t0 = time.monotonic() + 2.0 + agents * 0.01  # let everyone connect first
-    warm = t0 + 1.0
+    # let everyone connect first; `start_at` (CLOCK_MONOTONIC, one clock for every process of the machine)
+    # lines up the measured windows of several load generators
+    t0 = start_at if start_at is not None else time.monotonic() + 2.0 + agents * 0.01
+    warm = t0 + warmup
     end = warm + seconds
     per_agent = rate / agents if rate else None
     tasks = [asyncio.create_task(_agent(i, url, token, raw, window, per_agent, t0, end, warm, out))
-             for i in range(agents)]
+             for i in range(first, first + agents)]
     results = await asyncio.gather(*tasks, return_exceptions=True)
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     lat = sorted(out["lat"])
@@ -251,11 +253,21 @@ def _stop(p: subprocess.Popen[bytes]) -> None:
             p.wait(5)
 
 
+def loadgen_cmd(url: str, token: str | None, agents: int, seconds: float, raw: bool, window: int = WINDOW,
+                rate: float | None = None, first: int = 0, start_at: float | None = None, warmup: float = 1.0
+                ) -> list[str]:
+    """The load generator's command line (`first`: the index of its first agent, node `bench-<first>`;
+    `start_at`: when its agents start sending, on the machine's monotonic clock; `warmup`: seconds of
+    sending before its measured window)."""
+    return [sys.executable, __file__, "--role", "loadgen", "--url", url, "--agents", str(agents),
+            "--seconds", str(seconds), "--window", str(window), "--first", str(first), "--warmup", str(warmup)] + (
+        ["--start-at", repr(start_at)] if start_at is not None else []) + (
+        ["--raw"] if raw else []) + (["--token", token] if token else []) + (["--rate", str(rate)] if rate else [])
+
+
 def _run_loadgen(url: str, token: str | None, agents: int, seconds: float, raw: bool, timeout: float,
                  window: int = WINDOW, rate: float | None = None) -> dict:
-    cmd = [sys.executable, __file__, "--role", "loadgen", "--url", url, "--agents", str(agents),
-           "--seconds", str(seconds), "--window", str(window)] + (["--raw"] if raw else []) + (
-        ["--token", token] if token else []) + (["--rate", str(rate)] if rate else [])
+    cmd = loadgen_cmd(url, token, agents, seconds, raw, window, rate)
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     if res.returncode != 0:
         raise RuntimeError(f"load generator failed: {res.stderr[-2000:]}")
@@ -372,10 +384,14 @@ def main() -> int:
     p.add_argument("--rate", type=float, help="total paced events/s (latency phase)")
     p.add_argument("--port", type=int)
     p.add_argument("--pid", type=int)
+    p.add_argument("--first", type=int, default=0, help="loadgen: index of the first agent (node bench-<first>)")
+    p.add_argument("--start-at", type=float, help="loadgen: time.monotonic() at which the agents start sending")
+    p.add_argument("--warmup", type=float, default=1.0, help="loadgen: seconds of sending before the measured window")
     args = p.parse_args()
     if args.role == "loadgen":
         print(json.dumps(asyncio.run(_loadgen(args.url, args.token, args.agents, args.seconds, args.raw,
-                                              args.window, args.rate))))
+                                              args.window, args.rate, args.first, args.start_at,
+                                              args.warmup))))
         return 0
     if args.role == "rawserver":
         asyncio.run(_raw_server(args.port))

@@ -8,7 +8,9 @@ synchronous_commit on) and, on fresh databases of it:
   2. raw COPY: the same rows with psycopg's COPY ... FROM STDIN, committed every R rows, where R is
      the average rows per commit the durable path reached (same fsync cadence);
   3. raw INSERT: the same rows as multi-row INSERT statements (400 rows each), committed every R rows.
-Prints events/s of each and `ratio=<durable / best raw>` on the last line (issue 21 asks >= 0.5).
+Prints events/s and CPU per event (this process and the PostgreSQL server) of each, `cpu_ratio=` (raw
+COPY's CPU per event over the durable path's: steadier than events/s on a loaded machine) and
+`ratio=<durable / best raw>` on the last line (issue 21 asks >= 0.5).
 
 Optionally (--supervisor-seconds S) the real hal-supervisor with `storage.url` on the same cluster, saturated
 by bench/ingest.py's simulated agents over the WebSocket: durable events/s as the agents see their acks.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -41,6 +44,25 @@ from tests.support.postgres import PostgresCluster  # noqa: E402
 
 DELTA = "some streamed model output, about this long " * 2
 COLS = ("node_id", "seq", "event_id", "session_id", "project", "type", "data", "ts", "received_at", "timestamp")
+
+
+def server_cpu(postmaster: int) -> float:
+    """CPU seconds of the PostgreSQL server: the postmaster, its live children (backends, WAL writer...)
+    and the children it already reaped (backends of closed connections)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(d) == postmaster:
+            total += int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])
+        elif int(st[1]) == postmaster:
+            total += int(st[11]) + int(st[12])
+    return total / tick
 
 
 def make_rows(agents: int, total: int) -> list[tuple[Any, ...]]:
@@ -195,10 +217,12 @@ def main() -> int:
         best: dict[str, float] = {}
         per_commit = 0.0
         paired: list[float] = []
+        cpu: dict[str, list[float]] = {}
         for rnd in range(args.rounds):
             this: dict[str, float] = {}
             for name in ("durable", "copy", "insert"):
                 url = cluster.fresh_database()
+                c0, s0 = time.process_time(), server_cpu(cluster.pid or 0)
                 try:
                     if name == "durable":
                         eps, per_commit = asyncio.run(durable(url, rows, args.agents, args.job_events, args.in_flight))
@@ -207,11 +231,16 @@ def main() -> int:
                     else:
                         eps = raw_insert(url, rows, args.agents, max(1, round(per_commit)))
                 finally:
-                    cluster.drop_database(url)
+                    cluster.drop_database(url)  # a new connection: the measured one's backend was reaped
+                client_us = (time.process_time() - c0) / len(rows) * 1e6
+                server_us = (server_cpu(cluster.pid or 0) - s0) / len(rows) * 1e6
+                cpu.setdefault(name, []).append(client_us + server_us)
                 best[name] = max(best.get(name, 0.0), eps)
                 this[name] = eps
-                print(f"round {rnd + 1}: {name:8s} {eps:10.0f} events/s"
-                      + (f" ({per_commit:.0f} rows per commit)" if name == "durable" else ""), flush=True)
+                print(f"round {rnd + 1}: {name:8s} {eps:10.0f} events/s, CPU per event: client {client_us:.0f} us,"
+                      f" PostgreSQL {server_us:.0f} us"
+                      + (f" ({per_commit:.0f} rows per commit)" if name == "durable" else "")
+                      + f"; load average {os.getloadavg()[0]:.1f}", flush=True)
             paired.append(this["durable"] / max(this["copy"], this["insert"]))
             print(f"round {rnd + 1}: ratio {paired[-1]:.2f}", flush=True)
         print(f"events={args.events} agents={args.agents} job_events={args.job_events} in_flight={args.in_flight}")
@@ -222,6 +251,11 @@ def main() -> int:
             print(f"hal-supervisor on PostgreSQL: {eps:.0f} durable events/s acked ({args.agents} agents over the"
                   f" WebSocket, {args.supervisor_seconds:g} s), stored {stored}, duplicates {dupes};"
                   f" / best raw {eps / max(best['copy'], best['insert']):.2f}")
+        # CPU per event (this process + the server, preparing the rows and the database included) is much
+        # steadier than events/s on a machine others load: raw COPY's over the durable path's.
+        med = {k: statistics.median(v) for k, v in cpu.items()}
+        print(f"CPU per event (median): durable {med['durable']:.0f} us, raw COPY {med['copy']:.0f} us, raw INSERT"
+              f" {med['insert']:.0f} us; cpu_ratio={med['copy'] / med['durable']:.2f} (raw COPY / durable)")
         # The figure: the median over rounds of durable / best raw measured back to back (a busy machine
         # slows both sides of a pair alike, far less so two bests taken minutes apart).
         print(f"ratio={statistics.median(paired):.2f}")

@@ -14,6 +14,7 @@ BEGIN/SAVEPOINT/COMMIT are the transactions, and a reader statement is a transac
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -141,6 +142,35 @@ class Cursor:
         self._cur.close()
 
 
+# Transaction bookkeeping that returns nothing and, in a healthy transaction, cannot fail: held back and
+# sent in one pipeline with the next statement that returns something, instead of a round trip of its own
+# (the writer's BEGIN, SAVEPOINT job, RELEASE job around every job were most of its round trips; on a
+# busy machine each one waits to be scheduled twice). COMMIT, ROLLBACK and ROLLBACK TO are never held.
+_DEFERRABLE = re.compile(r"\s*(BEGIN|SAVEPOINT\s+\w+|RELEASE(\s+SAVEPOINT)?\s+\w+)\s*;?\s*", re.IGNORECASE)
+
+
+class _Held:
+    """What `execute` answers for a statement held back: no rows, as sqlite3 answers SAVEPOINT."""
+
+    rowcount = -1
+    description = None
+
+    def fetchone(self) -> Any:
+        return None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        return []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
 class PgConnection:
     """The `sqlite3.Connection` subset the store uses, over one psycopg connection (one thread at a time)."""
 
@@ -150,6 +180,7 @@ class PgConnection:
                  ) -> None:
         self._conn = conn
         self._reopen = reopen
+        self._held: list[str] = []
         self.total_changes = 0
 
     def reconnect_if_broken(self) -> bool:
@@ -157,6 +188,7 @@ class PgConnection:
         PostgreSQL, a failover of its address). True when a new one is in place."""
         if (not self._conn.closed and not self._conn.broken) or self._reopen is None:
             return False
+        self._held = []
         try:
             self._conn = self._reopen()
         except psycopg.Error:
@@ -164,14 +196,44 @@ class PgConnection:
         return True
 
     @property
+    def in_transaction(self) -> bool:
+        """Inside BEGIN ... COMMIT (as `sqlite3.Connection.in_transaction`), a BEGIN held back included."""
+        return bool(self._held) or self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    @property
     def raw(self) -> psycopg.Connection[Any]:
-        """The psycopg connection itself (COPY, LISTEN, pg-only tooling)."""
+        """The psycopg connection itself (COPY, LISTEN, pg-only tooling), statements held back sent first."""
+        self.flush()
         return self._conn
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Cursor:
+    def flush(self) -> None:
+        """Send the statements held back now (one round trip)."""
+        if self._held:
+            held, self._held = self._held, []
+            try:
+                self._conn.execute("; ".join(held))  # no parameters: the simple protocol, several at once
+            except psycopg.Error as exc:
+                raise as_sqlite_error(exc) from exc
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> psycopg.Cursor[Any]:
+        """One statement, after those held back, all in one round trip (a pipeline)."""
+        cur = self._conn.cursor()  # raises too once the server closed the connection
+        if not self._held:
+            cur.execute(sql, params)
+            return cur
+        held, self._held = self._held, []
+        with self._conn.pipeline():
+            for stmt in held:
+                self._conn.execute(stmt)
+            cur.execute(sql, params)
+        return cur
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Cursor | _Held:
+        if not params and _DEFERRABLE.fullmatch(sql):
+            self._held.append(sql)
+            return _Held()
         try:
-            cur = self._conn.cursor()  # raises too once the server closed the connection
-            cur.execute(translate(sql), tuple(params) if params is not None else ())
+            cur = self._run(translate(sql), tuple(params) if params is not None else ())
         except psycopg.Error as exc:
             raise as_sqlite_error(exc) from exc
         if sql.lstrip()[:6].upper() in _DML and cur.rowcount > 0:
@@ -182,16 +244,35 @@ class PgConnection:
         """A PostgreSQL-only statement in psycopg's own placeholders (`%b`: a parameter sent in binary,
         e.g. a large array that the text format would escape element by element)."""
         try:
-            cur = self._conn.cursor()
-            cur.execute(sql, tuple(params))
+            cur = self._run(sql, tuple(params))
         except psycopg.Error as exc:
             raise as_sqlite_error(exc) from exc
         if sql.lstrip()[:6].upper() in _DML and cur.rowcount > 0:
             self.total_changes += cur.rowcount
         return Cursor(cur)
 
+    def copy_rows(self, table: str, columns: Sequence[str], types: Sequence[str],
+                  rows: Iterable[Sequence[Any]]) -> int:
+        """`COPY table (columns) FROM STDIN` of `rows`, in their order, inside the current transaction, in
+        the binary format (`types`: the columns' PostgreSQL types): how many went in. Nothing is skipped:
+        a row that breaks a constraint fails the whole COPY (the caller's savepoint decides what follows).
+        `table`, `columns` and `types` are the caller's own identifiers, never data."""
+        self.flush()  # COPY cannot share a pipeline
+        try:
+            with self._conn.cursor() as cur:
+                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(list(types))
+                    for row in rows:
+                        cp.write_row(row)
+                n = max(0, cur.rowcount)
+        except psycopg.Error as exc:
+            raise as_sqlite_error(exc) from exc
+        self.total_changes += n
+        return n
+
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Cursor:
         rows = [tuple(p) for p in seq]
+        self.flush()
         try:
             cur = self._conn.cursor()
         except psycopg.Error as exc:
@@ -212,6 +293,7 @@ class PgConnection:
         self._conn.cancel_safe()
 
     def close(self) -> None:
+        self._held = []
         self._conn.close()
 
     @property

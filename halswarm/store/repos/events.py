@@ -46,7 +46,18 @@ def insert_events(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
     return conn.total_changes - before
 
 
-# PostgreSQL: one statement per chunk whatever its size, the columns bound as ten arrays sent in binary
+# PostgreSQL, first try: a binary COPY, the server's bulk path (measured: ~15% less server CPU than the
+# INSERT ... ON CONFLICT below, which probes the unique index before each row, and a third less client
+# CPU). COPY skips nothing, so a resent event fails it with a unique violation: then the rows go again,
+# after a rollback to the savepoint taken before the COPY, through the INSERT below, which ignores what is
+# stored already. COPY inserts in the rows' order, so their ids follow it. The savepoint and its release
+# cost no round trip of their own (the connection sends them with the next statement).
+_PG_EVENT_COLUMNS = ("node_id", "seq", "event_id", "session_id", "project", "type", "data", "ts", "received_at",
+                     "timestamp")
+_PG_EVENT_TYPES = ("text", "int8", "text", "text", "text", "text", "text", "float8", "float8", "text")
+_PG_UNIQUE_VIOLATION = "23505"
+
+# The fallback: one statement per chunk whatever its size, the columns bound as ten arrays sent in binary
 # (`%b`: the text format escapes every element through a regex, most of the client's time); a multi-row
 # VALUES of 4,000 parameters costs the server more to parse and plan than to insert. WITH ORDINALITY
 # keeps the rows' order, so their ids follow it as on SQLite. psycopg's own placeholders (execute_native).
@@ -59,13 +70,39 @@ _PG_EVENT_INSERT = (
 _PG_ROWS_PER_STATEMENT = 5000
 
 
-def _insert_events_pg(conn: sqlite3.Connection, rows: Sequence[EventRow]) -> int:
+def _insert_events_pg(conn: Any, rows: Sequence[EventRow]) -> int:
+    if not rows:
+        return 0
+    stamps = sql_datetimes([row[7] for row in rows])
+    # Outside a transaction the COPY is one on its own: a failed one left nothing behind.
+    in_tx = conn.in_transaction
+    if in_tx:
+        conn.execute("SAVEPOINT hal_events_copy")
+    try:
+        inserted = int(conn.copy_rows("events", _PG_EVENT_COLUMNS, _PG_EVENT_TYPES,
+                                      [(*row, stamp) for row, stamp in zip(rows, stamps, strict=True)]))
+    except sqlite3.IntegrityError as exc:
+        if getattr(exc, "sqlstate", None) != _PG_UNIQUE_VIOLATION:
+            raise
+        if in_tx:
+            conn.execute("ROLLBACK TO SAVEPOINT hal_events_copy")
+            conn.execute("RELEASE SAVEPOINT hal_events_copy")
+        return _insert_events_pg_ignoring(conn, rows, stamps)
+    if in_tx:
+        conn.execute("RELEASE SAVEPOINT hal_events_copy")
+    return inserted
+
+
+def _insert_events_pg_ignoring(conn: Any, rows: Sequence[EventRow], stamps: list[str | None]) -> int:
+    """The rows not stored yet (by (node_id, seq)), in one INSERT ... ON CONFLICT DO NOTHING per chunk."""
     inserted = 0
     for start in range(0, len(rows), _PG_ROWS_PER_STATEMENT):
         chunk = rows[start:start + _PG_ROWS_PER_STATEMENT]
         columns: list[list[Any]] = [list(col) for col in zip(*chunk, strict=True)]
-        columns.append(sql_datetimes(columns[7]))
-        inserted += max(0, conn.execute_native(_PG_EVENT_INSERT, columns).rowcount)  # type: ignore[attr-defined]
+        for k in (7, 8):  # an array is of one Python type: 1 and 1.5 both as float8, as COPY takes them
+            columns[k] = [None if v is None else float(v) for v in columns[k]]
+        columns.append(stamps[start:start + _PG_ROWS_PER_STATEMENT])
+        inserted += max(0, conn.execute_native(_PG_EVENT_INSERT, columns).rowcount)
     return inserted
 
 

@@ -50,11 +50,19 @@ def set_node_last_seq(conn: sqlite3.Connection, node_id: str, seq: int) -> None:
     conn.execute(f"UPDATE nodes SET last_seq={greatest(conn, 'last_seq', '?')} WHERE id=?", (seq, node_id))
 
 
+_PG_LAST_SEQ = ("UPDATE nodes SET last_seq = GREATEST(nodes.last_seq, v.seq) FROM unnest(%b::text[], %b::bigint[])"
+                " AS v(id, seq) WHERE nodes.id = v.id")
+
+
 def set_nodes_last_seq(conn: sqlite3.Connection, highs: dict[str, int]) -> None:
     """Raise nodes.last_seq for many nodes in one statement (UPDATE ... FROM, SQLite >= 3.33)."""
     if not highs:
         return
-    if not is_pg(conn) and sqlite3.sqlite_version_info < (3, 33, 0):
+    if is_pg(conn):
+        # Two arrays sent in binary: one statement text whatever the batch, so psycopg prepares it.
+        conn.execute_native(_PG_LAST_SEQ, [list(highs), list(highs.values())])  # type: ignore[attr-defined]
+        return
+    if sqlite3.sqlite_version_info < (3, 33, 0):
         conn.executemany("UPDATE nodes SET last_seq=MAX(last_seq, ?) WHERE id=?",
                          [(seq, node) for node, seq in highs.items()])
         return

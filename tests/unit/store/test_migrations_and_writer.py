@@ -225,3 +225,29 @@ def test_bulk_insert_and_last_seq_update_match_row_by_row(store_db):
     set_nodes_last_seq(conn, {"a": 3})  # never lowers
     got = dict(conn.execute("SELECT id, last_seq FROM nodes"))
     assert got == {"a": 900, "b": 5, "c": 0}
+
+
+def test_resent_events_in_the_writers_transaction_are_stored_once_and_the_rest_commits(store_db):
+    """What the writer wraps around an ingest job (BEGIN, SAVEPOINT job ... RELEASE, COMMIT) with resent
+    events in the batch: PostgreSQL's COPY refuses them, the rows go again ignoring the stored ones, and the
+    transaction carries on (later writes in it commit, the high-water mark with them)."""
+    conn = store_db.migrated()
+    upsert_node(conn, Node(id="a"))
+
+    def ev(i: int, ts: float | int | None = None):  # type: ignore[no-untyped-def]
+        return ("a", i, f"a{i}", None, None, "t", "{}", float(i) if ts is None else ts, 1.0)
+
+    assert insert_events(conn, [ev(1), ev(2), ev(3)]) == 3
+    conn.execute("BEGIN")
+    conn.execute("SAVEPOINT job")
+    # 2 and 3 resent, 4 twice in one batch, 5 with an integer time (one type per array on the way back)
+    assert insert_events(conn, [ev(2), ev(3), ev(4), ev(4), ev(5, 5)]) == 2
+    set_nodes_last_seq(conn, {"a": 5})
+    conn.execute("RELEASE job")
+    assert insert_events(conn, [ev(6)]) == 1
+    conn.execute("COMMIT")
+    other = store_db.connect()
+    got = [tuple(r) for r in other.execute("SELECT seq, event_id, ts, timestamp FROM events ORDER BY id")]
+    assert got == [(i, f"a{i}", float(i), f"1970-01-01 00:00:0{i}") for i in range(1, 7)]
+    assert other.execute("SELECT last_seq FROM nodes WHERE id = 'a'").fetchone()[0] == 5
+    other.close()

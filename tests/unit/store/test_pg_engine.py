@@ -1,6 +1,7 @@
 """The PostgreSQL engine's own parts: storage.url parsing (no password in it, libpq parameters kept), the
-`?` translation, rows by name and position, sqlite3's error classes, and the writer after the server
-dropped its connection (the batch in flight fails and is not acked; the next one commits)."""
+`?` translation, rows by name and position, sqlite3's error classes, the transaction bookkeeping sent with
+the next statement (in order, its errors reported there, never a COMMIT after one), and the writer after the
+server dropped its connection (the batch in flight fails and is not acked; the next one commits)."""
 
 from __future__ import annotations
 
@@ -91,3 +92,39 @@ async def test_writer_survives_a_dropped_server_connection(store_db: StoreDb) ->
     await writer.stop()
     got = [r[0] for r in admin.execute("SELECT timestamp FROM audit_log ORDER BY timestamp")]
     assert got == [1.0, 3.0]
+
+
+def test_held_bookkeeping_goes_first_and_its_error_stops_the_commit(store_db: StoreDb) -> None:
+    if not store_db.is_pg:
+        pytest.skip("BEGIN/SAVEPOINT/RELEASE held for the next statement is the PostgreSQL connection's")
+    conn = store_db.migrated()
+    other = store_db.connect()
+    insert = "INSERT INTO audit_log(timestamp, actor, action, target, result) VALUES (?, 'a', 'x', 't', 'ok')"
+
+    def stored() -> list[float]:
+        return [r[0] for r in other.execute("SELECT timestamp FROM audit_log ORDER BY timestamp")]
+
+    # held BEGIN and SAVEPOINT reach the server before the INSERT: the rollback to it undoes the row
+    conn.execute("BEGIN")
+    conn.execute("SAVEPOINT a")
+    assert conn.in_transaction
+    conn.execute(insert, (1.0,))
+    conn.execute("ROLLBACK TO SAVEPOINT a")
+    conn.execute("RELEASE SAVEPOINT a")
+    conn.execute(insert, (2.0,))
+    conn.execute("COMMIT")
+    assert stored() == [2.0] and not conn.in_transaction
+    # a held statement that fails is reported with the next one, and the COMMIT sent with it commits nothing
+    conn.execute("BEGIN")
+    conn.execute(insert, (3.0,))
+    conn.execute("RELEASE nosuch")
+    with pytest.raises(sqlite3.OperationalError, match="nosuch"):
+        conn.execute("COMMIT")
+    conn.execute("ROLLBACK")
+    assert stored() == [2.0]
+    # the psycopg connection handed out gets the held BEGIN first: its statement is in the transaction
+    conn.execute("BEGIN")
+    conn.raw.execute("INSERT INTO audit_log(timestamp, actor, action, target, result) VALUES (4, 'a', 'x', 't', 'ok')")
+    conn.execute("ROLLBACK")
+    assert stored() == [2.0]
+    other.close()
