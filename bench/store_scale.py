@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 CODE = Path(os.environ.get("HAL_BENCH_CODE") or REPO).resolve()
 
 from halswarm.core.model import Node, Session  # noqa: E402
+from halswarm.store.checkpoint import WalCheckpointer  # noqa: E402
 from halswarm.store.clean_marker import marker_path  # noqa: E402
 from halswarm.store.db import connect  # noqa: E402
 from halswarm.store.migrations import migrate  # noqa: E402
@@ -273,7 +274,7 @@ def list_routes(db: Path, work: Path, events: int, reps: int) -> dict[str, tuple
 
 async def retention_under_ingest(db: Path, rate: float, old: bool) -> dict[str, Any]:
     conn = connect(db)
-    writer = Writer(conn)
+    writer = Writer(conn, checkpointer=WalCheckpointer(db))  # as the supervisor's (checkpoints off the commit path)
     writer.start(asyncio.get_running_loop())
     latencies: list[float] = []
     done = asyncio.Event()
