@@ -18,12 +18,23 @@ import threading
 import time
 from pathlib import Path
 
-from halswarm.store.db import connect
+from halswarm.store.db import BUSY_TIMEOUT_MS
 
 log = logging.getLogger(__name__)
 
 INTERVAL_SEC = 0.5
 BACKSTOP_PAGES = 10_000  # the writer's own wal_autocheckpoint: ~40 MiB of WAL at 4 KiB pages
+
+
+def open_for_checkpoints(path: str | Path) -> sqlite3.Connection:
+    """A second connection to a file the writer already has open, through SQLite only. Not `db.connect`:
+    it opens and closes a descriptor of its own on the file first, and closing any descriptor of a file
+    drops every POSIX lock this process holds on it (the writer's too), after which another process
+    closing its last connection takes the database as unused and deletes the WAL under us."""
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # this connection never commits; be explicit
+    return conn
 
 
 class WalCheckpointer:
@@ -44,8 +55,7 @@ class WalCheckpointer:
     def start(self, writer_conn: sqlite3.Connection) -> None:
         """Raise the writer's automatic checkpoint to the backstop and start the thread."""
         writer_conn.execute(f"PRAGMA wal_autocheckpoint={int(self.backstop_pages)}")
-        self._conn = connect(self.path)
-        self._conn.execute("PRAGMA wal_autocheckpoint=0")  # this connection never commits; be explicit
+        self._conn = open_for_checkpoints(self.path)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
         self._thread.start()

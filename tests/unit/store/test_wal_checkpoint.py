@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -99,5 +101,25 @@ async def test_has_waiting_sees_a_job_queued_behind_the_running_one(tmp_path):
         assert await second == 2
     finally:
         queued.set()
+        await writer.stop()
+        conn.close()
+
+
+async def test_starting_the_checkpointer_keeps_the_writers_locks(tmp_path):
+    """Opening the checkpoint connection must not drop this process's POSIX locks on the file: without
+    them, another process closing its last connection takes the database as unused and deletes the WAL."""
+    path = tmp_path / "l.db"
+    conn = connect(path)
+    migrate(conn)
+    writer = Writer(conn, checkpointer=WalCheckpointer(path, interval=60))
+    writer.start(asyncio.get_running_loop())
+    try:
+        await writer.run(lambda c: insert_events(c, _rows(1, 10)))
+        other = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                 "c.execute('SELECT count(*) FROM events').fetchone(); c.close()")
+        await asyncio.to_thread(subprocess.run, [sys.executable, "-c", other, str(path)], check=True, timeout=60)
+        assert (tmp_path / "l.db-wal").exists(), "another process's close deleted the WAL under the writer"
+        assert await writer.run(lambda c: insert_events(c, _rows(11, 1))) == 1
+    finally:
         await writer.stop()
         conn.close()
