@@ -20,7 +20,7 @@ can be started on demand (in the supervisor it runs on its hourly timer). `--old
 as one writer job (the code before issue 22) for comparison.
 
   python bench/store_scale.py [--sizes 100k,1M] [--rate 500] [--old] [--startup-only] [--keep DIR [--reuse]]
-                              [--startup-reps N] [--routes [--reps N]]
+                              [--startup-reps N] [--routes [--reps N]] [--routes-only]
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 CODE = Path(os.environ.get("HAL_BENCH_CODE") or REPO).resolve()
 
 from halswarm.core.model import Node, Session  # noqa: E402
+from halswarm.store.checkpoint import WalCheckpointer  # noqa: E402
 from halswarm.store.clean_marker import marker_path  # noqa: E402
 from halswarm.store.db import connect  # noqa: E402
 from halswarm.store.migrations import migrate  # noqa: E402
@@ -149,9 +150,9 @@ def supervisor_env(work: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def supervisor(db: Path, work: Path, timeout: float = 120.0) -> Iterator[tuple[float, float, str, str]]:
+def supervisor(db: Path, work: Path, timeout: float = 120.0) -> Iterator[tuple[float, float, str, str, int]]:
     """The real supervisor on `db`: yields (seconds from spawn to /readyz 200, its CPU seconds by then,
-    API base URL, token) and stops it with SIGTERM (a clean stop: it writes the clean-shutdown marker).
+    API base URL, token, pid) and stops it with SIGTERM (a clean stop: it writes the clean-shutdown marker).
     The CPU seconds hardly depend on the machine's load; the wall seconds do (2 shared cores)."""
     import httpx
 
@@ -196,7 +197,7 @@ def supervisor(db: Path, work: Path, timeout: float = 120.0) -> Iterator[tuple[f
                     raise RuntimeError(f"no background integrity check; see {log_path}")
                 time.sleep(0.5)
             print(f"  (background quick_check passed {time.monotonic() - t0:.1f} s after spawn)", flush=True)
-        yield ready, cpu, base, token
+        yield ready, cpu, base, token, proc.pid
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -215,7 +216,7 @@ def process_cpu_s(pid: int) -> float:
 
 def startup_to_ready(db: Path, work: Path, timeout: float = 120.0) -> tuple[float, float]:
     """Seconds from spawning the real supervisor on `db` until /readyz answers 200, and its CPU seconds."""
-    with supervisor(db, work, timeout) as (ready, cpu, _, _):
+    with supervisor(db, work, timeout) as (ready, cpu, _, _, _):
         return ready, cpu
 
 
@@ -245,12 +246,15 @@ def route_calls(events: int) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
-def list_routes(db: Path, work: Path, events: int, reps: int) -> dict[str, tuple[float, float]]:
-    """p50/p99 ms of each list route over loopback HTTP (one client, keep-alive, sequential calls)."""
+def list_routes(db: Path, work: Path, events: int, reps: int, ready_timeout: float = 120.0
+                ) -> dict[str, tuple[float, float, float]]:
+    """p50/p99 ms of each list route over loopback HTTP (one client, keep-alive, sequential calls), and the
+    supervisor's CPU ms per call (all its threads, from /proc: on a machine others load, wall time
+    measures the queue for a core as much as the route, CPU time much less so)."""
     import httpx
 
-    out: dict[str, tuple[float, float]] = {}
-    with supervisor(db, work) as (_, _, base, token), \
+    out: dict[str, tuple[float, float, float]] = {}
+    with supervisor(db, work, ready_timeout) as (_, _, base, token, pid), \
             httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
         for name, path, params in route_calls(events):
             params = dict(params)
@@ -259,13 +263,16 @@ def list_routes(db: Path, work: Path, events: int, reps: int) -> dict[str, tuple
                 params = {"node_id": params["node_id"], "after": meta["next"], "limit": 100}
             client.get(path, params=params).raise_for_status()  # warm: page cache, first-call imports
             ms = []
+            cpu0 = process_cpu_s(pid)
             for _ in range(reps):
                 t = time.perf_counter()
                 client.get(path, params=params).raise_for_status()
                 ms.append((time.perf_counter() - t) * 1000)
+            cpu_ms = (process_cpu_s(pid) - cpu0) * 1000 / reps
             ms.sort()
-            out[name] = (ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))])
-            print(f"[{label(events)}] {name:<42} p50 {out[name][0]:8.1f} ms  p99 {out[name][1]:8.1f} ms", flush=True)
+            out[name] = (ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))], cpu_ms)
+            print(f"[{label(events)}] {name:<42} p50 {out[name][0]:8.1f} ms  p99 {out[name][1]:8.1f} ms"
+                  f"  cpu {cpu_ms:6.2f} ms/call", flush=True)
     return out
 
 
@@ -273,7 +280,7 @@ def list_routes(db: Path, work: Path, events: int, reps: int) -> dict[str, tuple
 
 async def retention_under_ingest(db: Path, rate: float, old: bool) -> dict[str, Any]:
     conn = connect(db)
-    writer = Writer(conn)
+    writer = Writer(conn, checkpointer=WalCheckpointer(db))  # as the supervisor's (checkpoints off the commit path)
     writer.start(asyncio.get_running_loop())
     latencies: list[float] = []
     done = asyncio.Event()
@@ -346,6 +353,9 @@ def run_size(events: int, root: Path, args: argparse.Namespace) -> dict[str, Any
         built = build(db, events)
         print(f"[{label(events)}] built in {built:.1f} s, {file_bytes(db) / 2**20:.0f} MiB", flush=True)
     out: dict[str, Any] = {"events": events}
+    if args.routes_only:  # repeated passes over databases kept earlier: no start-up figures, no retention
+        out["routes"] = list_routes(db, work, events, args.reps, args.ready_timeout)
+        return out
     if args.old:
         copy = work / "old.db"
         shutil.copyfile(db, copy)
@@ -355,10 +365,10 @@ def run_size(events: int, root: Path, args: argparse.Namespace) -> dict[str, Any
             Path(f"{copy}-wal").unlink()
     with contextlib.suppress(FileNotFoundError):
         marker_path(db).unlink()  # the build is not a supervisor's clean stop: a full check at start
-    out["startup_s"], out["startup_cpu_s"] = startup_to_ready(db, work)
+    out["startup_s"], out["startup_cpu_s"] = startup_to_ready(db, work, args.ready_timeout)
     if not marker_path(db).exists():
         raise RuntimeError(f"no clean-shutdown marker after a clean stop; see {work / 'supervisor.log'}")
-    runs = [startup_to_ready(db, work) for _ in range(args.startup_reps)]
+    runs = [startup_to_ready(db, work, args.ready_timeout) for _ in range(args.startup_reps)]
     marker_runs, cpu_runs = sorted(r[0] for r in runs), sorted(r[1] for r in runs)
     out["startup_marker_s"] = marker_runs[len(marker_runs) // 2]
     out["startup_marker_cpu_s"] = cpu_runs[len(cpu_runs) // 2]
@@ -367,11 +377,11 @@ def run_size(events: int, root: Path, args: argparse.Namespace) -> dict[str, Any
           f"full check, {out['startup_marker_s']:.2f} s (cpu {out['startup_marker_cpu_s']:.2f} s) after a clean "
           f"stop, median of {len(marker_runs)}: {', '.join(f'{x:.2f}' for x in marker_runs)}", flush=True)
     if args.routes:
-        out["routes"] = list_routes(db, work, events, args.reps)
+        out["routes"] = list_routes(db, work, events, args.reps, args.ready_timeout)
     if args.startup_only:
         return out
     out["retention"] = asyncio.run(retention_under_ingest(db, args.rate, old=False))
-    out["startup_after_s"] = startup_to_ready(db, work)[0]
+    out["startup_after_s"] = startup_to_ready(db, work, args.ready_timeout)[0]
     return out
 
 
@@ -381,13 +391,19 @@ def report(rows: list[dict[str, Any]]) -> None:
 
     print("\nsize   start-up wall (full check / after a clean stop)   cpu (full / after a clean stop)")
     for r in rows:
+        if "startup_s" not in r:
+            continue
         print(f"{label(r['events']):<6} {r['startup_s']:.2f}s / {r['startup_marker_s']:.2f}s"
               f"{'':30}{r['startup_cpu_s']:.2f}s / {r['startup_marker_cpu_s']:.2f}s")
     if all("routes" in r for r in rows):
-        print("\nlist route (p50 / p99 ms)                  " + "  ".join(f"{label(r['events']):>15}" for r in rows))
+        print("\nlist route (p50 / p99 ms, cpu ms/call)    "
+              + "  ".join(f"{label(r['events']):>22}" for r in rows) + "  growth p99 / cpu")
         for name in rows[0]["routes"]:
-            cells = "  ".join(f"{r['routes'][name][0]:6.1f} / {r['routes'][name][1]:6.1f}" for r in rows)
-            print(f"{name:<42} {cells}")
+            cells = "  ".join(f"{r['routes'][name][0]:6.1f} / {r['routes'][name][1]:6.1f} {r['routes'][name][2]:6.2f}"
+                              for r in rows)
+            first, last = rows[0]["routes"][name], rows[-1]["routes"][name]
+            growth = f"x{last[1] / first[1]:.2f} / x{last[2] / first[2]:.2f}" if first[2] > 0 else "-"
+            print(f"{name:<42} {cells}  {growth}")
     if any("retention" not in r for r in rows):
         return
     print("\nsize   start-up  retention  steps  removed   file MiB before->after  ack p50/p99/max ms (batches)")
@@ -419,6 +435,9 @@ def main() -> int:
     ap.add_argument("--startup-reps", type=int, default=1, help="start-ups after a clean stop (median printed)")
     ap.add_argument("--routes", action="store_true", help="also time every list route over HTTP (p50/p99)")
     ap.add_argument("--reps", type=int, default=30, help="calls per list route")
+    ap.add_argument("--ready-timeout", type=float, default=120.0,
+                    help="seconds a start may take to ready (a full quick_check at 10M on a loaded machine: minutes)")
+    ap.add_argument("--routes-only", action="store_true", help="list routes only (no start-up, no retention)")
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="hal-store-scale-"))

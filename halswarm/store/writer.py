@@ -14,10 +14,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from halswarm.store.dialect import is_pg
 from halswarm.store.guard import RECOVERABLE, StorageFault, StorageGuard
+
+if TYPE_CHECKING:
+    from halswarm.store.checkpoint import WalCheckpointer
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +35,11 @@ class WriterStopped(RuntimeError):
 
 class Writer:
     def __init__(self, conn: sqlite3.Connection, *, max_batch: int = 512, guard: StorageGuard | None = None,
-                 on_fault: Callable[[StorageFault], None] | None = None) -> None:
+                 on_fault: Callable[[StorageFault], None] | None = None,
+                 checkpointer: WalCheckpointer | None = None) -> None:
         self._conn = conn
+        # SQLite: WAL checkpoints in a thread of their own, not inside a commit (store/checkpoint.py).
+        self.checkpointer = checkpointer
         self.guard = guard
         self.on_fault = on_fault  # called (in the writer thread) when a storage fault is first seen
         self.fault: StorageFault | None = None  # set: nothing commits until it clears (if it can)
@@ -101,6 +107,8 @@ class Writer:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        if self.checkpointer is not None:
+            self.checkpointer.start(self._conn)
         self._thread = threading.Thread(target=self._run, name="db-writer", daemon=True)
         self._thread.start()
 
@@ -118,6 +126,11 @@ class Writer:
     async def run(self, job: Job) -> Any:
         return await self.submit(job)
 
+    def has_waiting(self) -> bool:
+        """True when jobs are queued behind the one running (a long job may end its step early:
+        retention gives the writer back to the ingest this way)."""
+        return not self._queue.empty()
+
     async def stop(self) -> None:
         """Finish every queued job, then stop the thread (graceful shutdown flush)."""
         if self._thread is None:
@@ -126,6 +139,8 @@ class Writer:
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)
 
     def _run(self) -> None:
         while True:

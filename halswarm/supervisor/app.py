@@ -20,6 +20,7 @@ from halswarm.config.supervisor import SupervisorConfig
 from halswarm.core.model import Node, Session
 from halswarm.core.remediation.triggers import CostProviderFacts
 from halswarm.memwatch import MemoryWatch
+from halswarm.store.checkpoint import WalCheckpointer
 from halswarm.store.clean_marker import take_marker, write_marker
 from halswarm.store.db import (
     CorruptDatabase,
@@ -271,7 +272,8 @@ class Supervisor:
         if saved is not None:
             log.info("database backed up before migrating: %s", saved)
         self._prepare_schema(conn, path)
-        self.writer = Writer(conn, guard=StorageGuard(path), on_fault=self._on_storage_fault)
+        self.writer = Writer(conn, guard=StorageGuard(path), on_fault=self._on_storage_fault,
+                             checkpointer=WalCheckpointer(path))
         self.reader = Reader(path)
 
     def _open_postgresql(self) -> None:

@@ -15,7 +15,7 @@ from halswarm.store.migrations import migrate
 from halswarm.store.repos.audit import insert_audit
 from halswarm.store.repos.events import insert_events
 from halswarm.store.repos.nodes import upsert_node
-from halswarm.store.repos.retention import auto_vacuum_mode, delete_step, free_pages, vacuum_step
+from halswarm.store.repos.retention import CHUNK_ROWS, auto_vacuum_mode, delete_step, free_pages, vacuum_step
 from halswarm.store.writer import Writer
 from halswarm.supervisor.features.retention.service import DAY, RetentionJob
 from halswarm.supervisor.features.retention.settings import RetentionSettings
@@ -116,8 +116,8 @@ def test_delete_step_takes_the_oldest_rows_first_and_stops_at_the_time_budget(st
     assert delete_step(conn, "events", NOW - 30 * DAY, 100, 10.0) == 100
     assert conn.execute("SELECT min(seq) FROM events").fetchone()[0] == 101
     ticks = iter(range(100))  # a clock that has always spent the budget: one chunk, then stop
-    assert delete_step(conn, "events", NOW - 30 * DAY, 10_000, 0.5, clock=lambda: float(next(ticks))) == 250
-    assert delete_step(conn, "events", NOW - 30 * DAY, 10_000, 10.0) == 250
+    assert delete_step(conn, "events", NOW - 30 * DAY, 10_000, 0.5, clock=lambda: float(next(ticks))) == CHUNK_ROWS
+    assert delete_step(conn, "events", NOW - 30 * DAY, 10_000, 10.0) == 500 - CHUNK_ROWS
     assert delete_step(conn, "events", NOW - 30 * DAY, 10_000, 10.0) == 0
     assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 5
 
@@ -144,6 +144,21 @@ async def test_new_database_gives_freed_pages_back_in_steps(tmp_path):
     assert conn.execute("PRAGMA page_count").fetchone()[0] < pages_full / 2
 
 
+def test_delete_step_gives_way_to_queued_jobs_after_one_statement(store_db):
+    conn = store_db.migrated()
+    _fill(conn, old=3 * CHUNK_ROWS, new=5)
+    asked: list[int] = []
+
+    def waiting() -> bool:  # another writer job is queued from the first check on
+        asked.append(1)
+        return True
+
+    assert delete_step(conn, "events", NOW - 30 * DAY, 10_000, 10.0, yield_to=waiting) == CHUNK_ROWS
+    assert asked == [1]
+    assert delete_step(conn, "events", NOW - 30 * DAY, 10_000, 10.0, yield_to=lambda: False) == 2 * CHUNK_ROWS
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 5
+
+
 def test_vacuum_step_stops_at_its_time_budget(tmp_path):
     conn = connect(tmp_path / "b.db")
     migrate(conn)
@@ -152,5 +167,15 @@ def test_vacuum_step_stops_at_its_time_budget(tmp_path):
     free = free_pages(conn)
     assert free > 100
     ticks = iter(range(10_000))  # a clock that has always spent the budget: the first check stops it
-    assert vacuum_step(conn, 1000, 0.5, clock=lambda: float(next(ticks))) == free - 32
-    assert vacuum_step(conn, 1000, 10.0) == max(0, free - 32 - 1000)
+    assert vacuum_step(conn, 1000, 0.5, clock=lambda: float(next(ticks))) == free - 1
+    assert vacuum_step(conn, 1000, 10.0) == max(0, free - 1 - 1000)
+
+
+def test_vacuum_step_gives_way_to_queued_jobs(tmp_path):
+    conn = connect(tmp_path / "y.db")
+    migrate(conn)
+    _fill(conn, old=2000, new=0)
+    conn.execute("DELETE FROM events")
+    free = free_pages(conn)
+    assert free > 100
+    assert vacuum_step(conn, 1000, 10.0, yield_to=lambda: True) == free - 1

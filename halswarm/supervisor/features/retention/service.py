@@ -2,8 +2,9 @@
 lifecycle (`start`/`stop`), run whether or not the HTTP API is on; no API of its own.
 
 The purge goes in small steps, each its own writer job (at most `batch_rows` rows and about
-`batch_ms` of work), so event batches queued meanwhile commit (and are acked) between two steps:
-deleting millions of rows never holds the writer for more than a few tens of milliseconds. On a
+`batch_ms` of work, and ending after the statement in progress as soon as another writer job is
+queued), so event batches queued meanwhile commit (and are acked) between two steps: deleting
+millions of rows never holds the writer for more than a few tens of milliseconds. On a
 file with auto_vacuum=INCREMENTAL the freed pages are then given back in small steps too.
 """
 
@@ -60,9 +61,10 @@ class RetentionJob:
 
     async def _purge(self, target: str, cutoff: float) -> int:
         rows, budget = self.settings.batch_rows, self.settings.batch_ms / 1000.0
+        waiting = self.writer.has_waiting
         total = 0
         while True:
-            n: int = await self.writer.run(lambda c: delete_step(c, target, cutoff, rows, budget))
+            n: int = await self.writer.run(lambda c: delete_step(c, target, cutoff, rows, budget, yield_to=waiting))
             self._stepped(target, n)
             total += n
             if n == 0:
@@ -78,7 +80,8 @@ class RetentionJob:
         before = left = await self.writer.run(free_pages)
         while left > 0:
             now_left: int = await self.writer.run(
-                lambda c: vacuum_step(c, self.settings.vacuum_pages, self.settings.batch_ms / 1000.0))
+                lambda c: vacuum_step(c, self.settings.vacuum_pages, self.settings.batch_ms / 1000.0,
+                                      yield_to=self.writer.has_waiting))
             self._stepped("vacuum", left - now_left)
             if now_left >= left:  # nothing moved: stop rather than spin
                 break
