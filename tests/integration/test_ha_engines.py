@@ -106,6 +106,8 @@ async def test_the_leader_acts_on_sessions_and_triggers_of_a_node_held_elsewhere
         assert len(agent.got("resume")) == MAX_RETRIES, "the new leader resumed past max_retries"
         assert len(agent.got("create_session")) == 1, "the new leader started the dependent again"
         assert count(pg_cluster, url, "SELECT count(*) FROM dependency_starts") == 1
+        assert pg_rows(pg_cluster, url, "SELECT node_id, session_id, project FROM events"
+                       " WHERE type = 'dependency.started'") == [("nb", "ses_down1", "down")]
         assert count(pg_cluster, url, "SELECT count(*) FROM events WHERE type = 'policy.retry_cap'") == 1
         assert count(pg_cluster, url, "SELECT count(*) FROM events WHERE type = 'policy.action'") == MAX_RETRIES
         snap = policy_checks(b)

@@ -300,18 +300,22 @@ class DependencyManager(PeriodicEngine):
     async def _start(self, project: str, upstream: str, marker: str) -> bool:
         deps = self.graph.deps(project)
         args = {"project": project, "prompt": PROMPT.format(upstream=", ".join(deps))}
-        session_id = command_id = error = None
+        session_id = command_id = error = node_id = None
         result = "failure"
         try:
             res = await self.dispatcher.dispatch("create_session", CommandTarget(project=project), args,
                                                  actor="dependencies")
-            command_id, result, error = res.command_id, res.status, res.error
+            command_id, result, error, node_id = res.command_id, res.status, res.error, res.node_id
             if res.status == "success":
-                if self.apply_output is not None:
+                # A session on a node held elsewhere is its holder's to store (a copy here would go stale).
+                held_here = self.here is None or (node_id is not None and self.here(node_id))
+                if self.apply_output is not None and held_here:
                     s = await self.apply_output(res)
                     session_id = getattr(s, "id", None)
                 if session_id is None and isinstance(res.output, dict):
-                    session_id = res.output.get("id")
+                    inner = res.output.get("session")
+                    out: dict[str, Any] = inner if isinstance(inner, dict) else res.output
+                    session_id = out.get("id") if isinstance(out.get("id"), str) else None
         except CommandError as exc:
             error = exc.message
         except Exception as exc:
@@ -328,8 +332,8 @@ class DependencyManager(PeriodicEngine):
                 "command_id": command_id, "result": result}
         if error:
             data["error"] = error
-        s = self.tracker.get(session_id) if session_id else None
-        self.ingestor.emit(s.node_id if s else None, etype, data, session_id=session_id, project=project)
+        s = self.tracker.get(session_id) if session_id and node_id is None else None
+        self.ingestor.emit(node_id or (s.node_id if s else None), etype, data, session_id=session_id, project=project)
         (log.info if ok else log.warning)("dependencies: %s completed -> start %s: %s%s", upstream, project, result,
                                           f" ({error})" if error else "")
         return ok
