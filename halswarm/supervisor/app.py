@@ -41,7 +41,12 @@ from halswarm.store.reader import Reader
 from halswarm.store.repos.events import fill_event_timestamps
 from halswarm.store.repos.leases import drop_owner_leases, live_leases
 from halswarm.store.repos.nodes import mark_all_offline
-from halswarm.store.repos.sessions import get_session, upsert_sessions
+from halswarm.store.repos.sessions import (
+    get_session,
+    project_counts_held_elsewhere,
+    sessions_held_elsewhere,
+    upsert_sessions,
+)
 from halswarm.store.repos.state import load_state
 from halswarm.store.rescue import rescue_copy
 from halswarm.store.writer import Writer
@@ -704,7 +709,8 @@ class Supervisor:
                              session_cost=self.costs.session_cost)
         await lc.start("notification router", self.router.start, self.router.stop)  # stop: short flush
         self.dependencies = DependencyManager(self.dependency_settings, self.tracker, self.dispatcher, self.ingestor,
-                                              self.writer, self.reader, apply_output=self.apply_command_output)
+                                              self.writer, self.reader, apply_output=self.apply_command_output,
+                                              **self._fleet_reads("active_elsewhere", self._active_elsewhere))
         self.feed = EventFeed(self.ingestor, registry)  # subscribes only when someone consumes
         if self.router.active:
             self.feed.add(self.router.on_event)
@@ -725,6 +731,26 @@ class Supervisor:
         self.backups = BackupWatch(self.backup_settings, lambda kind, data: self.ingestor.emit(None, kind, data))
         register_backup_metrics(self.backups, registry)
         await self._leader_engine("backup watch", self.backups.start, self.backups.stop)
+
+    def _fleet_reads(self, name: str, read: Callable[..., Any]) -> dict[str, Any]:
+        """PostgreSQL: what the leader's policies and dependency autostart read of the nodes other supervisors
+        hold (`read` as `name`) and which nodes are connected here; nothing on SQLite (memory only, as before)."""
+        if self.leases is None:
+            return {}
+        return {name: read, "here": lambda node_id: node_id in self.hub.links}
+
+    async def _sessions_elsewhere(self, statuses: frozenset[str]) -> list[Session]:
+        assert self.leases is not None
+        owner, now = self.leases.owner, time.time()
+        found: list[Session] = await self.reader.run(lambda c: sessions_held_elsewhere(c, statuses, owner, now))
+        return found
+
+    async def _active_elsewhere(self, projects: list[str], statuses: frozenset[str]) -> dict[str, int]:
+        assert self.leases is not None
+        owner, now = self.leases.owner, time.time()
+        counts: dict[str, int] = await self.reader.run(
+            lambda c: project_counts_held_elsewhere(c, projects, statuses, owner, now))
+        return counts
 
     async def _leader_engine(self, name: str, start: Callable[[], Any], stop: Callable[[], Any]) -> None:
         """A periodic engine that runs on one supervisor at a time: started here on SQLite (the one
@@ -753,7 +779,8 @@ class Supervisor:
         await self._leader_engine("auto remediation", self.auto_remediation.start, self.auto_remediation.stop)
         self.policies = PolicyEngine(self.policy_settings, self.tracker, self.dispatcher, self.ingestor, self.writer,
                                      self.reader, session_cost=self.costs.session_cost,
-                                     daily_cost=self.costs.daily_cost, apply_output=self.apply_command_output)
+                                     daily_cost=self.costs.daily_cost, apply_output=self.apply_command_output,
+                                     **self._fleet_reads("fleet", self._sessions_elsewhere))
         await self._leader_engine("policies", self.policies.start, self.policies.stop)
         if self.leadership is not None:  # where the policies start on SQLite: they stop first
             await lc.start("leadership", self.leadership.start, self.leadership.stop)

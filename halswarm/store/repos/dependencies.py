@@ -20,6 +20,17 @@ def project_status_events(conn: sqlite3.Connection, event_type: str, projects: I
         " ORDER BY id", [event_type, *projects]).fetchall()
 
 
+def project_status_between(conn: sqlite3.Connection, event_type: str, projects: Iterable[str], after: int,
+                           upto: int) -> list[tuple[Any, ...]]:
+    """PostgreSQL (issue 21): (project, event_id, data JSON, timestamp) of the events of `event_type` about
+    `projects` with after < id <= upto, in id order (idx_events_project_type_ts, then the id range)."""
+    projects = list(projects)
+    qs = ",".join("?" * len(projects))
+    return conn.execute(
+        f"SELECT project, event_id, data, ts AS timestamp FROM events WHERE type=? AND project IN ({qs})"
+        " AND id > ? AND id <= ? ORDER BY id", [event_type, *projects, after, upto]).fetchall()
+
+
 def load_marks(conn: sqlite3.Connection) -> dict[str, str]:
     """project -> the completion marker already acted on."""
     return {r[0]: r[1] for r in conn.execute("SELECT project, marker FROM dependency_marks")}

@@ -138,3 +138,31 @@ def latest_completed(conn: sqlite3.Connection, projects: Iterable[str]) -> list[
 
 def status_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {str(st): int(n) for st, n in conn.execute("SELECT status, count(*) FROM sessions GROUP BY status")}
+
+
+_HELD_ELSEWHERE = ("FROM sessions s JOIN node_leases l ON l.node_id = s.node_id"
+                   " WHERE s.status IN ({marks}) AND l.owner <> ? AND l.expires_at > ?")
+
+
+def sessions_held_elsewhere(conn: sqlite3.Connection, statuses: Iterable[str], owner: str, now: float
+                            ) -> list[Session]:
+    """PostgreSQL (issue 21): the sessions with one of `statuses` on nodes another supervisor than `owner`
+    holds a live lease of, as their holders stored them. `statuses` is a handful of values (idx_sessions_status);
+    the lease side is one row per connected node."""
+    st = sorted(set(statuses))
+    if not st:
+        return []
+    sql = "SELECT s.* " + _HELD_ELSEWHERE.format(marks=",".join("?" * len(st)))
+    return _readable(conn.execute(sql, (*st, owner, now)))
+
+
+def project_counts_held_elsewhere(conn: sqlite3.Connection, projects: Iterable[str], statuses: Iterable[str],
+                                  owner: str, now: float) -> dict[str, int]:
+    """PostgreSQL (issue 21): per project of `projects`, the sessions with one of `statuses` on nodes
+    another supervisor than `owner` holds a live lease of."""
+    st, ps = sorted(set(statuses)), sorted(set(projects))
+    if not st or not ps:
+        return {}
+    sql = ("SELECT s.project, count(*) " + _HELD_ELSEWHERE.format(marks=",".join("?" * len(st)))
+           + f" AND s.project IN ({','.join('?' * len(ps))}) GROUP BY s.project")
+    return {str(r[0]): int(r[1]) for r in conn.execute(sql, (*st, owner, now, *ps))}

@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
 
 from halswarm.config.supervisor import normalize_supervisor
+from halswarm.core.model import Session
 from halswarm.core.timeutil import iso
 from halswarm.supervisor.features.policies.engine import (
     COMPACTION,
     COST,
+    LIVE,
     RESUME,
     Action,
     Capped,
+    PolicyEngine,
     RetryState,
     SessionFacts,
+    actionable,
     cap,
     decide,
+    fleet_sessions,
     gate,
     plan,
     record,
 )
 from halswarm.supervisor.features.policies.settings import PolicyConfig, PolicySettings
+from halswarm.supervisor.runtime.tracker import SessionTracker
 
 NOW = 1_000_000.0
 
@@ -274,3 +283,81 @@ def test_disabled_policies_do_nothing() -> None:
     assert decide(NOW, c, [fact("a", "idle", 10**6, compaction_count=10**3, cost_usd=10**3)], {}) == []
     a = Action(RESUME, "a", "resume", {}, "r")
     assert a.retry_count == 0
+
+
+# --------------------------------------------------------------------------- the whole fleet (issue 21)
+
+
+def test_the_leader_reads_only_the_statuses_an_enabled_policy_acts_on() -> None:
+    assert actionable(cfg()) == frozenset()
+    assert actionable(cfg(resume_on_idle=RES)) == {"idle"}
+    assert actionable(cfg(restart_on_compaction={"enabled": True})) == {"running", "idle"}
+    assert actionable(cfg(resume_on_idle=RES, kill_on_cost={"enabled": True})) == LIVE
+
+
+def test_fleet_sessions_take_memory_for_nodes_here_and_the_store_for_the_others() -> None:
+    here = {"n1"}.__contains__
+    local = [Session("a", "n1", status="idle"), Session("stale", "n2", status="idle")]  # n2's copy is stale
+    stored = [Session("stale", "n2", status="running"), Session("b", "n2", status="idle"),
+              Session("a", "n1", status="running")]  # n1 just moved here: memory wins
+    got = fleet_sessions(local, here, stored)
+    assert [(s.id, s.node_id, s.status) for s in got] == [("a", "n1", "idle"), ("stale", "n2", "running"),
+                                                          ("b", "n2", "idle")]
+
+
+class _Rec:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.applied: list[Any] = []
+        self.events: list[tuple[Any, ...]] = []
+
+    async def dispatch(self, ctype: str, target: Any, args: dict[str, Any], *, actor: str) -> Any:
+        node = {"ses_here": "n1", "ses_far": "n2"}[target.session_id]
+        self.sent.append((ctype, target.session_id))
+        return SimpleNamespace(status="success", error=None, node_id=node, output={"id": target.session_id})
+
+    async def run(self, fn: Any) -> None:  # the writer
+        return None
+
+    def emit(self, node_id: Any, etype: str, data: Any, **kw: Any) -> tuple[Any, ...]:
+        self.events.append((node_id, etype, kw.get("project")))
+        return (node_id, etype)
+
+    async def stored(self, evs: Any) -> None:
+        return None
+
+    async def apply(self, res: Any) -> None:
+        self.applied.append(res.node_id)
+
+
+async def test_the_engine_acts_on_sessions_held_elsewhere_read_once_per_check() -> None:
+    t = SessionTracker()
+    t.apply_state("n1", {"id": "ses_here", "project": "alpha", "status": "idle"}, at=NOW - 3600)
+    t.apply_state("n2", {"id": "ses_stale", "project": "beta", "status": "idle"}, at=NOW - 3600)  # a stale copy
+    rec = _Rec()
+    asked: list[frozenset[str]] = []
+
+    async def fleet(statuses: frozenset[str]) -> list[Session]:
+        asked.append(statuses)
+        return [Session("ses_far", "n2", "beta", "idle", last_activity=NOW - 3600),
+                Session("ses_stale", "n2", "beta", "running", last_activity=NOW)]
+
+    engine = PolicyEngine(cfg(resume_on_idle=RES), t, rec, rec, rec, None, apply_output=rec.apply, fleet=fleet,
+                          here={"n1"}.__contains__, clock=lambda: NOW)
+    actions = await engine.check()
+    assert asked == [frozenset({"idle"})]  # one read, only what resume_on_idle acts on
+    assert sorted(a.session_id for a in actions) == ["ses_far", "ses_here"]  # the stale copy's session runs
+    await asyncio.gather(*engine._running)
+    assert sorted(rec.sent) == [("resume", "ses_far"), ("resume", "ses_here")]
+    assert rec.applied == ["n1"]  # a session held elsewhere is its holder's to store
+    assert ("n2", "policy.action", "beta") in rec.events and ("n1", "policy.action", "alpha") in rec.events
+    assert engine.states[("ses_far", RESUME)].retry_count == 1
+
+
+async def test_without_a_fleet_the_engine_reads_memory_only() -> None:
+    t = SessionTracker()
+    t.apply_state("n2", {"id": "ses_mem", "status": "idle"}, at=NOW - 3600)
+    rec = _Rec()
+    engine = PolicyEngine(cfg(resume_on_idle=RES), t, rec, rec, rec, None, clock=lambda: NOW)
+    assert [a.session_id for a in await engine.check()] == ["ses_mem"]
+    await asyncio.gather(*engine._running)

@@ -14,6 +14,17 @@ before), each dependent that is now ready and has no live session is started wit
 (actor `dependencies`, audited), and a routed `dependency.started` / `dependency.start_failed` event
 is stored. Completions the supervisor already knew when autostart was first enabled start nothing;
 a completion that arrives while the supervisor is down is acted on after the restart.
+
+Several supervisors on one PostgreSQL (issue 21): autostart runs on the leader only and sees the whole
+fleet. Completed sessions were always read from the store. `project.status` events ingested by other
+supervisors are read from the store by id at each check, up to the safe horizon (core/event_horizon.py: ids
+below it are committed or never will be, so a cursor that follows it skips none); the cursor starts at
+the horizon probed before the start loads the stored events, so it misses nothing and re-reads at most
+events the load already had (noting one twice changes nothing). A start happens once per completion
+marker because the marks acted on are stored (`dependency_marks`): a new leader loads them and every
+stored `project.status`, so a move neither repeats nor loses a start, and the cursor needs no storing.
+Live sessions counted against a start are memory's for the nodes connected here and the store's for
+nodes other supervisors hold. On SQLite nothing of this runs.
 """
 
 from __future__ import annotations
@@ -26,9 +37,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from halswarm.core.event_horizon import Horizon
 from halswarm.core.timeutil import iso, parse_ts
 from halswarm.protocol import CommandTarget
 from halswarm.store.repos import dependencies as repo
+from halswarm.store.repos.events import probe_horizon
 from halswarm.store.repos.sessions import latest_completed
 from halswarm.supervisor.features.dependencies.settings import DependencySettings
 from halswarm.supervisor.runtime.dispatcher import CommandError
@@ -137,8 +150,16 @@ def to_start(graph: Graph, markers: Mapping[str, str | None], handled: Mapping[s
 class DependencyManager(PeriodicEngine):
     def __init__(self, settings: DependencySettings, tracker: Any, dispatcher: Any, ingestor: Any, writer: Any,
                  reader: Any, *, apply_output: Callable[[Any], Awaitable[Any]] | None = None,
+                 here: Callable[[str], bool] | None = None,
+                 active_elsewhere: Callable[[list[str], frozenset[str]], Awaitable[dict[str, int]]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        """`here` and `active_elsewhere` on a shared store (both None on SQLite): is a node connected to
+        this supervisor; per project, the stored sessions with one of the statuses on nodes held elsewhere."""
         super().__init__()
+        self.here = here
+        self.active_elsewhere = active_elsewhere
+        self.horizon = Horizon()
+        self.cursor: int | None = None  # shared store: every stored project.status up to here was noted
         self.graph = Graph(settings.edges)
         self.autostart = settings.autostart
         self.tracker = tracker
@@ -165,10 +186,35 @@ class DependencyManager(PeriodicEngine):
             with contextlib.suppress(ValueError, TypeError):
                 self._note_status(project, event_id, json.loads(data) if data else None, float(ts))
 
+    @property
+    def shared(self) -> bool:
+        return self.here is not None
+
+    async def _probe(self) -> int | None:
+        assigned, holders = await self.reader.run(probe_horizon)
+        return self.horizon.probe(assigned, holders)
+
+    async def _read_remote_status(self) -> int:
+        """Shared store: note the `project.status` events stored since the cursor, up to the safe horizon
+        (any supervisor's ingest); returns how many were read."""
+        safe = await self._probe()
+        if safe is None or (self.cursor is not None and safe <= self.cursor):
+            return 0
+        after, projects = self.cursor or 0, self.graph.projects
+        rows = await self.reader.run(lambda c: repo.project_status_between(c, STATUS_EVENT, projects, after, safe))
+        for project, event_id, data, ts in rows:
+            with contextlib.suppress(ValueError, TypeError):
+                self._note_status(project, event_id, json.loads(data) if data else None, float(ts))
+        self.cursor = safe
+        return len(rows)
+
     async def start(self) -> None:
         if not self.graph.projects:
             return
         projects = self.graph.projects
+        if self.shared and self.autostart:  # before the load: what it may miss, the cursor reads
+            self.horizon = Horizon()
+            self.cursor = await self._probe()  # None (a writer in flight): the first settled read reads all
 
         def load(c: Any) -> tuple[dict[str, str], list[Any]]:
             return repo.load_marks(c), repo.recent_starts(c)
@@ -216,21 +262,27 @@ class DependencyManager(PeriodicEngine):
         known = [*stored, *self.tracker.list()]
         return {p: completion_marker(latest_signal(p, known, self.status_events.get(p))) for p in projects}
 
-    def _active(self) -> dict[str, int]:
+    async def _active(self) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for s in self.tracker.live():
-            if s.status in ACTIVE:
+        here = self.here
+        for s in self.tracker.live():  # on a shared store, memory's copies of others' sessions are stale
+            if s.status in ACTIVE and (here is None or here(s.node_id)):
                 counts[s.project] = counts.get(s.project, 0) + 1
+        if self.active_elsewhere is not None:
+            for p, n in (await self.active_elsewhere(self.graph.projects, ACTIVE)).items():
+                counts[p] = counts.get(p, 0) + n
         return counts
 
     # ----- autostart -----
 
     async def check(self) -> list[tuple[str, str, str]]:
+        if self.shared:
+            await self._read_remote_status()
         markers = await self._markers(self.graph.projects)
         now = self.clock()
         handled = {p: m for p, m in self.handled.items() if self._retry_at.get(p, 0) <= now}
         handled.update({p: markers.get(p) or "" for p, t in self._retry_at.items() if t > now})
-        starts, marks = to_start(self.graph, markers, handled, self._active())
+        starts, marks = to_start(self.graph, markers, handled, await self._active())
         failed_upstreams = set()
         for project, upstream, marker in starts:
             if not await self._start(project, upstream, marker):
@@ -248,18 +300,22 @@ class DependencyManager(PeriodicEngine):
     async def _start(self, project: str, upstream: str, marker: str) -> bool:
         deps = self.graph.deps(project)
         args = {"project": project, "prompt": PROMPT.format(upstream=", ".join(deps))}
-        session_id = command_id = error = None
+        session_id = command_id = error = node_id = None
         result = "failure"
         try:
             res = await self.dispatcher.dispatch("create_session", CommandTarget(project=project), args,
                                                  actor="dependencies")
-            command_id, result, error = res.command_id, res.status, res.error
+            command_id, result, error, node_id = res.command_id, res.status, res.error, res.node_id
             if res.status == "success":
-                if self.apply_output is not None:
+                # A session on a node held elsewhere is its holder's to store (a copy here would go stale).
+                held_here = self.here is None or (node_id is not None and self.here(node_id))
+                if self.apply_output is not None and held_here:
                     s = await self.apply_output(res)
                     session_id = getattr(s, "id", None)
                 if session_id is None and isinstance(res.output, dict):
-                    session_id = res.output.get("id")
+                    inner = res.output.get("session")
+                    out: dict[str, Any] = inner if isinstance(inner, dict) else res.output
+                    session_id = out.get("id") if isinstance(out.get("id"), str) else None
         except CommandError as exc:
             error = exc.message
         except Exception as exc:
@@ -276,8 +332,8 @@ class DependencyManager(PeriodicEngine):
                 "command_id": command_id, "result": result}
         if error:
             data["error"] = error
-        s = self.tracker.get(session_id) if session_id else None
-        self.ingestor.emit(s.node_id if s else None, etype, data, session_id=session_id, project=project)
+        s = self.tracker.get(session_id) if session_id and node_id is None else None
+        self.ingestor.emit(node_id or (s.node_id if s else None), etype, data, session_id=session_id, project=project)
         (log.info if ok else log.warning)("dependencies: %s completed -> start %s: %s%s", upstream, project, result,
                                           f" ({error})" if error else "")
         return ok
@@ -285,8 +341,9 @@ class DependencyManager(PeriodicEngine):
     # ----- API -----
 
     async def snapshot(self) -> dict[str, Any]:
-        if self.graph.projects and not self.wants_events:
+        # Not fed live (autostart off, or a shared store's follower, where autostart does not run): as stored.
+        if self.graph.projects and (not self.wants_events or (self.shared and self._task is None)):
             await self._load_status_events()
         done = {p: m is not None for p, m in (await self._markers(self.graph.projects)).items()}
-        return {"autostart": self.autostart, "projects": project_states(self.graph, done, self._active()),
+        return {"autostart": self.autostart, "projects": project_states(self.graph, done, await self._active()),
                 "recent_starts": list(self.recent)}

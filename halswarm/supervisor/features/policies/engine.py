@@ -17,6 +17,13 @@ that "worked" is still an intervention), and goes back to 0 once `retry_reset_se
 since the last one. So no policy acts more than `max_retries` times on a session within any
 `retry_reset_seconds`. The first time the policy wants to act and the cap stops it, `policy.retry_cap`
 is emitted, once for that capped period (`capped_at`, persisted, survives restarts).
+
+Several supervisors on one PostgreSQL (issue 21): the engine runs on the leader only and decides on the
+whole fleet. The sessions of nodes connected here come from memory; those of nodes another supervisor
+holds (a live lease) are read from the store once per check, only with a status an enabled policy could
+act on (`actionable`), and their commands are forwarded to the holder by the dispatcher. The retry state
+is the stored `policy_state` (loaded when the engine starts), so a leader move keeps every count and cap.
+On SQLite (`fleet` None) the engine reads memory only, as before.
 """
 
 from __future__ import annotations
@@ -87,6 +94,29 @@ class Capped:
 class Plan:
     actions: list[Action]
     capped: list[Capped]
+
+
+def actionable(cfg: PolicyConfig) -> frozenset[str]:
+    """The session statuses an enabled policy may act on (what the leader reads of the sessions held
+    elsewhere): kill_on_cost any live one, restart_on_compaction running/idle, resume_on_idle idle."""
+    out: set[str] = set()
+    if cfg.cost.enabled:
+        out |= LIVE
+    if cfg.compaction.enabled:
+        out |= {"running", "idle"}
+    if cfg.resume.enabled:
+        out.add("idle")
+    return frozenset(out)
+
+
+def fleet_sessions(local: Iterable[Any], here: Callable[[str], bool], elsewhere: Iterable[Any]) -> list[Any]:
+    """The sessions to decide on: those in memory whose node is connected here (a copy of another
+    supervisor's session in memory is the stale one loaded at start), then the stored ones of nodes held
+    elsewhere that are not among them (a node that just moved here is taken from memory)."""
+    out = [s for s in local if here(s.node_id)]
+    seen = {s.id for s in out}
+    out.extend(s for s in elsewhere if s.id not in seen and not here(s.node_id))
+    return out
 
 
 def gate(st: RetryState, ps: PolicySettings, now: float) -> tuple[bool, RetryState]:
@@ -203,9 +233,15 @@ class PolicyEngine(PeriodicEngine):
                  reader: Any, *, session_cost: Callable[[Any], float] | None = None,
                  daily_cost: Callable[[], Awaitable[float]] | None = None,
                  apply_output: Callable[[Any], Awaitable[Any]] | None = None,
+                 fleet: Callable[[frozenset[str]], Awaitable[list[Any]]] | None = None,
+                 here: Callable[[str], bool] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
+        """`fleet` (shared store): the stored sessions with one of the given statuses on nodes another
+        supervisor holds; `here`: is this node connected to this supervisor. Both None on SQLite."""
         super().__init__()
         self.cfg = cfg
+        self.fleet = fleet
+        self.here = here
         self.tracker = tracker
         self.dispatcher = dispatcher
         self.ingestor = ingestor
@@ -219,6 +255,8 @@ class PolicyEngine(PeriodicEngine):
         self.inflight: dict[str, Action] = {}
         self.stats = _Stats()
         self.last_daily_cost = 0.0
+        self.elsewhere = 0  # sessions held by other supervisors in the last check (shared store)
+        self._where: dict[str, tuple[str, str]] = {}  # session -> (node, project) of the last check
 
     async def start(self) -> None:
         self.states = {k: RetryState(*row) for k, row in (await self.reader.run(load_policy_states)).items()}
@@ -230,10 +268,30 @@ class PolicyEngine(PeriodicEngine):
     async def stop(self) -> None:
         await self._stop_loop(grace=5)  # commands already sent finish (their outcome is recorded)
 
-    def facts(self) -> list[SessionFacts]:
+    def facts(self, elsewhere: Iterable[Any] = ()) -> list[SessionFacts]:
+        sessions = self.tracker.live()
+        if self.here is not None:
+            sessions = fleet_sessions(sessions, self.here, elsewhere)
         return [SessionFacts(s.id, s.node_id, s.project, s.status, s.last_activity, s.compaction_count,
                              s.tokens_total, self.session_cost(s))
-                for s in self.tracker.live() if s.status in LIVE]
+                for s in sessions if s.status in LIVE]
+
+    async def _elsewhere(self) -> list[Any]:
+        """Shared store: the sessions of nodes held by other supervisors a policy could act on (one read)."""
+        statuses = actionable(self.cfg)
+        if self.fleet is None or not statuses:
+            return []
+        try:
+            return await self.fleet(statuses)
+        except Exception as exc:  # this check decides on the local sessions; the next one reads again
+            log.warning("policies: sessions held by other supervisors unavailable: %s", exc)
+            return []
+
+    def _node_project(self, session_id: str) -> tuple[str | None, str | None]:
+        if session_id in self._where:
+            return self._where[session_id]
+        s = self.tracker.get(session_id)
+        return (s.node_id, s.project) if s is not None else (None, None)
 
     async def check(self) -> list[Action]:
         """One evaluation: decide, then start the actions (each in its own task)."""
@@ -245,7 +303,11 @@ class PolicyEngine(PeriodicEngine):
             except Exception as exc:
                 log.warning("policies: today's cost unavailable: %s", exc)
         self.last_daily_cost = daily
-        p = plan(now, self.cfg, self.facts(), self.states, daily, self.inflight)
+        elsewhere = await self._elsewhere()
+        facts = self.facts(elsewhere)
+        self.elsewhere = len(elsewhere)
+        self._where = {f.id: (f.node_id, f.project) for f in facts}
+        p = plan(now, self.cfg, facts, self.states, daily, self.inflight)
         self.stats.checks += 1
         self.stats.last_check = now
         for a in p.actions:
@@ -261,9 +323,9 @@ class PolicyEngine(PeriodicEngine):
         new, (etype, data) = cap(self.states.get(key, RetryState()), c, self.cfg.of(c.policy), now)
         self.states[key] = new
         await self.writer.run(lambda conn: save_policy_state(conn, c.session_id, c.policy, astuple(new)))
-        s = self.tracker.get(c.session_id)
-        await self.ingestor.stored([self.ingestor.emit(s.node_id if s else None, etype, data, session_id=c.session_id,
-                                                       project=s.project if s else None, track=True)])
+        node_id, project = self._node_project(c.session_id)
+        await self.ingestor.stored([self.ingestor.emit(node_id, etype, data, session_id=c.session_id,
+                                                       project=project, track=True)])
         log.warning("policy %s: %s reached max_retries (%d); next attempt after %s", c.policy, c.session_id,
                     new.retry_count, data["retry_after"])
 
@@ -274,7 +336,9 @@ class PolicyEngine(PeriodicEngine):
                 res = await self.dispatcher.dispatch(a.command, CommandTarget(session_id=a.session_id), a.args,
                                                      actor="policy")
                 status, error, node_id = res.status, res.error, res.node_id
-                if res.status == "success" and self.apply_output is not None:
+                # A session held elsewhere is its holder's to store (a copy folded in here could go stale).
+                held_here = self.here is None or (res.node_id is not None and self.here(res.node_id))
+                if res.status == "success" and self.apply_output is not None and held_here:
                     await self.apply_output(res)
             except CommandError as exc:
                 error = exc.message
@@ -286,11 +350,11 @@ class PolicyEngine(PeriodicEngine):
             self.states[key] = new
             self.stats.actions[a.policy] = self.stats.actions.get(a.policy, 0) + 1
             await self.writer.run(lambda c: save_policy_state(c, a.session_id, a.policy, astuple(new)))
-            s = self.tracker.get(a.session_id)
+            s_node, project = self._node_project(a.session_id)
             # Stored before the session leaves `inflight`: the next check sees the outcome everywhere.
             await self.ingestor.stored([
-                self.ingestor.emit(node_id or (s.node_id if s else None), etype, data, session_id=a.session_id,
-                                   project=s.project if s else None, track=True)
+                self.ingestor.emit(node_id or s_node, etype, data, session_id=a.session_id,
+                                   project=project, track=True)
                 for etype, data in events])
             level = logging.INFO if status == "success" else logging.WARNING
             log.log(level, "policy %s: %s %s -> %s%s", a.policy, a.command, a.session_id, status,
