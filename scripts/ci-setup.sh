@@ -12,7 +12,7 @@
 #   2. /etc/containers/containers.conf.d/50-halswarm-ci.conf: runc + low default ulimits
 #      (no CAP_SYS_RESOURCE here, and crun refuses the cgroup v1 hybrid layout).
 #   3. the systemd test image, built once from Debian packages with debootstrap and kept
-#      (tag changes when the package list changes).
+#      (tag changes when the package list changes); 3b. a copy of it with Debian's PostgreSQL installed.
 #   4. a wheelhouse with the package's runtime dependencies for the `network: none` containers.
 #   5. ansible-test's get-pip download replaced by a local stand-in (its CI host is not reachable).
 set -euo pipefail
@@ -22,8 +22,13 @@ VENV="${HAL_CI_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Keep in sync with tests/support/fleet/env.py (IMAGE, WHEELHOUSE).
+# Keep in sync with tests/support/fleet/env.py (IMAGE, PG_IMAGE, WHEELHOUSE).
 IMAGE="${HAL_CI_IMAGE:-localhost/halswarm-ops-systemd:bookworm-4}"
+# The same image with Debian's PostgreSQL installed (tests/fleet/test_ops_postgresql.py converges the
+# postgresql role in it with no network: the packages come from here, set-up time, not from a test).
+# The tag's last part changes with PG_IMAGE_PACKAGES (python3-apt: Ansible's apt module).
+PG_IMAGE="${HAL_CI_PG_IMAGE:-${IMAGE%%:*}-pg:${IMAGE##*:}-2}"
+PG_IMAGE_PACKAGES="postgresql python3-psycopg2 python3-apt"
 WHEELHOUSE="${HAL_CI_WHEELHOUSE:-/var/cache/halswarm-ci/wheelhouse}"
 IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables,procps,sqlite3,sudo,ca-certificates"
 # openjdk-17-jre-headless: the Java runtime of ansible-rulebook's rules engine (tests/e2e/test_eda_rulebook.py).
@@ -90,6 +95,23 @@ if ! podman image exists "$IMAGE"; then
   done
 fi
 
+# 3b. the PostgreSQL variant: the packages installed into a copy, with network, at set-up time only --------
+if ! podman image exists "$PG_IMAGE"; then
+  BUILDER="halswarm-ci-pg-build-$$"
+  podman rm -f -t 0 "$BUILDER" >/dev/null 2>&1 || true
+  log "building $PG_IMAGE ($PG_IMAGE_PACKAGES)"
+  podman run --name "$BUILDER" "$IMAGE" sh -c \
+    "printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d &&
+     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PG_IMAGE_PACKAGES >/dev/null &&
+     apt-get clean && rm -f /usr/sbin/policy-rc.d"
+  podman commit -q --change 'CMD ["/sbin/init"]' "$BUILDER" "$PG_IMAGE" >/dev/null
+  podman rm -f -t 0 "$BUILDER" >/dev/null
+  for old in $(podman images --format '{{.Repository}}:{{.Tag}}' | grep "^${PG_IMAGE%%:*}:" | grep -vx "$PG_IMAGE" || true); do
+    podman rmi -f "$old" >/dev/null 2>&1 || true
+  done
+  log "built $PG_IMAGE"
+fi
+
 # 4. wheelhouse of runtime dependencies (the containers have no network) --------------------
 if [ -x "$PY" ]; then
   STAMP="$WHEELHOUSE/.deps-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
@@ -120,4 +142,4 @@ PY
   fi
 fi
 
-log "ready (image $IMAGE, wheelhouse $WHEELHOUSE)"
+log "ready (images $IMAGE $PG_IMAGE, wheelhouse $WHEELHOUSE)"

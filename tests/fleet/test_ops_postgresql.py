@@ -1,5 +1,5 @@
-"""The postgresql role converged for real, packages included, in a throwaway podman container with systemd
-(the fleet image), never on this host: playbooks/postgresql.yml through the podman connection, then again
+"""The postgresql role converged for real in a throwaway podman container with systemd and no network (the
+fleet image with Debian's PostgreSQL packages installed at set-up time, scripts/ci-setup.sh), never on this host: playbooks/postgresql.yml through the podman connection, then again
 (idempotent: nothing changed), then `--check --diff` (nothing to change); inside the container the role is
 least-privilege, its password is SCRAM, it owns its two databases, PUBLIC may not connect to them, scram over
 TCP works and a wrong password is refused. The password never appears in the output."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.fleet.env import ARTIFACTS, COLLECTION, IMAGE, VENV_BIN, ansible_env, run
+from tests.support.fleet.env import ARTIFACTS, COLLECTION, PG_IMAGE, VENV_BIN, ansible_env, run
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(1200)
@@ -28,9 +28,9 @@ def _ready() -> str | None:
 
     if os.geteuid() != 0:
         return "needs root (rootful podman with systemd)"
-    probe = subprocess.run(["podman", "image", "exists", IMAGE], capture_output=True, timeout=60, check=False)
+    probe = subprocess.run(["podman", "image", "exists", PG_IMAGE], capture_output=True, timeout=60, check=False)
     if probe.returncode != 0:
-        return f"no {IMAGE} image (scripts/ci-setup.sh builds it)"
+        return f"no {PG_IMAGE} image (scripts/ci-setup.sh builds it)"
     return None
 
 
@@ -44,7 +44,8 @@ def container() -> Iterator[str]:
     reason = _ready()
     if reason:
         pytest.skip(reason)
-    started = subprocess.run(["podman", "run", "-d", "--name", NAME, "--systemd=always", IMAGE], capture_output=True,
+    started = subprocess.run(["podman", "run", "-d", "--name", NAME, "--systemd=always", "--network", "none",
+                              PG_IMAGE], capture_output=True,
                              text=True, timeout=120, check=False)
     assert started.returncode == 0, started.stderr
     try:
@@ -66,7 +67,9 @@ def test_postgresql_role_converges_in_a_container(container: str, tmp_path: Path
     extra = tmp_path / "vars.yml"
     extra.write_text(yaml.safe_dump({"hal_postgresql_password": password,
                                      "hal_postgresql_client_sources": ["127.0.0.1"],
-                                     "hal_postgresql_listen_addresses": ["localhost"]}))
+                                     "hal_postgresql_listen_addresses": ["localhost"],
+                                     # no network in the container: the packages are in the image
+                                     "hal_postgresql_apt_cache_valid_time": 0}))
     extra.chmod(0o600)
 
     def playbook(*args: str, log: str) -> str:

@@ -30,6 +30,8 @@ VENV_BIN = Path(sys.executable).parent
 COLLECTION = ROOT / "collections" / "ansible_collections" / "halswarm" / "ops"
 # Keep in sync with scripts/ci-setup.sh.
 IMAGE = os.environ.get("HAL_CI_IMAGE", "localhost/halswarm-ops-systemd:bookworm-4")
+# IMAGE with Debian's PostgreSQL installed at set-up time (the containers have no network).
+PG_IMAGE = os.environ.get("HAL_CI_PG_IMAGE") or f"{IMAGE.rsplit(':', 1)[0]}-pg:{IMAGE.rsplit(':', 1)[1]}-2"
 WHEELHOUSE = Path(os.environ.get("HAL_CI_WHEELHOUSE", "/var/cache/halswarm-ci/wheelhouse"))
 ARTIFACTS = Path(os.environ.get("HAL_CI_ARTIFACTS", "/var/tmp/halswarm-ops-ci"))
 # A test token (>= 32 chars, not a placeholder); fixed per session.
