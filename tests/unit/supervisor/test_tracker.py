@@ -65,3 +65,34 @@ def test_listing_filters():
     assert [s.id for s in t.list(project="p")] == ["c", "a"]
     assert [s.id for s in t.list(status="idle", node_id="n")] == ["b"]
     assert t.counts() == {"running": 1, "idle": 2}
+
+
+def test_claim_reads_the_store_once_per_new_session_not_once_per_event():
+    """The hub claims the ids of every accepted event before its batch commits; the tracker's loader is a
+    synchronous store read on the event loop (a PostgreSQL round trip). Per event, 100 agents x 200 events
+    of new sessions held a supervisor's loop for 30 s and more before its first ack (bench/ha_ingest.py)."""
+    loads: list[str] = []
+
+    def loader(sid: str) -> Session | None:
+        loads.append(sid)
+        return None
+
+    t = SessionTracker(loader=loader)
+
+    def accept(node_id: str, sid: str) -> None:  # the hub's order for an accepted event
+        claimed, foreign = t.event_claims(node_id, "message.part.delta", sid, {})
+        assert foreign == []
+        t.claim(node_id, claimed)
+
+    accept("n1", "ses_a")
+    after_first = len(loads)
+    for _ in range(200):
+        accept("n1", "ses_a")
+    assert len(loads) == after_first
+    assert t.owner("ses_a") == "n1"
+    accept("n1", "ses_b")  # another new session: read once more
+    assert loads.count("ses_b") >= 1 and len(loads) <= 2 * after_first
+    # another node naming the claimed id is refused without a store read either
+    before = len(loads)
+    assert t.event_claims("n2", "message.part.delta", "ses_a", {})[1] == ["ses_a"]
+    assert len(loads) == before

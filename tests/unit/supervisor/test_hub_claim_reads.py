@@ -1,0 +1,87 @@
+"""The hub's per-event path reads the store at most a few times per new session, not once per event.
+
+The two-supervisor stall (bench/ha_ingest.py): 100 agents per supervisor each sent 200 events of a
+session new to the supervisor; for every one of them the hub's `tracker.claim` asked the store for the
+session (the tracker's loader: a synchronous read on the event loop, a round trip to PostgreSQL) until the
+session's first batch committed. The loop spent 30 s and more on those reads before it ran the callback of
+the writer's first commit: nothing acked. Here the real Hub, Ingestor, SessionTracker and batching Writer
+on SQLite, with a loader that counts its calls; frames go through `Hub._on_frame` back to back, as the
+connection loop feeds frames already received (without giving the loop to the flush in between).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from halswarm.core.model import Session
+from halswarm.protocol import Register
+from halswarm.protocol.codec import encode_raw
+from halswarm.store.db import connect
+from halswarm.store.migrations import migrate
+from halswarm.store.writer import Writer
+from halswarm.supervisor.metrics import Metrics
+from halswarm.supervisor.runtime.hub import Hub, HubSettings
+from halswarm.supervisor.runtime.ingest import Ingestor
+from halswarm.supervisor.runtime.tracker import SessionTracker
+from tests.support.waiting import on_loop
+
+EVENTS = 200
+
+
+class RecordingSocket:
+    remote_address = ("127.0.0.1", 40000)
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, frame: str) -> None:
+        self.sent.append(frame)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        pass
+
+
+def _acked(ws: RecordingSocket) -> int:
+    seqs = [json.loads(f)["payload"]["seq"] for f in ws.sent if json.loads(f)["type"] == "ack"]
+    return max(seqs, default=0)
+
+
+def test_events_of_a_new_session_read_the_store_a_bounded_number_of_times(tmp_path: Path) -> None:
+    loads: list[str] = []
+
+    def loader(sid: str) -> Session | None:
+        loads.append(sid)
+        return None  # not stored: a new session
+
+    async def run() -> tuple[int, int]:
+        conn = connect(str(tmp_path / "hub.db"))
+        migrate(conn)
+        writer = Writer(conn)
+        writer.start(asyncio.get_running_loop())
+        tracker, metrics = SessionTracker(loader=loader), Metrics()
+        hub = Hub(HubSettings(host="127.0.0.1", port=0, token="t" * 32), {}, tracker, None, writer,  # type: ignore[arg-type]
+                  metrics)
+        hub.ingestor = Ingestor(writer, tracker, metrics, hub.send_ack, hub.send_rewind)
+        ws = RecordingSocket()
+        try:
+            link = await hub._register(ws, Register(node_id="n1"), None)  # type: ignore[arg-type]
+            assert link is not None
+            for seq in range(1, EVENTS + 1):
+                frame = encode_raw("event", {"seq": seq, "event_id": f"e{seq}", "type": "message.part.delta",
+                                             "session_id": "ses_new", "project": "p", "data": {"delta": "x"},
+                                             "timestamp": 1.0}, timestamp=1.0)
+                await hub._on_frame(link, frame)
+            before_commit = len(loads)
+            await hub.ingestor.drain()
+            await on_loop(lambda: _acked(ws) == EVENTS, "every event acked", 30)
+            return before_commit, len(loads)
+        finally:
+            for t in list(hub._bg):
+                t.cancel()
+            await writer.stop()
+
+    before_commit, total = asyncio.run(run())
+    assert before_commit <= 2, f"{before_commit} store reads for {EVENTS} events of one new session"
+    assert total <= 4
