@@ -1,8 +1,9 @@
 """The postgresql role converged for real in a throwaway podman container with systemd and no network (the
-fleet image with Debian's PostgreSQL packages installed at set-up time, scripts/ci-setup.sh), never on this host: playbooks/postgresql.yml through the podman connection, then again
-(idempotent: nothing changed), then `--check --diff` (nothing to change); inside the container the role is
-least-privilege, its password is SCRAM, it owns its two databases, PUBLIC may not connect to them, scram over
-TCP works and a wrong password is refused. The password never appears in the output."""
+fleet image with Debian's PostgreSQL packages installed at set-up time, scripts/ci-setup.sh), never on this
+host: playbooks/postgresql.yml through the podman connection, then again (idempotent: nothing changed), then
+`--check --diff` (nothing to change); inside the container the role is least-privilege, its password is SCRAM,
+it owns its two databases, PUBLIC may not connect to them, scram over TCP works and a wrong password is
+refused. The password never appears in the output."""
 
 from __future__ import annotations
 
