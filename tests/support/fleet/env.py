@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
 COLLECTION = ROOT / "collections" / "ansible_collections" / "halswarm" / "ops"
 # Keep in sync with scripts/ci-setup.sh.
-IMAGE = os.environ.get("HAL_CI_IMAGE", "localhost/halswarm-ops-systemd:bookworm-4")
+IMAGE = os.environ.get("HAL_CI_IMAGE", "localhost/halswarm-ops-systemd:bookworm-5")
 WHEELHOUSE = Path(os.environ.get("HAL_CI_WHEELHOUSE", "/var/cache/halswarm-ci/wheelhouse"))
 ARTIFACTS = Path(os.environ.get("HAL_CI_ARTIFACTS", "/var/tmp/halswarm-ops-ci"))
 # A test token (>= 32 chars, not a placeholder); fixed per session.
