@@ -310,3 +310,30 @@ def test_alert_drives_the_supervisors_own_remediation_over_ssh(fleet: DrillFleet
                    SUP_CONFIG, original, check=False)
         fleet.exec(fleet.sup, "systemctl", "restart", SUP_UNIT, timeout=180, check=False)
         fleet.exec(fleet.agent, "systemctl", "start", AGENT_UNIT, check=False)
+
+
+_RUNNER_SSH = ("runuser -u hal-supervisor -- ssh -i /etc/hal-o-swarm/remediation-ssh/id_ed25519 -o IdentitiesOnly=yes"
+               " -o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=yes -o GlobalKnownHostsFile=/dev/null"
+               " -p 2222")
+_KNOWN = " -o UserKnownHostsFile=/etc/hal-o-swarm/remediation-ssh/known_hosts"
+
+
+def test_remediation_login_is_key_only_from_the_supervisor_and_forwards_nothing(fleet: DrillFleet) -> None:
+    """The runner's way in, as the roles set it up, and nothing more: the login works (and sudo, the power the
+    runbook steps need); the same key from another source address is refused (from=); forwarding is refused
+    (restrict); an agent host key the runner's known_hosts does not hold is refused (strict checking)."""
+    def ssh(opts: str, cmd: str = "true") -> tuple[int, str]:
+        out = fleet.sh(fleet.sup, f"{_RUNNER_SSH} {opts} hal-remediate@127.0.0.1 {cmd} </dev/null 2>&1; echo rc=$?",
+                       timeout=60)
+        body, _, rc = out.rstrip().rpartition("rc=")
+        return int(rc), body
+
+    assert ssh(_KNOWN, "'sudo -n id -u'") == (0, "0\n")
+    rc, out = ssh(_KNOWN + " -b 127.0.0.2")
+    assert rc == 255 and "Permission denied (publickey" in out, out
+    rc, out = ssh(_KNOWN + " -W 127.0.0.1:8421")
+    assert rc == 255 and "administratively prohibited" in out, out
+    rc, out = ssh(" -o UserKnownHostsFile=/dev/null")
+    assert rc == 255 and "Host key verification failed" in out, out
+    # The agent host runs no other sshd: nothing listens on port 22 in the shared namespace.
+    assert ":22 " not in fleet.exec(fleet.agent, "ss", "-Hltn")
