@@ -13,7 +13,8 @@
 #      (no CAP_SYS_RESOURCE here, and crun refuses the cgroup v1 hybrid layout).
 #   3. the systemd test image, built once from Debian packages with debootstrap and kept
 #      (tag changes when the package list changes); 3b. a copy of it with Debian's PostgreSQL installed.
-#   4. a wheelhouse with the package's runtime dependencies for the `network: none` containers.
+#   4. a wheelhouse with the package's runtime dependencies for the `network: none` containers, with the
+#      `ops` extra (ansible-runner, ansible): the supervisor that remediates other hosts runs playbooks.
 #   5. ansible-test's get-pip download replaced by a local stand-in (its CI host is not reachable).
 set -euo pipefail
 
@@ -23,14 +24,16 @@ PY="$VENV/bin/python"
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Keep in sync with tests/support/fleet/env.py (IMAGE, PG_IMAGE, WHEELHOUSE).
-IMAGE="${HAL_CI_IMAGE:-localhost/halswarm-ops-systemd:bookworm-4}"
+IMAGE="${HAL_CI_IMAGE:-localhost/halswarm-ops-systemd:bookworm-5}"
 # The same image with Debian's PostgreSQL installed (tests/fleet/test_ops_postgresql.py converges the
 # postgresql role in it with no network: the packages come from here, set-up time, not from a test).
 # The tag's last part changes with PG_IMAGE_PACKAGES (python3-apt: Ansible's apt module).
 PG_IMAGE="${HAL_CI_PG_IMAGE:-${IMAGE%%:*}-pg:${IMAGE##*:}-2}"
 PG_IMAGE_PACKAGES="postgresql python3-psycopg2 python3-apt"
 WHEELHOUSE="${HAL_CI_WHEELHOUSE:-/var/cache/halswarm-ci/wheelhouse}"
-IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables,procps,sqlite3,sudo,ca-certificates"
+# openssh-server, openssh-client: the supervisor's automatic remediation reaches the agent hosts over SSH
+# (roles: hal_supervisor_remediation_ssh); the image ships sshd disabled and without host keys (below).
+IMAGE_PACKAGES="python3,python3-venv,systemd,systemd-sysv,dbus,iproute2,iptables,procps,sqlite3,sudo,ca-certificates,openssh-server,openssh-client"
 # openjdk-17-jre-headless: the Java runtime of ansible-rulebook's rules engine (tests/e2e/test_eda_rulebook.py).
 # chromium chromium-driver: the headless browser of the web console tests and bench (tests/support/browser.py).
 APT_PACKAGES=(openssh-server openssh-client iproute2 iptables nftables ufw sqlite3 curl sudo
@@ -85,6 +88,11 @@ if ! podman image exists "$IMAGE"; then
   rm -f "$ROOTFS"/etc/systemd/system/getty.target.wants/* || true
   mkdir -p "$ROOTFS/etc/systemd/journald.conf.d"
   printf '[Journal]\nStorage=volatile\n' >"$ROOTFS/etc/systemd/journald.conf.d/50-ci.conf"
+  # sshd off and no host keys: instances that share one network namespace would all bind port 22 and
+  # every instance would carry the same host key. The agent role starts sshd where an inventory asks
+  # (hal_agent_remediation_sshd_listen) and generates that host's own keys.
+  rm -f "$ROOTFS"/etc/ssh/ssh_host_* "$ROOTFS"/etc/systemd/system/multi-user.target.wants/ssh.service \
+    "$ROOTFS"/etc/systemd/system/sshd.service "$ROOTFS"/etc/systemd/system/sockets.target.wants/ssh.socket
   tar -C "$ROOTFS" -c . | podman import -q --change 'CMD ["/sbin/init"]' - "$IMAGE" >/dev/null
   rm -rf "$ROOTFS"
   trap - EXIT
@@ -114,11 +122,11 @@ fi
 
 # 4. wheelhouse of runtime dependencies (the containers have no network) --------------------
 if [ -x "$PY" ]; then
-  STAMP="$WHEELHOUSE/.deps-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  STAMP="$WHEELHOUSE/.deps-ops-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
   if [ ! -f "$STAMP" ]; then
     mkdir -p "$WHEELHOUSE"
     log "building the dependency wheelhouse in $WHEELHOUSE"
-    "$PY" -m pip wheel -q -w "$WHEELHOUSE" "$ROOT" pip setuptools wheel
+    "$PY" -m pip wheel -q -w "$WHEELHOUSE" "$ROOT[ops]" pip setuptools wheel
     rm -f "$WHEELHOUSE"/hal_o_swarm-*.whl
     touch "$STAMP"
   fi

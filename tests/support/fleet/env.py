@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
 COLLECTION = ROOT / "collections" / "ansible_collections" / "halswarm" / "ops"
 # Keep in sync with scripts/ci-setup.sh.
-IMAGE = os.environ.get("HAL_CI_IMAGE", "localhost/halswarm-ops-systemd:bookworm-4")
+IMAGE = os.environ.get("HAL_CI_IMAGE", "localhost/halswarm-ops-systemd:bookworm-5")
 # IMAGE with Debian's PostgreSQL installed at set-up time (the containers have no network).
 PG_IMAGE = os.environ.get("HAL_CI_PG_IMAGE") or f"{IMAGE.rsplit(':', 1)[0]}-pg:{IMAGE.rsplit(':', 1)[1]}-2"
 WHEELHOUSE = Path(os.environ.get("HAL_CI_WHEELHOUSE", "/var/cache/halswarm-ci/wheelhouse"))

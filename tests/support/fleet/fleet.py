@@ -201,6 +201,13 @@ class DrillFleet:
                 "hal_release_wheelhouse": str(WHEELHOUSE),
                 "hal_supervisor_address": "127.0.0.1",
                 "hal_agent_opencode_manage": False,
+                # The supervisor remediates the agent host itself, over SSH as production does: its runner key is
+                # authorized for the agent's remediation login. Both instances share one network namespace, so
+                # the agent's sshd listens on 127.0.0.1:2222 (the supervisor instance runs no sshd at all).
+                "hal_supervisor_remediation_ssh": True,
+                "hal_agent_remediation_sshd_listen": ["127.0.0.1:2222"],
+                "hal_agent_remediation_ssh_host": "127.0.0.1",
+                "hal_agent_remediation_ssh_port": 2222,
                 # Liveness in 20 s instead of the default 90 s: faults that silence a connection without
                 # closing it (a DROP rule) show the node offline sooner; same code path, shorter wait.
                 # Retention keeps events a year: the supervisor's own purge (first pass 60 s after each
