@@ -183,8 +183,12 @@ class DrillFleet:
                  "--systemd", "always", "--label", "halswarm-ci=1", "--label", f"halswarm-drill={self.prefix}",
                  IMAGE, "/sbin/init"], timeout=120, log=ARTIFACTS / f"drill-{name}-create.log")
         for name in self.hosts:
-            state = podman_exec(name, "systemctl", "is-system-running", "--wait", timeout=120, check=False).strip()
-            assert state in ("running", "degraded"), f"{name}: systemd is {state}"
+            # Asked too early, systemctl finds no bus yet and prints nothing (seen under load): ask again.
+            def booted(name: str = name) -> bool:
+                state = podman_exec(name, "systemctl", "is-system-running", "--wait", timeout=120, check=False)
+                return state.strip() in ("running", "degraded")
+
+            wait_for(booted, f"{name}: systemd running or degraded", 240, interval=1.0)
             other = self.agent if name == self.sup else self.sup
             podman_exec(name, "sh", "-c", f"grep -qw {other} /etc/hosts || echo '127.0.0.1 {other}' >> /etc/hosts")
         self.write_inventory()
