@@ -181,6 +181,12 @@ async def _serve(cfg: Any, *, local: bool, state_dir: Path) -> int:
     if agent is not None:
         await asyncio.to_thread(_stop_local_agent, agent)
     await sup.shutdown()
+    # Everything is flushed. When the loop closes, asyncio gives SIGTERM back its default action, and a
+    # second SIGTERM (systemd's stop after a signal, a test's stop) would end the process by the signal in
+    # its last steps instead of with its exit code: from here on the process ignores it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
     if sup.fatal_error:  # e.g. the background integrity check found damage: the start-up error, later
         print(f"error: {sup.fatal_error}", file=sys.stderr)
     if sup.abandon_database:

@@ -50,7 +50,7 @@ class Side:
         self.metrics = Metrics()
         self.fwd = Forwarder(self.writer, self.reader, owner=owner, linked=lambda: self.linked,
                              listener=self.listener, poll_interval=poll, metrics=self.metrics)
-        self.fwd.execute = self.execute
+        self.fwd.run_row = self.execute
 
     async def execute(self, row: dict[str, Any]) -> CommandResult:
         self.ran.append(row)

@@ -122,7 +122,7 @@ class Dispatcher:
     def enable_forwarding(self, forwarder: Forwarder, owner: str,
                           lease_lookup: Callable[[], Awaitable[dict[str, tuple[str, frozenset[str]]]]]) -> None:
         self.forwarder, self.owner, self.lease_lookup = forwarder, owner, lease_lookup
-        forwarder.execute = self.run_forwarded
+        forwarder.run_row = self.run_forwarded
 
     async def refresh_leases(self) -> None:
         """Which nodes other supervisors hold now (one read), before a target is resolved."""

@@ -62,7 +62,7 @@ class Forwarder:
         self.listener = listener  # the supervisor's PgListener (None: polls only)
         self.metrics = metrics
         self.poll_interval = poll_interval
-        self.execute: Execute | None = None  # set by the dispatcher
+        self.run_row: Execute | None = None  # set by the dispatcher
         self._waiting: dict[str, asyncio.Future[CommandResult]] = {}
         self._node_of: dict[str, str] = {}
         self._started: dict[str, float] = {}  # monotonic time each waited-for command was queued
@@ -165,7 +165,7 @@ class Forwarder:
 
     async def _claim(self) -> None:
         nodes = list(self.linked())
-        if not nodes or self.execute is None:
+        if not nodes or self.run_row is None:
             return
         if not await self.reader.run(lambda c: has_queued(c, nodes)):
             return
@@ -178,12 +178,12 @@ class Forwarder:
             task.add_done_callback(self._running.discard)
 
     async def _run_claimed(self, row: dict[str, Any]) -> None:
-        assert self.execute is not None
+        assert self.run_row is not None
         cid = str(row["id"])
         log.info("forwarded command %s (%s) from %s for node %s: sending it to the agent", cid, row["type"],
                  row["requested_by"], row["node_id"])
         try:
-            result = await self.execute(row)
+            result = await self.run_row(row)
             self._count("held", result.status)
         except Exception as exc:
             log.exception("forwarded command %s failed here", cid)

@@ -31,7 +31,7 @@ class FakeForwarder:
     def __init__(self) -> None:
         self.rows: list[tuple[dict[str, Any], float]] = []
         self.answer: tuple[str, Any, str | None] | None = ("success", {"ok": "remote"}, None)
-        self.execute: Any = None
+        self.run_row: Any = None
 
     async def forward(self, row: dict[str, Any], remaining: float) -> CommandResult | None:
         self.rows.append((row, remaining))
