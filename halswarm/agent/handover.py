@@ -46,6 +46,7 @@ IDLE = "idle"
 TIMEOUT = "timeout"
 GONE = "gone"
 SKIPPED = "skipped"
+RUNNING = "running"  # a session object's status while a turn runs (agent/session_state.py)
 
 
 class TurnSource(Protocol):
@@ -114,6 +115,13 @@ async def replace_session(
     if handover:
         ensure_context_dir(directory)
         before = ops.bridge.turn_ends(sid)
+        # A turn running now (the usual case: a long or stuck turn is why a handover comes) ends before the
+        # one that answers the prompt, which opencode queues behind it: wait for both, or the session is
+        # killed before it wrote its notes. Read after the count: a turn that ends in between only makes
+        # this wait for one end, as before.
+        live = ops.bridge.get(sid) or {}
+        if live.get("status") == RUNNING:
+            before += 1
         await ops.send_prompt(session, HANDOVER_PROMPT)
         idle_wait = await wait_turn_end(ops.bridge, sid, before, idle_timeout, poll)
     old = await ops.kill(session)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -147,12 +148,13 @@ class _Turns:
     def __init__(self) -> None:
         self.ends = 0
         self.alive = True
+        self.status = "idle"
 
     def turn_ends(self, session_id: str) -> int:
         return self.ends
 
     def get(self, session_id: str) -> dict[str, Any] | None:
-        return {"id": session_id} if self.alive else None
+        return {"id": session_id, "status": self.status} if self.alive else None
 
 
 async def test_wait_turn_end_outcomes() -> None:
@@ -190,6 +192,43 @@ async def test_replace_session_with_stub_ops() -> None:
     assert out == {"old_session": {**session, "status": "killed"}, "session": {"id": "new", "project": "p",
                                                                               "status": "running"},
                    "idle_wait": IDLE}
+
+
+async def test_handover_of_a_busy_session_waits_for_the_notes_turn() -> None:
+    """A turn running at the handover ends first (opencode queues the prompt behind it): the kill must wait
+    for the next end, the prompt's own turn, or the notes are never written."""
+    calls: list[str] = []
+    turns = _Turns()
+    turns.status = "running"
+
+    class Ops:
+        bridge = turns
+
+        async def send_prompt(self, session: dict[str, Any], text: str) -> None:
+            calls.append("prompt")
+
+            async def turns_end() -> None:
+                for _ in range(2):  # the running turn, then the one answering the prompt
+                    await asyncio.sleep(0.02)
+                    turns.ends += 1
+                    calls.append(f"turn end {turns.ends}")
+
+            ops_tasks.append(asyncio.create_task(turns_end()))
+
+        async def kill(self, session: dict[str, Any]) -> dict[str, Any]:
+            calls.append("kill")
+            return {**session, "status": "killed"}
+
+        async def create(self, project: str, directory: str, *, model: str | None, prompt: str | None
+                         ) -> dict[str, Any]:
+            return {"id": "new", "project": project, "status": "running"}
+
+    ops_tasks: list[asyncio.Task[None]] = []
+    out = await replace_session(Ops(), {"id": "old", "project": "p", "directory": "/d"}, handover=True,
+                                idle_timeout=5.0, poll=0.005)
+    await asyncio.gather(*ops_tasks)
+    assert out["idle_wait"] == IDLE
+    assert calls == ["prompt", "turn end 1", "turn end 2", "kill"], calls
 
 
 def test_model_reuse() -> None:
