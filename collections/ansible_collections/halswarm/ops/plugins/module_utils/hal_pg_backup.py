@@ -21,7 +21,6 @@ the restoring role owns what it restores.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import errno
 import json
 import os
@@ -39,16 +38,16 @@ if __package__:  # imported: shipped by Ansible with a module, or loaded by the 
         DEFAULT_LOW,
         DEFAULT_MIN_HISTORY,
         DEFAULT_WINDOW,
+        apply_retention,
         backup_status,
-        select_expired,
+        list_backups,
+        parse_backup_name,
         size_anomaly,
         write_status,
     )
     from ansible_collections.halswarm.ops.plugins.module_utils.hal_sqlite_common import (
-        _UTC,
         DIR_MODE,
         FILE_MODE,
-        TS_FORMAT,
         DataSafetyError,
         _iso,
         _ts,
@@ -77,16 +76,16 @@ else:  # run as a script by the timers: the sibling files installed beside it
         DEFAULT_LOW,
         DEFAULT_MIN_HISTORY,
         DEFAULT_WINDOW,
+        apply_retention,
         backup_status,
-        select_expired,
+        list_backups,
+        parse_backup_name,
         size_anomaly,
         write_status,
     )
     from hal_sqlite_common import (
-        _UTC,
         DIR_MODE,
         FILE_MODE,
-        TS_FORMAT,
         DataSafetyError,
         _iso,
         _ts,
@@ -257,54 +256,16 @@ def pg_backup_name(prefix, moment=None, n=0):
 
 
 def parse_pg_backup_name(name):
-    match = PG_BACKUP_NAME_RE.match(name)
-    if not match:
-        return None
-    moment = datetime.datetime.strptime(match.group("ts"), TS_FORMAT).replace(tzinfo=_UTC)
-    return match.group("prefix"), moment.timestamp() + int(match.group("n") or 0) * 1e-3
+    return parse_backup_name(name, PG_BACKUP_NAME_RE)
 
 
 def list_pg_backups(directory, prefix=None):
     """pg_dump backups in `directory` (newest first): name, path, created, size, has_checksum."""
-    try:
-        names = os.listdir(directory)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return []
-        raise os_error(exc, directory, "list") from None
-    out = []
-    for name in names:
-        parsed = parse_pg_backup_name(name)
-        if parsed is None or (prefix is not None and parsed[0] != prefix):
-            continue
-        path = os.path.join(directory, name)
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            continue
-        out.append({"name": name, "path": path, "prefix": parsed[0], "created_ts": parsed[1],
-                    "created": _iso(parsed[1]), "size": size, "has_checksum": os.path.exists(sidecar_path(path))})
-    out.sort(key=lambda b: (b["created_ts"], b["name"]), reverse=True)
-    return out
+    return list_backups(directory, prefix, parse_pg_backup_name)
 
 
 def apply_pg_retention(directory, prefix, keep=0, max_age_days=0, now=None, protect=(), dry_run=False):
-    existing = list_pg_backups(directory, prefix)
-    expired = select_expired([(b["name"], b["created_ts"]) for b in existing], keep, max_age_days, now, protect)
-    removed = []
-    for name in expired:
-        path = os.path.join(directory, name)
-        if not dry_run:
-            try:
-                os.unlink(path)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise os_error(exc, path, "delete") from None
-            _unlink_quiet(sidecar_path(path))
-        removed.append(path)
-    if removed and not dry_run:
-        fsync_dir(directory)
-    return removed
+    return apply_retention(directory, prefix, keep, max_age_days, now, protect, dry_run, parse_pg_backup_name)
 
 
 def _ensure_dir(directory):

@@ -101,9 +101,9 @@ def backup_name(prefix, moment=None, n=0):
     return f"{prefix}-{_ts(moment)}{f'-{n}' if n else ''}{BACKUP_SUFFIX}"
 
 
-def parse_backup_name(name):
-    """(prefix, created epoch seconds) for a backup file name, or None."""
-    match = BACKUP_NAME_RE.match(name)
+def parse_backup_name(name, pattern=BACKUP_NAME_RE):
+    """(prefix, created epoch seconds) for a backup file name (`pattern`: SQLite's by default), or None."""
+    match = pattern.match(name)
     if not match:
         return None
     moment = datetime.datetime.strptime(match.group("ts"), TS_FORMAT).replace(tzinfo=_UTC)
@@ -133,8 +133,9 @@ def select_expired(backups, keep=0, max_age_days=0, now=None, protect=()):
     return list(reversed(expired))
 
 
-def list_backups(directory, prefix=None):
-    """Backups in `directory` (newest first): name, path, created, size, has_checksum."""
+def list_backups(directory, prefix=None, parse=parse_backup_name):
+    """Backups in `directory` (newest first): name, path, created, size, has_checksum. `parse` tells a
+    backup's name (SQLite's by default; the pg_dump backups pass theirs)."""
     try:
         names = os.listdir(directory)
     except OSError as exc:
@@ -143,7 +144,7 @@ def list_backups(directory, prefix=None):
         raise os_error(exc, directory, "list") from None
     out = []
     for name in names:
-        parsed = parse_backup_name(name)
+        parsed = parse(name)
         if parsed is None or (prefix is not None and parsed[0] != prefix):
             continue
         path = os.path.join(directory, name)
@@ -158,9 +159,10 @@ def list_backups(directory, prefix=None):
     return out
 
 
-def apply_retention(directory, prefix, keep=0, max_age_days=0, now=None, protect=(), dry_run=False):
+def apply_retention(directory, prefix, keep=0, max_age_days=0, now=None, protect=(), dry_run=False,
+                    parse=parse_backup_name):
     """Delete expired backups (and their sidecars); returns the paths removed (or to remove)."""
-    existing = list_backups(directory, prefix)
+    existing = list_backups(directory, prefix, parse)
     expired = select_expired([(b["name"], b["created_ts"]) for b in existing], keep, max_age_days, now, protect)
     removed = []
     for name in expired:
