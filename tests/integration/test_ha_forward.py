@@ -22,7 +22,6 @@ import re
 import signal
 import statistics
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +35,7 @@ from tests.fakes.receivers import Receiver, receivers
 from tests.integration.test_ha_leader import leader_gauge, pg_rows, policy_checks, shared_supervisor
 from tests.support.agent_proc import FakeOpencode
 from tests.support.agentsim import SimAgent
+from tests.support.emitter import Emitter
 from tests.support.postgres import PostgresCluster
 from tests.support.supervisor_proc import SupervisorProc
 from tests.support.waiting import until, wait_for
@@ -44,39 +44,6 @@ pytestmark = pytest.mark.timeout(300)
 
 NODE = "node-fw"
 FAST = {"heartbeat_interval_sec": 1}
-
-
-class Emitter:
-    """`message.part.updated` every `interval` s from a thread, until stopped; their ids in order."""
-
-    def __init__(self, fake: FakeOpencode, sid: str, directory: str, interval: float = 0.02) -> None:
-        self.fake, self.sid, self.directory, self.interval = fake, sid, directory, interval
-        self.sent: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="emitter")
-
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.is_set():
-            eid = self.fake.emit("message.part.updated", {"sessionID": self.sid, "part": {"n": n}}, self.directory)
-            with self._lock:
-                self.sent.append(eid)
-            n += 1
-            self._stop.wait(self.interval)
-
-    def start(self) -> Emitter:
-        self._thread.start()
-        return self
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.sent)
-
-    def stop(self) -> list[str]:
-        self._stop.set()
-        self._thread.join(10)
-        return list(self.sent)
 
 
 def command(sup: SupervisorProc, ctype: str, target: dict[str, str], args: dict[str, Any] | None = None,
