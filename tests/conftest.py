@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.agent_proc import make_agent  # noqa: F401 - the fixture, registered for every test
-from tests.support.store_engines import pg_cluster, store_conn, store_db  # noqa: F401 - fixtures, both engines
+from tests.support.store_engines import pg_cluster, pg_conn, pg_url, store_conn, store_db  # noqa: F401 - fixtures
 from tests.support.supervisor_proc import SupervisorProc
 
 # ----- layers: every test carries one marker, from its directory unless it names one itself -----

@@ -4,15 +4,12 @@ including a leader session killed by the server and a lock key that is not ours.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from halswarm.store.engine import open_connection, parse_storage_url
 from halswarm.store.leader_lock import PgLeaderLock
-from halswarm.store.migrations import migrate
 from halswarm.store.repos.leases import (
     drop_owner_leases,
     live_leases,
@@ -28,62 +25,47 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def pg_url(pg_cluster: PostgresCluster) -> Iterator[str]:
-    url = pg_cluster.fresh_database()
-    yield url
-    pg_cluster.drop_database(url)
+def add_node(pg_conn: Any, node_id: str, status: str = "online") -> None:
+    pg_conn.execute("INSERT INTO nodes (id, hostname, status) VALUES (?, ?, ?)", (node_id, node_id, status))
 
 
-@pytest.fixture
-def conn(pg_url: str) -> Iterator[Any]:
-    c = open_connection(parse_storage_url(pg_url))
-    migrate(c)
-    yield c
-    c.close()
+def test_the_newer_registration_takes_the_lease_and_the_old_owner_cannot_renew_or_release(pg_conn: Any) -> None:
+    assert take_lease(pg_conn, "n1", "sup-a:1", 1000.0, 90.0) is None
+    assert renew_lease(pg_conn, "n1", "sup-a:1", 1010.0, 90.0)
+    assert take_lease(pg_conn, "n1", "sup-b:2", 1020.0, 90.0) == "sup-a:1"  # A's lease was live: taken over
+    assert not renew_lease(pg_conn, "n1", "sup-a:1", 1030.0, 90.0)
+    assert not release_lease(pg_conn, "n1", "sup-a:1")
+    assert live_leases(pg_conn, 1030.0) == {"n1": "sup-b:2"}
+    assert pg_conn.execute("SELECT expires_at FROM node_leases WHERE node_id='n1'").fetchone()[0] == 1110.0
+    assert take_lease(pg_conn, "n1", "sup-b:2", 1040.0, 90.0) is None  # its own lease: a renewal, no takeover
+    assert release_lease(pg_conn, "n1", "sup-b:2")
+    assert live_leases(pg_conn, 1040.0) == {}
 
 
-def add_node(conn: Any, node_id: str, status: str = "online") -> None:
-    conn.execute("INSERT INTO nodes (id, hostname, status) VALUES (?, ?, ?)", (node_id, node_id, status))
-
-
-def test_the_newer_registration_takes_the_lease_and_the_old_owner_cannot_renew_or_release(conn: Any) -> None:
-    assert take_lease(conn, "n1", "sup-a:1", 1000.0, 90.0) is None
-    assert renew_lease(conn, "n1", "sup-a:1", 1010.0, 90.0)
-    assert take_lease(conn, "n1", "sup-b:2", 1020.0, 90.0) == "sup-a:1"  # A's lease was live: taken over
-    assert not renew_lease(conn, "n1", "sup-a:1", 1030.0, 90.0)
-    assert not release_lease(conn, "n1", "sup-a:1")
-    assert live_leases(conn, 1030.0) == {"n1": "sup-b:2"}
-    assert conn.execute("SELECT expires_at FROM node_leases WHERE node_id='n1'").fetchone()[0] == 1110.0
-    assert take_lease(conn, "n1", "sup-b:2", 1040.0, 90.0) is None  # its own lease: a renewal, no takeover
-    assert release_lease(conn, "n1", "sup-b:2")
-    assert live_leases(conn, 1040.0) == {}
-
-
-def test_an_expired_lease_is_taken_without_a_takeover_and_swept_with_its_node(conn: Any) -> None:
-    add_node(conn, "n1")
-    add_node(conn, "n2")
-    take_lease(conn, "n1", "sup-a:1", 1000.0, 6.0)
-    take_lease(conn, "n2", "sup-a:1", 1000.0, 60.0)
-    assert take_lease(conn, "n3", "sup-b:2", 1010.0, 6.0) is None
-    assert live_leases(conn, 1010.0) == {"n2": "sup-a:1", "n3": "sup-b:2"}
-    assert sweep_expired(conn, 2000.0, keep=["n1", "n2"]) == ["n3"]  # kept: connected to the sweeper
-    assert sweep_expired(conn, 1010.0) == ["n1"]
-    statuses = dict(conn.execute("SELECT id, status FROM nodes ORDER BY id").fetchall())
+def test_an_expired_lease_is_taken_without_a_takeover_and_swept_with_its_node(pg_conn: Any) -> None:
+    add_node(pg_conn, "n1")
+    add_node(pg_conn, "n2")
+    take_lease(pg_conn, "n1", "sup-a:1", 1000.0, 6.0)
+    take_lease(pg_conn, "n2", "sup-a:1", 1000.0, 60.0)
+    assert take_lease(pg_conn, "n3", "sup-b:2", 1010.0, 6.0) is None
+    assert live_leases(pg_conn, 1010.0) == {"n2": "sup-a:1", "n3": "sup-b:2"}
+    assert sweep_expired(pg_conn, 2000.0, keep=["n1", "n2"]) == ["n3"]  # kept: connected to the sweeper
+    assert sweep_expired(pg_conn, 1010.0) == ["n1"]
+    statuses = dict(pg_conn.execute("SELECT id, status FROM nodes ORDER BY id").fetchall())
     assert statuses == {"n1": "offline", "n2": "online"}
-    assert sweep_expired(conn, 1010.0) == []
-    assert live_leases(conn, 1010.0) == {"n2": "sup-a:1"}
+    assert sweep_expired(pg_conn, 1010.0) == []
+    assert live_leases(pg_conn, 1010.0) == {"n2": "sup-a:1"}
 
 
-def test_restart_drops_its_own_leases_and_keeps_nodes_held_elsewhere_online(conn: Any) -> None:
+def test_restart_drops_its_own_leases_and_keeps_nodes_held_elsewhere_online(pg_conn: Any) -> None:
     for n in ("n1", "n2", "n3"):
-        add_node(conn, n)
-    take_lease(conn, "n1", "sup-a:1", 1000.0, 90.0)  # the restarting supervisor's previous run
-    take_lease(conn, "n2", "sup-b:2", 1000.0, 90.0)  # another supervisor's live node
-    assert drop_owner_leases(conn, "sup-a:1") == ["n1"]
-    held = live_leases(conn, 1001.0)
-    mark_all_offline(conn, keep=set(held))
-    statuses = dict(conn.execute("SELECT id, status FROM nodes ORDER BY id").fetchall())
+        add_node(pg_conn, n)
+    take_lease(pg_conn, "n1", "sup-a:1", 1000.0, 90.0)  # the restarting supervisor's previous run
+    take_lease(pg_conn, "n2", "sup-b:2", 1000.0, 90.0)  # another supervisor's live node
+    assert drop_owner_leases(pg_conn, "sup-a:1") == ["n1"]
+    held = live_leases(pg_conn, 1001.0)
+    mark_all_offline(pg_conn, keep=set(held))
+    statuses = dict(pg_conn.execute("SELECT id, status FROM nodes ORDER BY id").fetchall())
     assert statuses == {"n1": "offline", "n2": "online", "n3": "offline"}
 
 

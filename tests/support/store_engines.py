@@ -35,6 +35,23 @@ def pg_cluster() -> Iterator[PostgresCluster]:
         cluster.stop()
 
 
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> Iterator[str]:
+    """A fresh database on the session's cluster (dropped afterwards): PostgreSQL-only tests."""
+    url = pg_cluster.fresh_database()
+    yield url
+    pg_cluster.drop_database(url)
+
+
+@pytest.fixture
+def pg_conn(pg_url: str) -> Iterator[Any]:
+    """A migrated connection to `pg_url`."""
+    c = open_connection(parse_storage_url(pg_url))
+    migrate(c)
+    yield c
+    c.close()
+
+
 class StoreDb:
     """One empty database of one engine; every connection opened through it is closed at the end."""
 
