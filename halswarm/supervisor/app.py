@@ -10,6 +10,7 @@ import sqlite3
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from halswarm.store.repos.leases import drop_owner_leases, live_leases
 from halswarm.store.repos.nodes import mark_all_offline
 from halswarm.store.repos.sessions import (
     get_session,
+    get_sessions,
     project_counts_held_elsewhere,
     sessions_held_elsewhere,
     upsert_sessions,
@@ -398,6 +400,7 @@ class Supervisor:
         self.open_database()
         reader = self.reader
         self.tracker.loader = lambda sid: reader.run_sync(lambda c: get_session(c, sid))
+        self.tracker.batch_loader = lambda ids: reader.run(partial(get_sessions, ids=ids))
         loop = self._loop = asyncio.get_running_loop()
         await lc.start("database writer", lambda: self.writer.start(loop), self._close_store)
         # Persist the restart verdict: every node offline, live sessions unreachable.

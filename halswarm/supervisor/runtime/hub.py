@@ -48,7 +48,12 @@ from halswarm.store.writer import Writer, WriterStopped
 from halswarm.supervisor.metrics import Metrics
 from halswarm.supervisor.runtime.ingest import Ingestor
 from halswarm.supervisor.runtime.leases import LeaseSettings
-from halswarm.supervisor.runtime.tracker import SessionTracker, snapshot_session_id
+from halswarm.supervisor.runtime.tracker import (
+    STATE_EVENT,
+    SessionTracker,
+    claimed_session_ids,
+    snapshot_session_id,
+)
 from halswarm.supervisor.security import FailureThrottle, bearer, origin_allowed, token_matches
 
 log = logging.getLogger(__name__)
@@ -330,6 +335,10 @@ class Hub:
     async def _register(self, ws: ServerConnection, reg: Register, request_id: str | None,
                         current: AgentLink | None = None) -> AgentLink:
         """Register a node; `current` is the link of a re-register on an open connection (kept, not replaced)."""
+        claimed = [sid for sid in map(snapshot_session_id, reg.sessions) if sid is not None]
+        # One read off the loop for the sessions memory does not hold, before anything changes: the rest
+        # of the registration runs without yielding up to its write.
+        await self.tracker.resolve(claimed)
         now = time.time()
         old = self.links.get(reg.node_id)
         link = current if current is not None else AgentLink(reg.node_id, ws)
@@ -349,7 +358,6 @@ class Hub:
         node.connected_at = now
         node.last_heartbeat = now
         came_online = node.set_status("online")
-        claimed = [sid for sid in map(snapshot_session_id, reg.sessions) if sid is not None]
         foreign = set(self.tracker.foreign(reg.node_id, claimed))
         own = [st for st in reg.sessions if snapshot_session_id(st) not in foreign]
         changed = self.tracker.apply_snapshot(reg.node_id, own, at=now)
@@ -388,6 +396,9 @@ class Hub:
         msg = env.payload
         node = self.nodes[link.node_id]
         if isinstance(msg, Event):
+            if msg.type == STATE_EVENT or (msg.session_id and msg.session_id not in self.tracker.sessions):
+                # a session memory does not hold: read off the loop now, not synchronously by the rule below
+                await self.tracker.resolve(claimed_session_ids(msg.type, msg.session_id, msg.data))
             claimed, foreign = self.tracker.event_claims(link.node_id, msg.type, msg.session_id, msg.data)
             if foreign and self.ingestor.link.expects(link.node_id, msg.seq):
                 # Refused, but its seq is consumed (a hole would stall the node's stream): what is stored

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from halswarm.core.model import SESSION_STATUSES, TERMINAL_SESSION_STATUSES, Session
@@ -25,6 +25,9 @@ def _int(v: Any, default: int = 0) -> int:
 
 Note = Callable[[str, str], None]  # (field, reason) of a value that was converted or refused
 Loader = Callable[[str], "Session | None"]  # a session's stored row, by id (None: not stored)
+BatchLoader = Callable[[list[str]], Awaitable[dict[str, Session]]]  # stored rows by id, read off the event loop
+PEEK_TTL = 5.0  # seconds a row read by `resolve` answers lookups (long enough to reach the event's commit)
+PEEK_MAX = 20_000  # rows kept by `resolve` at most (the oldest go first)
 
 
 def claimed_session_ids(ev_type: str, session_id: str | None, data: Any) -> list[str]:
@@ -54,10 +57,15 @@ class SessionTracker:
     (`live`, `live_on`), so periodic and per-node work never walks every session ever seen."""
 
     def __init__(self, note: Note | None = None, *, loader: Loader | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 batch_loader: BatchLoader | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.sessions: dict[str, Session] = {}  # in memory: live, and ended within the grace period
         self.note = note  # told about every time value converted (milliseconds) or refused
-        self.loader = loader
+        self.loader = loader  # synchronous: only the fallback when `resolve` did not read the id first
+        self.batch_loader = batch_loader
+        # Rows `resolve` read for ids not in memory (None: not stored), with when they were read: the
+        # synchronous rule (`get`, `_resident`) answers from here instead of reading on the event loop.
+        self._peek: dict[str, tuple[float, Session | None]] = {}
+        self.peeked = 0  # ids `resolve` read (introspection for tests)
         self.clock = clock
         self._handover_to: dict[str, str] = {}  # session id -> the node a supervisor handover moves it to
         # Ids first named by an event accepted but not yet applied (events reach the tracker only after
@@ -108,14 +116,53 @@ class SessionTracker:
     def add(self, s: Session) -> None:
         """Put a session in memory (and its indexes) as it is."""
         self.sessions[s.id] = s
+        self._peek.pop(s.id, None)
         self._index(s, new=True)
+
+    async def resolve(self, ids: Iterable[str]) -> None:
+        """Read the stored rows of the ids that neither memory nor a claim knows, in one query off the
+        event loop, before the synchronous rule (`foreign`, `claim`, `apply_*`) looks them up.
+
+        Without it, each event naming a session new to this supervisor cost up to four synchronous reads
+        on the event loop (a round trip each on PostgreSQL): a node sending fresh ids could hold the loop.
+        A row read here answers for `PEEK_TTL` seconds; on several supervisors a session first stored by
+        another one within that window is seen as new here, the same window as a read before the commit."""
+        if self.batch_loader is None:
+            return
+        now = self.clock()
+        peek, claimed, sessions = self._peek, self._claimed, self.sessions
+        unknown = []
+        for sid in ids:
+            if sid in sessions or sid in claimed:
+                continue
+            got = peek.get(sid)
+            if got is None or now - got[0] > PEEK_TTL:
+                unknown.append(sid)
+        if not unknown:
+            return
+        found = await self.batch_loader(unknown)
+        now = self.clock()
+        for sid in unknown:
+            peek.pop(sid, None)  # re-inserted last: the dict stays ordered by read time
+            peek[sid] = (now, found.get(sid))
+        self.peeked += len(unknown)
+        while len(peek) > PEEK_MAX or (peek and now - next(iter(peek.values()))[0] > PEEK_TTL):
+            del peek[next(iter(peek))]
+
+    def _stored(self, sid: str) -> Session | None:
+        """A session not in memory, as stored: what `resolve` read lately, else the synchronous loader."""
+        got = self._peek.get(sid)
+        if got is not None and self.clock() - got[0] <= PEEK_TTL:
+            return got[1]
+        return self.loader(sid) if self.loader is not None else None
 
     def _resident(self, sid: str) -> Session | None:
         """The session to update: from memory, else reloaded from the store into memory."""
         s = self.sessions.get(sid)
-        if s is None and self.loader is not None:
-            s = self.loader(sid)
+        if s is None:
+            s = self._stored(sid)
             if s is not None:
+                self._peek.pop(sid, None)  # memory answers from now on
                 self.sessions[sid] = s
                 self._index(s, new=False)
                 self.reloaded += 1
@@ -266,9 +313,7 @@ class SessionTracker:
     def get(self, session_id: str) -> Session | None:
         """From memory, else as stored (not brought back into memory: reading changes nothing)."""
         s = self.sessions.get(session_id)
-        if s is None and self.loader is not None:
-            s = self.loader(session_id)
-        return s
+        return s if s is not None else self._stored(session_id)
 
     def list(self, *, project: str | None = None, status: str | None = None, node_id: str | None = None
              ) -> list[Session]:

@@ -85,3 +85,52 @@ def test_events_of_a_new_session_read_the_store_a_bounded_number_of_times(tmp_pa
     before_commit, total = asyncio.run(run())
     assert before_commit <= 2, f"{before_commit} store reads for {EVENTS} events of one new session"
     assert total <= 4
+
+
+def test_fresh_session_ids_cost_the_event_loop_no_synchronous_read(tmp_path: Path) -> None:
+    """A node naming a new session id in every event (and in its register snapshot): each id is read once,
+    off the loop through the batch loader, and the synchronous loader is never called."""
+    sync: list[str] = []
+    batches: list[list[str]] = []
+
+    def loader(sid: str) -> Session | None:
+        sync.append(sid)
+        return None
+
+    async def batch(ids: list[str]) -> dict[str, Session]:
+        batches.append(list(ids))
+        await asyncio.sleep(0)
+        return {}
+
+    async def run() -> None:
+        conn = connect(str(tmp_path / "hub.db"))
+        migrate(conn)
+        writer = Writer(conn)
+        writer.start(asyncio.get_running_loop())
+        tracker, metrics = SessionTracker(loader=loader, batch_loader=batch), Metrics()
+        hub = Hub(HubSettings(host="127.0.0.1", port=0, token="t" * 32), {}, tracker, None, writer,  # type: ignore[arg-type]
+                  metrics)
+        hub.ingestor = Ingestor(writer, tracker, metrics, hub.send_ack, hub.send_rewind)
+        ws = RecordingSocket()
+        try:
+            reg = Register(node_id="n1", sessions=[{"id": "ses_snap_a", "status": "idle"},
+                                                   {"id": "ses_snap_b", "status": "running"}])
+            link = await hub._register(ws, reg, None)  # type: ignore[arg-type]
+            assert link is not None
+            for seq in range(1, EVENTS + 1):
+                frame = encode_raw("event", {"seq": seq, "event_id": f"e{seq}", "type": "message.part.delta",
+                                             "session_id": f"ses_{seq}", "project": "p", "data": {"delta": "x"},
+                                             "timestamp": 1.0}, timestamp=1.0)
+                await hub._on_frame(link, frame)
+            await hub.ingestor.drain()
+            await on_loop(lambda: _acked(ws) == EVENTS, "every event acked", 30)
+            assert tracker.owner(f"ses_{EVENTS}") == "n1" and tracker.get("ses_snap_b") is not None
+        finally:
+            for t in list(hub._bg):
+                t.cancel()
+            await writer.stop()
+
+    asyncio.run(run())
+    assert sync == [], f"{len(sync)} synchronous reads on the event loop"
+    assert batches[0] == ["ses_snap_a", "ses_snap_b"]
+    assert sorted(i for b in batches[1:] for i in b) == sorted(f"ses_{n}" for n in range(1, EVENTS + 1))
