@@ -122,11 +122,11 @@ fi
 
 # 4. wheelhouse of runtime dependencies (the containers have no network) --------------------
 if [ -x "$PY" ]; then
-  STAMP="$WHEELHOUSE/.deps-ops-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+  STAMP="$WHEELHOUSE/.deps-ops-postgres-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
   if [ ! -f "$STAMP" ]; then
     mkdir -p "$WHEELHOUSE"
     log "building the dependency wheelhouse in $WHEELHOUSE"
-    "$PY" -m pip wheel -q -w "$WHEELHOUSE" "$ROOT[ops]" pip setuptools wheel
+    "$PY" -m pip wheel -q -w "$WHEELHOUSE" "$ROOT[ops,postgres]" pip setuptools wheel
     rm -f "$WHEELHOUSE"/hal_o_swarm-*.whl
     touch "$STAMP"
   fi

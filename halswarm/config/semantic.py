@@ -123,6 +123,19 @@ def supervisor_checks(data: Mapping[str, Any], env: Mapping[str, str], source: S
                       "storage_password": storage_password, **operator_secrets}
 
 
+def missing_pg_driver() -> str | None:
+    """The first module of the PostgreSQL driver this Python cannot import (None: all there). Asked by
+    `--validate` too, so a deploy refuses a release without it before switching to it."""
+    from importlib import import_module
+
+    for module in ("psycopg", "psycopg_pool"):
+        try:
+            import_module(module)  # imported, not only found: a driver without its libpq fails here
+        except ImportError:
+            return module
+    return None
+
+
 def _storage_checks(data: Mapping[str, Any], env: Mapping[str, str], source: SourcePath
                     ) -> tuple[list[Problem], SecretResult]:
     """`storage`: a URL the supervisor can use, never with a password in it (it would reach logs, `ps`
@@ -151,6 +164,10 @@ def _storage_checks(data: Mapping[str, Any], env: Mapping[str, str], source: Sou
                                     "storage.password_env (or ~/.pgpass)"))
         if not parts.path.strip("/"):
             problems.append(Problem("storage.url", "needs a database name (postgresql://user@host/db)"))
+        missing = missing_pg_driver()
+        if missing:
+            problems.append(Problem("storage.url", f"is PostgreSQL but {missing} is not installed in this release: "
+                                    "install it with the `postgres` extra (hal-o-swarm[postgres])"))
         if isinstance(env_name, str) and password.value is None and not password.problems \
                 and not storage.get("password_file"):
             problems.append(Problem("storage.password_env", f"the environment variable {env_name} is not set",

@@ -13,6 +13,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -89,13 +90,12 @@ def open_connection(target: StorageTarget, *, readonly: bool = False) -> sqlite3
         from halswarm.store.db import connect
 
         return connect(target.path, readonly=readonly)
-    from halswarm.store import pg
-
+    pg = _pg_module()
     try:
-        conn = pg.connect(target.conninfo, readonly=readonly, password=target.password)
+        conn: sqlite3.Connection = pg.connect(target.conninfo, readonly=readonly, password=target.password)
     except sqlite3.Error as exc:
         raise DatabaseError(f"database {target.display}: {str(exc).removeprefix('postgresql: ')}") from None
-    return conn  # type: ignore[return-value]
+    return conn
 
 
 def open_reader(target: StorageTarget) -> Any:
@@ -104,6 +104,15 @@ def open_reader(target: StorageTarget) -> Any:
         from halswarm.store.reader import Reader
 
         return Reader(target.path)
-    from halswarm.store.pg import PgReader
+    return _pg_module().PgReader(target.conninfo, password=target.password)
 
-    return PgReader(target.conninfo, password=target.password)
+
+def _pg_module() -> ModuleType:
+    """halswarm.store.pg, or one clear error when the driver is not installed (a release without the
+    `postgres` extra): the supervisor prints it as one line, not an import traceback."""
+    try:
+        from halswarm.store import pg
+    except ImportError as exc:
+        raise DatabaseError(f"storage.url is PostgreSQL but its driver is not installed ({exc}): install the "
+                            "release with the `postgres` extra (hal-o-swarm[postgres])") from None
+    return pg

@@ -83,3 +83,25 @@ def test_locked_database(tmp_path):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_postgresql_url_without_the_driver_installed(tmp_path):
+    """A release installed without the `postgres` extra (what the supervisor role did before it added the
+    extra for a PostgreSQL store): `--validate` refuses the config, so a deploy never switches to it, and a
+    start says what to install in one line instead of an import traceback. The driver is hidden by a
+    package on PYTHONPATH that fails to import, as a missing one does."""
+    shadow = tmp_path / "shadow" / "psycopg"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'psycopg'\", name='psycopg')\n")
+    sup = SupervisorProc(tmp_path / "sup", extra={"storage": {"url": "postgresql://hal@127.0.0.1:1/halswarm"}})
+    sup.write_config()
+    env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path / 'shadow'}:{REPO}"}
+    base = [sys.executable, "-m", "halswarm.supervisor.main", "--config", str(sup.config_path)]
+    res = subprocess.run(base, cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    _assert_one_error_line(res, "invalid configuration")
+    assert "storage.url: is PostgreSQL but psycopg is not installed" in res.stderr + res.stdout, res.stderr
+    checked = subprocess.run([*base, "--validate"], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "storage.url: is PostgreSQL but psycopg is not installed" in checked.stdout, checked.stdout
+    fine = subprocess.run([*base, "--validate"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert fine.returncode == 0, fine.stdout + fine.stderr  # with the driver: the same config is valid

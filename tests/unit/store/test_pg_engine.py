@@ -128,3 +128,28 @@ def test_held_bookkeeping_goes_first_and_its_error_stops_the_commit(store_db: St
     conn.execute("ROLLBACK")
     assert stored() == [2.0]
     other.close()
+
+
+def test_a_missing_driver_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release without the `postgres` extra: opening a PostgreSQL store names the extra to install."""
+    import sys
+
+    import halswarm.store
+    from halswarm.store.engine import open_connection, open_reader
+
+    monkeypatch.setitem(sys.modules, "halswarm.store.pg", None)  # `import` of it now raises ImportError
+    monkeypatch.delattr(halswarm.store, "pg", raising=False)
+    target = parse_storage_url("postgresql://hal@127.0.0.1:1/halswarm")
+    for opener in (open_connection, open_reader):
+        with pytest.raises(DatabaseError, match=r"driver is not installed .*hal-o-swarm\[postgres\]"):
+            opener(target)
+
+
+def test_validate_names_the_missing_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from halswarm.config.semantic import missing_pg_driver
+
+    assert missing_pg_driver() is None
+    monkeypatch.setitem(sys.modules, "psycopg_pool", None)
+    assert missing_pg_driver() == "psycopg_pool"
