@@ -27,7 +27,7 @@ LAYER_OF_DIR = {"tests/unit/": "unit", "tests/integration/": "process", "tests/e
 # ansible-lint) go first, so the short ones fill the gaps at the end instead of a long one starting last.
 DRILLS = "tests/fleet/drills/"
 LONG_FIRST = (DRILLS, "tests/fleet/test_ops_fleet.py", "tests/fleet/test_ops_firewall.py",
-              "tests/fleet/test_ops_lint.py", "tests/e2e/test_stack_scenarios.py",
+              "tests/fleet/test_ops_ha.py", "tests/fleet/test_ops_lint.py", "tests/e2e/test_stack_scenarios.py",
               "tests/integration/test_api.py", "tests/integration/test_restore_roundtrip.py",
               "tests/integration/test_packaging.py")
 
