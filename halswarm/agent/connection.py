@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from halswarm.agent.outbox import AsyncOutbox
 from halswarm.agent.resources import sample_resources
@@ -337,7 +337,9 @@ class SupervisorConnection:
         except _Resync as exc:
             move_on = False  # the same supervisor: re-register there to renumber
             log.warning("re-registering to resynchronise seqs: %s", exc)
-        except (OSError, TimeoutError, RegistrationError, ProtocolError) as exc:
+        except (OSError, TimeoutError, RegistrationError, ProtocolError, InvalidHandshake) as exc:
+            # InvalidHandshake: the peer closed or answered garbage before the upgrade (a restarting
+            # supervisor, a proxy): as routine as a refused connection, so one line, not a traceback.
             self.counters["connect_failures"] += 1
             log.warning("cannot connect to supervisor %s: %s", label, str(exc) or type(exc).__name__)
         except Exception as exc:  # any other failure must not kill the reconnect loop

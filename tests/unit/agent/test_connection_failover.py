@@ -246,3 +246,31 @@ async def test_wss_to_a_resolved_address_verifies_the_certificate_against_the_ur
         assert sup.registers and sup.auth_headers == [f"Bearer {TOKEN}"]
     finally:
         await sup.stop()
+
+
+async def test_a_peer_that_closes_before_the_upgrade_is_one_warning_line(
+    pair: tuple[BoundSupervisor, BoundSupervisor], make_conn: Callable[..., SupervisorConnection],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A supervisor restarting (or a proxy) accepts the TCP connection and closes it without an HTTP answer:
+    counted as a connect failure and logged as one warning, never as an error with a traceback."""
+    import asyncio
+
+    _, b = pair
+
+    async def hang_up(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.close()
+
+    mute = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = mute.sockets[0].getsockname()[1]
+    try:
+        conn = make_conn([f"ws://127.0.0.1:{port}/ws/agent", b.url])
+        conn.start()
+        await conn.wait_ready(10)
+        assert conn.url == b.url and conn.counters["connect_failures"] >= 1
+        lines = [r for r in caplog.records if r.name == "halswarm.agent.connection" and str(port) in r.getMessage()]
+        assert lines and all(r.levelname == "WARNING" and r.exc_info is None for r in lines), [
+            (r.levelname, r.getMessage()) for r in lines]
+        assert any("cannot connect to supervisor" in r.getMessage() for r in lines)
+    finally:
+        mute.close()
