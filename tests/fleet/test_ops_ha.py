@@ -13,11 +13,17 @@ set per host). Then, on the deployed hosts:
 - `kill -9` of the holding supervisor's process: the agent moves to the other one (its lease changes owner),
   systemd restarts the killed one, and a command through it reaches the node again, now forwarded the other
   way. The failover time is printed.
+
+The database host is also where the postgresql role is checked for real (it once had a container of its
+own): its first converge changed things, a second changes nothing, nor does `--check --diff`; the role is
+least-privilege, its password is SCRAM, it owns its two databases, PUBLIC may not connect to them, scram
+over TCP works and a wrong password is refused. The password never appears in any playbook output.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -70,6 +76,8 @@ except OSError as e:
 @dataclass
 class HaFleet:
     workdir: Path
+    password: str
+    first_postgresql_run: str = ""
 
     @property
     def inventory(self) -> Path:
@@ -157,16 +165,27 @@ def _write_inventory(fleet: HaFleet, password: str) -> None:
     fleet.secrets.chmod(0o600)
 
 
-def _playbook(fleet: HaFleet, name: str, password: str) -> str:
+def _playbook(fleet: HaFleet, name: str, *args: str, log: str | None = None) -> str:
     w = wheels()
     env = ansible_env(HAL_RELEASE_WHEEL=str(w.current), HAL_RELEASE_WHEELHOUSE=str(WHEELHOUSE),
                       HOME=str(fleet.workdir / "home"))
     proc = run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(fleet.inventory),
-                "-e", f"@{fleet.secrets}", str(ROOT / "collections" / "ansible_collections" / "halswarm" / "ops"
-                                              / "playbooks" / name)],
-               env=env, timeout=1200, log=ARTIFACTS / f"ha-{PREFIX}-{name}.log", cwd=ROOT)
-    assert password not in proc.stdout, f"the database password shows in the output of {name}"
+                "-e", f"@{fleet.secrets}", *args, str(ROOT / "collections" / "ansible_collections" / "halswarm"
+                                                      / "ops" / "playbooks" / name)],
+               env=env, timeout=1200, log=ARTIFACTS / f"ha-{PREFIX}-{log or name}.log", cwd=ROOT)
+    assert fleet.password not in proc.stdout, f"the database password shows in the output of {name}"
     return proc.stdout
+
+
+def _changed(out: str, host: str) -> int:
+    m = re.search(rf"^{re.escape(host)}\s*:.*changed=(\d+).*failed=0", out, re.M)
+    assert m, out[-3000:]
+    return int(m.group(1))
+
+
+def _db(*cmd: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", "exec", "-i", DB, *cmd], input=stdin, capture_output=True, text=True,
+                          timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -177,15 +196,14 @@ def ha_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HaFleet]:
     probe = subprocess.run(["podman", "image", "exists", PG_IMAGE], capture_output=True, timeout=60, check=False)
     if probe.returncode != 0:
         pytest.skip(f"no {PG_IMAGE} image (scripts/ci-setup.sh builds it)")
-    fleet = HaFleet(tmp_path_factory.mktemp("ha-fleet"))
+    fleet = HaFleet(tmp_path_factory.mktemp("ha-fleet"), secrets.token_hex(16))
     (fleet.workdir / "home").mkdir()
-    password = secrets.token_hex(16)
     try:
         _destroy()
         _create()
-        _write_inventory(fleet, password)
-        _playbook(fleet, "postgresql.yml", password)
-        _playbook(fleet, "deploy.yml", password)
+        _write_inventory(fleet, fleet.password)
+        fleet.first_postgresql_run = _playbook(fleet, "postgresql.yml")
+        _playbook(fleet, "deploy.yml")
         yield fleet
     finally:
         _destroy()
@@ -232,3 +250,24 @@ def test_kill_9_of_the_holder_moves_the_agent_and_commands_follow(ha_fleet: HaFl
     res = ha_fleet.command(holder)
     assert res["status"] == 200 and res["body"]["data"]["status"] == "success", res
     assert ha_fleet.holder() == survivor  # the agent stayed where it moved
+
+
+def test_postgresql_role_is_idempotent_and_least_privilege(ha_fleet: HaFleet) -> None:
+    assert _changed(ha_fleet.first_postgresql_run, DB) >= 6
+    assert _changed(_playbook(ha_fleet, "postgresql.yml", log="postgresql-idempotence"), DB) == 0
+    assert _changed(_playbook(ha_fleet, "postgresql.yml", "--check", "--diff", log="postgresql-check"), DB) == 0
+
+    sql = ("SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, left(rolpassword, 14) "
+           "FROM pg_authid WHERE rolname = 'halswarm'; SELECT datname, pg_get_userbyid(datdba), "
+           "has_database_privilege('public', datname, 'CONNECT') FROM pg_database WHERE datname LIKE 'halswarm%' "
+           "ORDER BY 1")
+    res = _db("su", "postgres", "-c", f'psql -XAt -c "{sql}"')
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["f|f|f|f|f|SCRAM-SHA-256$", "halswarm|halswarm|f",
+                                  "halswarm_restore_test|halswarm|f"]
+    login = ("umask 077; cat > /tmp/pgpass; PGPASSFILE=/tmp/pgpass psql -X -w -h 127.0.0.1 -U halswarm "
+             "halswarm_restore_test -Atc 'CREATE TABLE t (x int); DROP TABLE t; SELECT current_user'")
+    ok = _db("sh", "-c", login, stdin=f"*:*:*:*:{ha_fleet.password}\n")
+    assert ok.returncode == 0 and ok.stdout.split() == ["CREATE", "TABLE", "DROP", "TABLE", "halswarm"], ok.stderr
+    bad = _db("sh", "-c", login, stdin="*:*:*:*:wrong\n")
+    assert bad.returncode != 0 and "password authentication failed" in bad.stderr

@@ -5,7 +5,7 @@ privileges, pg_hba.conf, reload) converges for real, through ansible-runner, aga
 (tests/support/postgres.py) whose superuser stands in for `postgres`: check mode changes nothing, the role
 is least-privilege, idempotent, admitted with scram-sha-256, and a supervisor's store migrates in its
 database as that role. The full converge, packages included, runs in a throwaway podman container with
-systemd: tests/fleet/test_ops_postgresql.py."""
+systemd: the database host of tests/fleet/test_ops_ha.py."""
 
 from __future__ import annotations
 
