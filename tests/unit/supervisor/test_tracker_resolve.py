@@ -8,14 +8,7 @@ import asyncio
 
 from halswarm.core.model import Session
 from halswarm.supervisor.runtime.tracker import PEEK_MAX, PEEK_TTL, SessionTracker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.unit.supervisor.test_tracker_memory import Clock
 
 
 class Store:
