@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test lint unit integration e2e fleet bench bench-drills clis ops-setup clean
+.PHONY: run test prepare lint unit integration e2e fleet bench bench-drills clis ops-system ops-setup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,17 +28,25 @@ venv: $(STAMP)
 run: $(if $(wildcard $(STAMP)),$(STAMP),$(RUN_STAMP))
 	$(BIN)/hal-supervisor --local --state-dir .state
 
-## Whole test suite (what CI runs)
-test: $(STAMP) clis ops-setup lint
+## Whole test suite (what CI runs). Its set-up steps run side by side (apt and the images need no venv,
+## the npm CLIs need neither); each one's output is printed in one piece when it ends.
+test:
+	$(MAKE) --no-print-directory -j4 --output-sync=target prepare
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 clis:
 	bash scripts/install-test-clis.sh
 	bash scripts/install-eda.sh
 
-## apt packages, podman config, the systemd test image, wheelhouse, ansible-test stand-in (root)
-ops-setup: $(STAMP)
-	bash scripts/ci-setup.sh
+prepare: $(STAMP) clis ops-setup lint
+
+## apt packages, podman config, the systemd test images (root; needs no venv)
+ops-system:
+	bash scripts/ci-setup.sh system
+
+## the above, then the containers' wheelhouse and the ansible-test stand-in (root)
+ops-setup: ops-system $(STAMP)
+	bash scripts/ci-setup.sh python
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

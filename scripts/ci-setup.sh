@@ -5,6 +5,8 @@
 #
 #   scripts/ci-setup.sh            # everything
 #   HAL_CI_SKIP_APT=1 scripts/ci-setup.sh   # when the packages are known to be there
+#   scripts/ci-setup.sh system     # steps 1-3b only: they need no venv, so `make test` runs them
+#   scripts/ci-setup.sh python     # steps 4-5 only   while the venv and the npm CLIs install
 #
 # What it does (the verified recipe of shared/reference/feasibility.md):
 #   1. apt packages: podman, runc, debootstrap, openssh-server, ufw, iptables, nftables, sqlite3,
@@ -40,12 +42,16 @@ APT_PACKAGES=(openssh-server openssh-client iproute2 iptables nftables ufw sqlit
   podman runc uidmap debootstrap prometheus prometheus-alertmanager openjdk-17-jre-headless chromium chromium-driver
   postgresql)  # the store tests run on PostgreSQL too: a private cluster per session (tests/support/postgres.py)
 
+PHASE="${1:-all}"
+case "$PHASE" in all|system|python) ;; *) printf 'ci-setup: unknown phase %s (all, system, python)\n' "$PHASE" >&2; exit 2 ;; esac
+
 log() { printf 'ci-setup: %s\n' "$*" >&2; }
 
 if [ "$(id -u)" -ne 0 ]; then
   log "must run as root"; exit 1
 fi
 
+if [ "$PHASE" != python ]; then
 # 1. packages -------------------------------------------------------------------------------
 if [ -z "${HAL_CI_SKIP_APT:-}" ]; then
   missing=()
@@ -120,6 +126,9 @@ if ! podman image exists "$PG_IMAGE"; then
   log "built $PG_IMAGE"
 fi
 
+fi  # system phase
+
+if [ "$PHASE" != system ]; then
 # 4. wheelhouse of runtime dependencies (the containers have no network) --------------------
 if [ -x "$PY" ]; then
   STAMP="$WHEELHOUSE/.deps-ops-postgres-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
@@ -150,4 +159,6 @@ PY
   fi
 fi
 
-log "ready (images $IMAGE $PG_IMAGE, wheelhouse $WHEELHOUSE)"
+fi  # python phase
+
+log "$PHASE ready (images $IMAGE $PG_IMAGE, wheelhouse $WHEELHOUSE)"
