@@ -105,7 +105,11 @@ async def test_a_rulebook_runs_a_playbook_for_a_node_offline_event(supervisor, t
     token_file.write_text(supervisor.token + "\n")
     token_file.chmod(0o600)
     marker = tmp_path / "marker.json"
-    playbook = tmp_path / "mark.yml"
+    # The playbook has a directory of its own: run_playbook copies the playbook's whole directory for each
+    # action, and a file replaced meanwhile there (the state file's temp file, the supervisor's database)
+    # makes that copy, and so the action, fail (seen under load: ENOENT on `.event_stream.*`).
+    (tmp_path / "project").mkdir()
+    playbook = tmp_path / "project" / "mark.yml"
     playbook.write_text(yaml.safe_dump([{
         "name": "mark", "hosts": "localhost", "gather_facts": False,
         "tasks": [{"name": "write the marker", "ansible.builtin.copy": {

@@ -74,6 +74,8 @@ options:
     description:
       - File where the id of the last event handed over is kept (replaced atomically after each event),
         so that a restarted rulebook resumes where it stopped.
+      - Keep it out of the directory of the playbooks the rulebook runs, which C(run_playbook) copies for
+        each action; a temp file renamed during that copy fails the action.
     type: str
   ca_file:
     description: CA bundle that verifies the supervisor's certificate (https).
