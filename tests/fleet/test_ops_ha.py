@@ -48,7 +48,7 @@ from tests.support.fleet.env import (
     run,
     wheels,
 )
-from tests.support.fleet.fleet import AGENT_CONFIG, SUP_CONFIG, SUP_UNIT
+from tests.support.fleet.fleet import AGENT_CONFIG, SUP_CONFIG, SUP_UNIT, api_probe, wait_booted
 from tests.support.fleet.molecule import container_pid, podman_exec
 from tests.support.waiting import wait_for
 
@@ -58,19 +58,6 @@ PREFIX = f"hal-ha-{secrets.token_hex(3)}"
 DB, SUP1, SUP2, AGENT = (f"{PREFIX}-{n}" for n in ("db", "sup1", "sup2", "agent"))
 PORTS = {SUP1: (8420, 8421), SUP2: (8430, 8431)}  # (agent WebSocket, HTTP API): one network namespace
 
-_API = """
-import json, sys, urllib.request, urllib.error
-req = urllib.request.Request("http://127.0.0.1:" + sys.argv[1] + sys.argv[2], method=sys.argv[4],
-                             data=(sys.argv[5].encode() if len(sys.argv) > 5 else None),
-                             headers={"Authorization": "Bearer " + sys.argv[3], "Content-Type": "application/json"})
-try:
-    with urllib.request.urlopen(req, timeout=30) as r:
-        print(json.dumps({"status": r.status, "body": json.load(r)}))
-except urllib.error.HTTPError as e:
-    print(json.dumps({"status": e.code, "body": json.loads(e.read() or b"null")}))
-except OSError as e:
-    print(json.dumps({"status": 0, "body": str(e)}))
-"""
 
 
 @dataclass
@@ -89,10 +76,7 @@ class HaFleet:
 
     def api(self, sup: str, path: str, method: str = "GET", body: Any = None) -> dict[str, Any]:
         """The API of supervisor `sup`, asked from its own host (the namespace is out of the host's reach)."""
-        args = ["python3", "-c", _API, str(PORTS[sup][1]), path, AUTH_TOKEN, method]
-        if body is not None:
-            args.append(json.dumps(body))
-        return json.loads(podman_exec(sup, *args, timeout=120))
+        return api_probe(sup, path, method, body, port=PORTS[sup][1])
 
     def holder(self) -> str | None:
         """The supervisor host whose lease holds the agent's node (the lease names `<hostname>:<ws port>`)."""
@@ -122,11 +106,7 @@ def _create() -> None:
         run(["podman", "run", "-d", "--name", name, "--hostname", name, "--network", network, "--systemd", "always",
              "--label", "halswarm-ci=1", image, "/sbin/init"], timeout=120, log=ARTIFACTS / f"ha-{name}-create.log")
     for name in (DB, SUP1, SUP2, AGENT):
-        def booted(name: str = name) -> bool:
-            state = podman_exec(name, "systemctl", "is-system-running", "--wait", timeout=120, check=False)
-            return state.strip() in ("running", "degraded")
-
-        wait_for(booted, f"{name}: systemd running or degraded", 240, interval=1.0)
+        wait_booted(name)
     # The agent reaches the supervisors by their inventory names, as the role derives its URLs from them.
     podman_exec(AGENT, "sh", "-c", f"echo '127.0.0.1 {SUP1} {SUP2}' >> /etc/hosts")
 

@@ -36,17 +36,36 @@ AGENT_UNIT = "hal-agent.service"
 
 _API_PROBE = """
 import json, sys, urllib.request, urllib.error
-req = urllib.request.Request("http://127.0.0.1:8421" + sys.argv[1], method=sys.argv[3],
-                             data=(sys.argv[4].encode() if len(sys.argv) > 4 else None),
-                             headers={"Authorization": "Bearer " + sys.argv[2], "Content-Type": "application/json"})
+req = urllib.request.Request("http://127.0.0.1:" + sys.argv[1] + sys.argv[2], method=sys.argv[4],
+                             data=(sys.argv[5].encode() if len(sys.argv) > 5 else None),
+                             headers={"Authorization": "Bearer " + sys.argv[3], "Content-Type": "application/json"})
 try:
-    with urllib.request.urlopen(req, timeout=10) as r:
+    with urllib.request.urlopen(req, timeout=30) as r:
         print(json.dumps({"status": r.status, "body": json.load(r)}))
 except urllib.error.HTTPError as e:
     print(json.dumps({"status": e.code, "body": json.loads(e.read() or b"null")}))
 except OSError as e:
     print(json.dumps({"status": 0, "body": str(e)}))
 """
+
+
+def api_probe(host: str, path: str, method: str = "GET", body: Any = None, *, port: int = 8421) -> dict[str, Any]:
+    """The supervisor API on `host`'s loopback, asked from inside the host (its namespace is out of the test
+    host's reach): ``{"status": ..., "body": ...}``, status 0 when nothing answered."""
+    args = ["python3", "-c", _API_PROBE, str(port), path, AUTH_TOKEN, method]
+    if body is not None:
+        args.append(json.dumps(body))
+    return json.loads(podman_exec(host, *args, timeout=120))
+
+
+def wait_booted(name: str) -> None:
+    """Wait until systemd in container `name` is up (running or degraded)."""
+    # Asked too early, systemctl finds no bus yet and prints nothing (seen under load): ask again.
+    def booted() -> bool:
+        state = podman_exec(name, "systemctl", "is-system-running", "--wait", timeout=120, check=False)
+        return state.strip() in ("running", "degraded")
+
+    wait_for(booted, f"{name}: systemd running or degraded", 240, interval=1.0)
 
 # Relay stdin/stdout <-> 127.0.0.1:PORT, run by nsenter inside the instances' network namespace.
 _RELAY = """
@@ -183,12 +202,7 @@ class DrillFleet:
                  "--systemd", "always", "--label", "halswarm-ci=1", "--label", f"halswarm-drill={self.prefix}",
                  IMAGE, "/sbin/init"], timeout=120, log=ARTIFACTS / f"drill-{name}-create.log")
         for name in self.hosts:
-            # Asked too early, systemctl finds no bus yet and prints nothing (seen under load): ask again.
-            def booted(name: str = name) -> bool:
-                state = podman_exec(name, "systemctl", "is-system-running", "--wait", timeout=120, check=False)
-                return state.strip() in ("running", "degraded")
-
-            wait_for(booted, f"{name}: systemd running or degraded", 240, interval=1.0)
+            wait_booted(name)
             other = self.agent if name == self.sup else self.sup
             podman_exec(name, "sh", "-c", f"grep -qw {other} /etc/hosts || echo '127.0.0.1 {other}' >> /etc/hosts")
         self.write_inventory()
@@ -263,10 +277,7 @@ class DrillFleet:
         return self.exec(host, *args, check=False)
 
     def api(self, path: str, method: str = "GET", body: Any = None) -> dict[str, Any]:
-        args = ["python3", "-c", _API_PROBE, path, AUTH_TOKEN, method]
-        if body is not None:
-            args.append(json.dumps(body))
-        return json.loads(self.exec(self.sup, *args))
+        return api_probe(self.sup, path, method, body)
 
     def node_status(self, node: str | None = None) -> str | None:
         res = self.api(f"/api/v1/nodes/{node or self.agent}")
