@@ -126,7 +126,7 @@ def test_an_event_that_is_not_a_json_object_stops_the_source() -> None:
     queue: asyncio.Queue[object] = asyncio.Queue()
     for data in ("not json", "[1, 2]"):
         with pytest.raises(es.StreamError, match="event 5 is not a JSON object"):
-            asyncio.run(es._hand_over(cfg, queue, "5", data))
+            asyncio.run(es._hand_over(cfg, queue, "5", data, None))
     assert queue.empty() and cfg.last_id is None
 
 
@@ -136,9 +136,52 @@ def test_an_unwritable_state_file_stops_the_source_instead_of_repeating_events(t
     cfg = es.Settings({"url": "http://x", "token": "t", "state_file": str(state)})
     state.parent.rmdir()  # gone after the start
     queue: asyncio.Queue[object] = asyncio.Queue()
-    with pytest.raises(es.StreamError, match="cannot write it"):
-        asyncio.run(es._hand_over(cfg, queue, "7", '{"type": "node.offline"}'))
+
+    async def scenario() -> None:
+        writer = es.StateWriter(str(state))
+        await es._hand_over(cfg, queue, "7", '{"type": "node.offline"}', writer)
+        with pytest.raises(es.StreamError, match="cannot write it"):
+            await writer.close()  # the stop reports the failed write
+        with pytest.raises(es.StreamError, match="cannot write it"):  # and no later event is handed over
+            await es._hand_over(cfg, queue, "8", '{"type": "node.offline"}', writer)
+
+    asyncio.run(scenario())
     assert queue.get_nowait() == {"type": "node.offline", "id": 7}
+    assert queue.empty()
+
+
+def test_state_writes_do_not_hold_the_hand_over_and_the_stop_writes_the_last_id(tmp_path: Path) -> None:
+    """On a busy disk one fsync can take a second: events are handed over while a write runs, the ids
+    that came meanwhile are folded into one next write, and a stop waits until the newest id is written."""
+    import threading
+
+    state = tmp_path / "last-id"
+    cfg = es.Settings({"url": "http://x", "token": "t", "state_file": str(state)})
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    release = threading.Event()
+    real_write = es.write_state
+
+    def slow_write(path: str, last_id: int) -> None:
+        release.wait(30)  # the first write is held until every event was handed over
+        real_write(path, last_id)
+
+    async def scenario() -> es.StateWriter:
+        writer = es.StateWriter(str(state))
+        for i in range(1, 51):
+            await es._hand_over(cfg, queue, str(i), '{"type": "node.offline"}', writer)
+        assert queue.qsize() == 50, "the hand-over waited for a state write"
+        assert writer.writes == 0
+        release.set()
+        await writer.close()
+        return writer
+
+    es.write_state = slow_write
+    try:
+        writer = asyncio.run(scenario())
+    finally:
+        es.write_state = real_write
+    assert state.read_text().strip() == "50"
+    assert writer.writes <= 2, f"{writer.writes} writes: the ids handed over during a write were not folded"
 
 
 def test_documentation_lists_exactly_the_arguments_the_source_reads() -> None:
@@ -156,7 +199,7 @@ def test_documentation_lists_exactly_the_arguments_the_source_reads() -> None:
     assert set(example[0]["sources"][0]["halswarm.ops.event_stream"]) <= read
 
 
-def test_a_cancelled_state_write_still_lands_before_the_source_ends(tmp_path: Path) -> None:
+def test_a_cancelled_source_still_writes_its_last_id_before_it_ends(tmp_path: Path) -> None:
     """ansible-rulebook cancels the source at any await. A write still queued behind a busy worker when
     the cancellation arrives must not be dropped: the file would name an event before the last one handed
     over, and the next start would hand that event over again."""
@@ -170,8 +213,10 @@ def test_a_cancelled_state_write_still_lands_before_the_source_ends(tmp_path: Pa
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
         busy = loop.run_in_executor(None, release.wait, 30)  # the only worker is taken: the write queues
+        writer = es.StateWriter(str(state))
         try:
-            task = asyncio.create_task(es._save_state(str(state), 42))
+            writer.note(42)
+            task = asyncio.create_task(writer.close())
             await asyncio.sleep(0.05)
             task.cancel()
             await asyncio.sleep(0.05)

@@ -10,7 +10,6 @@ token, a wrong URL or a rejected request stop the source with a one-line error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -72,8 +71,9 @@ options:
     type: int
   state_file:
     description:
-      - File where the id of the last event handed over is kept (replaced atomically after each event),
-        so that a restarted rulebook resumes where it stopped.
+      - File where the id of the last event handed over is kept (replaced atomically, one write at a time
+        with the newest id; a stop waits for it), so that a restarted rulebook resumes where it stopped.
+        After a crash the events handed over since the last finished write come again; none is lost.
       - Keep it out of the directory of the playbooks the rulebook runs, which C(run_playbook) copies for
         each action; a temp file renamed during that copy fails the action.
     type: str
@@ -300,7 +300,7 @@ async def _chunks(resp: aiohttp.ClientResponse, idle: float) -> AsyncIterator[by
 
 
 async def stream_once(session: aiohttp.ClientSession, cfg: Settings, queue: asyncio.Queue[Any],
-                      connected: Callable[[], None]) -> None:
+                      state: StateWriter | None, connected: Callable[[], None]) -> None:
     """One connection: hand over every event after `cfg.last_id` until the stream ends."""
     token = await asyncio.to_thread(cfg.bearer)
     headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
@@ -316,23 +316,62 @@ async def stream_once(session: aiohttp.ClientSession, cfg: Settings, queue: asyn
         parser = SseParser(cfg.max_bytes)
         async for chunk in _chunks(resp, cfg.idle):
             for sse_id, data in parser.feed(chunk):
-                await _hand_over(cfg, queue, sse_id, data)
+                await _hand_over(cfg, queue, sse_id, data, state)
 
 
-async def _save_state(path: str, event_id: int) -> None:
-    """Write the state file in a worker thread. A cancellation (ansible-rulebook stopping) waits for the
-    write: a queued write cancelled before its thread ran would leave the file one event behind, and the
-    next start would hand that event over twice."""
-    write = asyncio.ensure_future(asyncio.to_thread(write_state, path, event_id))
-    try:
-        await asyncio.shield(write)
-    except asyncio.CancelledError:
-        with contextlib.suppress(OSError):
-            await write
-        raise
+class StateWriter:
+    """Keeps `state_file` naming the last event handed over, off the hand-over path.
+
+    One write runs at a time, in a worker thread, with the newest id when it starts; ids handed over while
+    it runs are folded into the next one. A write ends with an fsync, which on a busy disk can take a
+    second or more: one write per event would hold the source to one event per fsync. A stop waits for
+    the newest id to land; a crash repeats at most the events handed over since the last finished write,
+    and never loses one."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.newest: int | None = None
+        self.written: int | None = None
+        self.writes = 0
+        self.error: str | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def check(self) -> None:
+        """Raise a failed write: a source that goes on would repeat every later event after a restart."""
+        if self.error is not None:
+            raise StreamError(self.error)
+
+    def note(self, event_id: int) -> None:
+        self.newest = event_id
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        while self.error is None and self.newest is not None and self.newest != self.written:
+            target = self.newest
+            try:
+                await asyncio.to_thread(write_state, self.path, target)
+            except OSError as exc:
+                self.error = f"state_file {self.path}: cannot write it ({exc.strerror})"
+                return
+            self.written, self.writes = target, self.writes + 1
+
+    async def close(self) -> None:
+        """Wait until the newest id is written, then raise a failed write. A cancellation (ansible-rulebook
+        stopping) still waits for the write: a file left one write behind would repeat events at the
+        next start."""
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await task
+                raise
+        self.check()
 
 
-async def _hand_over(cfg: Settings, queue: asyncio.Queue[Any], sse_id: str | None, data: str) -> None:
+async def _hand_over(cfg: Settings, queue: asyncio.Queue[Any], sse_id: str | None, data: str,
+                     state: StateWriter | None) -> None:
     if sse_id is None or not sse_id.isdigit():
         raise StreamError(f"a stream message without a numeric id: {sse_id!r}")
     event_id = int(sse_id)
@@ -346,19 +385,27 @@ async def _hand_over(cfg: Settings, queue: asyncio.Queue[Any], sse_id: str | Non
         raise StreamError(f"event {event_id} is not a JSON object")
     event["id"] = event_id
     wanted = not cfg.types or len(cfg.types) == 1 or type_matches(str(event.get("type", "")), cfg.types)
+    if state is not None:
+        state.check()
     if wanted:
         await queue.put(event)
     cfg.last_id = event_id
-    if wanted and cfg.state_file:  # after the hand-over: a crash in between repeats one event, never loses it
-        try:
-            await _save_state(cfg.state_file, event_id)
-        except OSError as exc:  # no transport error: a reconnect cannot fix it, a restart would repeat events
-            raise StreamError(f"state_file {cfg.state_file}: cannot write it ({exc.strerror})") from None
+    if wanted and state is not None:  # after the hand-over: a crash in between repeats it, never loses it
+        state.note(event_id)
 
 
 async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
     """Entry point called by ansible-rulebook: runs until cancelled or a fatal StreamError."""
     cfg = Settings(args)
+    state = StateWriter(cfg.state_file) if cfg.state_file else None
+    try:
+        await _follow(cfg, queue, state)
+    finally:
+        if state is not None:
+            await state.close()
+
+
+async def _follow(cfg: Settings, queue: asyncio.Queue[Any], state: StateWriter | None) -> None:
     attempt = 0
 
     def connected() -> None:
@@ -369,7 +416,7 @@ async def main(queue: asyncio.Queue[Any], args: dict[str, Any]) -> None:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             try:
-                await stream_once(session, cfg, queue, connected)
+                await stream_once(session, cfg, queue, state, connected)
             except aiohttp.ClientConnectorCertificateError as exc:  # configuration, not transport: say so
                 raise StreamError(f"the certificate of {cfg.url} failed verification "
                                   f"({exc.certificate_error}); set ca_file") from None
