@@ -335,6 +335,10 @@ def test_1000_events_in_order_without_loss_or_duplicates(stack: Stack) -> None:
     url = node["capabilities"]["opencode_server"]["url"]
     recorder = SseRecorder(url).start()
     assert recorder.connected.wait(10)
+    # opencode may say `server.connected` before its subscription is live: under load the first session's
+    # first events went by unseen. A probe session the recorder sees opens the window for ours.
+    probe = stack.create()["id"]
+    wait_for(lambda: any(e.session_id == probe for e in recorder.events), "the recorder sees the probe session", 30)
     sessions = [stack.create()["id"] for _ in range(SESSIONS)]
 
     def worker(sid: str) -> None:
@@ -344,21 +348,25 @@ def test_1000_events_in_order_without_loss_or_duplicates(stack: Stack) -> None:
 
     with ThreadPoolExecutor(len(sessions)) as pool:
         list(pool.map(worker, sessions))
-    time.sleep(1.0)  # opencode's last events of the turns reach the recorder
-    recorder.stop()
 
     ours = set(sessions)
-    expected = [e.id for e in recorder.events
-                if e.session_id in ours and e.type not in NOISE_TYPES and e.type != "message.part.delta"]
     placeholders = ",".join("?" * len(sessions))
 
-    def all_stored() -> list[tuple[Any, ...]] | None:
-        """The stored rows, once every event the recorder saw is among them (the agent may still be sending)."""
+    def reference() -> list[str]:
+        return [e.id for e in list(recorder.events)
+                if e.session_id in ours and e.type not in NOISE_TYPES and e.type != "message.part.delta"]
+
+    def both_complete() -> list[tuple[Any, ...]] | None:
+        """The stored rows, once they and the recorder hold the same events: the agent may still be sending,
+        and opencode's last events of the turns may still be on their way to the recorder."""
         rows = db_rows(stack.sup, f"SELECT seq, event_id, type, session_id, data FROM events WHERE node_id=? AND "
                                   f"session_id IN ({placeholders}) ORDER BY seq", NODE_A, *sessions)
-        return rows if set(expected) <= {r[1] for r in rows} else None
+        stored_ids = {r[1] for r in rows if r[2] not in ("session.state", "message.part.delta")}
+        return rows if stored_ids == set(reference()) else None
 
-    rows = wait_for(all_stored, "every event opencode emitted stored", 30)
+    rows = wait_for(both_complete, "every event opencode emitted stored, and the recorder's copy complete", 60)
+    recorder.stop()
+    expected = reference()
     assert len(rows) >= 1000, len(rows)
     assert_gap_free(stack.sup, NODE_A)
     stored = [r[1] for r in rows if r[2] not in ("session.state", "message.part.delta")]
