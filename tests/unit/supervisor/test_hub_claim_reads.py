@@ -134,3 +134,66 @@ def test_fresh_session_ids_cost_the_event_loop_no_synchronous_read(tmp_path: Pat
     assert sync == [], f"{len(sync)} synchronous reads on the event loop"
     assert batches[0] == ["ses_snap_a", "ses_snap_b"]
     assert sorted(i for b in batches[1:] for i in b) == sorted(f"ses_{n}" for n in range(1, EVENTS + 1))
+
+
+class ScriptedSocket(RecordingSocket):
+    """Frames to receive, in order; records the close code the hub chose."""
+
+    def __init__(self, frames: list[str]) -> None:
+        super().__init__()
+        self._frames = list(frames)
+        self.closed: tuple[int, str] | None = None
+
+    async def recv(self) -> str:
+        return self._frames.pop(0)
+
+    def __aiter__(self) -> ScriptedSocket:
+        return self
+
+    async def __anext__(self) -> str:
+        if not self._frames:
+            await asyncio.sleep(3600)  # an open connection with nothing more to say
+        return self._frames.pop(0)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+def test_a_store_that_fails_the_session_read_closes_the_connection_cleanly(tmp_path: Path) -> None:
+    """The off-loop session read of an event's new session fails (the database is gone or locked): the hub
+    neither acks that event nor lets the error escape the connection handler as a traceback; it closes
+    the connection with 1011 so that the agent reconnects and resends from its outbox."""
+    import sqlite3
+
+    from halswarm.protocol.codec import encode
+
+    async def batch(ids: list[str]) -> dict[str, Session]:
+        if "ses_broken" in ids:
+            raise sqlite3.OperationalError("disk I/O error")
+        return {}
+
+    async def run() -> ScriptedSocket:
+        conn = connect(str(tmp_path / "hub.db"))
+        migrate(conn)
+        writer = Writer(conn)
+        writer.start(asyncio.get_running_loop())
+        tracker, metrics = SessionTracker(loader=lambda sid: None, batch_loader=batch), Metrics()
+        hub = Hub(HubSettings(host="127.0.0.1", port=0, token="t" * 32), {}, tracker, None, writer,  # type: ignore[arg-type]
+                  metrics)
+        hub.ingestor = Ingestor(writer, tracker, metrics, hub.send_ack, hub.send_rewind)
+        events = [encode_raw("event", {"seq": seq, "event_id": f"e{seq}", "type": "message.part.delta",
+                                       "session_id": sid, "project": "p", "data": {}, "timestamp": 1.0},
+                             timestamp=1.0) for seq, sid in ((1, "ses_ok"), (2, "ses_broken"))]
+        ws = ScriptedSocket([encode(Register(node_id="n1")), *events])
+        try:
+            await asyncio.wait_for(hub._handle(ws), 30)  # type: ignore[arg-type]
+            await hub.ingestor.drain()
+        finally:
+            for t in list(hub._bg):
+                t.cancel()
+            await writer.stop()
+        return ws
+
+    ws = asyncio.run(run())
+    assert ws.closed == (1011, "database unavailable")
+    assert _acked(ws) <= 1, "the event whose session could not be read was acked"
