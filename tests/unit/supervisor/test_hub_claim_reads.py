@@ -48,6 +48,19 @@ def _acked(ws: RecordingSocket) -> int:
     return max(seqs, default=0)
 
 
+def _hub(tmp_path: Path, tracker: SessionTracker) -> tuple[Hub, Writer]:
+    """The real Hub and Ingestor over a batching Writer on a fresh SQLite file (call on the running loop)."""
+    conn = connect(str(tmp_path / "hub.db"))
+    migrate(conn)
+    writer = Writer(conn)
+    writer.start(asyncio.get_running_loop())
+    metrics = Metrics()
+    hub = Hub(HubSettings(host="127.0.0.1", port=0, token="t" * 32), {}, tracker, None, writer,  # type: ignore[arg-type]
+              metrics)
+    hub.ingestor = Ingestor(writer, tracker, metrics, hub.send_ack, hub.send_rewind)
+    return hub, writer
+
+
 def test_events_of_a_new_session_read_the_store_a_bounded_number_of_times(tmp_path: Path) -> None:
     loads: list[str] = []
 
@@ -56,14 +69,8 @@ def test_events_of_a_new_session_read_the_store_a_bounded_number_of_times(tmp_pa
         return None  # not stored: a new session
 
     async def run() -> tuple[int, int]:
-        conn = connect(str(tmp_path / "hub.db"))
-        migrate(conn)
-        writer = Writer(conn)
-        writer.start(asyncio.get_running_loop())
-        tracker, metrics = SessionTracker(loader=loader), Metrics()
-        hub = Hub(HubSettings(host="127.0.0.1", port=0, token="t" * 32), {}, tracker, None, writer,  # type: ignore[arg-type]
-                  metrics)
-        hub.ingestor = Ingestor(writer, tracker, metrics, hub.send_ack, hub.send_rewind)
+        tracker = SessionTracker(loader=loader)
+        hub, writer = _hub(tmp_path, tracker)
         ws = RecordingSocket()
         try:
             link = await hub._register(ws, Register(node_id="n1"), None)  # type: ignore[arg-type]
@@ -103,14 +110,8 @@ def test_fresh_session_ids_cost_the_event_loop_no_synchronous_read(tmp_path: Pat
         return {}
 
     async def run() -> None:
-        conn = connect(str(tmp_path / "hub.db"))
-        migrate(conn)
-        writer = Writer(conn)
-        writer.start(asyncio.get_running_loop())
-        tracker, metrics = SessionTracker(loader=loader, batch_loader=batch), Metrics()
-        hub = Hub(HubSettings(host="127.0.0.1", port=0, token="t" * 32), {}, tracker, None, writer,  # type: ignore[arg-type]
-                  metrics)
-        hub.ingestor = Ingestor(writer, tracker, metrics, hub.send_ack, hub.send_rewind)
+        tracker = SessionTracker(loader=loader, batch_loader=batch)
+        hub, writer = _hub(tmp_path, tracker)
         ws = RecordingSocket()
         try:
             reg = Register(node_id="n1", sessions=[{"id": "ses_snap_a", "status": "idle"},
@@ -173,14 +174,8 @@ def test_a_store_that_fails_the_session_read_closes_the_connection_cleanly(tmp_p
         return {}
 
     async def run() -> ScriptedSocket:
-        conn = connect(str(tmp_path / "hub.db"))
-        migrate(conn)
-        writer = Writer(conn)
-        writer.start(asyncio.get_running_loop())
-        tracker, metrics = SessionTracker(loader=lambda sid: None, batch_loader=batch), Metrics()
-        hub = Hub(HubSettings(host="127.0.0.1", port=0, token="t" * 32), {}, tracker, None, writer,  # type: ignore[arg-type]
-                  metrics)
-        hub.ingestor = Ingestor(writer, tracker, metrics, hub.send_ack, hub.send_rewind)
+        tracker = SessionTracker(loader=lambda sid: None, batch_loader=batch)
+        hub, writer = _hub(tmp_path, tracker)
         events = [encode_raw("event", {"seq": seq, "event_id": f"e{seq}", "type": "message.part.delta",
                                        "session_id": sid, "project": "p", "data": {}, "timestamp": 1.0},
                              timestamp=1.0) for seq, sid in ((1, "ses_ok"), (2, "ses_broken"))]
