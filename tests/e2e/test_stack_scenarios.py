@@ -336,9 +336,17 @@ def test_1000_events_in_order_without_loss_or_duplicates(stack: Stack) -> None:
     recorder = SseRecorder(url).start()
     assert recorder.connected.wait(10)
     # opencode may say `server.connected` before its subscription is live: under load the first session's
-    # first events went by unseen. A probe session the recorder sees opens the window for ours.
-    probe = stack.create()["id"]
-    wait_for(lambda: any(e.session_id == probe for e in recorder.events), "the recorder sees the probe session", 30)
+    # first events went by unseen. A probe session the recorder sees opens the window for ours (a probe
+    # created before the subscription was live is not seen: another one is made, until one is).
+    probes: list[str] = []
+
+    def probe_seen() -> bool:
+        if any(e.session_id in probes for e in list(recorder.events)):
+            return True
+        probes.append(stack.create()["id"])
+        return False
+
+    wait_for(probe_seen, "the recorder sees a probe session", 60, interval=1.0)
     sessions = [stack.create()["id"] for _ in range(SESSIONS)]
 
     def worker(sid: str) -> None:
