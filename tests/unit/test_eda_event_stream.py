@@ -150,7 +150,8 @@ def test_an_unwritable_state_file_stops_the_source_instead_of_repeating_events(t
     assert queue.empty()
 
 
-def test_state_writes_do_not_hold_the_hand_over_and_the_stop_writes_the_last_id(tmp_path: Path) -> None:
+def test_state_writes_do_not_hold_the_hand_over_and_the_stop_writes_the_last_id(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a busy disk one fsync can take a second: events are handed over while a write runs, the ids
     that came meanwhile are folded into one next write, and a stop waits until the newest id is written."""
     import threading
@@ -175,11 +176,8 @@ def test_state_writes_do_not_hold_the_hand_over_and_the_stop_writes_the_last_id(
         await writer.close()
         return writer
 
-    es.write_state = slow_write
-    try:
-        writer = asyncio.run(scenario())
-    finally:
-        es.write_state = real_write
+    monkeypatch.setattr(es, "write_state", slow_write)
+    writer = asyncio.run(scenario())
     assert state.read_text().strip() == "50"
     assert writer.writes <= 2, f"{writer.writes} writes: the ids handed over during a write were not folded"
 
